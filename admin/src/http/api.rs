@@ -1,0 +1,397 @@
+//! The JSON API under `/api/plugin/`. Paths follow SeaweedFS's admin where they exist so
+//! existing scripts keep working; protobuf messages travel as proto JSON with snake_case
+//! names. Sensitive config values never leave through here.
+
+use std::collections::HashMap;
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, post},
+};
+use proto::pb::{self, JobState};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::{
+    job::{JobView, is_final, parse_job_id, parse_state, state_name},
+    scheduler::DetectionMode,
+    store::JobQuery,
+    validator::{is_valid_job_type, redact},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/status", get(status))
+        .route("/workers", get(workers))
+        .route("/workers/{id}/drain", post(drain))
+        .route("/job-types", get(job_types))
+        .route("/job-types/{t}/descriptor", get(descriptor))
+        .route("/job-types/{t}/schema", post(refresh_schema))
+        .route("/job-types/{t}/config", get(get_config).put(put_config))
+        .route("/job-types/{t}/runs", get(runs))
+        .route("/job-types/{t}/detect", post(detect))
+        .route("/job-types/{t}/run", post(run))
+        .route("/job-types/{t}/detection-results", get(detection_results))
+        .route("/jobs", get(jobs))
+        .route("/jobs/{id}", get(job))
+        .route("/jobs/{id}/detail", get(job_detail))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/jobs/{id}/retry", post(retry))
+        .route("/jobs/{id}/expire", post(expire))
+        .route("/activities", get(activities))
+        .route("/scheduler-states", get(scheduler_states))
+        .route("/dispatch", post(dispatch_pause))
+}
+
+fn proto_json<M: prost::Message + proto::ProtoName>(m: &M) -> Result<Value, ApiError> {
+    proto::json::to_value_with(m, true).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn job_type_param(t: &str) -> Result<(), ApiError> {
+    if is_valid_job_type(t) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!("job type {t:?} is not a valid name (letters, digits, '_', '.', '-')")))
+    }
+}
+
+fn job_seq(id: &str) -> Result<i64, ApiError> {
+    parse_job_id(id).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))
+}
+
+async fn status(State(state): State<AppState>) -> Json<Value> {
+    let (active, counts) = {
+        let t = state.jobs.lock().expect("job table lock");
+        let mut by_state: HashMap<&'static str, i64> = HashMap::new();
+        for ((_, s), n) in t.counts() {
+            *by_state.entry(state_name(JobState::try_from(*s).unwrap_or(JobState::Unspecified))).or_insert(0) += n;
+        }
+        (t.active_len(), by_state)
+    };
+    Json(json!({
+        "enabled": true,
+        "worker_grpc_port": state.grpc_port.load(std::sync::atomic::Ordering::Relaxed),
+        "version": env!("CARGO_PKG_VERSION"),
+        "git_commit": option_env!("PLUGHOST_GIT_COMMIT").unwrap_or("unknown"),
+        "protocol_version": proto::PROTOCOL_VERSION,
+        "ready": state.ready.load(std::sync::atomic::Ordering::Relaxed),
+        "dispatch_paused": state.dispatch_paused.load(std::sync::atomic::Ordering::Relaxed),
+        "workers": state.registry.len(),
+        "job_types": state.configs.job_types().len(),
+        "active_jobs": active,
+        "jobs_by_state": counts,
+        "last_event_id": state.events.last_id(),
+    }))
+}
+
+async fn workers(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "workers": state.registry.views() }))
+}
+
+#[derive(Deserialize)]
+struct DrainQuery {
+    draining: Option<bool>,
+}
+
+async fn drain(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<DrainQuery>) -> Result<Json<Value>, ApiError> {
+    let draining = q.draining.unwrap_or(true);
+    if state.registry.get(&id).is_none() && draining {
+        return Err(ApiError::NotFound(format!("no connected worker {id:?}")));
+    }
+    state.registry.set_draining(&id, draining);
+    state.events.publish(crate::events::EventKind::WorkerDrain { worker_id: id.clone(), draining });
+    state.wake_dispatch.notify_one();
+    state.wake_scheduler.notify_one();
+    Ok(Json(json!({ "worker_id": id, "draining": draining })))
+}
+
+async fn job_types(State(state): State<AppState>) -> Json<Value> {
+    let offered = state.registry.job_types();
+    let mut names = state.configs.job_types();
+    for t in offered.keys() {
+        if !names.contains(t) {
+            names.push(t.clone());
+        }
+    }
+    names.sort();
+    let t = state.jobs.lock().expect("job table lock");
+    let list: Vec<Value> = names
+        .iter()
+        .map(|name| {
+            let d = state.configs.descriptor(name);
+            let cap = offered.get(name);
+            let runtime = state.configs.runtime(name);
+            json!({
+                "job_type": name,
+                "display_name": d.as_ref().map(|d| d.display_name.clone()).filter(|s| !s.is_empty())
+                    .or_else(|| cap.map(|c| c.display_name.clone()).filter(|s| !s.is_empty()))
+                    .unwrap_or_else(|| name.clone()),
+                "description": d.as_ref().map(|d| d.description.clone()).unwrap_or_default(),
+                "descriptor_version": d.as_ref().map(|d| d.descriptor_version).unwrap_or(0),
+                "has_descriptor": d.is_some(),
+                "enabled": runtime.enabled,
+                "detectors": state.registry.detectors(name).len(),
+                "executors": state.registry.executors(name).len(),
+                "pending": t.count_of(name, JobState::Pending),
+                "assigned": t.count_of(name, JobState::Assigned),
+                "running": t.count_of(name, JobState::Running),
+                "succeeded": t.count_of(name, JobState::Succeeded),
+                "failed": t.count_of(name, JobState::Failed),
+                "canceled": t.count_of(name, JobState::Canceled),
+            })
+        })
+        .collect();
+    Json(json!({ "job_types": list }))
+}
+
+async fn descriptor(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
+    job_type_param(&t)?;
+    let d = state.configs.descriptor(&t).ok_or_else(|| ApiError::NotFound(format!("no descriptor for job type {t:?}")))?;
+    Ok(Json(proto_json(d.as_ref())?))
+}
+
+#[derive(Deserialize)]
+struct SchemaQuery {
+    force_refresh: Option<bool>,
+}
+
+async fn refresh_schema(State(state): State<AppState>, Path(t): Path<String>, Query(q): Query<SchemaQuery>) -> Result<Json<Value>, ApiError> {
+    job_type_param(&t)?;
+    let d = state.refresh_schema(&t, q.force_refresh.unwrap_or(false)).await.map_err(|e| match e {
+        crate::schema::SchemaError::NoWorker(_) => ApiError::Unavailable(e.to_string()),
+        crate::schema::SchemaError::Timeout(_) => ApiError::Unavailable(e.to_string()),
+        crate::schema::SchemaError::Worker { .. } => ApiError::Conflict(e.to_string()),
+        crate::schema::SchemaError::Store(m) => ApiError::Internal(m),
+    })?;
+    Ok(Json(proto_json(d.as_ref())?))
+}
+
+fn redacted_config(state: &AppState, t: &str) -> Result<Value, ApiError> {
+    let d = state.configs.descriptor(t).ok_or_else(|| ApiError::NotFound(format!("no descriptor for job type {t:?}")))?;
+    let c = state.configs.config(t).ok_or_else(|| ApiError::NotFound(format!("no config for job type {t:?}")))?;
+    proto_json(&redact(&d, &c))
+}
+
+async fn get_config(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
+    job_type_param(&t)?;
+    Ok(Json(redacted_config(&state, &t)?))
+}
+
+/// Replaces the parts of the config present in the body; absent top-level parts keep
+/// their saved values, and so do sensitive fields left out of the value maps.
+async fn put_config(State(state): State<AppState>, Path(t): Path<String>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    job_type_param(&t)?;
+    let current = state.configs.config(&t).ok_or_else(|| ApiError::NotFound(format!("no config for job type {t:?}")))?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body is not JSON: {e}")))?;
+    let Value::Object(fields) = &value else {
+        return Err(ApiError::BadRequest("body must be a JSON object (a PersistedJobTypeConfig)".into()));
+    };
+    let has = |k: &str, camel: &str| fields.contains_key(k) || fields.contains_key(camel);
+    let incoming: pb::PersistedJobTypeConfig =
+        proto::json::from_value(value.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if !incoming.job_type.is_empty() && incoming.job_type != t {
+        return Err(ApiError::BadRequest(format!("body is for job type {:?}, not {t:?}", incoming.job_type)));
+    }
+    let mut next = (*current).clone();
+    if has("admin_config_values", "adminConfigValues") {
+        next.admin_config_values = incoming.admin_config_values;
+    }
+    if has("worker_config_values", "workerConfigValues") {
+        next.worker_config_values = incoming.worker_config_values;
+    }
+    if has("admin_runtime", "adminRuntime") {
+        next.admin_runtime = incoming.admin_runtime;
+    }
+    let configs = state.configs.clone();
+    let t2 = t.clone();
+    tokio::task::spawn_blocking(move || configs.save_config(next, "api"))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    state.events.publish(crate::events::EventKind::ConfigSaved { job_type: t.clone(), updated_by: "api".into() });
+    state.activity(&t2, "", pb::ActivitySource::Admin, "config", "configuration saved");
+    state.wake_scheduler.notify_one();
+    state.wake_dispatch.notify_one();
+    Ok(Json(redacted_config(&state, &t)?))
+}
+
+async fn runs(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
+    job_type_param(&t)?;
+    let (successes, errors) = state.store.runs(&t, 10)?;
+    Ok(Json(json!({ "job_type": t, "successes": successes, "errors": errors })))
+}
+
+async fn detect(State(state): State<AppState>, Path(t): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    start_detection(state, t, DetectionMode::Preview)
+}
+
+async fn run(State(state): State<AppState>, Path(t): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    start_detection(state, t, DetectionMode::Run)
+}
+
+fn start_detection(state: AppState, t: String, mode: DetectionMode) -> Result<impl IntoResponse, ApiError> {
+    job_type_param(&t)?;
+    let status = state.request_detection(&t, mode).map_err(|e| match e {
+        crate::scheduler::DetectError::UnknownJobType(_) => ApiError::NotFound(e.to_string()),
+        _ => ApiError::Unavailable(e.to_string()),
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_type": t, "mode": mode, "status": status }))))
+}
+
+async fn detection_results(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
+    job_type_param(&t)?;
+    Ok(Json(json!({ "job_type": t, "proposals": state.latest_proposals(&t) })))
+}
+
+#[derive(Deserialize, Default)]
+pub struct JobsQuery {
+    pub job_type: Option<String>,
+    pub state: Option<String>,
+    pub text: Option<String>,
+    pub dead_letter: Option<bool>,
+    pub before: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// Lists jobs newest first, `limit` at a time; pass `before=<last job_id>` for the next page.
+pub fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>, Option<String>), ApiError> {
+    if let Some(t) = q.job_type.as_deref().filter(|t| !t.is_empty()) {
+        job_type_param(t)?;
+    }
+    let job_state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(parse_state(s).ok_or_else(|| ApiError::BadRequest(format!("unknown job state {s:?}")))?),
+    };
+    let before_seq = match q.before.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(b) => Some(parse_job_id(b).ok_or_else(|| ApiError::BadRequest(format!("before must be a job id, not {b:?}")))?),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let query = JobQuery {
+        job_type: q.job_type.clone().filter(|t| !t.is_empty()),
+        state: job_state,
+        dead_letter: q.dead_letter,
+        text: q.text.clone().filter(|t| !t.is_empty()),
+        before_seq,
+        limit,
+    };
+    let mut jobs = state.store.jobs(&query)?;
+    // The store lags memory by at most one group commit; active jobs are overlaid with
+    // their in-memory state so a list never shows a job behind its detail page.
+    {
+        let t = state.jobs.lock().expect("job table lock");
+        for j in jobs.iter_mut() {
+            if let Some(seq) = parse_job_id(&j.job_id) {
+                if let Some(live) = t.active_job(seq) {
+                    *j = live.view();
+                }
+            }
+        }
+    }
+    if let Some(s) = job_state {
+        jobs.retain(|j| j.state == state_name(s));
+    }
+    let next = (jobs.len() == limit).then(|| jobs.last().map(|j| j.job_id.clone())).flatten();
+    Ok((jobs, next))
+}
+
+async fn jobs(State(state): State<AppState>, Query(q): Query<JobsQuery>) -> Result<Json<Value>, ApiError> {
+    let (jobs, next) = list_jobs(&state, &q)?;
+    Ok(Json(json!({ "jobs": jobs, "next_before": next })))
+}
+
+async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let seq = job_seq(&id)?;
+    let job = state.get_job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
+    Ok(Json(serde_json::to_value(job.view()).map_err(|e| ApiError::Internal(e.to_string()))?))
+}
+
+async fn job_detail(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let seq = job_seq(&id)?;
+    let job = state.get_job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
+    let attempts = state.store.attempts(seq)?;
+    let activities = state.store.activities(None, Some(&id), None, 200)?;
+    let spec = job.to_spec();
+    let result = pb::JobResult { output_values: job.result_values.clone(), summary: job.result_summary.clone() };
+    Ok(Json(json!({
+        "job": job.view(),
+        "spec": proto_json(&spec)?,
+        "result": proto_json(&result)?,
+        "attempts": attempts,
+        "activities": activities,
+        "final": is_final(job.state),
+    })))
+}
+
+#[derive(Deserialize, Default)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+fn reason_from(body: &axum::body::Bytes, default: &str) -> String {
+    serde_json::from_slice::<ReasonBody>(body)
+        .ok()
+        .and_then(|b| b.reason)
+        .map(|r| crate::state::clip(r.trim(), 500))
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+async fn cancel(State(state): State<AppState>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    let seq = job_seq(&id)?;
+    let reason = reason_from(&body, "canceled by operator");
+    let view = state.stop_job(seq, JobState::Canceled, &reason)?;
+    Ok(Json(json!({ "job": view })))
+}
+
+async fn expire(State(state): State<AppState>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    let seq = job_seq(&id)?;
+    let reason = reason_from(&body, "expired by operator");
+    let view = state.stop_job(seq, JobState::Failed, &reason)?;
+    Ok(Json(json!({ "job": view })))
+}
+
+async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let seq = job_seq(&id)?;
+    let view = state.retry_job(seq)?;
+    Ok(Json(json!({ "job": view })))
+}
+
+#[derive(Deserialize)]
+struct ActivitiesQuery {
+    job_type: Option<String>,
+    job_id: Option<String>,
+    before: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn activities(State(state): State<AppState>, Query(q): Query<ActivitiesQuery>) -> Result<Json<Value>, ApiError> {
+    if let Some(t) = q.job_type.as_deref().filter(|t| !t.is_empty()) {
+        job_type_param(t)?;
+    }
+    let list = state.store.activities(
+        q.job_type.as_deref().filter(|t| !t.is_empty()),
+        q.job_id.as_deref().filter(|t| !t.is_empty()),
+        q.before,
+        q.limit.unwrap_or(100),
+    )?;
+    Ok(Json(json!({ "activities": list })))
+}
+
+async fn scheduler_states(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "states": state.scheduler_states() }))
+}
+
+#[derive(Deserialize)]
+struct DispatchQuery {
+    paused: bool,
+}
+
+async fn dispatch_pause(State(state): State<AppState>, Query(q): Query<DispatchQuery>) -> Json<Value> {
+    state.dispatch_paused.store(q.paused, std::sync::atomic::Ordering::Relaxed);
+    state.wake_dispatch.notify_one();
+    Json(json!({ "dispatch_paused": q.paused }))
+}

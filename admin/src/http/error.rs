@@ -1,0 +1,69 @@
+//! `ApiError`: how handlers fail. It shows the user a clear message (and per-field errors
+//! for invalid config) as JSON, and keeps internals in the log.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use crate::validator::FieldError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    NotFound(String),
+    Conflict(String),
+    Invalid(Vec<FieldError>),
+    Unavailable(String),
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({ "error": m })),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
+            ApiError::Invalid(fields) => (
+                StatusCode::BAD_REQUEST,
+                json!({ "error": "config is invalid", "field_errors": fields }),
+            ),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": m })),
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "internal error in an HTTP handler");
+                (StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": "internal error; see the admin's log" }))
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::dispatcher::JobActionError> for ApiError {
+    fn from(e: crate::dispatcher::JobActionError) -> Self {
+        use crate::dispatcher::JobActionError as E;
+        match e {
+            E::NotFound(_) => ApiError::NotFound(e.to_string()),
+            E::Conflict { .. } | E::Duplicate { .. } => ApiError::Conflict(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::config_store::ConfigStoreError> for ApiError {
+    fn from(e: crate::config_store::ConfigStoreError) -> Self {
+        use crate::config_store::ConfigStoreError as E;
+        match e {
+            E::Invalid(fields) => ApiError::Invalid(fields),
+            E::InvalidJobType(_) => ApiError::BadRequest(e.to_string()),
+            E::UnknownJobType(_) => ApiError::NotFound(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}

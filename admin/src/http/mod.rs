@@ -1,0 +1,27 @@
+//! The admin's HTTP surface: the JSON API under `/api/plugin/`, Server-Sent Events,
+//! operations endpoints (`/healthz`, `/readyz`, `/metrics`). Each area has its own
+//! `router()`; `app` nests them.
+
+mod api;
+mod error;
+mod ops;
+mod sse;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::state::AdminState;
+
+/// Shared by every handler.
+pub type AppState = Arc<AdminState>;
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/plugin", api::router().merge(sse::router()))
+        .merge(ops::router())
+        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
+        .with_state(state)
+}

@@ -1,0 +1,62 @@
+//! `GET /api/plugin/events`: Server-Sent Events of the event bus, with `Last-Event-ID`
+//! replay from the bus's bounded buffer. A client that fell too far behind gets a
+//! `reset` event, meaning "reload your view".
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    Router,
+    extract::{Query, State},
+    http::HeaderMap,
+    response::sse::{Event, KeepAlive, Sse},
+    routing::get,
+};
+use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError};
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/events", get(events))
+}
+
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    last_event_id: Option<u64>,
+}
+
+fn to_sse(e: &crate::events::Event) -> Event {
+    let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
+    Event::default().id(e.id.to_string()).event(e.kind.name()).data(data)
+}
+
+async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .or(q.last_event_id);
+    let sub = state.events.subscribe_after(last);
+    let mut first: Vec<Result<Event, Infallible>> = Vec::new();
+    if !sub.replay_complete {
+        first.push(Ok(Event::default().event("reset").data("{\"reason\":\"events were missed\"}")));
+    }
+    let replayed_up_to = sub.replay.last().map(|e| e.id).or(last).unwrap_or(0);
+    first.extend(sub.replay.iter().map(|e| Ok(to_sse(e))));
+    let live = BroadcastStream::new(sub.rx).filter_map(move |item| match item {
+        Ok(e) if e.id > replayed_up_to => Some(Ok(to_sse(&e))),
+        Ok(_) => None,
+        Err(BroadcastStreamRecvError::Lagged(n)) => {
+            Some(Ok(Event::default().event("reset").data(format!("{{\"reason\":\"{n} events were missed\"}}"))))
+        }
+    });
+    let shutdown = state.shutdown.clone();
+    let stream = futures_util::StreamExt::take_until(
+        tokio_stream::iter(first).chain(live),
+        Box::pin(async move { shutdown.cancelled_owned().await }),
+    );
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

@@ -1,0 +1,293 @@
+//! The job model: one tracked job, its state names and its JSON views for the API.
+
+use std::collections::HashMap;
+
+use proto::pb::{self, JobState};
+use serde::Serialize;
+
+/// Milliseconds since the Unix epoch; the unit every timestamp in the admin uses.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn ms_to_timestamp(ms: i64) -> pb::Timestamp {
+    pb::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+pub fn timestamp_to_ms(ts: &pb::Timestamp) -> i64 {
+    ts.seconds.saturating_mul(1000).saturating_add(i64::from(ts.nanos) / 1_000_000)
+}
+
+/// Job ids are `j` followed by the store's row id, so lookups need no extra index.
+pub fn job_id(seq: i64) -> String {
+    format!("j{seq}")
+}
+
+/// The row id of a job id, or `None` for anything that is not one of ours.
+pub fn parse_job_id(id: &str) -> Option<i64> {
+    let digits = id.strip_prefix('j')?;
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+pub fn state_name(state: JobState) -> &'static str {
+    match state {
+        JobState::Unspecified => "unspecified",
+        JobState::Pending => "pending",
+        JobState::Assigned => "assigned",
+        JobState::Running => "running",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Canceled => "canceled",
+    }
+}
+
+/// Accepts `pending`, `PENDING` and `JOB_STATE_PENDING`.
+pub fn parse_state(text: &str) -> Option<JobState> {
+    let lower = text.trim().to_ascii_lowercase();
+    let name = lower.strip_prefix("job_state_").unwrap_or(&lower);
+    Some(match name {
+        "pending" => JobState::Pending,
+        "assigned" => JobState::Assigned,
+        "running" => JobState::Running,
+        "succeeded" => JobState::Succeeded,
+        "failed" => JobState::Failed,
+        "canceled" | "cancelled" => JobState::Canceled,
+        _ => return None,
+    })
+}
+
+pub fn is_final(state: JobState) -> bool {
+    matches!(state, JobState::Succeeded | JobState::Failed | JobState::Canceled)
+}
+
+pub fn priority_name(p: i32) -> &'static str {
+    match pb::JobPriority::try_from(p).unwrap_or(pb::JobPriority::Unspecified) {
+        pb::JobPriority::Unspecified => "unspecified",
+        pb::JobPriority::Low => "low",
+        pb::JobPriority::Normal => "normal",
+        pb::JobPriority::High => "high",
+        pb::JobPriority::Critical => "critical",
+    }
+}
+
+/// One job as the admin tracks it. The immutable part (`spec`) is written once; the rest
+/// changes with every state transition.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub seq: i64,
+    pub spec: std::sync::Arc<JobSpecData>,
+    pub state: JobState,
+    /// Attempts started in the current retry cycle (an operator retry starts a new cycle).
+    pub attempts: i32,
+    /// Attempts started over the job's whole life; numbers the attempt records.
+    pub attempts_total: i32,
+    pub worker_id: String,
+    pub request_id: String,
+    pub progress: f64,
+    pub stage: String,
+    pub message: String,
+    pub error: String,
+    pub result_summary: String,
+    pub result_values: HashMap<String, pb::ConfigValue>,
+    pub updated_at: i64,
+    /// When the job becomes dispatchable (not_before or retry backoff); 0 = now.
+    pub ready_at: i64,
+    pub assigned_at: i64,
+    pub completed_at: i64,
+    pub dead_letter: bool,
+    /// Workers that already failed this job, so a retry prefers another executor.
+    pub failed_on: Vec<String>,
+    /// When the job last became ready to dispatch (for the dispatch latency); not stored.
+    pub queued_at: i64,
+    /// An operator's cancel or expire waiting for the worker to confirm; not stored (a
+    /// restart requeues the job instead).
+    pub stop: Option<StopRequest>,
+    /// The current attempt's execution deadline, or its stop grace end; not stored.
+    pub deadline: i64,
+}
+
+/// How a running job is being stopped.
+#[derive(Debug, Clone)]
+pub struct StopRequest {
+    pub reason: String,
+    /// The final state once the worker confirms or the grace period ends.
+    pub outcome: JobState,
+    pub deadline: i64,
+}
+
+/// The part of a job fixed at creation.
+#[derive(Debug, Clone)]
+pub struct JobSpecData {
+    pub job_type: String,
+    pub dedupe_key: String,
+    pub priority: i32,
+    pub summary: String,
+    pub detail: String,
+    pub parameters: HashMap<String, pb::ConfigValue>,
+    pub labels: HashMap<String, String>,
+    pub created_at: i64,
+    pub not_before: i64,
+    pub expires_at: i64,
+    pub detection_run: i64,
+}
+
+impl Job {
+    pub fn id(&self) -> String {
+        job_id(self.seq)
+    }
+
+    pub fn to_spec(&self) -> pb::JobSpec {
+        let s = &self.spec;
+        pb::JobSpec {
+            job_id: self.id(),
+            job_type: s.job_type.clone(),
+            dedupe_key: s.dedupe_key.clone(),
+            priority: s.priority,
+            summary: s.summary.clone(),
+            detail: s.detail.clone(),
+            parameters: s.parameters.clone(),
+            labels: s.labels.clone(),
+            created_at: Some(ms_to_timestamp(s.created_at)),
+            scheduled_at: Some(ms_to_timestamp(self.ready_at.max(s.created_at))),
+        }
+    }
+
+    pub fn view(&self) -> JobView {
+        JobView {
+            job_id: self.id(),
+            job_type: self.spec.job_type.clone(),
+            dedupe_key: self.spec.dedupe_key.clone(),
+            state: state_name(self.state),
+            priority: priority_name(self.spec.priority),
+            summary: self.spec.summary.clone(),
+            detail: self.spec.detail.clone(),
+            worker_id: self.worker_id.clone(),
+            request_id: self.request_id.clone(),
+            progress_percent: self.progress,
+            stage: self.stage.clone(),
+            message: self.message.clone(),
+            error_message: self.error.clone(),
+            result_summary: self.result_summary.clone(),
+            attempt: self.attempts_total,
+            dead_letter: self.dead_letter,
+            created_at: self.spec.created_at,
+            updated_at: self.updated_at,
+            not_before: self.spec.not_before,
+            expires_at: self.spec.expires_at,
+            completed_at: self.completed_at,
+            labels: self.spec.labels.clone(),
+        }
+    }
+}
+
+/// A job as the API and the pages show it. Times are Unix milliseconds (0 = none).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobView {
+    pub job_id: String,
+    pub job_type: String,
+    pub dedupe_key: String,
+    pub state: &'static str,
+    pub priority: &'static str,
+    pub summary: String,
+    pub detail: String,
+    pub worker_id: String,
+    pub request_id: String,
+    pub progress_percent: f64,
+    pub stage: String,
+    pub message: String,
+    pub error_message: String,
+    pub result_summary: String,
+    pub attempt: i32,
+    pub dead_letter: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub not_before: i64,
+    pub expires_at: i64,
+    pub completed_at: i64,
+    pub labels: HashMap<String, String>,
+}
+
+/// One attempt at running a job on one executor.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AttemptView {
+    pub attempt: i32,
+    pub worker_id: String,
+    pub request_id: String,
+    pub started_at: i64,
+    pub ended_at: i64,
+    /// running, succeeded, failed, canceled, requeued, timed_out
+    pub outcome: String,
+    pub error_message: String,
+}
+
+/// One entry of the activity timeline.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ActivityView {
+    pub id: i64,
+    pub created_at: i64,
+    pub job_type: String,
+    pub job_id: String,
+    pub source: &'static str,
+    pub stage: String,
+    pub message: String,
+}
+
+pub fn source_name(source: i32) -> &'static str {
+    match pb::ActivitySource::try_from(source).unwrap_or(pb::ActivitySource::Unspecified) {
+        pb::ActivitySource::Unspecified => "unspecified",
+        pb::ActivitySource::Admin => "admin",
+        pb::ActivitySource::Detector => "detector",
+        pb::ActivitySource::Executor => "executor",
+    }
+}
+
+/// One detection run or job execution, for the run history of a job type.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunView {
+    pub id: i64,
+    pub job_type: String,
+    /// detection or execution
+    pub kind: String,
+    pub job_id: String,
+    pub worker_id: String,
+    pub started_at: i64,
+    pub ended_at: i64,
+    pub success: bool,
+    pub message: String,
+    pub proposals: i64,
+    pub jobs_created: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_round_trip_and_reject_foreign_text() {
+        assert_eq!(parse_job_id(&job_id(42)), Some(42));
+        assert_eq!(parse_job_id("j"), None);
+        assert_eq!(parse_job_id("42"), None);
+        assert_eq!(parse_job_id("j-1"), None);
+        assert_eq!(parse_job_id("j99999999999999999999"), None);
+    }
+
+    #[test]
+    fn states_parse_in_every_spelling() {
+        assert_eq!(parse_state("pending"), Some(JobState::Pending));
+        assert_eq!(parse_state("JOB_STATE_FAILED"), Some(JobState::Failed));
+        assert_eq!(parse_state("Canceled"), Some(JobState::Canceled));
+        assert_eq!(parse_state("nope"), None);
+    }
+
+    #[test]
+    fn timestamps_convert_both_ways() {
+        let ms = 1_700_000_123_456;
+        assert_eq!(timestamp_to_ms(&ms_to_timestamp(ms)), ms);
+    }
+}

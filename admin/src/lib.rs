@@ -1,0 +1,31 @@
+//! The Plughost admin server.
+//!
+//! Workers dial [`grpc`] and stay connected over one bidirectional stream each. The
+//! [`registry`] tracks them; [`schema`] fetches each job type's descriptor and the
+//! [`config_store`] keeps it with the operator's saved values (checked by the
+//! [`validator`]); the [`scheduler`] runs detections and turns proposals into jobs; the
+//! [`dispatcher`] hands jobs to executors and follows them to the end; the [`store`]
+//! makes every change durable before the [`events`] bus publishes it to [`http`].
+//! [`server::Admin`] wires it all together.
+
+pub mod config;
+pub mod config_store;
+pub mod dispatcher;
+pub mod events;
+pub mod fsutil;
+pub mod grpc;
+pub mod http;
+pub mod job;
+pub mod monitor;
+pub mod registry;
+pub mod runtime_config;
+pub mod scheduler;
+pub mod schema;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod validator;
+
+pub use config::{AdminConfig, TlsFiles};
+pub use server::{Admin, AdminError};
+pub use state::AdminState;

@@ -1,0 +1,517 @@
+//! DetectorScheduler: when each job type detects, which worker detects (a sticky lease
+//! while that worker stays healthy), and turning proposals into deduplicated jobs.
+//!
+//! Three kinds of detection: scheduled (every `detection_interval_minutes` while the job
+//! type is enabled; the first soon after a capable worker appears), `run` (on demand;
+//! creates jobs like a scheduled one) and `detect` (on demand, a preview: proposals are
+//! shown as the latest detection results and no job is created).
+
+use std::{collections::HashMap, sync::Arc};
+
+use proto::pb::{self, JobState, admin_to_worker_message::Body};
+use serde::Serialize;
+
+use crate::{
+    events::EventKind,
+    job::{Job, JobSpecData, RunView, now_ms, priority_name, timestamp_to_ms},
+    monitor::inc,
+    registry::WorkerSession,
+    state::{AdminState, clip},
+    store::Op,
+};
+
+/// Proposals kept per job type as its latest detection results.
+const LATEST_PROPOSALS: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectionMode {
+    Scheduled,
+    Run,
+    Preview,
+}
+
+#[derive(Default)]
+pub struct DetectorTable {
+    types: HashMap<String, DetectorState>,
+    by_request: HashMap<String, String>,
+}
+
+#[derive(Default)]
+struct DetectorState {
+    /// When the next scheduled detection is due (0: not yet scheduled).
+    next_due: i64,
+    lease: Option<String>,
+    running: Option<RunningDetection>,
+    sequence: i64,
+    last_success_at: i64,
+    last_run: Option<RunView>,
+    latest: Vec<ProposalView>,
+    /// An on-demand request that arrived while a detection was running.
+    queued: Option<DetectionMode>,
+}
+
+struct RunningDetection {
+    request_id: String,
+    worker_id: String,
+    mode: DetectionMode,
+    run: RunView,
+    deadline: i64,
+    max_jobs: i64,
+    deduplicated: i64,
+    dropped: i64,
+}
+
+/// A proposal as the pages show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProposalView {
+    pub proposal_id: String,
+    pub dedupe_key: String,
+    pub priority: &'static str,
+    pub summary: String,
+    pub detail: String,
+    /// created, deduplicated, over_limit, preview or invalid
+    pub outcome: &'static str,
+    pub job_id: String,
+}
+
+/// The scheduler's view of one job type, for the API and the pages.
+#[derive(Debug, Clone, Serialize)]
+pub struct SchedulerStateView {
+    pub job_type: String,
+    pub enabled: bool,
+    pub detector_worker_id: String,
+    pub detection_running: bool,
+    pub running_mode: Option<DetectionMode>,
+    pub next_detection_at: i64,
+    pub detection_interval_minutes: i32,
+    pub last_success_at: i64,
+    pub last_run: Option<RunView>,
+    pub detectors: usize,
+    pub executors: usize,
+}
+
+/// Why an on-demand detection could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("no descriptor for job type {0:?} yet")]
+    UnknownJobType(String),
+    #[error("no connected worker can detect {0:?}")]
+    NoDetector(String),
+    #[error("the admin is shutting down")]
+    ShuttingDown,
+}
+
+impl AdminState {
+    /// Starts due detections and times out overdue ones. Returns the next time it has
+    /// something to do.
+    pub fn scheduler_pass(&self) -> i64 {
+        let now = now_ms();
+        let mut next = now + 1000;
+        if self.is_stopping() {
+            return next;
+        }
+        let mut job_types: Vec<String> = self.configs.job_types();
+        for t in self.registry.job_types().into_keys() {
+            if !job_types.contains(&t) {
+                job_types.push(t);
+            }
+        }
+        let mut out: Vec<(Arc<WorkerSession>, pb::AdminToWorkerMessage)> = Vec::new();
+        {
+            let mut d = self.detectors.lock().expect("detector lock");
+            for job_type in job_types {
+                if self.configs.descriptor(&job_type).is_none() {
+                    continue;
+                }
+                let runtime = self.configs.runtime(&job_type);
+                let detectors = self.registry.detectors(&job_type);
+                let st = d.types.entry(job_type.clone()).or_default();
+                if let Some(r) = &st.running {
+                    if r.deadline <= now {
+                        let request_id = r.request_id.clone();
+                        let secs = i64::from(runtime.detection_timeout_seconds);
+                        if let Some(s) = self.registry.get(&r.worker_id) {
+                            out.push((s, detection_cancel(&request_id, "detection timed out")));
+                        }
+                        self.end_detection(&mut d, &job_type, false, &format!("detection timed out after {secs} s"), 0);
+                        continue;
+                    }
+                    next = next.min(r.deadline);
+                    continue;
+                }
+                if detectors.is_empty() {
+                    continue;
+                }
+                if st.next_due == 0 {
+                    st.next_due = now + self.config.first_detection_delay.as_millis() as i64;
+                }
+                let mode = match st.queued.take() {
+                    Some(m) => Some(m),
+                    None if runtime.enabled && st.next_due <= now => Some(DetectionMode::Scheduled),
+                    None => None,
+                };
+                match mode {
+                    Some(mode) => {
+                        if let Some(msg) = self.start_detection(&mut d, &job_type, mode, &runtime, &detectors, now) {
+                            out.push(msg);
+                        }
+                    }
+                    None if runtime.enabled => next = next.min(st.next_due),
+                    None => {}
+                }
+            }
+        }
+        for (s, msg) in out {
+            s.send(msg, self.send_timeout());
+        }
+        next
+    }
+
+    fn start_detection(
+        &self,
+        d: &mut DetectorTable,
+        job_type: &str,
+        mode: DetectionMode,
+        runtime: &pb::AdminRuntimeConfig,
+        detectors: &[Arc<WorkerSession>],
+        now: i64,
+    ) -> Option<(Arc<WorkerSession>, pb::AdminToWorkerMessage)> {
+        let st = d.types.get_mut(job_type)?;
+        // Sticky lease: keep the same detector while it is connected and not draining.
+        let worker = st
+            .lease
+            .as_ref()
+            .and_then(|w| detectors.iter().find(|s| &s.worker_id == w))
+            .or_else(|| detectors.iter().min_by_key(|s| (s.worker_id.len(), s.worker_id.clone())))?
+            .clone();
+        st.lease = Some(worker.worker_id.clone());
+        st.sequence += 1;
+        let request_id = self.new_request_id("detect");
+        let config = self.configs.config(job_type);
+        let max_jobs = i64::from(runtime.max_jobs_per_detection.max(1));
+        let request = pb::RunDetectionRequest {
+            request_id: request_id.clone(),
+            job_type: job_type.to_string(),
+            detection_sequence: st.sequence,
+            admin_runtime: Some(runtime.clone()),
+            admin_config_values: config.as_ref().map(|c| c.admin_config_values.clone()).unwrap_or_default(),
+            worker_config_values: config.as_ref().map(|c| c.worker_config_values.clone()).unwrap_or_default(),
+            cluster_context: Some(self.cluster_context()),
+            last_successful_run: (st.last_success_at > 0).then(|| crate::job::ms_to_timestamp(st.last_success_at)),
+            max_results: max_jobs as i32,
+        };
+        let run = RunView {
+            id: self.new_run_id(),
+            job_type: job_type.to_string(),
+            kind: match mode {
+                DetectionMode::Preview => "detection_preview".into(),
+                _ => "detection".into(),
+            },
+            job_id: String::new(),
+            worker_id: worker.worker_id.clone(),
+            started_at: now,
+            ended_at: 0,
+            success: false,
+            message: String::new(),
+            proposals: 0,
+            jobs_created: 0,
+        };
+        let timeout_ms = i64::from(runtime.detection_timeout_seconds.max(1)) * 1000;
+        self.store.submit(
+            Some(Op::Run(run.clone())),
+            Some(EventKind::DetectionStarted { job_type: job_type.to_string(), run_id: run.id, worker_id: worker.worker_id.clone() }),
+        );
+        st.latest.clear();
+        st.running = Some(RunningDetection {
+            request_id: request_id.clone(),
+            worker_id: worker.worker_id.clone(),
+            mode,
+            run,
+            deadline: now + timeout_ms,
+            max_jobs,
+            deduplicated: 0,
+            dropped: 0,
+        });
+        d.by_request.insert(request_id.clone(), job_type.to_string());
+        inc(&self.metrics.detections_started);
+        let msg = AdminState::envelope(&request_id, Body::RunDetectionRequest(request));
+        Some((worker, msg))
+    }
+
+    /// Finishes the running detection of a job type and schedules the next one.
+    fn end_detection(&self, d: &mut DetectorTable, job_type: &str, success: bool, message: &str, reported: i64) {
+        let now = now_ms();
+        let runtime = self.configs.runtime(job_type);
+        let Some(st) = d.types.get_mut(job_type) else { return };
+        let Some(mut r) = st.running.take() else { return };
+        d.by_request.remove(&r.request_id);
+        r.run.ended_at = now;
+        r.run.success = success;
+        r.run.proposals = r.run.proposals.max(reported);
+        let mut msg = clip(message, 2000);
+        if r.deduplicated > 0 || r.dropped > 0 {
+            let extra = format!("{} deduplicated, {} over the per-detection limit", r.deduplicated, r.dropped);
+            msg = if msg.is_empty() { extra } else { format!("{msg}; {extra}") };
+        }
+        r.run.message = msg;
+        self.metrics.detection_duration.observe((now - r.run.started_at).max(0) as f64 / 1000.0);
+        if success {
+            st.last_success_at = now;
+        } else {
+            inc(&self.metrics.detections_failed);
+        }
+        if r.mode == DetectionMode::Scheduled || st.next_due <= now {
+            st.next_due = now + i64::from(runtime.detection_interval_minutes.max(1)) * 60_000;
+        }
+        st.last_run = Some(r.run.clone());
+        let summary = if success {
+            format!("detection found {} proposals, created {} jobs", r.run.proposals, r.run.jobs_created)
+        } else {
+            format!("detection failed: {}", r.run.message)
+        };
+        self.store.submit(Some(Op::Run(r.run.clone())), Some(EventKind::DetectionFinished { run: r.run }));
+        self.activity(job_type, "", pb::ActivitySource::Admin, "detection", &summary);
+        self.wake_scheduler.notify_one();
+    }
+
+    /// Runs a detection now: `Run` creates jobs, `Preview` only shows proposals. If one is
+    /// running, this one follows it.
+    pub fn request_detection(&self, job_type: &str, mode: DetectionMode) -> Result<&'static str, DetectError> {
+        if self.is_stopping() {
+            return Err(DetectError::ShuttingDown);
+        }
+        if self.configs.descriptor(job_type).is_none() {
+            return Err(DetectError::UnknownJobType(job_type.to_string()));
+        }
+        if self.registry.detectors(job_type).is_empty() {
+            return Err(DetectError::NoDetector(job_type.to_string()));
+        }
+        let mut d = self.detectors.lock().expect("detector lock");
+        let st = d.types.entry(job_type.to_string()).or_default();
+        let status = if st.running.is_some() { "queued behind the running detection" } else { "started" };
+        st.queued = Some(match (st.queued, mode) {
+            (Some(DetectionMode::Run), _) => DetectionMode::Run,
+            (_, m) => m,
+        });
+        drop(d);
+        self.wake_scheduler.notify_one();
+        Ok(status)
+    }
+
+    fn running_of(&self, d: &DetectorTable, session: &WorkerSession, request_id: &str) -> Option<String> {
+        let job_type = d.by_request.get(request_id)?;
+        let r = d.types.get(job_type)?.running.as_ref()?;
+        (r.worker_id == session.worker_id).then(|| job_type.clone())
+    }
+
+    pub fn is_detection(&self, request_id: &str) -> bool {
+        self.detectors.lock().expect("detector lock").by_request.contains_key(request_id)
+    }
+
+    pub fn on_proposals(self: &Arc<Self>, session: &WorkerSession, batch: pb::DetectionProposals) {
+        let now = now_ms();
+        let mut d = self.detectors.lock().expect("detector lock");
+        let Some(job_type) = self.running_of(&d, session, &batch.request_id) else {
+            drop(d);
+            inc(&self.metrics.ignored_messages);
+            tracing::debug!(worker_id = %session.worker_id, request_id = %batch.request_id, "proposals for an unknown detection ignored");
+            return;
+        };
+        let st = d.types.get_mut(&job_type).expect("running detection has state");
+        let r = st.running.as_mut().expect("running detection");
+        let mut created: Vec<i64> = Vec::new();
+        {
+            let mut t = self.jobs.lock().expect("job table lock");
+            for p in batch.proposals {
+                r.run.proposals += 1;
+                let mut view = ProposalView {
+                    proposal_id: clip(&p.proposal_id, 256),
+                    dedupe_key: clip(&p.dedupe_key, 512),
+                    priority: priority_name(p.priority),
+                    summary: clip(&p.summary, 1000),
+                    detail: clip(&p.detail, 4000),
+                    outcome: "preview",
+                    job_id: String::new(),
+                };
+                let key = if !p.dedupe_key.is_empty() { clip(&p.dedupe_key, 512) } else { clip(&p.proposal_id, 512) };
+                if !p.job_type.is_empty() && p.job_type != job_type {
+                    view.outcome = "invalid";
+                } else if r.mode == DetectionMode::Preview {
+                    if !key.is_empty() && t.is_active_key(&job_type, &key) {
+                        view.outcome = "deduplicated";
+                    }
+                } else if r.run.jobs_created >= r.max_jobs {
+                    r.dropped += 1;
+                    view.outcome = "over_limit";
+                } else if !key.is_empty() && t.is_active_key(&job_type, &key) {
+                    r.deduplicated += 1;
+                    inc(&self.metrics.jobs_deduplicated);
+                    view.outcome = "deduplicated";
+                } else {
+                    let seq = t.next_seq();
+                    let key = if key.is_empty() { crate::job::job_id(seq) } else { key };
+                    let job = new_job(seq, &job_type, key, p, r.run.id, now);
+                    view.outcome = "created";
+                    view.job_id = job.id();
+                    self.insert_new_job(&mut t, job);
+                    r.run.jobs_created += 1;
+                    inc(&self.metrics.jobs_created);
+                    created.push(seq);
+                }
+                if st.latest.len() < LATEST_PROPOSALS {
+                    st.latest.push(view);
+                }
+            }
+        }
+        drop(d);
+        if created.is_empty() {
+            return;
+        }
+        // Persisted before announced: the jobs become dispatchable once durable.
+        let ticket = self.store.last_ticket();
+        let state = self.clone();
+        tokio::spawn(async move {
+            if state.store.durable(ticket).await.is_ok() {
+                state.enqueue(&created);
+            }
+        });
+    }
+
+    pub fn on_detection_complete(&self, session: &WorkerSession, done: pb::DetectionComplete) {
+        let mut d = self.detectors.lock().expect("detector lock");
+        let Some(job_type) = self.running_of(&d, session, &done.request_id) else {
+            drop(d);
+            inc(&self.metrics.ignored_messages);
+            return;
+        };
+        let message = if done.success { String::new() } else if done.error_message.is_empty() { "detector reported failure".into() } else { done.error_message.clone() };
+        self.end_detection(&mut d, &job_type, done.success, &message, i64::from(done.total_proposals.max(0)));
+    }
+
+    /// A detector refused the request (acknowledge with accepted: false).
+    pub fn on_detection_rejected(&self, session: &WorkerSession, request_id: &str, message: &str) {
+        let mut d = self.detectors.lock().expect("detector lock");
+        if let Some(job_type) = self.running_of(&d, session, request_id) {
+            let msg = if message.is_empty() { "rejected by the detector".to_string() } else { format!("rejected by the detector: {message}") };
+            self.end_detection(&mut d, &job_type, false, &msg, 0);
+        }
+    }
+
+    /// A lost detector's running detections fail and are re-run elsewhere soon.
+    pub fn on_detector_gone(&self, worker_id: &str, reason: &str) {
+        let mut d = self.detectors.lock().expect("detector lock");
+        let affected: Vec<String> = d
+            .types
+            .iter()
+            .filter(|(_, st)| st.running.as_ref().is_some_and(|r| r.worker_id == worker_id))
+            .map(|(t, _)| t.clone())
+            .collect();
+        for job_type in affected {
+            let mode = d.types.get(&job_type).and_then(|s| s.running.as_ref()).map(|r| r.mode);
+            self.end_detection(&mut d, &job_type, false, &format!("detector lost: {reason}"), 0);
+            if let Some(st) = d.types.get_mut(&job_type) {
+                st.next_due = now_ms();
+                if mode != Some(DetectionMode::Scheduled) {
+                    st.queued = mode;
+                }
+            }
+        }
+        for st in d.types.values_mut() {
+            if st.lease.as_deref() == Some(worker_id) {
+                st.lease = None;
+            }
+        }
+        drop(d);
+        self.wake_scheduler.notify_one();
+    }
+
+    pub fn scheduler_states(&self) -> Vec<SchedulerStateView> {
+        let mut types = self.configs.job_types();
+        for t in self.registry.job_types().into_keys() {
+            if !types.contains(&t) {
+                types.push(t);
+            }
+        }
+        types.sort();
+        let d = self.detectors.lock().expect("detector lock");
+        types
+            .into_iter()
+            .map(|job_type| {
+                let runtime = self.configs.runtime(&job_type);
+                let st = d.types.get(&job_type);
+                SchedulerStateView {
+                    enabled: runtime.enabled,
+                    detector_worker_id: st.and_then(|s| s.lease.clone()).unwrap_or_default(),
+                    detection_running: st.is_some_and(|s| s.running.is_some()),
+                    running_mode: st.and_then(|s| s.running.as_ref().map(|r| r.mode)),
+                    next_detection_at: st.map(|s| s.next_due).unwrap_or(0),
+                    detection_interval_minutes: runtime.detection_interval_minutes,
+                    last_success_at: st.map(|s| s.last_success_at).unwrap_or(0),
+                    last_run: st.and_then(|s| s.last_run.clone()),
+                    detectors: self.registry.detectors(&job_type).len(),
+                    executors: self.registry.executors(&job_type).len(),
+                    job_type,
+                }
+            })
+            .collect()
+    }
+
+    pub fn latest_proposals(&self, job_type: &str) -> Vec<ProposalView> {
+        self.detectors.lock().expect("detector lock").types.get(job_type).map(|s| s.latest.clone()).unwrap_or_default()
+    }
+}
+
+fn detection_cancel(request_id: &str, reason: &str) -> pb::AdminToWorkerMessage {
+    AdminState::envelope(
+        request_id,
+        Body::CancelRequest(pb::CancelRequest {
+            target_id: request_id.to_string(),
+            target_kind: pb::WorkKind::Detection as i32,
+            reason: reason.to_string(),
+            force: false,
+        }),
+    )
+}
+
+fn new_job(seq: i64, job_type: &str, dedupe_key: String, p: pb::JobProposal, run_id: i64, now: i64) -> Job {
+    let not_before = p.not_before.as_ref().map(timestamp_to_ms).unwrap_or(0).max(0);
+    let expires_at = p.expires_at.as_ref().map(timestamp_to_ms).unwrap_or(0).max(0);
+    let priority = if p.priority == 0 { pb::JobPriority::Normal as i32 } else { p.priority.clamp(0, 4) };
+    Job {
+        seq,
+        spec: Arc::new(JobSpecData {
+            job_type: job_type.to_string(),
+            dedupe_key,
+            priority,
+            summary: clip(&p.summary, 1000),
+            detail: clip(&p.detail, 8000),
+            parameters: p.parameters,
+            labels: p.labels,
+            created_at: now,
+            not_before,
+            expires_at,
+            detection_run: run_id,
+        }),
+        state: JobState::Pending,
+        attempts: 0,
+        attempts_total: 0,
+        worker_id: String::new(),
+        request_id: String::new(),
+        progress: 0.0,
+        stage: String::new(),
+        message: String::new(),
+        error: String::new(),
+        result_summary: String::new(),
+        result_values: HashMap::new(),
+        updated_at: now,
+        ready_at: 0,
+        assigned_at: 0,
+        completed_at: 0,
+        dead_letter: false,
+        failed_on: Vec::new(),
+        queued_at: now,
+        stop: None,
+        deadline: 0,
+    }
+}

@@ -1,0 +1,686 @@
+//! Durable state in `<data>/plugin/state.db` (SQLite, WAL, synchronous=FULL): jobs,
+//! attempts, activities and run history.
+//!
+//! One writer thread owns the write connection and applies operations in batches: it
+//! takes everything queued, writes it in one transaction and commits once (group
+//! commit), so a thousand job updates cost one fsync, not a thousand. Within a batch only
+//! the newest update of each job is written. After the commit it publishes the batch's
+//! events, which is what makes "persisted, then published" hold. Callers that must know an
+//! operation is durable (a job before it may be dispatched) wait on its ticket.
+//!
+//! The queue to the writer is unbounded on purpose: producers hold the job table's lock
+//! and must not block; the flow is bounded upstream, because jobs only enter after the
+//! store has made them durable, and each job produces a handful of updates.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use prost::Message;
+use proto::pb::{self, JobState};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::watch;
+
+use crate::{
+    events::{EventBus, EventKind},
+    job::{ActivityView, AttemptView, Job, JobSpecData, JobView, RunView},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state store is closed")]
+    Closed,
+}
+
+/// One write. Attempts, activities and runs are identified by ids the caller assigns, so
+/// an operation can be built and published before it is committed.
+pub enum Op {
+    InsertJob(Job),
+    UpdateJob(Job),
+    Attempt { job_seq: i64, attempt: AttemptView },
+    Activity(ActivityView),
+    Run(RunView),
+    /// Delete finished jobs, activities and runs older than this (Unix ms).
+    Prune { before_ms: i64 },
+}
+
+struct Queued {
+    ticket: u64,
+    op: Option<Op>,
+    event: Option<EventKind>,
+}
+
+/// What the admin finds in the store when it starts.
+pub struct Loaded {
+    /// Jobs that were not final when the admin stopped, as stored.
+    pub active: Vec<Job>,
+    /// (job_type, state) -> count, over all jobs.
+    pub counts: HashMap<(String, i32), i64>,
+    pub next_job_seq: i64,
+    pub next_activity_id: i64,
+    pub next_run_id: i64,
+}
+
+/// Filters for listing jobs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    pub job_type: Option<String>,
+    pub state: Option<JobState>,
+    pub dead_letter: Option<bool>,
+    /// Case-insensitive substring of the summary, dedupe key or job id.
+    pub text: Option<String>,
+    /// Only jobs older than this one (keyset pagination).
+    pub before_seq: Option<i64>,
+    pub limit: usize,
+}
+
+pub struct Store {
+    path: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Queued>>>,
+    next_ticket: Mutex<u64>,
+    committed: watch::Receiver<u64>,
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    job_type TEXT NOT NULL,
+    dedupe_key TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    not_before INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    detection_run INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    attempts_total INTEGER NOT NULL,
+    worker_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    progress REAL NOT NULL,
+    stage TEXT NOT NULL,
+    message TEXT NOT NULL,
+    error TEXT NOT NULL,
+    result_summary TEXT NOT NULL,
+    result BLOB NOT NULL,
+    updated_at INTEGER NOT NULL,
+    ready_at INTEGER NOT NULL,
+    assigned_at INTEGER NOT NULL,
+    completed_at INTEGER NOT NULL,
+    dead_letter INTEGER NOT NULL,
+    failed_on TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_type_state ON jobs(job_type, state, seq);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT NOT NULL,
+    PRIMARY KEY (job_seq, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS activities (
+    id INTEGER PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    job_type TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS activities_by_type ON activities(job_type, id);
+CREATE INDEX IF NOT EXISTS activities_by_job ON activities(job_id, id);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    job_type TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER NOT NULL,
+    success INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    proposals INTEGER NOT NULL,
+    jobs_created INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_type ON runs(job_type, success, id);
+";
+
+const JOB_COLUMNS: &str = "seq, job_type, dedupe_key, priority, summary, detail, payload, created_at, not_before, \
+     expires_at, detection_run, state, attempts, attempts_total, worker_id, request_id, progress, stage, message, \
+     error, result_summary, result, updated_at, ready_at, assigned_at, completed_at, dead_letter, failed_on";
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating if needed) `<data>/plugin/state.db`, loads what the admin needs to
+    /// resume, and starts the writer thread. Events of committed batches go to `events`.
+    pub fn open(data_dir: &Path, events: Arc<EventBus>) -> Result<(Arc<Store>, Loaded), StoreError> {
+        let dir = data_dir.join("plugin");
+        let path = dir.join("state.db");
+        let err = |source| StoreError::Sqlite { path: path.clone(), source };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        let conn = open_connection(&path).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let loaded = load(&conn).map_err(err)?;
+
+        let (tx, rx) = mpsc::channel::<Queued>();
+        let (committed_tx, committed) = watch::channel(0u64);
+        let writer_path = path.clone();
+        let writer = std::thread::Builder::new()
+            .name("plughost-store".into())
+            .spawn(move || writer_loop(conn, rx, committed_tx, events, writer_path))
+            .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+
+        let store = Arc::new(Store {
+            path,
+            tx: Mutex::new(Some(tx)),
+            next_ticket: Mutex::new(1),
+            committed,
+            readers: Mutex::new(Vec::new()),
+            writer: Mutex::new(Some(writer)),
+        });
+        Ok((store, loaded))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues a write (and an event to publish once it is committed); returns its ticket.
+    pub fn submit(&self, op: Option<Op>, event: Option<EventKind>) -> u64 {
+        // Tickets must reach the writer in order, so numbering and sending happen together.
+        let mut next = self.next_ticket.lock().expect("ticket lock");
+        let ticket = *next;
+        *next += 1;
+        let tx = self.tx.lock().expect("store sender lock");
+        match tx.as_ref() {
+            Some(tx) if tx.send(Queued { ticket, op, event }).is_ok() => {}
+            _ => tracing::warn!(ticket, "state store is closed; a write was dropped"),
+        }
+        ticket
+    }
+
+    pub fn write(&self, op: Op) -> u64 {
+        self.submit(Some(op), None)
+    }
+
+    /// Waits until the write with this ticket (and every earlier one) is committed.
+    pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
+        let mut rx = self.committed.clone();
+        rx.wait_for(|c| *c >= ticket).await.map(|_| ()).map_err(|_| StoreError::Closed)
+    }
+
+    /// The newest ticket handed out; `durable(last_ticket())` is a flush.
+    pub fn last_ticket(&self) -> u64 {
+        *self.next_ticket.lock().expect("ticket lock") - 1
+    }
+
+    /// Stops the writer after it has committed everything queued.
+    pub fn close(&self) {
+        self.tx.lock().expect("store sender lock").take();
+        if let Some(handle) = self.writer.lock().expect("writer lock").take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// Runs a read on a pooled read connection (WAL lets reads run beside the writer).
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let err = |source| StoreError::Sqlite { path: self.path.clone(), source };
+        let conn = match self.readers.lock().expect("reader pool lock").pop() {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(&self.path).map_err(err)?;
+                c.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+                c
+            }
+        };
+        let out = f(&conn).map_err(err);
+        let mut pool = self.readers.lock().expect("reader pool lock");
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        out
+    }
+
+    pub fn job(&self, seq: i64) -> Result<Option<Job>, StoreError> {
+        self.read(|c| {
+            c.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?1"), [seq], row_to_job)
+                .optional()
+        })
+    }
+
+    pub fn jobs(&self, q: &JobQuery) -> Result<Vec<JobView>, StoreError> {
+        let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1=1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(t) = &q.job_type {
+            args.push(t.clone().into());
+            sql.push_str(&format!(" AND job_type = ?{}", args.len()));
+        }
+        if let Some(s) = q.state {
+            args.push((s as i64).into());
+            sql.push_str(&format!(" AND state = ?{}", args.len()));
+        }
+        if let Some(d) = q.dead_letter {
+            args.push(i64::from(d).into());
+            sql.push_str(&format!(" AND dead_letter = ?{}", args.len()));
+        }
+        if let Some(text) = q.text.as_ref().filter(|t| !t.is_empty()) {
+            let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            args.push(format!("%{escaped}%").into());
+            let n = args.len();
+            sql.push_str(&format!(
+                " AND (summary LIKE ?{n} ESCAPE '\\' OR dedupe_key LIKE ?{n} ESCAPE '\\' OR ('j' || seq) LIKE ?{n} ESCAPE '\\')"
+            ));
+        }
+        if let Some(b) = q.before_seq {
+            args.push(b.into());
+            sql.push_str(&format!(" AND seq < ?{}", args.len()));
+        }
+        args.push((q.limit.clamp(1, 1000) as i64).into());
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len()));
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), row_to_job)?;
+            rows.map(|r| r.map(|j| j.view())).collect()
+        })
+    }
+
+    pub fn attempts(&self, seq: i64) -> Result<Vec<AttemptView>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT attempt, worker_id, request_id, started_at, ended_at, outcome, error \
+                 FROM attempts WHERE job_seq = ?1 ORDER BY attempt",
+            )?;
+            let rows = stmt.query_map([seq], |r| {
+                Ok(AttemptView {
+                    attempt: r.get(0)?,
+                    worker_id: r.get(1)?,
+                    request_id: r.get(2)?,
+                    started_at: r.get(3)?,
+                    ended_at: r.get(4)?,
+                    outcome: r.get(5)?,
+                    error_message: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Newest first. Filters: job type, job id, and ids older than `before_id`.
+    pub fn activities(
+        &self,
+        job_type: Option<&str>,
+        job_id: Option<&str>,
+        before_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ActivityView>, StoreError> {
+        let mut sql = "SELECT id, created_at, job_type, job_id, source, stage, message FROM activities WHERE 1=1".to_string();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(t) = job_type {
+            args.push(t.to_string().into());
+            sql.push_str(&format!(" AND job_type = ?{}", args.len()));
+        }
+        if let Some(j) = job_id {
+            args.push(j.to_string().into());
+            sql.push_str(&format!(" AND job_id = ?{}", args.len()));
+        }
+        if let Some(b) = before_id {
+            args.push(b.into());
+            sql.push_str(&format!(" AND id < ?{}", args.len()));
+        }
+        args.push((limit.clamp(1, 1000) as i64).into());
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok(ActivityView {
+                    id: r.get(0)?,
+                    created_at: r.get(1)?,
+                    job_type: r.get(2)?,
+                    job_id: r.get(3)?,
+                    source: static_source(&r.get::<_, String>(4)?),
+                    stage: r.get(5)?,
+                    message: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The last `per_outcome` successful and the last `per_outcome` failed runs of a job
+    /// type, newest first within each group.
+    pub fn runs(&self, job_type: &str, per_outcome: usize) -> Result<(Vec<RunView>, Vec<RunView>), StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, job_type, kind, job_id, worker_id, started_at, ended_at, success, message, proposals, jobs_created \
+                 FROM runs WHERE job_type = ?1 AND success = ?2 AND ended_at > 0 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let mut fetch = |success: bool| -> rusqlite::Result<Vec<RunView>> {
+                let rows = stmt.query_map(params![job_type, success, per_outcome as i64], |r| {
+                    Ok(RunView {
+                        id: r.get(0)?,
+                        job_type: r.get(1)?,
+                        kind: r.get(2)?,
+                        job_id: r.get(3)?,
+                        worker_id: r.get(4)?,
+                        started_at: r.get(5)?,
+                        ended_at: r.get(6)?,
+                        success: r.get(7)?,
+                        message: r.get(8)?,
+                        proposals: r.get(9)?,
+                        jobs_created: r.get(10)?,
+                    })
+                })?;
+                rows.collect()
+            };
+            Ok((fetch(true)?, fetch(false)?))
+        })
+    }
+}
+
+fn static_source(s: &str) -> &'static str {
+    match s {
+        "admin" => "admin",
+        "detector" => "detector",
+        "executor" => "executor",
+        _ => "unspecified",
+    }
+}
+
+fn encode_failed_on(list: &[String]) -> String {
+    list.join("\n")
+}
+
+fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    let payload: Vec<u8> = r.get(6)?;
+    let spec_pb = pb::JobSpec::decode(payload.as_slice()).unwrap_or_default();
+    let result: Vec<u8> = r.get(21)?;
+    let result_pb = pb::JobResult::decode(result.as_slice()).unwrap_or_default();
+    let failed_on: String = r.get(27)?;
+    let state: i32 = r.get(11)?;
+    Ok(Job {
+        seq: r.get(0)?,
+        spec: Arc::new(JobSpecData {
+            job_type: r.get(1)?,
+            dedupe_key: r.get(2)?,
+            priority: r.get(3)?,
+            summary: r.get(4)?,
+            detail: r.get(5)?,
+            parameters: spec_pb.parameters,
+            labels: spec_pb.labels,
+            created_at: r.get(7)?,
+            not_before: r.get(8)?,
+            expires_at: r.get(9)?,
+            detection_run: r.get(10)?,
+        }),
+        state: JobState::try_from(state).unwrap_or(JobState::Unspecified),
+        attempts: r.get(12)?,
+        attempts_total: r.get(13)?,
+        worker_id: r.get(14)?,
+        request_id: r.get(15)?,
+        progress: r.get(16)?,
+        stage: r.get(17)?,
+        message: r.get(18)?,
+        error: r.get(19)?,
+        result_summary: r.get(20)?,
+        result_values: result_pb.output_values,
+        updated_at: r.get(22)?,
+        ready_at: r.get(23)?,
+        assigned_at: r.get(24)?,
+        completed_at: r.get(25)?,
+        dead_letter: r.get(26)?,
+        failed_on: failed_on.split('\n').filter(|s| !s.is_empty()).map(String::from).collect(),
+        queued_at: 0,
+        stop: None,
+        deadline: 0,
+    })
+}
+
+fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
+    let mut active = Vec::new();
+    {
+        let mut stmt = conn.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (?1, ?2, ?3) ORDER BY seq"))?;
+        let rows = stmt.query_map(
+            params![JobState::Pending as i32, JobState::Assigned as i32, JobState::Running as i32],
+            row_to_job,
+        )?;
+        for job in rows {
+            active.push(job?);
+        }
+    }
+    let mut counts = HashMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT job_type, state, COUNT(*) FROM jobs GROUP BY job_type, state")?;
+        let rows = stmt.query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, i32>(1)?), r.get::<_, i64>(2)?)))?;
+        for row in rows {
+            let (k, v) = row?;
+            counts.insert(k, v);
+        }
+    }
+    let max = |table: &str, col: &str| -> rusqlite::Result<i64> {
+        conn.query_row(&format!("SELECT COALESCE(MAX({col}), 0) FROM {table}"), [], |r| r.get(0))
+    };
+    Ok(Loaded {
+        next_job_seq: max("jobs", "seq")? + 1,
+        next_activity_id: max("activities", "id")? + 1,
+        next_run_id: max("runs", "id")? + 1,
+        active,
+        counts,
+    })
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Queued>,
+    committed: watch::Sender<u64>,
+    events: Arc<EventBus>,
+    path: PathBuf,
+) {
+    const MAX_BATCH: usize = 20_000;
+    let mut batch: Vec<Queued> = Vec::with_capacity(1024);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(q) => batch.push(q),
+                Err(_) => break,
+            }
+        }
+        let last_ticket = batch.last().map(|q| q.ticket).unwrap_or(0);
+        if let Err(e) = apply(&mut conn, &batch) {
+            // A failed commit is not retried forever: the admin keeps running from memory
+            // and says loudly that durability is lost for this batch.
+            tracing::error!(path = %path.display(), error = %e, ops = batch.len(), "state store write failed");
+        }
+        let _ = committed.send(last_ticket);
+        for q in batch.drain(..) {
+            if let Some(event) = q.event {
+                events.publish(event);
+            }
+        }
+    }
+}
+
+fn apply(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<()> {
+    // Only the newest update of each job in the batch needs writing.
+    let mut last_update: HashMap<i64, usize> = HashMap::new();
+    for (i, q) in batch.iter().enumerate() {
+        if let Some(Op::UpdateJob(job)) = &q.op {
+            last_update.insert(job.seq, i);
+        }
+    }
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"
+        ))?;
+        let mut update = tx.prepare_cached(
+            "UPDATE jobs SET state = ?2, attempts = ?3, attempts_total = ?4, worker_id = ?5, request_id = ?6, \
+             progress = ?7, stage = ?8, message = ?9, error = ?10, result_summary = ?11, result = ?12, updated_at = ?13, \
+             ready_at = ?14, assigned_at = ?15, completed_at = ?16, dead_letter = ?17, failed_on = ?18 WHERE seq = ?1",
+        )?;
+        let mut attempt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO attempts (job_seq, attempt, worker_id, request_id, started_at, ended_at, outcome, error) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let mut activity = tx.prepare_cached(
+            "INSERT OR REPLACE INTO activities (id, created_at, job_type, job_id, source, stage, message) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut run = tx.prepare_cached(
+            "INSERT OR REPLACE INTO runs (id, job_type, kind, job_id, worker_id, started_at, ended_at, success, message, \
+             proposals, jobs_created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for (i, q) in batch.iter().enumerate() {
+            let Some(op) = &q.op else { continue };
+            match op {
+                Op::InsertJob(job) => {
+                    // If the same batch also updates it, write the newest state right away.
+                    let job = match last_update.remove(&job.seq) {
+                        Some(j) => match &batch[j].op {
+                            Some(Op::UpdateJob(newer)) => newer,
+                            _ => job,
+                        },
+                        None => job,
+                    };
+                    let s = &job.spec;
+                    let payload = pb::JobSpec { parameters: s.parameters.clone(), labels: s.labels.clone(), ..Default::default() }
+                        .encode_to_vec();
+                    let result = result_bytes(job);
+                    insert.execute(rusqlite::params![
+                        job.seq,
+                        s.job_type,
+                        s.dedupe_key,
+                        s.priority,
+                        s.summary,
+                        s.detail,
+                        payload,
+                        s.created_at,
+                        s.not_before,
+                        s.expires_at,
+                        s.detection_run,
+                        job.state as i32,
+                        job.attempts,
+                        job.attempts_total,
+                        job.worker_id,
+                        job.request_id,
+                        job.progress,
+                        job.stage,
+                        job.message,
+                        job.error,
+                        job.result_summary,
+                        result,
+                        job.updated_at,
+                        job.ready_at,
+                        job.assigned_at,
+                        job.completed_at,
+                        job.dead_letter,
+                        encode_failed_on(&job.failed_on),
+                    ])?;
+                }
+                Op::UpdateJob(job) => {
+                    if last_update.get(&job.seq) != Some(&i) {
+                        continue;
+                    }
+                    update.execute(rusqlite::params![
+                        job.seq,
+                        job.state as i32,
+                        job.attempts,
+                        job.attempts_total,
+                        job.worker_id,
+                        job.request_id,
+                        job.progress,
+                        job.stage,
+                        job.message,
+                        job.error,
+                        job.result_summary,
+                        result_bytes(job),
+                        job.updated_at,
+                        job.ready_at,
+                        job.assigned_at,
+                        job.completed_at,
+                        job.dead_letter,
+                        encode_failed_on(&job.failed_on),
+                    ])?;
+                }
+                Op::Attempt { job_seq, attempt: a } => {
+                    attempt.execute(params![
+                        job_seq,
+                        a.attempt,
+                        a.worker_id,
+                        a.request_id,
+                        a.started_at,
+                        a.ended_at,
+                        a.outcome,
+                        a.error_message
+                    ])?;
+                }
+                Op::Activity(a) => {
+                    activity.execute(params![a.id, a.created_at, a.job_type, a.job_id, a.source, a.stage, a.message])?;
+                }
+                Op::Run(r) => {
+                    run.execute(params![
+                        r.id,
+                        r.job_type,
+                        r.kind,
+                        r.job_id,
+                        r.worker_id,
+                        r.started_at,
+                        r.ended_at,
+                        r.success,
+                        r.message,
+                        r.proposals,
+                        r.jobs_created
+                    ])?;
+                }
+                Op::Prune { before_ms } => {
+                    tx.execute(
+                        "DELETE FROM attempts WHERE job_seq IN (SELECT seq FROM jobs WHERE state IN (?1, ?2, ?3) AND updated_at < ?4)",
+                        params![JobState::Succeeded as i32, JobState::Failed as i32, JobState::Canceled as i32, before_ms],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM jobs WHERE state IN (?1, ?2, ?3) AND updated_at < ?4",
+                        params![JobState::Succeeded as i32, JobState::Failed as i32, JobState::Canceled as i32, before_ms],
+                    )?;
+                    tx.execute("DELETE FROM activities WHERE created_at < ?1", [before_ms])?;
+                    tx.execute("DELETE FROM runs WHERE ended_at > 0 AND ended_at < ?1", [before_ms])?;
+                }
+            }
+        }
+    }
+    tx.commit()
+}
+
+fn result_bytes(job: &Job) -> Vec<u8> {
+    if job.result_values.is_empty() {
+        return Vec::new();
+    }
+    pb::JobResult { output_values: job.result_values.clone(), summary: String::new() }.encode_to_vec()
+}
