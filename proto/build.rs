@@ -28,9 +28,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     fs::write(out.join("names.rs"), names)?;
 
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
     Ok(())
 }

@@ -6,7 +6,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "plughost", version, about = "A plugin-host control plane: an admin server and the workers that dial it")]
+#[command(
+    name = "plughost",
+    version,
+    about = "A plugin-host control plane: an admin server and the workers that dial it"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -62,9 +66,12 @@ impl AdminArgs {
             a
         });
         c.heartbeat_interval = Duration::from_secs(self.heartbeat_seconds);
-        c.history_retention = (self.history_retention_days > 0).then(|| Duration::from_secs(self.history_retention_days * 86_400));
+        c.history_retention =
+            (self.history_retention_days > 0).then(|| Duration::from_secs(self.history_retention_days * 86_400));
         c.grpc_tls = match (&self.grpc_tls_cert, &self.grpc_tls_key) {
-            (Some(cert), Some(key)) => Some(admin::TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: self.grpc_client_ca.clone() }),
+            (Some(cert), Some(key)) => {
+                Some(admin::TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: self.grpc_client_ca.clone() })
+            }
             _ => None,
         };
         c.worker_tokens = self.worker_tokens.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
@@ -83,7 +90,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

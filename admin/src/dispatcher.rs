@@ -77,7 +77,11 @@ impl JobTable {
     /// record that.
     pub fn from_loaded(loaded: &mut Loaded) -> (JobTable, Vec<Op>) {
         let now = now_ms();
-        let mut t = JobTable { next_seq: loaded.next_job_seq, counts: std::mem::take(&mut loaded.counts), ..Default::default() };
+        let mut t = JobTable {
+            next_seq: loaded.next_job_seq,
+            counts: std::mem::take(&mut loaded.counts),
+            ..Default::default()
+        };
         let mut writes = Vec::new();
         for mut job in std::mem::take(&mut loaded.active) {
             if job.state != JobState::Pending {
@@ -309,10 +313,11 @@ impl AdminState {
             if !self.is_stopping() && !self.dispatch_paused.load(std::sync::atomic::Ordering::Relaxed) {
                 self.assign_ready(&mut t, now, &mut out);
             }
-            next_wake = [t.delayed.first().map(|d| d.0), t.expiries.first().map(|d| d.0), t.deadlines.first().map(|d| d.0)]
-                .into_iter()
-                .flatten()
-                .min();
+            next_wake =
+                [t.delayed.first().map(|d| d.0), t.expiries.first().map(|d| d.0), t.deadlines.first().map(|d| d.0)]
+                    .into_iter()
+                    .flatten()
+                    .min();
         }
         self.flush(out);
         next_wake
@@ -521,7 +526,13 @@ impl AdminState {
     }
 
     /// Takes the job an execution reply is about, if it is current and from its worker.
-    fn take_current(&self, t: &mut JobTable, session: &WorkerSession, request_id: &str, job_id_hint: &str) -> Option<Job> {
+    fn take_current(
+        &self,
+        t: &mut JobTable,
+        session: &WorkerSession,
+        request_id: &str,
+        job_id_hint: &str,
+    ) -> Option<Job> {
         let seq = match t.by_request.get(request_id) {
             Some(seq) => *seq,
             None => {
@@ -600,7 +611,11 @@ impl AdminState {
             self.record_execution_run(&job, true, &job.result_summary.clone());
             self.finish(&mut t, job, JobState::Succeeded, now);
         } else {
-            let error = if done.error_message.is_empty() { "failed without an error message".to_string() } else { clip(&done.error_message, 2000) };
+            let error = if done.error_message.is_empty() {
+                "failed without an error message".to_string()
+            } else {
+                clip(&done.error_message, 2000)
+            };
             self.fail_attempt(&mut t, job, &error, "failed", now);
         }
         drop(t);
@@ -714,8 +729,8 @@ impl AdminState {
                 self.fail_attempt(&mut t, job, &reason, "timed_out", now);
             }
         }
+        // Freed slots are used by the dispatch pass that follows in the same loop turn.
         self.flush(out);
-        self.wake_dispatch.notify_one();
     }
 
     /// Cancels a job (CANCELED) or expires it (FAILED, no retry). A waiting job ends at
@@ -766,7 +781,11 @@ impl AdminState {
         let stored = {
             let t = self.jobs.lock().expect("job table lock");
             if let Some(j) = t.active.get(&seq) {
-                return Err(JobActionError::Conflict { id: job_id(seq), state: state_name(j.state), why: "only a failed or canceled job can be retried" });
+                return Err(JobActionError::Conflict {
+                    id: job_id(seq),
+                    state: state_name(j.state),
+                    why: "only a failed or canceled job can be retried",
+                });
             }
             t.recent.get(&seq).cloned()
         };
@@ -775,7 +794,11 @@ impl AdminState {
             None => self.store.job(seq).ok().flatten().ok_or_else(|| JobActionError::NotFound(job_id(seq)))?,
         };
         if !matches!(job.state, JobState::Failed | JobState::Canceled) {
-            return Err(JobActionError::Conflict { id: job_id(seq), state: state_name(job.state), why: "only a failed or canceled job can be retried" });
+            return Err(JobActionError::Conflict {
+                id: job_id(seq),
+                state: state_name(job.state),
+                why: "only a failed or canceled job can be retried",
+            });
         }
         let mut t = self.jobs.lock().expect("job table lock");
         if t.active.contains_key(&seq) {
@@ -810,7 +833,9 @@ impl AdminState {
 
     fn not_active(&self, seq: i64) -> JobActionError {
         match self.get_job(seq) {
-            Some(j) => JobActionError::Conflict { id: job_id(seq), state: state_name(j.state), why: "it has already finished" },
+            Some(j) => {
+                JobActionError::Conflict { id: job_id(seq), state: state_name(j.state), why: "it has already finished" }
+            }
             None => JobActionError::NotFound(job_id(seq)),
         }
     }

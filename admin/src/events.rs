@@ -16,17 +16,47 @@ use crate::job::{ActivityView, JobView, RunView};
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    Job { job: JobView },
-    Activity { activity: ActivityView },
-    WorkerJoined { worker_id: String, address: String, job_types: Vec<String> },
-    WorkerLeft { worker_id: String, reason: String },
-    WorkerDrain { worker_id: String, draining: bool },
+    Job {
+        job: JobView,
+    },
+    Activity {
+        activity: ActivityView,
+    },
+    WorkerJoined {
+        worker_id: String,
+        address: String,
+        job_types: Vec<String>,
+    },
+    WorkerLeft {
+        worker_id: String,
+        reason: String,
+    },
+    WorkerDrain {
+        worker_id: String,
+        draining: bool,
+    },
     /// A summary of all workers' slot use, at most about once a second.
-    Heartbeat { workers: usize, execution_slots_used: i64, execution_slots_total: i64 },
-    DetectionStarted { job_type: String, run_id: i64, worker_id: String },
-    DetectionFinished { run: RunView },
-    ConfigSaved { job_type: String, updated_by: String },
-    DescriptorSaved { job_type: String, descriptor_version: u32 },
+    Heartbeat {
+        workers: usize,
+        execution_slots_used: i64,
+        execution_slots_total: i64,
+    },
+    DetectionStarted {
+        job_type: String,
+        run_id: i64,
+        worker_id: String,
+    },
+    DetectionFinished {
+        run: RunView,
+    },
+    ConfigSaved {
+        job_type: String,
+        updated_by: String,
+    },
+    DescriptorSaved {
+        job_type: String,
+        descriptor_version: u32,
+    },
 }
 
 impl EventKind {
@@ -72,7 +102,11 @@ impl EventBus {
         let (tx, _) = broadcast::channel(capacity.max(16));
         EventBus {
             tx,
-            ring: Mutex::new(Ring { next_id: 1, events: VecDeque::with_capacity(capacity), capacity: capacity.max(16) }),
+            ring: Mutex::new(Ring {
+                next_id: 1,
+                events: VecDeque::with_capacity(capacity),
+                capacity: capacity.max(16),
+            }),
         }
     }
 

@@ -111,15 +111,15 @@ async fn run_session(state: Arc<AdminState>, mut inbound: Streaming<pb::WorkerTo
             return;
         }
         _ => {
-            let _ = tx
-                .send(Err(Status::failed_precondition("the first message on a worker stream must be hello")))
-                .await;
+            let _ =
+                tx.send(Err(Status::failed_precondition("the first message on a worker stream must be hello"))).await;
             return;
         }
     };
     if let Err(message) = check_hello(&hello) {
         tracing::warn!(worker_id = %hello.worker_id, %message, "worker rejected");
-        let reply = pb::AdminHello { accepted: false, message, heartbeat_interval_seconds: 0, reconnect_delay_seconds: 0 };
+        let reply =
+            pb::AdminHello { accepted: false, message, heartbeat_interval_seconds: 0, reconnect_delay_seconds: 0 };
         let _ = tx.send(Ok(AdminState::envelope("", AdminBody::Hello(reply)))).await;
         return;
     }

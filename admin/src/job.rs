@@ -7,10 +7,7 @@ use serde::Serialize;
 
 /// Milliseconds since the Unix epoch; the unit every timestamp in the admin uses.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 pub fn ms_to_timestamp(ms: i64) -> pb::Timestamp {

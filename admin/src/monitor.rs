@@ -112,27 +112,55 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let counters: [(&str, &str, &AtomicU64); 17] = [
             ("plughost_jobs_created_total", "jobs created from proposals", &self.jobs_created),
-            ("plughost_jobs_deduplicated_total", "proposals dropped because an active job had the same dedupe key", &self.jobs_deduplicated),
+            (
+                "plughost_jobs_deduplicated_total",
+                "proposals dropped because an active job had the same dedupe key",
+                &self.jobs_deduplicated,
+            ),
             ("plughost_jobs_succeeded_total", "jobs that ended SUCCEEDED", &self.jobs_succeeded),
             ("plughost_attempts_failed_total", "attempts that failed", &self.jobs_failed),
-            ("plughost_jobs_dead_lettered_total", "jobs that failed with their retries spent", &self.jobs_dead_lettered),
+            (
+                "plughost_jobs_dead_lettered_total",
+                "jobs that failed with their retries spent",
+                &self.jobs_dead_lettered,
+            ),
             ("plughost_jobs_canceled_total", "jobs that ended CANCELED", &self.jobs_canceled),
             ("plughost_jobs_expired_total", "jobs that expired before they started", &self.jobs_expired),
             ("plughost_attempts_started_total", "execute requests sent", &self.attempts_started),
             ("plughost_retries_total", "failed attempts scheduled for another try", &self.retries),
-            ("plughost_requeues_capacity_total", "jobs requeued because the executor was at capacity", &self.requeues_capacity),
-            ("plughost_requeues_worker_lost_total", "jobs requeued because their worker was lost", &self.requeues_worker_lost),
-            ("plughost_execution_timeouts_total", "attempts that ran past their execution timeout", &self.execution_timeouts),
+            (
+                "plughost_requeues_capacity_total",
+                "jobs requeued because the executor was at capacity",
+                &self.requeues_capacity,
+            ),
+            (
+                "plughost_requeues_worker_lost_total",
+                "jobs requeued because their worker was lost",
+                &self.requeues_worker_lost,
+            ),
+            (
+                "plughost_execution_timeouts_total",
+                "attempts that ran past their execution timeout",
+                &self.execution_timeouts,
+            ),
             ("plughost_detections_started_total", "detection requests sent", &self.detections_started),
             ("plughost_detections_failed_total", "detections that failed or timed out", &self.detections_failed),
             ("plughost_heartbeats_total", "worker heartbeats received", &self.heartbeats),
             ("plughost_observations_total", "worker observation messages received", &self.observations),
-            ("plughost_ignored_messages_total", "worker messages for unknown or finished requests", &self.ignored_messages),
+            (
+                "plughost_ignored_messages_total",
+                "worker messages for unknown or finished requests",
+                &self.ignored_messages,
+            ),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.load(Ordering::Relaxed));
         }
-        self.dispatch_latency.render(&mut out, "plughost_dispatch_latency_seconds", "time from a job being ready to its assignment");
+        self.dispatch_latency.render(
+            &mut out,
+            "plughost_dispatch_latency_seconds",
+            "time from a job being ready to its assignment",
+        );
         self.detection_duration.render(&mut out, "plughost_detection_duration_seconds", "detection run durations");
         let mut last = "";
         for (name, help, labels, value) in gauges {

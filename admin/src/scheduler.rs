@@ -220,7 +220,11 @@ impl AdminState {
         let timeout_ms = i64::from(runtime.detection_timeout_seconds.max(1)) * 1000;
         self.store.submit(
             Some(Op::Run(run.clone())),
-            Some(EventKind::DetectionStarted { job_type: job_type.to_string(), run_id: run.id, worker_id: worker.worker_id.clone() }),
+            Some(EventKind::DetectionStarted {
+                job_type: job_type.to_string(),
+                run_id: run.id,
+                worker_id: worker.worker_id.clone(),
+            }),
         );
         st.latest.clear();
         st.running = Some(RunningDetection {
@@ -385,7 +389,13 @@ impl AdminState {
             inc(&self.metrics.ignored_messages);
             return;
         };
-        let message = if done.success { String::new() } else if done.error_message.is_empty() { "detector reported failure".into() } else { done.error_message.clone() };
+        let message = if done.success {
+            String::new()
+        } else if done.error_message.is_empty() {
+            "detector reported failure".into()
+        } else {
+            done.error_message.clone()
+        };
         self.end_detection(&mut d, &job_type, done.success, &message, i64::from(done.total_proposals.max(0)));
     }
 
@@ -393,7 +403,11 @@ impl AdminState {
     pub fn on_detection_rejected(&self, session: &WorkerSession, request_id: &str, message: &str) {
         let mut d = self.detectors.lock().expect("detector lock");
         if let Some(job_type) = self.running_of(&d, session, request_id) {
-            let msg = if message.is_empty() { "rejected by the detector".to_string() } else { format!("rejected by the detector: {message}") };
+            let msg = if message.is_empty() {
+                "rejected by the detector".to_string()
+            } else {
+                format!("rejected by the detector: {message}")
+            };
             self.end_detection(&mut d, &job_type, false, &msg, 0);
         }
     }

@@ -9,11 +9,7 @@ use proto::pb::{self, admin_to_worker_message::Body};
 use tokio::sync::oneshot;
 
 use crate::{
-    config_store::ConfigStoreError,
-    events::EventKind,
-    job::now_ms,
-    registry::WorkerSession,
-    state::AdminState,
+    config_store::ConfigStoreError, events::EventKind, job::now_ms, registry::WorkerSession, state::AdminState,
 };
 
 /// How long a worker has to answer a schema request.
@@ -55,7 +51,8 @@ impl AdminState {
     pub fn schemas_on_hello(&self, session: &Arc<WorkerSession>) {
         let new_instance = {
             let mut s = self.schemas.lock().expect("schema lock");
-            let previous = s.asked_instances.insert(session.worker_id.clone(), session.hello.worker_instance_id.clone());
+            let previous =
+                s.asked_instances.insert(session.worker_id.clone(), session.hello.worker_instance_id.clone());
             previous.as_deref() != Some(session.hello.worker_instance_id.as_str())
         };
         for job_type in session.capabilities.keys() {
@@ -133,9 +130,17 @@ impl AdminState {
         resp: pb::ConfigSchemaResponse,
     ) -> Result<Arc<pb::JobTypeDescriptor>, SchemaError> {
         let job_type = pending.job_type.clone();
-        let worker_error = |message: String| SchemaError::Worker { worker_id: session.worker_id.clone(), job_type: job_type.clone(), message };
+        let worker_error = |message: String| SchemaError::Worker {
+            worker_id: session.worker_id.clone(),
+            job_type: job_type.clone(),
+            message,
+        };
         if !resp.success {
-            return Err(worker_error(if resp.error_message.is_empty() { "no reason given".into() } else { resp.error_message }));
+            return Err(worker_error(if resp.error_message.is_empty() {
+                "no reason given".into()
+            } else {
+                resp.error_message
+            }));
         }
         let Some(mut descriptor) = resp.job_type_descriptor else {
             return Err(worker_error("the response carried no descriptor".into()));
@@ -158,12 +163,21 @@ impl AdminState {
             .map_err(|e| SchemaError::Store(e.to_string()))?;
         match saved {
             Ok(_) => {
-                self.events.publish(EventKind::DescriptorSaved { job_type: job_type.clone(), descriptor_version: version });
-                self.activity(&job_type, "", pb::ActivitySource::Admin, "schema", &format!("descriptor v{version} stored from {}", session.worker_id));
+                self.events
+                    .publish(EventKind::DescriptorSaved { job_type: job_type.clone(), descriptor_version: version });
+                self.activity(
+                    &job_type,
+                    "",
+                    pb::ActivitySource::Admin,
+                    "schema",
+                    &format!("descriptor v{version} stored from {}", session.worker_id),
+                );
                 self.wake_scheduler.notify_one();
                 self.configs.descriptor(&job_type).ok_or_else(|| SchemaError::Store("descriptor vanished".into()))
             }
-            Err(e @ ConfigStoreError::BadDescriptor { .. }) | Err(e @ ConfigStoreError::InvalidJobType(_)) => Err(worker_error(e.to_string())),
+            Err(e @ ConfigStoreError::BadDescriptor { .. }) | Err(e @ ConfigStoreError::InvalidJobType(_)) => {
+                Err(worker_error(e.to_string()))
+            }
             Err(e) => Err(SchemaError::Store(e.to_string())),
         }
     }
@@ -172,7 +186,11 @@ impl AdminState {
     pub fn on_schema_rejected(&self, request_id: &str, worker_id: &str, message: &str) -> bool {
         let pending = self.schemas.lock().expect("schema lock").pending.remove(request_id);
         let Some(p) = pending else { return false };
-        let err = SchemaError::Worker { worker_id: worker_id.to_string(), job_type: p.job_type.clone(), message: message.to_string() };
+        let err = SchemaError::Worker {
+            worker_id: worker_id.to_string(),
+            job_type: p.job_type.clone(),
+            message: message.to_string(),
+        };
         for w in p.waiters {
             let _ = w.send(Err(err.clone()));
         }

@@ -50,12 +50,16 @@ pub struct Admin {
 
 impl Admin {
     pub async fn start(config: AdminConfig) -> Result<Admin, AdminError> {
-        let http_listener =
-            TcpListener::bind(config.http_addr).await.map_err(|source| AdminError::Bind { addr: config.http_addr, source })?;
-        let grpc_listener =
-            TcpListener::bind(config.grpc_addr).await.map_err(|source| AdminError::Bind { addr: config.grpc_addr, source })?;
-        let http_addr = http_listener.local_addr().map_err(|source| AdminError::Bind { addr: config.http_addr, source })?;
-        let grpc_addr = grpc_listener.local_addr().map_err(|source| AdminError::Bind { addr: config.grpc_addr, source })?;
+        let http_listener = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| AdminError::Bind { addr: config.http_addr, source })?;
+        let grpc_listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|source| AdminError::Bind { addr: config.grpc_addr, source })?;
+        let http_addr =
+            http_listener.local_addr().map_err(|source| AdminError::Bind { addr: config.http_addr, source })?;
+        let grpc_addr =
+            grpc_listener.local_addr().map_err(|source| AdminError::Bind { addr: config.grpc_addr, source })?;
         let tls = match &config.grpc_tls {
             Some(files) => Some(grpc_tls(files)?),
             None => None,
@@ -63,16 +67,28 @@ impl Admin {
 
         let events = Arc::new(EventBus::new(EVENT_BUFFER));
         let data_dir = config.data_dir.clone();
-        let configs = Arc::new(tokio::task::spawn_blocking(move || ConfigStore::open(&data_dir)).await.map_err(|e| {
-            AdminError::Store(StoreError::Sqlite { path: config.data_dir.clone(), source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)) })
-        })??);
+        let configs =
+            Arc::new(tokio::task::spawn_blocking(move || ConfigStore::open(&data_dir)).await.map_err(|e| {
+                AdminError::Store(StoreError::Sqlite {
+                    path: config.data_dir.clone(),
+                    source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                })
+            })??);
         let (store, mut loaded) = Store::open(&config.data_dir, events.clone())?;
         let (jobs, requeue_writes) = JobTable::from_loaded(&mut loaded);
         let requeued = requeue_writes.iter().filter(|op| matches!(op, Op::UpdateJob(_))).count();
         for op in requeue_writes {
             store.write(op);
         }
-        let state = Arc::new(AdminState::new(config, configs, store, events, jobs, loaded.next_activity_id, loaded.next_run_id));
+        let state = Arc::new(AdminState::new(
+            config,
+            configs,
+            store,
+            events,
+            jobs,
+            loaded.next_activity_id,
+            loaded.next_run_id,
+        ));
         state.grpc_port.store(grpc_addr.port(), std::sync::atomic::Ordering::Relaxed);
         if requeued > 0 {
             tracing::info!(requeued, "jobs that were running when the admin stopped are requeued");
@@ -94,7 +110,8 @@ impl Admin {
         let token = servers.clone();
         tasks.push(tokio::spawn(async move {
             let incoming = TcpListenerStream::new(grpc_listener);
-            if let Err(e) = builder.add_service(service).serve_with_incoming_shutdown(incoming, token.cancelled()).await {
+            if let Err(e) = builder.add_service(service).serve_with_incoming_shutdown(incoming, token.cancelled()).await
+            {
                 tracing::error!(error = %e, "gRPC server stopped");
             }
         }));
@@ -141,7 +158,8 @@ impl Admin {
         let state = self.state.clone();
         state.shutdown.cancel();
         let grace = state.config.shutdown_grace;
-        let msg = pb::AdminShutdown { reason: "admin is shutting down".into(), grace_period_seconds: grace.as_secs() as i32 };
+        let msg =
+            pb::AdminShutdown { reason: "admin is shutting down".into(), grace_period_seconds: grace.as_secs() as i32 };
         for s in state.registry.sessions() {
             s.send(AdminState::envelope("", Body::Shutdown(msg.clone())), state.send_timeout());
         }
@@ -165,7 +183,9 @@ impl Admin {
 }
 
 fn grpc_tls(files: &crate::config::TlsFiles) -> Result<tonic::transport::ServerTlsConfig, AdminError> {
-    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| AdminError::Tls(format!("cannot read {}: {e}", p.display())));
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| AdminError::Tls(format!("cannot read {}: {e}", p.display())))
+    };
     let identity = tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?);
     let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &files.client_ca {
@@ -176,8 +196,8 @@ fn grpc_tls(files: &crate::config::TlsFiles) -> Result<tonic::transport::ServerT
 
 async fn dispatch_loop(state: Arc<AdminState>) {
     loop {
-        let next = state.dispatch_pass();
         state.check_deadlines();
+        let next = state.dispatch_pass();
         let wait = next.map(|n| (n - now_ms()).clamp(1, 250)).unwrap_or(250) as u64;
         tokio::select! {
             _ = state.wake_dispatch.notified() => {}
@@ -229,7 +249,11 @@ async fn liveness_loop(state: Arc<AdminState>) {
                 used += i64::from(hb.execution_slots_used);
                 total += i64::from(hb.execution_slots_total);
             }
-            state.events.publish(EventKind::Heartbeat { workers: sessions.len(), execution_slots_used: used, execution_slots_total: total });
+            state.events.publish(EventKind::Heartbeat {
+                workers: sessions.len(),
+                execution_slots_used: used,
+                execution_slots_total: total,
+            });
         }
     }
 }

@@ -107,7 +107,13 @@ impl AdminState {
     }
 
     /// Records the activities a worker attached to a progress update or completion.
-    pub fn worker_activities(&self, job_type: &str, job_id: &str, list: &[pb::ActivityEvent], default_source: pb::ActivitySource) {
+    pub fn worker_activities(
+        &self,
+        job_type: &str,
+        job_id: &str,
+        list: &[pb::ActivityEvent],
+        default_source: pb::ActivitySource,
+    ) {
         for e in list {
             let source = pb::ActivitySource::try_from(e.source)
                 .ok()

@@ -46,11 +46,16 @@ pub enum StoreError {
 pub enum Op {
     InsertJob(Job),
     UpdateJob(Job),
-    Attempt { job_seq: i64, attempt: AttemptView },
+    Attempt {
+        job_seq: i64,
+        attempt: AttemptView,
+    },
     Activity(ActivityView),
     Run(RunView),
     /// Delete finished jobs, activities and runs older than this (Unix ms).
-    Prune { before_ms: i64 },
+    Prune {
+        before_ms: i64,
+    },
 }
 
 struct Queued {
@@ -183,8 +188,7 @@ impl Store {
         let dir = data_dir.join("plugin");
         let path = dir.join("state.db");
         let err = |source| StoreError::Sqlite { path: path.clone(), source };
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        std::fs::create_dir_all(&dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let conn = open_connection(&path).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         let loaded = load(&conn).map_err(err)?;
@@ -236,6 +240,12 @@ impl Store {
         rx.wait_for(|c| *c >= ticket).await.map(|_| ()).map_err(|_| StoreError::Closed)
     }
 
+    /// Waits for everything queued so far to be committed, so a read that follows sees
+    /// every change made before it (read-your-writes for the history endpoints).
+    pub async fn settle(&self) {
+        let _ = self.durable(self.last_ticket()).await;
+    }
+
     /// The newest ticket handed out; `durable(last_ticket())` is a flush.
     pub fn last_ticket(&self) -> u64 {
         *self.next_ticket.lock().expect("ticket lock") - 1
@@ -270,8 +280,7 @@ impl Store {
 
     pub fn job(&self, seq: i64) -> Result<Option<Job>, StoreError> {
         self.read(|c| {
-            c.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?1"), [seq], row_to_job)
-                .optional()
+            c.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?1"), [seq], row_to_job).optional()
         })
     }
 
@@ -340,7 +349,8 @@ impl Store {
         before_id: Option<i64>,
         limit: usize,
     ) -> Result<Vec<ActivityView>, StoreError> {
-        let mut sql = "SELECT id, created_at, job_type, job_id, source, stage, message FROM activities WHERE 1=1".to_string();
+        let mut sql =
+            "SELECT id, created_at, job_type, job_id, source, stage, message FROM activities WHERE 1=1".to_string();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(t) = job_type {
             args.push(t.to_string().into());
@@ -465,7 +475,8 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
 fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
     let mut active = Vec::new();
     {
-        let mut stmt = conn.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (?1, ?2, ?3) ORDER BY seq"))?;
+        let mut stmt =
+            conn.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (?1, ?2, ?3) ORDER BY seq"))?;
         let rows = stmt.query_map(
             params![JobState::Pending as i32, JobState::Assigned as i32, JobState::Running as i32],
             row_to_job,
@@ -571,8 +582,12 @@ fn apply(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<()> {
                         None => job,
                     };
                     let s = &job.spec;
-                    let payload = pb::JobSpec { parameters: s.parameters.clone(), labels: s.labels.clone(), ..Default::default() }
-                        .encode_to_vec();
+                    let payload = pb::JobSpec {
+                        parameters: s.parameters.clone(),
+                        labels: s.labels.clone(),
+                        ..Default::default()
+                    }
+                    .encode_to_vec();
                     let result = result_bytes(job);
                     insert.execute(rusqlite::params![
                         job.seq,
@@ -643,7 +658,15 @@ fn apply(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<()> {
                     ])?;
                 }
                 Op::Activity(a) => {
-                    activity.execute(params![a.id, a.created_at, a.job_type, a.job_id, a.source, a.stage, a.message])?;
+                    activity.execute(params![
+                        a.id,
+                        a.created_at,
+                        a.job_type,
+                        a.job_id,
+                        a.source,
+                        a.stage,
+                        a.message
+                    ])?;
                 }
                 Op::Run(r) => {
                     run.execute(params![
@@ -667,7 +690,12 @@ fn apply(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<()> {
                     )?;
                     tx.execute(
                         "DELETE FROM jobs WHERE state IN (?1, ?2, ?3) AND updated_at < ?4",
-                        params![JobState::Succeeded as i32, JobState::Failed as i32, JobState::Canceled as i32, before_ms],
+                        params![
+                            JobState::Succeeded as i32,
+                            JobState::Failed as i32,
+                            JobState::Canceled as i32,
+                            before_ms
+                        ],
                     )?;
                     tx.execute("DELETE FROM activities WHERE created_at < ?1", [before_ms])?;
                     tx.execute("DELETE FROM runs WHERE ended_at > 0 AND ended_at < ?1", [before_ms])?;

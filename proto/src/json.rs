@@ -27,20 +27,14 @@ pub enum JsonError {
 }
 
 fn dynamic<M: Message + ProtoName>(msg: &M) -> Result<DynamicMessage, JsonError> {
-    let desc = descriptor_pool()
-        .get_message_by_name(M::FULL_NAME)
-        .ok_or(JsonError::UnknownMessage(M::FULL_NAME))?;
+    let desc = descriptor_pool().get_message_by_name(M::FULL_NAME).ok_or(JsonError::UnknownMessage(M::FULL_NAME))?;
     let mut dynamic = DynamicMessage::new(desc);
-    dynamic
-        .transcode_from(msg)
-        .map_err(|source| JsonError::Transcode { message: M::FULL_NAME, source })?;
+    dynamic.transcode_from(msg).map_err(|source| JsonError::Transcode { message: M::FULL_NAME, source })?;
     Ok(dynamic)
 }
 
 fn options(emit_defaults: bool) -> SerializeOptions {
-    SerializeOptions::new()
-        .use_proto_field_name(true)
-        .skip_default_fields(!emit_defaults)
+    SerializeOptions::new().use_proto_field_name(true).skip_default_fields(!emit_defaults)
 }
 
 /// The message as a JSON value. Fields holding their default value are left out, as
@@ -51,10 +45,7 @@ pub fn to_value<M: Message + ProtoName>(msg: &M) -> Result<serde_json::Value, Js
 
 /// The message as a JSON value; with `emit_defaults` every field is present, which gives
 /// API clients a stable shape.
-pub fn to_value_with<M: Message + ProtoName>(
-    msg: &M,
-    emit_defaults: bool,
-) -> Result<serde_json::Value, JsonError> {
+pub fn to_value_with<M: Message + ProtoName>(msg: &M, emit_defaults: bool) -> Result<serde_json::Value, JsonError> {
     let dynamic = dynamic(msg)?;
     dynamic
         .serialize_with_options(serde_json::value::Serializer, &options(emit_defaults))
@@ -91,12 +82,8 @@ where
     M: Message + Default + ProtoName,
     D: serde::Deserializer<'de, Error = serde_json::Error>,
 {
-    let desc = descriptor_pool()
-        .get_message_by_name(M::FULL_NAME)
-        .ok_or(JsonError::UnknownMessage(M::FULL_NAME))?;
+    let desc = descriptor_pool().get_message_by_name(M::FULL_NAME).ok_or(JsonError::UnknownMessage(M::FULL_NAME))?;
     let dynamic = DynamicMessage::deserialize_with_options(desc, de, &DeserializeOptions::new())
         .map_err(|source| JsonError::Invalid { message: M::FULL_NAME, source })?;
-    dynamic
-        .transcode_to::<M>()
-        .map_err(|source| JsonError::Transcode { message: M::FULL_NAME, source })
+    dynamic.transcode_to::<M>().map_err(|source| JsonError::Transcode { message: M::FULL_NAME, source })
 }

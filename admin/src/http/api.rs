@@ -97,7 +97,11 @@ struct DrainQuery {
     draining: Option<bool>,
 }
 
-async fn drain(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<DrainQuery>) -> Result<Json<Value>, ApiError> {
+async fn drain(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<DrainQuery>,
+) -> Result<Json<Value>, ApiError> {
     let draining = q.draining.unwrap_or(true);
     if state.registry.get(&id).is_none() && draining {
         return Err(ApiError::NotFound(format!("no connected worker {id:?}")));
@@ -150,7 +154,8 @@ async fn job_types(State(state): State<AppState>) -> Json<Value> {
 
 async fn descriptor(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
-    let d = state.configs.descriptor(&t).ok_or_else(|| ApiError::NotFound(format!("no descriptor for job type {t:?}")))?;
+    let d =
+        state.configs.descriptor(&t).ok_or_else(|| ApiError::NotFound(format!("no descriptor for job type {t:?}")))?;
     Ok(Json(proto_json(d.as_ref())?))
 }
 
@@ -159,7 +164,11 @@ struct SchemaQuery {
     force_refresh: Option<bool>,
 }
 
-async fn refresh_schema(State(state): State<AppState>, Path(t): Path<String>, Query(q): Query<SchemaQuery>) -> Result<Json<Value>, ApiError> {
+async fn refresh_schema(
+    State(state): State<AppState>,
+    Path(t): Path<String>,
+    Query(q): Query<SchemaQuery>,
+) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
     let d = state.refresh_schema(&t, q.force_refresh.unwrap_or(false)).await.map_err(|e| match e {
         crate::schema::SchemaError::NoWorker(_) => ApiError::Unavailable(e.to_string()),
@@ -171,7 +180,8 @@ async fn refresh_schema(State(state): State<AppState>, Path(t): Path<String>, Qu
 }
 
 fn redacted_config(state: &AppState, t: &str) -> Result<Value, ApiError> {
-    let d = state.configs.descriptor(t).ok_or_else(|| ApiError::NotFound(format!("no descriptor for job type {t:?}")))?;
+    let d =
+        state.configs.descriptor(t).ok_or_else(|| ApiError::NotFound(format!("no descriptor for job type {t:?}")))?;
     let c = state.configs.config(t).ok_or_else(|| ApiError::NotFound(format!("no config for job type {t:?}")))?;
     proto_json(&redact(&d, &c))
 }
@@ -183,10 +193,16 @@ async fn get_config(State(state): State<AppState>, Path(t): Path<String>) -> Res
 
 /// Replaces the parts of the config present in the body; absent top-level parts keep
 /// their saved values, and so do sensitive fields left out of the value maps.
-async fn put_config(State(state): State<AppState>, Path(t): Path<String>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+async fn put_config(
+    State(state): State<AppState>,
+    Path(t): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
-    let current = state.configs.config(&t).ok_or_else(|| ApiError::NotFound(format!("no config for job type {t:?}")))?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body is not JSON: {e}")))?;
+    let current =
+        state.configs.config(&t).ok_or_else(|| ApiError::NotFound(format!("no config for job type {t:?}")))?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body is not JSON: {e}")))?;
     let Value::Object(fields) = &value else {
         return Err(ApiError::BadRequest("body must be a JSON object (a PersistedJobTypeConfig)".into()));
     };
@@ -220,6 +236,7 @@ async fn put_config(State(state): State<AppState>, Path(t): Path<String>, body: 
 
 async fn runs(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
+    state.store.settle().await;
     let (successes, errors) = state.store.runs(&t, 10)?;
     Ok(Json(json!({ "job_type": t, "successes": successes, "errors": errors })))
 }
@@ -267,7 +284,9 @@ pub fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>, Optio
     };
     let before_seq = match q.before.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(b) => Some(parse_job_id(b).ok_or_else(|| ApiError::BadRequest(format!("before must be a job id, not {b:?}")))?),
+        Some(b) => {
+            Some(parse_job_id(b).ok_or_else(|| ApiError::BadRequest(format!("before must be a job id, not {b:?}")))?)
+        }
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let query = JobQuery {
@@ -312,6 +331,7 @@ async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Js
 async fn job_detail(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let job = state.get_job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
+    state.store.settle().await;
     let attempts = state.store.attempts(seq)?;
     let activities = state.store.activities(None, Some(&id), None, 200)?;
     let spec = job.to_spec();
@@ -340,14 +360,22 @@ fn reason_from(body: &axum::body::Bytes, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-async fn cancel(State(state): State<AppState>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let reason = reason_from(&body, "canceled by operator");
     let view = state.stop_job(seq, JobState::Canceled, &reason)?;
     Ok(Json(json!({ "job": view })))
 }
 
-async fn expire(State(state): State<AppState>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+async fn expire(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let reason = reason_from(&body, "expired by operator");
     let view = state.stop_job(seq, JobState::Failed, &reason)?;
@@ -372,6 +400,7 @@ async fn activities(State(state): State<AppState>, Query(q): Query<ActivitiesQue
     if let Some(t) = q.job_type.as_deref().filter(|t| !t.is_empty()) {
         job_type_param(t)?;
     }
+    state.store.settle().await;
     let list = state.store.activities(
         q.job_type.as_deref().filter(|t| !t.is_empty()),
         q.job_id.as_deref().filter(|t| !t.is_empty()),

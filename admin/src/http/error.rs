@@ -26,10 +26,9 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({ "error": m })),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
-            ApiError::Invalid(fields) => (
-                StatusCode::BAD_REQUEST,
-                json!({ "error": "config is invalid", "field_errors": fields }),
-            ),
+            ApiError::Invalid(fields) => {
+                (StatusCode::BAD_REQUEST, json!({ "error": "config is invalid", "field_errors": fields }))
+            }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": m })),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error in an HTTP handler");

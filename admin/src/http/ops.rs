@@ -31,7 +31,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         rows.sort();
         for ((job_type, s), n) in rows {
             let name = state_name(JobState::try_from(*s).unwrap_or(JobState::Unspecified));
-            gauges.push(("plughost_jobs", "jobs by job type and state", format!("job_type=\"{job_type}\",state=\"{name}\""), *n as f64));
+            gauges.push((
+                "plughost_jobs",
+                "jobs by job type and state",
+                format!("job_type=\"{job_type}\",state=\"{name}\""),
+                *n as f64,
+            ));
         }
     }
     let body = state.metrics.render(&gauges);

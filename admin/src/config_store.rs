@@ -1,0 +1,1034 @@
+//! Job type descriptors and saved configs: held in memory, persisted in the data dir.
+//!
+//! Layout (the one SeaweedFS's admin uses, so an existing data dir can be pointed at):
+//!
+//! ```text
+//! <data>/plugin/job_types/<job_type>/descriptor.pb   JobTypeDescriptor (protobuf, authoritative)
+//! <data>/plugin/job_types/<job_type>/descriptor.json the same, proto JSON, for humans
+//! <data>/plugin/job_types/<job_type>/config.pb       PersistedJobTypeConfig
+//! <data>/plugin/job_types/<job_type>/config.json     the same
+//! ```
+//!
+//! **Invariant:** the `.pb` file is authoritative; the `.json` file is read only when the
+//! `.pb` file is missing (a hand-written file, or another admin's data dir).
+//!
+//! **Invariant:** a failed save changes nothing, in memory or on disk: everything is
+//! validated and encoded first, every file is written atomically, and if a later file of
+//! the same save fails, the files already written get their old contents back.
+//!
+//! **Invariant:** saved values are never logged or printed by `Debug`: `config.pb` and
+//! `config.json` hold sensitive values (they are the admin's own files, written
+//! owner-only), and only [`validator::redact`]ed configs leave the admin.
+//!
+//! All methods are synchronous and hold the std locks only briefly; none is held across
+//! an `.await` because there is none. Saves are serialised by a writer mutex, so readers
+//! keep reading the previous state while files are being written.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use prost::Message;
+use proto::{ProtoName, pb};
+use tracing::{info, warn};
+
+use crate::fsutil;
+use crate::runtime_config;
+use crate::validator::{self, FieldError};
+
+const DESCRIPTOR_PB: &str = "descriptor.pb";
+const DESCRIPTOR_JSON: &str = "descriptor.json";
+const CONFIG_PB: &str = "config.pb";
+const CONFIG_JSON: &str = "config.json";
+
+/// Who a config created from a descriptor's defaults is attributed to.
+pub const BOOTSTRAP_USER: &str = "bootstrap";
+
+/// Why a descriptor or config could not be loaded or saved. `InvalidJobType`,
+/// `UnknownJobType`, `Invalid` and `BadDescriptor` are the caller's input; `Io`, `Decode`
+/// and `Json` are the data dir's.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigStoreError {
+    #[error("invalid job type name {0:?}")]
+    InvalidJobType(String),
+    #[error("unknown job type {0:?}")]
+    UnknownJobType(String),
+    #[error("config is invalid")]
+    Invalid(Vec<FieldError>),
+    #[error("descriptor for {job_type} is invalid: {message}")]
+    BadDescriptor { job_type: String, message: String },
+    #[error("cannot access {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot decode {}: {source}", path.display())]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("cannot convert {} to or from proto JSON: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: proto::json::JsonError,
+    },
+}
+
+/// What the store knows about one job type. Either part may be missing: a config whose
+/// descriptor file was unreadable is kept until the worker sends the descriptor again.
+#[derive(Clone, Default)]
+pub struct JobTypeEntry {
+    pub descriptor: Option<Arc<pb::JobTypeDescriptor>>,
+    pub config: Option<Arc<pb::PersistedJobTypeConfig>>,
+}
+
+impl fmt::Debug for JobTypeEntry {
+    /// Versions only: the config's values may be secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobTypeEntry")
+            .field("descriptor_version", &self.descriptor.as_ref().map(|d| d.descriptor_version))
+            .field("config_descriptor_version", &self.config.as_ref().map(|c| c.descriptor_version))
+            .finish()
+    }
+}
+
+/// Descriptors and saved configs of every job type, backed by the data dir.
+pub struct ConfigStore {
+    /// `<data>/plugin/job_types`
+    root: PathBuf,
+    entries: RwLock<BTreeMap<String, JobTypeEntry>>,
+    /// Serialises saves (file writes plus the in-memory swap).
+    writer: Mutex<()>,
+}
+
+impl fmt::Debug for ConfigStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigStore").field("root", &self.root).field("job_types", &self.job_types()).finish()
+    }
+}
+
+impl ConfigStore {
+    /// Opens (creating it if needed) `<data_dir>/plugin/job_types` and loads every job
+    /// type in it. Directories with invalid names and unreadable files are skipped with a
+    /// warning: one corrupt file must not keep the admin from starting.
+    pub fn open(data_dir: &Path) -> Result<Self, ConfigStoreError> {
+        let root = data_dir.join("plugin").join("job_types");
+        fs::create_dir_all(&root).map_err(|source| io_error(&root, source))?;
+        let mut entries = BTreeMap::new();
+        for dirent in fs::read_dir(&root).map_err(|source| io_error(&root, source))? {
+            let dirent = match dirent {
+                Ok(dirent) => dirent,
+                Err(error) => {
+                    warn!(dir = %root.display(), %error, "cannot list a job type directory");
+                    continue;
+                }
+            };
+            let path = dirent.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let name = dirent.file_name().to_string_lossy().into_owned();
+            if !validator::is_valid_job_type(&name) {
+                warn!(dir = %path.display(), "skipping a job type directory with an invalid name");
+                continue;
+            }
+            if let Some(entry) = load_entry(&name, &path) {
+                entries.insert(name, entry);
+            }
+        }
+        info!(root = %root.display(), job_types = entries.len(), "config store loaded");
+        Ok(Self { root, entries: RwLock::new(entries), writer: Mutex::new(()) })
+    }
+
+    /// The known job types, sorted.
+    pub fn job_types(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    /// Everything stored about one job type.
+    pub fn entry(&self, job_type: &str) -> Option<JobTypeEntry> {
+        self.read().get(job_type).cloned()
+    }
+
+    pub fn descriptor(&self, job_type: &str) -> Option<Arc<pb::JobTypeDescriptor>> {
+        self.read().get(job_type)?.descriptor.clone()
+    }
+
+    /// The saved config, sensitive values included: redact it
+    /// ([`validator::redact`]) before it leaves the admin.
+    pub fn config(&self, job_type: &str) -> Option<Arc<pb::PersistedJobTypeConfig>> {
+        self.read().get(job_type)?.config.clone()
+    }
+
+    /// Whether the admin should ask a worker for this job type's descriptor: none is
+    /// stored, or the worker offers a newer version.
+    pub fn needs_descriptor(&self, job_type: &str, offered_version: Option<u32>) -> bool {
+        match self.descriptor(job_type) {
+            None => true,
+            Some(stored) => offered_version.is_some_and(|v| v > stored.descriptor_version),
+        }
+    }
+
+    /// Persists a descriptor and returns the job type's config, which is bootstrapped
+    /// from the descriptor's defaults if there was none, or migrated to the descriptor's
+    /// fields if there was one: values of fields that no longer exist are dropped, fields
+    /// that are new get their default, all other saved values are kept.
+    pub fn save_descriptor(
+        &self,
+        descriptor: pb::JobTypeDescriptor,
+    ) -> Result<Arc<pb::PersistedJobTypeConfig>, ConfigStoreError> {
+        let job_type = descriptor.job_type.clone();
+        if !validator::is_valid_job_type(&job_type) {
+            return Err(ConfigStoreError::InvalidJobType(job_type));
+        }
+        check_descriptor(&descriptor)?;
+
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = self.entry(&job_type).unwrap_or_default();
+        let config = match old.config.as_deref() {
+            None => bootstrap(&descriptor),
+            Some(saved) => migrate(old.descriptor.as_deref(), &descriptor, saved),
+        };
+
+        let dir = self.root.join(&job_type);
+        let mut files = Vec::new();
+        if old.config.as_deref() != Some(&config) {
+            files.extend(config_files(&dir, &config)?);
+        }
+        files.push(PendingFile::new(dir.join(DESCRIPTOR_PB), descriptor.encode_to_vec(), false));
+        files.push(PendingFile::new(
+            dir.join(DESCRIPTOR_JSON),
+            json_bytes(&dir.join(DESCRIPTOR_JSON), &descriptor)?,
+            false,
+        ));
+        write_all_or_nothing(&files)?;
+
+        let config = Arc::new(config);
+        info!(job_type, descriptor_version = descriptor.descriptor_version, "descriptor saved");
+        self.write().insert(
+            job_type,
+            JobTypeEntry { descriptor: Some(Arc::new(descriptor)), config: Some(Arc::clone(&config)) },
+        );
+        Ok(config)
+    }
+
+    /// Validates and persists a config submitted by `updated_by`.
+    ///
+    /// A sensitive or read-only field absent from the submission keeps its saved value
+    /// ("unchanged": the API and pages never show sensitive values, and browsers do not
+    /// submit disabled inputs); an absent `admin_runtime` keeps the saved one. Values
+    /// whose oneof is unset count as absent and are not stored.
+    pub fn save_config(
+        &self,
+        mut config: pb::PersistedJobTypeConfig,
+        updated_by: &str,
+    ) -> Result<Arc<pb::PersistedJobTypeConfig>, ConfigStoreError> {
+        let job_type = config.job_type.clone();
+        if !validator::is_valid_job_type(&job_type) {
+            return Err(ConfigStoreError::InvalidJobType(job_type));
+        }
+
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = self.entry(&job_type).unwrap_or_default();
+        let Some(descriptor) = entry.descriptor else {
+            return Err(ConfigStoreError::UnknownJobType(job_type));
+        };
+        let saved = entry.config.as_deref();
+
+        keep_unchanged(
+            &mut config.admin_config_values,
+            saved.map(|s| &s.admin_config_values),
+            descriptor.admin_config_form.as_ref(),
+        );
+        keep_unchanged(
+            &mut config.worker_config_values,
+            saved.map(|s| &s.worker_config_values),
+            descriptor.worker_config_form.as_ref(),
+        );
+        if config.admin_runtime.is_none() {
+            config.admin_runtime = saved.and_then(|s| s.admin_runtime);
+        }
+        validator::validate_config(&descriptor, &config, saved).map_err(ConfigStoreError::Invalid)?;
+
+        config.descriptor_version = descriptor.descriptor_version;
+        config.updated_at = Some(proto::now());
+        config.updated_by = updated_by.to_string();
+
+        let dir = self.root.join(&job_type);
+        write_all_or_nothing(&config_files(&dir, &config)?)?;
+
+        let config = Arc::new(config);
+        info!(job_type, updated_by, "config saved");
+        self.write().entry(job_type).or_default().config = Some(Arc::clone(&config));
+        Ok(config)
+    }
+
+    /// The effective runtime settings of a job type (see [`runtime_config::effective`]).
+    pub fn runtime(&self, job_type: &str) -> pb::AdminRuntimeConfig {
+        let entry = self.entry(job_type).unwrap_or_default();
+        runtime_config::effective(entry.descriptor.as_deref(), entry.config.as_deref())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, JobTypeEntry>> {
+        self.entries.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, JobTypeEntry>> {
+        self.entries.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn io_error(path: &Path, source: io::Error) -> ConfigStoreError {
+    ConfigStoreError::Io { path: path.to_path_buf(), source }
+}
+
+fn json_bytes<M: Message + ProtoName>(path: &Path, msg: &M) -> Result<Vec<u8>, ConfigStoreError> {
+    proto::json::to_string_pretty(msg)
+        .map(String::into_bytes)
+        .map_err(|source| ConfigStoreError::Json { path: path.to_path_buf(), source })
+}
+
+// ---- loading ------------------------------------------------------------------------
+
+/// Loads one job type directory; `None` when there is nothing usable in it.
+fn load_entry(job_type: &str, dir: &Path) -> Option<JobTypeEntry> {
+    remove_temp_files(dir);
+
+    let descriptor = load_logged::<pb::JobTypeDescriptor>(job_type, dir, DESCRIPTOR_PB, DESCRIPTOR_JSON).filter(|d| {
+        let matches = d.job_type == job_type;
+        if !matches {
+            warn!(job_type, "skipping a descriptor that names another job type");
+        }
+        matches
+    });
+    let config = load_logged::<pb::PersistedJobTypeConfig>(job_type, dir, CONFIG_PB, CONFIG_JSON).and_then(|mut c| {
+        if c.job_type.is_empty() {
+            c.job_type = job_type.to_string();
+        }
+        if c.job_type == job_type {
+            Some(c)
+        } else {
+            warn!(job_type, "skipping a config that names another job type");
+            None
+        }
+    });
+    if descriptor.is_none() && config.is_none() {
+        return None;
+    }
+    Some(JobTypeEntry { descriptor: descriptor.map(Arc::new), config: config.map(Arc::new) })
+}
+
+fn load_logged<M: Message + Default + ProtoName>(
+    job_type: &str,
+    dir: &Path,
+    pb_name: &str,
+    json_name: &str,
+) -> Option<M> {
+    match load::<M>(dir, pb_name, json_name) {
+        Ok(msg) => msg,
+        Err(error) => {
+            warn!(job_type, %error, "skipping an unreadable file");
+            None
+        }
+    }
+}
+
+/// The message from `<dir>/<pb_name>`, else from `<dir>/<json_name>`, else `None`.
+fn load<M: Message + Default + ProtoName>(
+    dir: &Path,
+    pb_name: &str,
+    json_name: &str,
+) -> Result<Option<M>, ConfigStoreError> {
+    let pb_path = dir.join(pb_name);
+    match fs::read(&pb_path) {
+        Ok(bytes) => {
+            return M::decode(bytes.as_slice())
+                .map(Some)
+                .map_err(|source| ConfigStoreError::Decode { path: pb_path, source });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(io_error(&pb_path, source)),
+    }
+    let json_path = dir.join(json_name);
+    match fs::read_to_string(&json_path) {
+        Ok(text) => {
+            proto::json::from_str(&text).map(Some).map_err(|source| ConfigStoreError::Json { path: json_path, source })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(io_error(&json_path, source)),
+    }
+}
+
+/// Removes temp files of atomic writes that a crash interrupted.
+fn remove_temp_files(dir: &Path) {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return;
+    };
+    for dirent in listing.flatten() {
+        if fsutil::is_temp_file(&dirent.file_name().to_string_lossy())
+            && let Err(error) = fs::remove_file(dirent.path())
+        {
+            warn!(path = %dirent.path().display(), %error, "cannot remove a leftover temp file");
+        }
+    }
+}
+
+// ---- descriptors and configs ----------------------------------------------------------
+
+/// Rejects descriptors the admin could not render or validate against: fields without a
+/// name, or a name declared twice in one form.
+fn check_descriptor(d: &pb::JobTypeDescriptor) -> Result<(), ConfigStoreError> {
+    let forms = [("admin", d.admin_config_form.as_ref()), ("worker", d.worker_config_form.as_ref())];
+    for (which, form) in forms {
+        let mut names = HashSet::new();
+        for field in validator::form_fields(form) {
+            let message = if field.name.is_empty() {
+                format!("the {which} form has a field without a name")
+            } else if !names.insert(field.name.as_str()) {
+                format!("the {which} form declares field {:?} twice", field.name)
+            } else {
+                continue;
+            };
+            return Err(ConfigStoreError::BadDescriptor { job_type: d.job_type.clone(), message });
+        }
+    }
+    Ok(())
+}
+
+fn field_names(form: Option<&pb::ConfigForm>) -> HashSet<&str> {
+    validator::form_fields(form).map(|f| f.name.as_str()).collect()
+}
+
+/// The admin form's defaults, limited to fields the form declares (anything else would
+/// make the bootstrapped config fail validation on its first save).
+fn admin_defaults(d: &pb::JobTypeDescriptor) -> HashMap<String, pb::ConfigValue> {
+    let form = d.admin_config_form.as_ref();
+    declared(form, form.into_iter().flat_map(|f| &f.default_values))
+}
+
+/// The worker form's defaults overridden by the descriptor's `worker_default_values`,
+/// limited to fields the worker form declares.
+fn worker_defaults(d: &pb::JobTypeDescriptor) -> HashMap<String, pb::ConfigValue> {
+    let form = d.worker_config_form.as_ref();
+    declared(form, form.into_iter().flat_map(|f| &f.default_values).chain(&d.worker_default_values))
+}
+
+fn declared<'a>(
+    form: Option<&pb::ConfigForm>,
+    values: impl Iterator<Item = (&'a String, &'a pb::ConfigValue)>,
+) -> HashMap<String, pb::ConfigValue> {
+    let names = field_names(form);
+    values
+        .filter(|(name, value)| names.contains(name.as_str()) && value.kind.is_some())
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+fn bootstrap(d: &pb::JobTypeDescriptor) -> pb::PersistedJobTypeConfig {
+    pb::PersistedJobTypeConfig {
+        job_type: d.job_type.clone(),
+        descriptor_version: d.descriptor_version,
+        admin_config_values: admin_defaults(d),
+        worker_config_values: worker_defaults(d),
+        admin_runtime: Some(runtime_config::defaults_from_descriptor(d)),
+        updated_at: Some(proto::now()),
+        updated_by: BOOTSTRAP_USER.to_string(),
+    }
+}
+
+/// The saved config fitted to a new descriptor. `updated_at`/`updated_by` stay as they
+/// were: they record the operator's last save, not the worker's upgrade.
+fn migrate(
+    old: Option<&pb::JobTypeDescriptor>,
+    new: &pb::JobTypeDescriptor,
+    saved: &pb::PersistedJobTypeConfig,
+) -> pb::PersistedJobTypeConfig {
+    let mut config = saved.clone();
+    migrate_values(
+        &mut config.admin_config_values,
+        old.map(|d| d.admin_config_form.as_ref()),
+        new.admin_config_form.as_ref(),
+        admin_defaults(new),
+    );
+    migrate_values(
+        &mut config.worker_config_values,
+        old.map(|d| d.worker_config_form.as_ref()),
+        new.worker_config_form.as_ref(),
+        worker_defaults(new),
+    );
+    config.job_type = new.job_type.clone();
+    config.descriptor_version = new.descriptor_version;
+    config
+}
+
+/// `old_form` is `None` when the previous descriptor is unknown: then every field counts
+/// as new, and only fields without a saved value get their default.
+fn migrate_values(
+    values: &mut HashMap<String, pb::ConfigValue>,
+    old_form: Option<Option<&pb::ConfigForm>>,
+    new_form: Option<&pb::ConfigForm>,
+    defaults: HashMap<String, pb::ConfigValue>,
+) {
+    let new_fields = field_names(new_form);
+    let old_fields = old_form.map(field_names);
+    values.retain(|name, _| new_fields.contains(name.as_str()));
+    for (name, default) in defaults {
+        let is_new = old_fields.as_ref().is_none_or(|old| !old.contains(name.as_str()));
+        if is_new {
+            values.entry(name).or_insert(default);
+        }
+    }
+}
+
+/// Drops unset values, then gives sensitive and read-only fields that are absent their
+/// saved value back.
+fn keep_unchanged(
+    submitted: &mut HashMap<String, pb::ConfigValue>,
+    saved: Option<&HashMap<String, pb::ConfigValue>>,
+    form: Option<&pb::ConfigForm>,
+) {
+    submitted.retain(|_, v| v.kind.is_some());
+    let Some(saved) = saved else {
+        return;
+    };
+    for field in validator::form_fields(form).filter(|f| f.sensitive || f.read_only) {
+        if !submitted.contains_key(&field.name)
+            && let Some(value) = saved.get(&field.name)
+        {
+            submitted.insert(field.name.clone(), value.clone());
+        }
+    }
+}
+
+// ---- writing --------------------------------------------------------------------------
+
+/// One file of a save: its new contents, and whether it may hold secrets.
+struct PendingFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    private: bool,
+}
+
+impl PendingFile {
+    fn new(path: PathBuf, bytes: Vec<u8>, private: bool) -> Self {
+        Self { path, bytes, private }
+    }
+}
+
+fn config_files(dir: &Path, config: &pb::PersistedJobTypeConfig) -> Result<Vec<PendingFile>, ConfigStoreError> {
+    let json_path = dir.join(CONFIG_JSON);
+    Ok(vec![
+        PendingFile::new(dir.join(CONFIG_PB), config.encode_to_vec(), true),
+        PendingFile::new(json_path.clone(), json_bytes(&json_path, config)?, true),
+    ])
+}
+
+fn write_file(path: &Path, bytes: &[u8], private: bool) -> io::Result<()> {
+    if private { fsutil::write_atomic_private(path, bytes) } else { fsutil::write_atomic(path, bytes) }
+}
+
+/// Writes each file atomically, in order. If one fails, the files already written get
+/// their previous contents back (or are removed if they did not exist), best effort.
+fn write_all_or_nothing(files: &[PendingFile]) -> Result<(), ConfigStoreError> {
+    let mut previous = Vec::with_capacity(files.len());
+    for file in files {
+        match fs::read(&file.path) {
+            Ok(bytes) => previous.push(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => previous.push(None),
+            Err(source) => return Err(io_error(&file.path, source)),
+        }
+    }
+    for (i, file) in files.iter().enumerate() {
+        if let Err(source) = write_file(&file.path, &file.bytes, file.private) {
+            for (done, old) in files[..i].iter().zip(&previous).rev() {
+                let restored = match old {
+                    Some(bytes) => write_file(&done.path, bytes, done.private),
+                    None => fs::remove_file(&done.path),
+                };
+                if let Err(error) = restored {
+                    warn!(path = %done.path.display(), %error, "cannot roll back a partly failed save");
+                }
+            }
+            return Err(io_error(&file.path, source));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::config_value::Kind;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let dir = std::env::temp_dir().join(format!(
+                "plughost-config-store-{tag}-{}-{nanos}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn job_dir(&self, job_type: &str) -> PathBuf {
+            self.0.join("plugin/job_types").join(job_type)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn s(x: &str) -> pb::ConfigValue {
+        pb::ConfigValue { kind: Some(Kind::StringValue(x.into())) }
+    }
+    fn i(x: i64) -> pb::ConfigValue {
+        pb::ConfigValue { kind: Some(Kind::Int64Value(x)) }
+    }
+    fn field(name: &str, t: pb::ConfigFieldType) -> pb::ConfigField {
+        pb::ConfigField { name: name.into(), field_type: t as i32, ..Default::default() }
+    }
+    fn form(fields: Vec<pb::ConfigField>, defaults: &[(&str, pb::ConfigValue)]) -> pb::ConfigForm {
+        pb::ConfigForm {
+            form_id: "form".into(),
+            sections: vec![pb::ConfigSection { section_id: "main".into(), fields, ..Default::default() }],
+            default_values: defaults.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Admin form: `limit` (int, 1..=100, default 10), `api_key` (sensitive string).
+    /// Worker form: `region` (string, default "eu" from the form, "us" from the
+    /// descriptor's worker defaults), `password` (sensitive), `node_id` (read-only).
+    fn descriptor(job_type: &str, version: u32) -> pb::JobTypeDescriptor {
+        let mut limit = field("limit", pb::ConfigFieldType::Int64);
+        limit.min_value = Some(i(1));
+        limit.max_value = Some(i(100));
+        let mut api_key = field("api_key", pb::ConfigFieldType::String);
+        api_key.sensitive = true;
+        let mut password = field("password", pb::ConfigFieldType::String);
+        password.sensitive = true;
+        let mut node_id = field("node_id", pb::ConfigFieldType::String);
+        node_id.read_only = true;
+        pb::JobTypeDescriptor {
+            job_type: job_type.into(),
+            display_name: "Test job".into(),
+            descriptor_version: version,
+            admin_config_form: Some(form(
+                vec![limit, api_key],
+                &[("limit", i(10)), ("api_key", s("default-key")), ("not_a_field", i(1))],
+            )),
+            worker_config_form: Some(form(
+                vec![field("region", pb::ConfigFieldType::String), password, node_id],
+                &[("region", s("eu")), ("node_id", s("n1"))],
+            )),
+            admin_runtime_defaults: Some(pb::AdminRuntimeDefaults {
+                enabled: true,
+                detection_interval_minutes: 30,
+                ..Default::default()
+            }),
+            worker_default_values: [("region".to_string(), s("us"))].into(),
+            ..Default::default()
+        }
+    }
+
+    fn read_all(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().to_string_lossy().into_owned(), fs::read(e.path()).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn save_descriptor_writes_the_four_files_and_bootstraps_the_config_from_defaults() {
+        let tmp = TempDir::new("bootstrap");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        let config = store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+
+        let dir = tmp.job_dir("vacuum");
+        let names: Vec<String> = read_all(&dir).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["config.json", "config.pb", "descriptor.json", "descriptor.pb"]);
+
+        let on_disk = pb::JobTypeDescriptor::decode(fs::read(dir.join("descriptor.pb")).unwrap().as_slice()).unwrap();
+        assert_eq!(on_disk, descriptor("vacuum", 1));
+        let json: pb::JobTypeDescriptor =
+            proto::json::from_str(&fs::read_to_string(dir.join("descriptor.json")).unwrap()).unwrap();
+        assert_eq!(json, on_disk);
+        let saved = pb::PersistedJobTypeConfig::decode(fs::read(dir.join("config.pb")).unwrap().as_slice()).unwrap();
+        assert_eq!(&saved, config.as_ref());
+        let json: pb::PersistedJobTypeConfig =
+            proto::json::from_str(&fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        assert_eq!(json, saved);
+
+        assert_eq!(config.job_type, "vacuum");
+        assert_eq!(config.descriptor_version, 1);
+        assert_eq!(config.updated_by, "bootstrap");
+        assert!(config.updated_at.is_some());
+        assert_eq!(
+            config.admin_config_values,
+            [("limit".to_string(), i(10)), ("api_key".to_string(), s("default-key"))].into()
+        );
+        // The descriptor's worker_default_values win over the form's defaults.
+        assert_eq!(
+            config.worker_config_values,
+            [("region".to_string(), s("us")), ("node_id".to_string(), s("n1"))].into()
+        );
+        let runtime = config.admin_runtime.unwrap();
+        assert_eq!(runtime.detection_interval_minutes, 30);
+        assert_eq!(runtime.execution_timeout_seconds, 3600);
+        assert_eq!(store.job_types(), vec!["vacuum".to_string()]);
+        assert_eq!(store.runtime("vacuum"), runtime);
+    }
+
+    #[test]
+    fn reopening_the_store_loads_descriptors_and_configs() {
+        let tmp = TempDir::new("reopen");
+        let (saved, descriptor_arc) = {
+            let store = ConfigStore::open(&tmp.0).unwrap();
+            store.save_descriptor(descriptor("vacuum", 2)).unwrap();
+            store.save_descriptor(descriptor("balance", 1)).unwrap();
+            let mut c = (*store.config("vacuum").unwrap()).clone();
+            c.admin_config_values.insert("limit".into(), i(42));
+            (store.save_config(c, "alice").unwrap(), store.descriptor("vacuum").unwrap())
+        };
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        assert_eq!(store.job_types(), vec!["balance".to_string(), "vacuum".to_string()]);
+        assert_eq!(store.config("vacuum").unwrap(), saved);
+        assert_eq!(store.descriptor("vacuum").unwrap(), descriptor_arc);
+        assert_eq!(store.config("vacuum").unwrap().updated_by, "alice");
+    }
+
+    #[test]
+    fn an_invalid_config_returns_field_errors_and_changes_nothing() {
+        let tmp = TempDir::new("invalid");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let dir = tmp.job_dir("vacuum");
+        let before = read_all(&dir);
+        let in_memory = store.config("vacuum").unwrap();
+
+        let mut c = (*in_memory).clone();
+        c.admin_config_values.insert("limit".into(), i(1000));
+        c.worker_config_values.insert("region".into(), i(3));
+        c.worker_config_values.insert("node_id".into(), s("n2"));
+        c.admin_runtime = Some(pb::AdminRuntimeConfig { retry_limit: 500, ..runtime_config::fallback() });
+        let Err(ConfigStoreError::Invalid(errors)) = store.save_config(c, "alice") else {
+            panic!("the config should be rejected");
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["admin.limit", "worker.region", "worker.node_id", "runtime.retry_limit"]);
+        assert_eq!(errors[0].message, "must be at most 100");
+
+        assert_eq!(read_all(&dir), before);
+        assert_eq!(store.config("vacuum").unwrap(), in_memory);
+    }
+
+    #[test]
+    fn a_sensitive_value_absent_from_a_submission_keeps_its_saved_value() {
+        let tmp = TempDir::new("sensitive");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let mut c = (*store.config("vacuum").unwrap()).clone();
+        c.admin_config_values.insert("api_key".into(), s("secret-1"));
+        c.worker_config_values.insert("password".into(), s("pw-1"));
+        store.save_config(c, "alice").unwrap();
+
+        // What the API hands out, edited and sent back.
+        let d = store.descriptor("vacuum").unwrap();
+        let mut shown = validator::redact(&d, &store.config("vacuum").unwrap());
+        assert!(!shown.admin_config_values.contains_key("api_key"));
+        shown.admin_config_values.insert("limit".into(), i(20));
+        let saved = store.save_config(shown, "bob").unwrap();
+
+        assert_eq!(saved.admin_config_values["api_key"], s("secret-1"));
+        assert_eq!(saved.worker_config_values["password"], s("pw-1"));
+        assert_eq!(saved.admin_config_values["limit"], i(20));
+        assert_eq!(saved.updated_by, "bob");
+
+        // An explicit new value replaces it.
+        let mut c = (*saved).clone();
+        c.admin_config_values.insert("api_key".into(), s("secret-2"));
+        assert_eq!(store.save_config(c, "bob").unwrap().admin_config_values["api_key"], s("secret-2"));
+    }
+
+    #[test]
+    fn a_read_only_value_absent_from_a_submission_is_kept() {
+        let tmp = TempDir::new("read-only");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let mut c = (*store.config("vacuum").unwrap()).clone();
+        c.worker_config_values.remove("node_id");
+        let saved = store.save_config(c, "alice").unwrap();
+        assert_eq!(saved.worker_config_values["node_id"], s("n1"));
+    }
+
+    #[test]
+    fn save_config_stamps_the_config_and_keeps_the_saved_runtime_when_none_is_given() {
+        let tmp = TempDir::new("stamp");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        store.save_descriptor(descriptor("vacuum", 7)).unwrap();
+        let mut c = (*store.config("vacuum").unwrap()).clone();
+        c.admin_runtime = Some(pb::AdminRuntimeConfig { retry_limit: 9, ..runtime_config::fallback() });
+        store.save_config(c, "alice").unwrap();
+
+        let partial = pb::PersistedJobTypeConfig {
+            job_type: "vacuum".into(),
+            admin_config_values: [("limit".to_string(), i(5))].into(),
+            ..Default::default()
+        };
+        let saved = store.save_config(partial, "bob").unwrap();
+        assert_eq!(saved.descriptor_version, 7);
+        assert_eq!(saved.updated_by, "bob");
+        assert!(saved.updated_at.is_some());
+        assert_eq!(saved.admin_runtime.unwrap().retry_limit, 9);
+        assert_eq!(store.runtime("vacuum").retry_limit, 9);
+    }
+
+    #[test]
+    fn save_config_rejects_unknown_and_invalid_job_types() {
+        let tmp = TempDir::new("unknown");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        let config = |job_type: &str| pb::PersistedJobTypeConfig { job_type: job_type.into(), ..Default::default() };
+        assert!(matches!(
+            store.save_config(config("nope"), "alice"),
+            Err(ConfigStoreError::UnknownJobType(t)) if t == "nope"
+        ));
+        for bad in ["", "..", "a/b"] {
+            assert!(matches!(store.save_config(config(bad), "alice"), Err(ConfigStoreError::InvalidJobType(_))));
+        }
+    }
+
+    #[test]
+    fn save_descriptor_rejects_invalid_names_and_malformed_forms() {
+        let tmp = TempDir::new("bad-descriptor");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        for bad in ["..", "a/b", ""] {
+            assert!(matches!(store.save_descriptor(descriptor(bad, 1)), Err(ConfigStoreError::InvalidJobType(_))));
+        }
+        let mut twice = descriptor("vacuum", 1);
+        let f = twice.admin_config_form.as_mut().unwrap();
+        f.sections[0].fields.push(field("limit", pb::ConfigFieldType::Int64));
+        let err = store.save_descriptor(twice).unwrap_err();
+        assert_eq!(err.to_string(), "descriptor for vacuum is invalid: the admin form declares field \"limit\" twice");
+        let mut nameless = descriptor("vacuum", 1);
+        let f = nameless.worker_config_form.as_mut().unwrap();
+        f.sections[0].fields.push(field("", pb::ConfigFieldType::Int64));
+        assert!(matches!(store.save_descriptor(nameless), Err(ConfigStoreError::BadDescriptor { .. })));
+        assert!(store.job_types().is_empty());
+        assert!(fs::read_dir(tmp.0.join("plugin/job_types")).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn a_newer_descriptor_version_migrates_the_saved_config() {
+        let tmp = TempDir::new("migrate");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let mut c = (*store.config("vacuum").unwrap()).clone();
+        c.admin_config_values.insert("api_key".into(), s("secret"));
+        c.admin_config_values.remove("limit");
+        store.save_config(c, "alice").unwrap();
+
+        // Version 2 drops `region` and adds `batch` (default 8).
+        let mut v2 = descriptor("vacuum", 2);
+        v2.admin_config_form.as_mut().unwrap().sections[0].fields.push(field("batch", pb::ConfigFieldType::Int64));
+        v2.admin_config_form.as_mut().unwrap().default_values.insert("batch".into(), i(8));
+        v2.worker_config_form.as_mut().unwrap().sections[0].fields.retain(|f| f.name != "region");
+        assert!(store.needs_descriptor("vacuum", Some(2)));
+        let migrated = store.save_descriptor(v2.clone()).unwrap();
+
+        assert_eq!(migrated.descriptor_version, 2);
+        assert_eq!(migrated.updated_by, "alice");
+        assert_eq!(migrated.admin_config_values["api_key"], s("secret"));
+        assert_eq!(migrated.admin_config_values["batch"], i(8));
+        // Not a new field: the operator's choice to leave it empty stands.
+        assert!(!migrated.admin_config_values.contains_key("limit"));
+        assert!(!migrated.worker_config_values.contains_key("region"));
+        assert_eq!(migrated.worker_config_values["node_id"], s("n1"));
+        assert!(!store.needs_descriptor("vacuum", Some(2)));
+
+        let reopened = ConfigStore::open(&tmp.0).unwrap();
+        assert_eq!(reopened.config("vacuum").unwrap(), migrated);
+        assert_eq!(*reopened.descriptor("vacuum").unwrap(), v2);
+    }
+
+    #[test]
+    fn resaving_the_same_descriptor_leaves_the_config_untouched() {
+        let tmp = TempDir::new("same");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        let first = store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let config_pb = fs::read(tmp.job_dir("vacuum").join("config.pb")).unwrap();
+        let second = store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(fs::read(tmp.job_dir("vacuum").join("config.pb")).unwrap(), config_pb);
+    }
+
+    #[test]
+    fn needs_descriptor_is_true_only_without_one_or_for_a_newer_version() {
+        let tmp = TempDir::new("needs");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        assert!(store.needs_descriptor("vacuum", None));
+        assert!(store.needs_descriptor("vacuum", Some(1)));
+        store.save_descriptor(descriptor("vacuum", 3)).unwrap();
+        assert!(!store.needs_descriptor("vacuum", None));
+        assert!(!store.needs_descriptor("vacuum", Some(2)));
+        assert!(!store.needs_descriptor("vacuum", Some(3)));
+        assert!(store.needs_descriptor("vacuum", Some(4)));
+    }
+
+    #[test]
+    fn a_corrupt_descriptor_is_skipped_and_the_other_job_types_still_load() {
+        let tmp = TempDir::new("corrupt");
+        {
+            let store = ConfigStore::open(&tmp.0).unwrap();
+            store.save_descriptor(descriptor("good", 1)).unwrap();
+            store.save_descriptor(descriptor("broken", 1)).unwrap();
+        }
+        fs::write(tmp.job_dir("broken").join("descriptor.pb"), b"\xff\xff\xff not protobuf").unwrap();
+        fs::create_dir_all(tmp.0.join("plugin/job_types/bad name")).unwrap();
+        fs::write(tmp.0.join("plugin/job_types/stray-file"), b"x").unwrap();
+        fs::create_dir_all(tmp.job_dir("empty")).unwrap();
+
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        assert!(store.descriptor("good").is_some());
+        assert!(store.config("good").is_some());
+        // The saved config survives; the worker will be asked for the descriptor again.
+        assert!(store.descriptor("broken").is_none());
+        assert!(store.config("broken").is_some());
+        assert!(store.needs_descriptor("broken", Some(1)));
+        assert_eq!(store.job_types(), vec!["broken".to_string(), "good".to_string()]);
+
+        // Re-sending the descriptor repairs the job type and keeps the saved values.
+        let config = store.save_descriptor(descriptor("broken", 1)).unwrap();
+        assert_eq!(config.admin_config_values["limit"], i(10));
+        assert!(ConfigStore::open(&tmp.0).unwrap().descriptor("broken").is_some());
+    }
+
+    #[test]
+    fn a_descriptor_naming_another_job_type_is_skipped_on_load() {
+        let tmp = TempDir::new("mismatch");
+        let dir = tmp.job_dir("vacuum");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("descriptor.pb"), descriptor("balance", 1).encode_to_vec()).unwrap();
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        assert!(store.job_types().is_empty());
+    }
+
+    #[test]
+    fn json_files_are_read_when_the_protobuf_files_are_missing() {
+        let tmp = TempDir::new("json-only");
+        let dir = tmp.job_dir("vacuum");
+        fs::create_dir_all(&dir).unwrap();
+        let d = descriptor("vacuum", 4);
+        fs::write(dir.join("descriptor.json"), proto::json::to_string_pretty(&d).unwrap()).unwrap();
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        assert_eq!(*store.descriptor("vacuum").unwrap(), d);
+        assert!(store.config("vacuum").is_none());
+    }
+
+    #[test]
+    fn saves_leave_no_temp_files_and_leftovers_are_removed_on_open() {
+        let tmp = TempDir::new("temp-files");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let c = (*store.config("vacuum").unwrap()).clone();
+        store.save_config(c, "alice").unwrap();
+        let dir = tmp.job_dir("vacuum");
+        let names = || -> Vec<String> { read_all(&dir).into_iter().map(|(n, _)| n).collect() };
+        assert_eq!(names(), ["config.json", "config.pb", "descriptor.json", "descriptor.pb"]);
+
+        fs::write(dir.join(".config.pb.plughost-tmp-1-1"), b"half written").unwrap();
+        ConfigStore::open(&tmp.0).unwrap();
+        assert_eq!(names(), ["config.json", "config.pb", "descriptor.json", "descriptor.pb"]);
+    }
+
+    #[test]
+    fn a_save_whose_target_cannot_be_read_fails_before_anything_is_written() {
+        let tmp = TempDir::new("unreadable");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let dir = tmp.job_dir("vacuum");
+        // config.json cannot be replaced while a non-empty directory sits in its place.
+        fs::remove_file(dir.join("config.json")).unwrap();
+        fs::create_dir_all(dir.join("config.json/blocker")).unwrap();
+        let before = fs::read(dir.join("config.pb")).unwrap();
+        let in_memory = store.config("vacuum").unwrap();
+
+        let mut c = (*in_memory).clone();
+        c.admin_config_values.insert("limit".into(), i(77));
+        assert!(matches!(store.save_config(c, "alice"), Err(ConfigStoreError::Io { .. })));
+        assert_eq!(fs::read(dir.join("config.pb")).unwrap(), before);
+        assert_eq!(store.config("vacuum").unwrap(), in_memory);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_failed_write_rolls_back_the_files_already_written() {
+        let tmp = TempDir::new("rollback");
+        let existing = tmp.0.join("existing");
+        let created = tmp.0.join("created");
+        fs::write(&existing, b"old").unwrap();
+        // A dangling symlink as parent: reading says "not found", writing cannot create it.
+        std::os::unix::fs::symlink(tmp.0.join("nowhere/at/all"), tmp.0.join("link")).unwrap();
+        let files = [
+            PendingFile::new(existing.clone(), b"new".to_vec(), false),
+            PendingFile::new(created.clone(), b"new".to_vec(), true),
+            PendingFile::new(tmp.0.join("link/file"), b"new".to_vec(), false),
+        ];
+        assert!(matches!(write_all_or_nothing(&files), Err(ConfigStoreError::Io { .. })));
+        assert_eq!(fs::read(&existing).unwrap(), b"old");
+        assert!(!created.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn config_files_are_readable_by_the_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = TempDir::new("private");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        for name in ["config.pb", "config.json"] {
+            let mode = fs::metadata(tmp.job_dir("vacuum").join(name)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_config_values() {
+        let tmp = TempDir::new("debug");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let mut c = (*store.config("vacuum").unwrap()).clone();
+        c.admin_config_values.insert("api_key".into(), s("top-secret-value"));
+        store.save_config(c, "alice").unwrap();
+        let printed = format!("{store:?} {:?}", store.entry("vacuum").unwrap());
+        assert!(printed.contains("vacuum"));
+        assert!(!printed.contains("top-secret-value"));
+    }
+
+    #[test]
+    fn runtime_falls_back_for_unknown_job_types() {
+        let tmp = TempDir::new("runtime");
+        let store = ConfigStore::open(&tmp.0).unwrap();
+        assert_eq!(store.runtime("nope"), runtime_config::fallback());
+    }
+}

@@ -1,0 +1,6 @@
+//! The real `plughost` command line, built inside the tests crate so black-box tests can
+//! spawn it as a process (`CARGO_BIN_EXE_plughost-under-test`) and kill it with SIGKILL.
+
+fn main() {
+    std::process::exit(plughost::main_with_args(std::env::args_os()));
+}

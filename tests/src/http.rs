@@ -1,0 +1,147 @@
+//! A small HTTP/1.1 client for tests (hyper's connection API, no extra crates): JSON
+//! requests, and Server-Sent Events read frame by frame.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, body::Bytes};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+pub struct Response {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+async fn connect(addr: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("http handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+}
+
+/// One request to `http://{addr}{path}`.
+pub async fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Response {
+    let mut sender = connect(addr).await;
+    let mut req = Request::builder().method(method).uri(path).header("host", addr);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no response in 30 s"))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("response body").to_bytes().to_vec();
+    Response { status, headers, body }
+}
+
+pub async fn get(addr: &str, path: &str) -> Response {
+    request(addr, "GET", path, &[], Vec::new()).await
+}
+
+pub async fn post_json(addr: &str, path: &str, body: &Value) -> Response {
+    request(addr, "POST", path, &[("content-type", "application/json")], body.to_string().into_bytes()).await
+}
+
+pub async fn put_json(addr: &str, path: &str, body: &Value) -> Response {
+    request(addr, "PUT", path, &[("content-type", "application/json")], body.to_string().into_bytes()).await
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: Option<u64>,
+    pub event: String,
+    pub data: String,
+}
+
+/// An open SSE stream.
+pub struct Sse {
+    body: hyper::body::Incoming,
+    buf: String,
+}
+
+impl Sse {
+    pub async fn open(addr: &str, path: &str, last_event_id: Option<u64>) -> Sse {
+        let mut sender = connect(addr).await;
+        let mut req =
+            Request::builder().method("GET").uri(path).header("host", addr).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let resp =
+            sender.send_request(req.body(Full::new(Bytes::new())).expect("request")).await.expect("SSE response");
+        assert_eq!(resp.status().as_u16(), 200, "SSE status");
+        Sse { body: resp.into_body(), buf: String::new() }
+    }
+
+    /// The next event (comments and keep-alives skipped), or `None` when the stream ends.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut ev = SseEvent { id: None, event: "message".into(), data: String::new() };
+                let mut any = false;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        ev.id = v.trim().parse().ok();
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        ev.event = v.trim().to_string();
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !ev.data.is_empty() {
+                            ev.data.push('\n');
+                        }
+                        ev.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                        any = true;
+                    }
+                }
+                if any && !ev.data.is_empty() {
+                    return Some(ev);
+                }
+                continue;
+            }
+            let frame = self.body.frame().await?.ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buf.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// The next event matching `pred`, within `deadline`.
+    pub async fn next_matching(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        mut pred: impl FnMut(&SseEvent) -> bool,
+    ) -> SseEvent {
+        crate::within(what, deadline, async {
+            loop {
+                let ev = self.next().await.unwrap_or_else(|| panic!("SSE stream ended while waiting for {what}"));
+                if pred(&ev) {
+                    return ev;
+                }
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,83 @@
+//! Dialing the admin: the gRPC address (looked up first for an HTTP admin address),
+//! TLS, and the bearer token that goes on the stream.
+
+use std::time::Duration;
+
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    transport::{Channel, Endpoint},
+};
+
+use crate::{
+    Error, TlsConfig,
+    config::AdminAddress,
+    error::chain,
+    resolve::{self, HttpTarget},
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings find an admin that vanished without closing the connection.
+const KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// Everything needed to open a connection to the admin, checked once at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Dialer {
+    address: AdminAddress,
+    tls: Option<TlsConfig>,
+    token: Option<String>,
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl Dialer {
+    pub(crate) fn new(admin: &str, tls: Option<TlsConfig>, token: Option<String>) -> Result<Self, Error> {
+        if let Some(tls) = &tls {
+            tls.validate()?;
+        }
+        let address = AdminAddress::parse(admin, tls.is_some())?;
+        let authorization = token
+            .as_deref()
+            .map(|t| {
+                format!("Bearer {t}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| Error::Config("the token has characters a header cannot carry".into()))
+            })
+            .transpose()?;
+        Ok(Dialer { address, tls, token, authorization })
+    }
+
+    /// The `authorization` metadata for the stream, when a token is set.
+    pub(crate) fn authorization(&self) -> Option<&MetadataValue<Ascii>> {
+        self.authorization.as_ref()
+    }
+
+    /// Opens a connection; returns it with the URI it reached, for logs.
+    pub(crate) async fn dial(&self) -> Result<(Channel, String), Error> {
+        let (host, port) = match &self.address {
+            AdminAddress::Grpc { host, port } => (host.as_str(), *port),
+            AdminAddress::Http { host, port, https } => {
+                let target = HttpTarget {
+                    host,
+                    port: *port,
+                    tls: if *https { self.tls.as_ref() } else { None },
+                    token: self.token.as_deref(),
+                };
+                (host.as_str(), resolve::grpc_port(target).await?)
+            }
+        };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let uri = format!("{scheme}://{host}:{port}");
+        let mut endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|e| Error::Config(format!("invalid admin address {uri}: {}", chain(&e))))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE)
+            .keep_alive_timeout(KEEPALIVE)
+            .keep_alive_while_idle(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.tonic(host)).map_err(|e| Error::Tls(chain(&e)))?;
+        }
+        tracing::debug!(%uri, "dialing the admin");
+        let channel = endpoint.connect().await.map_err(|e| Error::transport(&uri, &e))?;
+        Ok((channel, uri))
+    }
+}

@@ -1,0 +1,115 @@
+//! The SDK's error type, and which errors end the worker (fatal) versus which make it
+//! reconnect (retryable).
+
+/// Why a worker stopped, a stream ended, or a reply could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The admin answered the hello with `accepted: false`. Retrying with the same
+    /// identity would be rejected again, so the worker stops.
+    #[error("admin rejected this worker: {message}")]
+    Rejected { message: String },
+
+    /// The worker configuration cannot work (bad admin address, bad token, no handlers).
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+
+    /// The TLS settings cannot work (unreadable PEM, a certificate without its key).
+    #[error("invalid tls settings: {0}")]
+    Tls(String),
+
+    /// A local file operation failed (the worker id file, certificate files).
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The admin could not be reached, or the connection broke: refused, unreachable,
+    /// TLS handshake or certificate refused, connection reset.
+    #[error("cannot reach the admin at {address}: {detail}")]
+    Transport {
+        address: String,
+        /// The whole source chain, which tonic's own message leaves out.
+        detail: String,
+    },
+
+    /// The admin ended the stream with a gRPC status.
+    #[error("the admin ended the stream: {}: {}", .0.code(), .0.message())]
+    Stream(tonic::Status),
+
+    /// The admin closed the stream without a status.
+    #[error("the admin closed the stream")]
+    StreamClosed,
+
+    /// The admin broke the conversation rules (e.g. no AdminHello first).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+
+    /// The work this sender belongs to was canceled; stop and return.
+    #[error("canceled: {reason}")]
+    Canceled { reason: String },
+
+    /// The worker has stopped, so nothing more can be sent.
+    #[error("the worker has stopped")]
+    Stopped,
+}
+
+impl Error {
+    /// True for errors that retrying cannot fix: the admin rejected the worker, or the
+    /// configuration, TLS settings or local files are unusable. The reconnect loop
+    /// stops on these and retries everything else.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Rejected { .. } | Error::Config(_) | Error::Tls(_) | Error::Io { .. })
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+
+    pub(crate) fn transport(address: &str, source: &dyn std::error::Error) -> Self {
+        Error::Transport { address: address.to_string(), detail: chain(source) }
+    }
+
+    /// A failed call: a status made up locally from a connection error (it has a
+    /// source) is a transport error; one the admin sent is a stream error.
+    pub(crate) fn call(address: &str, status: tonic::Status) -> Self {
+        match std::error::Error::source(&status) {
+            Some(source) => Error::Transport {
+                address: address.to_string(),
+                detail: format!("{}: {}", status.message(), chain(source)),
+            },
+            None => Error::Stream(status),
+        }
+    }
+}
+
+/// An error and all its sources, joined with ": ".
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejection_and_bad_settings_are_fatal_and_stream_drops_are_not() {
+        assert!(Error::Rejected { message: "no".into() }.is_fatal());
+        assert!(Error::Config("x".into()).is_fatal());
+        assert!(Error::Tls("x".into()).is_fatal());
+        assert!(!Error::StreamClosed.is_fatal());
+        assert!(!Error::Stream(tonic::Status::unavailable("gone")).is_fatal());
+        assert!(!Error::Protocol("x".into()).is_fatal());
+    }
+}

@@ -1,0 +1,113 @@
+//! The execution reply path: `ProgressSender` for the handler's progress and
+//! activities, and the task that runs `execute` between the RUNNING update and
+//! exactly one `job_completed`.
+
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::{
+    JobHandler, pb,
+    shared::{Body, Outbox, Shared},
+    supervise::{Outcome, supervise},
+    tracker::Work,
+};
+
+/// Reports a running job's progress to the admin.
+#[derive(Clone)]
+pub struct ProgressSender {
+    work: Arc<Work>,
+    outbox: Outbox,
+}
+
+impl ProgressSender {
+    /// Reports `percent` (0 to 100) done, in `stage`, with a human message. Heartbeats
+    /// carry the latest percent and stage too. Lost silently once the worker stopped.
+    pub async fn progress(&self, percent: f64, stage: &str, message: &str) {
+        self.work.set_progress(percent, stage);
+        self.send(message, Vec::new()).await;
+    }
+
+    /// Records an activity (an EXECUTOR activity event at the current stage).
+    pub async fn activity(&self, message: impl Into<String>) {
+        let (_, stage) = self.work.progress();
+        let event = pb::ActivityEvent {
+            source: pb::ActivitySource::Executor as i32,
+            message: message.into(),
+            stage,
+            created_at: Some(proto::now()),
+            ..Default::default()
+        };
+        self.send("", vec![event]).await;
+    }
+
+    /// The job's id.
+    pub fn job_id(&self) -> &str {
+        &self.work.job_id
+    }
+
+    /// The execute request's id.
+    pub fn request_id(&self) -> &str {
+        &self.work.request_id
+    }
+
+    /// The job type.
+    pub fn job_type(&self) -> &str {
+        &self.work.job_type
+    }
+
+    async fn send(&self, message: &str, activities: Vec<pb::ActivityEvent>) {
+        let (progress_percent, stage) = self.work.progress();
+        let update = pb::JobProgressUpdate {
+            request_id: self.work.request_id.clone(),
+            job_id: self.work.job_id.clone(),
+            job_type: self.work.job_type.clone(),
+            state: pb::JobState::Running as i32,
+            progress_percent,
+            stage,
+            message: message.to_string(),
+            activities,
+            updated_at: Some(proto::now()),
+            ..Default::default()
+        };
+        let _ = self.outbox.send(Body::JobProgressUpdate(update)).await;
+    }
+}
+
+/// Runs one execution to its `job_completed`. The slot is held until then, and the
+/// work leaves the tracker only after the final message is queued.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    handler: Arc<dyn JobHandler>,
+    work: Arc<Work>,
+    request: pb::ExecuteJobRequest,
+    _slot: OwnedSemaphorePermit,
+) {
+    let progress = ProgressSender { work: work.clone(), outbox: shared.outbox.clone() };
+    progress.send("started", Vec::new()).await;
+    let cancel = work.cancel.clone();
+    let outcome = supervise(&work, async move { handler.execute(request, progress, cancel).await }).await;
+    let error_message = outcome.error_message();
+    let (success, result) = match outcome {
+        Outcome::Done(result) => {
+            tracing::info!(request_id = %work.request_id, job_id = %work.job_id, "job succeeded");
+            (true, Some(result))
+        }
+        _ => {
+            tracing::warn!(request_id = %work.request_id, job_id = %work.job_id, error = %error_message, "job failed");
+            (false, None)
+        }
+    };
+    let completed = pb::JobCompleted {
+        request_id: work.request_id.clone(),
+        job_id: work.job_id.clone(),
+        job_type: work.job_type.clone(),
+        success,
+        error_message,
+        result,
+        completed_at: Some(proto::now()),
+        ..Default::default()
+    };
+    let _ = shared.outbox.send(Body::JobCompleted(completed)).await;
+    shared.tracker.remove(&work.request_id);
+}

@@ -1,0 +1,196 @@
+//! The table of running work (detections and executions): what heartbeats report,
+//! what `cancel_request` looks up, and what a shutdown waits for. It lives as long as
+//! the worker, not the stream, so work survives a reconnect.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::watch;
+
+use crate::{CancellationToken, pb};
+
+/// One running detection or execution.
+#[derive(Debug)]
+pub(crate) struct Work {
+    pub(crate) request_id: String,
+    pub(crate) kind: pb::WorkKind,
+    pub(crate) job_type: String,
+    /// Empty for detections.
+    pub(crate) job_id: String,
+    /// Given to the handler; fired by a cancel request or shutdown.
+    pub(crate) cancel: CancellationToken,
+    /// Fired by a forced cancel: the SDK stops waiting for the handler at once.
+    pub(crate) kill: CancellationToken,
+    state: Mutex<WorkState>,
+}
+
+#[derive(Debug, Default)]
+struct WorkState {
+    progress_percent: f64,
+    stage: String,
+    cancel_reason: Option<String>,
+}
+
+impl Work {
+    pub(crate) fn new(request_id: &str, kind: pb::WorkKind, job_type: &str, job_id: &str) -> Arc<Self> {
+        Arc::new(Work {
+            request_id: request_id.to_string(),
+            kind,
+            job_type: job_type.to_string(),
+            job_id: job_id.to_string(),
+            cancel: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            state: Mutex::new(WorkState::default()),
+        })
+    }
+
+    pub(crate) fn set_progress(&self, percent: f64, stage: &str) {
+        let mut s = lock(&self.state);
+        s.progress_percent = percent;
+        s.stage = stage.to_string();
+    }
+
+    pub(crate) fn progress(&self) -> (f64, String) {
+        let s = lock(&self.state);
+        (s.progress_percent, s.stage.clone())
+    }
+
+    /// Cancels the work; the first reason given is the one reported.
+    pub(crate) fn cancel(&self, reason: &str, force: bool) {
+        lock(&self.state).cancel_reason.get_or_insert_with(|| reason.to_string());
+        self.cancel.cancel();
+        if force {
+            self.kill.cancel();
+        }
+    }
+
+    /// `Some(reason)` once canceled.
+    pub(crate) fn cancel_reason(&self) -> Option<String> {
+        if !self.cancel.is_cancelled() {
+            return None;
+        }
+        Some(lock(&self.state).cancel_reason.clone().unwrap_or_else(|| "canceled".to_string()))
+    }
+
+    fn running_work(&self) -> pb::RunningWork {
+        let (progress_percent, stage) = self.progress();
+        pb::RunningWork {
+            work_id: self.request_id.clone(),
+            kind: self.kind as i32,
+            job_type: self.job_type.clone(),
+            state: pb::JobState::Running as i32,
+            progress_percent,
+            stage,
+        }
+    }
+}
+
+/// All running work of one worker.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    work: Mutex<HashMap<String, Arc<Work>>>,
+    count: watch::Sender<usize>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker { work: Mutex::default(), count: watch::Sender::new(0) }
+    }
+}
+
+impl Tracker {
+    /// Adds `work`; false when its request id is already running.
+    pub(crate) fn insert(&self, work: Arc<Work>) -> bool {
+        let mut map = lock(&self.work);
+        if map.contains_key(&work.request_id) {
+            return false;
+        }
+        map.insert(work.request_id.clone(), work);
+        self.count.send_replace(map.len());
+        true
+    }
+
+    pub(crate) fn remove(&self, request_id: &str) {
+        let mut map = lock(&self.work);
+        map.remove(request_id);
+        self.count.send_replace(map.len());
+    }
+
+    /// The work whose request id, or else whose job id, is `target`.
+    pub(crate) fn find(&self, target: &str) -> Option<Arc<Work>> {
+        let map = lock(&self.work);
+        map.get(target).or_else(|| map.values().find(|w| !w.job_id.is_empty() && w.job_id == target)).cloned()
+    }
+
+    pub(crate) fn cancel_all(&self, reason: &str) -> usize {
+        let all: Vec<_> = lock(&self.work).values().cloned().collect();
+        for w in &all {
+            w.cancel(reason, false);
+        }
+        all.len()
+    }
+
+    /// For heartbeats, ordered by request id so reports are stable.
+    pub(crate) fn snapshot(&self) -> Vec<pb::RunningWork> {
+        let mut list: Vec<_> = lock(&self.work).values().map(|w| w.running_work()).collect();
+        list.sort_by(|a, b| a.work_id.cmp(&b.work_id));
+        list
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        lock(&self.work).is_empty()
+    }
+
+    /// Changes whenever work starts or ends.
+    pub(crate) fn watch_count(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
+    }
+
+    /// Resolves once no work is running.
+    pub(crate) async fn idle(&self) {
+        let mut rx = self.watch_count();
+        // The sender lives in `self`, so `wait_for` only ends when the count is 0.
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the table is
+/// still consistent (every update is a single insert or remove).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_is_found_by_request_id_or_job_id_and_reported_once() {
+        let t = Tracker::default();
+        assert!(t.insert(Work::new("r1", pb::WorkKind::Execution, "a", "job-1")));
+        assert!(!t.insert(Work::new("r1", pb::WorkKind::Execution, "a", "job-1")), "duplicate request id");
+        assert!(t.insert(Work::new("r2", pb::WorkKind::Detection, "a", "")));
+        assert_eq!(t.find("job-1").unwrap().request_id, "r1");
+        assert_eq!(t.find("r2").unwrap().request_id, "r2");
+        assert!(t.find("").is_none());
+        t.find("r1").unwrap().set_progress(40.0, "copy");
+        let snap = t.snapshot();
+        assert_eq!(snap.len(), 2);
+        assert_eq!((snap[0].progress_percent, snap[0].stage.as_str()), (40.0, "copy"));
+        t.remove("r1");
+        t.remove("r2");
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn the_first_cancel_reason_wins() {
+        let w = Work::new("r", pb::WorkKind::Execution, "a", "j");
+        assert_eq!(w.cancel_reason(), None);
+        w.cancel("operator asked", false);
+        w.cancel("shutdown", true);
+        assert_eq!(w.cancel_reason().as_deref(), Some("operator asked"));
+        assert!(w.kill.is_cancelled());
+    }
+}
