@@ -261,23 +261,6 @@ impl AdminState {
         });
     }
 
-    fn record_execution_run(&self, job: &Job, success: bool, message: &str) {
-        let run = crate::job::RunView {
-            id: self.new_run_id(),
-            job_type: job.spec.job_type.clone(),
-            kind: "execution".into(),
-            job_id: job.id(),
-            worker_id: job.worker_id.clone(),
-            started_at: job.assigned_at,
-            ended_at: now_ms(),
-            success,
-            message: message.to_string(),
-            proposals: 0,
-            jobs_created: 0,
-        };
-        self.store.write(Op::Run(run));
-    }
-
     /// Adds a new PENDING job to the table (dedupe already checked by the caller, who
     /// holds the lock) and queues its insert. It is not dispatchable until `enqueue`.
     pub(crate) fn insert_new_job(&self, t: &mut JobTable, job: Job) {
@@ -599,7 +582,6 @@ impl AdminState {
         } else if let Some(stop) = job.stop.clone() {
             self.write_attempt(&job, "canceled", &clip(&done.error_message, 2000), now);
             job.error = stop.reason.clone();
-            self.record_execution_run(&job, false, &stop.reason);
             self.finish(&mut t, job, stop.outcome, now);
         } else if done.success {
             job.progress = 100.0;
@@ -608,7 +590,6 @@ impl AdminState {
                 job.result_values = result.output_values.clone();
             }
             self.write_attempt(&job, "succeeded", "", now);
-            self.record_execution_run(&job, true, &job.result_summary.clone());
             self.finish(&mut t, job, JobState::Succeeded, now);
         } else {
             let error = if done.error_message.is_empty() {
@@ -628,7 +609,6 @@ impl AdminState {
     fn fail_attempt(&self, t: &mut JobTable, mut job: Job, error: &str, outcome: &str, now: i64) {
         inc(&self.metrics.jobs_failed);
         self.write_attempt(&job, outcome, error, now);
-        self.record_execution_run(&job, false, error);
         if !job.failed_on.contains(&job.worker_id) {
             job.failed_on.push(job.worker_id.clone());
         }

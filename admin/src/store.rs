@@ -384,8 +384,37 @@ impl Store {
     }
 
     /// The last `per_outcome` successful and the last `per_outcome` failed runs of a job
-    /// type, newest first within each group.
+    /// type, newest first within each group. Runs are detections (the `runs` table) and
+    /// job executions (finished jobs, read from `jobs`, so a job costs no extra row).
     pub fn runs(&self, job_type: &str, per_outcome: usize) -> Result<(Vec<RunView>, Vec<RunView>), StoreError> {
+        let (mut ok, mut failed) = self.detection_runs(job_type, per_outcome)?;
+        for (state, out) in [(JobState::Succeeded, &mut ok), (JobState::Failed, &mut failed)] {
+            let jobs = self.jobs(&JobQuery {
+                job_type: Some(job_type.to_string()),
+                state: Some(state),
+                limit: per_outcome,
+                ..Default::default()
+            })?;
+            out.extend(jobs.into_iter().map(|j| RunView {
+                id: 0,
+                job_type: j.job_type,
+                kind: "execution".into(),
+                worker_id: j.worker_id,
+                started_at: j.created_at,
+                ended_at: j.completed_at,
+                success: state == JobState::Succeeded,
+                message: if state == JobState::Succeeded { j.result_summary } else { j.error_message },
+                proposals: 0,
+                jobs_created: 0,
+                job_id: j.job_id,
+            }));
+            out.sort_by(|a, b| b.ended_at.cmp(&a.ended_at));
+            out.truncate(per_outcome);
+        }
+        Ok((ok, failed))
+    }
+
+    fn detection_runs(&self, job_type: &str, per_outcome: usize) -> Result<(Vec<RunView>, Vec<RunView>), StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, job_type, kind, job_id, worker_id, started_at, ended_at, success, message, proposals, jobs_created \
@@ -541,9 +570,16 @@ fn writer_loop(
 fn apply(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<()> {
     // Only the newest update of each job in the batch needs writing.
     let mut last_update: HashMap<i64, usize> = HashMap::new();
+    let mut last_attempt: HashMap<(i64, i32), usize> = HashMap::new();
     for (i, q) in batch.iter().enumerate() {
-        if let Some(Op::UpdateJob(job)) = &q.op {
-            last_update.insert(job.seq, i);
+        match &q.op {
+            Some(Op::UpdateJob(job)) => {
+                last_update.insert(job.seq, i);
+            }
+            Some(Op::Attempt { job_seq, attempt }) => {
+                last_attempt.insert((*job_seq, attempt.attempt), i);
+            }
+            _ => {}
         }
     }
     let tx = conn.transaction()?;
@@ -646,6 +682,9 @@ fn apply(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<()> {
                     ])?;
                 }
                 Op::Attempt { job_seq, attempt: a } => {
+                    if last_attempt.get(&(*job_seq, a.attempt)) != Some(&i) {
+                        continue;
+                    }
                     attempt.execute(params![
                         job_seq,
                         a.attempt,
@@ -711,4 +750,150 @@ fn result_bytes(job: &Job) -> Vec<u8> {
         return Vec::new();
     }
     pb::JobResult { output_values: job.result_values.clone(), summary: String::new() }.encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobSpecData, now_ms};
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn temp_dir(name: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("plughost-store-{name}-{}-{}", std::process::id(), now_ms()));
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+
+    fn job(seq: i64, state: JobState, updated_at: i64) -> Job {
+        Job {
+            seq,
+            spec: Arc::new(JobSpecData {
+                job_type: "t".into(),
+                dedupe_key: format!("k{seq}"),
+                priority: 2,
+                summary: format!("job {seq}"),
+                detail: String::new(),
+                parameters: [(
+                    "p".to_string(),
+                    pb::ConfigValue { kind: Some(pb::config_value::Kind::Int64Value(seq)) },
+                )]
+                .into(),
+                labels: Default::default(),
+                created_at: updated_at,
+                not_before: 0,
+                expires_at: 0,
+                detection_run: 1,
+            }),
+            state,
+            attempts: 0,
+            attempts_total: 0,
+            worker_id: String::new(),
+            request_id: String::new(),
+            progress: 0.0,
+            stage: String::new(),
+            message: String::new(),
+            error: String::new(),
+            result_summary: String::new(),
+            result_values: Default::default(),
+            updated_at,
+            ready_at: 0,
+            assigned_at: 0,
+            completed_at: 0,
+            dead_letter: false,
+            failed_on: vec!["w1".into()],
+            queued_at: 0,
+            stop: None,
+            deadline: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn updates_in_one_batch_leave_the_newest_state_and_survive_a_reopen() {
+        let dir = temp_dir("coalesce");
+        let events = Arc::new(EventBus::new(64));
+        let (store, loaded) = Store::open(&dir.0, events.clone()).unwrap();
+        assert!(loaded.active.is_empty());
+        let now = now_ms();
+        store.write(Op::InsertJob(job(1, JobState::Pending, now)));
+        let mut j = job(1, JobState::Running, now);
+        j.progress = 40.0;
+        store.write(Op::UpdateJob(j.clone()));
+        j.state = JobState::Succeeded;
+        j.progress = 100.0;
+        store.write(Op::UpdateJob(j));
+        store.write(Op::InsertJob(job(2, JobState::Pending, now)));
+        store.settle().await;
+        let got = store.job(1).unwrap().unwrap();
+        assert_eq!(got.state, JobState::Succeeded);
+        assert_eq!(got.progress, 100.0);
+        assert_eq!(got.failed_on, vec!["w1".to_string()]);
+        assert!(got.spec.parameters.contains_key("p"));
+        store.close();
+
+        let (store, loaded) = Store::open(&dir.0, events).unwrap();
+        assert_eq!(loaded.active.iter().map(|j| j.seq).collect::<Vec<_>>(), vec![2], "only non-final jobs load");
+        assert_eq!(loaded.next_job_seq, 3);
+        assert_eq!(loaded.counts.get(&("t".to_string(), JobState::Succeeded as i32)), Some(&1));
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn events_are_published_only_after_their_batch_commits() {
+        let dir = temp_dir("publish");
+        let events = Arc::new(EventBus::new(64));
+        let (store, _) = Store::open(&dir.0, events.clone()).unwrap();
+        let mut sub = events.subscribe_after(None);
+        let j = job(7, JobState::Pending, now_ms());
+        let ticket = store.submit(Some(Op::InsertJob(j.clone())), Some(EventKind::Job { job: j.view() }));
+        let event = sub.rx.recv().await.unwrap();
+        assert_eq!(event.kind.name(), "job");
+        // The event was received, so the row must already be readable.
+        assert!(store.job(7).unwrap().is_some());
+        store.durable(ticket).await.unwrap();
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn prune_removes_old_finished_history_and_keeps_active_jobs() {
+        let dir = temp_dir("prune");
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let old = now_ms() - 10 * 86_400_000;
+        store.write(Op::InsertJob(job(1, JobState::Succeeded, old)));
+        store.write(Op::InsertJob(job(2, JobState::Pending, old)));
+        store.write(Op::InsertJob(job(3, JobState::Failed, now_ms())));
+        store.write(Op::Prune { before_ms: now_ms() - 86_400_000 });
+        store.settle().await;
+        assert!(store.job(1).unwrap().is_none());
+        assert!(store.job(2).unwrap().is_some(), "active jobs are never pruned");
+        assert!(store.job(3).unwrap().is_some());
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn job_queries_filter_and_page_newest_first() {
+        let dir = temp_dir("query");
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        for seq in 1..=25 {
+            let state = if seq % 5 == 0 { JobState::Failed } else { JobState::Succeeded };
+            store.write(Op::InsertJob(job(seq, state, now_ms())));
+        }
+        store.settle().await;
+        let page = store.jobs(&JobQuery { limit: 10, ..Default::default() }).unwrap();
+        assert_eq!(page.first().unwrap().job_id, "j25");
+        assert_eq!(page.len(), 10);
+        let next = store.jobs(&JobQuery { limit: 10, before_seq: Some(16), ..Default::default() }).unwrap();
+        assert_eq!(next.first().unwrap().job_id, "j15");
+        let failed = store.jobs(&JobQuery { limit: 100, state: Some(JobState::Failed), ..Default::default() }).unwrap();
+        assert_eq!(failed.len(), 5);
+        let text = store.jobs(&JobQuery { limit: 100, text: Some("job 2".into()), ..Default::default() }).unwrap();
+        assert_eq!(text.len(), 7, "job 2, job 20..25");
+        let none = store.jobs(&JobQuery { limit: 100, text: Some("100%_".into()), ..Default::default() }).unwrap();
+        assert!(none.is_empty(), "LIKE wildcards in the text are literal");
+        store.close();
+    }
 }

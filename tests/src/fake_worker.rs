@@ -42,6 +42,8 @@ pub struct FakeWorkerSpec {
     pub exec: ExecFn,
     /// Send heartbeats at the interval the admin advertises.
     pub heartbeat: bool,
+    /// Never answer detection requests (for detection timeouts).
+    pub detect_hangs: bool,
     pub token: Option<String>,
 }
 
@@ -66,6 +68,7 @@ impl FakeWorkerSpec {
             detect: Arc::new(|_| Vec::new()),
             exec: Arc::new(|_| Exec::Succeed(vec![50.0])),
             heartbeat: true,
+            detect_hangs: false,
             token: None,
         }
     }
@@ -345,6 +348,7 @@ async fn run(
                             job_type_descriptor: d,
                         })).await;
                     }
+                    Some(AdminBody::RunDetectionRequest(_)) if spec.detect_hangs => {}
                     Some(AdminBody::RunDetectionRequest(r)) => {
                         let batches = (spec.detect)(&r);
                         let total: usize = batches.iter().map(Vec::len).sum();

@@ -358,3 +358,56 @@ async fn unknown_ids_and_bad_names_get_clear_client_errors() {
     assert_eq!(http::get(&admin.http, "/healthz").await.status, 200);
     admin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detection_past_its_timeout_is_canceled_and_recorded_as_failed() {
+    let dir = TempDir::new("detect-timeout");
+    let admin = TestAdmin::start(dir.path(), |_| {}).await;
+    let mut spec = FakeWorkerSpec::new("w1", T, 1);
+    spec.detect_hangs = true;
+    spec.descriptors.get_mut(T).unwrap().admin_runtime_defaults.as_mut().unwrap().detection_timeout_seconds = 1;
+    let w = FakeWorker::start(admin.grpc, spec).await;
+    let detect = w
+        .inbox
+        .wait_for("a detection request", WAIT, |m| matches!(m.body, Some(pb::admin_to_worker_message::Body::RunDetectionRequest(_))))
+        .await;
+    let cancel = w
+        .inbox
+        .wait_for("the detection's cancel", WAIT, |m| matches!(m.body, Some(pb::admin_to_worker_message::Body::CancelRequest(_))))
+        .await;
+    let Some(pb::admin_to_worker_message::Body::CancelRequest(c)) = cancel.body else { unreachable!() };
+    assert_eq!(c.target_id, detect.request_id);
+    assert_eq!(c.target_kind, pb::WorkKind::Detection as i32);
+    let runs = wait_for("failed detection run", WAIT, || async {
+        let runs = admin.get(&format!("/api/plugin/job-types/{T}/runs")).await;
+        (!runs["errors"].as_array().unwrap().is_empty()).then_some(runs)
+    })
+    .await;
+    assert!(runs["errors"][0]["message"].as_str().unwrap().contains("timed out"), "{runs}");
+    admin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_enforces_max_jobs_per_detection_and_global_concurrency() {
+    let dir = TempDir::new("limits");
+    let admin = TestAdmin::start(dir.path(), |_| {}).await;
+    let proposals = shared_proposals(vec![(0..10).map(|i| proposal(&format!("k{i}"))).collect()]);
+    let mut spec = detector(FakeWorkerSpec::new("w1", T, 8), &proposals).exec(|_| Exec::HangUntilCancel);
+    let rt = spec.descriptors.get_mut(T).unwrap().admin_runtime_defaults.as_mut().unwrap();
+    rt.max_jobs_per_detection = 3;
+    rt.global_execution_concurrency = 1;
+    let w = FakeWorker::start(admin.grpc, spec).await;
+    let jobs = wait_for("three jobs, one running", WAIT, || async {
+        let jobs = admin.jobs(&format!("job_type={T}")).await;
+        (jobs.len() == 3 && jobs.iter().any(|j| j["state"] == "running")).then_some(jobs)
+    })
+    .await;
+    // All three became ready together, so a missing limit would have started them all.
+    assert_eq!(jobs.iter().filter(|j| j["state"] == "pending").count(), 2, "{jobs:?}");
+    assert_eq!(w.inbox.executions().len(), 1);
+    let runs = admin.get(&format!("/api/plugin/job-types/{T}/runs")).await;
+    let detection = runs["successes"].as_array().unwrap().iter().find(|r| r["kind"] == "detection").unwrap().clone();
+    assert_eq!(detection["jobs_created"], 3);
+    assert!(detection["message"].as_str().unwrap().contains("7 over the per-detection limit"), "{detection}");
+    admin.stop().await;
+}
