@@ -579,7 +579,9 @@ impl AdminState {
             t.full_until.insert(session.worker_id.clone(), now + FULL_BACKOFF_MS);
             self.write_attempt(&job, "requeued", AT_CAPACITY, now);
             self.requeue(&mut t, job, false, 0, "requeued: executor was at capacity", now);
-        } else if let Some(stop) = job.stop.clone() {
+        } else if let Some(stop) = job.stop.clone().filter(|_| !done.success) {
+            // A worker that finished the work before honouring the cancel reports the
+            // truth: the job succeeded, and the branch below records that.
             self.write_attempt(&job, "canceled", &clip(&done.error_message, 2000), now);
             job.error = stop.reason.clone();
             self.finish(&mut t, job, stop.outcome, now);
