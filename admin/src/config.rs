@@ -36,6 +36,8 @@ pub struct AdminConfig {
     pub history_retention: Option<Duration>,
     /// TLS for the worker gRPC listener (mutual TLS when `client_ca` is set).
     pub grpc_tls: Option<TlsFiles>,
+    /// TLS for the HTTP listener (client certificates required when `client_ca` is set).
+    pub http_tls: Option<TlsFiles>,
     /// Bearer tokens a worker may present; empty means no token is required.
     pub worker_tokens: Vec<String>,
     /// Passed to workers in `ClusterContext.metadata`.
@@ -63,6 +65,7 @@ impl AdminConfig {
             first_detection_delay: Duration::from_secs(2),
             history_retention: None,
             grpc_tls: None,
+            http_tls: None,
             worker_tokens: Vec::new(),
             cluster_metadata: HashMap::new(),
         }

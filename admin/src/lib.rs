@@ -24,6 +24,7 @@ pub mod schema;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod validator;
 
 pub use config::{AdminConfig, TlsFiles};

@@ -64,6 +64,10 @@ impl Admin {
             Some(files) => Some(grpc_tls(files)?),
             None => None,
         };
+        let http_tls = match &config.http_tls {
+            Some(files) => Some(crate::tls::server_config(files, &[b"http/1.1"]).map_err(AdminError::Tls)?),
+            None => None,
+        };
 
         let events = Arc::new(EventBus::new(EVENT_BUFFER));
         let data_dir = config.data_dir.clone();
@@ -118,12 +122,23 @@ impl Admin {
 
         let app = crate::http::app(state.clone());
         let token = servers.clone();
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(http_listener, app).with_graceful_shutdown(async move { token.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server stopped");
+        let stopped = async move { token.cancelled().await };
+        tasks.push(match http_tls {
+            Some(tls) => {
+                let listener = crate::tls::TlsListener::new(http_listener, tls)
+                    .map_err(|source| AdminError::Bind { addr: http_addr, source })?;
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+                        tracing::error!(error = %e, "HTTPS server stopped");
+                    }
+                })
             }
-        }));
+            None => tokio::spawn(async move {
+                if let Err(e) = axum::serve(http_listener, app).with_graceful_shutdown(stopped).await {
+                    tracing::error!(error = %e, "HTTP server stopped");
+                }
+            }),
+        });
 
         tasks.push(tokio::spawn(dispatch_loop(state.clone())));
         tasks.push(tokio::spawn(scheduler_loop(state.clone())));
