@@ -243,7 +243,7 @@ fn jitter() -> i64 {
 impl AdminState {
     fn write_job(&self, job: &Job, insert: bool) {
         let op = if insert { Op::InsertJob(job.clone()) } else { Op::UpdateJob(job.clone()) };
-        self.store.submit(Some(op), Some(EventKind::Job { job: job.view() }));
+        self.store.submit(Some(op), Some(EventKind::Job { job: Box::new(job.view()) }));
     }
 
     fn write_attempt(&self, job: &Job, outcome: &str, error: &str, ended_at: i64) {
@@ -461,7 +461,7 @@ impl AdminState {
         let request = pb::ExecuteJobRequest {
             request_id: job.request_id.clone(),
             job: Some(job.to_spec()),
-            admin_runtime: Some(runtime.clone()),
+            admin_runtime: Some(*runtime),
             admin_config_values: cfg.as_ref().map(|c| c.admin_config_values.clone()).unwrap_or_default(),
             worker_config_values: cfg.as_ref().map(|c| c.worker_config_values.clone()).unwrap_or_default(),
             cluster_context: Some(self.cluster_context()),

@@ -194,7 +194,7 @@ impl AdminState {
             request_id: request_id.clone(),
             job_type: job_type.to_string(),
             detection_sequence: st.sequence,
-            admin_runtime: Some(runtime.clone()),
+            admin_runtime: Some(*runtime),
             admin_config_values: config.as_ref().map(|c| c.admin_config_values.clone()).unwrap_or_default(),
             worker_config_values: config.as_ref().map(|c| c.worker_config_values.clone()).unwrap_or_default(),
             cluster_context: Some(self.cluster_context()),

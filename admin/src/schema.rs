@@ -151,11 +151,10 @@ impl AdminState {
         if descriptor.job_type != job_type {
             return Err(worker_error(format!("descriptor is for {:?}", descriptor.job_type)));
         }
-        if let Some(stored) = self.configs.descriptor(&job_type) {
-            if !pending.force && descriptor.descriptor_version <= stored.descriptor_version {
+        if let Some(stored) = self.configs.descriptor(&job_type)
+            && !pending.force && descriptor.descriptor_version <= stored.descriptor_version {
                 return Ok(stored);
             }
-        }
         let version = descriptor.descriptor_version;
         let configs = self.configs.clone();
         let saved = tokio::task::spawn_blocking(move || configs.save_descriptor(descriptor))

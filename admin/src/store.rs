@@ -408,7 +408,7 @@ impl Store {
                 jobs_created: 0,
                 job_id: j.job_id,
             }));
-            out.sort_by(|a, b| b.ended_at.cmp(&a.ended_at));
+            out.sort_by_key(|r| std::cmp::Reverse(r.ended_at));
             out.truncate(per_outcome);
         }
         Ok((ok, failed))
@@ -849,7 +849,7 @@ mod tests {
         let (store, _) = Store::open(&dir.0, events.clone()).unwrap();
         let mut sub = events.subscribe_after(None);
         let j = job(7, JobState::Pending, now_ms());
-        let ticket = store.submit(Some(Op::InsertJob(j.clone())), Some(EventKind::Job { job: j.view() }));
+        let ticket = store.submit(Some(Op::InsertJob(j.clone())), Some(EventKind::Job { job: Box::new(j.view()) }));
         let event = sub.rx.recv().await.unwrap();
         assert_eq!(event.kind.name(), "job");
         // The event was received, so the row must already be readable.

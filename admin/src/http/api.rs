@@ -303,11 +303,10 @@ pub fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>, Optio
     {
         let t = state.jobs.lock().expect("job table lock");
         for j in jobs.iter_mut() {
-            if let Some(seq) = parse_job_id(&j.job_id) {
-                if let Some(live) = t.active_job(seq) {
+            if let Some(seq) = parse_job_id(&j.job_id)
+                && let Some(live) = t.active_job(seq) {
                     *j = live.view();
                 }
-            }
         }
     }
     if let Some(s) = job_state {
