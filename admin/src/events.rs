@@ -17,7 +17,7 @@ use crate::job::{ActivityView, JobView, RunView};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     Job {
-        job: JobView,
+        job: Box<JobView>,
     },
     Activity {
         activity: ActivityView,
