@@ -98,12 +98,11 @@ async fn a_failing_job_is_retried_on_another_executor_then_dead_lettered() {
     let proposals = shared_proposals(vec![vec![proposal("flaky")]]);
     let mut spec = detector(FakeWorkerSpec::new("w1", T, 1), &proposals).exec(|_| Exec::Fail("disk on fire".into()));
     spec.descriptors.get_mut(T).unwrap().admin_runtime_defaults.as_mut().unwrap().retry_backoff_seconds = 1;
-    // The second executor joins first, so both are there when the job is created.
-    let _w2 = FakeWorker::start(
-        admin.grpc,
-        FakeWorkerSpec::new("w2", T, 1).executor_only().exec(|_| Exec::Fail("also broken".into())),
-    )
-    .await;
+    // The second executor joins first (so both are there when the job is created), and
+    // its descriptor is the one stored, so it carries the same short backoff.
+    let mut spec2 = FakeWorkerSpec::new("w2", T, 1).executor_only().exec(|_| Exec::Fail("also broken".into()));
+    spec2.descriptors = spec.descriptors.clone();
+    let _w2 = FakeWorker::start(admin.grpc, spec2).await;
     let _w1 = FakeWorker::start(admin.grpc, spec).await;
 
     let jobs = admin.wait_jobs("job dead-lettered", &format!("job_type={T}"), 1, "failed").await;
@@ -369,11 +368,15 @@ async fn a_detection_past_its_timeout_is_canceled_and_recorded_as_failed() {
     let w = FakeWorker::start(admin.grpc, spec).await;
     let detect = w
         .inbox
-        .wait_for("a detection request", WAIT, |m| matches!(m.body, Some(pb::admin_to_worker_message::Body::RunDetectionRequest(_))))
+        .wait_for("a detection request", WAIT, |m| {
+            matches!(m.body, Some(pb::admin_to_worker_message::Body::RunDetectionRequest(_)))
+        })
         .await;
     let cancel = w
         .inbox
-        .wait_for("the detection's cancel", WAIT, |m| matches!(m.body, Some(pb::admin_to_worker_message::Body::CancelRequest(_))))
+        .wait_for("the detection's cancel", WAIT, |m| {
+            matches!(m.body, Some(pb::admin_to_worker_message::Body::CancelRequest(_)))
+        })
         .await;
     let Some(pb::admin_to_worker_message::Body::CancelRequest(c)) = cancel.body else { unreachable!() };
     assert_eq!(c.target_id, detect.request_id);
