@@ -5,6 +5,7 @@
 mod api;
 mod error;
 mod ops;
+mod pages;
 mod sse;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub type AppState = Arc<AdminState>;
 pub fn app(state: AppState) -> Router {
     Router::new()
         .nest("/api/plugin", api::router().merge(sse::router()))
+        .merge(pages::router())
         .merge(ops::router())
         .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
         .with_state(state)

@@ -1,0 +1,434 @@
+//! The job type page: the descriptor's summary, the admin and worker forms rendered from
+//! the descriptor, the runtime settings, the actions (refresh schema, detect, run), the
+//! latest detection results, the run history and the latest jobs.
+//!
+//! Saving validates with the admin's one validator (through the config store); when it
+//! fails, the page comes back with status 422, each error next to its field and the
+//! operator's input kept (except typed secrets, which are never sent back).
+
+use std::{collections::HashMap, sync::Arc};
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{
+    Form,
+    extract::{Path, Query, State, rejection::FormRejection},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use proto::pb;
+
+use super::{
+    Chrome, Flash, PageError, Time, csrf,
+    forms::{self, FormView, Posted, RuntimeView, Source, Which},
+    jobs::{JobRow, posted},
+    overview::{Counts, RunRow},
+    percent_encode, see_other, sentence,
+};
+use crate::{
+    config_store::ConfigStoreError,
+    events::EventKind,
+    http::{AppState, api},
+    scheduler::{DetectError, DetectionMode},
+    validator::{FieldError, is_valid_job_type, validate_config},
+};
+
+pub struct ProposalRow {
+    pub summary: String,
+    pub dedupe_key: String,
+    pub priority: &'static str,
+    pub outcome: &'static str,
+    pub job_id: String,
+}
+
+/// The scheduler's and dispatcher's view of the job type (a live region of the page).
+pub struct StatusView {
+    pub enabled: bool,
+    pub detector: String,
+    pub detectors: usize,
+    pub executors: usize,
+    pub detection_running: bool,
+    pub running_mode: &'static str,
+    pub next_detection: Time,
+    pub interval_minutes: i32,
+    pub last_success: Time,
+    pub counts: Counts,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "job_type.html")]
+pub struct JobTypePage {
+    pub page: Chrome,
+    pub job_type: String,
+    /// The job type, percent-encoded for links.
+    pub job_type_q: String,
+    /// This page's address, for the job actions' way back.
+    pub here: String,
+    pub display_name: String,
+    pub description: String,
+    pub has_descriptor: bool,
+    pub descriptor_version: u32,
+    pub updated: Time,
+    pub updated_by: String,
+    pub status: StatusView,
+    pub admin_form: Option<FormView>,
+    pub worker_form: Option<FormView>,
+    pub runtime: RuntimeView,
+    /// Errors of the last save that no field shows.
+    pub general_errors: Vec<String>,
+    /// Which form the errors belong to: "config", "runtime" or "".
+    pub failed_form: &'static str,
+    pub proposals: Vec<ProposalRow>,
+    pub proposals_total: usize,
+    pub successes: Vec<RunRow>,
+    pub failures: Vec<RunRow>,
+    pub recent_jobs: Vec<JobRow>,
+}
+
+/// A save that failed: what was posted and why it was refused.
+struct Rejected<'a> {
+    form: &'static str,
+    posted: Posted<'a>,
+    errors: Vec<FieldError>,
+}
+
+fn page_path(t: &str) -> String {
+    format!("/plugin/job-types/{}", percent_encode(t))
+}
+
+fn unknown(t: &str) -> PageError {
+    PageError::not_found(format!(
+        "There is no job type “{t}”. Job types appear when a worker that offers them connects."
+    ))
+}
+
+/// Whether the admin knows the job type: stored, or offered by a connected worker.
+fn known(state: &AppState, t: &str) -> bool {
+    is_valid_job_type(t) && (state.configs.entry(t).is_some() || state.registry.job_types().contains_key(t))
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    Path(t): Path<String>,
+    Query(flash): Query<Flash>,
+) -> Result<Response, PageError> {
+    Ok(build(&state, &t, &flash, None).await?.into_response())
+}
+
+async fn build(
+    state: &AppState,
+    t: &str,
+    flash: &Flash,
+    rejected: Option<Rejected<'_>>,
+) -> Result<JobTypePage, PageError> {
+    if !known(state, t) {
+        return Err(unknown(t));
+    }
+    let mut chrome = Chrome::new(state, t, "overview", flash);
+    let entry = state.configs.entry(t).unwrap_or_default();
+    let descriptor = entry.descriptor.clone();
+    let config = entry.config.clone().unwrap_or_else(|| Arc::new(pb::PersistedJobTypeConfig::default()));
+    let capability = state.registry.job_types().remove(t);
+
+    let (errors, general_errors, failed_form) = match &rejected {
+        Some(r) => {
+            let known_inputs = descriptor.as_deref().map(forms::input_names).unwrap_or_default();
+            let (by_field, general) = forms::split_errors(&r.errors, &known_inputs);
+            (by_field, general, r.form)
+        }
+        None => (HashMap::new(), Vec::new(), ""),
+    };
+    let config_source = match &rejected {
+        Some(r) if r.form == "config" => Source::Posted(r.posted),
+        _ => Source::Saved,
+    };
+    let runtime_posted = rejected.as_ref().filter(|r| r.form == "runtime").map(|r| r.posted);
+    let form = |which: Which| {
+        descriptor.as_deref().and_then(|d| forms::form_view(which, d, which.saved(&config), config_source, &errors))
+    };
+
+    let scheduler = state.scheduler_states().into_iter().find(|s| s.job_type == t);
+    let runtime = state.configs.runtime(t);
+    let status = StatusView {
+        enabled: runtime.enabled,
+        detector: scheduler.as_ref().map(|s| s.detector_worker_id.clone()).unwrap_or_default(),
+        detectors: scheduler.as_ref().map(|s| s.detectors).unwrap_or(0),
+        executors: scheduler.as_ref().map(|s| s.executors).unwrap_or(0),
+        detection_running: scheduler.as_ref().is_some_and(|s| s.detection_running),
+        running_mode: match scheduler.as_ref().and_then(|s| s.running_mode) {
+            Some(DetectionMode::Run) => "run",
+            Some(DetectionMode::Preview) => "preview",
+            Some(DetectionMode::Scheduled) => "scheduled",
+            None => "",
+        },
+        next_detection: Time::at(
+            scheduler.as_ref().filter(|s| s.enabled && s.detectors > 0).map(|s| s.next_detection_at).unwrap_or(0),
+        ),
+        interval_minutes: runtime.detection_interval_minutes,
+        last_success: Time::at(scheduler.as_ref().map(|s| s.last_success_at).unwrap_or(0)),
+        counts: Counts::of(state, t),
+    };
+
+    state.store.settle().await;
+    let (successes, failures) = state.store.runs(t, 10)?;
+    let proposals = state.latest_proposals(t);
+    let (recent, _) = api::list_jobs(
+        state,
+        &api::JobsQuery { job_type: Some(t.to_string()), limit: Some(10), ..Default::default() },
+    )?;
+
+    let display_name = descriptor
+        .as_ref()
+        .map(|d| d.display_name.clone())
+        .filter(|n| !n.is_empty())
+        .or_else(|| capability.as_ref().map(|c| c.display_name.clone()).filter(|n| !n.is_empty()))
+        .unwrap_or_else(|| t.to_string());
+    chrome.title = display_name.clone();
+    Ok(JobTypePage {
+        page: chrome,
+        job_type: t.to_string(),
+        job_type_q: percent_encode(t),
+        here: page_path(t),
+        description: descriptor
+            .as_ref()
+            .map(|d| d.description.clone())
+            .filter(|s| !s.is_empty())
+            .or_else(|| capability.as_ref().map(|c| c.description.clone()))
+            .unwrap_or_default(),
+        display_name,
+        has_descriptor: descriptor.is_some(),
+        descriptor_version: descriptor.as_ref().map(|d| d.descriptor_version).unwrap_or(0),
+        updated: Time::at(config.updated_at.as_ref().map(crate::job::timestamp_to_ms).unwrap_or(0)),
+        updated_by: config.updated_by.clone(),
+        status,
+        admin_form: form(Which::Admin),
+        worker_form: form(Which::Worker),
+        runtime: forms::runtime_view(&runtime, runtime_posted, &errors),
+        general_errors,
+        failed_form,
+        proposals_total: proposals.len(),
+        proposals: proposals
+            .iter()
+            .take(50)
+            .map(|p| ProposalRow {
+                summary: if p.summary.is_empty() { p.dedupe_key.clone() } else { p.summary.clone() },
+                dedupe_key: p.dedupe_key.clone(),
+                // The admin gives a proposal without a priority the normal one.
+                priority: if p.priority == "unspecified" { "normal" } else { p.priority },
+                outcome: p.outcome,
+                job_id: p.job_id.clone(),
+            })
+            .collect(),
+        successes: successes.iter().map(RunRow::from_view).collect(),
+        failures: failures.iter().map(RunRow::from_view).collect(),
+        recent_jobs: recent.iter().map(JobRow::from_view).collect(),
+    })
+}
+
+/// What a save needs: the descriptor and the saved config.
+fn current(
+    state: &AppState,
+    t: &str,
+) -> Result<(Arc<pb::JobTypeDescriptor>, Arc<pb::PersistedJobTypeConfig>), PageError> {
+    if !known(state, t) {
+        return Err(unknown(t));
+    }
+    let entry = state.configs.entry(t).unwrap_or_default();
+    match (entry.descriptor, entry.config) {
+        (Some(d), Some(c)) => Ok((d, c)),
+        _ => Err(PageError::bad_request(format!(
+            "Job type “{t}” has no descriptor yet, so there is nothing to save. Refresh its schema first."
+        ))),
+    }
+}
+
+/// `POST /plugin/job-types/{t}/config`: the admin and worker forms.
+pub async fn save_config(
+    State(state): State<AppState>,
+    Path(t): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, PageError> {
+    let pairs = posted(form)?;
+    csrf::check(&headers, &pairs)?;
+    let (descriptor, saved) = current(&state, &t)?;
+    let posted = Posted(&pairs);
+    let (admin, mut errors) = forms::parse_form(Which::Admin, &descriptor, &saved.admin_config_values, posted);
+    let (worker, worker_errors) = forms::parse_form(Which::Worker, &descriptor, &saved.worker_config_values, posted);
+    errors.extend(worker_errors);
+    let mut next = (*saved).clone();
+    next.admin_config_values = admin;
+    next.worker_config_values = worker;
+    // Absent: the config store keeps the saved runtime settings.
+    next.admin_runtime = None;
+    finish_save(&state, &t, &descriptor, &saved, next, errors, "config", posted, "Configuration saved.").await
+}
+
+/// `POST /plugin/job-types/{t}/runtime`: the runtime settings form.
+pub async fn save_runtime(
+    State(state): State<AppState>,
+    Path(t): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, PageError> {
+    let pairs = posted(form)?;
+    csrf::check(&headers, &pairs)?;
+    let (descriptor, saved) = current(&state, &t)?;
+    let posted = Posted(&pairs);
+    let (runtime, errors) = forms::parse_runtime(posted);
+    let mut next = (*saved).clone();
+    next.admin_runtime = Some(runtime);
+    finish_save(&state, &t, &descriptor, &saved, next, errors, "runtime", posted, "Runtime settings saved.").await
+}
+
+/// Saves `next` when parsing found no errors; otherwise (or when the validator refuses)
+/// shows the page again with every error in one round.
+#[allow(clippy::too_many_arguments)]
+async fn finish_save(
+    state: &AppState,
+    t: &str,
+    descriptor: &pb::JobTypeDescriptor,
+    saved: &pb::PersistedJobTypeConfig,
+    next: pb::PersistedJobTypeConfig,
+    mut errors: Vec<FieldError>,
+    which: &'static str,
+    posted: Posted<'_>,
+    done: &str,
+) -> Result<Response, PageError> {
+    if errors.is_empty() {
+        match save(state, t, next).await {
+            Ok(()) => return Ok(see_other(&page_path(t), Ok(done.to_string()))),
+            Err(ConfigStoreError::Invalid(fields)) => errors = fields,
+            Err(ConfigStoreError::UnknownJobType(_)) => return Err(unknown(t)),
+            Err(e) => return Err(PageError::internal(e)),
+        }
+    } else {
+        // Input that could not be parsed is reported, and so is everything the validator
+        // finds in the rest, so the operator fixes it all at once.
+        let mut candidate = next;
+        keep_unchanged_for_validation(descriptor, saved, &mut candidate);
+        if let Err(more) = validate_config(descriptor, &candidate, Some(saved)) {
+            for e in more {
+                if !errors.iter().any(|x| x.field == e.field) {
+                    errors.push(e);
+                }
+            }
+        }
+    }
+    let flash = Flash { ok: None, error: Some(format!("Nothing was saved: {}", fix_message(errors.len()))) };
+    let page = build(state, t, &flash, Some(Rejected { form: which, posted, errors })).await?;
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+}
+
+fn fix_message(n: usize) -> String {
+    if n == 1 { "one value needs fixing (see below).".into() } else { format!("{n} values need fixing (see below).") }
+}
+
+/// Mirrors the config store: sensitive and read-only fields left out of a submission keep
+/// their saved values, so validating the candidate does not report them missing.
+fn keep_unchanged_for_validation(
+    d: &pb::JobTypeDescriptor,
+    saved: &pb::PersistedJobTypeConfig,
+    c: &mut pb::PersistedJobTypeConfig,
+) {
+    for (form, from, to) in [
+        (d.admin_config_form.as_ref(), &saved.admin_config_values, &mut c.admin_config_values),
+        (d.worker_config_form.as_ref(), &saved.worker_config_values, &mut c.worker_config_values),
+    ] {
+        for f in form.into_iter().flat_map(|f| f.sections.iter()).flat_map(|s| s.fields.iter()) {
+            if (f.sensitive || f.read_only)
+                && !to.contains_key(&f.name)
+                && let Some(v) = from.get(&f.name)
+            {
+                to.insert(f.name.clone(), v.clone());
+            }
+        }
+    }
+    if c.admin_runtime.is_none() {
+        c.admin_runtime = saved.admin_runtime;
+    }
+}
+
+/// Persists a config and tells everyone, as the JSON API's PUT does.
+async fn save(state: &AppState, t: &str, next: pb::PersistedJobTypeConfig) -> Result<(), ConfigStoreError> {
+    let configs = state.configs.clone();
+    tokio::task::spawn_blocking(move || configs.save_config(next, "ui")).await.map_err(|e| {
+        ConfigStoreError::Io { path: Default::default(), source: std::io::Error::other(e.to_string()) }
+    })??;
+    state.events.publish(EventKind::ConfigSaved { job_type: t.to_string(), updated_by: "ui".into() });
+    state.activity(t, "", pb::ActivitySource::Admin, "config", "configuration saved from the pages");
+    state.wake_scheduler.notify_one();
+    state.wake_dispatch.notify_one();
+    Ok(())
+}
+
+/// `POST /plugin/job-types/{t}/schema`: asks a worker for the descriptor again.
+pub async fn refresh_schema(
+    State(state): State<AppState>,
+    Path(t): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, PageError> {
+    let pairs = posted(form)?;
+    csrf::check(&headers, &pairs)?;
+    if !known(&state, &t) {
+        return Err(unknown(&t));
+    }
+    let outcome = match state.refresh_schema(&t, true).await {
+        Ok(d) => Ok(format!("Schema refreshed: descriptor version {}.", d.descriptor_version)),
+        Err(e) => Err(sentence(&e.to_string())),
+    };
+    Ok(see_other(&page_path(&t), outcome))
+}
+
+/// `POST /plugin/job-types/{t}/detect`: a detection whose proposals are only shown.
+pub async fn detect(
+    State(state): State<AppState>,
+    Path(t): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, PageError> {
+    start(state, t, headers, form, DetectionMode::Preview).await
+}
+
+/// `POST /plugin/job-types/{t}/run`: a detection whose proposals become jobs.
+pub async fn run(
+    State(state): State<AppState>,
+    Path(t): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, PageError> {
+    start(state, t, headers, form, DetectionMode::Run).await
+}
+
+async fn start(
+    state: AppState,
+    t: String,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+    mode: DetectionMode,
+) -> Result<Response, PageError> {
+    let pairs = posted(form)?;
+    csrf::check(&headers, &pairs)?;
+    if !known(&state, &t) {
+        return Err(unknown(&t));
+    }
+    let outcome = match state.request_detection(&t, mode) {
+        Ok(status) => {
+            let what = if mode == DetectionMode::Run {
+                "Run started: the detection's proposals become jobs, which show up below as they progress"
+            } else {
+                "Detection started: its proposals show up under Latest detection results; no jobs are created"
+            };
+            if status == "started" {
+                Ok(format!("{what}."))
+            } else {
+                Ok(format!("{what}, after the detection that is running now."))
+            }
+        }
+        Err(e @ (DetectError::UnknownJobType(_) | DetectError::NoDetector(_) | DetectError::ShuttingDown)) => {
+            Err(sentence(&e.to_string()))
+        }
+    };
+    Ok(see_other(&page_path(&t), outcome))
+}

@@ -1,0 +1,347 @@
+//! The jobs pages: the list with filters (job type, state, text, dead-lettered) and keyset
+//! pagination that stays fast for 100k+ jobs, the job detail page, and the cancel, retry
+//! and expire actions.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{
+    Form,
+    extract::{Path, Query, State, rejection::FormRejection},
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+};
+use proto::pb::JobState;
+use serde::Deserialize;
+
+use super::{
+    Chrome, Flash, PageError, Time, activities::ActivityRow, back_or, csrf, forms, human_duration, percent,
+    percent_encode, see_other, sentence,
+};
+use crate::{
+    http::{AppState, api},
+    job::{AttemptView, JobView, is_final, parse_job_id, parse_state},
+};
+
+/// Jobs per page of the list.
+const PAGE_SIZE: usize = 50;
+
+/// One job in a table; rows carry `data-job-row` so the script can update them live.
+pub struct JobRow {
+    pub job_id: String,
+    pub job_type: String,
+    pub summary: String,
+    pub dedupe_key: String,
+    pub state: &'static str,
+    pub priority: &'static str,
+    pub progress: String,
+    pub stage: String,
+    pub message: String,
+    pub error: String,
+    pub worker_id: String,
+    pub attempt: i32,
+    pub dead_letter: bool,
+    pub created: Time,
+    pub updated: Time,
+    pub active: bool,
+    pub can_retry: bool,
+}
+
+impl JobRow {
+    pub fn from_view(j: &JobView) -> JobRow {
+        let state = parse_state(j.state).unwrap_or(JobState::Unspecified);
+        JobRow {
+            job_id: j.job_id.clone(),
+            job_type: j.job_type.clone(),
+            summary: if j.summary.is_empty() { j.dedupe_key.clone() } else { j.summary.clone() },
+            dedupe_key: j.dedupe_key.clone(),
+            state: j.state,
+            priority: j.priority,
+            progress: percent(j.progress_percent),
+            stage: j.stage.clone(),
+            message: j.message.clone(),
+            error: j.error_message.clone(),
+            worker_id: j.worker_id.clone(),
+            attempt: j.attempt,
+            dead_letter: j.dead_letter,
+            created: Time::at(j.created_at),
+            updated: Time::at(j.updated_at),
+            active: !is_final(state),
+            can_retry: matches!(state, JobState::Failed | JobState::Canceled),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct JobsFilter {
+    pub job_type: Option<String>,
+    pub state: Option<String>,
+    pub text: Option<String>,
+    pub dead_letter: Option<String>,
+    pub before: Option<String>,
+}
+
+impl JobsFilter {
+    fn dead_letter_only(&self) -> bool {
+        self.dead_letter.as_deref().is_some_and(|v| matches!(v, "true" | "on" | "1"))
+    }
+
+    /// The filter as a query string (without `before`), for links that keep it.
+    fn query(&self) -> String {
+        let mut parts = Vec::new();
+        for (k, v) in [("job_type", &self.job_type), ("state", &self.state), ("text", &self.text)] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                parts.push(format!("{k}={}", percent_encode(v)));
+            }
+        }
+        if self.dead_letter_only() {
+            parts.push("dead_letter=true".into());
+        }
+        parts.join("&")
+    }
+}
+
+pub struct Choice {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "jobs.html")]
+pub struct JobsPage {
+    pub page: Chrome,
+    pub jobs: Vec<JobRow>,
+    pub job_types: Vec<Choice>,
+    pub states: Vec<Choice>,
+    pub text: String,
+    pub dead_letter: bool,
+    /// The link to the next (older) page, if there is one.
+    pub older: String,
+    /// The link back to the newest page, when this is not it.
+    pub newest: String,
+    pub first_page: bool,
+    pub filter_job_type: String,
+    pub filtered: bool,
+    /// The quick filter this page is (all, running, pending, failed, dead), if any.
+    pub tab: &'static str,
+    /// This page's address, for the actions' way back.
+    pub here: String,
+    pub filter_error: String,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Query(filter): Query<JobsFilter>,
+    Query(flash): Query<Flash>,
+) -> Result<Response, PageError> {
+    let chrome = Chrome::new(&state, "Jobs", "jobs", &flash);
+    let q = api::JobsQuery {
+        job_type: filter.job_type.clone().filter(|t| !t.is_empty()),
+        state: filter.state.clone().filter(|s| !s.is_empty()),
+        text: filter.text.clone().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+        dead_letter: filter.dead_letter_only().then_some(true),
+        before: filter.before.clone().filter(|b| !b.is_empty()),
+        limit: Some(PAGE_SIZE),
+    };
+    let (jobs, next, filter_error) = match api::list_jobs(&state, &q) {
+        Ok((jobs, next)) => (jobs, next, String::new()),
+        Err(crate::http::ApiError::BadRequest(m)) => (Vec::new(), None, sentence(&m)),
+        Err(e) => return Err(e.into()),
+    };
+    let base = filter.query();
+    let link = |extra: &str| {
+        let q = [base.as_str(), extra].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join("&");
+        if q.is_empty() { "/plugin/jobs".to_string() } else { format!("/plugin/jobs?{q}") }
+    };
+    let mut here = link(&q.before.as_ref().map(|b| format!("before={}", percent_encode(b))).unwrap_or_default());
+    if here.len() > 1500 {
+        here = "/plugin/jobs".into();
+    }
+    let selected_type = q.job_type.clone().unwrap_or_default();
+    let selected_state = q.state.as_deref().and_then(parse_state);
+    let page = JobsPage {
+        page: chrome,
+        jobs: jobs.iter().map(JobRow::from_view).collect(),
+        job_types: job_type_choices(&state, &selected_type),
+        states: [
+            JobState::Pending,
+            JobState::Assigned,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Canceled,
+        ]
+        .iter()
+        .map(|s| {
+            let name = crate::job::state_name(*s);
+            Choice { value: name.into(), label: name.into(), selected: selected_state == Some(*s) }
+        })
+        .collect(),
+        text: q.text.clone().unwrap_or_default(),
+        dead_letter: filter.dead_letter_only(),
+        older: next.map(|b| link(&format!("before={}", percent_encode(&b)))).unwrap_or_default(),
+        newest: if q.before.is_some() { link("") } else { String::new() },
+        first_page: q.before.is_none(),
+        filter_job_type: selected_type,
+        filtered: !base.is_empty(),
+        tab: match (base.as_str(), filter.dead_letter_only()) {
+            ("", _) => "all",
+            ("dead_letter=true", true) => "dead",
+            ("state=running", _) => "running",
+            ("state=pending", _) => "pending",
+            ("state=failed", _) => "failed",
+            _ => "",
+        },
+        here,
+        filter_error,
+    };
+    Ok(page.into_response())
+}
+
+/// Every job type the admin knows (stored or offered), for filter selects.
+pub fn job_type_choices(state: &AppState, selected: &str) -> Vec<Choice> {
+    let mut names = state.configs.job_types();
+    for t in state.registry.job_types().into_keys() {
+        if !names.contains(&t) {
+            names.push(t);
+        }
+    }
+    names.sort();
+    names.into_iter().map(|n| Choice { selected: n == selected, label: n.clone(), value: n }).collect()
+}
+
+pub struct AttemptRow {
+    pub attempt: i32,
+    pub worker_id: String,
+    pub started: Time,
+    pub ended: Time,
+    pub took: String,
+    pub outcome: String,
+    pub error: String,
+}
+
+impl AttemptRow {
+    fn from_view(a: &AttemptView) -> AttemptRow {
+        AttemptRow {
+            attempt: a.attempt,
+            worker_id: a.worker_id.clone(),
+            started: Time::at(a.started_at),
+            ended: Time::at(a.ended_at),
+            took: if a.ended_at > 0 && a.started_at > 0 {
+                human_duration(a.ended_at - a.started_at)
+            } else {
+                "—".into()
+            },
+            outcome: a.outcome.clone(),
+            error: a.error_message.clone(),
+        }
+    }
+}
+
+pub struct Pair {
+    pub key: String,
+    pub value: String,
+}
+
+fn pairs<V>(map: &std::collections::HashMap<String, V>, show: impl Fn(&V) -> String) -> Vec<Pair> {
+    let mut list: Vec<Pair> = map.iter().map(|(k, v)| Pair { key: k.clone(), value: show(v) }).collect();
+    list.sort_by(|a, b| a.key.cmp(&b.key));
+    list
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "job.html")]
+pub struct JobPage {
+    pub page: Chrome,
+    pub job: JobRow,
+    pub display_name: String,
+    pub detail: String,
+    pub labels: Vec<Pair>,
+    pub parameters: Vec<Pair>,
+    pub result_summary: String,
+    pub result_values: Vec<Pair>,
+    pub not_before: Time,
+    pub expires_at: Time,
+    pub completed: Time,
+    pub attempts: Vec<AttemptRow>,
+    pub activities: Vec<ActivityRow>,
+    pub here: String,
+}
+
+pub async fn detail(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(flash): Query<Flash>,
+) -> Result<Response, PageError> {
+    let chrome = Chrome::new(&state, format!("Job {id}"), "jobs", &flash);
+    let missing = || PageError::not_found(format!("There is no job “{id}”."));
+    let seq = parse_job_id(&id).ok_or_else(missing)?;
+    let job = state.get_job(seq).ok_or_else(missing)?;
+    state.store.settle().await;
+    let attempts = state.store.attempts(seq)?;
+    let activities = state.store.activities(None, Some(&id), None, 200)?;
+    let view = job.view();
+    let display_name = state
+        .configs
+        .descriptor(&view.job_type)
+        .map(|d| d.display_name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| view.job_type.clone());
+    let page = JobPage {
+        page: chrome,
+        display_name,
+        detail: job.spec.detail.clone(),
+        labels: pairs(&job.spec.labels, String::clone),
+        parameters: pairs(&job.spec.parameters, forms::display),
+        result_summary: job.result_summary.clone(),
+        result_values: pairs(&job.result_values, forms::display),
+        not_before: Time::at(job.spec.not_before),
+        expires_at: Time::at(job.spec.expires_at),
+        completed: Time::at(job.completed_at),
+        attempts: attempts.iter().map(AttemptRow::from_view).collect(),
+        activities: activities.iter().map(ActivityRow::from_view).collect(),
+        here: format!("/plugin/jobs/{}", view.job_id),
+        job: JobRow::from_view(&view),
+    };
+    Ok(page.into_response())
+}
+
+/// The pages' way of reading a posted form: a clear page instead of a bare rejection.
+pub fn posted(form: Result<Form<Vec<(String, String)>>, FormRejection>) -> Result<Vec<(String, String)>, PageError> {
+    form.map(|Form(pairs)| pairs)
+        .map_err(|e| PageError::bad_request(format!("The form could not be read: {}", sentence(&e.body_text()))))
+}
+
+/// `POST /plugin/jobs/{id}/{cancel|retry|expire}`.
+pub async fn action(
+    State(state): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, PageError> {
+    let pairs = posted(form)?;
+    csrf::check(&headers, &pairs)?;
+    let back = back_or(pairs.iter().find(|(k, _)| k == "back").map(|(_, v)| v.as_str()), &format!("/plugin/jobs/{id}"));
+    let Some(seq) = parse_job_id(&id) else {
+        return Err(PageError::not_found(format!("There is no job “{id}”.")));
+    };
+    let outcome = match action.as_str() {
+        "cancel" => state.stop_job(seq, JobState::Canceled, "canceled by operator").map(|v| {
+            if v.state == "canceled" {
+                format!("Job {id} was canceled.")
+            } else {
+                format!("Cancel requested: job {id} ends when worker {} confirms.", v.worker_id)
+            }
+        }),
+        "expire" => state.stop_job(seq, JobState::Failed, "expired by operator").map(|v| {
+            if v.state == "failed" {
+                format!("Job {id} was expired; it will not be retried.")
+            } else {
+                format!("Expiry requested: job {id} ends when worker {} confirms.", v.worker_id)
+            }
+        }),
+        "retry" => state.retry_job(seq).map(|_| format!("Job {id} was requeued for a new round of attempts.")),
+        _ => return Err(PageError::not_found(format!("Jobs have no action “{action}”."))),
+    };
+    Ok(see_other(&back, outcome.map_err(|e| sentence(&e.to_string()))))
+}

@@ -1,0 +1,140 @@
+//! The overview at `/plugin`: workers, job types with their scheduling and job counts,
+//! and the latest activities, all kept live over SSE by the page script.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{
+    extract::{Query, State},
+    response::{IntoResponse, Response},
+};
+use proto::pb::JobState;
+
+use super::{Chrome, Flash, PageError, Time, activities::ActivityRow, human_duration, workers::WorkerRow};
+use crate::{http::AppState, job::RunView, scheduler::SchedulerStateView};
+
+/// One detection run or execution, as the run history and the overview show it.
+pub struct RunRow {
+    pub kind: String,
+    pub success: bool,
+    pub ended: Time,
+    pub took: String,
+    pub worker_id: String,
+    pub job_id: String,
+    pub message: String,
+    pub proposals: i64,
+    pub jobs_created: i64,
+}
+
+impl RunRow {
+    pub fn from_view(r: &RunView) -> RunRow {
+        RunRow {
+            kind: r.kind.clone(),
+            success: r.success,
+            ended: Time::at(r.ended_at),
+            took: if r.ended_at > 0 { human_duration(r.ended_at - r.started_at) } else { "running".into() },
+            worker_id: r.worker_id.clone(),
+            job_id: r.job_id.clone(),
+            message: r.message.clone(),
+            proposals: r.proposals,
+            jobs_created: r.jobs_created,
+        }
+    }
+}
+
+/// Job counts of one job type, by state.
+#[derive(Default)]
+pub struct Counts {
+    pub pending: i64,
+    pub assigned: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+}
+
+impl Counts {
+    pub fn of(state: &AppState, job_type: &str) -> Counts {
+        let t = state.jobs.lock().expect("job table lock");
+        Counts {
+            pending: t.count_of(job_type, JobState::Pending),
+            assigned: t.count_of(job_type, JobState::Assigned),
+            running: t.count_of(job_type, JobState::Running),
+            succeeded: t.count_of(job_type, JobState::Succeeded),
+            failed: t.count_of(job_type, JobState::Failed),
+        }
+    }
+}
+
+pub struct JobTypeRow {
+    pub job_type: String,
+    pub display_name: String,
+    pub has_descriptor: bool,
+    pub enabled: bool,
+    pub detector: String,
+    pub detectors: usize,
+    pub executors: usize,
+    pub detection_running: bool,
+    pub next_detection: Time,
+    pub counts: Counts,
+    pub last_run: Option<RunRow>,
+}
+
+impl JobTypeRow {
+    pub fn build(state: &AppState, s: &SchedulerStateView) -> JobTypeRow {
+        let descriptor = state.configs.descriptor(&s.job_type);
+        let display_name = descriptor
+            .as_ref()
+            .map(|d| d.display_name.clone())
+            .filter(|n| !n.is_empty())
+            .or_else(|| state.registry.job_types().get(&s.job_type).map(|c| c.display_name.clone()))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| s.job_type.clone());
+        JobTypeRow {
+            job_type: s.job_type.clone(),
+            display_name,
+            has_descriptor: descriptor.is_some(),
+            enabled: s.enabled,
+            detector: s.detector_worker_id.clone(),
+            detectors: s.detectors,
+            executors: s.executors,
+            detection_running: s.detection_running,
+            next_detection: Time::at(if s.enabled && s.detectors > 0 { s.next_detection_at } else { 0 }),
+            counts: Counts::of(state, &s.job_type),
+            last_run: s.last_run.as_ref().map(RunRow::from_view),
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "overview.html")]
+pub struct OverviewPage {
+    pub page: Chrome,
+    pub workers: Vec<WorkerRow>,
+    pub job_types: Vec<JobTypeRow>,
+    pub activities: Vec<ActivityRow>,
+    pub active_jobs: usize,
+    pub failed_jobs: i64,
+    pub slots_used: i64,
+    pub slots_total: i64,
+    pub dispatch_paused: bool,
+}
+
+pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> Result<Response, PageError> {
+    let chrome = Chrome::new(&state, "Overview", "overview", &flash);
+    let workers: Vec<WorkerRow> = state.registry.views().iter().map(WorkerRow::from_view).collect();
+    let job_types: Vec<JobTypeRow> = state.scheduler_states().iter().map(|s| JobTypeRow::build(&state, s)).collect();
+    state.store.settle().await;
+    let activities = state.store.activities(None, None, None, 15)?;
+    let active_jobs = state.jobs.lock().expect("job table lock").active_len();
+    let page = OverviewPage {
+        page: chrome,
+        failed_jobs: job_types.iter().map(|t| t.counts.failed).sum(),
+        slots_used: workers.iter().map(|w| i64::from(w.execution_used)).sum(),
+        slots_total: workers.iter().map(|w| i64::from(w.execution_total)).sum(),
+        workers,
+        job_types,
+        activities: activities.iter().map(ActivityRow::from_view).collect(),
+        active_jobs,
+        dispatch_paused: state.dispatch_paused.load(std::sync::atomic::Ordering::Relaxed),
+    };
+    Ok(page.into_response())
+}

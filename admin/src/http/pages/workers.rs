@@ -1,0 +1,133 @@
+//! The workers page, and draining: a draining worker keeps its running jobs but gets no
+//! new ones, until it is undrained.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{
+    Form,
+    extract::{Path, Query, State, rejection::FormRejection},
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+};
+
+use super::{Chrome, Flash, PageError, Time, back_or, csrf, jobs::posted, see_other};
+use crate::{events::EventKind, http::AppState, registry::WorkerView};
+
+pub struct WorkerRow {
+    pub worker_id: String,
+    pub instance: String,
+    pub address: String,
+    pub version: String,
+    pub protocol: String,
+    pub job_types: Vec<String>,
+    pub capabilities: Vec<CapabilityRow>,
+    pub execution_used: i32,
+    pub execution_total: i32,
+    pub detection_used: i32,
+    pub detection_total: i32,
+    pub running_work: usize,
+    pub connected: Time,
+    pub last_heartbeat: Time,
+    pub draining: bool,
+    pub metadata: Vec<(String, String)>,
+}
+
+pub struct CapabilityRow {
+    pub job_type: String,
+    pub display_name: String,
+    pub roles: String,
+    pub slots: String,
+    pub weight: i32,
+}
+
+impl WorkerRow {
+    pub fn from_view(w: &WorkerView) -> WorkerRow {
+        let mut metadata: Vec<(String, String)> = w.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        metadata.sort();
+        WorkerRow {
+            worker_id: w.worker_id.clone(),
+            instance: w.worker_instance_id.clone(),
+            address: w.address.clone(),
+            version: w.worker_version.clone(),
+            protocol: w.protocol_version.clone(),
+            job_types: w.job_types.clone(),
+            capabilities: w
+                .capabilities
+                .iter()
+                .map(|c| CapabilityRow {
+                    job_type: c.job_type.clone(),
+                    display_name: c.display_name.clone(),
+                    roles: match (c.can_detect, c.can_execute) {
+                        (true, true) => "detect, execute",
+                        (true, false) => "detect",
+                        (false, true) => "execute",
+                        (false, false) => "none",
+                    }
+                    .into(),
+                    slots: format!(
+                        "{} detection, {} execution",
+                        c.max_detection_concurrency.max(1),
+                        c.max_execution_concurrency.max(1)
+                    ),
+                    weight: c.weight,
+                })
+                .collect(),
+            execution_used: w.execution_slots_used,
+            // Until the first heartbeat says otherwise, the hello's capabilities tell.
+            execution_total: if w.execution_slots_total > 0 {
+                w.execution_slots_total
+            } else {
+                w.capabilities.iter().filter(|c| c.can_execute).map(|c| c.max_execution_concurrency.max(1)).sum()
+            },
+            detection_used: w.detection_slots_used,
+            detection_total: w.detection_slots_total,
+            running_work: w.running_work,
+            connected: Time::at(w.connected_at),
+            last_heartbeat: Time::at(w.last_heartbeat),
+            draining: w.draining,
+            metadata,
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "workers.html")]
+pub struct WorkersPage {
+    pub page: Chrome,
+    pub workers: Vec<WorkerRow>,
+}
+
+pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> Response {
+    WorkersPage {
+        page: Chrome::new(&state, "Workers", "workers", &flash),
+        workers: state.registry.views().iter().map(WorkerRow::from_view).collect(),
+    }
+    .into_response()
+}
+
+/// `POST /plugin/workers/{id}/drain` with `draining=true|false`.
+pub async fn drain(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, PageError> {
+    let pairs = posted(form)?;
+    csrf::check(&headers, &pairs)?;
+    let field = |k: &str| pairs.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str());
+    let back = back_or(field("back"), "/plugin/workers");
+    let draining = field("draining") != Some("false");
+    if draining && state.registry.get(&id).is_none() {
+        return Ok(see_other(&back, Err(format!("Worker “{id}” is not connected, so it cannot be drained."))));
+    }
+    state.registry.set_draining(&id, draining);
+    state.events.publish(EventKind::WorkerDrain { worker_id: id.clone(), draining });
+    state.wake_dispatch.notify_one();
+    state.wake_scheduler.notify_one();
+    let message = if draining {
+        format!("Worker “{id}” is draining: it finishes its running jobs and gets no new ones.")
+    } else {
+        format!("Worker “{id}” takes new jobs again.")
+    };
+    Ok(see_other(&back, Ok(message)))
+}

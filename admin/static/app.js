@@ -1,0 +1,245 @@
+// Plughost pages: progressive enhancement only. Every page works without this file;
+// it adds (1) live updates over Server-Sent Events, (2) visible_when_* field visibility,
+// (3) local and relative times. No framework, nothing fetched from elsewhere.
+(function () {
+  "use strict";
+
+  // ---- field visibility (visible_when_field / visible_when_equals) ----------------
+
+  // The current value of a named control in a form, as the server compares values:
+  // checkboxes as "true"/"false", everything else as its text.
+  function controlValue(form, name) {
+    var inputs = form.querySelectorAll('[name="' + CSS.escape(name) + '"]');
+    var value = null;
+    inputs.forEach(function (el) {
+      if (el.type === "checkbox") {
+        value = el.checked ? "true" : (value === null ? "false" : value);
+      } else if (el.type === "hidden") {
+        if (value === null) value = el.value;
+      } else if (el.type === "radio") {
+        if (el.checked) value = el.value;
+      } else {
+        value = el.value;
+      }
+    });
+    return value;
+  }
+
+  function sameValue(actual, expected) {
+    if (actual === null) return false;
+    if (actual === expected) return true;
+    var a = Number(actual), b = Number(expected);
+    return actual.trim() !== "" && expected.trim() !== "" && !isNaN(a) && !isNaN(b) && a === b;
+  }
+
+  function applyVisibility(form) {
+    form.querySelectorAll("[data-visible-when-field]").forEach(function (field) {
+      var show = sameValue(controlValue(form, field.dataset.visibleWhenField), field.dataset.visibleWhenValue);
+      field.hidden = !show;
+    });
+  }
+
+  document.querySelectorAll("form").forEach(function (form) {
+    if (!form.querySelector("[data-visible-when-field]")) return;
+    form.classList.add("js-visibility");
+    applyVisibility(form);
+    form.addEventListener("input", function () { applyVisibility(form); });
+    form.addEventListener("change", function () { applyVisibility(form); });
+  });
+
+  // ---- times ---------------------------------------------------------------------
+
+  function relative(ms) {
+    var d = Math.round((Date.now() - ms) / 1000);
+    var future = d < 0;
+    var s = Math.abs(d);
+    var text;
+    if (s < 2) return future ? "now" : "just now";
+    if (s < 60) text = s + " s";
+    else if (s < 3600) text = Math.floor(s / 60) + " min";
+    else if (s < 86400) text = Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+    else text = Math.floor(s / 86400) + " d";
+    return future ? "in " + text : text + " ago";
+  }
+
+  function localTime(ms) {
+    var d = new Date(ms);
+    var sameDay = d.toDateString() === new Date().toDateString();
+    return sameDay ? d.toLocaleTimeString() : d.toLocaleString();
+  }
+
+  function renderTimes(root) {
+    root.querySelectorAll("time[data-ms]").forEach(function (t) {
+      var ms = Number(t.dataset.ms);
+      if (!ms) return;
+      t.textContent = t.hasAttribute("data-relative") ? relative(ms) : localTime(ms);
+      t.title = new Date(ms).toLocaleString();
+    });
+  }
+  renderTimes(document);
+  setInterval(function () {
+    document.querySelectorAll("time[data-relative]").forEach(function (t) {
+      var ms = Number(t.dataset.ms);
+      if (ms) t.textContent = relative(ms);
+    });
+  }, 1000);
+
+  // A flash status belongs to the action that caused it: drop it from the address so a
+  // reload does not show it again.
+  if (window.history && window.history.replaceState && /[?&](ok|error)=/.test(location.search)) {
+    var params = new URLSearchParams(location.search);
+    params.delete("ok");
+    params.delete("error");
+    var q = params.toString();
+    history.replaceState(null, "", location.pathname + (q ? "?" + q : "") + location.hash);
+  }
+
+  // ---- live updates ----------------------------------------------------------------
+
+  var regions = Array.prototype.slice.call(document.querySelectorAll("[data-live], [data-live-reveal]"));
+  var hasJobRows = document.querySelector("[data-job-row]") !== null;
+  if (!window.EventSource || !window.fetch || (regions.length === 0 && !hasJobRows)) return;
+
+  var status = document.getElementById("live-status");
+  function setStatus(text, cls) {
+    if (!status) return;
+    status.hidden = false;
+    status.textContent = text;
+    status.className = "live-status " + cls;
+  }
+
+  function words(s) {
+    return (s || "").split(/\s+/).filter(Boolean);
+  }
+
+  // The job type and job id an event is about ("" when it is not about one).
+  function subject(name, data) {
+    switch (name) {
+      case "job": return { type: data.job.job_type, id: data.job.job_id };
+      case "activity": return { type: data.activity.job_type, id: data.activity.job_id };
+      case "detection_started":
+      case "config_saved":
+      case "descriptor_saved": return { type: data.job_type, id: "" };
+      case "detection_finished": return { type: data.run.job_type, id: data.run.job_id || "" };
+      default: return { type: "", id: "" };
+    }
+  }
+
+  function concerns(region, about) {
+    var t = region.dataset.liveJobType, id = region.dataset.liveJobId;
+    if (t && about.type && t !== about.type) return false;
+    if (id && id !== about.id) return false;
+    return true;
+  }
+
+  // Regions are refreshed by fetching this page again and swapping in their new HTML
+  // (rendered and escaped by the server). At most one fetch runs at a time; events that
+  // arrive meanwhile are folded into the next one.
+  var dirty = new Set();
+  var timer = null;
+  var inFlight = false;
+
+  function schedule(region) {
+    dirty.add(region.id);
+    if (!timer && !inFlight) timer = setTimeout(refresh, 250);
+  }
+
+  function refresh() {
+    timer = null;
+    if (dirty.size === 0) return;
+    var ids = Array.from(dirty);
+    dirty.clear();
+    inFlight = true;
+    fetch(location.href, { headers: { "Accept": "text/html" }, credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        ids.forEach(function (id) {
+          var now = document.getElementById(id);
+          var next = doc.getElementById(id);
+          if (!now || !next) return;
+          // Keep a region's place and identity; take its new contents.
+          now.replaceChildren.apply(now, Array.from(next.childNodes).map(function (n) {
+            return document.importNode(n, true);
+          }));
+          renderTimes(now);
+        });
+      })
+      .catch(function () { /* the next event tries again */ })
+      .then(function () {
+        inFlight = false;
+        if (dirty.size > 0 && !timer) timer = setTimeout(refresh, 500);
+      });
+  }
+
+  function updateJobRows(job) {
+    var rows = document.querySelectorAll('[data-job-row="' + CSS.escape(job.job_id) + '"]');
+    rows.forEach(function (row) {
+      var changed = row.dataset.state !== job.state;
+      row.dataset.state = job.state;
+      var state = row.querySelector('[data-field="state"]');
+      if (state) {
+        state.textContent = job.state;
+        state.className = "badge state-" + job.state;
+      }
+      var pct = Math.max(0, Math.min(100, Number(job.progress_percent) || 0));
+      var text = (Math.abs(pct - Math.round(pct)) < 0.05 ? Math.round(pct) : pct.toFixed(1)) + "";
+      var bar = row.querySelector('[data-field="progress"]');
+      if (bar) bar.value = pct;
+      var label = row.querySelector('[data-field="progress-text"]');
+      if (label) label.textContent = text + "%";
+      var stage = row.querySelector('[data-field="stage"]');
+      if (stage) stage.textContent = job.stage || "";
+      var message = row.querySelector('[data-field="message"]');
+      if (message) message.textContent = job.message || "";
+      var worker = row.querySelector('[data-field="worker"]');
+      if (worker) worker.textContent = job.worker_id || "";
+      var attempt = row.querySelector('[data-field="attempt"]');
+      if (attempt) attempt.textContent = job.attempt;
+      row.classList.add("flash-row");
+      setTimeout(function () { row.classList.remove("flash-row"); }, 600);
+      // A new state may change the row's actions: re-render the regions holding it.
+      if (changed) {
+        regions.forEach(function (r) { if (r.contains(row) && r.id) schedule(r); });
+      }
+    });
+    return rows.length > 0;
+  }
+
+  function handle(name, data) {
+    var about = subject(name, data);
+    var known = false;
+    if (name === "job") known = updateJobRows(data.job);
+    regions.forEach(function (region) {
+      if (!concerns(region, about)) return;
+      if (words(region.dataset.liveReveal).indexOf(name) >= 0) {
+        region.hidden = false;
+        return;
+      }
+      if (!region.id) return;
+      if (words(region.dataset.live).indexOf(name) >= 0) schedule(region);
+      else if (name === "job" && !known && region.hasAttribute("data-live-new-jobs")) schedule(region);
+    });
+  }
+
+  var names = ["job", "activity", "worker_joined", "worker_left", "worker_drain", "heartbeat",
+    "detection_started", "detection_finished", "config_saved", "descriptor_saved"];
+  // Replay from the moment the page was rendered; on reconnects the browser sends
+  // Last-Event-ID itself, which the admin prefers over the query parameter.
+  var since = document.body.dataset.lastEventId;
+  var source = new EventSource("/api/plugin/events" + (since ? "?last_event_id=" + encodeURIComponent(since) : ""));
+  source.onopen = function () { setStatus("live", "on"); };
+  source.onerror = function () { setStatus("reconnecting…", "off"); };
+  names.forEach(function (name) {
+    source.addEventListener(name, function (e) {
+      var data;
+      try { data = JSON.parse(e.data); } catch (err) { return; }
+      handle(name, data);
+    });
+  });
+  // The admin could not replay what this page missed: refresh every live region.
+  source.addEventListener("reset", function () {
+    regions.forEach(function (r) { if (r.id && r.hasAttribute("data-live")) schedule(r); });
+  });
+  window.addEventListener("pagehide", function () { source.close(); });
+})();
