@@ -2,11 +2,13 @@
 //! condition with a deadline (never a bare sleep), a channel-fed fake admin, test
 //! certificates, and helpers that start a real admin.
 
+pub mod browser;
 pub mod certs;
 pub mod fake_admin;
 pub mod fake_worker;
 pub mod harness;
 pub mod http;
+pub mod plugins;
 
 use std::{
     future::Future,

@@ -1,0 +1,138 @@
+//! The `plughost` binary's plugin commands as real processes: `plughost worker` serves
+//! the bundled plugins to an admin and refuses scripts without the opt-in, and
+//! `plughost up --demo` shows jobs of every bundled type succeeding on its demo files.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use tests::{
+    TempDir,
+    harness::{TestAdmin, free_port},
+    http, plugins, wait_for,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn plughost() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_plughost-under-test"));
+    c.env("RUST_LOG", "warn").stdout(Stdio::null());
+    c
+}
+
+/// Kills the process when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plughost_worker_serves_the_bundled_plugins_to_an_admin() {
+    let dir = TempDir::new("cli-worker");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("old.log"), "old news\n".repeat(1000)).unwrap();
+    let admin = TestAdmin::start(&dir.path().join("admin"), |_| {}).await;
+    let _worker = Killed(
+        plughost()
+            .args(["worker", "--admin", &format!("grpc://{}", admin.grpc), "--worker-id", "cli-worker"])
+            .args(["--job-types", "sqlite_vacuum,file_archive", "--working-dir"])
+            .arg(dir.path().join("worker"))
+            .spawn()
+            .unwrap(),
+    );
+    let view: Value = wait_for("the worker attached", WAIT, || async {
+        let workers = admin.get("/api/plugin/workers").await;
+        workers["workers"].as_array()?.iter().find(|w| w["worker_id"] == "cli-worker").cloned()
+    })
+    .await;
+    let mut types: Vec<&str> = view["job_types"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    types.sort();
+    assert_eq!(types, ["file_archive", "sqlite_vacuum"], "no script without --allow-scripts");
+    plugins::wait_descriptor(&admin, "sqlite_vacuum").await;
+    plugins::wait_descriptor(&admin, "file_archive").await;
+
+    let values = json!({ "paths": plugins::string_list(&[logs.to_str().unwrap()]), "min_age": plugins::seconds(0) });
+    plugins::configure(&admin, "file_archive", values).await;
+    plugins::run(&admin, "file_archive").await;
+    admin.wait_jobs("the archive job succeeded", "job_type=file_archive", 1, "succeeded").await;
+    assert!(logs.join("old.log.zst").exists());
+    admin.stop().await;
+}
+
+#[test]
+fn plughost_worker_refuses_scripts_without_the_opt_in() {
+    let out = plughost()
+        .args(["worker", "--admin", "grpc://127.0.0.1:1", "--job-types", "script"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--allow-scripts"), "{stderr}");
+}
+
+async fn succeeded(http_addr: &str, job_type: &str) -> usize {
+    let r = http::get(http_addr, &format!("/api/plugin/jobs?job_type={job_type}&state=succeeded")).await;
+    if r.status != 200 {
+        return 0;
+    }
+    r.json()["jobs"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plughost_up_demo_runs_real_jobs_of_every_bundled_type() {
+    let dir = TempDir::new("cli-demo");
+    let data = dir.path().join("data");
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let _up = Killed(
+        plughost()
+            .args(["up", "--demo", "--data-dir"])
+            .arg(&data)
+            .args(["--http-addr", &http_addr, "--grpc-addr", &format!("127.0.0.1:{grpc_port}")])
+            .args(["--heartbeat-seconds", "1"])
+            .spawn()
+            .unwrap(),
+    );
+    let demo = data.join("demo");
+    wait_for("the admin listening", WAIT, || async {
+        tokio::net::TcpStream::connect(&http_addr).await.ok().map(|_| ())
+    })
+    .await;
+    wait_for("jobs of every bundled type succeeded", WAIT, || async {
+        let vacuums = succeeded(&http_addr, "sqlite_vacuum").await;
+        let archives = succeeded(&http_addr, "file_archive").await;
+        let scripts = succeeded(&http_addr, "script").await;
+        (vacuums >= 1 && archives >= 3 && scripts >= 1).then_some(())
+    })
+    .await;
+    let logs = demo.join("logs");
+    for n in 1..=3 {
+        assert!(logs.join(format!("app-{n}.log.zst")).exists());
+        assert!(!logs.join(format!("app-{n}.log")).exists());
+    }
+    assert!(logs.join("current.log").exists(), "today's log is not old enough");
+    // Each bundled descriptor renders as a form, and the demo's secret stays inside.
+    for (job_type, label) in
+        [("sqlite_vacuum", "Free-page ratio"), ("file_archive", "Older than"), ("script", "Secrets")]
+    {
+        let page = http::get(&http_addr, &format!("/plugin/job-types/{job_type}")).await;
+        assert_eq!(page.status, 200, "{job_type}: {}", page.text());
+        assert!(page.text().contains(label), "the {job_type} page shows its {label:?} field");
+        assert!(!page.text().contains("demo-token-not-for-production"), "the secret is never rendered");
+    }
+    let r = http::get(&http_addr, "/api/plugin/jobs?job_type=sqlite_vacuum").await.json();
+    let vacuumed: Vec<&str> = r["jobs"].as_array().unwrap().iter().map(|j| j["dedupe_key"].as_str().unwrap()).collect();
+    assert!(
+        vacuumed.iter().all(|k| Path::new(k).ends_with("app.db")),
+        "the healthy database is left alone: {vacuumed:?}"
+    );
+}
