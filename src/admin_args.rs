@@ -30,6 +30,15 @@ pub struct AdminArgs {
     /// PEM CA bundle: workers must present a client certificate signed by it (mTLS).
     #[arg(long, env = "PLUGHOST_GRPC_CLIENT_CA", requires = "grpc_tls_cert")]
     pub grpc_client_ca: Option<PathBuf>,
+    /// PEM certificate for the HTTP listener (serves HTTPS).
+    #[arg(long, env = "PLUGHOST_HTTP_TLS_CERT", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// PEM private key for --http-tls-cert.
+    #[arg(long, env = "PLUGHOST_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
+    /// PEM CA bundle: HTTPS clients must present a certificate signed by it.
+    #[arg(long, env = "PLUGHOST_HTTP_CLIENT_CA", requires = "http_tls_cert")]
+    pub http_client_ca: Option<PathBuf>,
     /// Bearer tokens workers may present, comma-separated; none means no token is needed.
     #[arg(long, env = "PLUGHOST_WORKER_TOKENS", value_delimiter = ',')]
     pub worker_tokens: Vec<String>,
@@ -50,6 +59,12 @@ impl AdminArgs {
         c.grpc_tls = match (&self.grpc_tls_cert, &self.grpc_tls_key) {
             (Some(cert), Some(key)) => {
                 Some(admin::TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: self.grpc_client_ca.clone() })
+            }
+            _ => None,
+        };
+        c.http_tls = match (&self.http_tls_cert, &self.http_tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(admin::TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: self.http_client_ca.clone() })
             }
             _ => None,
         };

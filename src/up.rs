@@ -28,7 +28,7 @@ pub struct UpArgs {
 
 pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     ensure!(
-        args.admin.grpc_tls_cert.is_none(),
+        args.admin.grpc_tls_cert.is_none() && args.admin.http_tls_cert.is_none(),
         "plughost up runs its workers over loopback without TLS; for TLS run `plughost admin` and `plughost worker`"
     );
     let data_dir = args.admin.data_dir.clone();

@@ -123,6 +123,44 @@ impl AdminState {
         }
     }
 
+    /// Saves a job type's config (the config store validates it) and tells everyone who
+    /// cares: the event bus, the activity timeline, the scheduler and the dispatcher. The
+    /// API and the pages both save through here.
+    pub async fn save_config(
+        &self,
+        config: pb::PersistedJobTypeConfig,
+        updated_by: &str,
+    ) -> Result<Arc<pb::PersistedJobTypeConfig>, crate::config_store::ConfigStoreError> {
+        let job_type = config.job_type.clone();
+        let configs = self.configs.clone();
+        let by = updated_by.to_string();
+        let saved = tokio::task::spawn_blocking(move || configs.save_config(config, &by)).await.map_err(|e| {
+            crate::config_store::ConfigStoreError::Io {
+                path: Default::default(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })??;
+        self.events.publish(EventKind::ConfigSaved { job_type: job_type.clone(), updated_by: updated_by.to_string() });
+        self.activity(
+            &job_type,
+            "",
+            pb::ActivitySource::Admin,
+            "config",
+            &format!("configuration saved by {updated_by}"),
+        );
+        self.wake_scheduler.notify_one();
+        self.wake_dispatch.notify_one();
+        Ok(saved)
+    }
+
+    /// Drains a worker (it keeps its running jobs and gets no new work) or undrains it.
+    pub fn set_draining(&self, worker_id: &str, draining: bool) {
+        self.registry.set_draining(worker_id, draining);
+        self.events.publish(EventKind::WorkerDrain { worker_id: worker_id.to_string(), draining });
+        self.wake_dispatch.notify_one();
+        self.wake_scheduler.notify_one();
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.shutdown.is_cancelled()
     }

@@ -106,10 +106,7 @@ async fn drain(
     if state.registry.get(&id).is_none() && draining {
         return Err(ApiError::NotFound(format!("no connected worker {id:?}")));
     }
-    state.registry.set_draining(&id, draining);
-    state.events.publish(crate::events::EventKind::WorkerDrain { worker_id: id.clone(), draining });
-    state.wake_dispatch.notify_one();
-    state.wake_scheduler.notify_one();
+    state.set_draining(&id, draining);
     Ok(Json(json!({ "worker_id": id, "draining": draining })))
 }
 
@@ -222,15 +219,8 @@ async fn put_config(
     if has("admin_runtime", "adminRuntime") {
         next.admin_runtime = incoming.admin_runtime;
     }
-    let configs = state.configs.clone();
-    let t2 = t.clone();
-    tokio::task::spawn_blocking(move || configs.save_config(next, "api"))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    state.events.publish(crate::events::EventKind::ConfigSaved { job_type: t.clone(), updated_by: "api".into() });
-    state.activity(&t2, "", pb::ActivitySource::Admin, "config", "configuration saved");
-    state.wake_scheduler.notify_one();
-    state.wake_dispatch.notify_one();
+    next.job_type = t.clone();
+    state.save_config(next, "api").await?;
     Ok(Json(redacted_config(&state, &t)?))
 }
 
@@ -304,9 +294,10 @@ pub fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>, Optio
         let t = state.jobs.lock().expect("job table lock");
         for j in jobs.iter_mut() {
             if let Some(seq) = parse_job_id(&j.job_id)
-                && let Some(live) = t.active_job(seq) {
-                    *j = live.view();
-                }
+                && let Some(live) = t.active_job(seq)
+            {
+                *j = live.view();
+            }
         }
     }
     if let Some(s) = job_state {

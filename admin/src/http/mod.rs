@@ -1,10 +1,12 @@
 //! The admin's HTTP surface: the JSON API under `/api/plugin/`, Server-Sent Events,
-//! operations endpoints (`/healthz`, `/readyz`, `/metrics`). Each area has its own
+//! operations endpoints (`/healthz`, `/readyz`, `/metrics`), and the `/plugin` pages
+//! (`pages/`). Mutating API requests from other sites are refused (`origin.rs`). Each area has its own
 //! `router()`; `app` nests them.
 
 mod api;
 mod error;
 mod ops;
+mod origin;
 mod pages;
 mod sse;
 
@@ -21,7 +23,10 @@ pub type AppState = Arc<AdminState>;
 
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .nest("/api/plugin", api::router().merge(sse::router()))
+        .nest(
+            "/api/plugin",
+            api::router().merge(sse::router()).layer(axum::middleware::from_fn(origin::reject_cross_site)),
+        )
         .merge(pages::router())
         .merge(ops::router())
         .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))

@@ -27,7 +27,6 @@ use super::{
 };
 use crate::{
     config_store::ConfigStoreError,
-    events::EventKind,
     http::{AppState, api},
     scheduler::{DetectError, DetectionMode},
     validator::{FieldError, is_valid_job_type, validate_config},
@@ -349,17 +348,10 @@ fn keep_unchanged_for_validation(
     }
 }
 
-/// Persists a config and tells everyone, as the JSON API's PUT does.
-async fn save(state: &AppState, t: &str, next: pb::PersistedJobTypeConfig) -> Result<(), ConfigStoreError> {
-    let configs = state.configs.clone();
-    tokio::task::spawn_blocking(move || configs.save_config(next, "ui")).await.map_err(|e| {
-        ConfigStoreError::Io { path: Default::default(), source: std::io::Error::other(e.to_string()) }
-    })??;
-    state.events.publish(EventKind::ConfigSaved { job_type: t.to_string(), updated_by: "ui".into() });
-    state.activity(t, "", pb::ActivitySource::Admin, "config", "configuration saved from the pages");
-    state.wake_scheduler.notify_one();
-    state.wake_dispatch.notify_one();
-    Ok(())
+/// Persists a config through the admin's one save path (validation, event, activity).
+async fn save(state: &AppState, t: &str, mut next: pb::PersistedJobTypeConfig) -> Result<(), ConfigStoreError> {
+    next.job_type = t.to_string();
+    state.save_config(next, "ui").await.map(|_| ())
 }
 
 /// `POST /plugin/job-types/{t}/schema`: asks a worker for the descriptor again.

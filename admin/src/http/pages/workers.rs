@@ -11,7 +11,7 @@ use axum::{
 };
 
 use super::{Chrome, Flash, PageError, Time, back_or, csrf, jobs::posted, see_other};
-use crate::{events::EventKind, http::AppState, registry::WorkerView};
+use crate::{http::AppState, registry::WorkerView};
 
 pub struct WorkerRow {
     pub worker_id: String,
@@ -120,10 +120,7 @@ pub async fn drain(
     if draining && state.registry.get(&id).is_none() {
         return Ok(see_other(&back, Err(format!("Worker “{id}” is not connected, so it cannot be drained."))));
     }
-    state.registry.set_draining(&id, draining);
-    state.events.publish(EventKind::WorkerDrain { worker_id: id.clone(), draining });
-    state.wake_dispatch.notify_one();
-    state.wake_scheduler.notify_one();
+    state.set_draining(&id, draining);
     let message = if draining {
         format!("Worker “{id}” is draining: it finishes its running jobs and gets no new ones.")
     } else {
