@@ -22,7 +22,9 @@ pub type HandlerResult<T> = Result<T, HandlerError>;
 /// **Cancellation:** `cancel` fires when the admin cancels this request or the worker
 /// shuts down. Return soon after; whatever is returned then, the outcome is reported
 /// as `canceled: <reason>`. A handler that has not returned 10 s after a cancel (at
-/// once for a forced cancel) is dropped.
+/// once for a forced cancel) is dropped. Dropping the future cannot stop work it started
+/// with `spawn_blocking` or on its own threads: such loops must check `cancel` themselves
+/// (`cancel.is_cancelled()`), or the work goes on after the admin was told it stopped.
 #[async_trait::async_trait]
 pub trait JobHandler: Send + Sync + 'static {
     /// The job type, whether this worker detects and/or executes it, and how many of
