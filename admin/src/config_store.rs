@@ -565,34 +565,8 @@ fn write_all_or_nothing(files: &[PendingFile]) -> Result<(), ConfigStoreError> {
 mod tests {
     use super::*;
     use pb::config_value::Kind;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let nanos =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-            let dir = std::env::temp_dir().join(format!(
-                "plughost-config-store-{tag}-{}-{nanos}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-
-        fn job_dir(&self, job_type: &str) -> PathBuf {
-            self.0.join("plugin/job_types").join(job_type)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::TempDir;
 
     fn s(x: &str) -> pb::ConfigValue {
         pb::ConfigValue { kind: Some(Kind::StringValue(x.into())) }

@@ -135,6 +135,34 @@ pub struct JobSpecData {
 }
 
 impl Job {
+    /// A new PENDING job with no attempts yet.
+    pub fn pending(seq: i64, spec: JobSpecData, now: i64) -> Job {
+        Job {
+            seq,
+            spec: std::sync::Arc::new(spec),
+            state: JobState::Pending,
+            attempts: 0,
+            attempts_total: 0,
+            worker_id: String::new(),
+            request_id: String::new(),
+            progress: 0.0,
+            stage: String::new(),
+            message: String::new(),
+            error: String::new(),
+            result_summary: String::new(),
+            result_values: HashMap::new(),
+            updated_at: now,
+            ready_at: 0,
+            assigned_at: 0,
+            completed_at: 0,
+            dead_letter: false,
+            failed_on: Vec::new(),
+            queued_at: now,
+            stop: None,
+            deadline: 0,
+        }
+    }
+
     pub fn id(&self) -> String {
         job_id(self.seq)
     }

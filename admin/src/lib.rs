@@ -27,6 +27,9 @@ pub mod store;
 pub mod tls;
 pub mod validator;
 
+#[cfg(test)]
+mod test_support;
+
 pub use config::{AdminConfig, TlsFiles};
 pub use server::{Admin, AdminError};
 pub use state::AdminState;

@@ -8,7 +8,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use proto::pb::{self, JobState, admin_to_worker_message::Body};
+use proto::pb::{self, admin_to_worker_message::Body};
 use serde::Serialize;
 
 use crate::{
@@ -492,9 +492,9 @@ fn new_job(seq: i64, job_type: &str, dedupe_key: String, p: pb::JobProposal, run
     let not_before = p.not_before.as_ref().map(timestamp_to_ms).unwrap_or(0).max(0);
     let expires_at = p.expires_at.as_ref().map(timestamp_to_ms).unwrap_or(0).max(0);
     let priority = if p.priority == 0 { pb::JobPriority::Normal as i32 } else { p.priority.clamp(0, 4) };
-    Job {
+    Job::pending(
         seq,
-        spec: Arc::new(JobSpecData {
+        JobSpecData {
             job_type: job_type.to_string(),
             dedupe_key,
             priority,
@@ -506,26 +506,7 @@ fn new_job(seq: i64, job_type: &str, dedupe_key: String, p: pb::JobProposal, run
             not_before,
             expires_at,
             detection_run: run_id,
-        }),
-        state: JobState::Pending,
-        attempts: 0,
-        attempts_total: 0,
-        worker_id: String::new(),
-        request_id: String::new(),
-        progress: 0.0,
-        stage: String::new(),
-        message: String::new(),
-        error: String::new(),
-        result_summary: String::new(),
-        result_values: HashMap::new(),
-        updated_at: now,
-        ready_at: 0,
-        assigned_at: 0,
-        completed_at: 0,
-        dead_letter: false,
-        failed_on: Vec::new(),
-        queued_at: now,
-        stop: None,
-        deadline: 0,
-    }
+        },
+        now,
+    )
 }

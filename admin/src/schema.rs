@@ -152,9 +152,11 @@ impl AdminState {
             return Err(worker_error(format!("descriptor is for {:?}", descriptor.job_type)));
         }
         if let Some(stored) = self.configs.descriptor(&job_type)
-            && !pending.force && descriptor.descriptor_version <= stored.descriptor_version {
-                return Ok(stored);
-            }
+            && !pending.force
+            && descriptor.descriptor_version <= stored.descriptor_version
+        {
+            return Ok(stored);
+        }
         let version = descriptor.descriptor_version;
         let configs = self.configs.clone();
         let saved = tokio::task::spawn_blocking(move || configs.save_descriptor(descriptor))

@@ -757,59 +757,31 @@ mod tests {
     use super::*;
     use crate::job::{JobSpecData, now_ms};
 
-    struct Dir(PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    fn temp_dir(name: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("plughost-store-{name}-{}-{}", std::process::id(), now_ms()));
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
+    use crate::test_support::TempDir;
+
+    fn temp_dir(name: &str) -> TempDir {
+        TempDir::new(&format!("store-{name}"))
     }
 
     fn job(seq: i64, state: JobState, updated_at: i64) -> Job {
-        Job {
-            seq,
-            spec: Arc::new(JobSpecData {
-                job_type: "t".into(),
-                dedupe_key: format!("k{seq}"),
-                priority: 2,
-                summary: format!("job {seq}"),
-                detail: String::new(),
-                parameters: [(
-                    "p".to_string(),
-                    pb::ConfigValue { kind: Some(pb::config_value::Kind::Int64Value(seq)) },
-                )]
+        let spec = JobSpecData {
+            job_type: "t".into(),
+            dedupe_key: format!("k{seq}"),
+            priority: 2,
+            summary: format!("job {seq}"),
+            detail: String::new(),
+            parameters: [("p".to_string(), pb::ConfigValue { kind: Some(pb::config_value::Kind::Int64Value(seq)) })]
                 .into(),
-                labels: Default::default(),
-                created_at: updated_at,
-                not_before: 0,
-                expires_at: 0,
-                detection_run: 1,
-            }),
-            state,
-            attempts: 0,
-            attempts_total: 0,
-            worker_id: String::new(),
-            request_id: String::new(),
-            progress: 0.0,
-            stage: String::new(),
-            message: String::new(),
-            error: String::new(),
-            result_summary: String::new(),
-            result_values: Default::default(),
-            updated_at,
-            ready_at: 0,
-            assigned_at: 0,
-            completed_at: 0,
-            dead_letter: false,
-            failed_on: vec!["w1".into()],
-            queued_at: 0,
-            stop: None,
-            deadline: 0,
-        }
+            labels: Default::default(),
+            created_at: updated_at,
+            not_before: 0,
+            expires_at: 0,
+            detection_run: 1,
+        };
+        let mut job = Job::pending(seq, spec, updated_at);
+        job.state = state;
+        job.failed_on = vec!["w1".into()];
+        job
     }
 
     #[tokio::test]
