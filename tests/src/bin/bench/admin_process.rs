@@ -1,0 +1,282 @@
+//! The admin under test as a separate process: started from this binary (re-executed as
+//! the real `plughost admin` command line), read through /proc for CPU time and resident
+//! memory, stopped with SIGTERM (SIGKILL if it does not exit).
+//!
+//! Why not the `plughost-under-test` binary beside this one: `cargo run --bin bench` builds
+//! only this binary, so that one may be missing or, worse, stale (built from older admin
+//! code). Re-executing ourselves always runs the admin code this bench was built with, with
+//! the same profile.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use tests::{harness::free_port, http};
+
+pub struct AdminProcess {
+    child: Child,
+    pub pid: u32,
+    pub http: String,
+    pub grpc: SocketAddr,
+    /// From spawn to the first `GET /readyz` answered 200.
+    pub ready_after: Duration,
+}
+
+impl AdminProcess {
+    /// Starts `plughost admin` on free loopback ports with `data_dir` and waits until
+    /// `/readyz` says ready. Its log (warnings and errors) goes to our stderr.
+    pub async fn start(data_dir: &Path, heartbeat_seconds: u64) -> Result<AdminProcess> {
+        let (http_port, grpc_port) = (free_port(), free_port());
+        // /proc/self/exe still runs this binary when a rebuild has replaced the file meanwhile.
+        let exe = match Path::new("/proc/self/exe") {
+            p if p.exists() => p.to_path_buf(),
+            _ => std::env::current_exe().context("locating the bench binary")?,
+        };
+        let started = Instant::now();
+        let child = Command::new(&exe)
+            .arg(crate::ADMIN_CHILD)
+            .args(["admin", "--data-dir"])
+            .arg(data_dir)
+            .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc_port}")])
+            .args(["--heartbeat-seconds", &heartbeat_seconds.to_string()])
+            // Per-job info lines would measure the terminal, not the admin.
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawning {} admin", exe.display()))?;
+        let pid = child.id();
+        let http = format!("127.0.0.1:{http_port}");
+        let mut admin = AdminProcess {
+            child,
+            pid,
+            http,
+            grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+            ready_after: Duration::ZERO,
+        };
+        let deadline = started + Duration::from_secs(300);
+        loop {
+            if let Some(status) = admin.child.try_wait()? {
+                bail!("the admin exited before it was ready: {status}");
+            }
+            if tokio::net::TcpStream::connect(&admin.http).await.is_ok()
+                && http::get(&admin.http, "/readyz").await.status == 200
+            {
+                admin.ready_after = started.elapsed();
+                return Ok(admin);
+            }
+            if Instant::now() > deadline {
+                bail!("the admin was not ready within 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// User + system CPU seconds the admin has used so far (all its threads).
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        cpu_seconds(self.pid)
+    }
+
+    /// Resident memory now (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> Result<u64> {
+        status_kib(self.pid, "VmRSS:").map(|k| k * 1024)
+    }
+
+    /// Peak resident memory (VmHWM), in bytes.
+    pub fn peak_rss_bytes(&self) -> Result<u64> {
+        status_kib(self.pid, "VmHWM:").map(|k| k * 1024)
+    }
+
+    pub fn state_db(data_dir: &Path) -> PathBuf {
+        data_dir.join("plugin").join("state.db")
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`. Connected SDK workers
+    /// should be stopped first, or the admin waits for them (its shutdown grace).
+    pub async fn stop(mut self, grace: Duration) {
+        let _ = Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AdminProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Clock ticks per second for /proc/<pid>/stat (`getconf CLK_TCK`, else Linux's usual 100).
+fn clock_ticks() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses; fields count from after the last ')'.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).context("utime")?;
+    let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).context("stime")?;
+    Ok((utime + stime) / clock_ticks())
+}
+
+fn status_kib(pid: u32, key: &str) -> Result<u64> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("{key} in /proc/{pid}/status"))
+}
+
+/// The soft limit on open files of this process (the admin child inherits it).
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line.trim_start_matches("Max open files").split_whitespace().next()?;
+    if soft == "unlimited" { Some(u64::MAX) } else { soft.parse().ok() }
+}
+
+/// Polls `GET path` until `check` accepts the JSON, or fails after `deadline`.
+pub async fn wait_json<T>(
+    http_addr: &str,
+    path: &str,
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut(&serde_json::Value) -> Option<T>,
+) -> Result<T> {
+    let until = Instant::now() + deadline;
+    loop {
+        let r = http::get(http_addr, path).await;
+        if r.status == 200
+            && let Some(v) = check(&r.json())
+        {
+            return Ok(v);
+        }
+        if Instant::now() > until {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The admin's Prometheus text.
+pub async fn metrics(http_addr: &str) -> Result<String> {
+    let r = http::get(http_addr, "/metrics").await;
+    if r.status != 200 {
+        bail!("GET /metrics: {}", r.status);
+    }
+    Ok(r.text())
+}
+
+/// Busy CPU seconds of the whole machine so far (all processes, every namespace), from
+/// /proc/stat: everything but idle and iowait.
+pub fn machine_busy_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    Ok((total - idle) / clock_ticks())
+}
+
+/// CPU use over an interval: the admin's, this process's (the bench's workers) and
+/// everything else on the machine (other people's builds), so noisy figures say so.
+pub struct CpuWindow {
+    admin_pid: u32,
+    at: Instant,
+    admin: f64,
+    own: f64,
+    machine: f64,
+}
+
+/// What a [`CpuWindow`] saw, in CPU seconds over `wall` seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUse {
+    pub wall: f64,
+    pub admin: f64,
+    pub own: f64,
+    pub machine: f64,
+}
+
+impl CpuUse {
+    /// Cores busy with work that is neither the admin nor this process.
+    pub fn other_cores(&self) -> f64 {
+        ((self.machine - self.admin - self.own) / self.wall).max(0.0)
+    }
+}
+
+impl CpuWindow {
+    pub fn start(admin_pid: u32) -> CpuWindow {
+        CpuWindow::starting_with(admin_pid, Instant::now(), cpu_seconds(admin_pid).unwrap_or(0.0))
+    }
+
+    /// A window that started at `at`, when the admin had used `admin_cpu` seconds.
+    pub fn starting_with(admin_pid: u32, at: Instant, admin_cpu: f64) -> CpuWindow {
+        CpuWindow {
+            admin_pid,
+            at,
+            admin: admin_cpu,
+            own: cpu_seconds(std::process::id()).unwrap_or(0.0),
+            machine: machine_busy_seconds().unwrap_or(0.0),
+        }
+    }
+
+    pub fn finish(&self) -> CpuUse {
+        CpuUse {
+            wall: self.at.elapsed().as_secs_f64().max(1e-9),
+            admin: cpu_seconds(self.admin_pid).unwrap_or(f64::NAN) - self.admin,
+            own: cpu_seconds(std::process::id()).unwrap_or(f64::NAN) - self.own,
+            machine: machine_busy_seconds().unwrap_or(f64::NAN) - self.machine,
+        }
+    }
+}
+
+/// Median and worst of a few 4 KiB write + fsync rounds in `dir`: what one group commit's
+/// sync costs on this machine, so figures from different disks compare.
+pub fn fsync_probe(dir: &Path) -> Result<(f64, f64)> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let mut times = Vec::with_capacity(50);
+    for _ in 0..50 {
+        f.write_all(&[0u8; 4096])?;
+        let t = Instant::now();
+        f.sync_all()?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], times[times.len() - 1]))
+}
