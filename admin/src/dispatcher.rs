@@ -107,7 +107,7 @@ impl JobTable {
                 job.stage.clear();
                 job.message = "requeued after admin restart".into();
                 job.updated_at = now;
-                writes.push(Op::UpdateJob(job.clone()));
+                writes.push(Op::UpdateJob(Arc::new(job.clone())));
             }
             t.dedupe.insert((job.spec.job_type.clone(), job.spec.dedupe_key.clone()), job.seq);
             let seq = job.seq;
@@ -242,8 +242,10 @@ fn jitter() -> i64 {
 
 impl AdminState {
     fn write_job(&self, job: &Job, insert: bool) {
-        let op = if insert { Op::InsertJob(job.clone()) } else { Op::UpdateJob(job.clone()) };
-        self.store.submit(Some(op), Some(EventKind::Job { job: Box::new(job.view()) }));
+        // One snapshot serves the store write and the event.
+        let snapshot = Arc::new(job.clone());
+        let op = if insert { Op::InsertJob(snapshot.clone()) } else { Op::UpdateJob(snapshot.clone()) };
+        self.store.submit(Some(op), Some(EventKind::Job { job: crate::events::JobEvent(snapshot) }));
     }
 
     fn write_attempt(&self, job: &Job, outcome: &str, error: &str, ended_at: i64) {

@@ -10,14 +10,14 @@ use std::{
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::job::{ActivityView, JobView, RunView};
+use crate::job::{ActivityView, Job, RunView};
 
 /// What happened. Serialised with a `type` tag, which is also the SSE event name.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     Job {
-        job: Box<JobView>,
+        job: JobEvent,
     },
     Activity {
         activity: ActivityView,
@@ -73,6 +73,17 @@ impl EventKind {
             EventKind::ConfigSaved { .. } => "config_saved",
             EventKind::DescriptorSaved { .. } => "descriptor_saved",
         }
+    }
+}
+
+/// A job's state at one change. It shares the snapshot the store writes and becomes a
+/// `JobView` only when someone serialises it (most events are never read).
+#[derive(Debug, Clone)]
+pub struct JobEvent(pub Arc<Job>);
+
+impl Serialize for JobEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.view().serialize(s)
     }
 }
 

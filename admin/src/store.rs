@@ -15,7 +15,7 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, mpsc},
+    sync::{Arc, Condvar, Mutex},
     time::Duration,
 };
 
@@ -44,8 +44,8 @@ pub enum StoreError {
 /// One write. Attempts, activities and runs are identified by ids the caller assigns, so
 /// an operation can be built and published before it is committed.
 pub enum Op {
-    InsertJob(Job),
-    UpdateJob(Job),
+    InsertJob(Arc<Job>),
+    UpdateJob(Arc<Job>),
     Attempt {
         job_seq: i64,
         attempt: AttemptView,
@@ -88,10 +88,24 @@ pub struct JobQuery {
     pub limit: usize,
 }
 
+/// The writer's inbox: producers push under the lock, the writer swaps the whole vector
+/// out, so a batch costs one lock round trip and no per-item channel allocation.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: Vec<Queued>,
+    next_ticket: u64,
+    closed: bool,
+}
+
 pub struct Store {
     path: PathBuf,
-    tx: Mutex<Option<mpsc::Sender<Queued>>>,
-    next_ticket: Mutex<u64>,
+    queue: Arc<Queue>,
     committed: watch::Receiver<u64>,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -193,18 +207,19 @@ impl Store {
         conn.execute_batch(SCHEMA).map_err(err)?;
         let loaded = load(&conn).map_err(err)?;
 
-        let (tx, rx) = mpsc::channel::<Queued>();
+        let queue = Arc::new(Queue::default());
+        queue.state.lock().expect("store queue lock").next_ticket = 1;
         let (committed_tx, committed) = watch::channel(0u64);
         let writer_path = path.clone();
+        let writer_queue = queue.clone();
         let writer = std::thread::Builder::new()
             .name("plughost-store".into())
-            .spawn(move || writer_loop(conn, rx, committed_tx, events, writer_path))
+            .spawn(move || writer_loop(conn, writer_queue, committed_tx, events, writer_path))
             .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
 
         let store = Arc::new(Store {
             path,
-            tx: Mutex::new(Some(tx)),
-            next_ticket: Mutex::new(1),
+            queue,
             committed,
             readers: Mutex::new(Vec::new()),
             writer: Mutex::new(Some(writer)),
@@ -218,14 +233,16 @@ impl Store {
 
     /// Queues a write (and an event to publish once it is committed); returns its ticket.
     pub fn submit(&self, op: Option<Op>, event: Option<EventKind>) -> u64 {
-        // Tickets must reach the writer in order, so numbering and sending happen together.
-        let mut next = self.next_ticket.lock().expect("ticket lock");
-        let ticket = *next;
-        *next += 1;
-        let tx = self.tx.lock().expect("store sender lock");
-        match tx.as_ref() {
-            Some(tx) if tx.send(Queued { ticket, op, event }).is_ok() => {}
-            _ => tracing::warn!(ticket, "state store is closed; a write was dropped"),
+        let mut q = self.queue.state.lock().expect("store queue lock");
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        if q.closed {
+            tracing::warn!(ticket, "state store is closed; a write was dropped");
+            return ticket;
+        }
+        q.items.push(Queued { ticket, op, event });
+        if q.items.len() == 1 {
+            self.queue.ready.notify_one();
         }
         ticket
     }
@@ -248,12 +265,13 @@ impl Store {
 
     /// The newest ticket handed out; `durable(last_ticket())` is a flush.
     pub fn last_ticket(&self) -> u64 {
-        *self.next_ticket.lock().expect("ticket lock") - 1
+        self.queue.state.lock().expect("store queue lock").next_ticket - 1
     }
 
     /// Stops the writer after it has committed everything queued.
     pub fn close(&self) {
-        self.tx.lock().expect("store sender lock").take();
+        self.queue.state.lock().expect("store queue lock").closed = true;
+        self.queue.ready.notify_one();
         if let Some(handle) = self.writer.lock().expect("writer lock").take() {
             let _ = handle.join();
         }
@@ -537,20 +555,22 @@ fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
 
 fn writer_loop(
     mut conn: Connection,
-    rx: mpsc::Receiver<Queued>,
+    queue: Arc<Queue>,
     committed: watch::Sender<u64>,
     events: Arc<EventBus>,
     path: PathBuf,
 ) {
-    const MAX_BATCH: usize = 20_000;
     let mut batch: Vec<Queued> = Vec::with_capacity(1024);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(q) => batch.push(q),
-                Err(_) => break,
+    loop {
+        {
+            let mut q = queue.state.lock().expect("store queue lock");
+            while q.items.is_empty() && !q.closed {
+                q = queue.ready.wait(q).expect("store queue lock");
             }
+            if q.items.is_empty() && q.closed {
+                return;
+            }
+            std::mem::swap(&mut q.items, &mut batch);
         }
         let last_ticket = batch.last().map(|q| q.ticket).unwrap_or(0);
         if let Err(e) = apply(&mut conn, &batch) {
@@ -791,14 +811,14 @@ mod tests {
         let (store, loaded) = Store::open(&dir.0, events.clone()).unwrap();
         assert!(loaded.active.is_empty());
         let now = now_ms();
-        store.write(Op::InsertJob(job(1, JobState::Pending, now)));
+        store.write(Op::InsertJob(Arc::new(job(1, JobState::Pending, now))));
         let mut j = job(1, JobState::Running, now);
         j.progress = 40.0;
-        store.write(Op::UpdateJob(j.clone()));
+        store.write(Op::UpdateJob(Arc::new(j.clone())));
         j.state = JobState::Succeeded;
         j.progress = 100.0;
-        store.write(Op::UpdateJob(j));
-        store.write(Op::InsertJob(job(2, JobState::Pending, now)));
+        store.write(Op::UpdateJob(Arc::new(j)));
+        store.write(Op::InsertJob(Arc::new(job(2, JobState::Pending, now))));
         store.settle().await;
         let got = store.job(1).unwrap().unwrap();
         assert_eq!(got.state, JobState::Succeeded);
@@ -821,7 +841,9 @@ mod tests {
         let (store, _) = Store::open(&dir.0, events.clone()).unwrap();
         let mut sub = events.subscribe_after(None);
         let j = job(7, JobState::Pending, now_ms());
-        let ticket = store.submit(Some(Op::InsertJob(j.clone())), Some(EventKind::Job { job: Box::new(j.view()) }));
+        let j = Arc::new(j);
+        let ticket =
+            store.submit(Some(Op::InsertJob(j.clone())), Some(EventKind::Job { job: crate::events::JobEvent(j) }));
         let event = sub.rx.recv().await.unwrap();
         assert_eq!(event.kind.name(), "job");
         // The event was received, so the row must already be readable.
@@ -835,9 +857,9 @@ mod tests {
         let dir = temp_dir("prune");
         let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
         let old = now_ms() - 10 * 86_400_000;
-        store.write(Op::InsertJob(job(1, JobState::Succeeded, old)));
-        store.write(Op::InsertJob(job(2, JobState::Pending, old)));
-        store.write(Op::InsertJob(job(3, JobState::Failed, now_ms())));
+        store.write(Op::InsertJob(Arc::new(job(1, JobState::Succeeded, old))));
+        store.write(Op::InsertJob(Arc::new(job(2, JobState::Pending, old))));
+        store.write(Op::InsertJob(Arc::new(job(3, JobState::Failed, now_ms()))));
         store.write(Op::Prune { before_ms: now_ms() - 86_400_000 });
         store.settle().await;
         assert!(store.job(1).unwrap().is_none());
@@ -852,7 +874,7 @@ mod tests {
         let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
         for seq in 1..=25 {
             let state = if seq % 5 == 0 { JobState::Failed } else { JobState::Succeeded };
-            store.write(Op::InsertJob(job(seq, state, now_ms())));
+            store.write(Op::InsertJob(Arc::new(job(seq, state, now_ms()))));
         }
         store.settle().await;
         let page = store.jobs(&JobQuery { limit: 10, ..Default::default() }).unwrap();

@@ -172,6 +172,11 @@ pub struct Carry {
     pub jobs_per_s: Option<f64>,
 }
 
+/// The same allocator as the `plughost` binary, since this process also runs the admin
+/// (re-executed as `__plughost`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(ADMIN_CHILD) {
