@@ -9,7 +9,7 @@ use proto::pb::{
     worker_to_admin_message::Body,
 };
 use tokio::sync::mpsc;
-use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
@@ -51,7 +51,8 @@ impl PluginControlService for WorkerService {
         // The response starts at once and the hello is awaited inside the task, so a
         // worker that waits for response headers before sending hello still works.
         tokio::spawn(async move { run_session(state, inbound, tx).await });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = ReceiverStream::new(rx).map(|item| item.map(|m| *m).map_err(|s| *s));
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
@@ -100,19 +101,20 @@ async fn run_session(state: Arc<AdminState>, mut inbound: Streaming<pb::WorkerTo
             return;
         }
         Err(_) => {
-            let _ = tx.send(Err(Status::deadline_exceeded("no hello within 10 s"))).await;
+            let _ = tx.send(Err(Box::new(Status::deadline_exceeded("no hello within 10 s")))).await;
             return;
         }
     };
     let hello = match first.body {
         Some(Body::Hello(h)) if !h.worker_id.is_empty() => h,
         Some(Body::Hello(_)) => {
-            let _ = tx.send(Err(Status::invalid_argument("hello needs a non-empty worker_id"))).await;
+            let _ = tx.send(Err(Box::new(Status::invalid_argument("hello needs a non-empty worker_id")))).await;
             return;
         }
         _ => {
-            let _ =
-                tx.send(Err(Status::failed_precondition("the first message on a worker stream must be hello"))).await;
+            let _ = tx
+                .send(Err(Box::new(Status::failed_precondition("the first message on a worker stream must be hello"))))
+                .await;
             return;
         }
     };
@@ -120,11 +122,11 @@ async fn run_session(state: Arc<AdminState>, mut inbound: Streaming<pb::WorkerTo
         tracing::warn!(worker_id = %hello.worker_id, %message, "worker rejected");
         let reply =
             pb::AdminHello { accepted: false, message, heartbeat_interval_seconds: 0, reconnect_delay_seconds: 0 };
-        let _ = tx.send(Ok(AdminState::envelope("", AdminBody::Hello(reply)))).await;
+        let _ = tx.send(Ok(Box::new(AdminState::envelope("", AdminBody::Hello(reply))))).await;
         return;
     }
     if state.is_stopping() {
-        let _ = tx.send(Err(Status::unavailable("the admin is shutting down"))).await;
+        let _ = tx.send(Err(Box::new(Status::unavailable("the admin is shutting down")))).await;
         return;
     }
 
