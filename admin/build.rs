@@ -13,9 +13,10 @@ fn main() {
     if git_dir.exists() {
         println!("cargo:rerun-if-changed=../.git/HEAD");
         if let Ok(head) = std::fs::read_to_string(git_dir.join("HEAD"))
-            && let Some(reference) = head.trim().strip_prefix("ref: ") {
-                println!("cargo:rerun-if-changed=../.git/{reference}");
-            }
+            && let Some(reference) = head.trim().strip_prefix("ref: ")
+        {
+            println!("cargo:rerun-if-changed=../.git/{reference}");
+        }
         println!("cargo:rerun-if-changed=../.git/packed-refs");
     }
     let commit = Command::new("git")
