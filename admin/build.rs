@@ -9,15 +9,17 @@ fn main() {
     if std::env::var_os("PLUGHOST_GIT_COMMIT").is_some() {
         return;
     }
+    // Watch only files that exist: Cargo reruns a build script on every build when a
+    // watched path is missing, which would recompile the admin every time.
     let git_dir = Path::new("../.git");
-    if git_dir.exists() {
-        println!("cargo:rerun-if-changed=../.git/HEAD");
-        if let Ok(head) = std::fs::read_to_string(git_dir.join("HEAD"))
-            && let Some(reference) = head.trim().strip_prefix("ref: ")
-        {
-            println!("cargo:rerun-if-changed=../.git/{reference}");
-        }
-        println!("cargo:rerun-if-changed=../.git/packed-refs");
+    let mut watch = vec![git_dir.join("HEAD"), git_dir.join("packed-refs")];
+    if let Ok(head) = std::fs::read_to_string(git_dir.join("HEAD"))
+        && let Some(reference) = head.trim().strip_prefix("ref: ")
+    {
+        watch.push(git_dir.join(reference));
+    }
+    for path in watch.iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", path.display());
     }
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
