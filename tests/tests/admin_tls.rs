@@ -68,10 +68,10 @@ async fn an_sdk_worker_with_a_client_certificate_runs_jobs_through_an_mtls_admin
     // Deterministic: wait until the worker has failed to connect twice.
     tests::within("two refused attempts", Duration::from_secs(30), async {
         loop {
-            if let WorkerStatus::Disconnected { failures, .. } = &*anon_status.borrow_and_update() {
-                if *failures >= 2 {
-                    return;
-                }
+            if let WorkerStatus::Disconnected { failures, .. } = &*anon_status.borrow_and_update()
+                && *failures >= 2
+            {
+                return;
             }
             anon_status.changed().await.unwrap();
         }
