@@ -185,8 +185,9 @@ async fn a_worker_whose_stream_stalls_is_declared_lost_within_three_heartbeat_in
     assert_eq!(deaf.hello.heartbeat_interval_seconds, 1);
     admin.wait_jobs("job running", &format!("job_type={T}"), 1, "running").await;
     deaf.stall();
-    // Three 1 s intervals, plus the liveness check's own tick and scheduling slack.
-    wait_for("deaf worker declared lost", Duration::from_secs(5), || async {
+    // Three 1 s intervals plus the liveness check's 250 ms tick; the rest of the deadline
+    // is headroom for a loaded CI machine, not part of the claim.
+    wait_for("deaf worker declared lost", Duration::from_secs(8), || async {
         let w = admin.get("/api/plugin/workers").await;
         w["workers"].as_array().unwrap().is_empty().then_some(())
     })
