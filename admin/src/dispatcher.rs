@@ -35,7 +35,8 @@ const MAX_BACKOFF_MS: i64 = 3_600_000;
 
 #[derive(Default)]
 pub struct JobTable {
-    active: HashMap<i64, Job>,
+    /// Boxed, so a transition moves a pointer rather than the whole job.
+    active: HashMap<i64, Box<Job>>,
     /// (job_type, dedupe_key) of every active job.
     dedupe: HashMap<(String, String), i64>,
     /// Ready PENDING jobs per job type: highest priority first, then oldest.
@@ -54,7 +55,7 @@ pub struct JobTable {
     full_until: HashMap<String, i64>,
     /// (job_type, state) -> jobs, over all jobs in the store.
     counts: HashMap<(String, i32), i64>,
-    recent: HashMap<i64, Job>,
+    recent: HashMap<i64, Box<Job>>,
     recent_order: VecDeque<i64>,
     next_seq: i64,
     rotate: usize,
@@ -111,7 +112,7 @@ impl JobTable {
             }
             t.dedupe.insert((job.spec.job_type.clone(), job.spec.dedupe_key.clone()), job.seq);
             let seq = job.seq;
-            t.active.insert(seq, job);
+            t.active.insert(seq, Box::new(job));
             t.make_ready_or_delay(seq, now);
         }
         (t, writes)
@@ -174,7 +175,7 @@ impl JobTable {
     }
 
     pub fn active_job(&self, seq: i64) -> Option<&Job> {
-        self.active.get(&seq).or_else(|| self.recent.get(&seq))
+        self.active.get(&seq).or_else(|| self.recent.get(&seq)).map(|j| &**j)
     }
 
     pub fn counts(&self) -> &HashMap<(String, i32), i64> {
@@ -191,7 +192,7 @@ impl JobTable {
 
     /// Active jobs, for the API when it asks for non-final states (fresher than the store).
     pub fn active_jobs(&self) -> impl Iterator<Item = &Job> {
-        self.active.values()
+        self.active.values().map(|j| &**j)
     }
 
     pub fn is_active_key(&self, job_type: &str, dedupe_key: &str) -> bool {
@@ -204,7 +205,7 @@ impl JobTable {
         s
     }
 
-    fn remember_final(&mut self, job: Job) {
+    fn remember_final(&mut self, job: Box<Job>) {
         self.recent_order.push_back(job.seq);
         self.recent.insert(job.seq, job);
         while self.recent_order.len() > RECENT_FINAL {
@@ -269,7 +270,7 @@ impl AdminState {
         t.count(&job.spec.job_type, JobState::Pending, 1);
         t.dedupe.insert((job.spec.job_type.clone(), job.spec.dedupe_key.clone()), job.seq);
         self.write_job(&job, true);
-        t.active.insert(job.seq, job);
+        t.active.insert(job.seq, Box::new(job));
     }
 
     /// Makes durable new jobs dispatchable.
@@ -475,7 +476,7 @@ impl AdminState {
     }
 
     /// Ends a job for good (or for this cycle): SUCCEEDED, FAILED or CANCELED.
-    fn finish(&self, t: &mut JobTable, mut job: Job, state: JobState, now: i64) {
+    fn finish(&self, t: &mut JobTable, mut job: Box<Job>, state: JobState, now: i64) {
         t.set_state(&mut job, state);
         job.updated_at = now;
         job.completed_at = now;
@@ -491,7 +492,15 @@ impl AdminState {
     }
 
     /// Puts a job that left its executor back in line (PENDING), after `delay_ms`.
-    fn requeue(&self, t: &mut JobTable, mut job: Job, count_attempt: bool, delay_ms: i64, message: &str, now: i64) {
+    fn requeue(
+        &self,
+        t: &mut JobTable,
+        mut job: Box<Job>,
+        count_attempt: bool,
+        delay_ms: i64,
+        message: &str,
+        now: i64,
+    ) {
         if !count_attempt {
             job.attempts = (job.attempts - 1).max(0);
         }
@@ -517,7 +526,7 @@ impl AdminState {
         session: &WorkerSession,
         request_id: &str,
         job_id_hint: &str,
-    ) -> Option<Job> {
+    ) -> Option<Box<Job>> {
         let seq = match t.by_request.get(request_id) {
             Some(seq) => *seq,
             None => {
@@ -610,7 +619,7 @@ impl AdminState {
 
     /// A failed attempt: retried with backoff (preferably elsewhere) while attempts
     /// remain, else dead-lettered.
-    fn fail_attempt(&self, t: &mut JobTable, mut job: Job, error: &str, outcome: &str, now: i64) {
+    fn fail_attempt(&self, t: &mut JobTable, mut job: Box<Job>, error: &str, outcome: &str, now: i64) {
         inc(&self.metrics.jobs_failed);
         self.write_attempt(&job, outcome, error, now);
         if !job.failed_on.contains(&job.worker_id) {
@@ -775,7 +784,7 @@ impl AdminState {
         };
         let job = match stored {
             Some(j) => j,
-            None => self.store.job(seq).ok().flatten().ok_or_else(|| JobActionError::NotFound(job_id(seq)))?,
+            None => Box::new(self.store.job(seq).ok().flatten().ok_or_else(|| JobActionError::NotFound(job_id(seq)))?),
         };
         if !matches!(job.state, JobState::Failed | JobState::Canceled) {
             return Err(JobActionError::Conflict {
