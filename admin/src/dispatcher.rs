@@ -574,6 +574,13 @@ impl AdminState {
     }
 
     pub fn on_completed(&self, session: &WorkerSession, done: pb::JobCompleted) {
+        let not_started = !done.success && done.error_message.trim() == AT_CAPACITY;
+        self.complete(session, done, not_started);
+    }
+
+    /// Ends an attempt. `not_started` (at capacity, or the worker refused the request)
+    /// requeues the job without using an attempt, unless an operator is stopping it.
+    fn complete(&self, session: &WorkerSession, done: pb::JobCompleted, not_started: bool) {
         let now = now_ms();
         let mut t = self.jobs.lock().expect("job table lock");
         let Some(mut job) = self.take_current(&mut t, session, &done.request_id, &done.job_id) else {
@@ -585,11 +592,12 @@ impl AdminState {
         t.release_slot(&job);
         t.full_until.remove(&session.worker_id);
         let (job_type, id) = (job.spec.job_type.clone(), job.id());
-        if !done.success && done.error_message.trim() == AT_CAPACITY {
+        if not_started && job.stop.is_none() {
             inc(&self.metrics.requeues_capacity);
             t.full_until.insert(session.worker_id.clone(), now + FULL_BACKOFF_MS);
-            self.write_attempt(&job, "requeued", AT_CAPACITY, now);
-            self.requeue(&mut t, job, false, 0, "requeued: executor was at capacity", now);
+            let why = clip(done.error_message.trim(), 500);
+            self.write_attempt(&job, "requeued", &why, now);
+            self.requeue(&mut t, job, false, 0, &format!("requeued: {why}"), now);
         } else if let Some(stop) = job.stop.clone().filter(|_| !done.success) {
             // A worker that finished the work before honouring the cancel reports the
             // truth: the job succeeded, and the branch below records that.
@@ -640,7 +648,9 @@ impl AdminState {
         }
     }
 
-    /// A worker refused an execute request (acknowledge with accepted: false).
+    /// A worker refused an execute request (acknowledge with accepted: false), e.g. while
+    /// it shuts down: the job never started there, so it is requeued without using an
+    /// attempt, and the worker is skipped for a moment.
     pub fn on_execute_rejected(&self, session: &WorkerSession, request_id: &str, message: &str) {
         let done = pb::JobCompleted {
             request_id: request_id.to_string(),
@@ -648,7 +658,7 @@ impl AdminState {
             error_message: if message.is_empty() { "rejected by the worker".into() } else { message.to_string() },
             ..Default::default()
         };
-        self.on_completed(session, done);
+        self.complete(session, done, true);
     }
 
     /// Is this request id a current execution?
@@ -717,7 +727,7 @@ impl AdminState {
                 let reason = format!("execution timed out after {secs} s");
                 inc(&self.metrics.execution_timeouts);
                 if let Some(session) = self.registry.get(&job.worker_id) {
-                    out.push((session, cancel_message(&job.request_id, &reason)));
+                    out.push((session, cancel_message(&self.new_request_id("cancel"), &job.request_id, &reason)));
                 }
                 self.fail_attempt(&mut t, job, &reason, "timed_out", now);
             }
@@ -748,7 +758,7 @@ impl AdminState {
                 }
                 _ => {
                     if let Some(session) = self.registry.get(&job.worker_id) {
-                        out.push((session, cancel_message(&job.request_id, reason)));
+                        out.push((session, cancel_message(&self.new_request_id("cancel"), &job.request_id, reason)));
                     }
                     let deadline = now + self.config.cancel_grace.as_millis() as i64;
                     job.stop = Some(StopRequest { reason: reason.to_string(), outcome, deadline });
@@ -856,11 +866,13 @@ fn execution_timeout_ms(runtime: &pb::AdminRuntimeConfig) -> i64 {
     secs * 1000
 }
 
-pub fn cancel_message(request_id: &str, reason: &str) -> pb::AdminToWorkerMessage {
+/// A cancel for an execution. The envelope gets its own request id, so the worker's
+/// reply to the cancel can never be mistaken for a reply to the execution.
+pub fn cancel_message(cancel_request_id: &str, target_request_id: &str, reason: &str) -> pb::AdminToWorkerMessage {
     AdminState::envelope(
-        request_id,
+        cancel_request_id,
         Body::CancelRequest(pb::CancelRequest {
-            target_id: request_id.to_string(),
+            target_id: target_request_id.to_string(),
             target_kind: pb::WorkKind::Execution as i32,
             reason: reason.to_string(),
             force: false,

@@ -132,7 +132,10 @@ impl AdminState {
                         let request_id = r.request_id.clone();
                         let secs = i64::from(runtime.detection_timeout_seconds);
                         if let Some(s) = self.registry.get(&r.worker_id) {
-                            out.push((s, detection_cancel(&request_id, "detection timed out")));
+                            out.push((
+                                s,
+                                detection_cancel(&self.new_request_id("cancel"), &request_id, "detection timed out"),
+                            ));
                         }
                         self.end_detection(&mut d, &job_type, false, &format!("detection timed out after {secs} s"), 0);
                         continue;
@@ -476,11 +479,11 @@ impl AdminState {
     }
 }
 
-fn detection_cancel(request_id: &str, reason: &str) -> pb::AdminToWorkerMessage {
+fn detection_cancel(cancel_request_id: &str, target_request_id: &str, reason: &str) -> pb::AdminToWorkerMessage {
     AdminState::envelope(
-        request_id,
+        cancel_request_id,
         Body::CancelRequest(pb::CancelRequest {
-            target_id: request_id.to_string(),
+            target_id: target_request_id.to_string(),
             target_kind: pb::WorkKind::Detection as i32,
             reason: reason.to_string(),
             force: false,

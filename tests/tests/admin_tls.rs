@@ -145,3 +145,21 @@ async fn a_worker_given_the_https_address_finds_the_grpc_port_and_attaches_over_
     let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
     admin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_worker_with_a_wrong_token_stops_with_a_fatal_error_instead_of_retrying() {
+    let dir = TempDir::new("bad-token");
+    let admin = TestAdmin::start(&dir.path().join("data"), |c| c.worker_tokens = vec!["right".into()]).await;
+    let work = TempDir::new("bad-token-worker");
+    let mut config = WorkerConfig::new(format!("grpc://{}", admin.grpc), work.path());
+    config.token = Some("wrong".into());
+    let result = tests::within(
+        "the worker gives up",
+        Duration::from_secs(30),
+        Worker::new(config).handler(Once).run(CancellationToken::new()),
+    )
+    .await;
+    let err = result.expect_err("a refused token ends run()");
+    assert!(err.is_fatal(), "{err}");
+    admin.stop().await;
+}

@@ -56,11 +56,18 @@ pub enum Error {
 }
 
 impl Error {
-    /// True for errors that retrying cannot fix: the admin rejected the worker, or the
-    /// configuration, TLS settings or local files are unusable. The reconnect loop
-    /// stops on these and retries everything else.
+    /// True for errors that retrying cannot fix: the admin rejected the worker or its
+    /// token (`UNAUTHENTICATED`, `PERMISSION_DENIED`), or the configuration, TLS
+    /// settings or local files are unusable. The reconnect loop stops on these and
+    /// retries everything else.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Error::Rejected { .. } | Error::Config(_) | Error::Tls(_) | Error::Io { .. })
+        match self {
+            Error::Rejected { .. } | Error::Config(_) | Error::Tls(_) | Error::Io { .. } => true,
+            Error::Stream(status) => {
+                matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
