@@ -445,6 +445,7 @@ impl AdminState {
         job.attempts += 1;
         job.attempts_total += 1;
         job.worker_id = session.worker_id.clone();
+        job.session_id = session.session_id;
         job.request_id = self.new_request_id("exec");
         job.assigned_at = now;
         job.updated_at = now;
@@ -666,14 +667,20 @@ impl AdminState {
         self.jobs.lock().expect("job table lock").by_request.contains_key(request_id)
     }
 
-    /// Requeues every job the worker had in flight, without using up attempts.
-    pub fn on_worker_gone(&self, worker_id: &str, reason: &str) {
+    /// Requeues every job sent to the worker on this stream, without using up attempts.
+    /// Scoped to the stream: when a new stream replaced it, messages queued on the old one
+    /// may never have arrived, while jobs sent on the new one are fine.
+    pub fn on_worker_gone(&self, worker_id: &str, session_id: u64, reason: &str) {
         let now = now_ms();
         let mut t = self.jobs.lock().expect("job table lock");
         let seqs: Vec<i64> = t
             .active
             .values()
-            .filter(|j| j.worker_id == worker_id && matches!(j.state, JobState::Assigned | JobState::Running))
+            .filter(|j| {
+                j.worker_id == worker_id
+                    && j.session_id == session_id
+                    && matches!(j.state, JobState::Assigned | JobState::Running)
+            })
             .map(|j| j.seq)
             .collect();
         for seq in seqs {
@@ -690,7 +697,6 @@ impl AdminState {
             self.write_attempt(&job, "requeued", reason, now);
             self.requeue(&mut t, job, false, 0, &format!("requeued: {reason}"), now);
         }
-        t.inflight.remove(worker_id);
         t.full_until.remove(worker_id);
         drop(t);
         self.wake_dispatch.notify_one();

@@ -165,11 +165,14 @@ async fn run_session(state: Arc<AdminState>, mut inbound: Streaming<pb::WorkerTo
             },
         }
     };
-    if state.registry.remove_if_current(&session.worker_id, session.session_id) {
+    // Work sent on this stream is requeued whether or not a newer stream replaced it: a
+    // message still queued on the old stream never reaches the worker.
+    let lost = state.registry.remove_if_current(&session.worker_id, session.session_id);
+    state.on_worker_gone(&session.worker_id, session.session_id, &reason);
+    state.on_detector_gone(&session.worker_id, session.session_id, lost, &reason);
+    state.expire_schema_requests(Some((&session.worker_id, session.session_id)));
+    if lost {
         tracing::info!(worker_id = %session.worker_id, %reason, "worker left");
-        state.on_worker_gone(&session.worker_id, &reason);
-        state.on_detector_gone(&session.worker_id, &reason);
-        state.expire_schema_requests(Some(&session.worker_id));
         state.events.publish(EventKind::WorkerLeft { worker_id: session.worker_id.clone(), reason });
     }
 }

@@ -107,6 +107,8 @@ pub struct Job {
     pub stop: Option<StopRequest>,
     /// The current attempt's execution deadline, or its stop grace end; not stored.
     pub deadline: i64,
+    /// The worker stream the current attempt was sent on; not stored.
+    pub session_id: u64,
 }
 
 /// How a running job is being stopped.
@@ -160,6 +162,7 @@ impl Job {
             queued_at: now,
             stop: None,
             deadline: 0,
+            session_id: 0,
         }
     }
 

@@ -54,6 +54,7 @@ struct DetectorState {
 struct RunningDetection {
     request_id: String,
     worker_id: String,
+    session_id: u64,
     mode: DetectionMode,
     run: RunView,
     deadline: i64,
@@ -233,6 +234,7 @@ impl AdminState {
         st.running = Some(RunningDetection {
             request_id: request_id.clone(),
             worker_id: worker.worker_id.clone(),
+            session_id: worker.session_id,
             mode,
             run,
             deadline: now + timeout_ms,
@@ -415,13 +417,16 @@ impl AdminState {
         }
     }
 
-    /// A lost detector's running detections fail and are re-run elsewhere soon.
-    pub fn on_detector_gone(&self, worker_id: &str, reason: &str) {
+    /// Detections sent on a stream that ended fail and run again soon (elsewhere, if the
+    /// worker is gone for good: `lost` also releases its detector leases).
+    pub fn on_detector_gone(&self, worker_id: &str, session_id: u64, lost: bool, reason: &str) {
         let mut d = self.detectors.lock().expect("detector lock");
         let affected: Vec<String> = d
             .types
             .iter()
-            .filter(|(_, st)| st.running.as_ref().is_some_and(|r| r.worker_id == worker_id))
+            .filter(|(_, st)| {
+                st.running.as_ref().is_some_and(|r| r.worker_id == worker_id && r.session_id == session_id)
+            })
             .map(|(t, _)| t.clone())
             .collect();
         for job_type in affected {
@@ -434,9 +439,11 @@ impl AdminState {
                 }
             }
         }
-        for st in d.types.values_mut() {
-            if st.lease.as_deref() == Some(worker_id) {
-                st.lease = None;
+        if lost {
+            for st in d.types.values_mut() {
+                if st.lease.as_deref() == Some(worker_id) {
+                    st.lease = None;
+                }
             }
         }
         drop(d);

@@ -39,6 +39,7 @@ pub struct SchemaRequests {
 struct PendingSchema {
     job_type: String,
     worker_id: String,
+    session_id: u64,
     force: bool,
     deadline: i64,
     waiters: Vec<Waiter>,
@@ -67,7 +68,12 @@ impl AdminState {
         {
             let mut s = self.schemas.lock().expect("schema lock");
             // One request per job type at a time; later askers wait for its answer.
-            if let Some(p) = s.pending.values_mut().find(|p| p.job_type == job_type && (p.force || !force)) {
+            // Not a request on another stream: it may be lost with that stream.
+            if let Some(p) = s
+                .pending
+                .values_mut()
+                .find(|p| p.job_type == job_type && (p.force || !force) && p.session_id == session.session_id)
+            {
                 if let Some(w) = waiter {
                     p.waiters.push(w);
                 }
@@ -78,6 +84,7 @@ impl AdminState {
                 PendingSchema {
                     job_type: job_type.to_string(),
                     worker_id: session.worker_id.clone(),
+                    session_id: session.session_id,
                     force,
                     deadline: now_ms() + SCHEMA_TIMEOUT_MS,
                     waiters: waiter.into_iter().collect(),
@@ -198,15 +205,16 @@ impl AdminState {
         true
     }
 
-    /// Fails schema requests whose worker left or that took too long.
-    pub fn expire_schema_requests(&self, gone_worker: Option<&str>) {
+    /// Fails schema requests that took too long, or that were sent on a stream that ended
+    /// (`gone`: worker id and session id).
+    pub fn expire_schema_requests(&self, gone: Option<(&str, u64)>) {
         let now = now_ms();
         let expired: Vec<PendingSchema> = {
             let mut s = self.schemas.lock().expect("schema lock");
             let ids: Vec<String> = s
                 .pending
                 .iter()
-                .filter(|(_, p)| p.deadline <= now || Some(p.worker_id.as_str()) == gone_worker)
+                .filter(|(_, p)| p.deadline <= now || gone == Some((p.worker_id.as_str(), p.session_id)))
                 .map(|(k, _)| k.clone())
                 .collect();
             ids.into_iter().filter_map(|id| s.pending.remove(&id)).collect()

@@ -516,6 +516,7 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         queued_at: 0,
         stop: None,
         deadline: 0,
+        session_id: 0,
     })
 }
 

@@ -415,3 +415,22 @@ async fn the_admin_enforces_max_jobs_per_detection_and_global_concurrency() {
     assert!(detection["message"].as_str().unwrap().contains("7 over the per-detection limit"), "{detection}");
     admin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_sent_on_a_replaced_stream_is_requeued_and_finished_on_the_new_one() {
+    let dir = TempDir::new("replaced");
+    let admin = TestAdmin::start(dir.path(), |_| {}).await;
+    let proposals = shared_proposals(vec![vec![proposal("carried")]]);
+    let mut spec = detector(FakeWorkerSpec::new("same", T, 1), &proposals).exec(|_| Exec::HangUntilCancel);
+    spec.descriptors.get_mut(T).unwrap().admin_runtime_defaults.as_mut().unwrap().retry_limit = 0;
+    let _old = FakeWorker::start(admin.grpc, spec.clone()).await;
+    admin.wait_jobs("job running on the first stream", &format!("job_type={T}"), 1, "running").await;
+    // The same worker reconnects before the admin noticed anything wrong with the old stream.
+    let _new = FakeWorker::start(admin.grpc, spec.exec(|_| Exec::Succeed(vec![]))).await;
+    let jobs = admin.wait_jobs("job finished on the new stream", &format!("job_type={T}"), 1, "succeeded").await;
+    let a = attempts(&admin, jobs[0]["job_id"].as_str().unwrap()).await;
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert_eq!(a[0]["outcome"], "requeued", "without using an attempt (retry_limit is 0)");
+    assert_eq!(a[1]["outcome"], "succeeded");
+    admin.stop().await;
+}
