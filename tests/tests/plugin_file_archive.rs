@@ -13,7 +13,7 @@ use std::{
 
 use file_archive::{
     FileArchive,
-    archive::{ArchiveError, archive_file, archive_path},
+    archive::{ArchiveError, archive_file, archive_path, partial_path},
     format::Format,
     scan::scan,
     settings::ArchiveSettings,
@@ -77,6 +77,25 @@ fn archiving_round_trips_the_content_and_removes_the_original_only_after_verifyi
         assert!(reports.windows(2).all(|w| w[0].percent() <= w[1].percent()), "progress only goes forward");
     }
     assert!(names(dir.path()).iter().all(|n| !n.ends_with(".part")), "{:?}", names(dir.path()));
+}
+
+#[test]
+fn a_symlink_planted_at_the_partial_name_cannot_redirect_the_write() {
+    let dir = TempDir::new("archive-symlink");
+    let victim = dir.path().join("victim.conf");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let original = dir.path().join("app.log");
+    let content = log_text(10_000);
+    write_aged(&original, &content, 10 * DAY);
+    std::os::unix::fs::symlink(&victim, partial_path(&original, Format::Zstd)).unwrap();
+
+    let archived = archive_file(&original, Format::Zstd, &CancellationToken::new(), |_| {}).unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "the symlink's target was not written");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&victim).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "nor chmodded");
+    assert!(std::fs::symlink_metadata(&archived.archive).unwrap().file_type().is_file());
+    assert_eq!(decode(Format::Zstd, &archived.archive), content);
 }
 
 #[test]

@@ -174,19 +174,29 @@ pub fn archive_file(
     }
 
     let partial = PartialFile { path: partial_path(original, format), keep: false };
-    compress(original, &partial.path, format, identity.len, cancel, &mut on_progress)?;
+    // The handle we created stays the only way we touch the partial's metadata, so the
+    // name being swapped for a symlink meanwhile cannot make us chmod another file.
+    let file = compress(original, &partial.path, format, identity.len, cancel, &mut on_progress)?;
     verify(original, &partial.path, format, identity.len, cancel, &mut on_progress)?;
     if Identity::read(original)? != identity {
         return Err(ArchiveError::Changed(original.to_path_buf()));
     }
 
-    let file = File::options().write(true).open(&partial.path).map_err(io_error(&partial.path))?;
     file.set_permissions(metadata.permissions()).map_err(io_error(&partial.path))?;
     if let Some(modified) = identity.modified {
         file.set_modified(modified).map_err(io_error(&partial.path))?;
     }
-    let archive_bytes = file.metadata().map_err(io_error(&partial.path))?.len();
+    let ours = file.metadata().map_err(io_error(&partial.path))?;
+    let archive_bytes = ours.len();
     drop(file);
+    // The partial's name must still be the file we wrote before it becomes the archive.
+    let named = fs::symlink_metadata(&partial.path).map_err(io_error(&partial.path))?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        if !named.file_type().is_file() || (named.dev(), named.ino()) != (ours.dev(), ours.ino()) {
+            return Err(ArchiveError::Changed(partial.path.clone()));
+        }
+    }
     place(&partial.path, &target)?;
     let mut partial = partial;
     partial.keep = true;
@@ -247,9 +257,17 @@ fn compress(
     total: u64,
     cancel: &CancellationToken,
     on_progress: &mut impl FnMut(Progress),
-) -> Result<(), ArchiveError> {
+) -> Result<File, ArchiveError> {
     let mut input = File::open(original).map_err(io_error(original))?;
-    let out = File::options().write(true).create(true).truncate(true).open(partial).map_err(io_error(partial))?;
+    // A stale partial is unlinked (which never follows a symlink), and the new one is
+    // created exclusively (O_EXCL): a symlink planted at the partial name by someone who
+    // can write in this directory makes the open fail instead of redirecting the write.
+    match fs::remove_file(partial) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ArchiveError::Io { path: partial.to_path_buf(), source: e }),
+    }
+    let out = File::options().write(true).create_new(true).open(partial).map_err(io_error(partial))?;
     let mut encoder = format.encoder(io::BufWriter::new(out));
     let mut reporter = Reporter { on_progress, phase: Phase::Compressing, total, last: None };
     let mut buf = vec![0u8; CHUNK];
@@ -274,7 +292,7 @@ fn compress(
         out.into_inner().map_err(|e| ArchiveError::Io { path: partial.to_path_buf(), source: e.into_error() })?;
     file.sync_all().map_err(io_error(partial))?;
     reporter.report(done);
-    Ok(())
+    Ok(file)
 }
 
 fn verify(
