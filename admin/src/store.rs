@@ -106,6 +106,8 @@ struct QueueState {
 pub struct Store {
     path: PathBuf,
     queue: Arc<Queue>,
+    /// False while the writer cannot commit; `/readyz` reports it.
+    healthy: Arc<std::sync::atomic::AtomicBool>,
     committed: watch::Receiver<u64>,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -212,14 +214,17 @@ impl Store {
         let (committed_tx, committed) = watch::channel(0u64);
         let writer_path = path.clone();
         let writer_queue = queue.clone();
+        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let writer_healthy = healthy.clone();
         let writer = std::thread::Builder::new()
             .name("plughost-store".into())
-            .spawn(move || writer_loop(conn, writer_queue, committed_tx, events, writer_path))
+            .spawn(move || writer_loop(conn, writer_queue, writer_healthy, committed_tx, events, writer_path))
             .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
 
         let store = Arc::new(Store {
             path,
             queue,
+            healthy,
             committed,
             readers: Mutex::new(Vec::new()),
             writer: Mutex::new(Some(writer)),
@@ -229,6 +234,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// False while the last batch failed to commit (it is being retried).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Queues a write (and an event to publish once it is committed); returns its ticket.
@@ -557,6 +567,7 @@ fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
 fn writer_loop(
     mut conn: Connection,
     queue: Arc<Queue>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
     committed: watch::Sender<u64>,
     events: Arc<EventBus>,
     path: PathBuf,
@@ -574,11 +585,21 @@ fn writer_loop(
             std::mem::swap(&mut q.items, &mut batch);
         }
         let last_ticket = batch.last().map(|q| q.ticket).unwrap_or(0);
-        if let Err(e) = apply(&mut conn, &batch) {
-            // A failed commit is not retried forever: the admin keeps running from memory
-            // and says loudly that durability is lost for this batch.
-            tracing::error!(path = %path.display(), error = %e, ops = batch.len(), "state store write failed");
+        // A batch is durable only once it commits: on failure (disk full, I/O error) it is
+        // retried with backoff, and until then nothing after it counts as durable, so no
+        // new job is dispatched and no event claims a change that was not stored.
+        let mut delay = Duration::from_millis(100);
+        while let Err(e) = apply(&mut conn, &batch) {
+            healthy.store(false, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(path = %path.display(), error = %e, ops = batch.len(), retry_in = ?delay, "state store write failed");
+            if queue.state.lock().expect("store queue lock").closed && delay >= Duration::from_secs(5) {
+                tracing::error!(path = %path.display(), ops = batch.len(), "giving up on a batch at shutdown");
+                return;
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
+        healthy.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = committed.send(last_ticket);
         for q in batch.drain(..) {
             if let Some(event) = q.event {
@@ -850,6 +871,24 @@ mod tests {
         // The event was received, so the row must already be readable.
         assert!(store.job(7).unwrap().is_some());
         store.durable(ticket).await.unwrap();
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_cannot_commit_is_retried_and_never_reported_durable_before_it_commits() {
+        let dir = temp_dir("retry");
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let side = Connection::open(store.path()).unwrap();
+        side.execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON jobs BEGIN SELECT RAISE(ABORT, 'injected'); END;")
+            .unwrap();
+        let ticket = store.write(Op::InsertJob(Arc::new(job(1, JobState::Pending, now_ms()))));
+        let early = tokio::time::timeout(std::time::Duration::from_millis(300), store.durable(ticket)).await;
+        assert!(early.is_err(), "not durable while the commit fails");
+        assert!(!store.is_healthy());
+        side.execute_batch("DROP TRIGGER refuse;").unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), store.durable(ticket)).await.unwrap().unwrap();
+        assert!(store.job(1).unwrap().is_some(), "the retried batch landed");
+        assert!(store.is_healthy());
         store.close();
     }
 

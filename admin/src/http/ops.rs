@@ -15,7 +15,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.ready.load(std::sync::atomic::Ordering::Relaxed) && !state.is_stopping() {
+    if !state.store.is_healthy() {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the state store cannot commit\n")
+    } else if state.ready.load(std::sync::atomic::Ordering::Relaxed) && !state.is_stopping() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
