@@ -39,6 +39,10 @@ pub struct AdminArgs {
     /// PEM CA bundle: HTTPS clients must present a certificate signed by it.
     #[arg(long, env = "PLUGHOST_HTTP_CLIENT_CA", requires = "http_tls_cert")]
     pub http_client_ca: Option<PathBuf>,
+    /// Extra host names a loopback admin answers to (it refuses other names, which guards
+    /// against DNS rebinding), comma-separated.
+    #[arg(long, env = "PLUGHOST_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Bearer tokens workers may present, comma-separated; none means no token is needed.
     #[arg(long, env = "PLUGHOST_WORKER_TOKENS", value_delimiter = ',')]
     pub worker_tokens: Vec<String>,
@@ -68,6 +72,8 @@ impl AdminArgs {
             }
             _ => None,
         };
+        c.allowed_hosts =
+            self.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
         c.worker_tokens = self.worker_tokens.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
         c
     }

@@ -38,6 +38,8 @@ pub struct AdminConfig {
     pub grpc_tls: Option<TlsFiles>,
     /// TLS for the HTTP listener (client certificates required when `client_ca` is set).
     pub http_tls: Option<TlsFiles>,
+    /// Host names (besides loopback ones) a loopback HTTP listener answers to.
+    pub allowed_hosts: Vec<String>,
     /// Bearer tokens a worker may present; empty means no token is required.
     pub worker_tokens: Vec<String>,
     /// Passed to workers in `ClusterContext.metadata`.
@@ -66,6 +68,7 @@ impl AdminConfig {
             history_retention: None,
             grpc_tls: None,
             http_tls: None,
+            allowed_hosts: Vec::new(),
             worker_tokens: Vec::new(),
             cluster_metadata: HashMap::new(),
         }

@@ -38,7 +38,10 @@ async fn connect(addr: &str) -> hyper::client::conn::http1::SendRequest<Full<Byt
 /// One request to `http://{addr}{path}`.
 pub async fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Response {
     let mut sender = connect(addr).await;
-    let mut req = Request::builder().method(method).uri(path).header("host", addr);
+    let mut req = Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req = req.header("host", addr);
+    }
     for (k, v) in headers {
         req = req.header(*k, *v);
     }

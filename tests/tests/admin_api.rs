@@ -226,3 +226,21 @@ async fn workers_must_present_a_known_token_when_tokens_are_configured() {
     assert!(w.hello.accepted);
     admin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_admin_refuses_requests_addressed_to_other_host_names() {
+    let dir = TempDir::new("rebind");
+    let admin = TestAdmin::start(dir.path(), |c| c.allowed_hosts = vec!["admin.internal".into()]).await;
+    // What a DNS-rebound page would send: the attacker's name, the admin's address.
+    let rebound = http::request(&admin.http, "GET", "/plugin", &[("host", "evil.example:23646")], Vec::new()).await;
+    assert_eq!(rebound.status, 421, "{}", rebound.text());
+    let post =
+        http::request(&admin.http, "POST", "/api/plugin/dispatch?paused=true", &[("host", "evil.example")], Vec::new())
+            .await;
+    assert_eq!(post.status, 421);
+    assert_eq!(admin.get("/api/plugin/status").await["dispatch_paused"], false, "nothing changed");
+    let named = http::request(&admin.http, "GET", "/healthz", &[("host", "admin.internal:80")], Vec::new()).await;
+    assert_eq!(named.status, 200, "a name the operator allowed");
+    assert_eq!(http::request(&admin.http, "GET", "/healthz", &[("host", "localhost")], Vec::new()).await.status, 200);
+    admin.stop().await;
+}

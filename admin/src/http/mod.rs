@@ -1,10 +1,12 @@
 //! The admin's HTTP surface: the JSON API under `/api/plugin/`, Server-Sent Events,
 //! operations endpoints (`/healthz`, `/readyz`, `/metrics`), and the `/plugin` pages
-//! (`pages/`). Mutating API requests from other sites are refused (`origin.rs`). Each area has its own
+//! (`pages/`). Mutating API requests from other sites are refused (`origin.rs`), and a loopback admin
+//! answers only loopback host names (`host.rs`, against DNS rebinding). Each area has its own
 //! `router()`; `app` nests them.
 
 mod api;
 mod error;
+mod host;
 mod ops;
 mod origin;
 mod pages;
@@ -30,5 +32,6 @@ pub fn app(state: AppState) -> Router {
         .merge(pages::router())
         .merge(ops::router())
         .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), host::check_host))
         .with_state(state)
 }
