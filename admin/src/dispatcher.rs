@@ -178,6 +178,15 @@ impl JobTable {
         self.active.get(&seq).or_else(|| self.recent.get(&seq)).map(|j| &**j)
     }
 
+    /// Takes jobs deleted by retention out of the counts.
+    pub fn forget_pruned(&mut self, pruned: &crate::store::Pruned) {
+        for (key, n) in pruned {
+            if let Some(c) = self.counts.get_mut(key) {
+                *c = (*c - n).max(0);
+            }
+        }
+    }
+
     pub fn counts(&self) -> &HashMap<(String, i32), i64> {
         &self.counts
     }

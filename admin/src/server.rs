@@ -276,7 +276,11 @@ async fn liveness_loop(state: Arc<AdminState>) {
 async fn retention_loop(state: Arc<AdminState>) {
     let Some(keep) = state.config.history_retention else { return };
     loop {
-        state.store.write(Op::Prune { before_ms: now_ms() - keep.as_millis() as i64 });
+        let (report, pruned) = tokio::sync::oneshot::channel();
+        state.store.write(Op::Prune { before_ms: now_ms() - keep.as_millis() as i64, report: Some(report) });
+        if let Ok(pruned) = pruned.await {
+            state.jobs.lock().expect("job table lock").forget_pruned(&pruned);
+        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
             _ = state.shutdown.cancelled() => break,

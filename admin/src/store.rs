@@ -52,11 +52,17 @@ pub enum Op {
     },
     Activity(ActivityView),
     Run(RunView),
-    /// Delete finished jobs, activities and runs older than this (Unix ms).
+    /// Delete finished jobs, activities and runs older than this (Unix ms). Once
+    /// committed, `report` gets the (job_type, state) counts of the deleted jobs, so the
+    /// admin's counters can follow.
     Prune {
         before_ms: i64,
+        report: Option<tokio::sync::oneshot::Sender<Pruned>>,
     },
 }
+
+/// Jobs a prune deleted: (job_type, state as i32) -> count.
+pub type Pruned = HashMap<(String, i32), i64>;
 
 struct Queued {
     ticket: u64,
@@ -182,6 +188,10 @@ CREATE TABLE IF NOT EXISTS runs (
     jobs_created INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_by_type ON runs(job_type, success, id);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 ";
 
 const JOB_COLUMNS: &str = "seq, job_type, dedupe_key, priority, summary, detail, payload, created_at, not_before, \
@@ -530,6 +540,10 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
+fn meta(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional().map(|v| v.unwrap_or(0))
+}
+
 fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
     let mut active = Vec::new();
     {
@@ -556,7 +570,8 @@ fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
         conn.query_row(&format!("SELECT COALESCE(MAX({col}), 0) FROM {table}"), [], |r| r.get(0))
     };
     Ok(Loaded {
-        next_job_seq: max("jobs", "seq")? + 1,
+        // Pruning may have deleted the newest jobs; their ids are never handed out again.
+        next_job_seq: max("jobs", "seq")?.max(meta(conn, "max_job_seq")?) + 1,
         next_activity_id: max("activities", "id")? + 1,
         next_run_id: max("runs", "id")? + 1,
         active,
@@ -589,7 +604,11 @@ fn writer_loop(
         // retried with backoff, and until then nothing after it counts as durable, so no
         // new job is dispatched and no event claims a change that was not stored.
         let mut delay = Duration::from_millis(100);
-        while let Err(e) = apply(&mut conn, &batch) {
+        let pruned = loop {
+            let e = match apply(&mut conn, &batch) {
+                Ok(pruned) => break pruned,
+                Err(e) => e,
+            };
             healthy.store(false, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(path = %path.display(), error = %e, ops = batch.len(), retry_in = ?delay, "state store write failed");
             if queue.state.lock().expect("store queue lock").closed && delay >= Duration::from_secs(5) {
@@ -598,10 +617,14 @@ fn writer_loop(
             }
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        };
         healthy.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = committed.send(last_ticket);
+        let mut pruned = pruned;
         for q in batch.drain(..) {
+            if let Some(Op::Prune { report: Some(tx), .. }) = q.op {
+                let _ = tx.send(pruned.remove(&q.ticket).unwrap_or_default());
+            }
             if let Some(event) = q.event {
                 events.publish(event);
             }
@@ -609,7 +632,9 @@ fn writer_loop(
     }
 }
 
-fn apply(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<()> {
+/// Writes one batch in one transaction. Returns what each prune (by ticket) deleted.
+fn apply(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<HashMap<u64, Pruned>> {
+    let mut pruned: HashMap<u64, Pruned> = HashMap::new();
     // Only the newest update of each job in the batch needs writing.
     let mut last_update: HashMap<i64, usize> = HashMap::new();
     let mut last_attempt: HashMap<(i64, i32), usize> = HashMap::new();
@@ -764,7 +789,27 @@ fn apply(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<()> {
                         r.jobs_created
                     ])?;
                 }
-                Op::Prune { before_ms } => {
+                Op::Prune { before_ms, .. } => {
+                    let finished = params![
+                        JobState::Succeeded as i32,
+                        JobState::Failed as i32,
+                        JobState::Canceled as i32,
+                        before_ms
+                    ];
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ('max_job_seq', (SELECT COALESCE(MAX(seq), 0) FROM jobs)) \
+                         ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                        [],
+                    )?;
+                    let mut counts = tx.prepare(
+                        "SELECT job_type, state, COUNT(*) FROM jobs WHERE state IN (?1, ?2, ?3) AND updated_at < ?4 \
+                         GROUP BY job_type, state",
+                    )?;
+                    let rows = counts.query_map(finished, |r| {
+                        Ok(((r.get::<_, String>(0)?, r.get::<_, i32>(1)?), r.get::<_, i64>(2)?))
+                    })?;
+                    let report: Pruned = rows.collect::<rusqlite::Result<_>>()?;
+                    pruned.insert(q.ticket, report);
                     tx.execute(
                         "DELETE FROM attempts WHERE job_seq IN (SELECT seq FROM jobs WHERE state IN (?1, ?2, ?3) AND updated_at < ?4)",
                         params![JobState::Succeeded as i32, JobState::Failed as i32, JobState::Canceled as i32, before_ms],
@@ -784,7 +829,8 @@ fn apply(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<()> {
             }
         }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(pruned)
 }
 
 fn result_bytes(job: &Job) -> Vec<u8> {
@@ -900,11 +946,18 @@ mod tests {
         store.write(Op::InsertJob(Arc::new(job(1, JobState::Succeeded, old))));
         store.write(Op::InsertJob(Arc::new(job(2, JobState::Pending, old))));
         store.write(Op::InsertJob(Arc::new(job(3, JobState::Failed, now_ms()))));
-        store.write(Op::Prune { before_ms: now_ms() - 86_400_000 });
+        store.write(Op::InsertJob(Arc::new(job(4, JobState::Succeeded, old))));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store.write(Op::Prune { before_ms: now_ms() - 86_400_000, report: Some(tx) });
         store.settle().await;
         assert!(store.job(1).unwrap().is_none());
         assert!(store.job(2).unwrap().is_some(), "active jobs are never pruned");
         assert!(store.job(3).unwrap().is_some());
+        let report = rx.await.unwrap();
+        assert_eq!(report, [(("t".to_string(), JobState::Succeeded as i32), 2)].into());
+        store.close();
+        let (store, loaded) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        assert_eq!(loaded.next_job_seq, 5, "the pruned newest job's id is not handed out again");
         store.close();
     }
 
