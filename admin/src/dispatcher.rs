@@ -85,6 +85,31 @@ impl JobTable {
         };
         let mut writes = Vec::new();
         for mut job in std::mem::take(&mut loaded.active) {
+            if let Some(stop) = job.stop.take().filter(|_| job.state != JobState::Pending) {
+                // An operator was stopping it when the admin went down: finish the stop
+                // rather than run the job again.
+                writes.push(Op::Attempt {
+                    job_seq: job.seq,
+                    attempt: AttemptView {
+                        attempt: job.attempts_total,
+                        worker_id: job.worker_id.clone(),
+                        request_id: job.request_id.clone(),
+                        started_at: job.assigned_at,
+                        ended_at: now,
+                        outcome: "canceled".into(),
+                        error_message: "admin restarted while the stop was pending".into(),
+                    },
+                });
+                t.count(&job.spec.job_type, job.state, -1);
+                t.count(&job.spec.job_type, stop.outcome, 1);
+                job.state = stop.outcome;
+                job.error = stop.reason;
+                job.updated_at = now;
+                job.completed_at = now;
+                writes.push(Op::UpdateJob(Arc::new(job.clone())));
+                t.remember_final(Box::new(job));
+                continue;
+            }
             if job.state != JobState::Pending {
                 writes.push(Op::Attempt {
                     job_seq: job.seq,

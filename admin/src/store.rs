@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::{
     events::{EventBus, EventKind},
-    job::{ActivityView, AttemptView, Job, JobSpecData, JobView, RunView},
+    job::{ActivityView, AttemptView, Job, JobSpecData, JobView, RunView, StopRequest},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +148,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     assigned_at INTEGER NOT NULL,
     completed_at INTEGER NOT NULL,
     dead_letter INTEGER NOT NULL,
-    failed_on TEXT NOT NULL
+    failed_on TEXT NOT NULL,
+    stop_outcome INTEGER NOT NULL DEFAULT 0,
+    stop_reason TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_type_state ON jobs(job_type, state, seq);
@@ -196,7 +198,8 @@ CREATE TABLE IF NOT EXISTS meta (
 
 const JOB_COLUMNS: &str = "seq, job_type, dedupe_key, priority, summary, detail, payload, created_at, not_before, \
      expires_at, detection_run, state, attempts, attempts_total, worker_id, request_id, progress, stage, message, \
-     error, result_summary, result, updated_at, ready_at, assigned_at, completed_at, dead_letter, failed_on";
+     error, result_summary, result, updated_at, ready_at, assigned_at, completed_at, dead_letter, failed_on, \
+     stop_outcome, stop_reason";
 
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
@@ -217,6 +220,7 @@ impl Store {
         std::fs::create_dir_all(&dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let conn = open_connection(&path).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
         let loaded = load(&conn).map_err(err)?;
 
         let queue = Arc::new(Queue::default());
@@ -533,11 +537,31 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         completed_at: r.get(25)?,
         dead_letter: r.get(26)?,
         failed_on: failed_on.split('\n').filter(|s| !s.is_empty()).map(String::from).collect(),
+        stop: match r.get::<_, i32>(28)? {
+            0 => None,
+            outcome => Some(StopRequest {
+                reason: r.get(29)?,
+                outcome: JobState::try_from(outcome).unwrap_or(JobState::Canceled),
+                deadline: 0,
+            }),
+        },
         queued_at: 0,
-        stop: None,
         deadline: 0,
         session_id: 0,
     })
+}
+
+/// Brings a store written by an older build up to the current schema.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('jobs')")?;
+    let columns: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    if !columns.iter().any(|c| c == "stop_outcome") {
+        conn.execute_batch(
+            "ALTER TABLE jobs ADD COLUMN stop_outcome INTEGER NOT NULL DEFAULT 0; \
+             ALTER TABLE jobs ADD COLUMN stop_reason TEXT NOT NULL DEFAULT '';",
+        )?;
+    }
+    Ok(())
 }
 
 fn meta(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
@@ -653,12 +677,13 @@ fn apply(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<HashMap<u6
     {
         let mut insert = tx.prepare_cached(&format!(
             "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"
+             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
         ))?;
         let mut update = tx.prepare_cached(
             "UPDATE jobs SET state = ?2, attempts = ?3, attempts_total = ?4, worker_id = ?5, request_id = ?6, \
              progress = ?7, stage = ?8, message = ?9, error = ?10, result_summary = ?11, result = ?12, updated_at = ?13, \
-             ready_at = ?14, assigned_at = ?15, completed_at = ?16, dead_letter = ?17, failed_on = ?18 WHERE seq = ?1",
+             ready_at = ?14, assigned_at = ?15, completed_at = ?16, dead_letter = ?17, failed_on = ?18, \
+             stop_outcome = ?19, stop_reason = ?20 WHERE seq = ?1",
         )?;
         let mut attempt = tx.prepare_cached(
             "INSERT OR REPLACE INTO attempts (job_seq, attempt, worker_id, request_id, started_at, ended_at, outcome, error) \
@@ -721,6 +746,8 @@ fn apply(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<HashMap<u6
                         job.completed_at,
                         job.dead_letter,
                         encode_failed_on(&job.failed_on),
+                        job.stop.as_ref().map(|st| st.outcome as i32).unwrap_or(0),
+                        job.stop.as_ref().map(|st| st.reason.as_str()).unwrap_or(""),
                     ])?;
                 }
                 Op::UpdateJob(job) => {
@@ -746,6 +773,8 @@ fn apply(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<HashMap<u6
                         job.completed_at,
                         job.dead_letter,
                         encode_failed_on(&job.failed_on),
+                        job.stop.as_ref().map(|st| st.outcome as i32).unwrap_or(0),
+                        job.stop.as_ref().map(|st| st.reason.as_str()).unwrap_or(""),
                     ])?;
                 }
                 Op::Attempt { job_seq, attempt: a } => {
@@ -935,6 +964,23 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(30), store.durable(ticket)).await.unwrap().unwrap();
         assert!(store.job(1).unwrap().is_some(), "the retried batch landed");
         assert!(store.is_healthy());
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_store_written_before_stop_requests_were_kept_is_migrated_on_open() {
+        let dir = temp_dir("migrate");
+        std::fs::create_dir_all(dir.0.join("plugin")).unwrap();
+        let old_schema = SCHEMA
+            .replace(",\n    stop_outcome INTEGER NOT NULL DEFAULT 0,\n    stop_reason TEXT NOT NULL DEFAULT ''", "");
+        assert_ne!(old_schema, SCHEMA, "the old schema lacks the stop columns");
+        Connection::open(dir.0.join("plugin/state.db")).unwrap().execute_batch(&old_schema).unwrap();
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let mut j = job(1, JobState::Running, now_ms());
+        j.stop = Some(StopRequest { reason: "why".into(), outcome: JobState::Canceled, deadline: 0 });
+        store.write(Op::InsertJob(Arc::new(j)));
+        store.settle().await;
+        assert_eq!(store.job(1).unwrap().unwrap().stop.unwrap().reason, "why");
         store.close();
     }
 

@@ -117,3 +117,36 @@ async fn an_admin_killed_mid_run_and_restarted_loses_no_job_and_finishes_them_al
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), worker_task).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_pending_when_the_admin_is_killed_ends_the_job_after_the_restart() {
+    use tests::fake_worker::{Exec, FakeWorker, FakeWorkerSpec, proposal};
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_plughost-under-test"));
+    let (_dir, data) = data_dir("restart-cancel");
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let mut admin = AdminProcess::spawn(bin, &data, http_port, grpc_port).await;
+    // The worker never answers the cancel, so the stop stays pending.
+    let spec =
+        FakeWorkerSpec::new("deaf", "stoppable", 1).detect(|_| vec![vec![proposal("only")]]).exec(|_| Exec::Ignore);
+    let _worker = FakeWorker::start(admin.grpc, spec).await;
+    let running = wait_for("job running", Duration::from_secs(60), || async {
+        jobs(&admin.http).await.into_iter().find(|j| j["state"] == "running")
+    })
+    .await;
+    let id = running["job_id"].as_str().unwrap().to_string();
+    let r = http::post_json(
+        &admin.http,
+        &format!("/api/plugin/jobs/{id}/cancel"),
+        &serde_json::json!({"reason": "not needed"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The detail endpoint waits for the store, so the stop request is on disk now.
+    let detail = http::get(&admin.http, &format!("/api/plugin/jobs/{id}/detail")).await.json();
+    assert_eq!(detail["job"]["state"], "running", "still waiting for the worker: {detail}");
+    admin.kill();
+    let admin = AdminProcess::spawn(bin, &data, http_port, grpc_port).await;
+    let job = http::get(&admin.http, &format!("/api/plugin/jobs/{id}")).await.json();
+    assert_eq!(job["state"], "canceled", "{job}");
+    assert_eq!(job["error_message"], "not needed");
+}
