@@ -88,18 +88,7 @@ impl JobTable {
             if let Some(stop) = job.stop.take().filter(|_| job.state != JobState::Pending) {
                 // An operator was stopping it when the admin went down: finish the stop
                 // rather than run the job again.
-                writes.push(Op::Attempt {
-                    job_seq: job.seq,
-                    attempt: AttemptView {
-                        attempt: job.attempts_total,
-                        worker_id: job.worker_id.clone(),
-                        request_id: job.request_id.clone(),
-                        started_at: job.assigned_at,
-                        ended_at: now,
-                        outcome: "canceled".into(),
-                        error_message: "admin restarted while the stop was pending".into(),
-                    },
-                });
+                writes.push(attempt_op(&job, "canceled", "admin restarted while the stop was pending", now));
                 t.count(&job.spec.job_type, job.state, -1);
                 t.count(&job.spec.job_type, stop.outcome, 1);
                 job.state = stop.outcome;
@@ -111,18 +100,7 @@ impl JobTable {
                 continue;
             }
             if job.state != JobState::Pending {
-                writes.push(Op::Attempt {
-                    job_seq: job.seq,
-                    attempt: AttemptView {
-                        attempt: job.attempts_total,
-                        worker_id: job.worker_id.clone(),
-                        request_id: job.request_id.clone(),
-                        started_at: job.assigned_at,
-                        ended_at: now,
-                        outcome: "requeued".into(),
-                        error_message: "admin restarted".into(),
-                    },
-                });
+                writes.push(attempt_op(&job, "requeued", "admin restarted", now));
                 t.count(&job.spec.job_type, job.state, -1);
                 t.count(&job.spec.job_type, JobState::Pending, 1);
                 job.attempts = (job.attempts - 1).max(0);
@@ -250,6 +228,22 @@ impl JobTable {
     }
 }
 
+/// The record of a job's current attempt ending (or, with `ended_at` 0, starting).
+fn attempt_op(job: &Job, outcome: &str, error: &str, ended_at: i64) -> Op {
+    Op::Attempt {
+        job_seq: job.seq,
+        attempt: AttemptView {
+            attempt: job.attempts_total,
+            worker_id: job.worker_id.clone(),
+            request_id: job.request_id.clone(),
+            started_at: job.assigned_at,
+            ended_at,
+            outcome: outcome.to_string(),
+            error_message: error.to_string(),
+        },
+    }
+}
+
 /// Messages to send once the table's lock is released.
 type Outbox = Vec<(Arc<WorkerSession>, pb::AdminToWorkerMessage)>;
 
@@ -284,18 +278,7 @@ impl AdminState {
     }
 
     fn write_attempt(&self, job: &Job, outcome: &str, error: &str, ended_at: i64) {
-        self.store.write(Op::Attempt {
-            job_seq: job.seq,
-            attempt: AttemptView {
-                attempt: job.attempts_total,
-                worker_id: job.worker_id.clone(),
-                request_id: job.request_id.clone(),
-                started_at: job.assigned_at,
-                ended_at,
-                outcome: outcome.to_string(),
-                error_message: error.to_string(),
-            },
-        });
+        self.store.write(attempt_op(job, outcome, error, ended_at));
     }
 
     /// Adds a new PENDING job to the table (dedupe already checked by the caller, who
