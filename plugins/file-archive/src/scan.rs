@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, time::SystemTime};
 
-use file_scan::{Walker, human_bytes};
+use file_scan::{Roots, human_bytes};
 use worker_sdk::{CancellationToken, pb, value};
 
 use crate::{
@@ -34,50 +34,30 @@ pub struct ScanReport {
 
 pub fn scan(settings: &ArchiveSettings, now: SystemTime, cancel: &CancellationToken) -> ScanReport {
     let mut report = ScanReport::default();
-    let mut seen = std::collections::HashSet::new();
-    for root in &settings.paths {
-        for entry in Walker::new(root, settings.walk.clone()) {
-            if cancel.is_cancelled() {
-                report.canceled = true;
-                return report;
-            }
-            let found = match entry {
-                Ok(f) => f,
-                Err(e) => {
-                    report.problems.push(e.to_string());
-                    continue;
-                }
-            };
-            if Format::of_archive_name(&found.name).is_some()
-                || is_partial_name(&found.name)
-                || !settings.patterns.matches(&found.name, &found.relative)
-            {
-                continue;
-            }
-            report.matched += 1;
-            let Ok(modified) = found.metadata.modified() else { continue };
-            let old_enough = now.duration_since(modified).is_ok_and(|age| age >= settings.min_age);
-            if !old_enough || found.metadata.len() < settings.min_size_bytes {
-                continue;
-            }
-            let path = match std::fs::canonicalize(&found.path) {
-                Ok(p) => p,
-                Err(e) => {
-                    report.problems.push(format!("{}: {e}", found.path.display()));
-                    continue;
-                }
-            };
-            if !seen.insert(path.clone()) {
-                continue;
-            }
-            let target = archive_path(&path, settings.format);
-            if target.exists() {
-                report.problems.push(format!("{}: {} already exists", path.display(), target.display()));
-                continue;
-            }
-            report.candidates.push(Candidate { path, size: found.metadata.len(), modified });
+    let mut walk = Roots::new(&settings.paths, settings.walk.clone());
+    while let Some(found) = walk.next_file(|| cancel.is_cancelled()) {
+        if Format::of_archive_name(&found.name).is_some()
+            || is_partial_name(&found.name)
+            || !settings.patterns.matches(&found.name, &found.relative)
+        {
+            continue;
         }
+        report.matched += 1;
+        let Ok(modified) = found.metadata.modified() else { continue };
+        let old_enough = now.duration_since(modified).is_ok_and(|age| age >= settings.min_age);
+        if !old_enough || found.metadata.len() < settings.min_size_bytes {
+            continue;
+        }
+        let Some(path) = walk.canonical_once(&found.path) else { continue };
+        let target = archive_path(&path, settings.format);
+        if target.exists() {
+            walk.problem(format!("{}: {} already exists", path.display(), target.display()));
+            continue;
+        }
+        report.candidates.push(Candidate { path, size: found.metadata.len(), modified });
     }
+    report.problems = walk.problems;
+    report.canceled = walk.canceled;
     // Oldest first: they have waited longest.
     report.candidates.sort_by_key(|c| c.modified);
     report

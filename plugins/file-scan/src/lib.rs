@@ -4,9 +4,11 @@
 //! for byte counts in messages.
 
 pub mod glob;
+pub mod roots;
 pub mod size;
 pub mod walk;
 
 pub use glob::{Glob, PatternError, Patterns};
+pub use roots::Roots;
 pub use size::human_bytes;
 pub use walk::{Found, WalkOptions, Walker};

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use file_scan::{Walker, human_bytes};
+use file_scan::{Roots, human_bytes};
 use worker_sdk::{CancellationToken, pb, value};
 
 use crate::{
@@ -35,53 +35,33 @@ pub struct ScanReport {
 /// Scans every configured path. Unreadable entries are reported, not fatal.
 pub fn scan(settings: &ScanSettings, cancel: &CancellationToken) -> ScanReport {
     let mut report = ScanReport::default();
-    let mut seen = std::collections::HashSet::new();
-    for root in &settings.paths {
-        for entry in Walker::new(root, settings.walk.clone()) {
-            if cancel.is_cancelled() {
-                report.canceled = true;
-                return report;
-            }
-            let found = match entry {
-                Ok(f) => f,
-                Err(e) => {
-                    report.problems.push(e.to_string());
-                    continue;
-                }
-            };
-            if found.metadata.len() < settings.min_size_bytes.max(1)
-                || !settings.patterns.matches(&found.name, &found.relative)
-            {
+    let mut walk = Roots::new(&settings.paths, settings.walk.clone());
+    while let Some(found) = walk.next_file(|| cancel.is_cancelled()) {
+        if found.metadata.len() < settings.min_size_bytes.max(1)
+            || !settings.patterns.matches(&found.name, &found.relative)
+        {
+            continue;
+        }
+        match inspect::looks_like_sqlite(&found.path) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                walk.problem(format!("{}: {e}", found.path.display()));
                 continue;
-            }
-            match inspect::looks_like_sqlite(&found.path) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    report.problems.push(format!("{}: {e}", found.path.display()));
-                    continue;
-                }
-            }
-            let path = match std::fs::canonicalize(&found.path) {
-                Ok(p) => p,
-                Err(e) => {
-                    report.problems.push(format!("{}: {e}", found.path.display()));
-                    continue;
-                }
-            };
-            if !seen.insert(path.clone()) {
-                continue;
-            }
-            report.databases += 1;
-            match inspect::page_stats(&path, settings.busy_timeout) {
-                Ok(stats) if stats.freelist_count > 0 && stats.free_ratio() >= settings.min_free_ratio => {
-                    report.candidates.push(Candidate { path, file_bytes: found.metadata.len(), stats })
-                }
-                Ok(_) => {}
-                Err(e) => report.problems.push(format!("{}: {e}", path.display())),
             }
         }
+        let Some(path) = walk.canonical_once(&found.path) else { continue };
+        report.databases += 1;
+        match inspect::page_stats(&path, settings.busy_timeout) {
+            Ok(stats) if stats.freelist_count > 0 && stats.free_ratio() >= settings.min_free_ratio => {
+                report.candidates.push(Candidate { path, file_bytes: found.metadata.len(), stats })
+            }
+            Ok(_) => {}
+            Err(e) => walk.problem(format!("{}: {e}", path.display())),
+        }
     }
+    report.problems = walk.problems;
+    report.canceled = walk.canceled;
     report.candidates.sort_by_key(|c| std::cmp::Reverse(c.stats.reclaimable_bytes()));
     report
 }
