@@ -66,14 +66,10 @@ fn check_token(tokens: &[String], metadata: &tonic::metadata::MetadataMap) -> Re
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     match presented {
-        Some(t) if tokens.iter().any(|known| constant_time_eq(known.as_bytes(), t.as_bytes())) => Ok(()),
+        Some(t) if tokens.iter().any(|known| crate::secrets::constant_time_eq(known.as_bytes(), t.as_bytes())) => Ok(()),
         Some(_) => Err(Status::unauthenticated("invalid worker token")),
         None => Err(Status::unauthenticated("a worker token is required (authorization: Bearer <token>)")),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Checks a hello; the error is sent back as `AdminHello { accepted: false }`.

@@ -8,6 +8,8 @@
 //! makes every change durable before the [`events`] bus publishes it to [`http`].
 //! [`server::Admin`] wires it all together.
 
+pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod config_store;
 pub mod dispatcher;
@@ -17,10 +19,12 @@ pub mod grpc;
 pub mod http;
 pub mod job;
 pub mod monitor;
+pub mod random;
 pub mod registry;
 pub mod runtime_config;
 pub mod scheduler;
 pub mod schema;
+pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod store;

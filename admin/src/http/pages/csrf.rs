@@ -22,25 +22,7 @@ pub const FIELD: &str = "csrf";
 /// The process's token: 32 random bytes as hex.
 pub fn token() -> &'static str {
     static TOKEN: OnceLock<String> = OnceLock::new();
-    TOKEN.get_or_init(|| {
-        let mut bytes = [0u8; 32];
-        if getrandom::getrandom(&mut bytes).is_err() {
-            // No OS randomness (it essentially never happens): fall back to std's
-            // randomly keyed SipHash, which is still unpredictable from outside.
-            use std::hash::{BuildHasher, Hasher};
-            for chunk in bytes.chunks_mut(8) {
-                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-                h.write_u128(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_nanos())
-                        .unwrap_or(0),
-                );
-                chunk.copy_from_slice(&h.finish().to_le_bytes());
-            }
-        }
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    })
+    TOKEN.get_or_init(|| crate::random::hex(32))
 }
 
 /// The `Set-Cookie` value every page sends.
@@ -58,8 +40,8 @@ pub fn check(headers: &HeaderMap, form: &[(String, String)]) -> Result<(), PageE
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().strip_prefix(COOKIE).and_then(|rest| rest.strip_prefix('=')))
-        .any(|v| constant_time_eq(v.as_bytes(), expected));
-    let field_ok = field.is_some_and(|f| constant_time_eq(f.as_bytes(), expected));
+        .any(|v| crate::secrets::constant_time_eq(v.as_bytes(), expected));
+    let field_ok = field.is_some_and(|f| crate::secrets::constant_time_eq(f.as_bytes(), expected));
     if cookie && field_ok {
         return Ok(());
     }
@@ -71,14 +53,6 @@ pub fn check(headers: &HeaderMap, form: &[(String, String)]) -> Result<(), PageE
                   the page and try again."
             .into(),
     })
-}
-
-/// Equality whose running time does not depend on where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -111,12 +85,5 @@ mod tests {
         assert!(check(&headers(&format!("{COOKIE}=nope")), &form(token())).is_err());
         assert!(check(&HeaderMap::new(), &form(token())).is_err());
         assert_eq!(check(&HeaderMap::new(), &[]).unwrap_err().status, StatusCode::FORBIDDEN);
-    }
-
-    #[test]
-    fn comparison_requires_equal_length_and_bytes() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }
