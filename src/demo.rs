@@ -12,6 +12,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use admin::commands::{Actor, Command};
 use anyhow::Context;
 use proto::pb;
 use worker_sdk::value;
@@ -143,9 +144,10 @@ fn settings(demo: &Demo, job_type: &str) -> Option<(HashMap<String, pb::ConfigVa
     Some((values.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), interval))
 }
 
-/// Waits for each job type's descriptor, saves the demo settings through the config
-/// store, and asks for a detection right away.
-pub async fn configure(state: &admin::AdminState, demo: &Demo, job_types: &[&str]) -> anyhow::Result<()> {
+/// Waits for each job type's descriptor, saves the demo settings through the admin's
+/// command layer (as the operator `demo`), and asks for a detection right away.
+pub async fn configure(state: &admin::Components, demo: &Demo, job_types: &[&str]) -> anyhow::Result<()> {
+    let actor = Actor::Local("demo");
     for job_type in job_types {
         let Some((values, interval)) = settings(demo, job_type) else { continue };
         let deadline = tokio::time::Instant::now() + DESCRIPTOR_WAIT;
@@ -165,13 +167,12 @@ pub async fn configure(state: &admin::AdminState, demo: &Demo, job_types: &[&str
             runtime.detection_interval_minutes = minutes;
             config.admin_runtime = Some(runtime);
         }
-        state.configs.save_config(config, "demo").with_context(|| format!("saving the demo settings of {job_type}"))?;
-        state.events.publish(admin::events::EventKind::ConfigSaved {
-            job_type: job_type.to_string(),
-            updated_by: "demo".into(),
-        });
-        state.activity(job_type, "", pb::ActivitySource::Admin, "config", "demo settings saved");
-        state.request_detection(job_type, admin::scheduler::DetectionMode::Run)?;
+        state
+            .execute(&actor, Command::SaveConfig { config })
+            .await
+            .with_context(|| format!("saving the demo settings of {job_type}"))?;
+        let run = Command::Detect { job_type: job_type.to_string(), mode: admin::scheduler::DetectionMode::Run };
+        state.execute(&actor, run).await?;
         tracing::info!(job_type, "demo settings saved; detection requested");
     }
     Ok(())

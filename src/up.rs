@@ -63,7 +63,7 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     );
     if let Some(d) = demo {
         println!("plughost up: demo files in {}; jobs appear within a minute", d.root.display());
-        let state = admin.state().clone();
+        let state = admin.components().clone();
         tokio::spawn(async move {
             if let Err(e) = demo::configure(&state, &d, &job_types).await {
                 tracing::error!(error = %format!("{e:#}"), "demo configuration failed");

@@ -13,11 +13,12 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
+    components::Components,
     events::EventKind,
     monitor::inc,
     registry::{Outbound, WorkerSession},
-    state::AdminState,
     validator::is_valid_job_type,
+    wire::envelope,
 };
 
 /// How long a new stream may take to send its hello.
@@ -25,11 +26,11 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ID_LEN: usize = 256;
 
 pub struct WorkerService {
-    state: Arc<AdminState>,
+    state: Arc<Components>,
 }
 
 impl WorkerService {
-    pub fn new(state: Arc<AdminState>) -> Self {
+    pub fn new(state: Arc<Components>) -> Self {
         WorkerService { state }
     }
 }
@@ -66,7 +67,9 @@ fn check_token(tokens: &[String], metadata: &tonic::metadata::MetadataMap) -> Re
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     match presented {
-        Some(t) if tokens.iter().any(|known| crate::secrets::constant_time_eq(known.as_bytes(), t.as_bytes())) => Ok(()),
+        Some(t) if tokens.iter().any(|known| crate::secrets::constant_time_eq(known.as_bytes(), t.as_bytes())) => {
+            Ok(())
+        }
         Some(_) => Err(Status::unauthenticated("invalid worker token")),
         None => Err(Status::unauthenticated("a worker token is required (authorization: Bearer <token>)")),
     }
@@ -88,7 +91,7 @@ fn check_hello(hello: &pb::WorkerHello) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_session(state: Arc<AdminState>, mut inbound: Streaming<pb::WorkerToAdminMessage>, tx: Outbound) {
+async fn run_session(state: Arc<Components>, mut inbound: Streaming<pb::WorkerToAdminMessage>, tx: Outbound) {
     let first = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
         Ok(Ok(Some(m))) => m,
         Ok(Ok(None)) => return,
@@ -118,7 +121,7 @@ async fn run_session(state: Arc<AdminState>, mut inbound: Streaming<pb::WorkerTo
         tracing::warn!(worker_id = %hello.worker_id, %message, "worker rejected");
         let reply =
             pb::AdminHello { accepted: false, message, heartbeat_interval_seconds: 0, reconnect_delay_seconds: 0 };
-        let _ = tx.send(Ok(Box::new(AdminState::envelope("", AdminBody::Hello(reply))))).await;
+        let _ = tx.send(Ok(Box::new(envelope("", AdminBody::Hello(reply))))).await;
         return;
     }
     if state.is_stopping() {
@@ -126,7 +129,7 @@ async fn run_session(state: Arc<AdminState>, mut inbound: Streaming<pb::WorkerTo
         return;
     }
 
-    let session = Arc::new(WorkerSession::new(state.registry.next_session_id(), hello, tx));
+    let session = Arc::new(WorkerSession::new(state.registry.next_session_id(), hello, tx, state.clock.now_ms()));
     if let Some(old) = state.registry.register(session.clone()) {
         old.close("replaced by a newer stream with the same worker_id");
     }
@@ -136,16 +139,16 @@ async fn run_session(state: Arc<AdminState>, mut inbound: Streaming<pb::WorkerTo
         heartbeat_interval_seconds: state.config.heartbeat_interval.as_secs().max(1) as i32,
         reconnect_delay_seconds: state.config.reconnect_delay.as_secs().max(1) as i32,
     };
-    session.send(AdminState::envelope("", AdminBody::Hello(reply)), state.send_timeout());
+    session.send(envelope("", AdminBody::Hello(reply)), state.config.send_timeout);
     tracing::info!(worker_id = %session.worker_id, address = %session.hello.address, "worker connected");
     state.events.publish(EventKind::WorkerJoined {
         worker_id: session.worker_id.clone(),
         address: session.hello.address.clone(),
         job_types: session.capabilities.keys().cloned().collect(),
     });
-    state.schemas_on_hello(&session);
-    state.wake_dispatch.notify_one();
-    state.wake_scheduler.notify_one();
+    state.schemas.on_hello(&session);
+    state.dispatcher.wake();
+    state.scheduler.wake();
 
     let reason = loop {
         tokio::select! {
@@ -153,7 +156,7 @@ async fn run_session(state: Arc<AdminState>, mut inbound: Streaming<pb::WorkerTo
             _ = session.kill.cancelled() => break session.close_reason().unwrap_or_else(|| "closed by the admin".into()),
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => {
-                    session.touch();
+                    session.touch(state.clock.now_ms());
                     handle(&state, &session, m).await;
                 }
                 Ok(None) => break "stream closed by the worker".to_string(),
@@ -164,55 +167,54 @@ async fn run_session(state: Arc<AdminState>, mut inbound: Streaming<pb::WorkerTo
     // Work sent on this stream is requeued whether or not a newer stream replaced it: a
     // message still queued on the old stream never reaches the worker.
     let lost = state.registry.remove_if_current(&session.worker_id, session.session_id);
-    state.on_worker_gone(&session.worker_id, session.session_id, &reason);
-    state.on_detector_gone(&session.worker_id, session.session_id, lost, &reason);
-    state.expire_schema_requests(Some((&session.worker_id, session.session_id)));
+    state.dispatcher.on_worker_gone(&session.worker_id, session.session_id, &reason);
+    state.scheduler.on_detector_gone(&session.worker_id, session.session_id, lost, &reason);
+    state.schemas.expire_schema_requests(Some((&session.worker_id, session.session_id)));
     if lost {
         tracing::info!(worker_id = %session.worker_id, %reason, "worker left");
         state.events.publish(EventKind::WorkerLeft { worker_id: session.worker_id.clone(), reason });
     }
 }
 
-async fn handle(state: &Arc<AdminState>, session: &Arc<WorkerSession>, msg: pb::WorkerToAdminMessage) {
+async fn handle(state: &Arc<Components>, session: &Arc<WorkerSession>, msg: pb::WorkerToAdminMessage) {
     let Some(body) = msg.body else {
-        inc(&state.metrics.ignored_messages);
+        inc(&state.monitor.ignored_messages);
         return;
     };
     match body {
         Body::Hello(_) => {
-            inc(&state.metrics.ignored_messages);
+            inc(&state.monitor.ignored_messages);
             tracing::debug!(worker_id = %session.worker_id, "second hello on one stream ignored");
         }
         Body::Heartbeat(hb) => {
-            inc(&state.metrics.heartbeats);
+            inc(&state.monitor.heartbeats);
             session.set_heartbeat(hb);
         }
         Body::Acknowledge(ack) => {
             if ack.accepted {
                 return;
             }
-            if state.is_execution(&ack.request_id) {
-                state.on_execute_rejected(session, &ack.request_id, &ack.message);
-            } else if state.is_detection(&ack.request_id) {
-                state.on_detection_rejected(session, &ack.request_id, &ack.message);
-            } else if !state.on_schema_rejected(&ack.request_id, &session.worker_id, &ack.message) {
-                inc(&state.metrics.ignored_messages);
+            if state.dispatcher.is_execution(&ack.request_id) {
+                state.dispatcher.on_execute_rejected(session, &ack.request_id, &ack.message);
+            } else if state.scheduler.is_detection(&ack.request_id) {
+                state.scheduler.on_detection_rejected(session, &ack.request_id, &ack.message);
+            } else if !state.schemas.on_schema_rejected(&ack.request_id, &session.worker_id, &ack.message) {
+                inc(&state.monitor.ignored_messages);
             }
         }
-        Body::ConfigSchemaResponse(resp) => state.on_schema_response(session, resp).await,
-        Body::DetectionProposals(batch) => state.on_proposals(session, batch),
-        Body::DetectionComplete(done) => state.on_detection_complete(session, done),
+        Body::ConfigSchemaResponse(resp) => state.schemas.on_schema_response(session, resp).await,
+        Body::DetectionProposals(batch) => state.scheduler.on_proposals(session, batch),
+        Body::DetectionComplete(done) => state.scheduler.on_detection_complete(session, done),
         Body::JobProgressUpdate(update) => {
-            if update.job_id.is_empty() && state.is_detection(&update.request_id) {
-                let job_type = if update.job_type.is_empty() { String::new() } else { update.job_type.clone() };
-                state.worker_activities(&job_type, "", &update.activities, pb::ActivitySource::Detector);
+            if update.job_id.is_empty() && state.scheduler.is_detection(&update.request_id) {
+                state.journal.worker_activities(&update.job_type, "", &update.activities, pb::ActivitySource::Detector);
             } else {
-                state.on_progress(session, update);
+                state.dispatcher.on_progress(session, update);
             }
         }
-        Body::JobCompleted(done) => state.on_completed(session, done),
-        Body::Observations(_) => inc(&state.metrics.observations),
-        Body::ObjectPreviewResponse(_) => inc(&state.metrics.ignored_messages),
+        Body::JobCompleted(done) => state.dispatcher.on_completed(session, done),
+        Body::Observations(_) => inc(&state.monitor.observations),
+        Body::ObjectPreviewResponse(_) => inc(&state.monitor.ignored_messages),
     }
 }
 

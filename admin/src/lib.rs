@@ -10,14 +10,20 @@
 
 pub mod backoff;
 pub mod clock;
+pub mod commands;
+pub mod components;
 pub mod config;
 pub mod config_store;
+pub mod datadir;
 pub mod dispatcher;
 pub mod events;
 pub mod fsutil;
 pub mod grpc;
 pub mod http;
+pub mod ids;
 pub mod job;
+pub mod journal;
+pub mod liveness;
 pub mod monitor;
 pub mod random;
 pub mod registry;
@@ -26,14 +32,15 @@ pub mod scheduler;
 pub mod schema;
 pub mod secrets;
 pub mod server;
-pub mod state;
 pub mod store;
+pub mod text;
 pub mod tls;
 pub mod validator;
+pub mod wire;
 
 #[cfg(test)]
 mod test_support;
 
+pub use components::Components;
 pub use config::{AdminConfig, TlsFiles};
 pub use server::{Admin, AdminError};
-pub use state::AdminState;

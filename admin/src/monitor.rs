@@ -1,4 +1,4 @@
-//! WorkflowMonitor: counters and histograms the admin keeps about its own work, and their
+//! Monitor: counters and histograms the admin keeps about its own work, and their
 //! Prometheus text form for `GET /metrics`. Gauges (workers, jobs by state) are read from
 //! the registry and the job table when the metrics are rendered.
 
@@ -52,8 +52,23 @@ impl Histogram {
 const LATENCY_BOUNDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 const DURATION_BOUNDS: &[f64] = &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
 
+/// The counters a job transition can move (see `dispatcher::machine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    AttemptStarted,
+    AttemptFailed,
+    Retried,
+    DeadLettered,
+    Succeeded,
+    Canceled,
+    Expired,
+    ExecutionTimedOut,
+    RequeuedRefused,
+    RequeuedWorkerLost,
+}
+
 /// Counters the admin increments as it works.
-pub struct Metrics {
+pub struct Monitor {
     pub jobs_created: AtomicU64,
     pub jobs_deduplicated: AtomicU64,
     pub jobs_succeeded: AtomicU64,
@@ -76,9 +91,9 @@ pub struct Metrics {
     pub detection_duration: Histogram,
 }
 
-impl Default for Metrics {
+impl Default for Monitor {
     fn default() -> Self {
-        Metrics {
+        Monitor {
             jobs_created: AtomicU64::new(0),
             jobs_deduplicated: AtomicU64::new(0),
             jobs_succeeded: AtomicU64::new(0),
@@ -102,11 +117,30 @@ impl Default for Metrics {
     }
 }
 
+impl Monitor {
+    /// Moves the counter a job transition names.
+    pub fn count(&self, counter: Counter) {
+        use Counter::*;
+        inc(match counter {
+            AttemptStarted => &self.attempts_started,
+            AttemptFailed => &self.jobs_failed,
+            Retried => &self.retries,
+            DeadLettered => &self.jobs_dead_lettered,
+            Succeeded => &self.jobs_succeeded,
+            Canceled => &self.jobs_canceled,
+            Expired => &self.jobs_expired,
+            ExecutionTimedOut => &self.execution_timeouts,
+            RequeuedRefused => &self.requeues_capacity,
+            RequeuedWorkerLost => &self.requeues_worker_lost,
+        });
+    }
+}
+
 pub fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-impl Metrics {
+impl Monitor {
     /// Prometheus text exposition. `gauges` are (name, help, labels, value) rows.
     pub fn render(&self, gauges: &[(&str, &str, String, f64)]) -> String {
         let mut out = String::with_capacity(4096);
@@ -184,7 +218,7 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative() {
-        let m = Metrics::default();
+        let m = Monitor::default();
         m.dispatch_latency.observe(0.0001);
         m.dispatch_latency.observe(0.003);
         m.dispatch_latency.observe(100.0);

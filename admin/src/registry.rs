@@ -18,8 +18,6 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::job::now_ms;
-
 /// What goes into a worker's outbound queue. Boxed, so the queue's buffer holds pointers:
 /// an idle stream's preallocated block is half a KiB instead of ~20 KiB of messages.
 pub type Outgoing = Result<Box<pb::AdminToWorkerMessage>, Box<Status>>;
@@ -41,9 +39,8 @@ pub struct WorkerSession {
 }
 
 impl WorkerSession {
-    pub fn new(session_id: u64, hello: pb::WorkerHello, tx: Outbound) -> Self {
+    pub fn new(session_id: u64, hello: pb::WorkerHello, tx: Outbound, now: i64) -> Self {
         let capabilities = hello.capabilities.iter().map(|c| (c.job_type.clone(), c.clone())).collect();
-        let now = now_ms();
         WorkerSession {
             session_id,
             worker_id: hello.worker_id.clone(),
@@ -58,8 +55,8 @@ impl WorkerSession {
         }
     }
 
-    pub fn touch(&self) {
-        self.last_seen.store(now_ms(), Ordering::Relaxed);
+    pub fn touch(&self, now: i64) {
+        self.last_seen.store(now, Ordering::Relaxed);
     }
 
     pub fn last_seen(&self) -> i64 {

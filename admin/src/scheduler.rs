@@ -6,18 +6,30 @@
 //! creates jobs like a scheduled one) and `detect` (on demand, a preview: proposals are
 //! shown as the latest detection results and no job is created).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use proto::pb::{self, admin_to_worker_message::Body};
 use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
+    clock::SharedClock,
+    config_store::ConfigStore,
+    dispatcher::{Admission, Dispatcher, NewJob},
     events::EventKind,
-    job::{Job, JobSpecData, RunView, now_ms, priority_name, timestamp_to_ms},
-    monitor::inc,
-    registry::WorkerSession,
-    state::{AdminState, clip},
-    store::Op,
+    ids::Ids,
+    job::{JobSpecData, RunView, priority_name, timestamp_to_ms},
+    journal::Journal,
+    monitor::{Monitor, inc},
+    registry::{Registry, WorkerSession},
+    store::{Op, Store},
+    text::clip,
+    wire,
 };
 
 /// Proposals kept per job type as its latest detection results.
@@ -31,8 +43,38 @@ pub enum DetectionMode {
     Preview,
 }
 
+/// What the scheduler needs from the rest of the admin.
+pub struct SchedulerParts {
+    pub registry: Arc<Registry>,
+    pub configs: Arc<ConfigStore>,
+    pub dispatcher: Dispatcher,
+    pub store: Arc<Store>,
+    pub journal: Journal,
+    pub monitor: Arc<Monitor>,
+    pub clock: SharedClock,
+    pub ids: Arc<Ids>,
+    /// Delay between a job type's first capable detector appearing and its first detection.
+    pub first_detection_delay: Duration,
+    pub send_timeout: Duration,
+    pub cluster_metadata: HashMap<String, String>,
+    /// Cancelled when the admin begins to stop: no new detections.
+    pub stopping: CancellationToken,
+}
+
+/// A handle to the detection scheduler; clones share it.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<SchedulerInner>,
+}
+
+struct SchedulerInner {
+    table: Mutex<DetectorTable>,
+    wake: Notify,
+    parts: SchedulerParts,
+}
+
 #[derive(Default)]
-pub struct DetectorTable {
+struct DetectorTable {
     types: HashMap<String, DetectorState>,
     by_request: HashMap<String, String>,
 }
@@ -103,39 +145,84 @@ pub enum DetectError {
     ShuttingDown,
 }
 
-impl AdminState {
+impl Scheduler {
+    pub fn new(parts: SchedulerParts) -> Scheduler {
+        Scheduler {
+            inner: Arc::new(SchedulerInner { table: Mutex::new(DetectorTable::default()), wake: Notify::new(), parts }),
+        }
+    }
+
+    fn p(&self) -> &SchedulerParts {
+        &self.inner.parts
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DetectorTable> {
+        self.inner.table.lock().expect("detector lock")
+    }
+
+    fn now(&self) -> i64 {
+        self.p().clock.now_ms()
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.p().stopping.is_cancelled()
+    }
+
+    /// Asks for a scheduler pass now (a new descriptor, config or worker).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Runs scheduler passes until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        loop {
+            let next = self.scheduler_pass();
+            let wait = (next - self.now()).clamp(10, 1000) as u64;
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+    }
+
     /// Starts due detections and times out overdue ones. Returns the next time it has
     /// something to do.
     pub fn scheduler_pass(&self) -> i64 {
-        let now = now_ms();
+        let now = self.now();
         let mut next = now + 1000;
         if self.is_stopping() {
             return next;
         }
-        let mut job_types: Vec<String> = self.configs.job_types();
-        for t in self.registry.job_types().into_keys() {
+        let mut job_types: Vec<String> = self.p().configs.job_types();
+        for t in self.p().registry.job_types().into_keys() {
             if !job_types.contains(&t) {
                 job_types.push(t);
             }
         }
         let mut out: Vec<(Arc<WorkerSession>, pb::AdminToWorkerMessage)> = Vec::new();
         {
-            let mut d = self.detectors.lock().expect("detector lock");
+            let mut d = self.lock();
             for job_type in job_types {
-                if self.configs.descriptor(&job_type).is_none() {
+                if self.p().configs.descriptor(&job_type).is_none() {
                     continue;
                 }
-                let runtime = self.configs.runtime(&job_type);
-                let detectors = self.registry.detectors(&job_type);
+                let runtime = self.p().configs.runtime(&job_type);
+                let detectors = self.p().registry.detectors(&job_type);
                 let st = d.types.entry(job_type.clone()).or_default();
                 if let Some(r) = &st.running {
                     if r.deadline <= now {
                         let request_id = r.request_id.clone();
                         let secs = i64::from(runtime.detection_timeout_seconds);
-                        if let Some(s) = self.registry.get(&r.worker_id) {
+                        if let Some(s) = self.p().registry.get(&r.worker_id) {
                             out.push((
                                 s,
-                                detection_cancel(&self.new_request_id("cancel"), &request_id, "detection timed out"),
+                                wire::cancel(
+                                    &self.p().ids.request("cancel"),
+                                    pb::WorkKind::Detection,
+                                    &request_id,
+                                    "detection timed out",
+                                ),
                             ));
                         }
                         self.end_detection(&mut d, &job_type, false, &format!("detection timed out after {secs} s"), 0);
@@ -148,7 +235,7 @@ impl AdminState {
                     continue;
                 }
                 if st.next_due == 0 {
-                    st.next_due = now + self.config.first_detection_delay.as_millis() as i64;
+                    st.next_due = now + self.p().first_detection_delay.as_millis() as i64;
                 }
                 let mode = match st.queued.take() {
                     Some(m) => Some(m),
@@ -167,7 +254,7 @@ impl AdminState {
             }
         }
         for (s, msg) in out {
-            s.send(msg, self.send_timeout());
+            s.send(msg, self.p().send_timeout);
         }
         next
     }
@@ -191,8 +278,8 @@ impl AdminState {
             .clone();
         st.lease = Some(worker.worker_id.clone());
         st.sequence += 1;
-        let request_id = self.new_request_id("detect");
-        let config = self.configs.config(job_type);
+        let request_id = self.p().ids.request("detect");
+        let config = self.p().configs.config(job_type);
         let max_jobs = i64::from(runtime.max_jobs_per_detection.max(1));
         let request = pb::RunDetectionRequest {
             request_id: request_id.clone(),
@@ -201,12 +288,15 @@ impl AdminState {
             admin_runtime: Some(*runtime),
             admin_config_values: config.as_ref().map(|c| c.admin_config_values.clone()).unwrap_or_default(),
             worker_config_values: config.as_ref().map(|c| c.worker_config_values.clone()).unwrap_or_default(),
-            cluster_context: Some(self.cluster_context()),
+            cluster_context: Some(pb::ClusterContext {
+                metadata: self.p().cluster_metadata.clone(),
+                ..Default::default()
+            }),
             last_successful_run: (st.last_success_at > 0).then(|| crate::job::ms_to_timestamp(st.last_success_at)),
             max_results: max_jobs as i32,
         };
         let run = RunView {
-            id: self.new_run_id(),
+            id: self.p().ids.run(),
             job_type: job_type.to_string(),
             kind: match mode {
                 DetectionMode::Preview => "detection_preview".into(),
@@ -222,7 +312,7 @@ impl AdminState {
             jobs_created: 0,
         };
         let timeout_ms = i64::from(runtime.detection_timeout_seconds.max(1)) * 1000;
-        self.store.submit(
+        self.p().store.submit(
             Some(Op::Run(run.clone())),
             Some(EventKind::DetectionStarted {
                 job_type: job_type.to_string(),
@@ -243,15 +333,15 @@ impl AdminState {
             dropped: 0,
         });
         d.by_request.insert(request_id.clone(), job_type.to_string());
-        inc(&self.metrics.detections_started);
-        let msg = AdminState::envelope(&request_id, Body::RunDetectionRequest(request));
+        inc(&self.p().monitor.detections_started);
+        let msg = wire::envelope(&request_id, Body::RunDetectionRequest(request));
         Some((worker, msg))
     }
 
     /// Finishes the running detection of a job type and schedules the next one.
     fn end_detection(&self, d: &mut DetectorTable, job_type: &str, success: bool, message: &str, reported: i64) {
-        let now = now_ms();
-        let runtime = self.configs.runtime(job_type);
+        let now = self.now();
+        let runtime = self.p().configs.runtime(job_type);
         let Some(st) = d.types.get_mut(job_type) else { return };
         let Some(mut r) = st.running.take() else { return };
         d.by_request.remove(&r.request_id);
@@ -264,11 +354,11 @@ impl AdminState {
             msg = if msg.is_empty() { extra } else { format!("{msg}; {extra}") };
         }
         r.run.message = msg;
-        self.metrics.detection_duration.observe((now - r.run.started_at).max(0) as f64 / 1000.0);
+        self.p().monitor.detection_duration.observe((now - r.run.started_at).max(0) as f64 / 1000.0);
         if success {
             st.last_success_at = now;
         } else {
-            inc(&self.metrics.detections_failed);
+            inc(&self.p().monitor.detections_failed);
         }
         if r.mode == DetectionMode::Scheduled || st.next_due <= now {
             st.next_due = now + i64::from(runtime.detection_interval_minutes.max(1)) * 60_000;
@@ -279,33 +369,33 @@ impl AdminState {
         } else {
             format!("detection failed: {}", r.run.message)
         };
-        self.store.submit(Some(Op::Run(r.run.clone())), Some(EventKind::DetectionFinished { run: r.run }));
-        self.activity(job_type, "", pb::ActivitySource::Admin, "detection", &summary);
-        self.wake_scheduler.notify_one();
+        self.p().store.submit(Some(Op::Run(r.run.clone())), Some(EventKind::DetectionFinished { run: r.run }));
+        self.p().journal.record(job_type, "", pb::ActivitySource::Admin, "detection", &summary);
+        self.wake();
     }
 
     /// Runs a detection now: `Run` creates jobs, `Preview` only shows proposals. If one is
-    /// running, this one follows it.
-    pub fn request_detection(&self, job_type: &str, mode: DetectionMode) -> Result<&'static str, DetectError> {
+    /// running, this one follows it (returns true).
+    pub fn request_detection(&self, job_type: &str, mode: DetectionMode) -> Result<bool, DetectError> {
         if self.is_stopping() {
             return Err(DetectError::ShuttingDown);
         }
-        if self.configs.descriptor(job_type).is_none() {
+        if self.p().configs.descriptor(job_type).is_none() {
             return Err(DetectError::UnknownJobType(job_type.to_string()));
         }
-        if self.registry.detectors(job_type).is_empty() {
+        if self.p().registry.detectors(job_type).is_empty() {
             return Err(DetectError::NoDetector(job_type.to_string()));
         }
-        let mut d = self.detectors.lock().expect("detector lock");
+        let mut d = self.lock();
         let st = d.types.entry(job_type.to_string()).or_default();
-        let status = if st.running.is_some() { "queued behind the running detection" } else { "started" };
+        let queued = st.running.is_some();
         st.queued = Some(match (st.queued, mode) {
             (Some(DetectionMode::Run), _) => DetectionMode::Run,
             (_, m) => m,
         });
         drop(d);
-        self.wake_scheduler.notify_one();
-        Ok(status)
+        self.wake();
+        Ok(queued)
     }
 
     fn running_of(&self, d: &DetectorTable, session: &WorkerSession, request_id: &str) -> Option<String> {
@@ -315,83 +405,78 @@ impl AdminState {
     }
 
     pub fn is_detection(&self, request_id: &str) -> bool {
-        self.detectors.lock().expect("detector lock").by_request.contains_key(request_id)
+        self.lock().by_request.contains_key(request_id)
     }
 
-    pub fn on_proposals(self: &Arc<Self>, session: &WorkerSession, batch: pb::DetectionProposals) {
-        let now = now_ms();
-        let mut d = self.detectors.lock().expect("detector lock");
+    /// Turns a batch of proposals into jobs (through the dispatcher's one way in), or,
+    /// for a preview, only shows them.
+    pub fn on_proposals(&self, session: &WorkerSession, batch: pb::DetectionProposals) {
+        let now = self.now();
+        let mut d = self.lock();
         let Some(job_type) = self.running_of(&d, session, &batch.request_id) else {
             drop(d);
-            inc(&self.metrics.ignored_messages);
+            inc(&self.p().monitor.ignored_messages);
             tracing::debug!(worker_id = %session.worker_id, request_id = %batch.request_id, "proposals for an unknown detection ignored");
             return;
         };
         let st = d.types.get_mut(&job_type).expect("running detection has state");
         let r = st.running.as_mut().expect("running detection");
-        let mut created: Vec<i64> = Vec::new();
-        {
-            let mut t = self.jobs.lock().expect("job table lock");
-            for p in batch.proposals {
-                r.run.proposals += 1;
-                let mut view = ProposalView {
-                    proposal_id: clip(&p.proposal_id, 256),
-                    dedupe_key: clip(&p.dedupe_key, 512),
-                    priority: priority_name(p.priority),
-                    summary: clip(&p.summary, 1000),
-                    detail: clip(&p.detail, 4000),
-                    outcome: "preview",
-                    job_id: String::new(),
-                };
-                let key = if !p.dedupe_key.is_empty() { clip(&p.dedupe_key, 512) } else { clip(&p.proposal_id, 512) };
-                if !p.job_type.is_empty() && p.job_type != job_type {
-                    view.outcome = "invalid";
-                } else if r.mode == DetectionMode::Preview {
-                    if !key.is_empty() && t.is_active_key(&job_type, &key) {
+        let mut views = Vec::with_capacity(batch.proposals.len());
+        let mut offered = Vec::new();
+        for p in batch.proposals {
+            r.run.proposals += 1;
+            let mut view = ProposalView {
+                proposal_id: clip(&p.proposal_id, 256),
+                dedupe_key: clip(&p.dedupe_key, 512),
+                priority: priority_name(p.priority),
+                summary: clip(&p.summary, 1000),
+                detail: clip(&p.detail, 4000),
+                outcome: "preview",
+                job_id: String::new(),
+            };
+            let key = if !p.dedupe_key.is_empty() { clip(&p.dedupe_key, 512) } else { clip(&p.proposal_id, 512) };
+            if !p.job_type.is_empty() && p.job_type != job_type {
+                view.outcome = "invalid";
+            } else if r.mode == DetectionMode::Preview {
+                if !key.is_empty() && self.p().dispatcher.is_active_key(&job_type, &key) {
+                    view.outcome = "deduplicated";
+                }
+            } else {
+                offered.push((views.len(), NewJob { spec: new_spec(&job_type, key, p, r.run.id, now) }));
+            }
+            views.push(view);
+        }
+        if !offered.is_empty() {
+            let (at, jobs): (Vec<usize>, Vec<NewJob>) = offered.into_iter().unzip();
+            let admitted = self.p().dispatcher.admit(jobs, r.max_jobs - r.run.jobs_created);
+            for (i, admission) in at.into_iter().zip(admitted) {
+                let view = &mut views[i];
+                match admission {
+                    Admission::Created { job_id } => {
+                        view.outcome = "created";
+                        view.job_id = job_id;
+                        r.run.jobs_created += 1;
+                    }
+                    Admission::Duplicate => {
+                        r.deduplicated += 1;
                         view.outcome = "deduplicated";
                     }
-                } else if r.run.jobs_created >= r.max_jobs {
-                    r.dropped += 1;
-                    view.outcome = "over_limit";
-                } else if !key.is_empty() && t.is_active_key(&job_type, &key) {
-                    r.deduplicated += 1;
-                    inc(&self.metrics.jobs_deduplicated);
-                    view.outcome = "deduplicated";
-                } else {
-                    let seq = t.next_seq();
-                    let key = if key.is_empty() { crate::job::job_id(seq) } else { key };
-                    let job = new_job(seq, &job_type, key, p, r.run.id, now);
-                    view.outcome = "created";
-                    view.job_id = job.id();
-                    self.insert_new_job(&mut t, job);
-                    r.run.jobs_created += 1;
-                    inc(&self.metrics.jobs_created);
-                    created.push(seq);
-                }
-                if st.latest.len() < LATEST_PROPOSALS {
-                    st.latest.push(view);
+                    Admission::OverLimit => {
+                        r.dropped += 1;
+                        view.outcome = "over_limit";
+                    }
                 }
             }
         }
-        drop(d);
-        if created.is_empty() {
-            return;
-        }
-        // Persisted before announced: the jobs become dispatchable once durable.
-        let ticket = self.store.last_ticket();
-        let state = self.clone();
-        tokio::spawn(async move {
-            if state.store.durable(ticket).await.is_ok() {
-                state.enqueue(&created);
-            }
-        });
+        let room = LATEST_PROPOSALS.saturating_sub(st.latest.len());
+        st.latest.extend(views.into_iter().take(room));
     }
 
     pub fn on_detection_complete(&self, session: &WorkerSession, done: pb::DetectionComplete) {
-        let mut d = self.detectors.lock().expect("detector lock");
+        let mut d = self.lock();
         let Some(job_type) = self.running_of(&d, session, &done.request_id) else {
             drop(d);
-            inc(&self.metrics.ignored_messages);
+            inc(&self.p().monitor.ignored_messages);
             return;
         };
         let message = if done.success {
@@ -406,7 +491,7 @@ impl AdminState {
 
     /// A detector refused the request (acknowledge with accepted: false).
     pub fn on_detection_rejected(&self, session: &WorkerSession, request_id: &str, message: &str) {
-        let mut d = self.detectors.lock().expect("detector lock");
+        let mut d = self.lock();
         if let Some(job_type) = self.running_of(&d, session, request_id) {
             let msg = if message.is_empty() {
                 "rejected by the detector".to_string()
@@ -420,7 +505,7 @@ impl AdminState {
     /// Detections sent on a stream that ended fail and run again soon (elsewhere, if the
     /// worker is gone for good: `lost` also releases its detector leases).
     pub fn on_detector_gone(&self, worker_id: &str, session_id: u64, lost: bool, reason: &str) {
-        let mut d = self.detectors.lock().expect("detector lock");
+        let mut d = self.lock();
         let affected: Vec<String> = d
             .types
             .iter()
@@ -433,7 +518,7 @@ impl AdminState {
             let mode = d.types.get(&job_type).and_then(|s| s.running.as_ref()).map(|r| r.mode);
             self.end_detection(&mut d, &job_type, false, &format!("detector lost: {reason}"), 0);
             if let Some(st) = d.types.get_mut(&job_type) {
-                st.next_due = now_ms();
+                st.next_due = self.now();
                 if mode != Some(DetectionMode::Scheduled) {
                     st.queued = mode;
                 }
@@ -447,22 +532,22 @@ impl AdminState {
             }
         }
         drop(d);
-        self.wake_scheduler.notify_one();
+        self.wake();
     }
 
     pub fn scheduler_states(&self) -> Vec<SchedulerStateView> {
-        let mut types = self.configs.job_types();
-        for t in self.registry.job_types().into_keys() {
+        let mut types = self.p().configs.job_types();
+        for t in self.p().registry.job_types().into_keys() {
             if !types.contains(&t) {
                 types.push(t);
             }
         }
         types.sort();
-        let d = self.detectors.lock().expect("detector lock");
+        let d = self.lock();
         types
             .into_iter()
             .map(|job_type| {
-                let runtime = self.configs.runtime(&job_type);
+                let runtime = self.p().configs.runtime(&job_type);
                 let st = d.types.get(&job_type);
                 SchedulerStateView {
                     enabled: runtime.enabled,
@@ -473,8 +558,8 @@ impl AdminState {
                     detection_interval_minutes: runtime.detection_interval_minutes,
                     last_success_at: st.map(|s| s.last_success_at).unwrap_or(0),
                     last_run: st.and_then(|s| s.last_run.clone()),
-                    detectors: self.registry.detectors(&job_type).len(),
-                    executors: self.registry.executors(&job_type).len(),
+                    detectors: self.p().registry.detectors(&job_type).len(),
+                    executors: self.p().registry.executors(&job_type).len(),
                     job_type,
                 }
             })
@@ -482,41 +567,83 @@ impl AdminState {
     }
 
     pub fn latest_proposals(&self, job_type: &str) -> Vec<ProposalView> {
-        self.detectors.lock().expect("detector lock").types.get(job_type).map(|s| s.latest.clone()).unwrap_or_default()
+        self.lock().types.get(job_type).map(|s| s.latest.clone()).unwrap_or_default()
     }
 }
 
-fn detection_cancel(cancel_request_id: &str, target_request_id: &str, reason: &str) -> pb::AdminToWorkerMessage {
-    AdminState::envelope(
-        cancel_request_id,
-        Body::CancelRequest(pb::CancelRequest {
-            target_id: target_request_id.to_string(),
-            target_kind: pb::WorkKind::Detection as i32,
-            reason: reason.to_string(),
-            force: false,
-        }),
-    )
-}
-
-fn new_job(seq: i64, job_type: &str, dedupe_key: String, p: pb::JobProposal, run_id: i64, now: i64) -> Job {
+fn new_spec(job_type: &str, dedupe_key: String, p: pb::JobProposal, run_id: i64, now: i64) -> JobSpecData {
     let not_before = p.not_before.as_ref().map(timestamp_to_ms).unwrap_or(0).max(0);
     let expires_at = p.expires_at.as_ref().map(timestamp_to_ms).unwrap_or(0).max(0);
     let priority = if p.priority == 0 { pb::JobPriority::Normal as i32 } else { p.priority.clamp(0, 4) };
-    Job::pending(
-        seq,
-        JobSpecData {
-            job_type: job_type.to_string(),
-            dedupe_key,
-            priority,
-            summary: clip(&p.summary, 1000),
-            detail: clip(&p.detail, 8000),
-            parameters: p.parameters,
-            labels: p.labels,
-            created_at: now,
-            not_before,
-            expires_at,
-            detection_run: run_id,
-        },
-        now,
-    )
+    JobSpecData {
+        job_type: job_type.to_string(),
+        dedupe_key,
+        priority,
+        summary: clip(&p.summary, 1000),
+        detail: clip(&p.detail, 8000),
+        parameters: p.parameters,
+        labels: p.labels,
+        created_at: now,
+        not_before,
+        expires_at,
+        detection_run: run_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::Rig;
+
+    #[tokio::test]
+    async fn a_detection_that_runs_past_its_timeout_is_canceled_and_recorded_as_failed() {
+        let rig = Rig::new(|d| d.detection_timeout_seconds = 45);
+        let mut w = rig.worker("w1", 1);
+        let s = &rig.c.scheduler;
+        assert!(!s.request_detection("t", DetectionMode::Run).unwrap(), "started, not queued");
+        s.scheduler_pass();
+        let request_id = match w.next().await.body {
+            Some(Body::RunDetectionRequest(r)) => r.request_id,
+            other => panic!("expected a detection request, got {other:?}"),
+        };
+        rig.clock.advance(44_999);
+        s.scheduler_pass();
+        assert!(s.is_detection(&request_id), "still running before the timeout");
+        rig.clock.advance(1);
+        s.scheduler_pass();
+        match w.next().await.body {
+            Some(Body::CancelRequest(c)) => {
+                assert_eq!(c.target_id, request_id);
+                assert_eq!(c.target_kind, pb::WorkKind::Detection as i32);
+            }
+            other => panic!("expected a cancel, got {other:?}"),
+        }
+        assert!(!s.is_detection(&request_id));
+        let state = s.scheduler_states().into_iter().find(|st| st.job_type == "t").unwrap();
+        let run = state.last_run.expect("the run is recorded");
+        assert!(!run.success);
+        assert_eq!(run.message, "detection timed out after 45 s");
+        assert_eq!(state.next_detection_at, Rig::T0 + 45_000 + 10 * 60_000, "the next one is an interval later");
+    }
+
+    #[tokio::test]
+    async fn proposals_become_jobs_through_the_dispatcher_deduplicated_and_capped() {
+        let rig = Rig::new(|d| d.max_jobs_per_detection = 2);
+        let mut w = rig.worker("w1", 1);
+        let s = &rig.c.scheduler;
+        s.request_detection("t", DetectionMode::Run).unwrap();
+        s.scheduler_pass();
+        let Some(Body::RunDetectionRequest(r)) = w.next().await.body else { panic!("no detection request") };
+        let proposal = |key: &str| pb::JobProposal { dedupe_key: key.into(), ..Default::default() };
+        let batch = pb::DetectionProposals {
+            request_id: r.request_id.clone(),
+            proposals: vec![proposal("a"), proposal("a"), proposal("b"), proposal("c")],
+            ..Default::default()
+        };
+        s.on_proposals(&w.session, batch);
+        let outcomes: Vec<&str> = s.latest_proposals("t").iter().map(|p| p.outcome).collect();
+        assert_eq!(outcomes, vec!["created", "deduplicated", "created", "over_limit"]);
+        assert!(rig.c.dispatcher.is_active_key("t", "a"));
+        assert_eq!(rig.c.dispatcher.count_of("t", pb::JobState::Pending), 2);
+    }
 }

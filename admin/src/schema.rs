@@ -3,13 +3,25 @@
 //! `descriptor_version` is noticed), or on demand with force refresh, and stores what
 //! comes back through the config store.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use proto::pb::{self, admin_to_worker_message::Body};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config_store::ConfigStoreError, events::EventKind, job::now_ms, registry::WorkerSession, state::AdminState,
+    clock::SharedClock,
+    config_store::{ConfigStore, ConfigStoreError},
+    events::{EventBus, EventKind},
+    ids::Ids,
+    journal::Journal,
+    registry::{Registry, WorkerSession},
+    scheduler::Scheduler,
+    wire,
 };
 
 /// How long a worker has to answer a schema request.
@@ -29,8 +41,27 @@ pub enum SchemaError {
 
 type Waiter = oneshot::Sender<Result<Arc<pb::JobTypeDescriptor>, SchemaError>>;
 
+/// What the schema coordinator needs from the rest of the admin.
+pub struct SchemaParts {
+    pub registry: Arc<Registry>,
+    pub configs: Arc<ConfigStore>,
+    pub events: Arc<EventBus>,
+    pub journal: Journal,
+    /// Told when a new descriptor is stored, so the job type's detection can start.
+    pub scheduler: Scheduler,
+    pub clock: SharedClock,
+    pub ids: Arc<Ids>,
+    pub send_timeout: Duration,
+}
+
+/// A handle to the schema coordinator; clones share it.
+#[derive(Clone)]
+pub struct SchemaCoordinator {
+    inner: Arc<(Mutex<SchemaRequests>, SchemaParts)>,
+}
+
 #[derive(Default)]
-pub struct SchemaRequests {
+struct SchemaRequests {
     pending: HashMap<String, PendingSchema>,
     /// Worker instances already asked, so a reconnect does not ask again.
     asked_instances: HashMap<String, String>,
@@ -45,28 +76,50 @@ struct PendingSchema {
     waiters: Vec<Waiter>,
 }
 
-impl AdminState {
+impl SchemaCoordinator {
+    pub fn new(parts: SchemaParts) -> SchemaCoordinator {
+        SchemaCoordinator { inner: Arc::new((Mutex::new(SchemaRequests::default()), parts)) }
+    }
+
+    fn p(&self) -> &SchemaParts {
+        &self.inner.1
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SchemaRequests> {
+        self.inner.0.lock().expect("schema lock")
+    }
+
+    /// Fails overdue requests every second until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => self.expire_schema_requests(None),
+                _ = stop.cancelled() => break,
+            }
+        }
+    }
+
     /// Called after a worker's hello: asks it for the descriptors the admin lacks, and,
     /// for a worker instance not seen before, for all of its job types (a newer
     /// descriptor_version replaces the stored one).
-    pub fn schemas_on_hello(&self, session: &Arc<WorkerSession>) {
+    pub fn on_hello(&self, session: &Arc<WorkerSession>) {
         let new_instance = {
-            let mut s = self.schemas.lock().expect("schema lock");
+            let mut s = self.lock();
             let previous =
                 s.asked_instances.insert(session.worker_id.clone(), session.hello.worker_instance_id.clone());
             previous.as_deref() != Some(session.hello.worker_instance_id.as_str())
         };
         for job_type in session.capabilities.keys() {
-            if new_instance || self.configs.needs_descriptor(job_type, None) {
+            if new_instance || self.p().configs.needs_descriptor(job_type, None) {
                 self.ask_schema(session, job_type, false, None);
             }
         }
     }
 
     fn ask_schema(&self, session: &Arc<WorkerSession>, job_type: &str, force: bool, waiter: Option<Waiter>) {
-        let request_id = self.new_request_id("schema");
+        let request_id = self.p().ids.request("schema");
         {
-            let mut s = self.schemas.lock().expect("schema lock");
+            let mut s = self.lock();
             // One request per job type at a time; later askers wait for its answer.
             // Not a request on another stream: it may be lost with that stream.
             if let Some(p) = s
@@ -86,21 +139,22 @@ impl AdminState {
                     worker_id: session.worker_id.clone(),
                     session_id: session.session_id,
                     force,
-                    deadline: now_ms() + SCHEMA_TIMEOUT_MS,
+                    deadline: self.p().clock.now_ms() + SCHEMA_TIMEOUT_MS,
                     waiters: waiter.into_iter().collect(),
                 },
             );
         }
-        let msg = AdminState::envelope(
+        let msg = wire::envelope(
             &request_id,
             Body::RequestConfigSchema(pb::RequestConfigSchema { job_type: job_type.to_string(), force_refresh: force }),
         );
-        session.send(msg, self.send_timeout());
+        session.send(msg, self.p().send_timeout);
     }
 
     /// Fetches a job type's descriptor now from a capable worker and stores it.
     pub async fn refresh_schema(&self, job_type: &str, force: bool) -> Result<Arc<pb::JobTypeDescriptor>, SchemaError> {
         let worker = self
+            .p()
             .registry
             .sessions()
             .into_iter()
@@ -116,7 +170,7 @@ impl AdminState {
     }
 
     pub async fn on_schema_response(&self, session: &WorkerSession, resp: pb::ConfigSchemaResponse) {
-        let pending = self.schemas.lock().expect("schema lock").pending.remove(&resp.request_id);
+        let pending = self.lock().pending.remove(&resp.request_id);
         let Some(pending) = pending else {
             tracing::debug!(worker_id = %session.worker_id, request_id = %resp.request_id, "schema response for an unknown request ignored");
             return;
@@ -158,30 +212,31 @@ impl AdminState {
         if descriptor.job_type != job_type {
             return Err(worker_error(format!("descriptor is for {:?}", descriptor.job_type)));
         }
-        if let Some(stored) = self.configs.descriptor(&job_type)
+        if let Some(stored) = self.p().configs.descriptor(&job_type)
             && !pending.force
             && descriptor.descriptor_version <= stored.descriptor_version
         {
             return Ok(stored);
         }
         let version = descriptor.descriptor_version;
-        let configs = self.configs.clone();
+        let configs = self.p().configs.clone();
         let saved = tokio::task::spawn_blocking(move || configs.save_descriptor(descriptor))
             .await
             .map_err(|e| SchemaError::Store(e.to_string()))?;
         match saved {
             Ok(_) => {
-                self.events
+                self.p()
+                    .events
                     .publish(EventKind::DescriptorSaved { job_type: job_type.clone(), descriptor_version: version });
-                self.activity(
+                self.p().journal.record(
                     &job_type,
                     "",
                     pb::ActivitySource::Admin,
                     "schema",
                     &format!("descriptor v{version} stored from {}", session.worker_id),
                 );
-                self.wake_scheduler.notify_one();
-                self.configs.descriptor(&job_type).ok_or_else(|| SchemaError::Store("descriptor vanished".into()))
+                self.p().scheduler.wake();
+                self.p().configs.descriptor(&job_type).ok_or_else(|| SchemaError::Store("descriptor vanished".into()))
             }
             Err(e @ ConfigStoreError::BadDescriptor { .. }) | Err(e @ ConfigStoreError::InvalidJobType(_)) => {
                 Err(worker_error(e.to_string()))
@@ -192,7 +247,7 @@ impl AdminState {
 
     /// A worker refused a schema request.
     pub fn on_schema_rejected(&self, request_id: &str, worker_id: &str, message: &str) -> bool {
-        let pending = self.schemas.lock().expect("schema lock").pending.remove(request_id);
+        let pending = self.lock().pending.remove(request_id);
         let Some(p) = pending else { return false };
         let err = SchemaError::Worker {
             worker_id: worker_id.to_string(),
@@ -208,9 +263,9 @@ impl AdminState {
     /// Fails schema requests that took too long, or that were sent on a stream that ended
     /// (`gone`: worker id and session id).
     pub fn expire_schema_requests(&self, gone: Option<(&str, u64)>) {
-        let now = now_ms();
+        let now = self.p().clock.now_ms();
         let expired: Vec<PendingSchema> = {
-            let mut s = self.schemas.lock().expect("schema lock");
+            let mut s = self.lock();
             let ids: Vec<String> = s
                 .pending
                 .iter()

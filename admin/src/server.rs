@@ -10,13 +10,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    clock::SharedClock,
+    components::Components,
     config::AdminConfig,
     config_store::{ConfigStore, ConfigStoreError},
-    dispatcher::JobTable,
-    events::{EventBus, EventKind},
+    datadir::{DataDirLock, LockError},
+    events::EventBus,
     grpc::WorkerService,
-    job::now_ms,
-    state::AdminState,
     store::{Op, Store, StoreError},
 };
 
@@ -37,19 +37,31 @@ pub enum AdminError {
     Store(#[from] StoreError),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    DataDir(#[from] LockError),
+    #[error("{what} stopped unexpectedly: {message}")]
+    Task { what: &'static str, message: String },
 }
 
 /// A running admin. Dropping it does not stop it; call `shutdown`.
 pub struct Admin {
-    state: Arc<AdminState>,
+    components: Arc<Components>,
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
     servers: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    _lock: DataDirLock,
 }
 
 impl Admin {
     pub async fn start(config: AdminConfig) -> Result<Admin, AdminError> {
+        Admin::start_with_clock(config, crate::clock::system()).await
+    }
+
+    /// Starts with a given clock (tests drive time-dependent behaviour with a manual one).
+    pub async fn start_with_clock(config: AdminConfig, clock: SharedClock) -> Result<Admin, AdminError> {
+        // Before anything touches the data dir: one admin per data dir.
+        let lock = DataDirLock::acquire(&config.data_dir)?;
         let http_listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| AdminError::Bind { addr: config.http_addr, source })?;
@@ -71,29 +83,15 @@ impl Admin {
 
         let events = Arc::new(EventBus::new(EVENT_BUFFER));
         let data_dir = config.data_dir.clone();
-        let configs =
-            Arc::new(tokio::task::spawn_blocking(move || ConfigStore::open(&data_dir)).await.map_err(|e| {
-                AdminError::Store(StoreError::Sqlite {
-                    path: config.data_dir.clone(),
-                    source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-                })
-            })??);
-        let (store, mut loaded) = Store::open(&config.data_dir, events.clone())?;
-        let (jobs, requeue_writes) = JobTable::from_loaded(&mut loaded);
-        let requeued = requeue_writes.iter().filter(|op| matches!(op, Op::UpdateJob(_))).count();
-        for op in requeue_writes {
-            store.write(op);
-        }
-        let state = Arc::new(AdminState::new(
-            config,
-            configs,
-            store,
-            events,
-            jobs,
-            loaded.next_activity_id,
-            loaded.next_run_id,
-        ));
-        state.grpc_port.store(grpc_addr.port(), std::sync::atomic::Ordering::Relaxed);
+        let configs = Arc::new(
+            tokio::task::spawn_blocking(move || ConfigStore::open(&data_dir))
+                .await
+                .map_err(|e| AdminError::Task { what: "opening the config store", message: e.to_string() })??,
+        );
+        let (store, loaded) = Store::open(&config.data_dir, events.clone())?;
+        let (components, requeued) = Components::assemble(config, clock, configs, store, events, loaded);
+        let components = Arc::new(components);
+        components.set_grpc_port(grpc_addr.port());
         if requeued > 0 {
             tracing::info!(requeued, "jobs that were running when the admin stopped are requeued");
         }
@@ -101,9 +99,10 @@ impl Admin {
         let servers = CancellationToken::new();
         let mut tasks = Vec::new();
 
-        let service = PluginControlServiceServer::new(WorkerService::new(state.clone()))
-            .max_decoding_message_size(state.config.max_message_bytes)
-            .max_encoding_message_size(state.config.max_message_bytes);
+        let c = &components;
+        let service = PluginControlServiceServer::new(WorkerService::new(c.clone()))
+            .max_decoding_message_size(c.config.max_message_bytes)
+            .max_encoding_message_size(c.config.max_message_bytes);
         let mut builder = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -120,7 +119,7 @@ impl Admin {
             }
         }));
 
-        let app = crate::http::app(state.clone());
+        let app = crate::http::app(c.clone());
         let token = servers.clone();
         let stopped = async move { token.cancelled().await };
         tasks.push(match http_tls {
@@ -140,14 +139,16 @@ impl Admin {
             }),
         });
 
-        tasks.push(tokio::spawn(dispatch_loop(state.clone())));
-        tasks.push(tokio::spawn(scheduler_loop(state.clone())));
-        tasks.push(tokio::spawn(liveness_loop(state.clone())));
-        tasks.push(tokio::spawn(retention_loop(state.clone())));
+        let stop = &c.shutdown;
+        tasks.push(tokio::spawn(c.dispatcher.clone().run(stop.clone())));
+        tasks.push(tokio::spawn(c.scheduler.clone().run(stop.clone())));
+        tasks.push(tokio::spawn(c.schemas.clone().run(stop.clone())));
+        tasks.push(tokio::spawn(c.liveness().run(stop.clone())));
+        tasks.push(tokio::spawn(retention_loop(c.clone())));
 
-        state.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        c.set_ready();
         tracing::info!(%http_addr, %grpc_addr, "admin ready");
-        Ok(Admin { state, http_addr, grpc_addr, servers, tasks })
+        Ok(Admin { components, http_addr, grpc_addr, servers, tasks, _lock: lock })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -158,40 +159,40 @@ impl Admin {
         self.grpc_addr
     }
 
-    pub fn state(&self) -> &Arc<AdminState> {
-        &self.state
+    pub fn components(&self) -> &Arc<Components> {
+        &self.components
     }
 
     /// Resolves when something asked the admin to stop (not used by the admin itself).
     pub async fn stopped(&self) {
-        self.state.shutdown.cancelled().await
+        self.components.shutdown.cancelled().await
     }
 
     /// Stops dispatching, sends `shutdown` to every worker, waits up to the grace period
     /// for running jobs, closes the streams and the servers, and flushes the store.
     pub async fn shutdown(self) {
-        let state = self.state.clone();
-        state.shutdown.cancel();
-        let grace = state.config.shutdown_grace;
+        let c = self.components.clone();
+        c.shutdown.cancel();
+        let grace = c.config.shutdown_grace;
         let msg =
             pb::AdminShutdown { reason: "admin is shutting down".into(), grace_period_seconds: grace.as_secs() as i32 };
-        for s in state.registry.sessions() {
-            s.send(AdminState::envelope("", Body::Shutdown(msg.clone())), state.send_timeout());
+        for s in c.registry.sessions() {
+            s.send(crate::wire::envelope("", Body::Shutdown(msg.clone())), c.config.send_timeout);
         }
         let until = tokio::time::Instant::now() + grace;
-        while state.in_flight() > 0 && !state.registry.is_empty() && tokio::time::Instant::now() < until {
+        while c.dispatcher.in_flight() > 0 && !c.registry.is_empty() && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        for s in state.registry.sessions() {
+        for s in c.registry.sessions() {
             s.close("admin is shutting down");
         }
         self.servers.cancel();
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
-        let ticket = state.store.last_ticket();
-        let _ = tokio::time::timeout(Duration::from_secs(10), state.store.durable(ticket)).await;
-        let store = state.store.clone();
+        let ticket = c.store.last_ticket();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.store.durable(ticket)).await;
+        let store = c.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!("admin stopped");
     }
@@ -209,81 +210,19 @@ fn grpc_tls(files: &crate::config::TlsFiles) -> Result<tonic::transport::ServerT
     Ok(tls)
 }
 
-async fn dispatch_loop(state: Arc<AdminState>) {
-    loop {
-        state.check_deadlines();
-        let next = state.dispatch_pass();
-        let wait = next.map(|n| (n - now_ms()).clamp(1, 250)).unwrap_or(250) as u64;
-        tokio::select! {
-            _ = state.wake_dispatch.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-            _ = state.shutdown.cancelled() => break,
-        }
-    }
-}
-
-async fn scheduler_loop(state: Arc<AdminState>) {
-    loop {
-        let next = state.scheduler_pass();
-        state.expire_schema_requests(None);
-        let wait = (next - now_ms()).clamp(10, 1000) as u64;
-        tokio::select! {
-            _ = state.wake_scheduler.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-            _ = state.shutdown.cancelled() => break,
-        }
-    }
-}
-
-/// Declares workers lost after three silent heartbeat intervals, and publishes a slot
-/// summary for the live pages.
-async fn liveness_loop(state: Arc<AdminState>) {
-    let interval = state.config.heartbeat_interval.max(Duration::from_secs(1));
-    let limit_ms = 3 * interval.as_millis() as i64;
-    let mut tick = tokio::time::interval(Duration::from_millis(250).min(interval / 2));
-    let mut last_summary = 0i64;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = state.shutdown.cancelled() => break,
-        }
-        let now = now_ms();
-        let sessions = state.registry.sessions();
-        for s in &sessions {
-            let silent = now - s.last_seen();
-            if silent > limit_ms {
-                tracing::warn!(worker_id = %s.worker_id, silent_ms = silent, "worker lost: no heartbeat");
-                s.close(&format!("no heartbeat for {} s", silent / 1000));
-            }
-        }
-        if !sessions.is_empty() && now - last_summary >= 2000 {
-            last_summary = now;
-            let (mut used, mut total) = (0i64, 0i64);
-            for s in &sessions {
-                let hb = s.heartbeat();
-                used += i64::from(hb.execution_slots_used);
-                total += i64::from(hb.execution_slots_total);
-            }
-            state.events.publish(EventKind::Heartbeat {
-                workers: sessions.len(),
-                execution_slots_used: used,
-                execution_slots_total: total,
-            });
-        }
-    }
-}
-
-async fn retention_loop(state: Arc<AdminState>) {
-    let Some(keep) = state.config.history_retention else { return };
+/// Prunes finished history older than the retention period, hourly.
+async fn retention_loop(c: Arc<Components>) {
+    let Some(keep) = c.config.history_retention else { return };
     loop {
         let (report, pruned) = tokio::sync::oneshot::channel();
-        state.store.write(Op::Prune { before_ms: now_ms() - keep.as_millis() as i64, report: Some(report) });
+        let before_ms = c.clock.now_ms() - keep.as_millis() as i64;
+        c.store.write(Op::Prune { before_ms, report: Some(report) });
         if let Ok(pruned) = pruned.await {
-            state.jobs.lock().expect("job table lock").forget_pruned(&pruned);
+            c.dispatcher.forget_pruned(&pruned);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-            _ = state.shutdown.cancelled() => break,
+            _ = c.shutdown.cancelled() => break,
         }
     }
 }

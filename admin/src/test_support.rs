@@ -33,3 +33,95 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A full set of components over a real config store and SQLite store in a temp dir,
+/// with a manual clock, for tests of one component's behaviour over time.
+pub(crate) struct Rig {
+    pub c: crate::components::Components,
+    pub clock: std::sync::Arc<crate::clock::ManualClock>,
+    _dir: TempDir,
+}
+
+/// A worker session registered with the rig's registry; `rx` is what the admin sends it.
+pub(crate) struct TestWorker {
+    pub session: std::sync::Arc<crate::registry::WorkerSession>,
+    pub rx: tokio::sync::mpsc::Receiver<crate::registry::Outgoing>,
+}
+
+impl Rig {
+    pub(crate) const T0: i64 = 1_700_000_000_000;
+
+    /// Components with one job type `t` whose descriptor is stored, and `tweak` applied
+    /// to its runtime settings.
+    pub(crate) fn new(tweak: impl FnOnce(&mut proto::pb::AdminRuntimeDefaults)) -> Rig {
+        use std::sync::Arc;
+        let dir = TempDir::new("rig");
+        let clock = crate::clock::ManualClock::new(Self::T0);
+        let configs = Arc::new(crate::config_store::ConfigStore::open(&dir.0).expect("config store"));
+        let mut defaults = proto::pb::AdminRuntimeDefaults {
+            enabled: true,
+            detection_interval_minutes: 10,
+            detection_timeout_seconds: 60,
+            max_jobs_per_detection: 100,
+            global_execution_concurrency: 10,
+            retry_limit: 1,
+            retry_backoff_seconds: 10,
+            execution_timeout_seconds: 60,
+            ..Default::default()
+        };
+        tweak(&mut defaults);
+        configs
+            .save_descriptor(proto::pb::JobTypeDescriptor {
+                job_type: "t".into(),
+                descriptor_version: 1,
+                admin_runtime_defaults: Some(defaults),
+                ..Default::default()
+            })
+            .expect("descriptor");
+        let events = Arc::new(crate::events::EventBus::new(64));
+        let (store, loaded) = crate::store::Store::open(&dir.0, events.clone()).expect("store");
+        let mut config = crate::config::AdminConfig::ephemeral(&dir.0);
+        config.first_detection_delay = std::time::Duration::ZERO;
+        let (c, _) = crate::components::Components::assemble(config, clock.clone(), configs, store, events, loaded);
+        Rig { c, clock, _dir: dir }
+    }
+
+    /// A connected worker that can detect and execute `t` with `slots` slots.
+    pub(crate) fn worker(&self, id: &str, slots: i32) -> TestWorker {
+        use crate::clock::Clock;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let hello = proto::pb::WorkerHello {
+            worker_id: id.into(),
+            capabilities: vec![proto::pb::JobTypeCapability {
+                job_type: "t".into(),
+                can_detect: true,
+                can_execute: true,
+                max_execution_concurrency: slots,
+                max_detection_concurrency: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let session = std::sync::Arc::new(crate::registry::WorkerSession::new(
+            self.c.registry.next_session_id(),
+            hello,
+            tx,
+            self.clock.now_ms(),
+        ));
+        self.c.registry.register(session.clone());
+        TestWorker { session, rx }
+    }
+}
+
+impl TestWorker {
+    /// The next message the admin sent this worker, waiting up to 10 s for it.
+    pub(crate) async fn next(&mut self) -> proto::pb::AdminToWorkerMessage {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), self.rx.recv()).await;
+        *got.expect("a message within 10 s").expect("stream open").expect("a message, not an error")
+    }
+
+    /// Whether the admin has sent nothing more so far.
+    pub(crate) fn is_quiet(&mut self) -> bool {
+        self.rx.try_recv().is_err()
+    }
+}

@@ -27,8 +27,8 @@ impl TestAdmin {
         TestAdmin { http: admin.http_addr().to_string(), grpc: admin.grpc_addr(), admin: Some(admin) }
     }
 
-    pub fn state(&self) -> &std::sync::Arc<admin::AdminState> {
-        self.admin.as_ref().expect("admin running").state()
+    pub fn components(&self) -> &std::sync::Arc<admin::Components> {
+        self.admin.as_ref().expect("admin running").components()
     }
 
     pub async fn get(&self, path: &str) -> Value {

@@ -136,8 +136,8 @@ async fn a_worker_given_the_https_address_finds_the_grpc_port_and_attaches_over_
     let stop = CancellationToken::new();
     let task = tokio::spawn(Worker::new(config).handler(Once).run(stop.clone()));
     wait_for("worker attached and job ran", Duration::from_secs(30), || async {
-        let n = admin.state().registry.len();
-        let done = admin.state().jobs.lock().unwrap().count_of("secure", pb::JobState::Succeeded);
+        let n = admin.components().registry.len();
+        let done = admin.components().dispatcher.count_of("secure", pb::JobState::Succeeded);
         (n == 1 && done == 1).then_some(())
     })
     .await;

@@ -154,7 +154,7 @@ async fn an_operator_edits_settings_and_watches_a_run_live_in_a_real_browser() {
     let shutdown = CancellationToken::new();
     let worker = Worker::new(config).handler(Balance { propose: propose.clone(), step: step_rx });
     let worker_run = tokio::spawn(worker.run(shutdown.clone()));
-    wait_for("the worker's descriptor is stored", WAIT, || async { admin.state().configs.config(JT).map(|_| ()) })
+    wait_for("the worker's descriptor is stored", WAIT, || async { admin.components().configs.config(JT).map(|_| ()) })
         .await;
 
     let browser = Browser::start().await;

@@ -123,7 +123,7 @@ fn is_html(r: &Response) -> bool {
 }
 
 fn saved(admin: &TestAdmin, t: &str) -> pb::PersistedJobTypeConfig {
-    (*admin.state().configs.config(t).expect("saved config")).clone()
+    (*admin.components().configs.config(t).expect("saved config")).clone()
 }
 
 fn int_of(v: Option<&pb::ConfigValue>) -> Option<i64> {
@@ -138,7 +138,8 @@ async fn admin_with(spec: FakeWorkerSpec) -> (TempDir, TestAdmin, FakeWorker) {
     let admin = TestAdmin::start(dir.path(), |_| {}).await;
     let job_type = spec.capabilities[0].job_type.clone();
     let worker = FakeWorker::start(admin.grpc, spec).await;
-    wait_for("the descriptor is stored", WAIT, || async { admin.state().configs.config(&job_type).map(|_| ()) }).await;
+    wait_for("the descriptor is stored", WAIT, || async { admin.components().configs.config(&job_type).map(|_| ()) })
+        .await;
     (dir, admin, worker)
 }
 
@@ -331,7 +332,7 @@ async fn a_form_post_without_the_csrf_token_is_rejected_and_changes_nothing() {
         let r = client.post_raw(&path, &[("draining", "true")], true).await;
         assert_eq!(r.status, 403, "POST {path} without a token");
     }
-    assert!(!admin.state().registry.is_draining("w1"));
+    assert!(!admin.components().registry.is_draining("w1"));
     admin.stop().await;
 }
 
@@ -633,10 +634,10 @@ async fn actions_answer_with_a_redirect_and_a_human_status() {
     let r = client.post("/plugin/workers/w1/drain", &[("draining", "true")]).await;
     assert_eq!(r.status, 303);
     assert_eq!(location(&r).split('?').next(), Some("/plugin/workers"));
-    assert!(admin.state().registry.is_draining("w1"));
+    assert!(admin.components().registry.is_draining("w1"));
     let r = client.post("/plugin/workers/w1/drain", &[("draining", "false"), ("back", "/plugin")]).await;
     assert_eq!(location(&r).split('?').next(), Some("/plugin"));
-    assert!(!admin.state().registry.is_draining("w1"));
+    assert!(!admin.components().registry.is_draining("w1"));
     let r = client.post("/plugin/workers/nobody/drain", &[("draining", "true")]).await;
     assert!(location(&r).contains("error=") && flash(&r).contains("is not connected"), "{}", location(&r));
     let r = client.post("/plugin/workers/w1/drain", &[("draining", "true"), ("back", "https://evil.example/")]).await;

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::{
+    commands::{Actor, Command, Outcome},
     job::{JobView, is_final, parse_job_id, parse_state, state_name},
     scheduler::DetectionMode,
     store::JobQuery,
@@ -51,6 +52,9 @@ fn proto_json<M: prost::Message + proto::ProtoName>(m: &M) -> Result<Value, ApiE
     proto::json::to_value_with(m, true).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// Who an API request acts as (no authentication yet: the local API).
+const ACTOR: Actor = Actor::Local("api");
+
 fn job_type_param(t: &str) -> Result<(), ApiError> {
     if is_valid_job_type(t) {
         Ok(())
@@ -64,22 +68,19 @@ fn job_seq(id: &str) -> Result<i64, ApiError> {
 }
 
 async fn status(State(state): State<AppState>) -> Json<Value> {
-    let (active, counts) = {
-        let t = state.jobs.lock().expect("job table lock");
-        let mut by_state: HashMap<&'static str, i64> = HashMap::new();
-        for ((_, s), n) in t.counts() {
-            *by_state.entry(state_name(JobState::try_from(*s).unwrap_or(JobState::Unspecified))).or_insert(0) += n;
-        }
-        (t.active_len(), by_state)
-    };
+    let mut counts: HashMap<&'static str, i64> = HashMap::new();
+    for ((_, s), n) in state.dispatcher.counts() {
+        *counts.entry(state_name(s)).or_insert(0) += n;
+    }
+    let active = state.dispatcher.active_len();
     Json(json!({
         "enabled": true,
-        "worker_grpc_port": state.grpc_port.load(std::sync::atomic::Ordering::Relaxed),
+        "worker_grpc_port": state.grpc_port(),
         "version": env!("CARGO_PKG_VERSION"),
         "git_commit": option_env!("PLUGHOST_GIT_COMMIT").unwrap_or("unknown"),
         "protocol_version": proto::PROTOCOL_VERSION,
-        "ready": state.ready.load(std::sync::atomic::Ordering::Relaxed),
-        "dispatch_paused": state.dispatch_paused.load(std::sync::atomic::Ordering::Relaxed),
+        "ready": state.is_ready(),
+        "dispatch_paused": state.dispatcher.is_paused(),
         "workers": state.registry.len(),
         "job_types": state.configs.job_types().len(),
         "active_jobs": active,
@@ -103,10 +104,7 @@ async fn drain(
     Query(q): Query<DrainQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let draining = q.draining.unwrap_or(true);
-    if state.registry.get(&id).is_none() && draining {
-        return Err(ApiError::NotFound(format!("no connected worker {id:?}")));
-    }
-    state.set_draining(&id, draining);
+    state.execute(&ACTOR, Command::SetDraining { worker_id: id.clone(), draining }).await?;
     Ok(Json(json!({ "worker_id": id, "draining": draining })))
 }
 
@@ -119,7 +117,10 @@ async fn job_types(State(state): State<AppState>) -> Json<Value> {
         }
     }
     names.sort();
-    let t = state.jobs.lock().expect("job table lock");
+    let counts = state.dispatcher.counts();
+    let count_of = |name: &str, s: JobState| {
+        counts.iter().find(|((t, st), _)| t == name && *st == s).map(|(_, n)| *n).unwrap_or(0)
+    };
     let list: Vec<Value> = names
         .iter()
         .map(|name| {
@@ -137,12 +138,12 @@ async fn job_types(State(state): State<AppState>) -> Json<Value> {
                 "enabled": runtime.enabled,
                 "detectors": state.registry.detectors(name).len(),
                 "executors": state.registry.executors(name).len(),
-                "pending": t.count_of(name, JobState::Pending),
-                "assigned": t.count_of(name, JobState::Assigned),
-                "running": t.count_of(name, JobState::Running),
-                "succeeded": t.count_of(name, JobState::Succeeded),
-                "failed": t.count_of(name, JobState::Failed),
-                "canceled": t.count_of(name, JobState::Canceled),
+                "pending": count_of(name, JobState::Pending),
+                "assigned": count_of(name, JobState::Assigned),
+                "running": count_of(name, JobState::Running),
+                "succeeded": count_of(name, JobState::Succeeded),
+                "failed": count_of(name, JobState::Failed),
+                "canceled": count_of(name, JobState::Canceled),
             })
         })
         .collect();
@@ -167,12 +168,10 @@ async fn refresh_schema(
     Query(q): Query<SchemaQuery>,
 ) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
-    let d = state.refresh_schema(&t, q.force_refresh.unwrap_or(false)).await.map_err(|e| match e {
-        crate::schema::SchemaError::NoWorker(_) => ApiError::Unavailable(e.to_string()),
-        crate::schema::SchemaError::Timeout(_) => ApiError::Unavailable(e.to_string()),
-        crate::schema::SchemaError::Worker { .. } => ApiError::Conflict(e.to_string()),
-        crate::schema::SchemaError::Store(m) => ApiError::Internal(m),
-    })?;
+    let command = Command::RefreshSchema { job_type: t, force: q.force_refresh.unwrap_or(false) };
+    let Outcome::SchemaRefreshed(d) = state.execute(&ACTOR, command).await? else {
+        return Err(ApiError::Internal("refresh_schema gave another outcome".into()));
+    };
     Ok(Json(proto_json(d.as_ref())?))
 }
 
@@ -220,7 +219,7 @@ async fn put_config(
         next.admin_runtime = incoming.admin_runtime;
     }
     next.job_type = t.clone();
-    state.save_config(next, "api").await?;
+    state.execute(&ACTOR, Command::SaveConfig { config: next }).await?;
     Ok(Json(redacted_config(&state, &t)?))
 }
 
@@ -232,25 +231,26 @@ async fn runs(State(state): State<AppState>, Path(t): Path<String>) -> Result<Js
 }
 
 async fn detect(State(state): State<AppState>, Path(t): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    start_detection(state, t, DetectionMode::Preview)
+    start_detection(state, t, DetectionMode::Preview).await
 }
 
 async fn run(State(state): State<AppState>, Path(t): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    start_detection(state, t, DetectionMode::Run)
+    start_detection(state, t, DetectionMode::Run).await
 }
 
-fn start_detection(state: AppState, t: String, mode: DetectionMode) -> Result<impl IntoResponse, ApiError> {
+async fn start_detection(state: AppState, t: String, mode: DetectionMode) -> Result<impl IntoResponse, ApiError> {
     job_type_param(&t)?;
-    let status = state.request_detection(&t, mode).map_err(|e| match e {
-        crate::scheduler::DetectError::UnknownJobType(_) => ApiError::NotFound(e.to_string()),
-        _ => ApiError::Unavailable(e.to_string()),
-    })?;
+    let outcome = state.execute(&ACTOR, Command::Detect { job_type: t.clone(), mode }).await?;
+    let status = match outcome {
+        Outcome::DetectionRequested { queued: true } => "queued behind the running detection",
+        _ => "started",
+    };
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_type": t, "mode": mode, "status": status }))))
 }
 
 async fn detection_results(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
-    Ok(Json(json!({ "job_type": t, "proposals": state.latest_proposals(&t) })))
+    Ok(Json(json!({ "job_type": t, "proposals": state.scheduler.latest_proposals(&t) })))
 }
 
 #[derive(Deserialize, Default)]
@@ -288,18 +288,9 @@ pub fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>, Optio
         limit,
     };
     let mut jobs = state.store.jobs(&query)?;
-    // The store lags memory by at most one group commit; active jobs are overlaid with
-    // their in-memory state so a list never shows a job behind its detail page.
-    {
-        let t = state.jobs.lock().expect("job table lock");
-        for j in jobs.iter_mut() {
-            if let Some(seq) = parse_job_id(&j.job_id)
-                && let Some(live) = t.active_job(seq)
-            {
-                *j = live.view();
-            }
-        }
-    }
+    // The store lags memory by at most one group commit; jobs still in memory are overlaid
+    // with their current state so a list never shows a job behind its detail page.
+    state.dispatcher.refresh_views(&mut jobs);
     if let Some(s) = job_state {
         jobs.retain(|j| j.state == state_name(s));
     }
@@ -314,13 +305,13 @@ async fn jobs(State(state): State<AppState>, Query(q): Query<JobsQuery>) -> Resu
 
 async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
-    let job = state.get_job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
+    let job = state.dispatcher.job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
     Ok(Json(serde_json::to_value(job.view()).map_err(|e| ApiError::Internal(e.to_string()))?))
 }
 
 async fn job_detail(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
-    let job = state.get_job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
+    let job = state.dispatcher.job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
     state.store.settle().await;
     let attempts = state.store.attempts(seq)?;
     let activities = state.store.activities(None, Some(&id), None, 200)?;
@@ -345,7 +336,7 @@ fn reason_from(body: &axum::body::Bytes, default: &str) -> String {
     serde_json::from_slice::<ReasonBody>(body)
         .ok()
         .and_then(|b| b.reason)
-        .map(|r| crate::state::clip(r.trim(), 500))
+        .map(|r| crate::text::clip(r.trim(), 500))
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| default.to_string())
 }
@@ -357,8 +348,7 @@ async fn cancel(
 ) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let reason = reason_from(&body, "canceled by operator");
-    let view = state.stop_job(seq, JobState::Canceled, &reason)?;
-    Ok(Json(json!({ "job": view })))
+    job_outcome(state.execute(&ACTOR, Command::CancelJob { seq, reason }).await?)
 }
 
 async fn expire(
@@ -368,14 +358,19 @@ async fn expire(
 ) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let reason = reason_from(&body, "expired by operator");
-    let view = state.stop_job(seq, JobState::Failed, &reason)?;
-    Ok(Json(json!({ "job": view })))
+    job_outcome(state.execute(&ACTOR, Command::ExpireJob { seq, reason }).await?)
 }
 
 async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
-    let view = state.retry_job(seq)?;
-    Ok(Json(json!({ "job": view })))
+    job_outcome(state.execute(&ACTOR, Command::RetryJob { seq }).await?)
+}
+
+fn job_outcome(outcome: Outcome) -> Result<Json<Value>, ApiError> {
+    match outcome {
+        Outcome::Job(view) => Ok(Json(json!({ "job": view }))),
+        _ => Err(ApiError::Internal("a job command gave another outcome".into())),
+    }
 }
 
 #[derive(Deserialize)]
@@ -401,7 +396,7 @@ async fn activities(State(state): State<AppState>, Query(q): Query<ActivitiesQue
 }
 
 async fn scheduler_states(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "states": state.scheduler_states() }))
+    Json(json!({ "states": state.scheduler.scheduler_states() }))
 }
 
 #[derive(Deserialize)]
@@ -409,8 +404,10 @@ struct DispatchQuery {
     paused: bool,
 }
 
-async fn dispatch_pause(State(state): State<AppState>, Query(q): Query<DispatchQuery>) -> Json<Value> {
-    state.dispatch_paused.store(q.paused, std::sync::atomic::Ordering::Relaxed);
-    state.wake_dispatch.notify_one();
-    Json(json!({ "dispatch_paused": q.paused }))
+async fn dispatch_pause(
+    State(state): State<AppState>,
+    Query(q): Query<DispatchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    state.execute(&ACTOR, Command::PauseDispatch { paused: q.paused }).await?;
+    Ok(Json(json!({ "dispatch_paused": q.paused })))
 }

@@ -66,3 +66,20 @@ impl From<crate::config_store::ConfigStoreError> for ApiError {
         }
     }
 }
+
+impl From<crate::commands::Refusal> for ApiError {
+    fn from(e: crate::commands::Refusal) -> Self {
+        use crate::{commands::Refusal as R, scheduler::DetectError, schema::SchemaError};
+        match e {
+            R::Config(e) => e.into(),
+            R::Job(e) => e.into(),
+            R::Schema(SchemaError::Worker { .. }) => ApiError::Conflict(e.to_string()),
+            R::Schema(SchemaError::Store(m)) => ApiError::Internal(m),
+            R::Schema(_) => ApiError::Unavailable(e.to_string()),
+            R::Detect(DetectError::UnknownJobType(_)) => ApiError::NotFound(e.to_string()),
+            R::Detect(_) => ApiError::Unavailable(e.to_string()),
+            R::NotConnected(_) => ApiError::NotFound(e.to_string()),
+            R::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}

@@ -18,10 +18,10 @@ use axum::Router;
 
 pub use error::ApiError;
 
-use crate::state::AdminState;
+use crate::components::Components;
 
 /// Shared by every handler.
-pub type AppState = Arc<AdminState>;
+pub type AppState = Arc<Components>;
 
 pub fn app(state: AppState) -> Router {
     Router::new()

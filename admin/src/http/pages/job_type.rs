@@ -26,9 +26,10 @@ use super::{
     percent_encode, see_other, sentence,
 };
 use crate::{
+    commands::{Command, Outcome, Refusal},
     config_store::ConfigStoreError,
     http::{AppState, api},
-    scheduler::{DetectError, DetectionMode},
+    scheduler::DetectionMode,
     validator::{FieldError, is_valid_job_type, validate_config},
 };
 
@@ -146,7 +147,7 @@ async fn build(
         descriptor.as_deref().and_then(|d| forms::form_view(which, d, which.saved(&config), config_source, &errors))
     };
 
-    let scheduler = state.scheduler_states().into_iter().find(|s| s.job_type == t);
+    let scheduler = state.scheduler.scheduler_states().into_iter().find(|s| s.job_type == t);
     let runtime = state.configs.runtime(t);
     let status = StatusView {
         enabled: runtime.enabled,
@@ -170,7 +171,7 @@ async fn build(
 
     state.store.settle().await;
     let (successes, failures) = state.store.runs(t, 10)?;
-    let proposals = state.latest_proposals(t);
+    let proposals = state.scheduler.latest_proposals(t);
     let (recent, _) = api::list_jobs(
         state,
         &api::JobsQuery { job_type: Some(t.to_string()), limit: Some(10), ..Default::default() },
@@ -297,8 +298,8 @@ async fn finish_save(
     if errors.is_empty() {
         match save(state, t, next).await {
             Ok(()) => return Ok(see_other(&page_path(t), Ok(done.to_string()))),
-            Err(ConfigStoreError::Invalid(fields)) => errors = fields,
-            Err(ConfigStoreError::UnknownJobType(_)) => return Err(unknown(t)),
+            Err(Refusal::Config(ConfigStoreError::Invalid(fields))) => errors = fields,
+            Err(Refusal::Config(ConfigStoreError::UnknownJobType(_))) => return Err(unknown(t)),
             Err(e) => return Err(PageError::internal(e)),
         }
     } else {
@@ -349,9 +350,9 @@ fn keep_unchanged_for_validation(
 }
 
 /// Persists a config through the admin's one save path (validation, event, activity).
-async fn save(state: &AppState, t: &str, mut next: pb::PersistedJobTypeConfig) -> Result<(), ConfigStoreError> {
+async fn save(state: &AppState, t: &str, mut next: pb::PersistedJobTypeConfig) -> Result<(), Refusal> {
     next.job_type = t.to_string();
-    state.save_config(next, "ui").await.map(|_| ())
+    state.execute(&super::ACTOR, Command::SaveConfig { config: next }).await.map(|_| ())
 }
 
 /// `POST /plugin/job-types/{t}/schema`: asks a worker for the descriptor again.
@@ -366,8 +367,12 @@ pub async fn refresh_schema(
     if !known(&state, &t) {
         return Err(unknown(&t));
     }
-    let outcome = match state.refresh_schema(&t, true).await {
-        Ok(d) => Ok(format!("Schema refreshed: descriptor version {}.", d.descriptor_version)),
+    let outcome = match state.execute(&super::ACTOR, Command::RefreshSchema { job_type: t.clone(), force: true }).await
+    {
+        Ok(Outcome::SchemaRefreshed(d)) => {
+            Ok(format!("Schema refreshed: descriptor version {}.", d.descriptor_version))
+        }
+        Ok(_) => Err("The schema refresh gave no descriptor.".to_string()),
         Err(e) => Err(sentence(&e.to_string())),
     };
     Ok(see_other(&page_path(&t), outcome))
@@ -405,22 +410,21 @@ async fn start(
     if !known(&state, &t) {
         return Err(unknown(&t));
     }
-    let outcome = match state.request_detection(&t, mode) {
-        Ok(status) => {
+    let outcome = match state.execute(&super::ACTOR, Command::Detect { job_type: t.clone(), mode }).await {
+        Ok(outcome) => {
+            let queued = matches!(outcome, Outcome::DetectionRequested { queued: true });
             let what = if mode == DetectionMode::Run {
                 "Run started: the detection's proposals become jobs, which show up below as they progress"
             } else {
                 "Detection started: its proposals show up under Latest detection results; no jobs are created"
             };
-            if status == "started" {
-                Ok(format!("{what}."))
-            } else {
+            if queued {
                 Ok(format!("{what}, after the detection that is running now."))
+            } else {
+                Ok(format!("{what}."))
             }
         }
-        Err(e @ (DetectError::UnknownJobType(_) | DetectError::NoDetector(_) | DetectError::ShuttingDown)) => {
-            Err(sentence(&e.to_string()))
-        }
+        Err(e) => Err(sentence(&e.to_string())),
     };
     Ok(see_other(&page_path(&t), outcome))
 }

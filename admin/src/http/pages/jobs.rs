@@ -18,6 +18,7 @@ use super::{
     percent_encode, see_other, sentence,
 };
 use crate::{
+    commands::{Command, Outcome},
     http::{AppState, api},
     job::{AttemptView, JobView, is_final, parse_job_id, parse_state},
 };
@@ -276,7 +277,7 @@ pub async fn detail(
     let chrome = Chrome::new(&state, format!("Job {id}"), "jobs", &flash);
     let missing = || PageError::not_found(format!("There is no job “{id}”."));
     let seq = parse_job_id(&id).ok_or_else(missing)?;
-    let job = state.get_job(seq).ok_or_else(missing)?;
+    let job = state.dispatcher.job(seq).ok_or_else(missing)?;
     state.store.settle().await;
     let attempts = state.store.attempts(seq)?;
     let activities = state.store.activities(None, Some(&id), None, 200)?;
@@ -325,23 +326,33 @@ pub async fn action(
     let Some(seq) = parse_job_id(&id) else {
         return Err(PageError::not_found(format!("There is no job “{id}”.")));
     };
-    let outcome = match action.as_str() {
-        "cancel" => state.stop_job(seq, JobState::Canceled, "canceled by operator").map(|v| {
+    let command = match action.as_str() {
+        "cancel" => Command::CancelJob { seq, reason: "canceled by operator".into() },
+        "expire" => Command::ExpireJob { seq, reason: "expired by operator".into() },
+        "retry" => Command::RetryJob { seq },
+        _ => return Err(PageError::not_found(format!("Jobs have no action “{action}”."))),
+    };
+    let view = match state.execute(&super::ACTOR, command).await {
+        Ok(Outcome::Job(view)) => Ok(view),
+        Ok(_) => Err("The action gave no job.".to_string()),
+        Err(e) => Err(sentence(&e.to_string())),
+    };
+    let outcome = view.map(|v| match action.as_str() {
+        "cancel" => {
             if v.state == "canceled" {
                 format!("Job {id} was canceled.")
             } else {
                 format!("Cancel requested: job {id} ends when worker {} confirms.", v.worker_id)
             }
-        }),
-        "expire" => state.stop_job(seq, JobState::Failed, "expired by operator").map(|v| {
+        }
+        "expire" => {
             if v.state == "failed" {
                 format!("Job {id} was expired; it will not be retried.")
             } else {
                 format!("Expiry requested: job {id} ends when worker {} confirms.", v.worker_id)
             }
-        }),
-        "retry" => state.retry_job(seq).map(|_| format!("Job {id} was requeued for a new round of attempts.")),
-        _ => return Err(PageError::not_found(format!("Jobs have no action “{action}”."))),
-    };
-    Ok(see_other(&back, outcome.map_err(|e| sentence(&e.to_string()))))
+        }
+        _ => format!("Job {id} was requeued for a new round of attempts."),
+    });
+    Ok(see_other(&back, outcome))
 }

@@ -122,6 +122,9 @@ impl Chrome {
     }
 }
 
+/// Who a page form acts as (no authentication yet: the local UI).
+pub(super) const ACTOR: crate::commands::Actor = crate::commands::Actor::Local("ui");
+
 /// The status an action left for the page it redirected to (`?ok=...` or `?error=...`).
 #[derive(Debug, Default, Deserialize)]
 pub struct Flash {
@@ -130,7 +133,7 @@ pub struct Flash {
 }
 
 fn clip(s: &str, max: usize) -> String {
-    crate::state::clip(s.trim(), max)
+    crate::text::clip(s.trim(), max)
 }
 
 /// A 303 to `path` with a flash status. `path` may already carry a query string.

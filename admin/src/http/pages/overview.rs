@@ -53,7 +53,7 @@ pub struct Counts {
 
 impl Counts {
     pub fn of(state: &AppState, job_type: &str) -> Counts {
-        let t = state.jobs.lock().expect("job table lock");
+        let t = &state.dispatcher;
         Counts {
             pending: t.count_of(job_type, JobState::Pending),
             assigned: t.count_of(job_type, JobState::Assigned),
@@ -121,10 +121,11 @@ pub struct OverviewPage {
 pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> Result<Response, PageError> {
     let chrome = Chrome::new(&state, "Overview", "overview", &flash);
     let workers: Vec<WorkerRow> = state.registry.views().iter().map(WorkerRow::from_view).collect();
-    let job_types: Vec<JobTypeRow> = state.scheduler_states().iter().map(|s| JobTypeRow::build(&state, s)).collect();
+    let job_types: Vec<JobTypeRow> =
+        state.scheduler.scheduler_states().iter().map(|s| JobTypeRow::build(&state, s)).collect();
     state.store.settle().await;
     let activities = state.store.activities(None, None, None, 15)?;
-    let active_jobs = state.jobs.lock().expect("job table lock").active_len();
+    let active_jobs = state.dispatcher.active_len();
     let page = OverviewPage {
         page: chrome,
         failed_jobs: job_types.iter().map(|t| t.counts.failed).sum(),
@@ -134,7 +135,7 @@ pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> 
         job_types,
         activities: activities.iter().map(ActivityRow::from_view).collect(),
         active_jobs,
-        dispatch_paused: state.dispatch_paused.load(std::sync::atomic::Ordering::Relaxed),
+        dispatch_paused: state.dispatcher.is_paused(),
     };
     Ok(page.into_response())
 }

@@ -11,7 +11,11 @@ use axum::{
 };
 
 use super::{Chrome, Flash, PageError, Time, back_or, csrf, jobs::posted, see_other};
-use crate::{http::AppState, registry::WorkerView};
+use crate::{
+    commands::{Command, Refusal},
+    http::AppState,
+    registry::WorkerView,
+};
 
 pub struct WorkerRow {
     pub worker_id: String,
@@ -117,10 +121,11 @@ pub async fn drain(
     let field = |k: &str| pairs.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str());
     let back = back_or(field("back"), "/plugin/workers");
     let draining = field("draining") != Some("false");
-    if draining && state.registry.get(&id).is_none() {
+    if let Err(Refusal::NotConnected(_)) =
+        state.execute(&super::ACTOR, Command::SetDraining { worker_id: id.clone(), draining }).await
+    {
         return Ok(see_other(&back, Err(format!("Worker “{id}” is not connected, so it cannot be drained."))));
     }
-    state.set_draining(&id, draining);
     let message = if draining {
         format!("Worker “{id}” is draining: it finishes its running jobs and gets no new ones.")
     } else {

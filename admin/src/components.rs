@@ -1,0 +1,149 @@
+//! The admin's components, assembled: a handle to each, built once at start with the
+//! handles it needs. Each component owns its state behind its own private lock; none
+//! takes another's. HTTP handlers and the gRPC service hold a `Components` and talk to
+//! the components through their methods and the command layer (`commands.rs`).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU16, Ordering},
+};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clock::SharedClock,
+    config::AdminConfig,
+    config_store::ConfigStore,
+    dispatcher::{Dispatcher, DispatcherParts},
+    events::EventBus,
+    ids::Ids,
+    journal::Journal,
+    liveness::Liveness,
+    monitor::Monitor,
+    registry::Registry,
+    scheduler::{Scheduler, SchedulerParts},
+    schema::{SchemaCoordinator, SchemaParts},
+    store::{Loaded, Store},
+};
+
+pub struct Components {
+    pub config: AdminConfig,
+    pub clock: SharedClock,
+    pub registry: Arc<Registry>,
+    pub configs: Arc<ConfigStore>,
+    pub schemas: SchemaCoordinator,
+    pub scheduler: Scheduler,
+    pub dispatcher: Dispatcher,
+    pub store: Arc<Store>,
+    pub events: Arc<EventBus>,
+    pub monitor: Arc<Monitor>,
+    pub journal: Journal,
+    pub ids: Arc<Ids>,
+    /// Cancelled when the admin begins to stop: no new dispatches or detections.
+    pub shutdown: CancellationToken,
+    ready: AtomicBool,
+    /// The gRPC port workers should dial (after binding, so port 0 resolves).
+    grpc_port: AtomicU16,
+}
+
+impl Components {
+    /// Wires the components over an opened config store and state store. Returns how many
+    /// jobs that were out on executors when the admin stopped were requeued.
+    pub fn assemble(
+        config: AdminConfig,
+        clock: SharedClock,
+        configs: Arc<ConfigStore>,
+        store: Arc<Store>,
+        events: Arc<EventBus>,
+        mut loaded: Loaded,
+    ) -> (Components, usize) {
+        let registry = Arc::new(Registry::default());
+        let monitor = Arc::new(Monitor::default());
+        let ids = Arc::new(Ids::new(loaded.next_run_id));
+        let journal = Journal::new(store.clone(), clock.clone(), loaded.next_activity_id);
+        let shutdown = CancellationToken::new();
+        let (dispatcher, requeued) = Dispatcher::new(
+            DispatcherParts {
+                registry: registry.clone(),
+                configs: configs.clone(),
+                store: store.clone(),
+                journal: journal.clone(),
+                monitor: monitor.clone(),
+                clock: clock.clone(),
+                ids: ids.clone(),
+                cancel_grace: config.cancel_grace,
+                send_timeout: config.send_timeout,
+                cluster_metadata: config.cluster_metadata.clone(),
+                stopping: shutdown.clone(),
+            },
+            &mut loaded,
+        );
+        let scheduler = Scheduler::new(SchedulerParts {
+            registry: registry.clone(),
+            configs: configs.clone(),
+            dispatcher: dispatcher.clone(),
+            store: store.clone(),
+            journal: journal.clone(),
+            monitor: monitor.clone(),
+            clock: clock.clone(),
+            ids: ids.clone(),
+            first_detection_delay: config.first_detection_delay,
+            send_timeout: config.send_timeout,
+            cluster_metadata: config.cluster_metadata.clone(),
+            stopping: shutdown.clone(),
+        });
+        let schemas = SchemaCoordinator::new(SchemaParts {
+            registry: registry.clone(),
+            configs: configs.clone(),
+            events: events.clone(),
+            journal: journal.clone(),
+            scheduler: scheduler.clone(),
+            clock: clock.clone(),
+            ids: ids.clone(),
+            send_timeout: config.send_timeout,
+        });
+        let components = Components {
+            config,
+            clock,
+            registry,
+            configs,
+            schemas,
+            scheduler,
+            dispatcher,
+            store,
+            events,
+            monitor,
+            journal,
+            ids,
+            shutdown,
+            ready: AtomicBool::new(false),
+            grpc_port: AtomicU16::new(0),
+        };
+        (components, requeued)
+    }
+
+    /// The liveness checker over this admin's workers.
+    pub fn liveness(&self) -> Liveness {
+        Liveness::new(self.registry.clone(), self.events.clone(), self.clock.clone(), self.config.heartbeat_interval)
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.is_stopping()
+    }
+
+    pub(crate) fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_port.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_grpc_port(&self, port: u16) {
+        self.grpc_port.store(port, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,153 @@
+//! Placement: which ready job goes to which executor. Job types take turns by their
+//! capability weight; within a type, highest priority then oldest first; a job goes to
+//! the non-draining executor with the most free slots, ties rotating, preferring one
+//! that has not failed the job. Per-type global concurrency and per-worker caps hold.
+
+use std::sync::Arc;
+
+use proto::pb::{self, admin_to_worker_message::Body};
+
+use super::{Dispatcher, Outbox, machine::Input, table::JobTable};
+use crate::registry::WorkerSession;
+
+/// One job type's share of a placement round.
+struct Lane {
+    job_type: String,
+    runtime: pb::AdminRuntimeConfig,
+    weight: usize,
+    /// Executors with free slots, and how many.
+    executors: Vec<(Arc<WorkerSession>, i64)>,
+}
+
+impl Dispatcher {
+    /// One dispatch pass: promotes delayed jobs, expires what expired, and assigns ready
+    /// jobs to executors. Returns when something is next due, if anything is.
+    pub fn dispatch_pass(&self) -> Option<i64> {
+        let now = self.now();
+        let mut out = Outbox::new();
+        let next_wake;
+        {
+            let mut t = self.lock();
+            t.promote(now);
+            for seq in t.due_expiries(now) {
+                // Only a job still PENDING expires; the machine refuses the others.
+                let _ = self.transition(&mut t, seq, Input::ExpiryPassed, now, &mut out);
+            }
+            if !self.is_stopping() && !self.is_paused() {
+                self.assign_ready(&mut t, now, &mut out);
+            }
+            next_wake = t.next_wake();
+        }
+        self.flush(out);
+        next_wake
+    }
+
+    fn lanes(&self, t: &JobTable, now: i64) -> Vec<Lane> {
+        let types: Vec<&String> = t.queues.iter().filter(|(_, q)| !q.is_empty()).map(|(k, _)| k).collect();
+        let mut lanes = Vec::with_capacity(types.len());
+        for job_type in types {
+            let runtime = self.parts().configs.runtime(job_type);
+            let per_worker = i64::from(runtime.per_worker_execution_concurrency);
+            let mut weight = 1;
+            let executors: Vec<(Arc<WorkerSession>, i64)> = self
+                .parts()
+                .registry
+                .executors(job_type)
+                .into_iter()
+                .filter(|s| t.full_until.get(&s.worker_id).is_none_or(|until| *until <= now))
+                .filter_map(|s| {
+                    weight = weight.max(s.capabilities.get(job_type).map(|c| c.weight.max(1) as usize).unwrap_or(1));
+                    let used = t.inflight.get(&s.worker_id).and_then(|m| m.get(job_type)).copied().unwrap_or(0);
+                    let mut cap = s.execution_slots(job_type);
+                    if per_worker > 0 {
+                        cap = cap.min(per_worker);
+                    }
+                    (cap - used > 0).then(|| (s, cap - used))
+                })
+                .collect();
+            if !executors.is_empty() {
+                lanes.push(Lane { job_type: job_type.clone(), runtime, weight, executors });
+            }
+        }
+        lanes
+    }
+
+    /// Weighted round robin over job types until nothing more fits.
+    fn assign_ready(&self, t: &mut JobTable, now: i64, out: &mut Outbox) {
+        let mut lanes = self.lanes(t, now);
+        let mut progress = !lanes.is_empty();
+        while progress {
+            progress = false;
+            for lane in lanes.iter_mut() {
+                for _ in 0..lane.weight {
+                    let limit = i64::from(lane.runtime.global_execution_concurrency);
+                    if t.running.get(&lane.job_type).copied().unwrap_or(0) >= limit {
+                        break;
+                    }
+                    let Some(&key) = t.queues.get(&lane.job_type).and_then(|q| q.first()) else { break };
+                    let seq = key.1;
+                    let Some(job) = t.active.get(&seq) else {
+                        t.queues.get_mut(&lane.job_type).map(|q| q.remove(&key));
+                        continue;
+                    };
+                    let Some(idx) = pick(&lane.executors, &job.failed_on, t.rotate) else { break };
+                    t.rotate = t.rotate.wrapping_add(1);
+                    let session = lane.executors[idx].0.clone();
+                    lane.executors[idx].1 -= 1;
+                    if let Some(msg) = self.assign(t, seq, &session, &lane.runtime, now, out) {
+                        out.push((session, msg));
+                    }
+                    progress = true;
+                }
+            }
+            lanes.retain(|l| l.executors.iter().any(|(_, f)| *f > 0));
+        }
+    }
+
+    /// ASSIGNED: the machine starts the attempt; the execute request is built here.
+    fn assign(
+        &self,
+        t: &mut JobTable,
+        seq: i64,
+        session: &WorkerSession,
+        runtime: &pb::AdminRuntimeConfig,
+        now: i64,
+        out: &mut Outbox,
+    ) -> Option<pb::AdminToWorkerMessage> {
+        let p = self.parts();
+        let queued_at = t.active.get(&seq)?.queued_at;
+        p.monitor.dispatch_latency.observe((now - queued_at).max(0) as f64 / 1000.0);
+        let request_id = p.ids.request("exec");
+        let input =
+            Input::Assign { worker_id: &session.worker_id, session_id: session.session_id, request_id: &request_id };
+        if !self.transition(t, seq, input, now, out).ok()? {
+            return None;
+        }
+        let job = t.active.get(&seq)?;
+        let cfg = p.configs.config(&job.spec.job_type);
+        let request = pb::ExecuteJobRequest {
+            request_id: request_id.clone(),
+            job: Some(job.to_spec()),
+            admin_runtime: Some(*runtime),
+            admin_config_values: cfg.as_ref().map(|c| c.admin_config_values.clone()).unwrap_or_default(),
+            worker_config_values: cfg.as_ref().map(|c| c.worker_config_values.clone()).unwrap_or_default(),
+            cluster_context: Some(pb::ClusterContext { metadata: p.cluster_metadata.clone(), ..Default::default() }),
+            attempt: job.attempts_total,
+        };
+        Some(crate::wire::envelope(&request_id, Body::ExecuteJobRequest(request)))
+    }
+}
+
+/// The executor with the most free slots, ties rotating; one that has not failed the job
+/// if there is any with a free slot.
+fn pick(executors: &[(Arc<WorkerSession>, i64)], failed_on: &[String], rotate: usize) -> Option<usize> {
+    let choose = |allow_failed: bool| -> Option<usize> {
+        let eligible =
+            |(s, free): &(Arc<WorkerSession>, i64)| *free > 0 && (allow_failed || !failed_on.contains(&s.worker_id));
+        let best = executors.iter().filter(|e| eligible(e)).map(|(_, free)| *free).max()?;
+        let ties: Vec<usize> =
+            executors.iter().enumerate().filter(|(_, e)| e.1 == best && eligible(e)).map(|(i, _)| i).collect();
+        Some(ties[rotate % ties.len()])
+    };
+    choose(false).or_else(|| choose(true))
+}

@@ -1,0 +1,419 @@
+//! The table of active jobs and the indexes the dispatcher works from: ready queues per
+//! job type, delayed and expiring jobs, attempt deadlines, slots in use per worker, job
+//! counts per state, dedupe keys, and recently finished jobs.
+//!
+//! A job's place in the indexes follows from its fields alone: [`JobTable::place`] puts
+//! a job where its state says, and [`JobTable::unplace`] takes it out again using a
+//! [`Placed`] snapshot taken before the transition, so a transition never has to know
+//! which indexes it touches.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+};
+
+use proto::pb::JobState;
+
+use crate::job::{Job, is_final};
+
+/// Recently finished jobs kept in memory, so a read right after completion does not
+/// depend on the store's batch having been committed.
+const RECENT_FINAL: usize = 4096;
+
+#[derive(Default)]
+pub struct JobTable {
+    /// Boxed, so a transition moves a pointer rather than the whole job.
+    pub(super) active: HashMap<i64, Box<Job>>,
+    /// (job_type, dedupe_key) of every active job.
+    dedupe: HashMap<(String, String), i64>,
+    /// Ready PENDING jobs per job type: highest priority first, then oldest.
+    pub(super) queues: BTreeMap<String, BTreeSet<(Reverse<i32>, i64)>>,
+    /// PENDING jobs waiting for not_before or a retry backoff: (ready_at, seq).
+    pub(super) delayed: BTreeSet<(i64, i64)>,
+    /// PENDING jobs with an expiry: (expires_at, seq).
+    pub(super) expiries: BTreeSet<(i64, i64)>,
+    /// ASSIGNED/RUNNING jobs' execution deadlines and stop grace ends: (deadline, seq).
+    pub(super) deadlines: BTreeSet<(i64, i64)>,
+    pub(super) by_request: HashMap<String, i64>,
+    /// worker_id -> job_type -> jobs the admin has in flight there.
+    pub(super) inflight: HashMap<String, HashMap<String, i64>>,
+    /// job_type -> ASSIGNED + RUNNING jobs.
+    pub(super) running: HashMap<String, i64>,
+    /// Executors that said they are full, skipped until then.
+    pub(super) full_until: HashMap<String, i64>,
+    /// (job_type, state) -> jobs, over all jobs in the store.
+    counts: HashMap<(String, i32), i64>,
+    recent: HashMap<i64, Box<Job>>,
+    recent_order: VecDeque<i64>,
+    next_seq: i64,
+    pub(super) rotate: usize,
+}
+
+/// Where a job sat in the indexes before a transition.
+pub struct Placed {
+    state: JobState,
+    ready_at: i64,
+    deadline: i64,
+    /// (worker_id, request_id) of the attempt in flight.
+    slot: Option<(String, String)>,
+}
+
+impl Placed {
+    pub fn of(job: &Job) -> Placed {
+        let in_attempt = matches!(job.state, JobState::Assigned | JobState::Running);
+        Placed {
+            state: job.state,
+            ready_at: job.ready_at.max(job.spec.not_before),
+            deadline: job.deadline,
+            slot: in_attempt.then(|| (job.worker_id.clone(), job.request_id.clone())),
+        }
+    }
+}
+
+impl JobTable {
+    pub fn new(next_seq: i64, counts: HashMap<(String, i32), i64>) -> JobTable {
+        JobTable { next_seq, counts, ..Default::default() }
+    }
+
+    pub fn next_seq(&mut self) -> i64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    /// Adds a new PENDING job (not yet dispatchable: see [`JobTable::make_ready`]).
+    pub fn insert_new(&mut self, job: Box<Job>) {
+        self.count(&job.spec.job_type, job.state, 1);
+        self.dedupe.insert((job.spec.job_type.clone(), job.spec.dedupe_key.clone()), job.seq);
+        self.active.insert(job.seq, job);
+    }
+
+    /// Adds a job loaded from the store at start (already counted there); PENDING jobs
+    /// are placed by [`JobTable::make_ready`], others are requeued by a transition.
+    pub fn insert_loaded(&mut self, job: Box<Job>) {
+        self.dedupe.insert((job.spec.job_type.clone(), job.spec.dedupe_key.clone()), job.seq);
+        self.active.insert(job.seq, job);
+    }
+
+    /// Puts a PENDING job in its queue, or in the delayed set while it must wait.
+    pub fn make_ready(&mut self, seq: i64, now: i64) {
+        if let Some(mut job) = self.active.remove(&seq) {
+            if job.state == JobState::Pending {
+                self.place_pending(&mut job, now);
+            }
+            self.active.insert(seq, job);
+        }
+    }
+
+    /// Takes an active job out of the table for a transition; hand it back with
+    /// [`JobTable::put`] (or [`JobTable::restore`] if the transition was refused).
+    pub fn take(&mut self, seq: i64) -> Option<(Box<Job>, Placed)> {
+        let job = self.active.remove(&seq)?;
+        let placed = Placed::of(&job);
+        Some((job, placed))
+    }
+
+    /// Returns a job whose transition was refused: it is unchanged, so are its indexes.
+    pub fn restore(&mut self, job: Box<Job>) {
+        self.active.insert(job.seq, job);
+    }
+
+    /// Moves a job from where it was (`before`) to where its new state puts it.
+    pub fn put(&mut self, mut job: Box<Job>, before: Placed, now: i64) {
+        let seq = job.seq;
+        let job_type = &job.spec.job_type;
+        // Out of the old place.
+        match before.state {
+            JobState::Pending => {
+                if let Some(q) = self.queues.get_mut(job_type) {
+                    q.remove(&(Reverse(job.spec.priority), seq));
+                }
+                self.delayed.remove(&(before.ready_at, seq));
+                self.expiries.remove(&(job.spec.expires_at, seq));
+            }
+            JobState::Assigned | JobState::Running => {
+                let same_attempt = before.slot.as_ref().is_some_and(|(_, r)| *r == job.request_id)
+                    && matches!(job.state, JobState::Assigned | JobState::Running);
+                if before.deadline != job.deadline || !same_attempt {
+                    self.deadlines.remove(&(before.deadline, seq));
+                }
+                if !same_attempt && let Some((worker_id, request_id)) = &before.slot {
+                    self.release_slot(worker_id, request_id, job_type);
+                }
+            }
+            _ => {}
+        }
+        if before.state != job.state {
+            self.count(job_type, before.state, -1);
+            self.count(job_type, job.state, 1);
+        }
+        // Into the new one.
+        match job.state {
+            JobState::Pending => {
+                if is_final(before.state) {
+                    self.dedupe.insert((job_type.clone(), job.spec.dedupe_key.clone()), seq);
+                    self.recent.remove(&seq);
+                }
+                self.place_pending(&mut job, now);
+                self.active.insert(seq, job);
+            }
+            JobState::Assigned | JobState::Running => {
+                let new_attempt = before.slot.as_ref().is_none_or(|(_, r)| *r != job.request_id);
+                if new_attempt {
+                    *self.inflight.entry(job.worker_id.clone()).or_default().entry(job_type.clone()).or_insert(0) += 1;
+                    *self.running.entry(job_type.clone()).or_insert(0) += 1;
+                    self.by_request.insert(job.request_id.clone(), seq);
+                }
+                if new_attempt || before.deadline != job.deadline {
+                    self.deadlines.insert((job.deadline, seq));
+                }
+                self.active.insert(seq, job);
+            }
+            _ => {
+                let key = (job_type.clone(), job.spec.dedupe_key.clone());
+                if self.dedupe.get(&key) == Some(&seq) {
+                    self.dedupe.remove(&key);
+                }
+                self.remember_final(job);
+            }
+        }
+    }
+
+    fn place_pending(&mut self, job: &mut Job, now: i64) {
+        let seq = job.seq;
+        if job.spec.expires_at > 0 {
+            self.expiries.insert((job.spec.expires_at, seq));
+        }
+        let ready_at = job.ready_at.max(job.spec.not_before);
+        if ready_at > now {
+            self.delayed.insert((ready_at, seq));
+        } else {
+            job.queued_at = now;
+            self.queues.entry(job.spec.job_type.clone()).or_default().insert((Reverse(job.spec.priority), seq));
+        }
+    }
+
+    /// Moves delayed jobs whose time has come into their queues.
+    pub fn promote(&mut self, now: i64) {
+        while let Some(&(at, seq)) = self.delayed.first() {
+            if at > now {
+                break;
+            }
+            self.delayed.remove(&(at, seq));
+            if let Some(job) = self.active.get_mut(&seq) {
+                job.ready_at = 0;
+                job.queued_at = now;
+                let key = (Reverse(job.spec.priority), seq);
+                match self.queues.get_mut(&job.spec.job_type) {
+                    Some(q) => {
+                        q.insert(key);
+                    }
+                    None => {
+                        self.queues.insert(job.spec.job_type.clone(), [key].into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Jobs whose expiry passed (taken off the expiry index; the caller expires them).
+    pub fn due_expiries(&mut self, now: i64) -> Vec<i64> {
+        let mut due = Vec::new();
+        while let Some(&(at, seq)) = self.expiries.first() {
+            if at > now {
+                break;
+            }
+            self.expiries.remove(&(at, seq));
+            due.push(seq);
+        }
+        due
+    }
+
+    /// Attempts whose deadline passed and is still current. Their entries stay in the
+    /// index (the transition that follows takes them out like any other); stale ones
+    /// (the attempt ended or got a new deadline) are dropped.
+    pub fn due_deadlines(&mut self, now: i64) -> Vec<i64> {
+        let passed: Vec<(i64, i64)> = self.deadlines.range(..=(now, i64::MAX)).copied().collect();
+        let mut due = Vec::with_capacity(passed.len());
+        for (at, seq) in passed {
+            let current = self
+                .active
+                .get(&seq)
+                .is_some_and(|j| j.deadline == at && matches!(j.state, JobState::Assigned | JobState::Running));
+            if current {
+                due.push(seq);
+            } else {
+                self.deadlines.remove(&(at, seq));
+            }
+        }
+        due
+    }
+
+    /// The earliest time something is due: a delayed job, an expiry or a deadline.
+    pub fn next_wake(&self) -> Option<i64> {
+        [self.delayed.first(), self.expiries.first(), self.deadlines.first()].into_iter().flatten().map(|d| d.0).min()
+    }
+
+    fn release_slot(&mut self, worker_id: &str, request_id: &str, job_type: &str) {
+        self.by_request.remove(request_id);
+        if let Some(m) = self.inflight.get_mut(worker_id) {
+            if let Some(n) = m.get_mut(job_type) {
+                *n -= 1;
+                if *n <= 0 {
+                    m.remove(job_type);
+                }
+            }
+            if m.is_empty() {
+                self.inflight.remove(worker_id);
+            }
+        }
+        if let Some(n) = self.running.get_mut(job_type) {
+            *n = (*n - 1).max(0);
+        }
+    }
+
+    fn count(&mut self, job_type: &str, state: JobState, delta: i64) {
+        match self.counts.get_mut(&(job_type.to_string(), state as i32)) {
+            Some(n) => *n += delta,
+            None => {
+                self.counts.insert((job_type.to_string(), state as i32), delta);
+            }
+        }
+    }
+
+    fn remember_final(&mut self, job: Box<Job>) {
+        self.recent_order.push_back(job.seq);
+        self.recent.insert(job.seq, job);
+        while self.recent_order.len() > RECENT_FINAL {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
+    }
+
+    /// Puts back a finished job whose retry was refused.
+    pub fn restore_recent(&mut self, job: Box<Job>) {
+        self.remember_final(job);
+    }
+
+    /// A recently finished job, taken out for an operator retry.
+    pub fn take_recent(&mut self, seq: i64) -> Option<Box<Job>> {
+        self.recent.remove(&seq)
+    }
+
+    pub fn job(&self, seq: i64) -> Option<&Job> {
+        self.active.get(&seq).or_else(|| self.recent.get(&seq)).map(|j| &**j)
+    }
+
+    pub fn is_active(&self, seq: i64) -> bool {
+        self.active.contains_key(&seq)
+    }
+
+    /// The active job holding this dedupe key, if any.
+    pub fn holder_of(&self, job_type: &str, dedupe_key: &str) -> Option<i64> {
+        self.dedupe.get(&(job_type.to_string(), dedupe_key.to_string())).copied()
+    }
+
+    /// Takes jobs deleted by retention out of the counts.
+    pub fn forget_pruned(&mut self, pruned: &crate::store::Pruned) {
+        for (key, n) in pruned {
+            if let Some(c) = self.counts.get_mut(key) {
+                *c = (*c - n).max(0);
+            }
+        }
+    }
+
+    pub fn counts(&self) -> &HashMap<(String, i32), i64> {
+        &self.counts
+    }
+
+    pub fn count_of(&self, job_type: &str, state: JobState) -> i64 {
+        self.counts.get(&(job_type.to_string(), state as i32)).copied().unwrap_or(0)
+    }
+
+    pub fn active_len(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Jobs out on executors (ASSIGNED or RUNNING).
+    pub fn in_flight(&self) -> usize {
+        self.by_request.len()
+    }
+
+    /// Whether a PENDING job sits in a ready queue or the delayed set (dispatchable).
+    #[cfg(test)]
+    pub fn is_placed(&self, seq: i64) -> bool {
+        self.queues.values().any(|q| q.iter().any(|k| k.1 == seq)) || self.delayed.iter().any(|d| d.1 == seq)
+    }
+
+    pub fn request(&self, request_id: &str) -> Option<i64> {
+        self.by_request.get(request_id).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobSpecData;
+
+    fn job(seq: i64, not_before: i64, expires_at: i64) -> Box<Job> {
+        let spec = JobSpecData {
+            job_type: "t".into(),
+            dedupe_key: format!("k{seq}"),
+            priority: 2,
+            summary: String::new(),
+            detail: String::new(),
+            parameters: Default::default(),
+            labels: Default::default(),
+            created_at: 0,
+            not_before,
+            expires_at,
+            detection_run: 0,
+        };
+        Box::new(Job::pending(seq, spec, 0))
+    }
+
+    fn queued(t: &JobTable) -> Vec<i64> {
+        t.queues.get("t").map(|q| q.iter().map(|k| k.1).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_job_with_not_before_waits_until_its_time_comes() {
+        let mut t = JobTable::new(1, HashMap::new());
+        t.insert_new(job(1, 5_000, 0));
+        t.insert_new(job(2, 0, 0));
+        t.make_ready(1, 1_000);
+        t.make_ready(2, 1_000);
+        assert_eq!(queued(&t), vec![2]);
+        assert_eq!(t.next_wake(), Some(5_000));
+        t.promote(4_999);
+        assert_eq!(queued(&t), vec![2]);
+        t.promote(5_000);
+        assert_eq!(queued(&t), vec![1, 2]);
+    }
+
+    #[test]
+    fn an_expiry_becomes_due_at_its_time_only() {
+        let mut t = JobTable::new(1, HashMap::new());
+        t.insert_new(job(1, 0, 9_000));
+        t.make_ready(1, 1_000);
+        assert_eq!(t.next_wake(), Some(9_000));
+        assert!(t.due_expiries(8_999).is_empty());
+        assert_eq!(t.due_expiries(9_000), vec![1]);
+    }
+
+    #[test]
+    fn a_new_job_is_counted_and_holds_its_dedupe_key_until_it_finishes() {
+        let mut t = JobTable::new(1, HashMap::new());
+        t.insert_new(job(1, 0, 0));
+        assert_eq!(t.count_of("t", JobState::Pending), 1);
+        assert_eq!(t.holder_of("t", "k1"), Some(1));
+        let (mut j, placed) = t.take(1).unwrap();
+        j.state = JobState::Canceled;
+        t.put(j, placed, 10);
+        assert_eq!(t.holder_of("t", "k1"), None);
+        assert_eq!((t.count_of("t", JobState::Pending), t.count_of("t", JobState::Canceled)), (0, 1));
+        assert_eq!(t.job(1).unwrap().state, JobState::Canceled, "recently finished jobs stay readable");
+        assert!(!t.is_active(1));
+    }
+}

@@ -1,0 +1,209 @@
+//! The dispatcher over time, driven by a manual clock: real components, a real SQLite
+//! store in a temp dir, worker sessions whose outbound queue the test reads.
+
+use proto::pb::{self, JobState, admin_to_worker_message::Body};
+
+use super::{AT_CAPACITY, Admission, NewJob};
+use crate::{
+    job::{JobSpecData, parse_job_id},
+    test_support::{Rig, TestWorker},
+};
+
+fn spec(key: &str, not_before: i64, expires_at: i64) -> JobSpecData {
+    JobSpecData {
+        job_type: "t".into(),
+        dedupe_key: key.into(),
+        priority: pb::JobPriority::Normal as i32,
+        summary: format!("job {key}"),
+        detail: String::new(),
+        parameters: Default::default(),
+        labels: Default::default(),
+        created_at: Rig::T0,
+        not_before,
+        expires_at,
+        detection_run: 0,
+    }
+}
+
+/// Admits one job and waits until it is durable and dispatchable; returns its seq.
+async fn admit(rig: &Rig, key: &str, not_before: i64, expires_at: i64) -> i64 {
+    let out = rig.c.dispatcher.admit(vec![NewJob { spec: spec(key, not_before, expires_at) }], 10);
+    let Admission::Created { job_id } = &out[0] else { panic!("not created: {out:?}") };
+    let seq = parse_job_id(job_id).unwrap();
+    rig.c.store.settle().await;
+    // The job enters the queues from a task that waits for durability.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !rig.c.dispatcher.lock().is_placed(seq) {
+        assert!(tokio::time::Instant::now() < deadline, "job {key} never became dispatchable");
+        tokio::task::yield_now().await;
+    }
+    seq
+}
+
+fn state(rig: &Rig, seq: i64) -> JobState {
+    rig.c.dispatcher.job(seq).unwrap().state
+}
+
+async fn execute_request(w: &mut TestWorker) -> pb::ExecuteJobRequest {
+    match w.next().await.body {
+        Some(Body::ExecuteJobRequest(r)) => r,
+        other => panic!("expected an execute request, got {other:?}"),
+    }
+}
+
+fn completed(request_id: &str, success: bool, error: &str) -> pb::JobCompleted {
+    pb::JobCompleted { request_id: request_id.into(), success, error_message: error.into(), ..Default::default() }
+}
+
+#[tokio::test]
+async fn a_capacity_reply_requeues_the_job_without_using_an_attempt_and_skips_the_worker_for_a_moment() {
+    let rig = Rig::new(|_| {});
+    let mut w = rig.worker("w1", 1);
+    let seq = admit(&rig, "a", 0, 0).await;
+    rig.c.dispatcher.dispatch_pass();
+    let req = execute_request(&mut w).await;
+    assert_eq!(state(&rig, seq), JobState::Assigned);
+    rig.c.dispatcher.on_completed(&w.session, completed(&req.request_id, false, AT_CAPACITY));
+    let job = rig.c.dispatcher.job(seq).unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Pending, 0));
+    rig.c.dispatcher.dispatch_pass();
+    assert!(w.is_quiet(), "the full worker is skipped for a moment");
+    rig.clock.advance(1000);
+    rig.c.dispatcher.dispatch_pass();
+    let again = execute_request(&mut w).await;
+    assert_eq!(again.attempt, 2, "attempts are numbered over the job's life");
+}
+
+#[tokio::test]
+async fn a_lost_worker_gets_its_job_requeued_without_using_an_attempt() {
+    let rig = Rig::new(|_| {});
+    let mut w = rig.worker("w1", 1);
+    let seq = admit(&rig, "a", 0, 0).await;
+    rig.c.dispatcher.dispatch_pass();
+    execute_request(&mut w).await;
+    rig.c.dispatcher.on_worker_gone("w1", w.session.session_id, "stream closed by the worker");
+    let job = rig.c.dispatcher.job(seq).unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Pending, 0));
+    assert_eq!(job.message, "requeued: stream closed by the worker");
+    assert_eq!(rig.c.dispatcher.in_flight(), 0, "the slot is free again");
+}
+
+#[tokio::test]
+async fn an_execution_timeout_cancels_on_the_worker_and_retries_after_the_backoff() {
+    let rig = Rig::new(|d| d.execution_timeout_seconds = 30);
+    let mut w = rig.worker("w1", 1);
+    let seq = admit(&rig, "a", 0, 0).await;
+    rig.c.dispatcher.dispatch_pass();
+    let req = execute_request(&mut w).await;
+    rig.clock.advance(29_999);
+    rig.c.dispatcher.check_deadlines();
+    assert_eq!(state(&rig, seq), JobState::Assigned, "not before the timeout");
+    rig.clock.advance(1);
+    rig.c.dispatcher.check_deadlines();
+    match w.next().await.body {
+        Some(Body::CancelRequest(c)) => assert_eq!(c.target_id, req.request_id),
+        other => panic!("expected a cancel, got {other:?}"),
+    }
+    let job = rig.c.dispatcher.job(seq).unwrap();
+    assert_eq!(job.state, JobState::Pending);
+    assert_eq!(job.error, "execution timed out after 30 s");
+    let wait = job.ready_at - (Rig::T0 + 30_000);
+    assert!((5_000..=10_000).contains(&wait), "backoff of the first retry: {wait} ms");
+    rig.c.dispatcher.dispatch_pass();
+    assert!(w.is_quiet(), "not dispatched during the backoff");
+    rig.clock.advance(wait);
+    rig.c.dispatcher.dispatch_pass();
+    assert_eq!(execute_request(&mut w).await.attempt, 2);
+}
+
+#[tokio::test]
+async fn a_job_waits_for_not_before_and_expires_at_expires_at() {
+    let rig = Rig::new(|_| {});
+    let later = admit(&rig, "later", Rig::T0 + 60_000, 0).await;
+    let doomed = admit(&rig, "doomed", 0, Rig::T0 + 5_000).await;
+    assert_eq!(rig.c.dispatcher.dispatch_pass(), Some(Rig::T0 + 5_000), "the expiry is due first");
+    rig.clock.advance(5_000);
+    rig.c.dispatcher.dispatch_pass();
+    let job = rig.c.dispatcher.job(doomed).unwrap();
+    assert_eq!((job.state, job.error.as_str()), (JobState::Failed, "expired before it started"));
+
+    let mut w = rig.worker("w1", 1);
+    rig.c.dispatcher.dispatch_pass();
+    assert!(w.is_quiet(), "not before its time");
+    rig.clock.set(Rig::T0 + 60_000);
+    rig.c.dispatcher.dispatch_pass();
+    assert_eq!(execute_request(&mut w).await.job.unwrap().job_id, crate::job::job_id(later));
+}
+
+#[tokio::test]
+async fn a_late_duplicate_completion_changes_nothing_and_is_counted_as_ignored() {
+    let rig = Rig::new(|_| {});
+    let mut w = rig.worker("w1", 1);
+    let seq = admit(&rig, "a", 0, 0).await;
+    rig.c.dispatcher.dispatch_pass();
+    let req = execute_request(&mut w).await;
+    rig.c.dispatcher.on_completed(&w.session, completed(&req.request_id, true, ""));
+    assert_eq!(state(&rig, seq), JobState::Succeeded);
+    let ignored = rig.c.monitor.ignored_messages.load(std::sync::atomic::Ordering::Relaxed);
+    rig.c.dispatcher.on_completed(&w.session, completed(&req.request_id, false, "late"));
+    let job = rig.c.dispatcher.job(seq).unwrap();
+    assert_eq!((job.state, job.error.as_str()), (JobState::Succeeded, ""));
+    assert_eq!(rig.c.monitor.ignored_messages.load(std::sync::atomic::Ordering::Relaxed), ignored + 1);
+    assert_eq!(rig.c.dispatcher.count_of("t", JobState::Succeeded), 1);
+}
+
+#[tokio::test]
+async fn a_cancel_racing_a_completion_ends_as_the_worker_reports() {
+    let rig = Rig::new(|_| {});
+    let mut w = rig.worker("w1", 2);
+    let a = admit(&rig, "a", 0, 0).await;
+    let b = admit(&rig, "b", 0, 0).await;
+    rig.c.dispatcher.dispatch_pass();
+    let (r1, r2) = (execute_request(&mut w).await, execute_request(&mut w).await);
+    let request_of = |seq| if r1.job.as_ref().unwrap().job_id == crate::job::job_id(seq) { &r1 } else { &r2 };
+    for seq in [a, b] {
+        rig.c.dispatcher.stop_job(seq, JobState::Canceled, "canceled by operator").unwrap();
+    }
+    // a finished before the worker saw the cancel; b honoured it.
+    rig.c.dispatcher.on_completed(&w.session, completed(&request_of(a).request_id, true, ""));
+    rig.c.dispatcher.on_completed(&w.session, completed(&request_of(b).request_id, false, "canceled"));
+    assert_eq!(state(&rig, a), JobState::Succeeded);
+    assert_eq!(state(&rig, b), JobState::Canceled);
+    assert_eq!(rig.c.dispatcher.job(b).unwrap().error, "canceled by operator");
+}
+
+#[tokio::test]
+async fn a_restarted_admin_requeues_the_jobs_that_were_out_without_using_an_attempt() {
+    let rig = Rig::new(|_| {});
+    let mut w = rig.worker("w1", 1);
+    let seq = admit(&rig, "a", 0, 0).await;
+    rig.c.dispatcher.dispatch_pass();
+    execute_request(&mut w).await;
+    rig.c.store.settle().await;
+    let mut loaded = crate::store::Loaded {
+        active: vec![rig.c.store.job(seq).unwrap().unwrap()],
+        counts: [(("t".to_string(), JobState::Assigned as i32), 1)].into(),
+        next_job_seq: seq + 1,
+        next_activity_id: 1,
+        next_run_id: 1,
+    };
+    let parts = super::DispatcherParts {
+        registry: rig.c.registry.clone(),
+        configs: rig.c.configs.clone(),
+        store: rig.c.store.clone(),
+        journal: rig.c.journal.clone(),
+        monitor: rig.c.monitor.clone(),
+        clock: rig.clock.clone(),
+        ids: rig.c.ids.clone(),
+        cancel_grace: std::time::Duration::from_secs(30),
+        send_timeout: std::time::Duration::from_secs(1),
+        cluster_metadata: Default::default(),
+        stopping: Default::default(),
+    };
+    let (restarted, requeued) = super::Dispatcher::new(parts, &mut loaded);
+    assert_eq!(requeued, 1);
+    let job = restarted.job(seq).unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Pending, 0));
+    assert_eq!(restarted.count_of("t", JobState::Pending), 1);
+    assert_eq!(restarted.count_of("t", JobState::Assigned), 0);
+}
