@@ -73,9 +73,9 @@ impl Admin {
         let data_dir = config.data_dir.clone();
         let configs =
             Arc::new(tokio::task::spawn_blocking(move || ConfigStore::open(&data_dir)).await.map_err(|e| {
-                AdminError::Store(StoreError::Sqlite {
+                AdminError::Config(ConfigStoreError::Io {
                     path: config.data_dir.clone(),
-                    source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                    source: std::io::Error::other(e),
                 })
             })??);
         let (store, mut loaded) = Store::open(&config.data_dir, events.clone())?;
