@@ -168,3 +168,26 @@ impl Error for BackendError {
         self.source.as_deref().map(|e| e as &(dyn Error + 'static))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_error_shows_its_cause_and_keeps_it_as_the_source() {
+        let e = BackendError::with_source("cannot write a batch", std::io::Error::other("disk full"));
+        assert_eq!(e.to_string(), "cannot write a batch: disk full");
+        assert_eq!(e.message(), "cannot write a batch");
+        assert_eq!(e.source().unwrap().to_string(), "disk full");
+        let bare = BackendError::new("closed");
+        assert_eq!(bare.to_string(), "closed");
+        assert!(bare.source().is_none());
+    }
+
+    #[test]
+    fn the_page_size_is_clamped() {
+        assert_eq!(JobQuery { limit: 0, ..Default::default() }.page_size(), 1);
+        assert_eq!(JobQuery { limit: 50, ..Default::default() }.page_size(), 50);
+        assert_eq!(JobQuery { limit: 5000, ..Default::default() }.page_size(), MAX_PAGE);
+    }
+}

@@ -260,6 +260,18 @@ pub(crate) mod tests {
         job
     }
 
+    pub(crate) fn attempt(n: i32, outcome: &str) -> AttemptView {
+        AttemptView {
+            attempt: n,
+            worker_id: "w1".into(),
+            request_id: format!("r{n}"),
+            started_at: 1,
+            ended_at: 0,
+            outcome: outcome.into(),
+            error_message: String::new(),
+        }
+    }
+
     #[tokio::test]
     async fn updates_in_one_batch_leave_the_newest_state_and_survive_a_reopen() {
         let dir = temp_dir("coalesce");
@@ -352,5 +364,68 @@ pub(crate) mod tests {
         let none = store.jobs(&JobQuery { limit: 100, text: Some("100%_".into()), ..Default::default() }).unwrap();
         assert!(none.is_empty(), "LIKE wildcards in the text are literal");
         store.close();
+    }
+
+    #[tokio::test]
+    async fn history_queries_return_attempts_activities_and_runs() {
+        let dir = temp_dir("history");
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let now = now_ms();
+        let mut done = job(1, JobState::Succeeded, now);
+        done.completed_at = now;
+        done.result_summary = "fine".into();
+        store.write(Op::InsertJob(Arc::new(done)));
+        store.write(Op::Attempt { job_seq: 1, attempt: attempt(2, "succeeded") });
+        store.write(Op::Attempt { job_seq: 1, attempt: attempt(1, "failed") });
+        for id in 1..=3 {
+            store.write(Op::Activity(ActivityView {
+                id,
+                created_at: now,
+                job_type: "t".into(),
+                job_id: if id == 2 { "j1".into() } else { String::new() },
+                source: "executor",
+                stage: "run".into(),
+                message: format!("a{id}"),
+            }));
+        }
+        for (id, success) in [(1, true), (2, false), (3, true)] {
+            store.write(Op::Run(RunView {
+                id,
+                job_type: "t".into(),
+                kind: "detection".into(),
+                job_id: String::new(),
+                worker_id: "w1".into(),
+                started_at: now - 10,
+                ended_at: now - 5 + id,
+                success,
+                message: format!("r{id}"),
+                proposals: 1,
+                jobs_created: 0,
+            }));
+        }
+        store.settle().await;
+        let attempts = store.attempts(1).unwrap();
+        assert_eq!(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), vec![1, 2], "oldest first");
+        assert_eq!(attempts[0], attempt(1, "failed"));
+        let all = store.activities(None, None, None, 10).unwrap();
+        assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), vec![3, 2, 1]);
+        assert_eq!(all[0].source, "executor");
+        assert_eq!(store.activities(None, Some("j1"), None, 10).unwrap().len(), 1);
+        assert_eq!(store.activities(Some("t"), None, Some(3), 1).unwrap()[0].id, 2);
+        let (ok, failed) = store.runs("t", 10).unwrap();
+        assert_eq!(ok.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(), vec!["fine", "r3", "r1"]);
+        assert_eq!(ok[0].kind, "execution");
+        assert_eq!(failed.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(), vec!["r2"]);
+        let (ok, _) = store.runs("t", 1).unwrap();
+        assert_eq!(ok.len(), 1);
+        store.close();
+    }
+
+    #[test]
+    fn a_data_dir_that_cannot_be_created_is_an_io_error() {
+        let dir = temp_dir("io");
+        std::fs::write(dir.0.join("plugin"), b"a file, not a directory").unwrap();
+        let err = Store::open(&dir.0, Arc::new(EventBus::new(4))).err().expect("open fails");
+        assert!(matches!(&err, StoreError::Io { path, .. } if path == &dir.0.join("plugin")), "{err:?}");
     }
 }

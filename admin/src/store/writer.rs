@@ -251,3 +251,323 @@ impl Coalescer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use proto::pb::JobState;
+
+    use super::*;
+    use crate::{
+        job::{ActivityView, AttemptView, Job, JobView, RunView, now_ms},
+        store::{
+            BackendError, JobQuery, Loaded, Reader, Store,
+            tests::{attempt, job},
+        },
+    };
+
+    fn queued(ops: Vec<Op>) -> Vec<Queued> {
+        ops.into_iter().enumerate().map(|(i, op)| Queued { ticket: i as u64 + 1, op: Some(op), event: None }).collect()
+    }
+
+    /// The writes as (kind, id, state or outcome) for comparing.
+    fn describe(writes: &[Write<'_>]) -> Vec<(&'static str, i64, String)> {
+        writes
+            .iter()
+            .map(|w| match w {
+                Write::InsertJob(j) => ("insert", j.seq, format!("{:?}/{}", j.state, j.progress)),
+                Write::UpdateJob(j) => ("update", j.seq, format!("{:?}/{}", j.state, j.progress)),
+                Write::Attempt { job_seq, attempt } => ("attempt", *job_seq, attempt.outcome.clone()),
+                Write::Activity(a) => ("activity", a.id, a.message.clone()),
+                Write::Run(r) => ("run", r.id, r.message.clone()),
+                Write::Prune { before_ms } => ("prune", *before_ms, String::new()),
+            })
+            .collect()
+    }
+
+    fn coalesced(ops: Vec<Op>) -> Vec<(&'static str, i64, String)> {
+        let batch = queued(ops);
+        let mut out = Vec::new();
+        Coalescer::default().coalesce(&batch, &mut out);
+        describe(&out)
+    }
+
+    fn with(seq: i64, state: JobState, progress: f64) -> Arc<Job> {
+        let mut j = job(seq, state, 1);
+        j.progress = progress;
+        Arc::new(j)
+    }
+
+    #[test]
+    fn an_insert_followed_by_updates_is_one_insert_of_the_newest_state() {
+        let got = coalesced(vec![
+            Op::InsertJob(with(1, JobState::Pending, 0.0)),
+            Op::UpdateJob(with(1, JobState::Running, 40.0)),
+            Op::InsertJob(with(2, JobState::Pending, 0.0)),
+            Op::UpdateJob(with(1, JobState::Succeeded, 100.0)),
+        ]);
+        assert_eq!(
+            got,
+            vec![("insert", 1, "Succeeded/100".to_string()), ("insert", 2, "Pending/0".to_string())],
+            "job 1 is written once, at its insert, with its newest state"
+        );
+    }
+
+    #[test]
+    fn updates_alone_are_one_update_of_the_newest_state_at_the_last_one() {
+        let got = coalesced(vec![
+            Op::UpdateJob(with(1, JobState::Assigned, 0.0)),
+            Op::Activity(ActivityView {
+                id: 9,
+                created_at: 1,
+                job_type: "t".into(),
+                job_id: "j1".into(),
+                source: "admin",
+                stage: String::new(),
+                message: "between".into(),
+            }),
+            Op::UpdateJob(with(1, JobState::Running, 10.0)),
+            Op::UpdateJob(with(3, JobState::Running, 5.0)),
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                ("activity", 9, "between".to_string()),
+                ("update", 1, "Running/10".to_string()),
+                ("update", 3, "Running/5".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_job_inserted_again_ends_in_its_newest_state_as_if_applied_in_order() {
+        let got = coalesced(vec![
+            Op::UpdateJob(with(1, JobState::Running, 1.0)),
+            Op::InsertJob(with(1, JobState::Pending, 2.0)),
+            Op::UpdateJob(with(1, JobState::Running, 3.0)),
+            Op::InsertJob(with(1, JobState::Pending, 4.0)),
+        ]);
+        assert_eq!(got, vec![("insert", 1, "Pending/4".to_string())]);
+    }
+
+    #[test]
+    fn attempts_keep_their_newest_record_and_history_and_prunes_are_kept_in_order() {
+        let got = coalesced(vec![
+            Op::Attempt { job_seq: 1, attempt: attempt(1, "") },
+            Op::Attempt { job_seq: 1, attempt: attempt(2, "") },
+            Op::Prune { before_ms: 77, report: None },
+            Op::Attempt { job_seq: 1, attempt: attempt(1, "failed") },
+            Op::Attempt { job_seq: 2, attempt: attempt(1, "") },
+            Op::Run(RunView {
+                id: 4,
+                job_type: "t".into(),
+                kind: "detection".into(),
+                job_id: String::new(),
+                worker_id: "w".into(),
+                started_at: 1,
+                ended_at: 2,
+                success: true,
+                message: "ran".into(),
+                proposals: 0,
+                jobs_created: 0,
+            }),
+            Op::Prune { before_ms: 88, report: None },
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                ("attempt", 1, String::new()),
+                ("prune", 77, String::new()),
+                ("attempt", 1, "failed".to_string()),
+                ("attempt", 2, String::new()),
+                ("run", 4, "ran".to_string()),
+                ("prune", 88, String::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_coalescer_forgets_the_previous_batch() {
+        let mut c = Coalescer::default();
+        let first = queued(vec![Op::UpdateJob(with(1, JobState::Running, 1.0))]);
+        let mut out = Vec::new();
+        c.coalesce(&first, &mut out);
+        assert_eq!(out.len(), 1);
+        let second = queued(vec![Op::Activity(ActivityView {
+            id: 1,
+            created_at: 1,
+            job_type: "t".into(),
+            job_id: String::new(),
+            source: "admin",
+            stage: String::new(),
+            message: String::new(),
+        })]);
+        let mut out = Vec::new();
+        c.coalesce(&second, &mut out);
+        assert_eq!(describe(&out), vec![("activity", 1, String::new())]);
+    }
+
+    /// A backend in memory that records what it is asked to apply and can be told to
+    /// fail, so the writer is tested without a database.
+    #[derive(Clone, Default)]
+    struct Memory {
+        inner: Arc<Mutex<MemoryState>>,
+        failures_left: Arc<AtomicU32>,
+    }
+
+    #[derive(Default)]
+    struct MemoryState {
+        jobs: HashMap<i64, Job>,
+        batches: Vec<Vec<(&'static str, i64, String)>>,
+        prunes: usize,
+    }
+
+    impl Backend for Memory {
+        fn load(&mut self) -> Result<Loaded, BackendError> {
+            Ok(Loaded {
+                active: Vec::new(),
+                counts: HashMap::new(),
+                next_job_seq: 1,
+                next_activity_id: 1,
+                next_run_id: 1,
+            })
+        }
+
+        fn apply(&mut self, writes: &[Write<'_>]) -> Result<Vec<Pruned>, BackendError> {
+            if self.failures_left.load(Ordering::SeqCst) > 0 {
+                self.failures_left.fetch_sub(1, Ordering::SeqCst);
+                return Err(BackendError::with_source("cannot write a batch", std::io::Error::other("injected")));
+            }
+            let mut s = self.inner.lock().unwrap();
+            s.batches.push(describe(writes));
+            let mut reports = Vec::new();
+            for w in writes {
+                match w {
+                    Write::InsertJob(j) | Write::UpdateJob(j) => {
+                        s.jobs.insert(j.seq, (*j).clone());
+                    }
+                    Write::Prune { .. } => {
+                        s.prunes += 1;
+                        reports.push([(("t".to_string(), JobState::Succeeded as i32), s.prunes as i64)].into());
+                    }
+                    _ => {}
+                }
+            }
+            Ok(reports)
+        }
+    }
+
+    impl Reader for Memory {
+        fn job(&self, seq: i64) -> Result<Option<Job>, BackendError> {
+            Ok(self.inner.lock().unwrap().jobs.get(&seq).cloned())
+        }
+        fn jobs(&self, _: &JobQuery) -> Result<Vec<JobView>, BackendError> {
+            Ok(Vec::new())
+        }
+        fn attempts(&self, _: i64) -> Result<Vec<AttemptView>, BackendError> {
+            Ok(Vec::new())
+        }
+        fn activities(
+            &self,
+            _: Option<&str>,
+            _: Option<&str>,
+            _: Option<i64>,
+            _: usize,
+        ) -> Result<Vec<ActivityView>, BackendError> {
+            Ok(Vec::new())
+        }
+        fn detection_runs(&self, _: &str, _: bool, _: usize) -> Result<Vec<RunView>, BackendError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn start(memory: &Memory, events: Arc<EventBus>) -> Arc<Store> {
+        Store::start(PathBuf::from("memory"), memory.clone(), memory.clone(), events).unwrap().0
+    }
+
+    #[tokio::test]
+    async fn the_backend_gets_coalesced_batches_and_events_follow_the_commit() {
+        let memory = Memory::default();
+        let events = Arc::new(EventBus::new(64));
+        let store = start(&memory, events.clone());
+        let mut sub = events.subscribe_after(None);
+        let j = with(5, JobState::Pending, 0.0);
+        store.submit(Some(Op::InsertJob(j.clone())), Some(EventKind::Job { job: crate::events::JobEvent(j) }));
+        let event = sub.rx.recv().await.unwrap();
+        assert_eq!(event.kind.name(), "job");
+        assert!(store.job(5).unwrap().is_some(), "the event came after the write was applied");
+        store.close();
+
+        // A batch queued before the writer runs is written as one coalesced batch.
+        let memory = Memory::default();
+        let queue = Arc::new(Queue::new());
+        queue.push(Some(Op::InsertJob(with(1, JobState::Pending, 0.0))), None);
+        queue.push(Some(Op::UpdateJob(with(1, JobState::Running, 50.0))), None);
+        let last = queue.push(Some(Op::UpdateJob(with(1, JobState::Succeeded, 100.0))), None);
+        let (committed_tx, mut committed) = watch::channel(0);
+        let handle = spawn(
+            memory.clone(),
+            queue.clone(),
+            Arc::new(AtomicBool::new(true)),
+            committed_tx,
+            Arc::new(EventBus::new(4)),
+            PathBuf::from("memory"),
+        )
+        .unwrap();
+        committed.wait_for(|c| *c >= last).await.unwrap();
+        queue.close();
+        handle.join().unwrap();
+        assert_eq!(memory.inner.lock().unwrap().batches, vec![vec![("insert", 1, "Succeeded/100".to_string())]]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_backend_is_retried_and_nothing_is_durable_or_published_before_it_commits() {
+        let memory = Memory::default();
+        memory.failures_left.store(3, Ordering::SeqCst);
+        let events = Arc::new(EventBus::new(64));
+        let store = start(&memory, events.clone());
+        let mut sub = events.subscribe_after(None);
+        let j = with(1, JobState::Pending, 0.0);
+        let ticket =
+            store.submit(Some(Op::InsertJob(j.clone())), Some(EventKind::Job { job: crate::events::JobEvent(j) }));
+        // The first three tries fail; the fourth comes 100 + 200 + 400 ms after the first.
+        let early = tokio::time::timeout(Duration::from_millis(250), store.durable(ticket)).await;
+        assert!(early.is_err(), "not durable while the commit fails");
+        assert!(!store.is_healthy());
+        assert!(sub.rx.try_recv().is_err(), "no event before the commit");
+        tokio::time::timeout(Duration::from_secs(10), store.durable(ticket)).await.unwrap().unwrap();
+        assert!(store.is_healthy());
+        assert_eq!(sub.rx.recv().await.unwrap().kind.name(), "job");
+        assert_eq!(memory.inner.lock().unwrap().batches.len(), 1, "one batch committed, after the failures");
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn prune_reports_go_to_their_own_prunes() {
+        let memory = Memory::default();
+        let store = start(&memory, Arc::new(EventBus::new(4)));
+        let (tx1, rx1) = tokio::sync::oneshot::channel();
+        let (tx2, rx2) = tokio::sync::oneshot::channel();
+        store.write(Op::Prune { before_ms: now_ms(), report: Some(tx1) });
+        store.write(Op::Prune { before_ms: now_ms(), report: None });
+        store.write(Op::Prune { before_ms: now_ms(), report: Some(tx2) });
+        store.settle().await;
+        let key = ("t".to_string(), JobState::Succeeded as i32);
+        assert_eq!(rx1.await.unwrap(), [(key.clone(), 1)].into());
+        assert_eq!(rx2.await.unwrap(), [(key, 3)].into());
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn after_close_writes_are_dropped_and_never_durable() {
+        let memory = Memory::default();
+        let store = start(&memory, Arc::new(EventBus::new(4)));
+        let ticket = store.write(Op::InsertJob(with(1, JobState::Pending, 0.0)));
+        store.close();
+        store.durable(ticket).await.unwrap();
+        let late = store.write(Op::InsertJob(with(2, JobState::Pending, 0.0)));
+        assert!(matches!(store.durable(late).await, Err(crate::store::StoreError::Closed)));
+        assert!(store.job(2).unwrap().is_none());
+    }
+}

@@ -104,7 +104,7 @@ impl Reader for SqliteReader {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::{error::Error, sync::Arc};
 
     use proto::pb::JobState;
 
@@ -113,7 +113,7 @@ mod tests {
         events::EventBus,
         job::{StopRequest, now_ms},
         store::{
-            Op, Store,
+            Op, Store, StoreError,
             tests::{job, temp_dir},
         },
     };
@@ -150,6 +150,43 @@ mod tests {
         store.write(Op::InsertJob(Arc::new(j)));
         store.settle().await;
         assert_eq!(store.job(1).unwrap().unwrap().stop.unwrap().reason, "why");
+        store.close();
+    }
+
+    #[test]
+    fn a_batch_is_applied_all_or_nothing_and_the_error_says_what_failed() {
+        let dir = temp_dir("atomic");
+        let path = dir.0.join("state.db");
+        let (mut backend, reader) = open(&path).unwrap();
+        let side = Connection::open(&path).unwrap();
+        side.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON jobs WHEN NEW.seq = 2 BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+        .unwrap();
+        let (one, two) = (job(1, JobState::Pending, now_ms()), job(2, JobState::Pending, now_ms()));
+        let err = backend.apply(&[Write::InsertJob(&one), Write::InsertJob(&two)]).unwrap_err();
+        assert_eq!(err.message(), "cannot write a batch");
+        assert!(err.to_string().contains("injected"), "{err}");
+        assert!(err.source().is_some_and(|s| s.is::<rusqlite::Error>()), "the driver's error is the source");
+        assert!(reader.job(1).unwrap().is_none(), "job 1 was rolled back with job 2");
+
+        side.execute_batch("DROP TRIGGER refuse;").unwrap();
+        let pruned = backend.apply(&[Write::InsertJob(&one), Write::InsertJob(&two)]).unwrap();
+        assert!(pruned.is_empty());
+        assert!(reader.job(1).unwrap().is_some() && reader.job(2).unwrap().is_some(), "the same batch applies later");
+    }
+
+    #[tokio::test]
+    async fn a_failed_query_is_a_backend_error_with_the_driver_error_as_its_source() {
+        let dir = temp_dir("query-error");
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        Connection::open(store.path()).unwrap().execute_batch("DROP TABLE attempts;").unwrap();
+        let err = store.attempts(1).unwrap_err();
+        let StoreError::Backend { path, source } = &err else { panic!("not a backend error: {err:?}") };
+        assert_eq!(path, store.path());
+        assert_eq!(source.message(), "cannot read a job's attempts");
+        assert!(source.source().is_some_and(|s| s.is::<rusqlite::Error>()));
+        assert!(err.to_string().contains("no such table"), "{err}");
         store.close();
     }
 }
