@@ -1,0 +1,193 @@
+//! The seam between the store and the database behind it: the operations the admin
+//! queues, what it finds at start, and the two traits a backend implements (a writer side
+//! that loads and applies batches, a reader side for the history and listing queries).
+//!
+//! Nothing here names a database. The writer thread (`super::writer`) owns the queue,
+//! the group commit, the coalescing and the retries; a backend only has to apply a batch
+//! that is already coalesced, all or nothing, and answer the queries.
+
+use std::{collections::HashMap, error::Error, fmt, sync::Arc};
+
+use proto::pb::JobState;
+
+use crate::job::{ActivityView, AttemptView, Job, JobView, RunView};
+
+/// One write. Attempts, activities and runs are identified by ids the caller assigns, so
+/// an operation can be built and published before it is committed.
+pub enum Op {
+    InsertJob(Arc<Job>),
+    UpdateJob(Arc<Job>),
+    Attempt {
+        job_seq: i64,
+        attempt: AttemptView,
+    },
+    Activity(ActivityView),
+    Run(RunView),
+    /// Delete finished jobs, activities and runs older than this (Unix ms). Once
+    /// committed, `report` gets the (job_type, state) counts of the deleted jobs, so the
+    /// admin's counters can follow.
+    Prune {
+        before_ms: i64,
+        report: Option<tokio::sync::oneshot::Sender<Pruned>>,
+    },
+}
+
+/// Jobs a prune deleted: (job_type, state as i32) -> count.
+pub type Pruned = HashMap<(String, i32), i64>;
+
+/// What the admin finds in the store when it starts.
+pub struct Loaded {
+    /// Jobs that were not final when the admin stopped, as stored.
+    pub active: Vec<Job>,
+    /// (job_type, state) -> count, over all jobs.
+    pub counts: HashMap<(String, i32), i64>,
+    pub next_job_seq: i64,
+    pub next_activity_id: i64,
+    pub next_run_id: i64,
+}
+
+/// Filters for listing jobs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    pub job_type: Option<String>,
+    pub state: Option<JobState>,
+    pub dead_letter: Option<bool>,
+    /// Case-insensitive substring of the summary, dedupe key or job id.
+    pub text: Option<String>,
+    /// Only jobs older than this one (keyset pagination).
+    pub before_seq: Option<i64>,
+    pub limit: usize,
+}
+
+/// The most rows one listing query returns.
+pub const MAX_PAGE: usize = 1000;
+
+impl JobQuery {
+    /// The number of jobs to return: `limit`, at least 1 and at most [`MAX_PAGE`].
+    pub fn page_size(&self) -> usize {
+        self.limit.clamp(1, MAX_PAGE)
+    }
+}
+
+/// One write of a coalesced batch, borrowed from the queued [`Op`]. The writer thread
+/// builds these: within a batch each job is written once, with its newest state, and each
+/// attempt once, with its newest record.
+#[derive(Debug, Clone, Copy)]
+pub enum Write<'a> {
+    /// Insert the job, or replace it if the id exists. The state may be newer than the
+    /// inserted one when the batch also updated the job.
+    InsertJob(&'a Job),
+    /// Overwrite the mutable part of an existing job (everything but its spec).
+    UpdateJob(&'a Job),
+    /// Insert or replace the attempt record (job_seq, attempt.attempt).
+    Attempt { job_seq: i64, attempt: &'a AttemptView },
+    /// Insert or replace the activity with this id.
+    Activity(&'a ActivityView),
+    /// Insert or replace the run with this id.
+    Run(&'a RunView),
+    /// Delete jobs that are final (succeeded, failed, canceled) and were last updated
+    /// before `before_ms`, with their attempts; activities created before it; runs that
+    /// ended before it. Remember the newest job id first, so that [`Backend::load`]
+    /// never hands out a pruned id again.
+    Prune { before_ms: i64 },
+}
+
+/// The writer side of a backend. It lives on the store's writer thread, which calls
+/// [`Backend::load`] once at start and then [`Backend::apply`] for each batch.
+pub trait Backend: Send + 'static {
+    /// What the admin needs to resume: the jobs that are not final, the job counts, and
+    /// the next free ids (never one a prune deleted).
+    fn load(&mut self) -> Result<Loaded, BackendError>;
+
+    /// Applies one batch in order, atomically: when this returns `Ok` all of it is
+    /// durable, when it returns `Err` none of it is, and the same batch is applied again
+    /// later. Returns one report per [`Write::Prune`], in batch order.
+    fn apply(&mut self, writes: &[Write<'_>]) -> Result<Vec<Pruned>, BackendError>;
+}
+
+/// The reader side of a backend: the history and listing queries. It is shared by every
+/// request handler, so it must be callable from many threads at once; reads may run
+/// beside the writer and see every committed batch.
+pub trait Reader: Send + Sync + 'static {
+    fn job(&self, seq: i64) -> Result<Option<Job>, BackendError>;
+
+    /// Jobs matching `query`, newest (highest seq) first, at most `query.page_size()`.
+    fn jobs(&self, query: &JobQuery) -> Result<Vec<JobView>, BackendError>;
+
+    /// A job's attempt records, oldest first.
+    fn attempts(&self, job_seq: i64) -> Result<Vec<AttemptView>, BackendError>;
+
+    /// Newest first, at most `limit` (the store passes 1..=[`MAX_PAGE`]). Filters: job
+    /// type, job id, and ids older than `before_id`.
+    fn activities(
+        &self,
+        job_type: Option<&str>,
+        job_id: Option<&str>,
+        before_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ActivityView>, BackendError>;
+
+    /// The newest `limit` finished detection runs of a job type with this outcome,
+    /// newest first.
+    fn detection_runs(&self, job_type: &str, success: bool, limit: usize) -> Result<Vec<RunView>, BackendError>;
+}
+
+/// A backend failure: what the backend was doing, and the driver's error if there is one.
+#[derive(Debug)]
+pub struct BackendError {
+    message: String,
+    source: Option<Box<dyn Error + Send + Sync + 'static>>,
+}
+
+impl BackendError {
+    pub fn new(message: impl Into<String>) -> Self {
+        BackendError { message: message.into(), source: None }
+    }
+
+    pub fn with_source(message: impl Into<String>, source: impl Into<Box<dyn Error + Send + Sync + 'static>>) -> Self {
+        BackendError { message: message.into(), source: Some(source.into()) }
+    }
+
+    /// What the backend was doing, without the cause.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl Error for BackendError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_error_shows_its_cause_and_keeps_it_as_the_source() {
+        let e = BackendError::with_source("cannot write a batch", std::io::Error::other("disk full"));
+        assert_eq!(e.to_string(), "cannot write a batch: disk full");
+        assert_eq!(e.message(), "cannot write a batch");
+        assert_eq!(e.source().unwrap().to_string(), "disk full");
+        let bare = BackendError::new("closed");
+        assert_eq!(bare.to_string(), "closed");
+        assert!(bare.source().is_none());
+    }
+
+    #[test]
+    fn the_page_size_is_clamped() {
+        assert_eq!(JobQuery { limit: 0, ..Default::default() }.page_size(), 1);
+        assert_eq!(JobQuery { limit: 50, ..Default::default() }.page_size(), 50);
+        assert_eq!(JobQuery { limit: 5000, ..Default::default() }.page_size(), MAX_PAGE);
+    }
+}

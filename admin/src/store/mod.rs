@@ -1,0 +1,431 @@
+//! Durable state: jobs, attempts, activities and run history. Today it lives in SQLite
+//! at `<data>/plugin/state.db` (WAL, synchronous=FULL); the database is behind the
+//! [`Backend`] and [`Reader`] traits, and nothing of it shows in [`Store`]'s API.
+//!
+//! - **Group commit.** One writer thread (`writer`) owns the write side of the backend
+//!   and applies operations in batches: it takes everything queued, has the backend write
+//!   it in one transaction and commit once, so a thousand job updates cost one fsync, not
+//!   a thousand. Producers push onto a swap-buffer queue (one lock round trip, no
+//!   per-operation channel allocation) and get a ticket.
+//! - **Coalescing.** Within a batch each job is written once, with its newest state (an
+//!   insert followed by updates is one insert of the newest state), and each attempt
+//!   record once. The writer does this before the backend sees the batch, so every
+//!   backend gets it.
+//! - **Persisted, then published.** After the commit the writer marks the batch's
+//!   tickets durable and only then publishes its events. Callers that must know an
+//!   operation is durable (a job before it may be dispatched) wait on its ticket
+//!   ([`Store::durable`]).
+//! - **Retry.** A batch that fails to commit (disk full, I/O error) is retried with the
+//!   admin's backoff (100 ms doubling to 5 s); it is never reported durable before it
+//!   commits, nothing queued after it becomes durable either, and [`Store::is_healthy`]
+//!   is false meanwhile (`/readyz` reports it).
+//! - **Reads** go to the backend's [`Reader`], which runs beside the writer (SQLite: a
+//!   pool of read connections under WAL). [`Store::settle`] first gives read-your-writes.
+//!
+//! The queue to the writer is unbounded on purpose: producers hold the job table's lock
+//! and must not block; the flow is bounded upstream, because jobs only enter after the
+//! store has made them durable, and each job produces a handful of updates.
+//!
+//! Modules: `backend` (the traits and the backend-neutral types), `writer` (the
+//! writer thread and the coalescing), `sqlite` (the SQLite backend: schema and
+//! migrations, writes, queries).
+
+mod backend;
+mod sqlite;
+mod writer;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use proto::pb::JobState;
+use tokio::sync::watch;
+
+pub use self::backend::{Backend, BackendError, JobQuery, Loaded, MAX_PAGE, Op, Pruned, Reader, Write};
+use self::writer::Queue;
+use crate::{
+    events::{EventBus, EventKind},
+    job::{ActivityView, AttemptView, Job, JobView, RunView},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed an operation.
+    #[error("state store {path}: {source}")]
+    Backend {
+        path: PathBuf,
+        #[source]
+        source: BackendError,
+    },
+    /// The store's directory could not be created, or its writer thread not started.
+    #[error("state store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state store is closed")]
+    Closed,
+}
+
+pub struct Store {
+    path: PathBuf,
+    queue: Arc<Queue>,
+    /// False while the writer cannot commit; `/readyz` reports it.
+    healthy: Arc<AtomicBool>,
+    committed: watch::Receiver<u64>,
+    reader: Box<dyn Reader>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) `<data>/plugin/state.db`, loads what the admin needs to
+    /// resume, and starts the writer thread. Events of committed batches go to `events`.
+    pub fn open(data_dir: &Path, events: Arc<EventBus>) -> Result<(Arc<Store>, Loaded), StoreError> {
+        let dir = data_dir.join("plugin");
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+        let path = dir.join("state.db");
+        let (backend, reader) =
+            sqlite::open(&path).map_err(|source| StoreError::Backend { path: path.clone(), source })?;
+        Store::start(path, backend, reader, events)
+    }
+
+    /// Starts a store over any backend: loads what the admin needs to resume, then hands
+    /// the writer side to the writer thread. `path` names the store in errors and logs.
+    pub(crate) fn start<B: Backend, R: Reader>(
+        path: PathBuf,
+        mut backend: B,
+        reader: R,
+        events: Arc<EventBus>,
+    ) -> Result<(Arc<Store>, Loaded), StoreError> {
+        let loaded = backend.load().map_err(|source| StoreError::Backend { path: path.clone(), source })?;
+        let queue = Arc::new(Queue::new());
+        let (committed_tx, committed) = watch::channel(0u64);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer = writer::spawn(backend, queue.clone(), healthy.clone(), committed_tx, events, path.clone())
+            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        let store = Arc::new(Store {
+            path,
+            queue,
+            healthy,
+            committed,
+            reader: Box::new(reader),
+            writer: Mutex::new(Some(writer)),
+        });
+        Ok((store, loaded))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// False while the last batch failed to commit (it is being retried).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Queues a write (and an event to publish once it is committed); returns its ticket.
+    pub fn submit(&self, op: Option<Op>, event: Option<EventKind>) -> u64 {
+        self.queue.push(op, event)
+    }
+
+    pub fn write(&self, op: Op) -> u64 {
+        self.submit(Some(op), None)
+    }
+
+    /// Waits until the write with this ticket (and every earlier one) is committed.
+    pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
+        let mut rx = self.committed.clone();
+        rx.wait_for(|c| *c >= ticket).await.map(|_| ()).map_err(|_| StoreError::Closed)
+    }
+
+    /// Waits for everything queued so far to be committed, so a read that follows sees
+    /// every change made before it (read-your-writes for the history endpoints).
+    pub async fn settle(&self) {
+        let _ = self.durable(self.last_ticket()).await;
+    }
+
+    /// The newest ticket handed out; `durable(last_ticket())` is a flush.
+    pub fn last_ticket(&self) -> u64 {
+        self.queue.last_ticket()
+    }
+
+    /// Stops the writer after it has committed everything queued.
+    pub fn close(&self) {
+        self.queue.close();
+        if let Some(handle) = self.writer.lock().expect("writer lock").take() {
+            let _ = handle.join();
+        }
+    }
+
+    fn backend_error(&self, source: BackendError) -> StoreError {
+        StoreError::Backend { path: self.path.clone(), source }
+    }
+
+    pub fn job(&self, seq: i64) -> Result<Option<Job>, StoreError> {
+        self.reader.job(seq).map_err(|e| self.backend_error(e))
+    }
+
+    pub fn jobs(&self, q: &JobQuery) -> Result<Vec<JobView>, StoreError> {
+        self.reader.jobs(q).map_err(|e| self.backend_error(e))
+    }
+
+    pub fn attempts(&self, seq: i64) -> Result<Vec<AttemptView>, StoreError> {
+        self.reader.attempts(seq).map_err(|e| self.backend_error(e))
+    }
+
+    /// Newest first. Filters: job type, job id, and ids older than `before_id`.
+    pub fn activities(
+        &self,
+        job_type: Option<&str>,
+        job_id: Option<&str>,
+        before_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ActivityView>, StoreError> {
+        self.reader.activities(job_type, job_id, before_id, limit.clamp(1, MAX_PAGE)).map_err(|e| self.backend_error(e))
+    }
+
+    /// The last `per_outcome` successful and the last `per_outcome` failed runs of a job
+    /// type, newest first within each group. Runs are detections (the `runs` table) and
+    /// job executions (finished jobs, read from `jobs`, so a job costs no extra row).
+    pub fn runs(&self, job_type: &str, per_outcome: usize) -> Result<(Vec<RunView>, Vec<RunView>), StoreError> {
+        let detections = |success| self.reader.detection_runs(job_type, success, per_outcome);
+        let (mut ok, mut failed) = (
+            detections(true).map_err(|e| self.backend_error(e))?,
+            detections(false).map_err(|e| self.backend_error(e))?,
+        );
+        for (state, out) in [(JobState::Succeeded, &mut ok), (JobState::Failed, &mut failed)] {
+            let jobs = self.jobs(&JobQuery {
+                job_type: Some(job_type.to_string()),
+                state: Some(state),
+                limit: per_outcome,
+                ..Default::default()
+            })?;
+            out.extend(jobs.into_iter().map(|j| RunView {
+                id: 0,
+                job_type: j.job_type,
+                kind: "execution".into(),
+                worker_id: j.worker_id,
+                started_at: j.created_at,
+                ended_at: j.completed_at,
+                success: state == JobState::Succeeded,
+                message: if state == JobState::Succeeded { j.result_summary } else { j.error_message },
+                proposals: 0,
+                jobs_created: 0,
+                job_id: j.job_id,
+            }));
+            out.sort_by_key(|r| std::cmp::Reverse(r.ended_at));
+            out.truncate(per_outcome);
+        }
+        Ok((ok, failed))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use proto::pb;
+
+    use super::*;
+    use crate::{
+        job::{JobSpecData, now_ms},
+        test_support::TempDir,
+    };
+
+    pub(crate) fn temp_dir(name: &str) -> TempDir {
+        TempDir::new(&format!("store-{name}"))
+    }
+
+    pub(crate) fn job(seq: i64, state: JobState, updated_at: i64) -> Job {
+        let spec = JobSpecData {
+            job_type: "t".into(),
+            dedupe_key: format!("k{seq}"),
+            priority: 2,
+            summary: format!("job {seq}"),
+            detail: String::new(),
+            parameters: [("p".to_string(), pb::ConfigValue { kind: Some(pb::config_value::Kind::Int64Value(seq)) })]
+                .into(),
+            labels: Default::default(),
+            created_at: updated_at,
+            not_before: 0,
+            expires_at: 0,
+            detection_run: 1,
+        };
+        let mut job = Job::pending(seq, spec, updated_at);
+        job.state = state;
+        job.failed_on = vec!["w1".into()];
+        job
+    }
+
+    pub(crate) fn attempt(n: i32, outcome: &str) -> AttemptView {
+        AttemptView {
+            attempt: n,
+            worker_id: "w1".into(),
+            request_id: format!("r{n}"),
+            started_at: 1,
+            ended_at: 0,
+            outcome: outcome.into(),
+            error_message: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn updates_in_one_batch_leave_the_newest_state_and_survive_a_reopen() {
+        let dir = temp_dir("coalesce");
+        let events = Arc::new(EventBus::new(64));
+        let (store, loaded) = Store::open(&dir.0, events.clone()).unwrap();
+        assert!(loaded.active.is_empty());
+        let now = now_ms();
+        store.write(Op::InsertJob(Arc::new(job(1, JobState::Pending, now))));
+        let mut j = job(1, JobState::Running, now);
+        j.progress = 40.0;
+        store.write(Op::UpdateJob(Arc::new(j.clone())));
+        j.state = JobState::Succeeded;
+        j.progress = 100.0;
+        store.write(Op::UpdateJob(Arc::new(j)));
+        store.write(Op::InsertJob(Arc::new(job(2, JobState::Pending, now))));
+        store.settle().await;
+        let got = store.job(1).unwrap().unwrap();
+        assert_eq!(got.state, JobState::Succeeded);
+        assert_eq!(got.progress, 100.0);
+        assert_eq!(got.failed_on, vec!["w1".to_string()]);
+        assert!(got.spec.parameters.contains_key("p"));
+        store.close();
+
+        let (store, loaded) = Store::open(&dir.0, events).unwrap();
+        assert_eq!(loaded.active.iter().map(|j| j.seq).collect::<Vec<_>>(), vec![2], "only non-final jobs load");
+        assert_eq!(loaded.next_job_seq, 3);
+        assert_eq!(loaded.counts.get(&("t".to_string(), JobState::Succeeded as i32)), Some(&1));
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn events_are_published_only_after_their_batch_commits() {
+        let dir = temp_dir("publish");
+        let events = Arc::new(EventBus::new(64));
+        let (store, _) = Store::open(&dir.0, events.clone()).unwrap();
+        let mut sub = events.subscribe_after(None);
+        let j = job(7, JobState::Pending, now_ms());
+        let j = Arc::new(j);
+        let ticket =
+            store.submit(Some(Op::InsertJob(j.clone())), Some(EventKind::Job { job: crate::events::JobEvent(j) }));
+        let event = sub.rx.recv().await.unwrap();
+        assert_eq!(event.kind.name(), "job");
+        // The event was received, so the row must already be readable.
+        assert!(store.job(7).unwrap().is_some());
+        store.durable(ticket).await.unwrap();
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn prune_removes_old_finished_history_and_keeps_active_jobs() {
+        let dir = temp_dir("prune");
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let old = now_ms() - 10 * 86_400_000;
+        store.write(Op::InsertJob(Arc::new(job(1, JobState::Succeeded, old))));
+        store.write(Op::InsertJob(Arc::new(job(2, JobState::Pending, old))));
+        store.write(Op::InsertJob(Arc::new(job(3, JobState::Failed, now_ms()))));
+        store.write(Op::InsertJob(Arc::new(job(4, JobState::Succeeded, old))));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store.write(Op::Prune { before_ms: now_ms() - 86_400_000, report: Some(tx) });
+        store.settle().await;
+        assert!(store.job(1).unwrap().is_none());
+        assert!(store.job(2).unwrap().is_some(), "active jobs are never pruned");
+        assert!(store.job(3).unwrap().is_some());
+        let report = rx.await.unwrap();
+        assert_eq!(report, [(("t".to_string(), JobState::Succeeded as i32), 2)].into());
+        store.close();
+        let (store, loaded) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        assert_eq!(loaded.next_job_seq, 5, "the pruned newest job's id is not handed out again");
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn job_queries_filter_and_page_newest_first() {
+        let dir = temp_dir("query");
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        for seq in 1..=25 {
+            let state = if seq % 5 == 0 { JobState::Failed } else { JobState::Succeeded };
+            store.write(Op::InsertJob(Arc::new(job(seq, state, now_ms()))));
+        }
+        store.settle().await;
+        let page = store.jobs(&JobQuery { limit: 10, ..Default::default() }).unwrap();
+        assert_eq!(page.first().unwrap().job_id, "j25");
+        assert_eq!(page.len(), 10);
+        let next = store.jobs(&JobQuery { limit: 10, before_seq: Some(16), ..Default::default() }).unwrap();
+        assert_eq!(next.first().unwrap().job_id, "j15");
+        let failed = store.jobs(&JobQuery { limit: 100, state: Some(JobState::Failed), ..Default::default() }).unwrap();
+        assert_eq!(failed.len(), 5);
+        let text = store.jobs(&JobQuery { limit: 100, text: Some("job 2".into()), ..Default::default() }).unwrap();
+        assert_eq!(text.len(), 7, "job 2, job 20..25");
+        let none = store.jobs(&JobQuery { limit: 100, text: Some("100%_".into()), ..Default::default() }).unwrap();
+        assert!(none.is_empty(), "LIKE wildcards in the text are literal");
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn history_queries_return_attempts_activities_and_runs() {
+        let dir = temp_dir("history");
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let now = now_ms();
+        let mut done = job(1, JobState::Succeeded, now);
+        done.completed_at = now;
+        done.result_summary = "fine".into();
+        store.write(Op::InsertJob(Arc::new(done)));
+        store.write(Op::Attempt { job_seq: 1, attempt: attempt(2, "succeeded") });
+        store.write(Op::Attempt { job_seq: 1, attempt: attempt(1, "failed") });
+        for id in 1..=3 {
+            store.write(Op::Activity(ActivityView {
+                id,
+                created_at: now,
+                job_type: "t".into(),
+                job_id: if id == 2 { "j1".into() } else { String::new() },
+                source: "executor",
+                stage: "run".into(),
+                message: format!("a{id}"),
+            }));
+        }
+        for (id, success) in [(1, true), (2, false), (3, true)] {
+            store.write(Op::Run(RunView {
+                id,
+                job_type: "t".into(),
+                kind: "detection".into(),
+                job_id: String::new(),
+                worker_id: "w1".into(),
+                started_at: now - 10,
+                ended_at: now - 5 + id,
+                success,
+                message: format!("r{id}"),
+                proposals: 1,
+                jobs_created: 0,
+            }));
+        }
+        store.settle().await;
+        let attempts = store.attempts(1).unwrap();
+        assert_eq!(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), vec![1, 2], "oldest first");
+        assert_eq!(attempts[0], attempt(1, "failed"));
+        let all = store.activities(None, None, None, 10).unwrap();
+        assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), vec![3, 2, 1]);
+        assert_eq!(all[0].source, "executor");
+        assert_eq!(store.activities(None, Some("j1"), None, 10).unwrap().len(), 1);
+        assert_eq!(store.activities(Some("t"), None, Some(3), 1).unwrap()[0].id, 2);
+        let (ok, failed) = store.runs("t", 10).unwrap();
+        assert_eq!(ok.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(), vec!["fine", "r3", "r1"]);
+        assert_eq!(ok[0].kind, "execution");
+        assert_eq!(failed.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(), vec!["r2"]);
+        let (ok, _) = store.runs("t", 1).unwrap();
+        assert_eq!(ok.len(), 1);
+        store.close();
+    }
+
+    #[test]
+    fn a_data_dir_that_cannot_be_created_is_an_io_error() {
+        let dir = temp_dir("io");
+        std::fs::write(dir.0.join("plugin"), b"a file, not a directory").unwrap();
+        let err = Store::open(&dir.0, Arc::new(EventBus::new(4))).err().expect("open fails");
+        assert!(matches!(&err, StoreError::Io { path, .. } if path == &dir.0.join("plugin")), "{err:?}");
+    }
+}

@@ -1,0 +1,192 @@
+//! The SQLite backend: one write connection owned by the writer thread (WAL,
+//! synchronous=FULL, cached statements), and a small pool of read connections for the
+//! queries, which WAL lets run beside the writer. rusqlite's errors stop here: they leave
+//! as the source of a [`BackendError`] that says what was being done.
+
+mod queries;
+mod schema;
+mod writes;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use rusqlite::Connection;
+
+use crate::{
+    job::{ActivityView, AttemptView, Job, JobView, RunView},
+    store::backend::{Backend, BackendError, JobQuery, Loaded, Pruned, Reader, Write},
+};
+
+/// Read connections kept for reuse; more may be open at once under load.
+const READ_POOL: usize = 8;
+
+/// Opens (creating or migrating if needed) the database at `path`: the writer side and
+/// the reader side.
+pub(super) fn open(path: &Path) -> Result<(SqliteBackend, SqliteReader), BackendError> {
+    let conn = schema::open_writer(path).map_err(|e| BackendError::with_source("cannot open the database", e))?;
+    schema::create_or_migrate(&conn)
+        .map_err(|e| BackendError::with_source("cannot create or migrate the schema", e))?;
+    Ok((SqliteBackend { conn }, SqliteReader { path: path.to_path_buf(), pool: Mutex::new(Vec::new()) }))
+}
+
+/// The writer side: owns the write connection.
+pub(super) struct SqliteBackend {
+    conn: Connection,
+}
+
+impl Backend for SqliteBackend {
+    fn load(&mut self) -> Result<Loaded, BackendError> {
+        queries::load(&self.conn).map_err(|e| BackendError::with_source("cannot load the stored state", e))
+    }
+
+    fn apply(&mut self, writes: &[Write<'_>]) -> Result<Vec<Pruned>, BackendError> {
+        writes::apply(&mut self.conn, writes).map_err(|e| BackendError::with_source("cannot write a batch", e))
+    }
+}
+
+/// The reader side: a pool of read connections.
+pub(super) struct SqliteReader {
+    path: PathBuf,
+    pool: Mutex<Vec<Connection>>,
+}
+
+impl SqliteReader {
+    /// Runs a query on a pooled read connection; `what` says what it was for if it fails.
+    fn read<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, BackendError> {
+        let pooled = self.pool.lock().expect("reader pool lock").pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => schema::open_reader(&self.path)
+                .map_err(|e| BackendError::with_source("cannot open a read connection", e))?,
+        };
+        let out = f(&conn).map_err(|e| BackendError::with_source(what, e));
+        let mut pool = self.pool.lock().expect("reader pool lock");
+        if pool.len() < READ_POOL {
+            pool.push(conn);
+        }
+        out
+    }
+}
+
+impl Reader for SqliteReader {
+    fn job(&self, seq: i64) -> Result<Option<Job>, BackendError> {
+        self.read("cannot read a job", |c| queries::job(c, seq))
+    }
+
+    fn jobs(&self, query: &JobQuery) -> Result<Vec<JobView>, BackendError> {
+        self.read("cannot list jobs", |c| queries::jobs(c, query))
+    }
+
+    fn attempts(&self, job_seq: i64) -> Result<Vec<AttemptView>, BackendError> {
+        self.read("cannot read a job's attempts", |c| queries::attempts(c, job_seq))
+    }
+
+    fn activities(
+        &self,
+        job_type: Option<&str>,
+        job_id: Option<&str>,
+        before_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ActivityView>, BackendError> {
+        self.read("cannot list activities", |c| queries::activities(c, job_type, job_id, before_id, limit))
+    }
+
+    fn detection_runs(&self, job_type: &str, success: bool, limit: usize) -> Result<Vec<RunView>, BackendError> {
+        self.read("cannot list detection runs", |c| queries::detection_runs(c, job_type, success, limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{error::Error, sync::Arc};
+
+    use proto::pb::JobState;
+
+    use super::*;
+    use crate::{
+        events::EventBus,
+        job::{StopRequest, now_ms},
+        store::{
+            Op, Store, StoreError,
+            tests::{job, temp_dir},
+        },
+    };
+
+    #[tokio::test]
+    async fn a_batch_that_cannot_commit_is_retried_and_never_reported_durable_before_it_commits() {
+        let dir = temp_dir("retry");
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let side = Connection::open(store.path()).unwrap();
+        side.execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON jobs BEGIN SELECT RAISE(ABORT, 'injected'); END;")
+            .unwrap();
+        let ticket = store.write(Op::InsertJob(Arc::new(job(1, JobState::Pending, now_ms()))));
+        let early = tokio::time::timeout(std::time::Duration::from_millis(300), store.durable(ticket)).await;
+        assert!(early.is_err(), "not durable while the commit fails");
+        assert!(!store.is_healthy());
+        side.execute_batch("DROP TRIGGER refuse;").unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), store.durable(ticket)).await.unwrap().unwrap();
+        assert!(store.job(1).unwrap().is_some(), "the retried batch landed");
+        assert!(store.is_healthy());
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_store_written_before_stop_requests_were_kept_is_migrated_on_open() {
+        let dir = temp_dir("migrate");
+        std::fs::create_dir_all(dir.0.join("plugin")).unwrap();
+        let old_schema = schema::SCHEMA
+            .replace(",\n    stop_outcome INTEGER NOT NULL DEFAULT 0,\n    stop_reason TEXT NOT NULL DEFAULT ''", "");
+        assert_ne!(old_schema, schema::SCHEMA, "the old schema lacks the stop columns");
+        Connection::open(dir.0.join("plugin/state.db")).unwrap().execute_batch(&old_schema).unwrap();
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let mut j = job(1, JobState::Running, now_ms());
+        j.stop = Some(StopRequest { reason: "why".into(), outcome: JobState::Canceled, deadline: 0 });
+        store.write(Op::InsertJob(Arc::new(j)));
+        store.settle().await;
+        assert_eq!(store.job(1).unwrap().unwrap().stop.unwrap().reason, "why");
+        store.close();
+    }
+
+    #[test]
+    fn a_batch_is_applied_all_or_nothing_and_the_error_says_what_failed() {
+        let dir = temp_dir("atomic");
+        let path = dir.0.join("state.db");
+        let (mut backend, reader) = open(&path).unwrap();
+        let side = Connection::open(&path).unwrap();
+        side.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON jobs WHEN NEW.seq = 2 BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+        .unwrap();
+        let (one, two) = (job(1, JobState::Pending, now_ms()), job(2, JobState::Pending, now_ms()));
+        let err = backend.apply(&[Write::InsertJob(&one), Write::InsertJob(&two)]).unwrap_err();
+        assert_eq!(err.message(), "cannot write a batch");
+        assert!(err.to_string().contains("injected"), "{err}");
+        assert!(err.source().is_some_and(|s| s.is::<rusqlite::Error>()), "the driver's error is the source");
+        assert!(reader.job(1).unwrap().is_none(), "job 1 was rolled back with job 2");
+
+        side.execute_batch("DROP TRIGGER refuse;").unwrap();
+        let pruned = backend.apply(&[Write::InsertJob(&one), Write::InsertJob(&two)]).unwrap();
+        assert!(pruned.is_empty());
+        assert!(reader.job(1).unwrap().is_some() && reader.job(2).unwrap().is_some(), "the same batch applies later");
+    }
+
+    #[tokio::test]
+    async fn a_failed_query_is_a_backend_error_with_the_driver_error_as_its_source() {
+        let dir = temp_dir("query-error");
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        Connection::open(store.path()).unwrap().execute_batch("DROP TABLE attempts;").unwrap();
+        let err = store.attempts(1).unwrap_err();
+        let StoreError::Backend { path, source } = &err else { panic!("not a backend error: {err:?}") };
+        assert_eq!(path, store.path());
+        assert_eq!(source.message(), "cannot read a job's attempts");
+        assert!(source.source().is_some_and(|s| s.is::<rusqlite::Error>()));
+        assert!(err.to_string().contains("no such table"), "{err}");
+        store.close();
+    }
+}

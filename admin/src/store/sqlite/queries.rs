@@ -1,0 +1,241 @@
+//! Reading SQLite: the load at start, the history and listing queries, and mapping rows
+//! back to the admin's types.
+
+use std::{collections::HashMap, sync::Arc};
+
+use prost::Message;
+use proto::pb::{self, JobState};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::schema::JOB_COLUMNS;
+use crate::{
+    job::{ActivityView, AttemptView, Job, JobSpecData, JobView, RunView, StopRequest},
+    store::backend::{JobQuery, Loaded},
+};
+
+/// What the admin needs to resume: the jobs that are not final, the counts per
+/// (job_type, state), and the next free ids.
+pub(super) fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
+    let mut active = Vec::new();
+    {
+        let mut stmt =
+            conn.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (?1, ?2, ?3) ORDER BY seq"))?;
+        let rows = stmt.query_map(
+            params![JobState::Pending as i32, JobState::Assigned as i32, JobState::Running as i32],
+            row_to_job,
+        )?;
+        for job in rows {
+            active.push(job?);
+        }
+    }
+    let mut counts = HashMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT job_type, state, COUNT(*) FROM jobs GROUP BY job_type, state")?;
+        let rows = stmt.query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, i32>(1)?), r.get::<_, i64>(2)?)))?;
+        for row in rows {
+            let (k, v) = row?;
+            counts.insert(k, v);
+        }
+    }
+    let max = |table: &str, col: &str| -> rusqlite::Result<i64> {
+        conn.query_row(&format!("SELECT COALESCE(MAX({col}), 0) FROM {table}"), [], |r| r.get(0))
+    };
+    Ok(Loaded {
+        // Pruning may have deleted the newest jobs; their ids are never handed out again.
+        next_job_seq: max("jobs", "seq")?.max(meta(conn, "max_job_seq")?) + 1,
+        next_activity_id: max("activities", "id")? + 1,
+        next_run_id: max("runs", "id")? + 1,
+        active,
+        counts,
+    })
+}
+
+fn meta(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional().map(|v| v.unwrap_or(0))
+}
+
+pub(super) fn job(conn: &Connection, seq: i64) -> rusqlite::Result<Option<Job>> {
+    conn.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?1"), [seq], row_to_job).optional()
+}
+
+pub(super) fn jobs(conn: &Connection, q: &JobQuery) -> rusqlite::Result<Vec<JobView>> {
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1=1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(t) = &q.job_type {
+        args.push(t.clone().into());
+        sql.push_str(&format!(" AND job_type = ?{}", args.len()));
+    }
+    if let Some(s) = q.state {
+        args.push((s as i64).into());
+        sql.push_str(&format!(" AND state = ?{}", args.len()));
+    }
+    if let Some(d) = q.dead_letter {
+        args.push(i64::from(d).into());
+        sql.push_str(&format!(" AND dead_letter = ?{}", args.len()));
+    }
+    if let Some(text) = q.text.as_ref().filter(|t| !t.is_empty()) {
+        let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        args.push(format!("%{escaped}%").into());
+        let n = args.len();
+        sql.push_str(&format!(
+            " AND (summary LIKE ?{n} ESCAPE '\\' OR dedupe_key LIKE ?{n} ESCAPE '\\' OR ('j' || seq) LIKE ?{n} ESCAPE '\\')"
+        ));
+    }
+    if let Some(b) = q.before_seq {
+        args.push(b.into());
+        sql.push_str(&format!(" AND seq < ?{}", args.len()));
+    }
+    args.push((q.page_size() as i64).into());
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), row_to_job)?;
+    rows.map(|r| r.map(|j| j.view())).collect()
+}
+
+pub(super) fn attempts(conn: &Connection, seq: i64) -> rusqlite::Result<Vec<AttemptView>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT attempt, worker_id, request_id, started_at, ended_at, outcome, error \
+         FROM attempts WHERE job_seq = ?1 ORDER BY attempt",
+    )?;
+    let rows = stmt.query_map([seq], |r| {
+        Ok(AttemptView {
+            attempt: r.get(0)?,
+            worker_id: r.get(1)?,
+            request_id: r.get(2)?,
+            started_at: r.get(3)?,
+            ended_at: r.get(4)?,
+            outcome: r.get(5)?,
+            error_message: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub(super) fn activities(
+    conn: &Connection,
+    job_type: Option<&str>,
+    job_id: Option<&str>,
+    before_id: Option<i64>,
+    limit: usize,
+) -> rusqlite::Result<Vec<ActivityView>> {
+    let mut sql =
+        "SELECT id, created_at, job_type, job_id, source, stage, message FROM activities WHERE 1=1".to_string();
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(t) = job_type {
+        args.push(t.to_string().into());
+        sql.push_str(&format!(" AND job_type = ?{}", args.len()));
+    }
+    if let Some(j) = job_id {
+        args.push(j.to_string().into());
+        sql.push_str(&format!(" AND job_id = ?{}", args.len()));
+    }
+    if let Some(b) = before_id {
+        args.push(b.into());
+        sql.push_str(&format!(" AND id < ?{}", args.len()));
+    }
+    args.push((limit as i64).into());
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+        Ok(ActivityView {
+            id: r.get(0)?,
+            created_at: r.get(1)?,
+            job_type: r.get(2)?,
+            job_id: r.get(3)?,
+            source: static_source(&r.get::<_, String>(4)?),
+            stage: r.get(5)?,
+            message: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub(super) fn detection_runs(
+    conn: &Connection,
+    job_type: &str,
+    success: bool,
+    limit: usize,
+) -> rusqlite::Result<Vec<RunView>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, job_type, kind, job_id, worker_id, started_at, ended_at, success, message, proposals, jobs_created \
+         FROM runs WHERE job_type = ?1 AND success = ?2 AND ended_at > 0 ORDER BY id DESC LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![job_type, success, limit as i64], |r| {
+        Ok(RunView {
+            id: r.get(0)?,
+            job_type: r.get(1)?,
+            kind: r.get(2)?,
+            job_id: r.get(3)?,
+            worker_id: r.get(4)?,
+            started_at: r.get(5)?,
+            ended_at: r.get(6)?,
+            success: r.get(7)?,
+            message: r.get(8)?,
+            proposals: r.get(9)?,
+            jobs_created: r.get(10)?,
+        })
+    })?;
+    rows.collect()
+}
+
+fn static_source(s: &str) -> &'static str {
+    match s {
+        "admin" => "admin",
+        "detector" => "detector",
+        "executor" => "executor",
+        _ => "unspecified",
+    }
+}
+
+fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    let payload: Vec<u8> = r.get(6)?;
+    let spec_pb = pb::JobSpec::decode(payload.as_slice()).unwrap_or_default();
+    let result: Vec<u8> = r.get(21)?;
+    let result_pb = pb::JobResult::decode(result.as_slice()).unwrap_or_default();
+    let failed_on: String = r.get(27)?;
+    let state: i32 = r.get(11)?;
+    Ok(Job {
+        seq: r.get(0)?,
+        spec: Arc::new(JobSpecData {
+            job_type: r.get(1)?,
+            dedupe_key: r.get(2)?,
+            priority: r.get(3)?,
+            summary: r.get(4)?,
+            detail: r.get(5)?,
+            parameters: spec_pb.parameters,
+            labels: spec_pb.labels,
+            created_at: r.get(7)?,
+            not_before: r.get(8)?,
+            expires_at: r.get(9)?,
+            detection_run: r.get(10)?,
+        }),
+        state: JobState::try_from(state).unwrap_or(JobState::Unspecified),
+        attempts: r.get(12)?,
+        attempts_total: r.get(13)?,
+        worker_id: r.get(14)?,
+        request_id: r.get(15)?,
+        progress: r.get(16)?,
+        stage: r.get(17)?,
+        message: r.get(18)?,
+        error: r.get(19)?,
+        result_summary: r.get(20)?,
+        result_values: result_pb.output_values,
+        updated_at: r.get(22)?,
+        ready_at: r.get(23)?,
+        assigned_at: r.get(24)?,
+        completed_at: r.get(25)?,
+        dead_letter: r.get(26)?,
+        failed_on: failed_on.split('\n').filter(|s| !s.is_empty()).map(String::from).collect(),
+        stop: match r.get::<_, i32>(28)? {
+            0 => None,
+            outcome => Some(StopRequest {
+                reason: r.get(29)?,
+                outcome: JobState::try_from(outcome).unwrap_or(JobState::Canceled),
+                deadline: 0,
+            }),
+        },
+        queued_at: 0,
+        deadline: 0,
+        session_id: 0,
+    })
+}

@@ -1,0 +1,128 @@
+//! The SQLite schema, its migrations, and opening connections with the store's pragmas.
+
+use std::{path::Path, time::Duration};
+
+use rusqlite::Connection;
+
+/// The current schema. Statements are idempotent; [`migrate`] brings older stores up to it.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    job_type TEXT NOT NULL,
+    dedupe_key TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    not_before INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    detection_run INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    attempts_total INTEGER NOT NULL,
+    worker_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    progress REAL NOT NULL,
+    stage TEXT NOT NULL,
+    message TEXT NOT NULL,
+    error TEXT NOT NULL,
+    result_summary TEXT NOT NULL,
+    result BLOB NOT NULL,
+    updated_at INTEGER NOT NULL,
+    ready_at INTEGER NOT NULL,
+    assigned_at INTEGER NOT NULL,
+    completed_at INTEGER NOT NULL,
+    dead_letter INTEGER NOT NULL,
+    failed_on TEXT NOT NULL,
+    stop_outcome INTEGER NOT NULL DEFAULT 0,
+    stop_reason TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_type_state ON jobs(job_type, state, seq);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT NOT NULL,
+    PRIMARY KEY (job_seq, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS activities (
+    id INTEGER PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    job_type TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS activities_by_type ON activities(job_type, id);
+CREATE INDEX IF NOT EXISTS activities_by_job ON activities(job_id, id);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    job_type TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER NOT NULL,
+    success INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    proposals INTEGER NOT NULL,
+    jobs_created INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_type ON runs(job_type, success, id);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// The jobs table's columns, in the order the insert and the row mapping use.
+pub(super) const JOB_COLUMNS: &str = "seq, job_type, dedupe_key, priority, summary, detail, payload, created_at, not_before, \
+     expires_at, detection_run, state, attempts, attempts_total, worker_id, request_id, progress, stage, message, \
+     error, result_summary, result, updated_at, ready_at, assigned_at, completed_at, dead_letter, failed_on, \
+     stop_outcome, stop_reason";
+
+/// How long a connection waits for a lock before it reports the database busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens the write connection: WAL, and synchronous=FULL so a commit is on disk.
+pub(super) fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    Ok(conn)
+}
+
+/// Creates the tables that are missing and migrates the ones an older build wrote.
+pub(super) fn create_or_migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    migrate(conn)
+}
+
+/// Opens a read connection; WAL lets it read beside the writer.
+pub(super) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+/// Brings a store written by an older build up to the current schema.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('jobs')")?;
+    let columns: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    if !columns.iter().any(|c| c == "stop_outcome") {
+        conn.execute_batch(
+            "ALTER TABLE jobs ADD COLUMN stop_outcome INTEGER NOT NULL DEFAULT 0; \
+             ALTER TABLE jobs ADD COLUMN stop_reason TEXT NOT NULL DEFAULT '';",
+        )?;
+    }
+    Ok(())
+}

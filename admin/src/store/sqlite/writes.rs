@@ -1,0 +1,193 @@
+//! Applying one coalesced batch to SQLite in one transaction, with cached statements.
+
+use prost::Message;
+use proto::pb::{self, JobState};
+use rusqlite::{Connection, params};
+
+use super::schema::JOB_COLUMNS;
+use crate::{
+    job::Job,
+    store::backend::{Pruned, Write},
+};
+
+/// Writes one batch in one transaction and commits it. Returns what each prune deleted,
+/// in batch order. On error the transaction is rolled back (when it is dropped).
+pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Result<Vec<Pruned>> {
+    let mut pruned = Vec::new();
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
+        ))?;
+        let mut update = tx.prepare_cached(
+            "UPDATE jobs SET state = ?2, attempts = ?3, attempts_total = ?4, worker_id = ?5, request_id = ?6, \
+             progress = ?7, stage = ?8, message = ?9, error = ?10, result_summary = ?11, result = ?12, updated_at = ?13, \
+             ready_at = ?14, assigned_at = ?15, completed_at = ?16, dead_letter = ?17, failed_on = ?18, \
+             stop_outcome = ?19, stop_reason = ?20 WHERE seq = ?1",
+        )?;
+        let mut attempt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO attempts (job_seq, attempt, worker_id, request_id, started_at, ended_at, outcome, error) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let mut activity = tx.prepare_cached(
+            "INSERT OR REPLACE INTO activities (id, created_at, job_type, job_id, source, stage, message) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut run = tx.prepare_cached(
+            "INSERT OR REPLACE INTO runs (id, job_type, kind, job_id, worker_id, started_at, ended_at, success, message, \
+             proposals, jobs_created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for write in writes {
+            match *write {
+                Write::InsertJob(job) => {
+                    let s = &job.spec;
+                    let payload = pb::JobSpec {
+                        parameters: s.parameters.clone(),
+                        labels: s.labels.clone(),
+                        ..Default::default()
+                    }
+                    .encode_to_vec();
+                    let result = result_bytes(job);
+                    insert.execute(params![
+                        job.seq,
+                        s.job_type,
+                        s.dedupe_key,
+                        s.priority,
+                        s.summary,
+                        s.detail,
+                        payload,
+                        s.created_at,
+                        s.not_before,
+                        s.expires_at,
+                        s.detection_run,
+                        job.state as i32,
+                        job.attempts,
+                        job.attempts_total,
+                        job.worker_id,
+                        job.request_id,
+                        job.progress,
+                        job.stage,
+                        job.message,
+                        job.error,
+                        job.result_summary,
+                        result,
+                        job.updated_at,
+                        job.ready_at,
+                        job.assigned_at,
+                        job.completed_at,
+                        job.dead_letter,
+                        encode_failed_on(&job.failed_on),
+                        job.stop.as_ref().map(|st| st.outcome as i32).unwrap_or(0),
+                        job.stop.as_ref().map(|st| st.reason.as_str()).unwrap_or(""),
+                    ])?;
+                }
+                Write::UpdateJob(job) => {
+                    update.execute(params![
+                        job.seq,
+                        job.state as i32,
+                        job.attempts,
+                        job.attempts_total,
+                        job.worker_id,
+                        job.request_id,
+                        job.progress,
+                        job.stage,
+                        job.message,
+                        job.error,
+                        job.result_summary,
+                        result_bytes(job),
+                        job.updated_at,
+                        job.ready_at,
+                        job.assigned_at,
+                        job.completed_at,
+                        job.dead_letter,
+                        encode_failed_on(&job.failed_on),
+                        job.stop.as_ref().map(|st| st.outcome as i32).unwrap_or(0),
+                        job.stop.as_ref().map(|st| st.reason.as_str()).unwrap_or(""),
+                    ])?;
+                }
+                Write::Attempt { job_seq, attempt: a } => {
+                    attempt.execute(params![
+                        job_seq,
+                        a.attempt,
+                        a.worker_id,
+                        a.request_id,
+                        a.started_at,
+                        a.ended_at,
+                        a.outcome,
+                        a.error_message
+                    ])?;
+                }
+                Write::Activity(a) => {
+                    activity.execute(params![
+                        a.id,
+                        a.created_at,
+                        a.job_type,
+                        a.job_id,
+                        a.source,
+                        a.stage,
+                        a.message
+                    ])?;
+                }
+                Write::Run(r) => {
+                    run.execute(params![
+                        r.id,
+                        r.job_type,
+                        r.kind,
+                        r.job_id,
+                        r.worker_id,
+                        r.started_at,
+                        r.ended_at,
+                        r.success,
+                        r.message,
+                        r.proposals,
+                        r.jobs_created
+                    ])?;
+                }
+                Write::Prune { before_ms } => pruned.push(prune(&tx, before_ms)?),
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(pruned)
+}
+
+/// Deletes old finished jobs (with their attempts), activities and runs; returns the
+/// deleted jobs' counts. The newest job id is remembered first, so it is never reused.
+fn prune(tx: &rusqlite::Transaction<'_>, before_ms: i64) -> rusqlite::Result<Pruned> {
+    let finished = params![JobState::Succeeded as i32, JobState::Failed as i32, JobState::Canceled as i32, before_ms];
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('max_job_seq', (SELECT COALESCE(MAX(seq), 0) FROM jobs)) \
+         ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+        [],
+    )?;
+    let report: Pruned = {
+        let mut counts = tx.prepare(
+            "SELECT job_type, state, COUNT(*) FROM jobs WHERE state IN (?1, ?2, ?3) AND updated_at < ?4 \
+             GROUP BY job_type, state",
+        )?;
+        let rows =
+            counts.query_map(finished, |r| Ok(((r.get::<_, String>(0)?, r.get::<_, i32>(1)?), r.get::<_, i64>(2)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    tx.execute(
+        "DELETE FROM attempts WHERE job_seq IN (SELECT seq FROM jobs WHERE state IN (?1, ?2, ?3) AND updated_at < ?4)",
+        finished,
+    )?;
+    tx.execute("DELETE FROM jobs WHERE state IN (?1, ?2, ?3) AND updated_at < ?4", finished)?;
+    tx.execute("DELETE FROM activities WHERE created_at < ?1", [before_ms])?;
+    tx.execute("DELETE FROM runs WHERE ended_at > 0 AND ended_at < ?1", [before_ms])?;
+    Ok(report)
+}
+
+fn result_bytes(job: &Job) -> Vec<u8> {
+    if job.result_values.is_empty() {
+        return Vec::new();
+    }
+    pb::JobResult { output_values: job.result_values.clone(), summary: String::new() }.encode_to_vec()
+}
+
+/// Workers a job failed on, one per line.
+fn encode_failed_on(list: &[String]) -> String {
+    list.join("\n")
+}

@@ -1,0 +1,573 @@
+//! The store's writer thread, generic over the backend: it takes everything queued,
+//! coalesces it, has the backend apply it in one transaction (retrying with backoff until
+//! it commits), then marks the tickets durable and publishes the batch's events.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use tokio::sync::watch;
+
+use super::backend::{Backend, Op, Pruned, Write};
+use crate::{
+    backoff::Backoff,
+    events::{EventBus, EventKind},
+};
+
+/// Delays between attempts to commit a batch that failed: 100 ms doubling to 5 s.
+const COMMIT_RETRY: Backoff = Backoff::new(100, 5_000);
+
+/// One queued operation and the event to publish once it is committed.
+struct Queued {
+    ticket: u64,
+    op: Option<Op>,
+    event: Option<EventKind>,
+}
+
+/// The writer's inbox: producers push under the lock, the writer swaps the whole vector
+/// out, so a batch costs one lock round trip and no per-item channel allocation.
+pub(super) struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+struct QueueState {
+    items: Vec<Queued>,
+    next_ticket: u64,
+    closed: bool,
+}
+
+impl Queue {
+    pub(super) fn new() -> Queue {
+        Queue {
+            state: Mutex::new(QueueState { items: Vec::new(), next_ticket: 1, closed: false }),
+            ready: Condvar::new(),
+        }
+    }
+
+    /// Queues an operation; returns its ticket. Once closed, the operation is dropped
+    /// (and logged) but still gets a ticket, which will never become durable.
+    pub(super) fn push(&self, op: Option<Op>, event: Option<EventKind>) -> u64 {
+        let mut q = self.state.lock().expect("store queue lock");
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        if q.closed {
+            tracing::warn!(ticket, "state store is closed; a write was dropped");
+            return ticket;
+        }
+        q.items.push(Queued { ticket, op, event });
+        if q.items.len() == 1 {
+            self.ready.notify_one();
+        }
+        ticket
+    }
+
+    /// The newest ticket handed out.
+    pub(super) fn last_ticket(&self) -> u64 {
+        self.state.lock().expect("store queue lock").next_ticket - 1
+    }
+
+    /// Refuses new operations; the writer stops once it has written what is queued.
+    pub(super) fn close(&self) {
+        self.state.lock().expect("store queue lock").closed = true;
+        self.ready.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.lock().expect("store queue lock").closed
+    }
+
+    /// Waits for work and swaps it into `batch` (which must be empty). False once the
+    /// queue is closed and drained.
+    fn take(&self, batch: &mut Vec<Queued>) -> bool {
+        let mut q = self.state.lock().expect("store queue lock");
+        while q.items.is_empty() && !q.closed {
+            q = self.ready.wait(q).expect("store queue lock");
+        }
+        if q.items.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut q.items, batch);
+        true
+    }
+}
+
+/// Starts the writer thread. `backend` must already be loaded.
+pub(super) fn spawn<B: Backend>(
+    backend: B,
+    queue: Arc<Queue>,
+    healthy: Arc<AtomicBool>,
+    committed: watch::Sender<u64>,
+    events: Arc<EventBus>,
+    path: PathBuf,
+) -> std::io::Result<JoinHandle<()>> {
+    let writer = Writer { backend, queue, healthy, committed, events, path };
+    std::thread::Builder::new().name("plughost-store".into()).spawn(move || writer.run())
+}
+
+struct Writer<B> {
+    backend: B,
+    queue: Arc<Queue>,
+    /// False while a batch cannot commit.
+    healthy: Arc<AtomicBool>,
+    /// The newest committed ticket.
+    committed: watch::Sender<u64>,
+    events: Arc<EventBus>,
+    /// Where the store lives, for the log.
+    path: PathBuf,
+}
+
+impl<B: Backend> Writer<B> {
+    fn run(mut self) {
+        let mut batch: Vec<Queued> = Vec::with_capacity(1024);
+        let mut coalescer = Coalescer::default();
+        while self.queue.take(&mut batch) {
+            let last_ticket = batch.last().map(|q| q.ticket).unwrap_or(0);
+            let mut writes = Vec::with_capacity(batch.len());
+            coalescer.coalesce(&batch, &mut writes);
+            let Some(pruned) = self.commit(&writes, batch.len()) else {
+                return;
+            };
+            drop(writes);
+            self.healthy.store(true, Ordering::Relaxed);
+            let _ = self.committed.send(last_ticket);
+            // Every prune is in `writes`, so the reports line up with the prunes in order.
+            let mut reports = pruned.into_iter();
+            for q in batch.drain(..) {
+                if let Some(Op::Prune { report, .. }) = q.op {
+                    let pruned = reports.next().unwrap_or_default();
+                    if let Some(tx) = report {
+                        let _ = tx.send(pruned);
+                    }
+                }
+                if let Some(event) = q.event {
+                    self.events.publish(event);
+                }
+            }
+        }
+    }
+
+    /// Applies a batch until it commits. A batch is durable only once it commits: on
+    /// failure (disk full, I/O error) it is retried with backoff, and until then nothing
+    /// after it counts as durable, so no new job is dispatched and no event claims a change
+    /// that was not stored. None when it gives up at shutdown.
+    fn commit(&mut self, writes: &[Write<'_>], ops: usize) -> Option<Vec<Pruned>> {
+        let mut attempt = 0i32;
+        loop {
+            let e = match self.backend.apply(writes) {
+                Ok(pruned) => {
+                    debug_assert_eq!(
+                        pruned.len(),
+                        writes.iter().filter(|w| matches!(w, Write::Prune { .. })).count(),
+                        "one prune report per prune"
+                    );
+                    return Some(pruned);
+                }
+                Err(e) => e,
+            };
+            attempt = attempt.saturating_add(1);
+            let delay_ms = COMMIT_RETRY.ceiling_ms(attempt);
+            let retry_in = Duration::from_millis(delay_ms.max(0) as u64);
+            self.healthy.store(false, Ordering::Relaxed);
+            tracing::error!(path = %self.path.display(), error = %e, ops, ?retry_in, "state store write failed");
+            if self.queue.is_closed() && delay_ms >= COMMIT_RETRY.cap_ms {
+                tracing::error!(path = %self.path.display(), ops, "giving up on a batch at shutdown");
+                return None;
+            }
+            std::thread::sleep(retry_in);
+        }
+    }
+}
+
+/// Turns a batch of operations into the writes a backend applies. Each job is written
+/// once, with its newest state: as an insert at its first insert when the batch inserts
+/// it, else as an update at its last update. Each attempt record is written once, at its
+/// newest version. Activities, runs and prunes are written as they are, in order. The
+/// maps are kept between batches so their memory is reused.
+#[derive(Default)]
+struct Coalescer {
+    jobs: HashMap<i64, JobSlot>,
+    attempts: HashMap<(i64, i32), usize>,
+}
+
+/// Where a job occurs in a batch (indices into it).
+#[derive(Clone, Copy)]
+struct JobSlot {
+    first_insert: Option<usize>,
+    last: usize,
+}
+
+impl Coalescer {
+    fn coalesce<'a>(&mut self, batch: &'a [Queued], out: &mut Vec<Write<'a>>) {
+        self.jobs.clear();
+        self.attempts.clear();
+        for (i, q) in batch.iter().enumerate() {
+            match &q.op {
+                Some(Op::InsertJob(job)) => {
+                    let slot = self.jobs.entry(job.seq).or_insert(JobSlot { first_insert: Some(i), last: i });
+                    slot.first_insert.get_or_insert(i);
+                    slot.last = i;
+                }
+                Some(Op::UpdateJob(job)) => {
+                    self.jobs.entry(job.seq).or_insert(JobSlot { first_insert: None, last: i }).last = i;
+                }
+                Some(Op::Attempt { job_seq, attempt }) => {
+                    self.attempts.insert((*job_seq, attempt.attempt), i);
+                }
+                _ => {}
+            }
+        }
+        for (i, q) in batch.iter().enumerate() {
+            let Some(op) = &q.op else { continue };
+            match op {
+                Op::InsertJob(job) | Op::UpdateJob(job) => {
+                    let Some(slot) = self.jobs.get(&job.seq) else { continue };
+                    let newest = match &batch[slot.last].op {
+                        Some(Op::InsertJob(newest) | Op::UpdateJob(newest)) => newest,
+                        _ => job,
+                    };
+                    match slot.first_insert {
+                        Some(first) if first == i => out.push(Write::InsertJob(newest)),
+                        None if slot.last == i => out.push(Write::UpdateJob(newest)),
+                        _ => {}
+                    }
+                }
+                Op::Attempt { job_seq, attempt } => {
+                    if self.attempts.get(&(*job_seq, attempt.attempt)) == Some(&i) {
+                        out.push(Write::Attempt { job_seq: *job_seq, attempt });
+                    }
+                }
+                Op::Activity(a) => out.push(Write::Activity(a)),
+                Op::Run(r) => out.push(Write::Run(r)),
+                Op::Prune { before_ms, .. } => out.push(Write::Prune { before_ms: *before_ms }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use proto::pb::JobState;
+
+    use super::*;
+    use crate::{
+        job::{ActivityView, AttemptView, Job, JobView, RunView, now_ms},
+        store::{
+            BackendError, JobQuery, Loaded, Reader, Store,
+            tests::{attempt, job},
+        },
+    };
+
+    fn queued(ops: Vec<Op>) -> Vec<Queued> {
+        ops.into_iter().enumerate().map(|(i, op)| Queued { ticket: i as u64 + 1, op: Some(op), event: None }).collect()
+    }
+
+    /// The writes as (kind, id, state or outcome) for comparing.
+    fn describe(writes: &[Write<'_>]) -> Vec<(&'static str, i64, String)> {
+        writes
+            .iter()
+            .map(|w| match w {
+                Write::InsertJob(j) => ("insert", j.seq, format!("{:?}/{}", j.state, j.progress)),
+                Write::UpdateJob(j) => ("update", j.seq, format!("{:?}/{}", j.state, j.progress)),
+                Write::Attempt { job_seq, attempt } => ("attempt", *job_seq, attempt.outcome.clone()),
+                Write::Activity(a) => ("activity", a.id, a.message.clone()),
+                Write::Run(r) => ("run", r.id, r.message.clone()),
+                Write::Prune { before_ms } => ("prune", *before_ms, String::new()),
+            })
+            .collect()
+    }
+
+    fn coalesced(ops: Vec<Op>) -> Vec<(&'static str, i64, String)> {
+        let batch = queued(ops);
+        let mut out = Vec::new();
+        Coalescer::default().coalesce(&batch, &mut out);
+        describe(&out)
+    }
+
+    fn with(seq: i64, state: JobState, progress: f64) -> Arc<Job> {
+        let mut j = job(seq, state, 1);
+        j.progress = progress;
+        Arc::new(j)
+    }
+
+    #[test]
+    fn an_insert_followed_by_updates_is_one_insert_of_the_newest_state() {
+        let got = coalesced(vec![
+            Op::InsertJob(with(1, JobState::Pending, 0.0)),
+            Op::UpdateJob(with(1, JobState::Running, 40.0)),
+            Op::InsertJob(with(2, JobState::Pending, 0.0)),
+            Op::UpdateJob(with(1, JobState::Succeeded, 100.0)),
+        ]);
+        assert_eq!(
+            got,
+            vec![("insert", 1, "Succeeded/100".to_string()), ("insert", 2, "Pending/0".to_string())],
+            "job 1 is written once, at its insert, with its newest state"
+        );
+    }
+
+    #[test]
+    fn updates_alone_are_one_update_of_the_newest_state_at_the_last_one() {
+        let got = coalesced(vec![
+            Op::UpdateJob(with(1, JobState::Assigned, 0.0)),
+            Op::Activity(ActivityView {
+                id: 9,
+                created_at: 1,
+                job_type: "t".into(),
+                job_id: "j1".into(),
+                source: "admin",
+                stage: String::new(),
+                message: "between".into(),
+            }),
+            Op::UpdateJob(with(1, JobState::Running, 10.0)),
+            Op::UpdateJob(with(3, JobState::Running, 5.0)),
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                ("activity", 9, "between".to_string()),
+                ("update", 1, "Running/10".to_string()),
+                ("update", 3, "Running/5".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_job_inserted_again_ends_in_its_newest_state_as_if_applied_in_order() {
+        let got = coalesced(vec![
+            Op::UpdateJob(with(1, JobState::Running, 1.0)),
+            Op::InsertJob(with(1, JobState::Pending, 2.0)),
+            Op::UpdateJob(with(1, JobState::Running, 3.0)),
+            Op::InsertJob(with(1, JobState::Pending, 4.0)),
+        ]);
+        assert_eq!(got, vec![("insert", 1, "Pending/4".to_string())]);
+    }
+
+    #[test]
+    fn attempts_keep_their_newest_record_and_history_and_prunes_are_kept_in_order() {
+        let got = coalesced(vec![
+            Op::Attempt { job_seq: 1, attempt: attempt(1, "") },
+            Op::Attempt { job_seq: 1, attempt: attempt(2, "") },
+            Op::Prune { before_ms: 77, report: None },
+            Op::Attempt { job_seq: 1, attempt: attempt(1, "failed") },
+            Op::Attempt { job_seq: 2, attempt: attempt(1, "") },
+            Op::Run(RunView {
+                id: 4,
+                job_type: "t".into(),
+                kind: "detection".into(),
+                job_id: String::new(),
+                worker_id: "w".into(),
+                started_at: 1,
+                ended_at: 2,
+                success: true,
+                message: "ran".into(),
+                proposals: 0,
+                jobs_created: 0,
+            }),
+            Op::Prune { before_ms: 88, report: None },
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                ("attempt", 1, String::new()),
+                ("prune", 77, String::new()),
+                ("attempt", 1, "failed".to_string()),
+                ("attempt", 2, String::new()),
+                ("run", 4, "ran".to_string()),
+                ("prune", 88, String::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_coalescer_forgets_the_previous_batch() {
+        let mut c = Coalescer::default();
+        let first = queued(vec![Op::UpdateJob(with(1, JobState::Running, 1.0))]);
+        let mut out = Vec::new();
+        c.coalesce(&first, &mut out);
+        assert_eq!(out.len(), 1);
+        let second = queued(vec![Op::Activity(ActivityView {
+            id: 1,
+            created_at: 1,
+            job_type: "t".into(),
+            job_id: String::new(),
+            source: "admin",
+            stage: String::new(),
+            message: String::new(),
+        })]);
+        let mut out = Vec::new();
+        c.coalesce(&second, &mut out);
+        assert_eq!(describe(&out), vec![("activity", 1, String::new())]);
+    }
+
+    /// A backend in memory that records what it is asked to apply and can be told to
+    /// fail, so the writer is tested without a database.
+    #[derive(Clone, Default)]
+    struct Memory {
+        inner: Arc<Mutex<MemoryState>>,
+        failures_left: Arc<AtomicU32>,
+    }
+
+    #[derive(Default)]
+    struct MemoryState {
+        jobs: HashMap<i64, Job>,
+        batches: Vec<Vec<(&'static str, i64, String)>>,
+        prunes: usize,
+    }
+
+    impl Backend for Memory {
+        fn load(&mut self) -> Result<Loaded, BackendError> {
+            Ok(Loaded {
+                active: Vec::new(),
+                counts: HashMap::new(),
+                next_job_seq: 1,
+                next_activity_id: 1,
+                next_run_id: 1,
+            })
+        }
+
+        fn apply(&mut self, writes: &[Write<'_>]) -> Result<Vec<Pruned>, BackendError> {
+            if self.failures_left.load(Ordering::SeqCst) > 0 {
+                self.failures_left.fetch_sub(1, Ordering::SeqCst);
+                return Err(BackendError::with_source("cannot write a batch", std::io::Error::other("injected")));
+            }
+            let mut s = self.inner.lock().unwrap();
+            s.batches.push(describe(writes));
+            let mut reports = Vec::new();
+            for w in writes {
+                match w {
+                    Write::InsertJob(j) | Write::UpdateJob(j) => {
+                        s.jobs.insert(j.seq, (*j).clone());
+                    }
+                    Write::Prune { .. } => {
+                        s.prunes += 1;
+                        reports.push([(("t".to_string(), JobState::Succeeded as i32), s.prunes as i64)].into());
+                    }
+                    _ => {}
+                }
+            }
+            Ok(reports)
+        }
+    }
+
+    impl Reader for Memory {
+        fn job(&self, seq: i64) -> Result<Option<Job>, BackendError> {
+            Ok(self.inner.lock().unwrap().jobs.get(&seq).cloned())
+        }
+        fn jobs(&self, _: &JobQuery) -> Result<Vec<JobView>, BackendError> {
+            Ok(Vec::new())
+        }
+        fn attempts(&self, _: i64) -> Result<Vec<AttemptView>, BackendError> {
+            Ok(Vec::new())
+        }
+        fn activities(
+            &self,
+            _: Option<&str>,
+            _: Option<&str>,
+            _: Option<i64>,
+            _: usize,
+        ) -> Result<Vec<ActivityView>, BackendError> {
+            Ok(Vec::new())
+        }
+        fn detection_runs(&self, _: &str, _: bool, _: usize) -> Result<Vec<RunView>, BackendError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn start(memory: &Memory, events: Arc<EventBus>) -> Arc<Store> {
+        Store::start(PathBuf::from("memory"), memory.clone(), memory.clone(), events).unwrap().0
+    }
+
+    #[tokio::test]
+    async fn the_backend_gets_coalesced_batches_and_events_follow_the_commit() {
+        let memory = Memory::default();
+        let events = Arc::new(EventBus::new(64));
+        let store = start(&memory, events.clone());
+        let mut sub = events.subscribe_after(None);
+        let j = with(5, JobState::Pending, 0.0);
+        store.submit(Some(Op::InsertJob(j.clone())), Some(EventKind::Job { job: crate::events::JobEvent(j) }));
+        let event = sub.rx.recv().await.unwrap();
+        assert_eq!(event.kind.name(), "job");
+        assert!(store.job(5).unwrap().is_some(), "the event came after the write was applied");
+        store.close();
+
+        // A batch queued before the writer runs is written as one coalesced batch.
+        let memory = Memory::default();
+        let queue = Arc::new(Queue::new());
+        queue.push(Some(Op::InsertJob(with(1, JobState::Pending, 0.0))), None);
+        queue.push(Some(Op::UpdateJob(with(1, JobState::Running, 50.0))), None);
+        let last = queue.push(Some(Op::UpdateJob(with(1, JobState::Succeeded, 100.0))), None);
+        let (committed_tx, mut committed) = watch::channel(0);
+        let handle = spawn(
+            memory.clone(),
+            queue.clone(),
+            Arc::new(AtomicBool::new(true)),
+            committed_tx,
+            Arc::new(EventBus::new(4)),
+            PathBuf::from("memory"),
+        )
+        .unwrap();
+        committed.wait_for(|c| *c >= last).await.unwrap();
+        queue.close();
+        handle.join().unwrap();
+        assert_eq!(memory.inner.lock().unwrap().batches, vec![vec![("insert", 1, "Succeeded/100".to_string())]]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_backend_is_retried_and_nothing_is_durable_or_published_before_it_commits() {
+        let memory = Memory::default();
+        memory.failures_left.store(3, Ordering::SeqCst);
+        let events = Arc::new(EventBus::new(64));
+        let store = start(&memory, events.clone());
+        let mut sub = events.subscribe_after(None);
+        let j = with(1, JobState::Pending, 0.0);
+        let ticket =
+            store.submit(Some(Op::InsertJob(j.clone())), Some(EventKind::Job { job: crate::events::JobEvent(j) }));
+        // The first three tries fail; the fourth comes 100 + 200 + 400 ms after the first.
+        let early = tokio::time::timeout(Duration::from_millis(250), store.durable(ticket)).await;
+        assert!(early.is_err(), "not durable while the commit fails");
+        assert!(!store.is_healthy());
+        assert!(sub.rx.try_recv().is_err(), "no event before the commit");
+        tokio::time::timeout(Duration::from_secs(10), store.durable(ticket)).await.unwrap().unwrap();
+        assert!(store.is_healthy());
+        assert_eq!(sub.rx.recv().await.unwrap().kind.name(), "job");
+        assert_eq!(memory.inner.lock().unwrap().batches.len(), 1, "one batch committed, after the failures");
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn prune_reports_go_to_their_own_prunes() {
+        let memory = Memory::default();
+        let store = start(&memory, Arc::new(EventBus::new(4)));
+        let (tx1, rx1) = tokio::sync::oneshot::channel();
+        let (tx2, rx2) = tokio::sync::oneshot::channel();
+        store.write(Op::Prune { before_ms: now_ms(), report: Some(tx1) });
+        store.write(Op::Prune { before_ms: now_ms(), report: None });
+        store.write(Op::Prune { before_ms: now_ms(), report: Some(tx2) });
+        store.settle().await;
+        let key = ("t".to_string(), JobState::Succeeded as i32);
+        assert_eq!(rx1.await.unwrap(), [(key.clone(), 1)].into());
+        assert_eq!(rx2.await.unwrap(), [(key, 3)].into());
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn after_close_writes_are_dropped_and_never_durable() {
+        let memory = Memory::default();
+        let store = start(&memory, Arc::new(EventBus::new(4)));
+        let ticket = store.write(Op::InsertJob(with(1, JobState::Pending, 0.0)));
+        store.close();
+        store.durable(ticket).await.unwrap();
+        let late = store.write(Op::InsertJob(with(2, JobState::Pending, 0.0)));
+        assert!(matches!(store.durable(late).await, Err(crate::store::StoreError::Closed)));
+        assert!(store.job(2).unwrap().is_none());
+    }
+}
