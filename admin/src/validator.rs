@@ -38,6 +38,8 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use proto::pb::{self, ConfigFieldType, ValidationRuleType, config_value::Kind};
 use regex::{Regex, RegexBuilder};
 
+use crate::runtime_config;
+
 /// One problem with one field. `field` is the field name; [`validate_config`] prefixes it
 /// with `admin.`, `worker.` or `runtime.`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -57,52 +59,6 @@ impl fmt::Display for FieldError {
         write!(f, "{}: {}", self.field, self.message)
     }
 }
-
-/// Bounds of one admin runtime setting, as [`validate_config`] enforces them (the pages
-/// use them for their number inputs).
-#[derive(Debug, Clone, Copy)]
-pub struct RuntimeBound {
-    /// The field name in `AdminRuntimeConfig` (and in proto JSON).
-    pub name: &'static str,
-    pub min: i32,
-    pub max: i32,
-    /// Reads the setting from a config.
-    pub get: fn(&pb::AdminRuntimeConfig) -> i32,
-}
-
-const DAY_SECONDS: i32 = 86_400;
-const WEEK_SECONDS: i32 = 7 * DAY_SECONDS;
-
-/// The accepted range of every admin runtime setting. Zero is allowed everywhere (it
-/// means "use the fallback" or "no limit", see `runtime_config::fill`); the upper bounds
-/// catch typos (a timeout in milliseconds, a year-long interval) rather than encode
-/// policy.
-pub const RUNTIME_BOUNDS: &[RuntimeBound] = &[
-    RuntimeBound {
-        name: "detection_interval_minutes",
-        min: 0,
-        max: 525_600, // one year
-        get: |r| r.detection_interval_minutes,
-    },
-    RuntimeBound { name: "detection_timeout_seconds", min: 0, max: WEEK_SECONDS, get: |r| r.detection_timeout_seconds },
-    RuntimeBound { name: "max_jobs_per_detection", min: 0, max: 1_000_000, get: |r| r.max_jobs_per_detection },
-    RuntimeBound { name: "global_execution_concurrency", min: 0, max: 10_000, get: |r| r.global_execution_concurrency },
-    RuntimeBound {
-        name: "per_worker_execution_concurrency",
-        min: 0,
-        max: 10_000,
-        get: |r| r.per_worker_execution_concurrency,
-    },
-    RuntimeBound { name: "retry_limit", min: 0, max: 100, get: |r| r.retry_limit },
-    RuntimeBound { name: "retry_backoff_seconds", min: 0, max: DAY_SECONDS, get: |r| r.retry_backoff_seconds },
-    RuntimeBound {
-        name: "job_type_max_runtime_seconds",
-        min: 0,
-        max: WEEK_SECONDS,
-        get: |r| r.job_type_max_runtime_seconds,
-    },
-    RuntimeBound { name: "execution_timeout_seconds", min: 0, max: WEEK_SECONDS, get: |r| r.execution_timeout_seconds },
-];
 
 /// Validates `values` against one form. `current` holds the saved values (for the
 /// read-only check); pass an empty map when there are none.
@@ -145,16 +101,16 @@ pub fn validate_config(
         &mut errors,
     );
     if let Some(runtime) = &config.admin_runtime {
-        for bound in RUNTIME_BOUNDS {
-            let value = (bound.get)(runtime);
-            let message = if value < bound.min {
-                format!("must be at least {}", bound.min)
-            } else if value > bound.max {
-                format!("must be at most {}", bound.max)
+        for (setting, n) in runtime_config::number_settings() {
+            let value = (n.get)(runtime);
+            let message = if value < n.min {
+                format!("must be at least {}", n.min)
+            } else if value > n.max {
+                format!("must be at most {}", n.max)
             } else {
                 continue;
             };
-            errors.push(FieldError::new(format!("runtime.{}", bound.name), message));
+            errors.push(FieldError::new(format!("runtime.{}", setting.name), message));
         }
     }
     into_result(errors)
@@ -603,6 +559,7 @@ fn compiled_regex(expression: &str) -> Result<Regex, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime_config::{DAY_SECONDS, WEEK_SECONDS};
 
     // ---- builders -------------------------------------------------------------------
 

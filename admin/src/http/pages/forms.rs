@@ -32,7 +32,10 @@ use base64::Engine;
 use proto::pb::{self, ConfigFieldType as Type, ConfigWidget as Widget, config_value::Kind};
 
 use super::sentence;
-use crate::{runtime_config, validator::FieldError};
+use crate::{
+    runtime_config::{RUNTIME_SETTINGS, SettingKind, Zero},
+    validator::FieldError,
+};
 
 /// A posted form: every (name, value) pair in order (names repeat for multi-selects).
 #[derive(Clone, Copy)]
@@ -880,98 +883,27 @@ pub fn input_names(d: &pb::JobTypeDescriptor) -> HashSet<String> {
             names.insert(format!("{}.{}", which.prefix(), f.name));
         }
     }
-    for r in RUNTIME_FIELDS {
-        names.insert(format!("runtime.{}", r.name));
+    for s in RUNTIME_SETTINGS {
+        names.insert(format!("runtime.{}", s.name));
     }
-    names.insert("runtime.enabled".into());
     names
 }
 
 // ---- the runtime settings form ------------------------------------------------------
 
-struct RuntimeMeta {
-    name: &'static str,
-    label: &'static str,
-    unit: &'static str,
-    /// What 0 means.
-    zero: Zero,
-    help: &'static str,
-}
-
-enum Zero {
-    Fallback,
-    Means(&'static str),
-}
-
-const RUNTIME_FIELDS: &[RuntimeMeta] = &[
-    RuntimeMeta {
-        name: "detection_interval_minutes",
-        label: "Detection interval",
-        unit: "minutes",
-        zero: Zero::Fallback,
-        help: "How often the scheduler asks a detector for work while the job type is enabled.",
-    },
-    RuntimeMeta {
-        name: "detection_timeout_seconds",
-        label: "Detection timeout",
-        unit: "seconds",
-        zero: Zero::Fallback,
-        help: "How long one detection may run before it is cancelled.",
-    },
-    RuntimeMeta {
-        name: "max_jobs_per_detection",
-        label: "Max jobs per detection",
-        unit: "jobs",
-        zero: Zero::Fallback,
-        help: "Proposals beyond this many are left for the next detection.",
-    },
-    RuntimeMeta {
-        name: "global_execution_concurrency",
-        label: "Concurrency, all workers",
-        unit: "jobs",
-        zero: Zero::Fallback,
-        help: "How many jobs of this type may run at once across all workers.",
-    },
-    RuntimeMeta {
-        name: "per_worker_execution_concurrency",
-        label: "Concurrency per worker",
-        unit: "jobs",
-        zero: Zero::Means("no cap beyond the worker's own slots"),
-        help: "How many jobs of this type one worker may run at once.",
-    },
-    RuntimeMeta {
-        name: "retry_limit",
-        label: "Retries",
-        unit: "retries",
-        zero: Zero::Means("no retries"),
-        help: "How often a failed job is tried again before it is dead-lettered.",
-    },
-    RuntimeMeta {
-        name: "retry_backoff_seconds",
-        label: "Retry backoff",
-        unit: "seconds",
-        zero: Zero::Fallback,
-        help: "How long a failed job waits before its next attempt.",
-    },
-    RuntimeMeta {
-        name: "execution_timeout_seconds",
-        label: "Execution timeout",
-        unit: "seconds",
-        zero: Zero::Fallback,
-        help: "How long one attempt may run before it is cancelled.",
-    },
-    RuntimeMeta {
-        name: "job_type_max_runtime_seconds",
-        label: "Max total runtime",
-        unit: "seconds",
-        zero: Zero::Means("no limit"),
-        help: "A cap on a job's runtime over all its attempts.",
-    },
-];
-
 pub struct RuntimeView {
-    pub enabled: bool,
+    /// The on/off settings (`enabled`), shown as checkboxes first.
+    pub switches: Vec<RuntimeSwitchView>,
+    /// The number settings.
     pub fields: Vec<RuntimeFieldView>,
+}
+
+pub struct RuntimeSwitchView {
+    pub name: String,
+    pub id: String,
+    pub label: &'static str,
+    pub help: &'static str,
+    pub checked: bool,
 }
 
 pub struct RuntimeFieldView {
@@ -986,78 +918,70 @@ pub struct RuntimeFieldView {
     pub error: String,
 }
 
-fn runtime_get(r: &pb::AdminRuntimeConfig, name: &str) -> i32 {
-    crate::validator::RUNTIME_BOUNDS.iter().find(|b| b.name == name).map(|b| (b.get)(r)).unwrap_or(0)
-}
-
-fn runtime_set(r: &mut pb::AdminRuntimeConfig, name: &str, v: i32) {
-    match name {
-        "detection_interval_minutes" => r.detection_interval_minutes = v,
-        "detection_timeout_seconds" => r.detection_timeout_seconds = v,
-        "max_jobs_per_detection" => r.max_jobs_per_detection = v,
-        "global_execution_concurrency" => r.global_execution_concurrency = v,
-        "per_worker_execution_concurrency" => r.per_worker_execution_concurrency = v,
-        "retry_limit" => r.retry_limit = v,
-        "retry_backoff_seconds" => r.retry_backoff_seconds = v,
-        "job_type_max_runtime_seconds" => r.job_type_max_runtime_seconds = v,
-        "execution_timeout_seconds" => r.execution_timeout_seconds = v,
-        _ => {}
-    }
-}
-
 /// The runtime form showing `current`, or what was posted.
 pub fn runtime_view(
     current: &pb::AdminRuntimeConfig,
     posted: Option<Posted<'_>>,
     errors: &HashMap<String, Vec<String>>,
 ) -> RuntimeView {
-    let fallback = runtime_config::fallback();
-    let fields = RUNTIME_FIELDS
-        .iter()
-        .map(|m| {
-            let name = format!("runtime.{}", m.name);
-            let bound = crate::validator::RUNTIME_BOUNDS.iter().find(|b| b.name == m.name);
-            let zero = match m.zero {
-                Zero::Fallback => format!("0 uses the admin's default ({}).", runtime_get(&fallback, m.name)),
-                Zero::Means(what) => format!("0 means {what}."),
-            };
-            RuntimeFieldView {
-                id: format!("f-{}", m.name.replace('_', "-")),
-                label: m.label.to_string(),
-                unit: m.unit,
-                help: format!("{} {zero}", m.help),
-                value: match posted {
-                    Some(p) => p.first(&name).unwrap_or_default().to_string(),
-                    None => runtime_get(current, m.name).to_string(),
+    let mut view = RuntimeView { switches: Vec::new(), fields: Vec::new() };
+    for s in RUNTIME_SETTINGS {
+        let name = format!("runtime.{}", s.name);
+        match &s.kind {
+            SettingKind::Switch(w) => view.switches.push(RuntimeSwitchView {
+                id: format!("f-runtime-{}", s.name.replace('_', "-")),
+                label: s.label,
+                help: s.help,
+                checked: match posted {
+                    Some(p) => p.all(&name).any(|v| v == "true"),
+                    None => (w.get)(current),
                 },
-                min: bound.map(|b| b.min).unwrap_or(0),
-                max: bound.map(|b| b.max).unwrap_or(i32::MAX),
-                error: errors.get(&name).map(|e| sentence(&e.join("; "))).unwrap_or_default(),
                 name,
+            }),
+            SettingKind::Number(n) => {
+                let zero = match n.zero {
+                    Zero::Fallback => format!("0 uses the admin's default ({}).", n.fallback),
+                    Zero::Means(what) => format!("0 means {what}."),
+                };
+                view.fields.push(RuntimeFieldView {
+                    id: format!("f-{}", s.name.replace('_', "-")),
+                    label: s.label.to_string(),
+                    unit: n.unit,
+                    help: format!("{} {zero}", s.help),
+                    value: match posted {
+                        Some(p) => p.first(&name).unwrap_or_default().to_string(),
+                        None => (n.get)(current).to_string(),
+                    },
+                    min: n.min,
+                    max: n.max,
+                    error: errors.get(&name).map(|e| sentence(&e.join("; "))).unwrap_or_default(),
+                    name,
+                });
             }
-        })
-        .collect();
-    let enabled = match posted {
-        Some(p) => p.all("runtime.enabled").any(|v| v == "true"),
-        None => current.enabled,
-    };
-    RuntimeView { enabled, fields }
+        }
+    }
+    view
 }
 
-/// The posted runtime settings. Range checks are the validator's.
+/// The posted runtime settings: a switch is on when its box was ticked; a blank number
+/// is 0. Range checks are the validator's.
 pub fn parse_runtime(posted: Posted<'_>) -> (pb::AdminRuntimeConfig, Vec<FieldError>) {
-    let mut r =
-        pb::AdminRuntimeConfig { enabled: posted.all("runtime.enabled").any(|v| v == "true"), ..Default::default() };
+    let mut r = pb::AdminRuntimeConfig::default();
     let mut errors = Vec::new();
-    for m in RUNTIME_FIELDS {
-        let name = format!("runtime.{}", m.name);
-        let text = posted.first(&name).unwrap_or_default().trim();
-        if text.is_empty() {
-            continue;
-        }
-        match text.parse::<i32>() {
-            Ok(v) => runtime_set(&mut r, m.name, v),
-            Err(_) => errors.push(FieldError::new(name, "must be a whole number")),
+    for s in RUNTIME_SETTINGS {
+        let name = format!("runtime.{}", s.name);
+        match &s.kind {
+            SettingKind::Switch(w) => (w.set)(&mut r, posted.all(&name).any(|v| v == "true")),
+            SettingKind::Number(n) => {
+                let text = posted.first(&name).unwrap_or_default().trim();
+                if text.is_empty() {
+                    continue;
+                }
+                match text.parse::<i32>() {
+                    Ok(v) => (n.set)(&mut r, v),
+                    Err(_) => errors.push(FieldError::new(name, "must be a whole number")),
+                }
+            }
         }
     }
     (r, errors)
@@ -1066,6 +990,7 @@ pub fn parse_runtime(posted: Posted<'_>) -> (pb::AdminRuntimeConfig, Vec<FieldEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime_config;
 
     fn field(name: &str, t: Type, w: Widget) -> pb::ConfigField {
         pb::ConfigField {
@@ -1220,5 +1145,42 @@ mod tests {
         assert_eq!(r.retry_limit, 5);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field, "runtime.retry_backoff_seconds");
+    }
+
+    #[test]
+    fn the_form_shows_every_setting_of_the_table_with_its_bounds_and_zero_rule() {
+        let view = runtime_view(&runtime_config::fallback(), None, &HashMap::new());
+        assert_eq!(view.switches.len() + view.fields.len(), RUNTIME_SETTINGS.len());
+        let enabled = &view.switches[0];
+        assert_eq!(
+            (enabled.name.as_str(), enabled.id.as_str(), enabled.checked),
+            ("runtime.enabled", "f-runtime-enabled", true)
+        );
+        let retries = view.fields.iter().find(|f| f.name == "runtime.retry_limit").unwrap();
+        assert_eq!((retries.value.as_str(), retries.min, retries.max, retries.unit), ("3", 0, 100, "retries"));
+        assert!(retries.help.ends_with("0 means no retries."), "{}", retries.help);
+        let interval = view.fields.iter().find(|f| f.name == "runtime.detection_interval_minutes").unwrap();
+        assert_eq!(interval.id, "f-detection-interval-minutes");
+        assert!(interval.help.ends_with("0 uses the admin's default (10)."), "{}", interval.help);
+    }
+
+    #[test]
+    fn what_the_form_shows_parses_back_to_the_same_settings() {
+        let current =
+            pb::AdminRuntimeConfig { retry_limit: 0, detection_interval_minutes: 15, ..runtime_config::fallback() };
+        let view = runtime_view(&current, None, &HashMap::new());
+        let mut pairs = Vec::new();
+        for s in &view.switches {
+            pairs.push((s.name.clone(), "false".to_string()));
+            if s.checked {
+                pairs.push((s.name.clone(), "true".to_string()));
+            }
+        }
+        pairs.extend(view.fields.iter().map(|f| (f.name.clone(), f.value.clone())));
+        assert_eq!(parse_runtime(Posted(&pairs)), (current, Vec::new()));
+
+        let shown_again = runtime_view(&pb::AdminRuntimeConfig::default(), Some(Posted(&pairs)), &HashMap::new());
+        assert!(shown_again.switches[0].checked);
+        assert_eq!(shown_again.fields[0].value, "15");
     }
 }
