@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod config_store;
+pub mod config_value;
 pub mod dispatcher;
 pub mod events;
 pub mod fsutil;
