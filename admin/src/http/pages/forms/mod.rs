@@ -32,6 +32,9 @@ mod parse;
 mod render;
 mod runtime;
 
+#[cfg(test)]
+mod agreement;
+
 use std::collections::{HashMap, HashSet};
 
 use proto::pb::{self, ConfigFieldType as Type, ConfigWidget as Widget, config_value::Kind};

@@ -9,7 +9,8 @@ use proto::pb::{self, ConfigFieldType as Type, config_value::Kind};
 use super::{ItemKind, Posted, Which, control_of, list_item_kind};
 use crate::{
     config_value::{
-        distinct_fields, duration_from_nanos, is_visible, parse_duration_text, present, unit_named, unit_words,
+        distinct_fields, duration_from_nanos, is_visible, keep_unchanged, parse_duration_text, present, unit_named,
+        unit_words,
     },
     validator::FieldError,
 };
@@ -43,10 +44,14 @@ pub fn parse_form(
             Err(message) => failed.push((f, message)),
         }
     }
-    // A hidden field is not validated, so input it cannot parse is ignored too.
+    // A hidden field is not validated, so input it cannot parse is ignored too. Visibility
+    // is decided on the values the validator will see: sensitive and read-only fields
+    // left out keep their saved values.
+    let mut kept = values.clone();
+    keep_unchanged(&mut kept, Some(saved), form);
     let errors = failed
         .into_iter()
-        .filter(|(f, _)| is_visible(f, &values, which.defaults(descriptor)))
+        .filter(|(f, _)| is_visible(f, &kept, which.defaults(descriptor)))
         .map(|(f, message)| FieldError::new(format!("{prefix}.{}", f.name), message))
         .collect();
     (values, errors)
