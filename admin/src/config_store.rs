@@ -35,6 +35,7 @@ use prost::Message;
 use proto::{ProtoName, pb};
 use tracing::{info, warn};
 
+use crate::config_value;
 use crate::fsutil;
 use crate::runtime_config;
 use crate::validator::{self, FieldError};
@@ -241,19 +242,7 @@ impl ConfigStore {
         };
         let saved = entry.config.as_deref();
 
-        keep_unchanged(
-            &mut config.admin_config_values,
-            saved.map(|s| &s.admin_config_values),
-            descriptor.admin_config_form.as_ref(),
-        );
-        keep_unchanged(
-            &mut config.worker_config_values,
-            saved.map(|s| &s.worker_config_values),
-            descriptor.worker_config_form.as_ref(),
-        );
-        if config.admin_runtime.is_none() {
-            config.admin_runtime = saved.and_then(|s| s.admin_runtime);
-        }
+        config_value::keep_unchanged_config(&descriptor, saved, &mut config);
         validator::validate_config(&descriptor, &config, saved).map_err(ConfigStoreError::Invalid)?;
 
         config.descriptor_version = descriptor.descriptor_version;
@@ -387,7 +376,7 @@ fn check_descriptor(d: &pb::JobTypeDescriptor) -> Result<(), ConfigStoreError> {
     let forms = [("admin", d.admin_config_form.as_ref()), ("worker", d.worker_config_form.as_ref())];
     for (which, form) in forms {
         let mut names = HashSet::new();
-        for field in validator::form_fields(form) {
+        for field in config_value::form_fields(form) {
             let message = if field.name.is_empty() {
                 format!("the {which} form has a field without a name")
             } else if !names.insert(field.name.as_str()) {
@@ -402,7 +391,7 @@ fn check_descriptor(d: &pb::JobTypeDescriptor) -> Result<(), ConfigStoreError> {
 }
 
 fn field_names(form: Option<&pb::ConfigForm>) -> HashSet<&str> {
-    validator::form_fields(form).map(|f| f.name.as_str()).collect()
+    config_value::form_fields(form).map(|f| f.name.as_str()).collect()
 }
 
 /// The admin form's defaults, limited to fields the form declares (anything else would
@@ -482,26 +471,6 @@ fn migrate_values(
         let is_new = old_fields.as_ref().is_none_or(|old| !old.contains(name.as_str()));
         if is_new {
             values.entry(name).or_insert(default);
-        }
-    }
-}
-
-/// Drops unset values, then gives sensitive and read-only fields that are absent their
-/// saved value back.
-fn keep_unchanged(
-    submitted: &mut HashMap<String, pb::ConfigValue>,
-    saved: Option<&HashMap<String, pb::ConfigValue>>,
-    form: Option<&pb::ConfigForm>,
-) {
-    submitted.retain(|_, v| v.kind.is_some());
-    let Some(saved) = saved else {
-        return;
-    };
-    for field in validator::form_fields(form).filter(|f| f.sensitive || f.read_only) {
-        if !submitted.contains_key(&field.name)
-            && let Some(value) = saved.get(&field.name)
-        {
-            submitted.insert(field.name.clone(), value.clone());
         }
     }
 }

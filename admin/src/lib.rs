@@ -14,6 +14,7 @@ pub mod commands;
 pub mod components;
 pub mod config;
 pub mod config_store;
+pub mod config_value;
 pub mod datadir;
 pub mod dispatcher;
 pub mod events;

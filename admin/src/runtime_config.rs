@@ -1,40 +1,251 @@
-//! The effective admin runtime settings of a job type, and the fallback table used when
-//! neither the operator nor the worker's descriptor says otherwise.
+//! The admin runtime settings of a job type: the one table that describes them
+//! ([`RUNTIME_SETTINGS`]), the fallback used when neither the operator nor the worker's
+//! descriptor says otherwise, and the effective settings.
 //!
 //! Where a value comes from, first match wins: the saved config's `admin_runtime`, the
 //! descriptor's `admin_runtime_defaults`, [`fallback()`]. Whatever the source, the result
 //! goes through [`fill()`], so a zero in a field where zero means nothing useful (an
 //! interval of 0 minutes, a timeout of 0 seconds) never reaches the scheduler.
 //!
-//! | field                              | fallback | why |
-//! |------------------------------------|----------|-----|
-//! | `enabled`                          | true     | a job type a worker offers is meant to run; the operator can switch it off |
-//! | `detection_interval_minutes`       | 10       | frequent enough to notice work, cheap enough for a detector that scans a cluster |
-//! | `detection_timeout_seconds`        | 60       | a scan that takes longer is stuck more often than it is slow |
-//! | `max_jobs_per_detection`           | 1000     | one detection cannot flood the queue; the next round picks up the rest |
-//! | `global_execution_concurrency`     | 64       | per job type, across all workers: bounds the load one job type puts on the cluster |
-//! | `per_worker_execution_concurrency` | 0        | 0 = no per-worker cap: a worker is limited only by the slots it advertises |
-//! | `retry_limit`                      | 3        | transient failures get a few chances, a broken job is dead-lettered soon |
-//! | `retry_backoff_seconds`            | 10       | long enough for a restarted worker or a flapping peer to settle |
-//! | `job_type_max_runtime_seconds`     | 0        | 0 = no limit on a job's total runtime across attempts |
-//! | `execution_timeout_seconds`        | 3600     | per attempt: generous for bulk work, but a hung attempt is eventually cancelled |
+//! Each row of [`RUNTIME_SETTINGS`] holds a setting's name, label, unit, bounds, fallback,
+//! what zero means, help and why the fallback is what it is. The validator takes the
+//! bounds from it, the runtime form its labels, units, bounds and help, [`fallback()`]
+//! and [`fill()`] its fallbacks and zero rules, and the README's "Runtime settings" table
+//! is rendered from it ([`docs_table`]; a test keeps the README in step).
 
 use proto::pb;
 
-/// The admin's fallback runtime settings (see the table in the module docs).
-pub fn fallback() -> pb::AdminRuntimeConfig {
-    pb::AdminRuntimeConfig {
-        enabled: true,
-        detection_interval_minutes: 10,
-        detection_timeout_seconds: 60,
-        max_jobs_per_detection: 1000,
-        global_execution_concurrency: 64,
-        per_worker_execution_concurrency: 0,
-        retry_limit: 3,
-        retry_backoff_seconds: 10,
-        job_type_max_runtime_seconds: 0,
-        execution_timeout_seconds: 3600,
+pub const DAY_SECONDS: i32 = 86_400;
+pub const WEEK_SECONDS: i32 = 7 * DAY_SECONDS;
+
+/// One admin runtime setting: a field of `AdminRuntimeConfig` (and of
+/// `AdminRuntimeDefaults`, which has the same fields).
+#[derive(Debug)]
+pub struct RuntimeSetting {
+    /// The field name in `AdminRuntimeConfig` and in proto JSON; the form's input is
+    /// `runtime.<name>`, the validator's errors are reported as `runtime.<name>`.
+    pub name: &'static str,
+    /// The form's label.
+    pub label: &'static str,
+    /// What the setting does, as the form's hint (one or more sentences).
+    pub help: &'static str,
+    /// Why the fallback is what it is (the docs).
+    pub why: &'static str,
+    pub kind: SettingKind,
+}
+
+#[derive(Debug)]
+pub enum SettingKind {
+    /// On or off (`enabled`).
+    Switch(SwitchSetting),
+    /// A whole number.
+    Number(NumberSetting),
+}
+
+#[derive(Debug)]
+pub struct SwitchSetting {
+    pub fallback: bool,
+    pub get: fn(&pb::AdminRuntimeConfig) -> bool,
+    pub set: fn(&mut pb::AdminRuntimeConfig, bool),
+}
+
+#[derive(Debug)]
+pub struct NumberSetting {
+    /// The unit, in words: "minutes", "jobs".
+    pub unit: &'static str,
+    /// The accepted range (the validator's). Zero is allowed everywhere (it means "use the
+    /// fallback" or has a meaning of its own, see [`Zero`]); the upper bounds catch typos
+    /// (a timeout in milliseconds, a year-long interval) rather than encode policy.
+    pub min: i32,
+    pub max: i32,
+    pub fallback: i32,
+    pub zero: Zero,
+    pub get: fn(&pb::AdminRuntimeConfig) -> i32,
+    pub set: fn(&mut pb::AdminRuntimeConfig, i32),
+}
+
+/// What zero (the value of a field nobody set) means for a number setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zero {
+    /// Use the fallback: [`fill()`] replaces zero and negative values with it.
+    Fallback,
+    /// Zero has this meaning ("no retries"): [`fill()`] keeps it and turns only negative
+    /// values, which have no meaning, into zero.
+    Means(&'static str),
+}
+
+impl RuntimeSetting {
+    /// The number setting, or `None` for the switch.
+    pub fn number(&self) -> Option<&NumberSetting> {
+        match &self.kind {
+            SettingKind::Number(n) => Some(n),
+            SettingKind::Switch(_) => None,
+        }
     }
+}
+
+/// Every admin runtime setting, one row per field of `AdminRuntimeConfig`, in the
+/// message's field order.
+pub const RUNTIME_SETTINGS: &[RuntimeSetting] = &[
+    RuntimeSetting {
+        name: "enabled",
+        label: "Enabled",
+        help: "When off, no scheduled detection runs; Run now still works.",
+        why: "a job type a worker offers is meant to run; the operator can switch it off",
+        kind: SettingKind::Switch(SwitchSetting { fallback: true, get: |r| r.enabled, set: |r, v| r.enabled = v }),
+    },
+    RuntimeSetting {
+        name: "detection_interval_minutes",
+        label: "Detection interval",
+        help: "How often the scheduler asks a detector for work while the job type is enabled.",
+        why: "frequent enough to notice work, cheap enough for a detector that scans a cluster",
+        kind: SettingKind::Number(NumberSetting {
+            unit: "minutes",
+            min: 0,
+            max: 525_600, // one year
+            fallback: 10,
+            zero: Zero::Fallback,
+            get: |r| r.detection_interval_minutes,
+            set: |r, v| r.detection_interval_minutes = v,
+        }),
+    },
+    RuntimeSetting {
+        name: "detection_timeout_seconds",
+        label: "Detection timeout",
+        help: "How long one detection may run before it is cancelled.",
+        why: "a scan that takes longer is stuck more often than it is slow",
+        kind: SettingKind::Number(NumberSetting {
+            unit: "seconds",
+            min: 0,
+            max: WEEK_SECONDS,
+            fallback: 60,
+            zero: Zero::Fallback,
+            get: |r| r.detection_timeout_seconds,
+            set: |r, v| r.detection_timeout_seconds = v,
+        }),
+    },
+    RuntimeSetting {
+        name: "max_jobs_per_detection",
+        label: "Max jobs per detection",
+        help: "Proposals beyond this many are left for the next detection.",
+        why: "one detection cannot flood the queue; the next round picks up the rest",
+        kind: SettingKind::Number(NumberSetting {
+            unit: "jobs",
+            min: 0,
+            max: 1_000_000,
+            fallback: 1000,
+            zero: Zero::Fallback,
+            get: |r| r.max_jobs_per_detection,
+            set: |r, v| r.max_jobs_per_detection = v,
+        }),
+    },
+    RuntimeSetting {
+        name: "global_execution_concurrency",
+        label: "Concurrency, all workers",
+        help: "How many jobs of this type may run at once across all workers.",
+        why: "per job type, across all workers: bounds the load one job type puts on the cluster",
+        kind: SettingKind::Number(NumberSetting {
+            unit: "jobs",
+            min: 0,
+            max: 10_000,
+            fallback: 64,
+            zero: Zero::Fallback,
+            get: |r| r.global_execution_concurrency,
+            set: |r, v| r.global_execution_concurrency = v,
+        }),
+    },
+    RuntimeSetting {
+        name: "per_worker_execution_concurrency",
+        label: "Concurrency per worker",
+        help: "How many jobs of this type one worker may run at once.",
+        why: "no per-worker cap: a worker is limited only by the slots it advertises",
+        kind: SettingKind::Number(NumberSetting {
+            unit: "jobs",
+            min: 0,
+            max: 10_000,
+            fallback: 0,
+            zero: Zero::Means("no cap beyond the worker's own slots"),
+            get: |r| r.per_worker_execution_concurrency,
+            set: |r, v| r.per_worker_execution_concurrency = v,
+        }),
+    },
+    RuntimeSetting {
+        name: "retry_limit",
+        label: "Retries",
+        help: "How often a failed job is tried again before it is dead-lettered.",
+        why: "transient failures get a few chances, a broken job is dead-lettered soon",
+        kind: SettingKind::Number(NumberSetting {
+            unit: "retries",
+            min: 0,
+            max: 100,
+            fallback: 3,
+            zero: Zero::Means("no retries"),
+            get: |r| r.retry_limit,
+            set: |r, v| r.retry_limit = v,
+        }),
+    },
+    RuntimeSetting {
+        name: "retry_backoff_seconds",
+        label: "Retry backoff",
+        help: "How long a failed job waits before its next attempt.",
+        why: "long enough for a restarted worker or a flapping peer to settle",
+        kind: SettingKind::Number(NumberSetting {
+            unit: "seconds",
+            min: 0,
+            max: DAY_SECONDS,
+            fallback: 10,
+            zero: Zero::Fallback,
+            get: |r| r.retry_backoff_seconds,
+            set: |r, v| r.retry_backoff_seconds = v,
+        }),
+    },
+    RuntimeSetting {
+        name: "job_type_max_runtime_seconds",
+        label: "Max total runtime",
+        help: "A cap on a job's runtime over all its attempts.",
+        why: "no limit on a job's total runtime across attempts",
+        kind: SettingKind::Number(NumberSetting {
+            unit: "seconds",
+            min: 0,
+            max: WEEK_SECONDS,
+            fallback: 0,
+            zero: Zero::Means("no limit"),
+            get: |r| r.job_type_max_runtime_seconds,
+            set: |r, v| r.job_type_max_runtime_seconds = v,
+        }),
+    },
+    RuntimeSetting {
+        name: "execution_timeout_seconds",
+        label: "Execution timeout",
+        help: "How long one attempt may run before it is cancelled.",
+        why: "per attempt: generous for bulk work, but a hung attempt is eventually cancelled",
+        kind: SettingKind::Number(NumberSetting {
+            unit: "seconds",
+            min: 0,
+            max: WEEK_SECONDS,
+            fallback: 3600,
+            zero: Zero::Fallback,
+            get: |r| r.execution_timeout_seconds,
+            set: |r, v| r.execution_timeout_seconds = v,
+        }),
+    },
+];
+
+/// The number settings of [`RUNTIME_SETTINGS`], in order.
+pub fn number_settings() -> impl Iterator<Item = (&'static RuntimeSetting, &'static NumberSetting)> {
+    RUNTIME_SETTINGS.iter().filter_map(|s| s.number().map(|n| (s, n)))
+}
+
+/// The admin's fallback runtime settings (the `fallback` column of [`RUNTIME_SETTINGS`]).
+pub fn fallback() -> pb::AdminRuntimeConfig {
+    let mut r = pb::AdminRuntimeConfig::default();
+    for s in RUNTIME_SETTINGS {
+        match &s.kind {
+            SettingKind::Switch(w) => (w.set)(&mut r, w.fallback),
+            SettingKind::Number(n) => (n.set)(&mut r, n.fallback),
+        }
+    }
+    r
 }
 
 /// The runtime defaults a descriptor declares (else [`fallback()`]), through [`fill()`].
@@ -45,30 +256,27 @@ pub fn defaults_from_descriptor(d: &pb::JobTypeDescriptor) -> pb::AdminRuntimeCo
     }
 }
 
-/// Replaces values that would make no sense with the fallback.
+/// Replaces values that would make no sense, by each setting's [`Zero`] rule.
 ///
-/// Zero or negative in `detection_interval_minutes`, `detection_timeout_seconds`,
-/// `max_jobs_per_detection`, `global_execution_concurrency`, `retry_backoff_seconds` and
-/// `execution_timeout_seconds` becomes the fallback value: a zero there is what a
-/// descriptor or an old config that never set the field looks like on the wire.
-/// `enabled` is kept as given. `retry_limit`, `per_worker_execution_concurrency` and
-/// `job_type_max_runtime_seconds` keep zero (no retries, no per-worker cap, no limit);
-/// only a negative value there, which has no meaning, becomes 0.
+/// Zero or negative in a setting whose zero means "use the fallback" (the interval, the
+/// timeouts, max jobs per detection, global concurrency, the retry backoff) becomes the
+/// fallback value: a zero there is what a descriptor or an old config that never set the
+/// field looks like on the wire. Settings where zero has a meaning of its own
+/// (`retry_limit`, `per_worker_execution_concurrency`, `job_type_max_runtime_seconds`:
+/// no retries, no per-worker cap, no limit) keep zero; only a negative value there, which
+/// has no meaning, becomes 0. `enabled` is kept as given.
 pub fn fill(r: pb::AdminRuntimeConfig) -> pb::AdminRuntimeConfig {
-    let fb = fallback();
-    let positive = |v: i32, fallback: i32| if v > 0 { v } else { fallback };
-    pb::AdminRuntimeConfig {
-        enabled: r.enabled,
-        detection_interval_minutes: positive(r.detection_interval_minutes, fb.detection_interval_minutes),
-        detection_timeout_seconds: positive(r.detection_timeout_seconds, fb.detection_timeout_seconds),
-        max_jobs_per_detection: positive(r.max_jobs_per_detection, fb.max_jobs_per_detection),
-        global_execution_concurrency: positive(r.global_execution_concurrency, fb.global_execution_concurrency),
-        per_worker_execution_concurrency: r.per_worker_execution_concurrency.max(0),
-        retry_limit: r.retry_limit.max(0),
-        retry_backoff_seconds: positive(r.retry_backoff_seconds, fb.retry_backoff_seconds),
-        job_type_max_runtime_seconds: r.job_type_max_runtime_seconds.max(0),
-        execution_timeout_seconds: positive(r.execution_timeout_seconds, fb.execution_timeout_seconds),
+    let mut filled = r;
+    for (_, n) in number_settings() {
+        let v = (n.get)(&r);
+        let v = match n.zero {
+            Zero::Fallback if v > 0 => v,
+            Zero::Fallback => n.fallback,
+            Zero::Means(_) => v.max(0),
+        };
+        (n.set)(&mut filled, v);
     }
+    filled
 }
 
 /// The runtime settings the scheduler and dispatcher use: the saved config's, else the
@@ -86,7 +294,8 @@ pub fn effective(
     }
 }
 
-/// The descriptor's defaults as a config (the two messages have the same ten fields).
+/// The descriptor's defaults as a config (the two messages have the same ten fields; the
+/// compiler checks that none is left out here).
 fn from_defaults(d: &pb::AdminRuntimeDefaults) -> pb::AdminRuntimeConfig {
     pb::AdminRuntimeConfig {
         enabled: d.enabled,
@@ -102,12 +311,121 @@ fn from_defaults(d: &pb::AdminRuntimeDefaults) -> pb::AdminRuntimeConfig {
     }
 }
 
+/// The first line of the README's generated table (the docs test finds it there).
+pub const DOCS_TABLE_START: &str = "<!-- runtime settings: generated from admin/src/runtime_config.rs, do not edit -->";
+/// The line after the README's generated table.
+pub const DOCS_TABLE_END: &str = "<!-- end of runtime settings -->";
+
+/// The README's "Runtime settings" table, between its two marker lines.
+pub fn docs_table() -> String {
+    let mut out = String::new();
+    out.push_str(DOCS_TABLE_START);
+    out.push('\n');
+    out.push_str("| setting | form label | unit | range | fallback | 0 means | what it does | why this fallback |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|\n");
+    for s in RUNTIME_SETTINGS {
+        let (unit, range, fallback, zero) = match &s.kind {
+            SettingKind::Switch(w) => {
+                ("", "on or off".to_string(), if w.fallback { "on" } else { "off" }.to_string(), "")
+            }
+            SettingKind::Number(n) => (
+                n.unit,
+                format!("{} to {}", n.min, n.max),
+                n.fallback.to_string(),
+                match n.zero {
+                    Zero::Fallback => "the fallback",
+                    Zero::Means(what) => what,
+                },
+            ),
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {unit} | {range} | {fallback} | {zero} | {} | {} |\n",
+            s.name, s.label, s.help, s.why
+        ));
+    }
+    out.push_str(DOCS_TABLE_END);
+    out.push('\n');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn descriptor_with(defaults: Option<pb::AdminRuntimeDefaults>) -> pb::JobTypeDescriptor {
         pb::JobTypeDescriptor { job_type: "vacuum".into(), admin_runtime_defaults: defaults, ..Default::default() }
+    }
+
+    #[test]
+    fn the_table_has_one_row_per_field_of_the_message_in_order() {
+        let message = proto::descriptor_pool()
+            .get_message_by_name("plugin.AdminRuntimeConfig")
+            .expect("AdminRuntimeConfig is in the descriptor pool");
+        let fields: Vec<String> = message.fields().map(|f| f.name().to_string()).collect();
+        let rows: Vec<&str> = RUNTIME_SETTINGS.iter().map(|s| s.name).collect();
+        assert_eq!(fields, rows);
+    }
+
+    #[test]
+    fn each_row_reads_and_writes_its_own_field() {
+        // Every number setting gets a distinct value; each getter must see its own, and
+        // the JSON of the message must hold it under the row's name.
+        let mut r = pb::AdminRuntimeConfig::default();
+        for (i, (_, n)) in number_settings().enumerate() {
+            (n.set)(&mut r, i as i32 + 1);
+        }
+        let json: serde_json::Value = serde_json::from_str(&proto::json::to_string_pretty(&r).unwrap()).unwrap();
+        for (i, (s, n)) in number_settings().enumerate() {
+            assert_eq!((n.get)(&r), i as i32 + 1, "{}", s.name);
+            assert_eq!(json[s.name], i as i64 + 1, "{}", s.name);
+        }
+        for s in RUNTIME_SETTINGS {
+            if let SettingKind::Switch(w) = &s.kind {
+                let mut r = pb::AdminRuntimeConfig::default();
+                (w.set)(&mut r, true);
+                assert!((w.get)(&r));
+                let json: serde_json::Value =
+                    serde_json::from_str(&proto::json::to_string_pretty(&r).unwrap()).unwrap();
+                assert_eq!(json[s.name], true, "{}", s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn every_fallback_is_within_its_bounds_and_every_row_is_described() {
+        for s in RUNTIME_SETTINGS {
+            assert!(!s.label.is_empty() && !s.help.is_empty() && !s.why.is_empty(), "{}", s.name);
+            if let Some(n) = s.number() {
+                assert!(n.min <= n.fallback && n.fallback <= n.max, "{}", s.name);
+                assert!(n.min <= 0, "{}: zero is always accepted", s.name);
+                assert!(!n.unit.is_empty(), "{}", s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_holds_the_rendered_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md is readable");
+        let start = readme.find(DOCS_TABLE_START).expect("README.md has the runtime settings table");
+        let end = readme[start..].find(DOCS_TABLE_END).map(|e| start + e + DOCS_TABLE_END.len() + 1);
+        let shown = end.map(|end| &readme[start..end.min(readme.len())]).unwrap_or(&readme[start..]);
+        assert_eq!(
+            shown,
+            docs_table(),
+            "README.md's runtime settings table is stale; replace it with the expected text"
+        );
+    }
+
+    #[test]
+    fn the_docs_table_shows_each_row() {
+        let table = docs_table();
+        assert!(table.contains("| `enabled` | Enabled |  | on or off | on |  | When off,"), "{table}");
+        assert!(table.contains("| `retry_limit` | Retries | retries | 0 to 100 | 3 | no retries |"), "{table}");
+        assert!(table.contains(
+            "| `execution_timeout_seconds` | Execution timeout | seconds | 0 to 604800 | 3600 | the fallback |"
+        ));
+        assert_eq!(table.lines().count(), RUNTIME_SETTINGS.len() + 4);
     }
 
     #[test]

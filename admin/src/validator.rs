@@ -15,12 +15,17 @@
 //!   value is the submitted one, else the form's default (for the worker form, the
 //!   descriptor's `worker_default_values` first). A condition without a value to compare
 //!   against is treated as always true. Conditions are not chained: whether the
-//!   controlling field is itself visible does not matter.
-//! - A read-only field is only compared with its saved value (else its default); no other
-//!   check applies to it, since the operator cannot change it anyway.
+//!   controlling field is itself visible does not matter. The rule, and how values are
+//!   compared (`1` matches `1.0`, a string `"5"` matches `5`), is
+//!   [`config_value::is_visible`](crate::config_value::is_visible), which the forms use too.
+//! - A read-only field is only compared with its saved value (else its default): it must
+//!   be the same value ([`same_value`](crate::config_value::same_value): identical, or a
+//!   number of the same value); no other check applies to it, since the operator cannot
+//!   change it anyway.
 //! - Options restrict any field that has them (ENUM, STRING, a number shown as a select,
-//!   every item of a LIST). An ENUM whose descriptor lists no options accepts any string:
-//!   there is nothing to check against.
+//!   every item of a LIST), matched by value key. An ENUM whose descriptor lists no
+//!   options accepts any string: there is nothing to check against. A DURATION is not
+//!   restricted by options.
 //! - As in HTML forms, an empty string in an optional field passes the options, regex and
 //!   length checks: "not filled in" is not "filled in wrongly".
 //! - `VALIDATION_RULE_TYPE_CUSTOM` is ignored: its expression language belongs to the
@@ -37,6 +42,12 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use proto::pb::{self, ConfigFieldType, ValidationRuleType, config_value::Kind};
 use regex::{Regex, RegexBuilder};
+
+use crate::config_value::{
+    Defaults, NANOS_PER_SECOND, distinct_fields, duration_nanos, form_fields, is_visible, list_keys, present,
+    same_value, seconds_text, value_key,
+};
+use crate::runtime_config;
 
 /// One problem with one field. `field` is the field name; [`validate_config`] prefixes it
 /// with `admin.`, `worker.` or `runtime.`.
@@ -57,52 +68,6 @@ impl fmt::Display for FieldError {
         write!(f, "{}: {}", self.field, self.message)
     }
 }
-
-/// Bounds of one admin runtime setting, as [`validate_config`] enforces them (the pages
-/// use them for their number inputs).
-#[derive(Debug, Clone, Copy)]
-pub struct RuntimeBound {
-    /// The field name in `AdminRuntimeConfig` (and in proto JSON).
-    pub name: &'static str,
-    pub min: i32,
-    pub max: i32,
-    /// Reads the setting from a config.
-    pub get: fn(&pb::AdminRuntimeConfig) -> i32,
-}
-
-const DAY_SECONDS: i32 = 86_400;
-const WEEK_SECONDS: i32 = 7 * DAY_SECONDS;
-
-/// The accepted range of every admin runtime setting. Zero is allowed everywhere (it
-/// means "use the fallback" or "no limit", see `runtime_config::fill`); the upper bounds
-/// catch typos (a timeout in milliseconds, a year-long interval) rather than encode
-/// policy.
-pub const RUNTIME_BOUNDS: &[RuntimeBound] = &[
-    RuntimeBound {
-        name: "detection_interval_minutes",
-        min: 0,
-        max: 525_600, // one year
-        get: |r| r.detection_interval_minutes,
-    },
-    RuntimeBound { name: "detection_timeout_seconds", min: 0, max: WEEK_SECONDS, get: |r| r.detection_timeout_seconds },
-    RuntimeBound { name: "max_jobs_per_detection", min: 0, max: 1_000_000, get: |r| r.max_jobs_per_detection },
-    RuntimeBound { name: "global_execution_concurrency", min: 0, max: 10_000, get: |r| r.global_execution_concurrency },
-    RuntimeBound {
-        name: "per_worker_execution_concurrency",
-        min: 0,
-        max: 10_000,
-        get: |r| r.per_worker_execution_concurrency,
-    },
-    RuntimeBound { name: "retry_limit", min: 0, max: 100, get: |r| r.retry_limit },
-    RuntimeBound { name: "retry_backoff_seconds", min: 0, max: DAY_SECONDS, get: |r| r.retry_backoff_seconds },
-    RuntimeBound {
-        name: "job_type_max_runtime_seconds",
-        min: 0,
-        max: WEEK_SECONDS,
-        get: |r| r.job_type_max_runtime_seconds,
-    },
-    RuntimeBound { name: "execution_timeout_seconds", min: 0, max: WEEK_SECONDS, get: |r| r.execution_timeout_seconds },
-];
 
 /// Validates `values` against one form. `current` holds the saved values (for the
 /// read-only check); pass an empty map when there are none.
@@ -145,16 +110,16 @@ pub fn validate_config(
         &mut errors,
     );
     if let Some(runtime) = &config.admin_runtime {
-        for bound in RUNTIME_BOUNDS {
-            let value = (bound.get)(runtime);
-            let message = if value < bound.min {
-                format!("must be at least {}", bound.min)
-            } else if value > bound.max {
-                format!("must be at most {}", bound.max)
+        for (setting, n) in runtime_config::number_settings() {
+            let value = (n.get)(runtime);
+            let message = if value < n.min {
+                format!("must be at least {}", n.min)
+            } else if value > n.max {
+                format!("must be at most {}", n.max)
             } else {
                 continue;
             };
-            errors.push(FieldError::new(format!("runtime.{}", bound.name), message));
+            errors.push(FieldError::new(format!("runtime.{}", setting.name), message));
         }
     }
     into_result(errors)
@@ -185,18 +150,8 @@ pub fn redact(descriptor: &pb::JobTypeDescriptor, config: &pb::PersistedJobTypeC
     redacted
 }
 
-/// Every field of the form, section by section, in declaration order.
-pub(crate) fn form_fields(form: Option<&pb::ConfigForm>) -> impl Iterator<Item = &pb::ConfigField> {
-    form.into_iter().flat_map(|f| f.sections.iter()).flat_map(|s| s.fields.iter())
-}
-
 fn into_result(errors: Vec<FieldError>) -> Result<(), Vec<FieldError>> {
     if errors.is_empty() { Ok(()) } else { Err(errors) }
-}
-
-/// A value that is present: the map has it and its oneof is set.
-fn present<'a>(map: &'a HashMap<String, pb::ConfigValue>, name: &str) -> Option<&'a pb::ConfigValue> {
-    map.get(name).filter(|v| v.kind.is_some())
 }
 
 /// Validates the values of one form (absent form: no fields), appending to `errors`.
@@ -210,6 +165,7 @@ fn check_form(
     prefix: &str,
     errors: &mut Vec<FieldError>,
 ) {
+    let defaults = Defaults::new(form, extra_defaults);
     let known: HashSet<&str> = form_fields(form).map(|f| f.name.as_str()).collect();
     let mut unknown: Vec<&String> = values.keys().filter(|name| !known.contains(name.as_str())).collect();
     unknown.sort();
@@ -217,26 +173,18 @@ fn check_form(
         errors.push(FieldError::new(format!("{prefix}{name}"), "is not a field of this form"));
     }
 
-    let default_of = |name: &str| {
-        extra_defaults.and_then(|d| present(d, name)).or_else(|| form.and_then(|f| present(&f.default_values, name)))
-    };
-
-    let mut seen = HashSet::new();
-    for field in form_fields(form) {
-        if !seen.insert(field.name.as_str()) {
-            continue;
-        }
+    for field in distinct_fields(form) {
         let submitted = present(values, &field.name);
         let mut messages = Vec::new();
 
         if field.read_only {
             if let Some(value) = submitted {
-                let saved = present(current, &field.name).or_else(|| default_of(&field.name));
-                if !saved.is_some_and(|s| loosely_equal(s, value)) {
+                let saved = present(current, &field.name).or_else(|| defaults.get(&field.name));
+                if !saved.is_some_and(|s| same_value(s, value)) {
                     messages.push("is read-only".to_string());
                 }
             }
-        } else if is_visible(field, values, &default_of) {
+        } else if is_visible(field, values, defaults) {
             match submitted.and_then(|v| v.kind.as_ref()) {
                 Some(kind) => check_value(field, kind, &mut messages),
                 None if field.required => messages.push("is required".to_string()),
@@ -245,32 +193,6 @@ fn check_form(
         }
 
         errors.extend(messages.into_iter().map(|m| FieldError::new(format!("{prefix}{}", field.name), m)));
-    }
-}
-
-fn is_visible<'a>(
-    field: &pb::ConfigField,
-    values: &'a HashMap<String, pb::ConfigValue>,
-    default_of: &impl Fn(&str) -> Option<&'a pb::ConfigValue>,
-) -> bool {
-    if field.visible_when_field.is_empty() {
-        return true;
-    }
-    let Some(expected) = field.visible_when_equals.as_ref().filter(|v| v.kind.is_some()) else {
-        return true;
-    };
-    present(values, &field.visible_when_field)
-        .or_else(|| default_of(&field.visible_when_field))
-        .is_some_and(|actual| loosely_equal(actual, expected))
-}
-
-/// Equality that treats an integer and a double of the same value as equal (a form may
-/// send `1` where the descriptor wrote `1.0`).
-fn loosely_equal(a: &pb::ConfigValue, b: &pb::ConfigValue) -> bool {
-    match (&a.kind, &b.kind) {
-        (Some(Kind::Int64Value(i)), Some(Kind::DoubleValue(d)))
-        | (Some(Kind::DoubleValue(d)), Some(Kind::Int64Value(i))) => *i as f64 == *d,
-        _ => a == b,
     }
 }
 
@@ -359,12 +281,6 @@ enum Num {
     Nanos(i128),
 }
 
-const NANOS_PER_SECOND: i128 = 1_000_000_000;
-
-fn duration_nanos(d: &prost_types::Duration) -> i128 {
-    i128::from(d.seconds) * NANOS_PER_SECOND + i128::from(d.nanos)
-}
-
 impl Num {
     fn of(kind: &Kind) -> Option<Num> {
         match kind {
@@ -405,8 +321,7 @@ impl fmt::Display for Num {
         match self {
             Num::Int(i) => write!(f, "{i}"),
             Num::Float(x) => write!(f, "{x}"),
-            Num::Nanos(n) if n % NANOS_PER_SECOND == 0 => write!(f, "{}s", n / NANOS_PER_SECOND),
-            Num::Nanos(n) => write!(f, "{}s", *n as f64 / NANOS_PER_SECOND as f64),
+            Num::Nanos(n) => write!(f, "{}s", seconds_text(*n)),
         }
     }
 }
@@ -433,29 +348,6 @@ fn check_range(field: &pb::ConfigField, kind: &Kind, messages: &mut Vec<String>)
     }
 }
 
-/// A scalar or list item as the string an option's `value` would hold.
-fn option_key(kind: &Kind) -> Option<String> {
-    match kind {
-        Kind::StringValue(s) => Some(s.clone()),
-        Kind::Int64Value(i) => Some(i.to_string()),
-        Kind::DoubleValue(d) => Some(d.to_string()),
-        Kind::BoolValue(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// The items of a list value as option keys (`None` for an item no option can match).
-fn list_keys(kind: &Kind) -> Option<Vec<Option<String>>> {
-    Some(match kind {
-        Kind::StringList(l) => l.values.iter().map(|s| Some(s.clone())).collect(),
-        Kind::Int64List(l) => l.values.iter().map(|i| Some(i.to_string())).collect(),
-        Kind::DoubleList(l) => l.values.iter().map(|d| Some(d.to_string())).collect(),
-        Kind::BoolList(l) => l.values.iter().map(|b| Some(b.to_string())).collect(),
-        Kind::ListValue(l) => l.values.iter().map(|v| v.kind.as_ref().and_then(option_key)).collect(),
-        _ => return None,
-    })
-}
-
 /// "must be one of: a, b" with the selectable options (at most 20 listed).
 fn options_message(field: &pb::ConfigField, lead: &str) -> String {
     const SHOWN: usize = 20;
@@ -474,10 +366,11 @@ fn options_message(field: &pb::ConfigField, lead: &str) -> String {
     format!("{lead} one of: {list}")
 }
 
-/// Options restrict a scalar value and every item of a list. A field without options
-/// (including an ENUM whose descriptor lists none) has nothing to check against.
+/// Options restrict a scalar value and every item of a list, by value key. A field without
+/// options (including an ENUM whose descriptor lists none) has nothing to check against.
+/// A duration is not restricted: the forms show it as a number and a unit, not a choice.
 fn check_options(field: &pb::ConfigField, kind: &Kind, messages: &mut Vec<String>) {
-    if field.options.is_empty() {
+    if field.options.is_empty() || matches!(kind, Kind::DurationValue(_)) {
         return;
     }
     let allowed = |key: &Option<String>| {
@@ -487,7 +380,7 @@ fn check_options(field: &pb::ConfigField, kind: &Kind, messages: &mut Vec<String
         if !items.iter().all(allowed) {
             messages.push(options_message(field, "every item must be"));
         }
-    } else if let Some(key) = option_key(kind)
+    } else if let Some(key) = value_key(kind)
         && !allowed(&Some(key))
     {
         messages.push(options_message(field, "must be"));
@@ -603,6 +496,7 @@ fn compiled_regex(expression: &str) -> Result<Regex, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime_config::{DAY_SECONDS, WEEK_SECONDS};
 
     // ---- builders -------------------------------------------------------------------
 

@@ -331,22 +331,7 @@ fn keep_unchanged_for_validation(
     saved: &pb::PersistedJobTypeConfig,
     c: &mut pb::PersistedJobTypeConfig,
 ) {
-    for (form, from, to) in [
-        (d.admin_config_form.as_ref(), &saved.admin_config_values, &mut c.admin_config_values),
-        (d.worker_config_form.as_ref(), &saved.worker_config_values, &mut c.worker_config_values),
-    ] {
-        for f in form.into_iter().flat_map(|f| f.sections.iter()).flat_map(|s| s.fields.iter()) {
-            if (f.sensitive || f.read_only)
-                && !to.contains_key(&f.name)
-                && let Some(v) = from.get(&f.name)
-            {
-                to.insert(f.name.clone(), v.clone());
-            }
-        }
-    }
-    if c.admin_runtime.is_none() {
-        c.admin_runtime = saved.admin_runtime;
-    }
+    crate::config_value::keep_unchanged_config(d, Some(saved), c);
 }
 
 /// Persists a config through the admin's one save path (validation, event, activity).
