@@ -110,7 +110,7 @@ pub enum Outcome {
         queued: bool,
     },
     /// The job after a cancel, expire or retry.
-    Job(JobView),
+    Job(Box<JobView>),
     Draining {
         worker_id: String,
         draining: bool,
@@ -158,12 +158,12 @@ impl Components {
                 Ok(Outcome::DetectionRequested { queued })
             }
             Command::CancelJob { seq, reason } => {
-                Ok(Outcome::Job(self.dispatcher.stop_job(seq, JobState::Canceled, &reason)?))
+                Ok(Outcome::Job(Box::new(self.dispatcher.stop_job(seq, JobState::Canceled, &reason)?)))
             }
             Command::ExpireJob { seq, reason } => {
-                Ok(Outcome::Job(self.dispatcher.stop_job(seq, JobState::Failed, &reason)?))
+                Ok(Outcome::Job(Box::new(self.dispatcher.stop_job(seq, JobState::Failed, &reason)?)))
             }
-            Command::RetryJob { seq } => Ok(Outcome::Job(self.dispatcher.retry_job(seq)?)),
+            Command::RetryJob { seq } => Ok(Outcome::Job(Box::new(self.dispatcher.retry_job(seq)?))),
             Command::SetDraining { worker_id, draining } => {
                 if draining && self.registry.get(&worker_id).is_none() {
                     return Err(Refusal::NotConnected(worker_id));
