@@ -28,6 +28,7 @@ pub mod liveness;
 pub mod monitor;
 pub mod random;
 pub mod registry;
+pub mod retention;
 pub mod runtime_config;
 pub mod scheduler;
 pub mod schema;

@@ -17,7 +17,8 @@ use crate::{
     datadir::{DataDirLock, LockError},
     events::EventBus,
     grpc::WorkerService,
-    store::{Op, Store, StoreError},
+    retention::Retention,
+    store::{Store, StoreError},
 };
 
 /// Events kept for SSE replay.
@@ -144,7 +145,11 @@ impl Admin {
         tasks.push(tokio::spawn(c.scheduler.clone().run(stop.clone())));
         tasks.push(tokio::spawn(c.schemas.clone().run(stop.clone())));
         tasks.push(tokio::spawn(c.liveness().run(stop.clone())));
-        tasks.push(tokio::spawn(retention_loop(c.clone())));
+        if let Some(keep) = c.config.history_retention {
+            let retention =
+                Retention { store: c.store.clone(), dispatcher: c.dispatcher.clone(), clock: c.clock.clone(), keep };
+            tasks.push(tokio::spawn(retention.run(stop.clone())));
+        }
 
         c.set_ready();
         tracing::info!(%http_addr, %grpc_addr, "admin ready");
@@ -208,21 +213,4 @@ fn grpc_tls(files: &crate::config::TlsFiles) -> Result<tonic::transport::ServerT
         tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
     }
     Ok(tls)
-}
-
-/// Prunes finished history older than the retention period, hourly.
-async fn retention_loop(c: Arc<Components>) {
-    let Some(keep) = c.config.history_retention else { return };
-    loop {
-        let (report, pruned) = tokio::sync::oneshot::channel();
-        let before_ms = c.clock.now_ms() - keep.as_millis() as i64;
-        c.store.write(Op::Prune { before_ms, report: Some(report) });
-        if let Ok(pruned) = pruned.await {
-            c.dispatcher.forget_pruned(&pruned);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-            _ = c.shutdown.cancelled() => break,
-        }
-    }
 }

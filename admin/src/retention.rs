@@ -1,0 +1,100 @@
+//! Retention: finished jobs, activities and runs older than the retention period are
+//! deleted once an hour, and the job counts follow what was deleted.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clock::SharedClock,
+    dispatcher::Dispatcher,
+    store::{Op, Store},
+};
+
+pub struct Retention {
+    pub store: Arc<Store>,
+    pub dispatcher: Dispatcher,
+    pub clock: SharedClock,
+    /// History older than this is deleted.
+    pub keep: Duration,
+}
+
+impl Retention {
+    /// Prunes once, waiting until the prune is committed; returns how many jobs went.
+    pub async fn prune(&self) -> i64 {
+        let (report, pruned) = tokio::sync::oneshot::channel();
+        let before_ms = self.clock.now_ms() - self.keep.as_millis() as i64;
+        self.store.write(Op::Prune { before_ms, report: Some(report) });
+        match pruned.await {
+            Ok(pruned) => {
+                self.dispatcher.forget_pruned(&pruned);
+                pruned.values().sum()
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Prunes now and then hourly, until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        loop {
+            self.prune().await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proto::pb::JobState;
+
+    use super::*;
+    use crate::{
+        job::{Job, JobSpecData},
+        test_support::Rig,
+    };
+
+    fn finished(seq: i64, at: i64) -> Arc<Job> {
+        let spec = JobSpecData {
+            job_type: "t".into(),
+            dedupe_key: format!("k{seq}"),
+            priority: 2,
+            summary: String::new(),
+            detail: String::new(),
+            parameters: Default::default(),
+            labels: Default::default(),
+            created_at: at,
+            not_before: 0,
+            expires_at: 0,
+            detection_run: 0,
+        };
+        let mut job = Job::pending(seq, spec, at);
+        job.state = JobState::Succeeded;
+        job.completed_at = at;
+        Arc::new(job)
+    }
+
+    #[tokio::test]
+    async fn history_older_than_the_retention_period_by_the_clock_is_pruned_and_counts_follow() {
+        let rig = Rig::new(|_| {});
+        let day = 86_400_000;
+        rig.c.store.write(Op::InsertJob(finished(1, Rig::T0)));
+        rig.c.store.write(Op::InsertJob(finished(2, Rig::T0 + day)));
+        rig.c.store.settle().await;
+        let retention = Retention {
+            store: rig.c.store.clone(),
+            dispatcher: rig.c.dispatcher.clone(),
+            clock: rig.clock.clone(),
+            keep: Duration::from_millis(2 * day as u64),
+        };
+        assert_eq!(retention.prune().await, 0, "nothing is two days old yet");
+        rig.clock.advance(2 * day + 1);
+        assert_eq!(retention.prune().await, 1);
+        assert!(rig.c.store.job(1).unwrap().is_none());
+        assert!(rig.c.store.job(2).unwrap().is_some());
+    }
+}
