@@ -45,7 +45,7 @@ impl Dispatcher {
             let input =
                 Input::Progress { percent: update.progress_percent, stage: &update.stage, message: &update.message };
             let _ = self.transition(&mut t, seq, input, now, &mut out);
-            t.job(seq).map(|j| (j.spec.job_type.clone(), j.id()))
+            t.job(seq).filter(|_| !update.activities.is_empty()).map(|j| (j.spec.job_type.clone(), j.id()))
         };
         if let Some((job_type, id)) = job_type {
             self.parts().journal.worker_activities(&job_type, &id, &update.activities, pb::ActivitySource::Executor);
@@ -82,7 +82,7 @@ impl Dispatcher {
                 return self.ignored(session, &done.request_id, "completion");
             };
             t.full_until.remove(&session.worker_id);
-            let why = clip(done.error_message.trim(), 500);
+            let why = if not_started { clip(done.error_message.trim(), 500) } else { String::new() };
             let input = if not_started {
                 Input::NotStarted { cause: NotStartedCause::Refused, why: &why }
             } else {
@@ -92,7 +92,7 @@ impl Dispatcher {
             if not_started && t.is_active(seq) {
                 t.full_until.insert(session.worker_id.clone(), now + FULL_BACKOFF_MS);
             }
-            t.job(seq).map(|j| (j.spec.job_type.clone(), j.id()))
+            t.job(seq).filter(|_| !done.activities.is_empty()).map(|j| (j.spec.job_type.clone(), j.id()))
         };
         self.flush(out);
         if let Some((job_type, id)) = job {

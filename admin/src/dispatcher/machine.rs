@@ -149,7 +149,7 @@ pub type Effects = Vec<Effect>;
 /// the transitions that need the job type's settings (not by progress or success, the
 /// hot path).
 pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At) -> Result<Effects, Refused> {
-    let mut fx = Effects::with_capacity(4);
+    let mut fx = Effects::new();
     let now = at.now;
     let in_attempt = matches!(job.state, JobState::Assigned | JobState::Running);
     match input {

@@ -177,7 +177,7 @@ impl Dispatcher {
         out: &mut Outbox,
     ) -> Result<bool, Refused> {
         let (mut job, placed) = t.take(seq).ok_or(Refused::Stale)?;
-        let job_type = job.spec.job_type.clone();
+        let spec = job.spec.clone();
         // Only a failed attempt draws jitter (for its retry backoff): progress and success
         // are the hot path.
         let jitter = match input {
@@ -185,7 +185,7 @@ impl Dispatcher {
             _ => 0,
         };
         let at = At { now, jitter };
-        let effects = match machine::step(&mut job, input, &|| self.policy(&job_type), at) {
+        let effects = match machine::step(&mut job, input, &|| self.policy(&spec.job_type), at) {
             Ok(effects) => effects,
             Err(refused) => {
                 t.restore(job);
@@ -331,11 +331,8 @@ impl Dispatcher {
     /// Jobs per (job_type, state), over all jobs in the store.
     pub fn counts(&self) -> Vec<((String, JobState), i64)> {
         let t = self.lock();
-        let mut rows: Vec<((String, JobState), i64)> = t
-            .counts()
-            .iter()
-            .map(|((jt, s), n)| ((jt.clone(), JobState::try_from(*s).unwrap_or(JobState::Unspecified)), *n))
-            .collect();
+        let mut rows: Vec<((String, JobState), i64)> =
+            t.counts().map(|(job_type, state, n)| ((job_type.to_string(), state), n)).collect();
         rows.sort_by(|a, b| (&a.0.0, a.0.1 as i32).cmp(&(&b.0.0, b.0.1 as i32)));
         rows
     }

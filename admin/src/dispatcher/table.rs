@@ -19,6 +19,8 @@ use crate::job::{Job, is_final};
 /// Recently finished jobs kept in memory, so a read right after completion does not
 /// depend on the store's batch having been committed.
 const RECENT_FINAL: usize = 4096;
+/// Job states, by their proto numbers (0 = unspecified).
+const STATES: usize = 7;
 
 #[derive(Default)]
 pub struct JobTable {
@@ -35,43 +37,50 @@ pub struct JobTable {
     /// ASSIGNED/RUNNING jobs' execution deadlines and stop grace ends: (deadline, seq).
     pub(super) deadlines: BTreeSet<(i64, i64)>,
     pub(super) by_request: HashMap<String, i64>,
+    /// seq -> (worker_id, request_id) of the attempt in flight, so releasing a slot needs
+    /// no copy of the job's strings.
+    slots: HashMap<i64, (String, String)>,
     /// worker_id -> job_type -> jobs the admin has in flight there.
     pub(super) inflight: HashMap<String, HashMap<String, i64>>,
     /// job_type -> ASSIGNED + RUNNING jobs.
     pub(super) running: HashMap<String, i64>,
     /// Executors that said they are full, skipped until then.
     pub(super) full_until: HashMap<String, i64>,
-    /// (job_type, state) -> jobs, over all jobs in the store.
-    counts: HashMap<(String, i32), i64>,
+    /// job_type -> jobs per state (indexed by the state's number), over all jobs in the
+    /// store. Keyed by job type alone so a count moves without building a key.
+    counts: HashMap<String, [i64; STATES]>,
     recent: HashMap<i64, Box<Job>>,
     recent_order: VecDeque<i64>,
     next_seq: i64,
     pub(super) rotate: usize,
 }
 
-/// Where a job sat in the indexes before a transition.
+/// Where a job sat in the indexes before a transition (the attempt in flight, if any, is
+/// in the table's `slots`).
 pub struct Placed {
     state: JobState,
     ready_at: i64,
     deadline: i64,
-    /// (worker_id, request_id) of the attempt in flight.
-    slot: Option<(String, String)>,
 }
 
 impl Placed {
     pub fn of(job: &Job) -> Placed {
-        let in_attempt = matches!(job.state, JobState::Assigned | JobState::Running);
-        Placed {
-            state: job.state,
-            ready_at: job.ready_at.max(job.spec.not_before),
-            deadline: job.deadline,
-            slot: in_attempt.then(|| (job.worker_id.clone(), job.request_id.clone())),
-        }
+        Placed { state: job.state, ready_at: job.ready_at.max(job.spec.not_before), deadline: job.deadline }
     }
 }
 
+fn in_attempt(state: JobState) -> bool {
+    matches!(state, JobState::Assigned | JobState::Running)
+}
+
 impl JobTable {
-    pub fn new(next_seq: i64, counts: HashMap<(String, i32), i64>) -> JobTable {
+    pub fn new(next_seq: i64, loaded_counts: HashMap<(String, i32), i64>) -> JobTable {
+        let mut counts: HashMap<String, [i64; STATES]> = HashMap::new();
+        for ((job_type, state), n) in loaded_counts {
+            if let Some(c) = counts.entry(job_type).or_default().get_mut(state as usize) {
+                *c += n;
+            }
+        }
         JobTable { next_seq, counts, ..Default::default() }
     }
 
@@ -121,62 +130,83 @@ impl JobTable {
     /// Moves a job from where it was (`before`) to where its new state puts it.
     pub fn put(&mut self, mut job: Box<Job>, before: Placed, now: i64) {
         let seq = job.seq;
-        let job_type = &job.spec.job_type;
+        // The same attempt goes on (progress, a stop request): its slot stays.
+        let same_attempt = in_attempt(before.state)
+            && in_attempt(job.state)
+            && self.slots.get(&seq).is_some_and(|(_, request_id)| *request_id == job.request_id);
         // Out of the old place.
         match before.state {
             JobState::Pending => {
-                if let Some(q) = self.queues.get_mut(job_type) {
+                if let Some(q) = self.queues.get_mut(&job.spec.job_type) {
                     q.remove(&(Reverse(job.spec.priority), seq));
                 }
                 self.delayed.remove(&(before.ready_at, seq));
                 self.expiries.remove(&(job.spec.expires_at, seq));
             }
             JobState::Assigned | JobState::Running => {
-                let same_attempt = before.slot.as_ref().is_some_and(|(_, r)| *r == job.request_id)
-                    && matches!(job.state, JobState::Assigned | JobState::Running);
                 if before.deadline != job.deadline || !same_attempt {
                     self.deadlines.remove(&(before.deadline, seq));
                 }
-                if !same_attempt && let Some((worker_id, request_id)) = &before.slot {
-                    self.release_slot(worker_id, request_id, job_type);
+                if !same_attempt {
+                    self.release_slot(seq, &job.spec.job_type);
                 }
             }
             _ => {}
         }
         if before.state != job.state {
-            self.count(job_type, before.state, -1);
-            self.count(job_type, job.state, 1);
+            self.count(&job.spec.job_type, before.state, -1);
+            self.count(&job.spec.job_type, job.state, 1);
         }
         // Into the new one.
         match job.state {
             JobState::Pending => {
                 if is_final(before.state) {
-                    self.dedupe.insert((job_type.clone(), job.spec.dedupe_key.clone()), seq);
+                    self.dedupe.insert((job.spec.job_type.clone(), job.spec.dedupe_key.clone()), seq);
                     self.recent.remove(&seq);
                 }
                 self.place_pending(&mut job, now);
                 self.active.insert(seq, job);
             }
             JobState::Assigned | JobState::Running => {
-                let new_attempt = before.slot.as_ref().is_none_or(|(_, r)| *r != job.request_id);
-                if new_attempt {
-                    *self.inflight.entry(job.worker_id.clone()).or_default().entry(job_type.clone()).or_insert(0) += 1;
-                    *self.running.entry(job_type.clone()).or_insert(0) += 1;
-                    self.by_request.insert(job.request_id.clone(), seq);
+                if !same_attempt {
+                    self.take_slot(&job);
                 }
-                if new_attempt || before.deadline != job.deadline {
+                if !same_attempt || before.deadline != job.deadline {
                     self.deadlines.insert((job.deadline, seq));
                 }
                 self.active.insert(seq, job);
             }
             _ => {
-                let key = (job_type.clone(), job.spec.dedupe_key.clone());
+                let key = (job.spec.job_type.clone(), job.spec.dedupe_key.clone());
                 if self.dedupe.get(&key) == Some(&seq) {
                     self.dedupe.remove(&key);
                 }
                 self.remember_final(job);
             }
         }
+    }
+
+    /// Records the job's new attempt as holding a slot of its worker and job type.
+    fn take_slot(&mut self, job: &Job) {
+        let job_type = &job.spec.job_type;
+        let per_type = match self.inflight.get_mut(&job.worker_id) {
+            Some(m) => m,
+            None => self.inflight.entry(job.worker_id.clone()).or_default(),
+        };
+        match per_type.get_mut(job_type) {
+            Some(n) => *n += 1,
+            None => {
+                per_type.insert(job_type.clone(), 1);
+            }
+        }
+        match self.running.get_mut(job_type) {
+            Some(n) => *n += 1,
+            None => {
+                self.running.insert(job_type.clone(), 1);
+            }
+        }
+        self.by_request.insert(job.request_id.clone(), job.seq);
+        self.slots.insert(job.seq, (job.worker_id.clone(), job.request_id.clone()));
     }
 
     fn place_pending(&mut self, job: &mut Job, now: i64) {
@@ -254,9 +284,10 @@ impl JobTable {
         [self.delayed.first(), self.expiries.first(), self.deadlines.first()].into_iter().flatten().map(|d| d.0).min()
     }
 
-    fn release_slot(&mut self, worker_id: &str, request_id: &str, job_type: &str) {
-        self.by_request.remove(request_id);
-        if let Some(m) = self.inflight.get_mut(worker_id) {
+    fn release_slot(&mut self, seq: i64, job_type: &str) {
+        let Some((worker_id, request_id)) = self.slots.remove(&seq) else { return };
+        self.by_request.remove(&request_id);
+        if let Some(m) = self.inflight.get_mut(&worker_id) {
             if let Some(n) = m.get_mut(job_type) {
                 *n -= 1;
                 if *n <= 0 {
@@ -264,7 +295,7 @@ impl JobTable {
                 }
             }
             if m.is_empty() {
-                self.inflight.remove(worker_id);
+                self.inflight.remove(&worker_id);
             }
         }
         if let Some(n) = self.running.get_mut(job_type) {
@@ -273,11 +304,12 @@ impl JobTable {
     }
 
     fn count(&mut self, job_type: &str, state: JobState, delta: i64) {
-        match self.counts.get_mut(&(job_type.to_string(), state as i32)) {
-            Some(n) => *n += delta,
-            None => {
-                self.counts.insert((job_type.to_string(), state as i32), delta);
-            }
+        let per_state = match self.counts.get_mut(job_type) {
+            Some(c) => c,
+            None => self.counts.entry(job_type.to_string()).or_default(),
+        };
+        if let Some(n) = per_state.get_mut(state as usize) {
+            *n += delta;
         }
     }
 
@@ -316,19 +348,24 @@ impl JobTable {
 
     /// Takes jobs deleted by retention out of the counts.
     pub fn forget_pruned(&mut self, pruned: &crate::store::Pruned) {
-        for (key, n) in pruned {
-            if let Some(c) = self.counts.get_mut(key) {
+        for ((job_type, state), n) in pruned {
+            if let Some(c) = self.counts.get_mut(job_type).and_then(|c| c.get_mut(*state as usize)) {
                 *c = (*c - n).max(0);
             }
         }
     }
 
-    pub fn counts(&self) -> &HashMap<(String, i32), i64> {
-        &self.counts
+    /// (job_type, state, jobs) for every count there is.
+    pub fn counts(&self) -> impl Iterator<Item = (&str, JobState, i64)> {
+        self.counts.iter().flat_map(|(job_type, per_state)| {
+            per_state.iter().enumerate().filter(|(_, n)| **n != 0).map(move |(state, n)| {
+                (job_type.as_str(), JobState::try_from(state as i32).unwrap_or(JobState::Unspecified), *n)
+            })
+        })
     }
 
     pub fn count_of(&self, job_type: &str, state: JobState) -> i64 {
-        self.counts.get(&(job_type.to_string(), state as i32)).copied().unwrap_or(0)
+        self.counts.get(job_type).and_then(|c| c.get(state as usize)).copied().unwrap_or(0)
     }
 
     pub fn active_len(&self) -> usize {
