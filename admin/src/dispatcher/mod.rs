@@ -176,6 +176,20 @@ impl Dispatcher {
         now: i64,
         out: &mut Outbox,
     ) -> Result<bool, Refused> {
+        self.transition_with(t, seq, input, None, now, out)
+    }
+
+    /// [`Dispatcher::transition`] with the job type's policy already at hand (placement
+    /// has it per job type, so an assignment does not look the settings up again).
+    fn transition_with(
+        &self,
+        t: &mut JobTable,
+        seq: i64,
+        input: Input<'_>,
+        policy: Option<&Policy>,
+        now: i64,
+        out: &mut Outbox,
+    ) -> Result<bool, Refused> {
         let (mut job, placed) = t.take(seq).ok_or(Refused::Stale)?;
         let spec = job.spec.clone();
         // Only a failed attempt draws jitter (for its retry backoff): progress and success
@@ -185,7 +199,8 @@ impl Dispatcher {
             _ => 0,
         };
         let at = At { now, jitter };
-        let effects = match machine::step(&mut job, input, &|| self.policy(&spec.job_type), at) {
+        let policy = || policy.copied().unwrap_or_else(|| self.policy(&spec.job_type));
+        let effects = match machine::step(&mut job, input, &policy, at) {
             Ok(effects) => effects,
             Err(refused) => {
                 t.restore(job);

@@ -7,13 +7,18 @@ use std::sync::Arc;
 
 use proto::pb::{self, admin_to_worker_message::Body};
 
-use super::{Dispatcher, Outbox, machine::Input, table::JobTable};
+use super::{
+    Dispatcher, Outbox,
+    machine::{Input, Policy},
+    table::JobTable,
+};
 use crate::registry::WorkerSession;
 
 /// One job type's share of a placement round.
 struct Lane {
     job_type: String,
     runtime: pb::AdminRuntimeConfig,
+    policy: Policy,
     weight: usize,
     /// Executors with free slots, and how many.
     executors: Vec<(Arc<WorkerSession>, i64)>,
@@ -66,7 +71,8 @@ impl Dispatcher {
                 })
                 .collect();
             if !executors.is_empty() {
-                lanes.push(Lane { job_type: job_type.clone(), runtime, weight, executors });
+                let policy = Policy::from_runtime(&runtime, self.parts().cancel_grace.as_millis() as i64);
+                lanes.push(Lane { job_type: job_type.clone(), runtime, policy, weight, executors });
             }
         }
         lanes
@@ -94,7 +100,7 @@ impl Dispatcher {
                     t.rotate = t.rotate.wrapping_add(1);
                     let session = lane.executors[idx].0.clone();
                     lane.executors[idx].1 -= 1;
-                    if let Some(msg) = self.assign(t, seq, &session, &lane.runtime, now, out) {
+                    if let Some(msg) = self.assign(t, seq, &session, lane, now, out) {
                         out.push((session, msg));
                     }
                     progress = true;
@@ -110,7 +116,7 @@ impl Dispatcher {
         t: &mut JobTable,
         seq: i64,
         session: &WorkerSession,
-        runtime: &pb::AdminRuntimeConfig,
+        lane: &Lane,
         now: i64,
         out: &mut Outbox,
     ) -> Option<pb::AdminToWorkerMessage> {
@@ -120,7 +126,7 @@ impl Dispatcher {
         let request_id = p.ids.request("exec");
         let input =
             Input::Assign { worker_id: &session.worker_id, session_id: session.session_id, request_id: &request_id };
-        if !self.transition(t, seq, input, now, out).ok()? {
+        if !self.transition_with(t, seq, input, Some(&lane.policy), now, out).ok()? {
             return None;
         }
         let job = t.active.get(&seq)?;
@@ -128,7 +134,7 @@ impl Dispatcher {
         let request = pb::ExecuteJobRequest {
             request_id: request_id.clone(),
             job: Some(job.to_spec()),
-            admin_runtime: Some(*runtime),
+            admin_runtime: Some(lane.runtime),
             admin_config_values: cfg.as_ref().map(|c| c.admin_config_values.clone()).unwrap_or_default(),
             worker_config_values: cfg.as_ref().map(|c| c.worker_config_values.clone()).unwrap_or_default(),
             cluster_context: Some(pb::ClusterContext { metadata: p.cluster_metadata.clone(), ..Default::default() }),
