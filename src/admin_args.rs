@@ -46,6 +46,10 @@ pub struct AdminArgs {
     /// Bearer tokens workers may present, comma-separated; none means no token is needed.
     #[arg(long, env = "PLUGHOST_WORKER_TOKENS", value_delimiter = ',')]
     pub worker_tokens: Vec<String>,
+    /// `on`: HTTP callers need an API token or a signed-in session. `off` is accepted only
+    /// when both listeners are on loopback and scripts are not allowed.
+    #[arg(long, env = "PLUGHOST_AUTH", default_value = "on", value_parser = ["on", "off"])]
+    pub auth: String,
 }
 
 impl AdminArgs {
@@ -75,6 +79,7 @@ impl AdminArgs {
         c.allowed_hosts =
             self.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
         c.worker_tokens = self.worker_tokens.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        c.auth = if self.auth == "off" { admin::auth::AuthMode::Off } else { admin::auth::AuthMode::On };
         c
     }
 }
@@ -83,6 +88,9 @@ impl AdminArgs {
 pub async fn run_admin(config: admin::AdminConfig) -> anyhow::Result<()> {
     let admin = admin::Admin::start(config).await?;
     println!("plughost admin: http://{}/plugin  (workers dial {})", admin.http_addr(), admin.grpc_addr());
+    if let Some(hint) = admin.sign_in_hint() {
+        println!("plughost admin: {hint}");
+    }
     crate::signal::shutdown_signal().await;
     tracing::info!("stopping");
     admin.shutdown().await;

@@ -2,7 +2,7 @@
 //! Parses flags, builds the configuration and calls the libraries; nothing else.
 //!
 //! Modules: [`admin_args`] (the admin's flags and `plughost admin`), [`worker_args`]
-//! (the worker's flags and `plughost worker`), [`bundled`] (which plugin handlers a
+//! (the worker's flags and `plughost worker`), [`token_args`] (`plughost token`), [`bundled`] (which plugin handlers a
 //! worker offers), [`up`] (admin and workers in one process), [`demo`] (`up --demo`'s
 //! directory and settings) and [`signal`] (Ctrl-C and SIGTERM).
 
@@ -10,6 +10,7 @@ pub mod admin_args;
 pub mod bundled;
 pub mod demo;
 pub mod signal;
+pub mod token_args;
 pub mod up;
 pub mod worker_args;
 
@@ -41,6 +42,8 @@ pub enum Command {
     /// Run the admin and the bundled workers in one process (workers still dial the
     /// admin over loopback gRPC).
     Up(UpArgs),
+    /// Manage the admin's API tokens (create, list, revoke).
+    Token(token_args::TokenArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -81,5 +84,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(args) => admin_args::run_admin(args.to_config()).await,
         Command::Worker(args) => worker_args::run_worker(args).await,
         Command::Up(args) => up::run_up(args).await,
+        Command::Token(args) => token_args::run_token(args),
     }
 }

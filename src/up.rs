@@ -44,7 +44,8 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     let job_types = plugins.job_types()?;
     let handlers = plugins.handlers(data_dir.join("scripts"))?;
 
-    let config = args.admin.to_config();
+    let mut config = args.admin.to_config();
+    config.scripts_allowed = plugins.allow_scripts;
     let token = config.worker_tokens.first().cloned();
     let admin = admin::Admin::start(config).await?;
     let mut worker_config =
@@ -61,6 +62,9 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         admin.grpc_addr(),
         job_types.join(", ")
     );
+    if let Some(hint) = admin.sign_in_hint() {
+        println!("plughost up: {hint}");
+    }
     if let Some(d) = demo {
         println!("plughost up: demo files in {}; jobs appear within a minute", d.root.display());
         let state = admin.components().clone();

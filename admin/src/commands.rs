@@ -10,6 +10,7 @@ use std::{fmt, sync::Arc};
 use proto::pb::{self, JobState};
 
 use crate::{
+    auth::{Role, TokenError, TokenInfo},
     components::Components,
     config_store::ConfigStoreError,
     dispatcher::JobActionError,
@@ -19,25 +20,36 @@ use crate::{
     schema::SchemaError,
 };
 
-/// Who asked for a command.
+/// Who asked for a command, and with which role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
-    /// A caller that did not authenticate, named by the surface it came through
-    /// (`api`, `ui`, `cli`).
+    /// A caller on an admin with authentication off (a local admin), named by the surface
+    /// it came through (`api`, `ui`, `demo`).
     Local(&'static str),
     /// An API token, by its name.
-    Token(String),
+    Token { name: String, role: Role },
     /// An mTLS client certificate, by its subject.
-    Certificate(String),
-    /// A signed-in page session, by its user.
-    Session(String),
+    Certificate { subject: String, role: Role },
+    /// A signed-in page session, by the name of the token it was opened with.
+    Session { user: String, role: Role },
+}
+
+impl Actor {
+    pub fn role(&self) -> Role {
+        match self {
+            Actor::Local(_) => Role::Admin,
+            Actor::Token { role, .. } | Actor::Certificate { role, .. } | Actor::Session { role, .. } => *role,
+        }
+    }
 }
 
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Actor::Local(via) => f.write_str(via),
-            Actor::Token(name) | Actor::Certificate(name) | Actor::Session(name) => f.write_str(name),
+            Actor::Token { name, .. }
+            | Actor::Certificate { subject: name, .. }
+            | Actor::Session { user: name, .. } => f.write_str(name),
         }
     }
 }
@@ -81,6 +93,15 @@ pub enum Command {
     PauseDispatch {
         paused: bool,
     },
+    /// Issue an API token; its plaintext is in the outcome, once.
+    CreateToken {
+        name: String,
+        role: Role,
+    },
+    /// Revoke a token; its sessions end too.
+    RevokeToken {
+        name: String,
+    },
 }
 
 impl Command {
@@ -96,6 +117,21 @@ impl Command {
             Command::RetryJob { .. } => "retry_job",
             Command::SetDraining { .. } => "set_draining",
             Command::PauseDispatch { .. } => "pause_dispatch",
+            Command::CreateToken { .. } => "create_token",
+            Command::RevokeToken { .. } => "revoke_token",
+        }
+    }
+
+    /// The least role that may run this command: configs, tokens and anything that runs
+    /// an operator script need an admin, the rest an operator. `job_type_of` names the job
+    /// type of a job (a retried script job runs its script again).
+    pub fn required_role(&self, job_type_of: impl Fn(i64) -> Option<String>) -> Role {
+        let script = |t: &str| t == crate::auth::SCRIPT_JOB_TYPE;
+        match self {
+            Command::SaveConfig { .. } | Command::CreateToken { .. } | Command::RevokeToken { .. } => Role::Admin,
+            Command::Detect { job_type, mode: DetectionMode::Run } if script(job_type) => Role::Admin,
+            Command::RetryJob { seq } if job_type_of(*seq).is_some_and(|t| script(&t)) => Role::Admin,
+            _ => Role::Operator,
         }
     }
 }
@@ -116,6 +152,12 @@ pub enum Outcome {
         draining: bool,
     },
     DispatchPaused(bool),
+    /// `token` is the plaintext, shown this once.
+    TokenCreated {
+        info: TokenInfo,
+        token: String,
+    },
+    TokenRevoked(TokenInfo),
 }
 
 /// Why a command was not carried out.
@@ -131,6 +173,10 @@ pub enum Refusal {
     Job(#[from] JobActionError),
     #[error("no connected worker {0:?}")]
     NotConnected(String),
+    #[error("{command} needs the {needed} role; {actor} has the {has} role")]
+    Forbidden { command: &'static str, needed: Role, actor: String, has: Role },
+    #[error(transparent)]
+    Token(#[from] TokenError),
     #[error("{0}")]
     Internal(String),
 }
@@ -139,7 +185,14 @@ impl Components {
     /// Executes one operator command on behalf of `actor`.
     pub async fn execute(&self, actor: &Actor, command: Command) -> Result<Outcome, Refusal> {
         let name = command.name();
-        let result = self.run_command(actor, command).await;
+        let needed = command.required_role(|seq| self.dispatcher.job(seq).map(|j| j.spec.job_type.clone()));
+        let result = if actor.role() < needed {
+            let refusal = Refusal::Forbidden { command: name, needed, actor: actor.to_string(), has: actor.role() };
+            self.journal.record("", "", pb::ActivitySource::Admin, "auth", &refusal.to_string());
+            Err(refusal)
+        } else {
+            self.run_command(actor, command).await
+        };
         match &result {
             Ok(_) => tracing::info!(actor = %actor, command = name, "command carried out"),
             Err(e) => tracing::info!(actor = %actor, command = name, refusal = %e, "command refused"),
@@ -177,6 +230,16 @@ impl Components {
             Command::PauseDispatch { paused } => {
                 self.dispatcher.set_paused(paused);
                 Ok(Outcome::DispatchPaused(paused))
+            }
+            Command::CreateToken { name, role } => {
+                let token = self.auth.tokens.create(&name, role, self.clock.now_ms())?;
+                let info = self.auth.tokens.verify(&token).ok_or_else(|| Refusal::Internal("token vanished".into()))?;
+                Ok(Outcome::TokenCreated { info, token })
+            }
+            Command::RevokeToken { name } => {
+                let info = self.auth.tokens.revoke(&name)?;
+                self.auth.sessions.close_user(&name);
+                Ok(Outcome::TokenRevoked(info))
             }
         }
     }

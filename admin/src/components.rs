@@ -11,6 +11,7 @@ use std::sync::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::Auth,
     clock::SharedClock,
     config::AdminConfig,
     config_store::ConfigStore,
@@ -28,6 +29,7 @@ use crate::{
 
 pub struct Components {
     pub config: AdminConfig,
+    pub auth: Arc<Auth>,
     pub clock: SharedClock,
     pub registry: Arc<Registry>,
     pub configs: Arc<ConfigStore>,
@@ -51,6 +53,7 @@ impl Components {
     /// jobs that were out on executors when the admin stopped were requeued.
     pub fn assemble(
         config: AdminConfig,
+        auth: Arc<Auth>,
         clock: SharedClock,
         configs: Arc<ConfigStore>,
         store: Arc<Store>,
@@ -104,6 +107,7 @@ impl Components {
         });
         let components = Components {
             config,
+            auth,
             clock,
             registry,
             configs,

@@ -44,6 +44,11 @@ pub struct AdminConfig {
     pub worker_tokens: Vec<String>,
     /// Passed to workers in `ClusterContext.metadata`.
     pub cluster_metadata: HashMap<String, String>,
+    /// Whether HTTP callers must authenticate (on unless explicitly turned off).
+    pub auth: crate::auth::AuthMode,
+    /// Some worker of this process runs operator scripts (`up --allow-scripts`); then
+    /// authentication cannot be turned off.
+    pub scripts_allowed: bool,
 }
 
 pub const DEFAULT_HTTP_PORT: u16 = 23646;
@@ -71,6 +76,8 @@ impl AdminConfig {
             allowed_hosts: Vec::new(),
             worker_tokens: Vec::new(),
             cluster_metadata: HashMap::new(),
+            auth: crate::auth::AuthMode::On,
+            scripts_allowed: false,
         }
     }
 

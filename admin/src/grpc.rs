@@ -124,6 +124,16 @@ async fn run_session(state: Arc<Components>, mut inbound: Streaming<pb::WorkerTo
         let _ = tx.send(Ok(Box::new(envelope("", AdminBody::Hello(reply))))).await;
         return;
     }
+    if state.auth.mode == crate::auth::AuthMode::Off
+        && hello.capabilities.iter().any(|c| c.job_type == crate::auth::SCRIPT_JOB_TYPE)
+    {
+        let message = "this admin runs with --auth off, so it refuses workers that offer scripts".to_string();
+        tracing::warn!(worker_id = %crate::text::clip(&hello.worker_id, 64), "{message}");
+        let reply =
+            pb::AdminHello { accepted: false, message, heartbeat_interval_seconds: 0, reconnect_delay_seconds: 0 };
+        let _ = tx.send(Ok(Box::new(envelope("", AdminBody::Hello(reply))))).await;
+        return;
+    }
     if state.is_stopping() {
         let _ = tx.send(Err(Box::new(Status::unavailable("the admin is shutting down")))).await;
         return;

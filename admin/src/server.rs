@@ -10,6 +10,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::{Auth, AuthMode},
     clock::SharedClock,
     components::Components,
     config::AdminConfig,
@@ -40,6 +41,10 @@ pub enum AdminError {
     Tls(String),
     #[error(transparent)]
     DataDir(#[from] LockError),
+    #[error(transparent)]
+    Tokens(#[from] crate::auth::TokenError),
+    #[error("--auth off {0}")]
+    AuthOff(&'static str),
     #[error("{what} stopped unexpectedly: {message}")]
     Task { what: &'static str, message: String },
 }
@@ -51,6 +56,8 @@ pub struct Admin {
     grpc_addr: SocketAddr,
     servers: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// The first admin token, when this start created it.
+    first_token: Option<String>,
     _lock: DataDirLock,
 }
 
@@ -61,8 +68,17 @@ impl Admin {
 
     /// Starts with a given clock (tests drive time-dependent behaviour with a manual one).
     pub async fn start_with_clock(config: AdminConfig, clock: SharedClock) -> Result<Admin, AdminError> {
+        if config.auth == AuthMode::Off {
+            if !config.http_addr.ip().is_loopback() || !config.grpc_addr.ip().is_loopback() {
+                return Err(AdminError::AuthOff("is allowed only when both listeners are on loopback addresses"));
+            }
+            if config.scripts_allowed {
+                return Err(AdminError::AuthOff("is not allowed while scripts are allowed"));
+            }
+        }
         // Before anything touches the data dir: one admin per data dir.
         let lock = DataDirLock::acquire(&config.data_dir)?;
+        let (auth, first_token) = Auth::open(&config.data_dir, config.auth, clock.now_ms())?;
         let http_listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| AdminError::Bind { addr: config.http_addr, source })?;
@@ -90,7 +106,7 @@ impl Admin {
                 .map_err(|e| AdminError::Task { what: "opening the config store", message: e.to_string() })??,
         );
         let (store, loaded) = Store::open(&config.data_dir, events.clone())?;
-        let (components, requeued) = Components::assemble(config, clock, configs, store, events, loaded);
+        let (components, requeued) = Components::assemble(config, auth, clock, configs, store, events, loaded);
         let components = Arc::new(components);
         components.set_grpc_port(grpc_addr.port());
         if requeued > 0 {
@@ -153,7 +169,7 @@ impl Admin {
 
         c.set_ready();
         tracing::info!(%http_addr, %grpc_addr, "admin ready");
-        Ok(Admin { components, http_addr, grpc_addr, servers, tasks, _lock: lock })
+        Ok(Admin { components, http_addr, grpc_addr, servers, tasks, first_token, _lock: lock })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -162,6 +178,17 @@ impl Admin {
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// When this start created the first admin token: a link that signs in with it.
+    pub fn sign_in_hint(&self) -> Option<String> {
+        let token = self.first_token.as_ref()?;
+        let scheme = if self.components.config.http_tls.is_some() { "https" } else { "http" };
+        Some(format!(
+            "first start: an admin token was written to {}; sign in at {scheme}://{}/plugin/login with it ({token})",
+            crate::auth::admin_token_path(&self.components.config.data_dir).display(),
+            self.http_addr
+        ))
     }
 
     pub fn components(&self) -> &Arc<Components> {

@@ -82,7 +82,9 @@ impl Rig {
         let (store, loaded) = crate::store::Store::open(&dir.0, events.clone()).expect("store");
         let mut config = crate::config::AdminConfig::ephemeral(&dir.0);
         config.first_detection_delay = std::time::Duration::ZERO;
-        let (c, _) = crate::components::Components::assemble(config, clock.clone(), configs, store, events, loaded);
+        let (auth, _) = crate::auth::Auth::open(&dir.0, crate::auth::AuthMode::On, Self::T0).expect("auth");
+        let (c, _) =
+            crate::components::Components::assemble(config, auth, clock.clone(), configs, store, events, loaded);
         Rig { c, clock, _dir: dir }
     }
 

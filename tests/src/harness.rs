@@ -24,6 +24,7 @@ impl TestAdmin {
         config.shutdown_grace = Duration::from_secs(1);
         tweak(&mut config);
         let admin = Admin::start(config).await.expect("admin starts");
+        http::register_admin_token(&admin.http_addr().to_string(), data_dir);
         TestAdmin { http: admin.http_addr().to_string(), grpc: admin.grpc_addr(), admin: Some(admin) }
     }
 
@@ -92,6 +93,7 @@ impl AdminProcess {
             ok.then_some(())
         })
         .await;
+        http::register_admin_token(&http, data_dir);
         AdminProcess { child, http, grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)) }
     }
 

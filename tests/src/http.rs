@@ -35,8 +35,53 @@ async fn connect(addr: &str) -> hyper::client::conn::http1::SendRequest<Full<Byt
     sender
 }
 
-/// One request to `http://{addr}{path}`.
+/// API tokens of the admins under test, by HTTP address: [`request`] sends the one of
+/// its address unless the caller gives its own `authorization` header.
+fn tokens() -> &'static std::sync::Mutex<std::collections::HashMap<String, String>> {
+    static TOKENS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+        std::sync::OnceLock::new();
+    TOKENS.get_or_init(Default::default)
+}
+
+/// From now on, requests to `addr` carry `Authorization: Bearer <token>`.
+pub fn register_token(addr: &str, token: &str) {
+    tokens().lock().unwrap().insert(addr.to_string(), token.trim().to_string());
+}
+
+/// Reads the first admin token an admin wrote into its data dir and registers it for
+/// `addr`. An admin with authentication off writes none; then nothing is registered.
+pub fn register_admin_token(addr: &str, data_dir: &std::path::Path) {
+    match std::fs::read_to_string(data_dir.join("plugin").join("admin.token")) {
+        Ok(token) => register_token(addr, &token),
+        Err(_) => {
+            tokens().lock().unwrap().remove(addr);
+        }
+    }
+}
+
+/// One request to `http://{addr}{path}`, authenticated with the registered token of
+/// `addr` unless `headers` has an `authorization` header.
 pub async fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Response {
+    let registered = tokens().lock().unwrap().get(addr).cloned();
+    match registered {
+        Some(token) if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) => {
+            let bearer = format!("Bearer {token}");
+            let mut all = headers.to_vec();
+            all.push(("authorization", &bearer));
+            request_without_auth(addr, method, path, &all, body).await
+        }
+        _ => request_without_auth(addr, method, path, headers, body).await,
+    }
+}
+
+/// One request with only the credentials in `headers`.
+pub async fn request_without_auth(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Response {
     let mut sender = connect(addr).await;
     let mut req = Request::builder().method(method).uri(path);
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
@@ -89,6 +134,9 @@ impl Sse {
             Request::builder().method("GET").uri(path).header("host", addr).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
+        }
+        if let Some(token) = tokens().lock().unwrap().get(addr) {
+            req = req.header("authorization", format!("Bearer {token}"));
         }
         let resp =
             sender.send_request(req.body(Full::new(Bytes::new())).expect("request")).await.expect("SSE response");

@@ -160,6 +160,20 @@ async fn an_operator_edits_settings_and_watches_a_run_live_in_a_real_browser() {
     let browser = Browser::start().await;
     let base = format!("http://{}", admin.http);
 
+    // An anonymous visitor is sent to the login page; the admin token signs in.
+    browser.goto(&format!("{base}/plugin")).await;
+    until(&browser, "the login page", "document.querySelector('input[name=\"token\"]')").await;
+    assert!(browser.url().await.contains("/plugin/login"), "an anonymous visitor is sent to the login page");
+    let token = std::fs::read_to_string(dir.path().join("plugin/admin.token")).expect("the first admin token");
+    browser.type_into(&browser.find("input[name='token']").await, token.trim()).await;
+    browser.click(&browser.find("form[action='/plugin/login'] button").await).await;
+    until(
+        &browser,
+        "signed in",
+        "(document.getElementById('flash') || {}).textContent === 'Signed in as admin (admin).'",
+    )
+    .await;
+
     // The overview lists the worker and the job type; the job type's link opens its page.
     browser.goto(&format!("{base}/plugin")).await;
     assert_eq!(browser.title().await, "Overview · Plughost");

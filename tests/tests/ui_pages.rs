@@ -229,7 +229,7 @@ async fn saving_the_configuration_form_persists_the_values() {
     assert!(location(&r).starts_with(&format!("/plugin/job-types/{T}?ok=")), "{}", location(&r));
     assert_eq!(flash(&r), "Configuration saved.");
     assert_eq!(int_of(saved(&admin, T).admin_config_values.get("threshold")), Some(42));
-    assert_eq!(saved(&admin, T).updated_by, "ui");
+    assert_eq!(saved(&admin, T).updated_by, "admin", "the actor is the name of the token the page was used with");
     events.next_matching("config_saved event", WAIT, |e| e.event == "config_saved").await;
 
     let api = admin.get(&format!("/api/plugin/job-types/{T}/config")).await;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{Path, Query, State},
     http::StatusCode,
     response::IntoResponse,
@@ -15,8 +15,9 @@ use proto::pb::{self, JobState};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, auth::Caller};
 use crate::{
+    auth::Role,
     commands::{Actor, Command, Outcome},
     job::{JobView, is_final, parse_job_id, parse_state, state_name},
     scheduler::DetectionMode,
@@ -46,14 +47,13 @@ pub fn router() -> Router<AppState> {
         .route("/activities", get(activities))
         .route("/scheduler-states", get(scheduler_states))
         .route("/dispatch", post(dispatch_pause))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{name}", axum::routing::delete(revoke_token))
 }
 
 fn proto_json<M: prost::Message + proto::ProtoName>(m: &M) -> Result<Value, ApiError> {
     proto::json::to_value_with(m, true).map_err(|e| ApiError::Internal(e.to_string()))
 }
-
-/// Who an API request acts as (no authentication yet: the local API).
-const ACTOR: Actor = Actor::Local("api");
 
 fn job_type_param(t: &str) -> Result<(), ApiError> {
     if is_valid_job_type(t) {
@@ -67,7 +67,16 @@ fn job_seq(id: &str) -> Result<i64, ApiError> {
     parse_job_id(id).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))
 }
 
-async fn status(State(state): State<AppState>) -> Json<Value> {
+/// The admin's state. Without credentials it shows only what a worker needs to dial in.
+async fn status(State(state): State<AppState>, caller: Option<Extension<Caller>>) -> Json<Value> {
+    if caller.is_none() {
+        return Json(json!({
+            "enabled": true,
+            "worker_grpc_port": state.grpc_port(),
+            "protocol_version": proto::PROTOCOL_VERSION,
+            "authentication_required": true,
+        }));
+    }
     let mut counts: HashMap<&'static str, i64> = HashMap::new();
     for ((_, s), n) in state.dispatcher.counts() {
         *counts.entry(state_name(s)).or_insert(0) += n;
@@ -100,11 +109,12 @@ struct DrainQuery {
 
 async fn drain(
     State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<DrainQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let draining = q.draining.unwrap_or(true);
-    state.execute(&ACTOR, Command::SetDraining { worker_id: id.clone(), draining }).await?;
+    state.execute(&actor, Command::SetDraining { worker_id: id.clone(), draining }).await?;
     Ok(Json(json!({ "worker_id": id, "draining": draining })))
 }
 
@@ -164,12 +174,13 @@ struct SchemaQuery {
 
 async fn refresh_schema(
     State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Path(t): Path<String>,
     Query(q): Query<SchemaQuery>,
 ) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
     let command = Command::RefreshSchema { job_type: t, force: q.force_refresh.unwrap_or(false) };
-    let Outcome::SchemaRefreshed(d) = state.execute(&ACTOR, command).await? else {
+    let Outcome::SchemaRefreshed(d) = state.execute(&actor, command).await? else {
         return Err(ApiError::Internal("refresh_schema gave another outcome".into()));
     };
     Ok(Json(proto_json(d.as_ref())?))
@@ -191,6 +202,7 @@ async fn get_config(State(state): State<AppState>, Path(t): Path<String>) -> Res
 /// their saved values, and so do sensitive fields left out of the value maps.
 async fn put_config(
     State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Path(t): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -219,7 +231,7 @@ async fn put_config(
         next.admin_runtime = incoming.admin_runtime;
     }
     next.job_type = t.clone();
-    state.execute(&ACTOR, Command::SaveConfig { config: next }).await?;
+    state.execute(&actor, Command::SaveConfig { config: next }).await?;
     Ok(Json(redacted_config(&state, &t)?))
 }
 
@@ -230,17 +242,30 @@ async fn runs(State(state): State<AppState>, Path(t): Path<String>) -> Result<Js
     Ok(Json(json!({ "job_type": t, "successes": successes, "errors": errors })))
 }
 
-async fn detect(State(state): State<AppState>, Path(t): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    start_detection(state, t, DetectionMode::Preview).await
+async fn detect(
+    State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
+    Path(t): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    start_detection(state, actor, t, DetectionMode::Preview).await
 }
 
-async fn run(State(state): State<AppState>, Path(t): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    start_detection(state, t, DetectionMode::Run).await
+async fn run(
+    State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
+    Path(t): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    start_detection(state, actor, t, DetectionMode::Run).await
 }
 
-async fn start_detection(state: AppState, t: String, mode: DetectionMode) -> Result<impl IntoResponse, ApiError> {
+async fn start_detection(
+    state: AppState,
+    actor: Actor,
+    t: String,
+    mode: DetectionMode,
+) -> Result<impl IntoResponse, ApiError> {
     job_type_param(&t)?;
-    let outcome = state.execute(&ACTOR, Command::Detect { job_type: t.clone(), mode }).await?;
+    let outcome = state.execute(&actor, Command::Detect { job_type: t.clone(), mode }).await?;
     let status = match outcome {
         Outcome::DetectionRequested { queued: true } => "queued behind the running detection",
         _ => "started",
@@ -343,27 +368,33 @@ fn reason_from(body: &axum::body::Bytes, default: &str) -> String {
 
 async fn cancel(
     State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let reason = reason_from(&body, "canceled by operator");
-    job_outcome(state.execute(&ACTOR, Command::CancelJob { seq, reason }).await?)
+    job_outcome(state.execute(&actor, Command::CancelJob { seq, reason }).await?)
 }
 
 async fn expire(
     State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let reason = reason_from(&body, "expired by operator");
-    job_outcome(state.execute(&ACTOR, Command::ExpireJob { seq, reason }).await?)
+    job_outcome(state.execute(&actor, Command::ExpireJob { seq, reason }).await?)
 }
 
-async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn retry(
+    State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
-    job_outcome(state.execute(&ACTOR, Command::RetryJob { seq }).await?)
+    job_outcome(state.execute(&actor, Command::RetryJob { seq }).await?)
 }
 
 fn job_outcome(outcome: Outcome) -> Result<Json<Value>, ApiError> {
@@ -406,8 +437,65 @@ struct DispatchQuery {
 
 async fn dispatch_pause(
     State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Query(q): Query<DispatchQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    state.execute(&ACTOR, Command::PauseDispatch { paused: q.paused }).await?;
+    state.execute(&actor, Command::PauseDispatch { paused: q.paused }).await?;
     Ok(Json(json!({ "dispatch_paused": q.paused })))
+}
+
+/// Token management needs the admin role, listing included: token names are who may do
+/// what.
+fn require_admin(actor: &Actor) -> Result<(), ApiError> {
+    if actor.role() < Role::Admin {
+        return Err(ApiError::Forbidden(format!(
+            "managing tokens needs the admin role; {actor} has the {} role",
+            actor.role()
+        )));
+    }
+    Ok(())
+}
+
+async fn list_tokens(
+    State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&actor)?;
+    let tokens = state.auth.tokens.list().map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({ "tokens": tokens })))
+}
+
+#[derive(Deserialize)]
+struct NewToken {
+    name: String,
+    role: String,
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: NewToken = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("body must be {{\"name\": ..., \"role\": ...}}: {e}")))?;
+    let role = Role::parse(&req.role)
+        .ok_or_else(|| ApiError::BadRequest(format!("role {:?} is not viewer, operator or admin", req.role)))?;
+    match state.execute(&actor, Command::CreateToken { name: req.name, role }).await? {
+        Outcome::TokenCreated { info, token } => Ok((
+            StatusCode::CREATED,
+            Json(json!({ "name": info.name, "role": info.role, "created_at": info.created_at, "token": token })),
+        )),
+        _ => Err(ApiError::Internal("create_token gave another outcome".into())),
+    }
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match state.execute(&actor, Command::RevokeToken { name }).await? {
+        Outcome::TokenRevoked(info) => Ok(Json(json!({ "revoked": info }))),
+        _ => Err(ApiError::Internal("revoke_token gave another outcome".into())),
+    }
 }

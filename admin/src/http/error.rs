@@ -17,6 +17,7 @@ pub enum ApiError {
     Conflict(String),
     Invalid(Vec<FieldError>),
     Unavailable(String),
+    Forbidden(String),
     Internal(String),
 }
 
@@ -30,6 +31,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::BAD_REQUEST, json!({ "error": "config is invalid", "field_errors": fields }))
             }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": m })),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error in an HTTP handler");
                 (StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": "internal error; see the admin's log" }))
@@ -79,6 +81,11 @@ impl From<crate::commands::Refusal> for ApiError {
             R::Detect(DetectError::UnknownJobType(_)) => ApiError::NotFound(e.to_string()),
             R::Detect(_) => ApiError::Unavailable(e.to_string()),
             R::NotConnected(_) => ApiError::NotFound(e.to_string()),
+            R::Forbidden { .. } => ApiError::Forbidden(e.to_string()),
+            R::Token(crate::auth::TokenError::NotFound(_)) => ApiError::NotFound(e.to_string()),
+            R::Token(crate::auth::TokenError::File { .. }) => ApiError::Internal(e.to_string()),
+            R::Token(crate::auth::TokenError::Exists(_)) => ApiError::Conflict(e.to_string()),
+            R::Token(_) => ApiError::BadRequest(e.to_string()),
             R::Internal(m) => ApiError::Internal(m),
         }
     }

@@ -5,6 +5,7 @@
 //! `router()`; `app` nests them.
 
 mod api;
+pub mod auth;
 mod error;
 mod host;
 mod ops;
@@ -32,6 +33,7 @@ pub fn app(state: AppState) -> Router {
         .merge(pages::router())
         .merge(ops::router())
         .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), host::check_host))
         .with_state(state)
 }

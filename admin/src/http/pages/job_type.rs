@@ -11,7 +11,7 @@ use std::{collections::HashMap, sync::Arc};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
-    Form,
+    Extension, Form,
     extract::{Path, Query, State, rejection::FormRejection},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -26,9 +26,9 @@ use super::{
     percent_encode, see_other, sentence,
 };
 use crate::{
-    commands::{Command, Outcome, Refusal},
+    commands::{Actor, Command, Outcome, Refusal},
     config_store::ConfigStoreError,
-    http::{AppState, api},
+    http::{AppState, api, auth::Caller},
     scheduler::DetectionMode,
     validator::{FieldError, is_valid_job_type, validate_config},
 };
@@ -245,6 +245,7 @@ fn current(
 /// `POST /plugin/job-types/{t}/config`: the admin and worker forms.
 pub async fn save_config(
     State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Path(t): Path<String>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -261,12 +262,14 @@ pub async fn save_config(
     next.worker_config_values = worker;
     // Absent: the config store keeps the saved runtime settings.
     next.admin_runtime = None;
-    finish_save(&state, &t, &descriptor, &saved, next, errors, "config", posted, "Configuration saved.").await
+    let rejected = Rejected { form: "config", posted, errors };
+    finish_save(&state, &actor, &t, &descriptor, &saved, next, rejected, "Configuration saved.").await
 }
 
 /// `POST /plugin/job-types/{t}/runtime`: the runtime settings form.
 pub async fn save_runtime(
     State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Path(t): Path<String>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -278,7 +281,8 @@ pub async fn save_runtime(
     let (runtime, errors) = forms::parse_runtime(posted);
     let mut next = (*saved).clone();
     next.admin_runtime = Some(runtime);
-    finish_save(&state, &t, &descriptor, &saved, next, errors, "runtime", posted, "Runtime settings saved.").await
+    let rejected = Rejected { form: "runtime", posted, errors };
+    finish_save(&state, &actor, &t, &descriptor, &saved, next, rejected, "Runtime settings saved.").await
 }
 
 /// Saves `next` when parsing found no errors; otherwise (or when the validator refuses)
@@ -286,20 +290,27 @@ pub async fn save_runtime(
 #[allow(clippy::too_many_arguments)]
 async fn finish_save(
     state: &AppState,
+    actor: &Actor,
     t: &str,
     descriptor: &pb::JobTypeDescriptor,
     saved: &pb::PersistedJobTypeConfig,
     next: pb::PersistedJobTypeConfig,
-    mut errors: Vec<FieldError>,
-    which: &'static str,
-    posted: Posted<'_>,
+    rejected: Rejected<'_>,
     done: &str,
 ) -> Result<Response, PageError> {
+    let Rejected { form: which, posted, mut errors } = rejected;
     if errors.is_empty() {
-        match save(state, t, next).await {
+        match save(state, actor, t, next).await {
             Ok(()) => return Ok(see_other(&page_path(t), Ok(done.to_string()))),
             Err(Refusal::Config(ConfigStoreError::Invalid(fields))) => errors = fields,
             Err(Refusal::Config(ConfigStoreError::UnknownJobType(_))) => return Err(unknown(t)),
+            Err(e @ Refusal::Forbidden { .. }) => {
+                return Err(PageError {
+                    status: StatusCode::FORBIDDEN,
+                    heading: "Not allowed",
+                    message: sentence(&e.to_string()),
+                });
+            }
             Err(e) => return Err(PageError::internal(e)),
         }
     } else {
@@ -335,14 +346,15 @@ fn keep_unchanged_for_validation(
 }
 
 /// Persists a config through the admin's one save path (validation, event, activity).
-async fn save(state: &AppState, t: &str, mut next: pb::PersistedJobTypeConfig) -> Result<(), Refusal> {
+async fn save(state: &AppState, actor: &Actor, t: &str, mut next: pb::PersistedJobTypeConfig) -> Result<(), Refusal> {
     next.job_type = t.to_string();
-    state.execute(&super::ACTOR, Command::SaveConfig { config: next }).await.map(|_| ())
+    state.execute(actor, Command::SaveConfig { config: next }).await.map(|_| ())
 }
 
 /// `POST /plugin/job-types/{t}/schema`: asks a worker for the descriptor again.
 pub async fn refresh_schema(
     State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Path(t): Path<String>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -352,8 +364,7 @@ pub async fn refresh_schema(
     if !known(&state, &t) {
         return Err(unknown(&t));
     }
-    let outcome = match state.execute(&super::ACTOR, Command::RefreshSchema { job_type: t.clone(), force: true }).await
-    {
+    let outcome = match state.execute(&actor, Command::RefreshSchema { job_type: t.clone(), force: true }).await {
         Ok(Outcome::SchemaRefreshed(d)) => {
             Ok(format!("Schema refreshed: descriptor version {}.", d.descriptor_version))
         }
@@ -366,25 +377,28 @@ pub async fn refresh_schema(
 /// `POST /plugin/job-types/{t}/detect`: a detection whose proposals are only shown.
 pub async fn detect(
     State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Path(t): Path<String>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, PageError> {
-    start(state, t, headers, form, DetectionMode::Preview).await
+    start(state, actor, t, headers, form, DetectionMode::Preview).await
 }
 
 /// `POST /plugin/job-types/{t}/run`: a detection whose proposals become jobs.
 pub async fn run(
     State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Path(t): Path<String>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, PageError> {
-    start(state, t, headers, form, DetectionMode::Run).await
+    start(state, actor, t, headers, form, DetectionMode::Run).await
 }
 
 async fn start(
     state: AppState,
+    actor: Actor,
     t: String,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -395,7 +409,7 @@ async fn start(
     if !known(&state, &t) {
         return Err(unknown(&t));
     }
-    let outcome = match state.execute(&super::ACTOR, Command::Detect { job_type: t.clone(), mode }).await {
+    let outcome = match state.execute(&actor, Command::Detect { job_type: t.clone(), mode }).await {
         Ok(outcome) => {
             let queued = matches!(outcome, Outcome::DetectionRequested { queued: true });
             let what = if mode == DetectionMode::Run {

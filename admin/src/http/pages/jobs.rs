@@ -5,7 +5,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
-    Form,
+    Extension, Form,
     extract::{Path, Query, State, rejection::FormRejection},
     http::HeaderMap,
     response::{IntoResponse, Response},
@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     commands::{Command, Outcome},
-    http::{AppState, api},
+    http::{AppState, api, auth::Caller},
     job::{AttemptView, JobView, is_final, parse_job_id, parse_state},
 };
 
@@ -316,6 +316,7 @@ pub fn posted(form: Result<Form<Vec<(String, String)>>, FormRejection>) -> Resul
 /// `POST /plugin/jobs/{id}/{cancel|retry|expire}`.
 pub async fn action(
     State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -332,7 +333,7 @@ pub async fn action(
         "retry" => Command::RetryJob { seq },
         _ => return Err(PageError::not_found(format!("Jobs have no action “{action}”."))),
     };
-    let view = match state.execute(&super::ACTOR, command).await {
+    let view = match state.execute(&actor, command).await {
         Ok(Outcome::Job(view)) => Ok(view),
         Ok(_) => Err("The action gave no job.".to_string()),
         Err(e) => Err(sentence(&e.to_string())),

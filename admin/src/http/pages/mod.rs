@@ -19,6 +19,7 @@ mod csrf;
 mod forms;
 mod job_type;
 mod jobs;
+mod login;
 mod overview;
 mod workers;
 
@@ -51,6 +52,8 @@ pub fn router() -> Router<AppState> {
         .route("/plugin/workers", get(workers::page))
         .route("/plugin/workers/{id}/drain", post(workers::drain))
         .route("/plugin/activities", get(activities::page))
+        .route("/plugin/login", get(login::page).post(login::sign_in))
+        .route("/plugin/logout", post(login::sign_out))
         .route("/plugin/static/{file}", get(assets::serve))
         .route("/plugin/{*rest}", get(not_found))
         .layer(middleware::map_response(page_headers))
@@ -98,6 +101,10 @@ pub struct Chrome {
     /// The event bus's last id before the page's data was read: the script subscribes
     /// from there, so nothing that happens between rendering and subscribing is missed.
     pub last_event_id: u64,
+    /// Authentication is off: every visitor is an admin (the page says so).
+    pub auth_off: bool,
+    /// Show the sign-out button.
+    pub can_sign_out: bool,
 }
 
 impl Chrome {
@@ -105,6 +112,8 @@ impl Chrome {
     pub fn new(state: &AppState, title: impl Into<String>, nav: &'static str, flash: &Flash) -> Self {
         let mut chrome = Chrome::bare(title, nav, flash);
         chrome.last_event_id = state.events.last_id();
+        chrome.auth_off = state.auth.mode == crate::auth::AuthMode::Off;
+        chrome.can_sign_out = !chrome.auth_off && nav != "";
         chrome
     }
 
@@ -118,12 +127,11 @@ impl Chrome {
             flash_error: flash.error.as_deref().map(|s| clip(s, 300)).unwrap_or_default(),
             version: env!("CARGO_PKG_VERSION"),
             last_event_id: 0,
+            auth_off: false,
+            can_sign_out: false,
         }
     }
 }
-
-/// Who a page form acts as (no authentication yet: the local UI).
-pub(super) const ACTOR: crate::commands::Actor = crate::commands::Actor::Local("ui");
 
 /// The status an action left for the page it redirected to (`?ok=...` or `?error=...`).
 #[derive(Debug, Default, Deserialize)]
@@ -255,6 +263,9 @@ impl From<ApiError> for PageError {
             }
             ApiError::Invalid(fields) => {
                 PageError::bad_request(sentence(&fields.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; ")))
+            }
+            ApiError::Forbidden(m) => {
+                PageError { status: StatusCode::FORBIDDEN, heading: "Not allowed", message: sentence(&m) }
             }
             ApiError::Internal(m) => PageError::internal(m),
         }

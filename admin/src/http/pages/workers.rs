@@ -4,7 +4,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
-    Form,
+    Extension, Form,
     extract::{Path, Query, State, rejection::FormRejection},
     http::HeaderMap,
     response::{IntoResponse, Response},
@@ -13,7 +13,7 @@ use axum::{
 use super::{Chrome, Flash, PageError, Time, back_or, csrf, jobs::posted, see_other};
 use crate::{
     commands::{Command, Refusal},
-    http::AppState,
+    http::{AppState, auth::Caller},
     registry::WorkerView,
 };
 
@@ -112,6 +112,7 @@ pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> 
 /// `POST /plugin/workers/{id}/drain` with `draining=true|false`.
 pub async fn drain(
     State(state): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -122,7 +123,7 @@ pub async fn drain(
     let back = back_or(field("back"), "/plugin/workers");
     let draining = field("draining") != Some("false");
     if let Err(Refusal::NotConnected(_)) =
-        state.execute(&super::ACTOR, Command::SetDraining { worker_id: id.clone(), draining }).await
+        state.execute(&actor, Command::SetDraining { worker_id: id.clone(), draining }).await
     {
         return Ok(see_other(&back, Err(format!("Worker “{id}” is not connected, so it cannot be drained."))));
     }

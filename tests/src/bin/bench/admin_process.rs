@@ -69,6 +69,7 @@ impl AdminProcess {
                 && http::get(&admin.http, "/readyz").await.status == 200
             {
                 admin.ready_after = started.elapsed();
+                http::register_admin_token(&admin.http, data_dir);
                 return Ok(admin);
             }
             if Instant::now() > deadline {

@@ -1,0 +1,217 @@
+//! API tokens: named, with a role, kept hashed in `<data>/plugin/tokens.json` (0600).
+//! The plaintext is shown once, when the token is created, and never stored. The file is
+//! re-read when it changes on disk, so `plughost token create|revoke` take effect in a
+//! running admin.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::SystemTime,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::Role;
+
+/// The prefix of every token this admin issues (easy to spot in a leaked file or log).
+const PREFIX: &str = "pht_";
+/// Longest token name.
+const MAX_NAME: usize = 64;
+/// Most tokens one admin keeps.
+const MAX_TOKENS: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token name must be 1 to {MAX_NAME} letters, digits, '_', '.', '-' or '@'")]
+    BadName,
+    #[error("a token named {0:?} exists already")]
+    Exists(String),
+    #[error("no token named {0:?}")]
+    NotFound(String),
+    #[error("this admin keeps at most {MAX_TOKENS} tokens; revoke some first")]
+    TooMany,
+    #[error("token file {}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+}
+
+/// A token as listed: everything but the secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    #[serde(flatten)]
+    info: TokenInfo,
+    /// SHA-256 of the token, hex. Tokens are 256 random bits, so a plain hash is enough:
+    /// there is nothing to guess that a slow hash would protect.
+    sha256: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct File {
+    tokens: Vec<Entry>,
+}
+
+pub struct TokenStore {
+    path: PathBuf,
+    state: Mutex<Loaded>,
+}
+
+#[derive(Default)]
+struct Loaded {
+    entries: Vec<Entry>,
+    modified: Option<SystemTime>,
+}
+
+pub fn hash(token: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '@'))
+}
+
+impl TokenStore {
+    /// Opens (without creating) the token file of a data dir.
+    pub fn open(data_dir: &Path) -> Result<TokenStore, TokenError> {
+        let store =
+            TokenStore { path: data_dir.join("plugin").join("tokens.json"), state: Mutex::new(Loaded::default()) };
+        store.refresh()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn file_error(&self, message: impl std::fmt::Display) -> TokenError {
+        TokenError::File { path: self.path.clone(), message: message.to_string() }
+    }
+
+    /// Re-reads the file if it changed since the last read.
+    fn refresh(&self) -> Result<(), TokenError> {
+        let modified = match std::fs::metadata(&self.path) {
+            Ok(m) => m.modified().ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(self.file_error(e)),
+        };
+        let mut state = self.state.lock().expect("token store lock");
+        if modified.is_some() && state.modified == modified {
+            return Ok(());
+        }
+        let entries = match modified {
+            None => Vec::new(),
+            Some(_) => {
+                let bytes = std::fs::read(&self.path).map_err(|e| self.file_error(e))?;
+                serde_json::from_slice::<File>(&bytes).map_err(|e| self.file_error(e))?.tokens
+            }
+        };
+        *state = Loaded { entries, modified };
+        Ok(())
+    }
+
+    fn save(&self, state: &mut Loaded) -> Result<(), TokenError> {
+        let file = File { tokens: state.entries.clone() };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| self.file_error(e))?;
+        crate::fsutil::write_atomic_private(&self.path, &bytes).map_err(|e| self.file_error(e))?;
+        state.modified = std::fs::metadata(&self.path).ok().and_then(|m| m.modified().ok());
+        Ok(())
+    }
+
+    /// Creates a token and returns its plaintext (shown once, never stored).
+    pub fn create(&self, name: &str, role: Role, now_ms: i64) -> Result<String, TokenError> {
+        if !valid_name(name) {
+            return Err(TokenError::BadName);
+        }
+        self.refresh()?;
+        let mut state = self.state.lock().expect("token store lock");
+        if state.entries.iter().any(|e| e.info.name == name) {
+            return Err(TokenError::Exists(name.to_string()));
+        }
+        if state.entries.len() >= MAX_TOKENS {
+            return Err(TokenError::TooMany);
+        }
+        let token = format!("{PREFIX}{}", crate::random::hex(32));
+        state
+            .entries
+            .push(Entry { info: TokenInfo { name: name.to_string(), role, created_at: now_ms }, sha256: hash(&token) });
+        self.save(&mut state)?;
+        Ok(token)
+    }
+
+    pub fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
+        self.refresh()?;
+        Ok(self.state.lock().expect("token store lock").entries.iter().map(|e| e.info.clone()).collect())
+    }
+
+    pub fn revoke(&self, name: &str) -> Result<TokenInfo, TokenError> {
+        self.refresh()?;
+        let mut state = self.state.lock().expect("token store lock");
+        let at = state.entries.iter().position(|e| e.info.name == name).ok_or(TokenError::NotFound(name.into()))?;
+        let removed = state.entries.remove(at);
+        self.save(&mut state)?;
+        Ok(removed.info)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, TokenError> {
+        Ok(self.list()?.is_empty())
+    }
+
+    /// The token's name and role, if it is one of ours.
+    pub fn verify(&self, token: &str) -> Option<TokenInfo> {
+        if !token.starts_with(PREFIX) || token.len() > 128 {
+            return None;
+        }
+        if let Err(e) = self.refresh() {
+            tracing::warn!(error = %e, "token file unreadable; keeping the tokens read before");
+        }
+        let digest = hash(token);
+        let state = self.state.lock().expect("token store lock");
+        // Compared in constant time, though a hash of a random token leaks nothing useful.
+        state
+            .entries
+            .iter()
+            .find(|e| crate::secrets::constant_time_eq(e.sha256.as_bytes(), digest.as_bytes()))
+            .map(|e| e.info.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::TempDir;
+
+    #[test]
+    fn a_created_token_verifies_is_stored_only_as_a_hash_and_stops_working_when_revoked() {
+        let dir = TempDir::new("tokens");
+        let store = TokenStore::open(&dir.0).unwrap();
+        let token = store.create("ci", Role::Operator, 5).unwrap();
+        assert!(token.starts_with(PREFIX) && token.len() == PREFIX.len() + 64);
+        assert_eq!(store.verify(&token).unwrap(), TokenInfo { name: "ci".into(), role: Role::Operator, created_at: 5 });
+        assert!(store.verify("pht_nope").is_none());
+        let file = std::fs::read_to_string(store.path()).unwrap();
+        assert!(!file.contains(&token), "the plaintext is never written");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(store.path()).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(matches!(store.create("ci", Role::Viewer, 6), Err(TokenError::Exists(_))));
+        assert!(matches!(store.create("bad name", Role::Viewer, 6), Err(TokenError::BadName)));
+        store.revoke("ci").unwrap();
+        assert!(store.verify(&token).is_none());
+    }
+
+    #[test]
+    fn a_token_created_by_another_process_is_seen_without_a_restart() {
+        let dir = TempDir::new("tokens-reload");
+        let running = TokenStore::open(&dir.0).unwrap();
+        assert!(running.is_empty().unwrap());
+        let cli = TokenStore::open(&dir.0).unwrap();
+        let token = cli.create("later", Role::Viewer, 1).unwrap();
+        assert_eq!(running.verify(&token).map(|t| t.name), Some("later".to_string()));
+    }
+}

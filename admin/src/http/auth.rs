@@ -1,0 +1,103 @@
+//! Authentication of every HTTP request: a bearer token or a page session names the
+//! caller, who is put in the request's extensions as a [`Caller`]. Public: `/healthz`,
+//! `/readyz`, the login page, static assets, and `GET /api/plugin/status` (which then
+//! shows only what a worker needs to dial in). Anything else without a valid identity is
+//! refused: the API with 401 and a JSON error, the pages with a redirect to the login
+//! page. Roles are checked where the work is: commands in the command layer, token
+//! listing in its handler.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use axum::{
+    Json,
+    extract::{Request, State},
+    http::{HeaderMap, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Redirect, Response},
+};
+
+use super::AppState;
+use crate::{auth::AuthMode, commands::Actor};
+
+/// The page session's cookie.
+pub const SESSION_COOKIE: &str = "plughost_session";
+
+/// Who is calling; present on every authenticated request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Actor);
+
+fn is_public(method: &Method, path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/plugin/login")
+        || path.starts_with("/plugin/static/")
+        || (method == Method::GET && path == "/api/plugin/status")
+}
+
+/// The bearer token of a request, if it carries one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The value of a cookie, if the request carries it.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+}
+
+/// The caller a request's credentials name, if any.
+pub fn identify(state: &AppState, headers: &HeaderMap, via: &'static str) -> Option<Actor> {
+    if state.auth.mode == AuthMode::Off {
+        return Some(Actor::Local(via));
+    }
+    if let Some(token) = bearer(headers) {
+        // A wrong token is refused even when a session cookie would do: say what is wrong.
+        return state.auth.tokens.verify(token).map(|t| Actor::Token { name: t.name, role: t.role });
+    }
+    let id = cookie(headers, SESSION_COOKIE)?;
+    let session = state.auth.sessions.get(id, state.clock.now_ms())?;
+    Some(Actor::Session { user: session.user, role: session.role })
+}
+
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let api = path.starts_with("/api/") || path == "/metrics";
+    let via = if api { "api" } else { "ui" };
+    match identify(&state, request.headers(), via) {
+        Some(actor) => {
+            request.extensions_mut().insert(Caller(actor));
+            next.run(request).await
+        }
+        None if is_public(request.method(), path) => next.run(request).await,
+        None => {
+            audit_unauthenticated(&state, request.method(), path);
+            if api {
+                let body = Json(serde_json::json!({
+                    "error": "authentication required: send Authorization: Bearer <token>"
+                }));
+                (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+            } else {
+                let next = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/plugin");
+                Redirect::to(&format!("/plugin/login?next={}", super::pages::percent_encode(next))).into_response()
+            }
+        }
+    }
+}
+
+/// Records a refused unauthenticated request in the activity timeline, at most once a
+/// second (a flood of them must not flood the store).
+fn audit_unauthenticated(state: &AppState, method: &Method, path: &str) {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = state.clock.now_ms();
+    let last = LAST.load(Ordering::Relaxed);
+    if now - last < 1000 || LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        return;
+    }
+    let what = format!("unauthenticated request refused: {method} {}", crate::text::clip(path, 200));
+    tracing::warn!("{what}");
+    state.journal.record("", "", proto::pb::ActivitySource::Admin, "auth", &what);
+}
