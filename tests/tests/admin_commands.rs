@@ -3,8 +3,9 @@
 //! request that one surface refuses the other refuses too.
 //!
 //! Each test starts two admins set up identically (own data dir, one fake worker over
-//! real gRPC each): one is driven through `/api/plugin/...` (actor "api"), the other
-//! through the `/plugin` forms with the CSRF cookie and field (actor "ui"). Pausing
+//! real gRPC each): one is driven through `/api/plugin/...` with a token named "api", the
+//! other through the `/plugin` forms with the CSRF cookie and field and a token named
+//! "ui"; the actor a command records is the token's name. Pausing
 //! dispatch has no form, so that test compares the API with a command executed
 //! directly on `Components`. Job types start disabled, so no scheduled detection runs
 //! behind a test's back; detections happen only when a test asks for one.
@@ -266,7 +267,15 @@ impl Side {
 /// Two admins set up alike: the first is driven through the API, the second through
 /// the pages.
 async fn pair(spec: impl Fn() -> FakeWorkerSpec) -> (Side, Side) {
-    (Side::start("commands-api", spec()).await, Side::start("commands-ui", spec()).await)
+    let (api, ui) = (Side::start("commands-api", spec()).await, Side::start("commands-ui", spec()).await);
+    // Each side acts with an admin-role token named after its surface, so the actor a
+    // command records tells the two apart.
+    for (side, name) in [(&api, "api"), (&ui, "ui")] {
+        let r = http::post_json(side.http(), "/api/plugin/tokens", &json!({ "name": name, "role": "admin" })).await;
+        assert_eq!(r.status, 201, "create token {name}: {}", r.text());
+        http::register_token(side.http(), r.json()["token"].as_str().unwrap());
+    }
+    (api, ui)
 }
 
 /// What a job ended as, without ids, request ids and times.

@@ -65,6 +65,8 @@ pub struct Auth {
     pub mode: AuthMode,
     pub tokens: TokenStore,
     pub sessions: Sessions,
+    /// When an unauthenticated request was last written to the audit trail.
+    last_refusal_audit: std::sync::atomic::AtomicI64,
 }
 
 /// The job type of the bundled script runner. With authentication off, workers that
@@ -90,6 +92,16 @@ impl Auth {
                 .map_err(|e| TokenError::File { path: path.clone(), message: e.to_string() })?;
             created = Some(token);
         }
-        Ok((Arc::new(Auth { mode, tokens, sessions: Sessions::default() }), created))
+        let auth = Auth { mode, tokens, sessions: Sessions::default(), last_refusal_audit: Default::default() };
+        Ok((Arc::new(auth), created))
+    }
+
+    /// Whether a refused unauthenticated request should be written to the audit trail
+    /// now: at most one a second, so a flood of them cannot flood the store.
+    pub fn should_audit_refusal(&self, now_ms: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let last = self.last_refusal_audit.load(Ordering::Relaxed);
+        now_ms - last >= 1000
+            && self.last_refusal_audit.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 }

@@ -289,7 +289,7 @@ pub struct JobsQuery {
 }
 
 /// Lists jobs newest first, `limit` at a time; pass `before=<last job_id>` for the next page.
-pub fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>, Option<String>), ApiError> {
+pub async fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>, Option<String>), ApiError> {
     if let Some(t) = q.job_type.as_deref().filter(|t| !t.is_empty()) {
         job_type_param(t)?;
     }
@@ -312,6 +312,8 @@ pub fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>, Optio
         before_seq,
         limit,
     };
+    // Read what was changed before this request (a job created a moment ago is listed).
+    state.store.settle().await;
     let mut jobs = state.store.jobs(&query)?;
     // The store lags memory by at most one group commit; jobs still in memory are overlaid
     // with their current state so a list never shows a job behind its detail page.
@@ -324,7 +326,7 @@ pub fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>, Optio
 }
 
 async fn jobs(State(state): State<AppState>, Query(q): Query<JobsQuery>) -> Result<Json<Value>, ApiError> {
-    let (jobs, next) = list_jobs(&state, &q)?;
+    let (jobs, next) = list_jobs(&state, &q).await?;
     Ok(Json(json!({ "jobs": jobs, "next_before": next })))
 }
 

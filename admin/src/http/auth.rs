@@ -6,8 +6,6 @@
 //! page. Roles are checked where the work is: commands in the command layer, token
 //! listing in its handler.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-
 use axum::{
     Json,
     extract::{Request, State},
@@ -91,10 +89,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
 /// Records a refused unauthenticated request in the activity timeline, at most once a
 /// second (a flood of them must not flood the store).
 fn audit_unauthenticated(state: &AppState, method: &Method, path: &str) {
-    static LAST: AtomicI64 = AtomicI64::new(0);
-    let now = state.clock.now_ms();
-    let last = LAST.load(Ordering::Relaxed);
-    if now - last < 1000 || LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+    if !state.auth.should_audit_refusal(state.clock.now_ms()) {
         return;
     }
     let what = format!("unauthenticated request refused: {method} {}", crate::text::clip(path, 200));

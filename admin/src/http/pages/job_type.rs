@@ -172,10 +172,9 @@ async fn build(
     state.store.settle().await;
     let (successes, failures) = state.store.runs(t, 10)?;
     let proposals = state.scheduler.latest_proposals(t);
-    let (recent, _) = api::list_jobs(
-        state,
-        &api::JobsQuery { job_type: Some(t.to_string()), limit: Some(10), ..Default::default() },
-    )?;
+    let (recent, _) =
+        api::list_jobs(state, &api::JobsQuery { job_type: Some(t.to_string()), limit: Some(10), ..Default::default() })
+            .await?;
 
     let display_name = descriptor
         .as_ref()

@@ -144,7 +144,7 @@ pub async fn list(
         before: filter.before.clone().filter(|b| !b.is_empty()),
         limit: Some(PAGE_SIZE),
     };
-    let (jobs, next, filter_error) = match api::list_jobs(&state, &q) {
+    let (jobs, next, filter_error) = match api::list_jobs(&state, &q).await {
         Ok((jobs, next)) => (jobs, next, String::new()),
         Err(crate::http::ApiError::BadRequest(m)) => (Vec::new(), None, sentence(&m)),
         Err(e) => return Err(e.into()),
