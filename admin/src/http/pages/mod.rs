@@ -113,7 +113,7 @@ impl Chrome {
         let mut chrome = Chrome::bare(title, nav, flash);
         chrome.last_event_id = state.events.last_id();
         chrome.auth_off = state.auth.mode == crate::auth::AuthMode::Off;
-        chrome.can_sign_out = !chrome.auth_off && nav != "";
+        chrome.can_sign_out = !chrome.auth_off && !nav.is_empty();
         chrome
     }
 
