@@ -304,3 +304,20 @@ async fn auth_off_is_refused_where_it_would_expose_the_admin_and_says_so_where_i
     assert!(refused.hello.message.contains("--auth off"), "{}", refused.hello.message);
     admin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_query_string_is_answered_with_a_json_error_like_every_other() {
+    let dir = TempDir::new("query-json");
+    let admin = TestAdmin::start(dir.path(), |_| {}).await;
+    for path in
+        ["/api/plugin/jobs?limit=many", "/api/plugin/activities?before=yesterday", "/api/plugin/events?last_event_id=x"]
+    {
+        let r = http::get(&admin.http, path).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(error_of(&r).starts_with("query string:"), "{path}: {}", r.text());
+    }
+    let r = http::post_json(&admin.http, "/api/plugin/dispatch?paused=maybe", &json!({})).await;
+    assert_eq!(r.status, 400);
+    assert!(error_of(&r).contains("paused"), "{}", r.text());
+    admin.stop().await;
+}

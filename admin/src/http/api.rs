@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use axum::{
     Extension, Json, Router,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::StatusCode,
     response::IntoResponse,
     routing::{get, post},
@@ -15,7 +15,7 @@ use proto::pb::{self, JobState};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, auth::Caller};
+use super::{ApiError, ApiQuery, AppState, auth::Caller};
 use crate::{
     auth::Role,
     commands::{Actor, Command, Outcome},
@@ -111,7 +111,7 @@ async fn drain(
     State(state): State<AppState>,
     Extension(Caller(actor)): Extension<Caller>,
     Path(id): Path<String>,
-    Query(q): Query<DrainQuery>,
+    ApiQuery(q): ApiQuery<DrainQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let draining = q.draining.unwrap_or(true);
     state.execute(&actor, Command::SetDraining { worker_id: id.clone(), draining }).await?;
@@ -176,7 +176,7 @@ async fn refresh_schema(
     State(state): State<AppState>,
     Extension(Caller(actor)): Extension<Caller>,
     Path(t): Path<String>,
-    Query(q): Query<SchemaQuery>,
+    ApiQuery(q): ApiQuery<SchemaQuery>,
 ) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
     let command = Command::RefreshSchema { job_type: t, force: q.force_refresh.unwrap_or(false) };
@@ -325,7 +325,7 @@ pub async fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>,
     Ok((jobs, next))
 }
 
-async fn jobs(State(state): State<AppState>, Query(q): Query<JobsQuery>) -> Result<Json<Value>, ApiError> {
+async fn jobs(State(state): State<AppState>, ApiQuery(q): ApiQuery<JobsQuery>) -> Result<Json<Value>, ApiError> {
     let (jobs, next) = list_jobs(&state, &q).await?;
     Ok(Json(json!({ "jobs": jobs, "next_before": next })))
 }
@@ -414,7 +414,10 @@ struct ActivitiesQuery {
     limit: Option<usize>,
 }
 
-async fn activities(State(state): State<AppState>, Query(q): Query<ActivitiesQuery>) -> Result<Json<Value>, ApiError> {
+async fn activities(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ActivitiesQuery>,
+) -> Result<Json<Value>, ApiError> {
     if let Some(t) = q.job_type.as_deref().filter(|t| !t.is_empty()) {
         job_type_param(t)?;
     }
@@ -440,7 +443,7 @@ struct DispatchQuery {
 async fn dispatch_pause(
     State(state): State<AppState>,
     Extension(Caller(actor)): Extension<Caller>,
-    Query(q): Query<DispatchQuery>,
+    ApiQuery(q): ApiQuery<DispatchQuery>,
 ) -> Result<Json<Value>, ApiError> {
     state.execute(&actor, Command::PauseDispatch { paused: q.paused }).await?;
     Ok(Json(json!({ "dispatch_paused": q.paused })))

@@ -90,3 +90,22 @@ impl From<crate::commands::Refusal> for ApiError {
         }
     }
 }
+
+/// `Query<T>` whose rejection is an [`ApiError`] (JSON, like every other API error) rather
+/// than axum's plain-text 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(q)) => Ok(ApiQuery(q)),
+            Err(e) => Err(ApiError::BadRequest(format!("query string: {}", e.body_text()))),
+        }
+    }
+}

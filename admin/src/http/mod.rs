@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 
-pub use error::ApiError;
+pub use error::{ApiError, ApiQuery};
 
 use crate::components::Components;
 

@@ -6,14 +6,14 @@ use std::{convert::Infallible, time::Duration};
 
 use axum::{
     Router,
-    extract::{Query, State},
+    extract::State,
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
     routing::get,
 };
 use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError};
 
-use super::AppState;
+use super::{ApiQuery, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/events", get(events))
@@ -32,7 +32,7 @@ fn to_sse(e: &crate::events::Event) -> Event {
 async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let last = headers
         .get("last-event-id")
