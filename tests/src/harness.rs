@@ -86,15 +86,21 @@ impl AdminProcess {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("spawn plughost admin");
-        let http = format!("127.0.0.1:{http_port}");
+        // Owned before the wait, so a readiness timeout (a panic) still kills the process.
+        let admin = AdminProcess {
+            child,
+            http: format!("127.0.0.1:{http_port}"),
+            grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+        };
+        let http = &admin.http;
         crate::wait_for("admin process ready", Duration::from_secs(30), || async {
             let ok =
-                tokio::net::TcpStream::connect(&http).await.is_ok() && http::get(&http, "/readyz").await.status == 200;
+                tokio::net::TcpStream::connect(http).await.is_ok() && http::get(http, "/readyz").await.status == 200;
             ok.then_some(())
         })
         .await;
-        http::register_admin_token(&http, data_dir);
-        AdminProcess { child, http, grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)) }
+        http::register_admin_token(http, data_dir);
+        admin
     }
 
     /// SIGKILL: no shutdown path runs.
