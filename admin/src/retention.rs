@@ -53,25 +53,10 @@ mod tests {
     use proto::pb::JobState;
 
     use super::*;
-    use crate::{
-        job::{Job, JobSpecData},
-        test_support::Rig,
-    };
+    use crate::{job::Job, test_support::Rig};
 
     fn finished(seq: i64, at: i64) -> Arc<Job> {
-        let spec = JobSpecData {
-            job_type: "t".into(),
-            dedupe_key: format!("k{seq}"),
-            priority: 2,
-            summary: String::new(),
-            detail: String::new(),
-            parameters: Default::default(),
-            labels: Default::default(),
-            created_at: at,
-            not_before: 0,
-            expires_at: 0,
-            detection_run: 0,
-        };
+        let spec = crate::test_support::spec(&format!("k{seq}"), at);
         let mut job = Job::pending(seq, spec, at);
         job.state = JobState::Succeeded;
         job.completed_at = at;

@@ -34,6 +34,24 @@ impl Drop for TempDir {
     }
 }
 
+/// The spec of a test job: type `t`, dedupe key `key`, normal priority, created at `at`,
+/// no parameters, no `not_before` or `expires_at`.
+pub(crate) fn spec(key: &str, at: i64) -> crate::job::JobSpecData {
+    crate::job::JobSpecData {
+        job_type: "t".into(),
+        dedupe_key: key.into(),
+        priority: proto::pb::JobPriority::Normal as i32,
+        summary: format!("job {key}"),
+        detail: String::new(),
+        parameters: Default::default(),
+        labels: Default::default(),
+        created_at: at,
+        not_before: 0,
+        expires_at: 0,
+        detection_run: 1,
+    }
+}
+
 /// A full set of components over a real config store and SQLite store in a temp dir,
 /// with a manual clock, for tests of one component's behaviour over time.
 pub(crate) struct Rig {

@@ -381,7 +381,6 @@ fn requeue(job: &mut Job, count_attempt: bool, delay_ms: i64, message: String, n
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::JobSpecData;
 
     const T0: i64 = 1_000_000;
 
@@ -399,19 +398,7 @@ mod tests {
     }
 
     fn job() -> Job {
-        let spec = JobSpecData {
-            job_type: "t".into(),
-            dedupe_key: "k".into(),
-            priority: 2,
-            summary: String::new(),
-            detail: String::new(),
-            parameters: Default::default(),
-            labels: Default::default(),
-            created_at: T0,
-            not_before: 0,
-            expires_at: 0,
-            detection_run: 1,
-        };
+        let spec = crate::test_support::spec("k", T0);
         Job::pending(1, spec, T0)
     }
 

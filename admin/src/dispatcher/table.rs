@@ -391,22 +391,11 @@ impl JobTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::JobSpecData;
 
     fn job(seq: i64, not_before: i64, expires_at: i64) -> Box<Job> {
-        let spec = JobSpecData {
-            job_type: "t".into(),
-            dedupe_key: format!("k{seq}"),
-            priority: 2,
-            summary: String::new(),
-            detail: String::new(),
-            parameters: Default::default(),
-            labels: Default::default(),
-            created_at: 0,
-            not_before,
-            expires_at,
-            detection_run: 0,
-        };
+        let mut spec = crate::test_support::spec(&format!("k{seq}"), 0);
+        spec.not_before = not_before;
+        spec.expires_at = expires_at;
         Box::new(Job::pending(seq, spec, 0))
     }
 

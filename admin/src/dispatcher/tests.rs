@@ -10,19 +10,7 @@ use crate::{
 };
 
 fn spec(key: &str, not_before: i64, expires_at: i64) -> JobSpecData {
-    JobSpecData {
-        job_type: "t".into(),
-        dedupe_key: key.into(),
-        priority: pb::JobPriority::Normal as i32,
-        summary: format!("job {key}"),
-        detail: String::new(),
-        parameters: Default::default(),
-        labels: Default::default(),
-        created_at: Rig::T0,
-        not_before,
-        expires_at,
-        detection_run: 0,
-    }
+    JobSpecData { not_before, expires_at, ..crate::test_support::spec(key, Rig::T0) }
 }
 
 /// Admits one job and waits until it is durable and dispatchable; returns its seq.

@@ -230,30 +230,17 @@ pub(crate) mod tests {
     use proto::pb;
 
     use super::*;
-    use crate::{
-        job::{JobSpecData, now_ms},
-        test_support::TempDir,
-    };
+    use crate::{job::now_ms, test_support::TempDir};
 
     pub(crate) fn temp_dir(name: &str) -> TempDir {
         TempDir::new(&format!("store-{name}"))
     }
 
     pub(crate) fn job(seq: i64, state: JobState, updated_at: i64) -> Job {
-        let spec = JobSpecData {
-            job_type: "t".into(),
-            dedupe_key: format!("k{seq}"),
-            priority: 2,
-            summary: format!("job {seq}"),
-            detail: String::new(),
-            parameters: [("p".to_string(), pb::ConfigValue { kind: Some(pb::config_value::Kind::Int64Value(seq)) })]
-                .into(),
-            labels: Default::default(),
-            created_at: updated_at,
-            not_before: 0,
-            expires_at: 0,
-            detection_run: 1,
-        };
+        let mut spec = crate::test_support::spec(&format!("k{seq}"), updated_at);
+        spec.summary = format!("job {seq}");
+        spec.parameters =
+            [("p".to_string(), pb::ConfigValue { kind: Some(pb::config_value::Kind::Int64Value(seq)) })].into();
         let mut job = Job::pending(seq, spec, updated_at);
         job.state = state;
         job.failed_on = vec!["w1".into()];
