@@ -32,6 +32,7 @@ pub mod retention;
 pub mod runtime_config;
 pub mod scheduler;
 pub mod schema;
+pub mod secret_box;
 pub mod secrets;
 pub mod server;
 pub mod store;
@@ -45,4 +46,5 @@ mod test_support;
 
 pub use components::Components;
 pub use config::{AdminConfig, TlsFiles};
+pub use secret_box::SecretKeySource;
 pub use server::{Admin, AdminError};
