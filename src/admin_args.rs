@@ -4,6 +4,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 
+/// The environment variable that may hold the secret key itself (64 hex digits or base64
+/// of 32 bytes).
+pub const SECRET_KEY_VAR: &str = "PLUGHOST_SECRET_KEY";
+
 #[derive(Args, Debug, Clone)]
 pub struct AdminArgs {
     /// Where descriptors, configs and the job store live.
@@ -46,6 +50,12 @@ pub struct AdminArgs {
     /// Bearer tokens workers may present, comma-separated; none means no token is needed.
     #[arg(long, env = "PLUGHOST_WORKER_TOKENS", value_delimiter = ',')]
     pub worker_tokens: Vec<String>,
+    /// The key that encrypts sensitive config values: 32 raw bytes, or 64 hex digits or
+    /// base64 of 32 bytes; created with a random key if missing. Default:
+    /// <data-dir>/plugin/secret.key. PLUGHOST_SECRET_KEY (the key itself, hex or base64)
+    /// takes precedence over this file.
+    #[arg(long, env = "PLUGHOST_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl AdminArgs {
@@ -75,6 +85,12 @@ impl AdminArgs {
         c.allowed_hosts =
             self.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
         c.worker_tokens = self.worker_tokens.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        // The key itself only from the environment, never from argv (`ps` shows argv).
+        c.secret_key = match (std::env::var(SECRET_KEY_VAR), &self.secret_key_file) {
+            (Ok(key), _) if !key.trim().is_empty() => admin::SecretKeySource::Text(key),
+            (_, Some(file)) => admin::SecretKeySource::File(file.clone()),
+            _ => admin::SecretKeySource::DataDir,
+        };
         c
     }
 }

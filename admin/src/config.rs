@@ -44,6 +44,8 @@ pub struct AdminConfig {
     pub worker_tokens: Vec<String>,
     /// Passed to workers in `ClusterContext.metadata`.
     pub cluster_metadata: HashMap<String, String>,
+    /// The key that encrypts sensitive config values in the data dir.
+    pub secret_key: crate::secret_box::SecretKeySource,
 }
 
 pub const DEFAULT_HTTP_PORT: u16 = 23646;
@@ -71,6 +73,7 @@ impl AdminConfig {
             allowed_hosts: Vec::new(),
             worker_tokens: Vec::new(),
             cluster_metadata: HashMap::new(),
+            secret_key: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod commands;
 pub mod components;
 pub mod config;
+pub mod config_secrets;
 pub mod config_store;
 pub mod config_value;
 pub mod datadir;

@@ -18,6 +18,7 @@ use crate::{
     events::EventBus,
     grpc::WorkerService,
     retention::Retention,
+    secret_box::{SecretBox, SecretKeyError},
     store::{Store, StoreError},
 };
 
@@ -40,6 +41,8 @@ pub enum AdminError {
     Tls(String),
     #[error(transparent)]
     DataDir(#[from] LockError),
+    #[error("secret key: {0}")]
+    SecretKey(#[from] SecretKeyError),
     #[error("{what} stopped unexpectedly: {message}")]
     Task { what: &'static str, message: String },
 }
@@ -84,10 +87,15 @@ impl Admin {
 
         let events = Arc::new(EventBus::new(EVENT_BUFFER));
         let data_dir = config.data_dir.clone();
+        let key = config.secret_key.clone();
         let configs = Arc::new(
-            tokio::task::spawn_blocking(move || ConfigStore::open(&data_dir))
-                .await
-                .map_err(|e| AdminError::Task { what: "opening the config store", message: e.to_string() })??,
+            tokio::task::spawn_blocking(move || -> Result<ConfigStore, AdminError> {
+                // The key first: the config store opens sealed values with it.
+                let sealer = SecretBox::open_source(&key, &data_dir)?;
+                Ok(ConfigStore::open(&data_dir, sealer)?)
+            })
+            .await
+            .map_err(|e| AdminError::Task { what: "opening the config store", message: e.to_string() })??,
         );
         let (store, loaded) = Store::open(&config.data_dir, events.clone())?;
         let (components, requeued) = Components::assemble(config, clock, configs, store, events, loaded);
