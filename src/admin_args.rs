@@ -4,6 +4,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 
+/// The environment variable that may hold the secret key itself (64 hex digits or base64
+/// of 32 bytes).
+pub const SECRET_KEY_VAR: &str = "PLUGHOST_SECRET_KEY";
+
 #[derive(Args, Debug, Clone)]
 pub struct AdminArgs {
     /// Where descriptors, configs and the job store live.
@@ -50,6 +54,12 @@ pub struct AdminArgs {
     /// when both listeners are on loopback and scripts are not allowed.
     #[arg(long, env = "PLUGHOST_AUTH", default_value = "on", value_parser = ["on", "off"])]
     pub auth: String,
+    /// The key that encrypts sensitive config values: 32 raw bytes, or 64 hex digits or
+    /// base64 of 32 bytes; created with a random key if missing. Default:
+    /// <data-dir>/plugin/secret.key. PLUGHOST_SECRET_KEY (the key itself, hex or base64)
+    /// takes precedence over this file.
+    #[arg(long, env = "PLUGHOST_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl AdminArgs {
@@ -80,6 +90,12 @@ impl AdminArgs {
             self.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
         c.worker_tokens = self.worker_tokens.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
         c.auth = if self.auth == "off" { admin::auth::AuthMode::Off } else { admin::auth::AuthMode::On };
+        // The key itself only from the environment, never from argv (`ps` shows argv).
+        c.secret_key = match (std::env::var(SECRET_KEY_VAR), &self.secret_key_file) {
+            (Ok(key), _) if !key.trim().is_empty() => admin::SecretKeySource::Text(key),
+            (_, Some(file)) => admin::SecretKeySource::File(file.clone()),
+            _ => admin::SecretKeySource::DataDir,
+        };
         c
     }
 }

@@ -49,6 +49,8 @@ pub struct AdminConfig {
     /// Some worker of this process runs operator scripts (`up --allow-scripts`); then
     /// authentication cannot be turned off.
     pub scripts_allowed: bool,
+    /// The key that encrypts sensitive config values in the data dir.
+    pub secret_key: crate::secret_box::SecretKeySource,
 }
 
 pub const DEFAULT_HTTP_PORT: u16 = 23646;
@@ -78,6 +80,7 @@ impl AdminConfig {
             cluster_metadata: HashMap::new(),
             auth: crate::auth::AuthMode::On,
             scripts_allowed: false,
+            secret_key: Default::default(),
         }
     }
 

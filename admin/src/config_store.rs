@@ -16,9 +16,21 @@
 //! validated and encoded first, every file is written atomically, and if a later file of
 //! the same save fails, the files already written get their old contents back.
 //!
-//! **Invariant:** saved values are never logged or printed by `Debug`: `config.pb` and
-//! `config.json` hold sensitive values (they are the admin's own files, written
-//! owner-only), and only [`validator::redact`]ed configs leave the admin.
+//! **Invariant:** saved values are never logged or printed by `Debug`, and only
+//! [`validator::redact`]ed configs leave the admin.
+//!
+//! **Invariant:** no config file holds a secret in clear. The values of fields that hold
+//! secrets are sealed with the admin's key ([`config_secrets`]) in `config.pb` and
+//! `config.json` (written owner-only all the same); in memory the config holds the
+//! plaintext, which the scheduler and dispatcher send to workers. A config written by an
+//! older build, with sensitive values in clear, is sealed when the store opens it, and a
+//! sealed value that does not open (a wrong key, an altered file) stops the store from
+//! opening: [`ConfigStoreError::Secret`] names the file, job type and field.
+//!
+//! **Invariant:** a field that holds a secret stays sensitive, whatever a later
+//! descriptor says, until an operator saves a new value for it: [`ConfigStore::descriptor`]
+//! and [`ConfigStore::entry`] give the descriptor the admin shows (the worker's, with such
+//! fields marked sensitive); the files keep the worker's own.
 //!
 //! All methods are synchronous and hold the std locks only briefly; none is held across
 //! an `.await` because there is none. Saves are serialised by a writer mutex, so readers
@@ -35,9 +47,11 @@ use prost::Message;
 use proto::{ProtoName, pb};
 use tracing::{info, warn};
 
+use crate::config_secrets::{self, SecretFields};
 use crate::config_value;
 use crate::fsutil;
 use crate::runtime_config;
+use crate::secret_box::{OpenError, SealError, SecretBox};
 use crate::validator::{self, FieldError};
 
 const DESCRIPTOR_PB: &str = "descriptor.pb";
@@ -79,10 +93,23 @@ pub enum ConfigStoreError {
         #[source]
         source: proto::json::JsonError,
     },
+    #[error(
+        "cannot decrypt the saved value of {form} field {field:?} of job type {job_type:?} in {} with the {key}: {error}",
+        path.display()
+    )]
+    Secret { path: PathBuf, job_type: String, form: &'static str, field: String, key: String, error: OpenError },
+    #[error("cannot encrypt the config of job type {job_type:?}")]
+    Seal {
+        job_type: String,
+        #[source]
+        source: SealError,
+    },
 }
 
 /// What the store knows about one job type. Either part may be missing: a config whose
 /// descriptor file was unreadable is kept until the worker sends the descriptor again.
+/// The descriptor is the one the admin shows (fields holding a saved secret marked
+/// sensitive); the config holds sensitive values in clear.
 #[derive(Clone, Default)]
 pub struct JobTypeEntry {
     pub descriptor: Option<Arc<pb::JobTypeDescriptor>>,
@@ -99,13 +126,37 @@ impl fmt::Debug for JobTypeEntry {
     }
 }
 
+/// One job type as the store holds it.
+#[derive(Clone, Default)]
+struct Slot {
+    /// What callers get: the descriptor the admin shows, the config with plaintext values.
+    entry: JobTypeEntry,
+    /// The descriptor as the worker sent it (what the files hold).
+    sent: Option<Arc<pb::JobTypeDescriptor>>,
+    /// The config's fields whose values are secrets (sealed in the files).
+    secrets: SecretFields,
+}
+
+impl Slot {
+    fn new(
+        sent: Option<Arc<pb::JobTypeDescriptor>>,
+        config: Option<Arc<pb::PersistedJobTypeConfig>>,
+        secrets: SecretFields,
+    ) -> Self {
+        let descriptor = sent.as_ref().map(|d| config_secrets::shown_descriptor(d, &secrets));
+        Slot { entry: JobTypeEntry { descriptor, config }, sent, secrets }
+    }
+}
+
 /// Descriptors and saved configs of every job type, backed by the data dir.
 pub struct ConfigStore {
     /// `<data>/plugin/job_types`
     root: PathBuf,
-    entries: RwLock<BTreeMap<String, JobTypeEntry>>,
+    entries: RwLock<BTreeMap<String, Slot>>,
     /// Serialises saves (file writes plus the in-memory swap).
     writer: Mutex<()>,
+    /// Seals secret values for the files.
+    sealer: SecretBox,
 }
 
 impl fmt::Debug for ConfigStore {
@@ -116,9 +167,12 @@ impl fmt::Debug for ConfigStore {
 
 impl ConfigStore {
     /// Opens (creating it if needed) `<data_dir>/plugin/job_types` and loads every job
-    /// type in it. Directories with invalid names and unreadable files are skipped with a
-    /// warning: one corrupt file must not keep the admin from starting.
-    pub fn open(data_dir: &Path) -> Result<Self, ConfigStoreError> {
+    /// type in it, opening sealed values with `sealer` and sealing sensitive values an
+    /// older build left in clear. Directories with invalid names and unreadable files are
+    /// skipped with a warning: one corrupt file must not keep the admin from starting. A
+    /// sealed value that does not open does ([`ConfigStoreError::Secret`]): starting
+    /// without it would lose the secret at the next save.
+    pub fn open(data_dir: &Path, sealer: SecretBox) -> Result<Self, ConfigStoreError> {
         let root = data_dir.join("plugin").join("job_types");
         fs::create_dir_all(&root).map_err(|source| io_error(&root, source))?;
         let mut entries = BTreeMap::new();
@@ -139,12 +193,12 @@ impl ConfigStore {
                 warn!(dir = %path.display(), "skipping a job type directory with an invalid name");
                 continue;
             }
-            if let Some(entry) = load_entry(&name, &path) {
-                entries.insert(name, entry);
+            if let Some(slot) = load_entry(&name, &path, &sealer)? {
+                entries.insert(name, slot);
             }
         }
         info!(root = %root.display(), job_types = entries.len(), "config store loaded");
-        Ok(Self { root, entries: RwLock::new(entries), writer: Mutex::new(()) })
+        Ok(Self { root, entries: RwLock::new(entries), writer: Mutex::new(()), sealer })
     }
 
     /// The known job types, sorted.
@@ -154,17 +208,23 @@ impl ConfigStore {
 
     /// Everything stored about one job type.
     pub fn entry(&self, job_type: &str) -> Option<JobTypeEntry> {
-        self.read().get(job_type).cloned()
+        self.read().get(job_type).map(|slot| slot.entry.clone())
     }
 
+    /// The descriptor the admin shows and validates against: the worker's, with fields
+    /// that hold a saved secret marked sensitive.
     pub fn descriptor(&self, job_type: &str) -> Option<Arc<pb::JobTypeDescriptor>> {
-        self.read().get(job_type)?.descriptor.clone()
+        self.read().get(job_type)?.entry.descriptor.clone()
     }
 
-    /// The saved config, sensitive values included: redact it
-    /// ([`validator::redact`]) before it leaves the admin.
+    /// The saved config, sensitive values included (in clear: only the files hold them
+    /// sealed): redact it ([`validator::redact`]) before it leaves the admin.
     pub fn config(&self, job_type: &str) -> Option<Arc<pb::PersistedJobTypeConfig>> {
-        self.read().get(job_type)?.config.clone()
+        self.read().get(job_type)?.entry.config.clone()
+    }
+
+    fn slot(&self, job_type: &str) -> Option<Slot> {
+        self.read().get(job_type).cloned()
     }
 
     /// Whether the admin should ask a worker for this job type's descriptor: none is
@@ -179,7 +239,8 @@ impl ConfigStore {
     /// Persists a descriptor and returns the job type's config, which is bootstrapped
     /// from the descriptor's defaults if there was none, or migrated to the descriptor's
     /// fields if there was one: values of fields that no longer exist are dropped, fields
-    /// that are new get their default, all other saved values are kept.
+    /// that are new get their default, all other saved values are kept (and saved secrets
+    /// stay secrets, even if the new descriptor no longer marks their field sensitive).
     pub fn save_descriptor(
         &self,
         descriptor: pb::JobTypeDescriptor,
@@ -191,16 +252,18 @@ impl ConfigStore {
         check_descriptor(&descriptor)?;
 
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let old = self.entry(&job_type).unwrap_or_default();
-        let config = match old.config.as_deref() {
+        let old = self.slot(&job_type).unwrap_or_default();
+        let saved = old.entry.config.as_deref();
+        let config = match saved {
             None => bootstrap(&descriptor),
-            Some(saved) => migrate(old.descriptor.as_deref(), &descriptor, saved),
+            Some(saved) => migrate(old.sent.as_deref(), &descriptor, saved),
         };
+        let secrets = config_secrets::secret_fields(Some(&descriptor), &config, &old.secrets, saved);
 
         let dir = self.root.join(&job_type);
         let mut files = Vec::new();
-        if old.config.as_deref() != Some(&config) {
-            files.extend(config_files(&dir, &config)?);
+        if saved != Some(&config) || secrets != old.secrets {
+            files.extend(config_files(&self.sealer, &dir, &config, &secrets)?);
         }
         files.push(PendingFile::new(dir.join(DESCRIPTOR_PB), descriptor.encode_to_vec(), false));
         files.push(PendingFile::new(
@@ -212,10 +275,7 @@ impl ConfigStore {
 
         let config = Arc::new(config);
         info!(job_type, descriptor_version = descriptor.descriptor_version, "descriptor saved");
-        self.write().insert(
-            job_type,
-            JobTypeEntry { descriptor: Some(Arc::new(descriptor)), config: Some(Arc::clone(&config)) },
-        );
+        self.write().insert(job_type, Slot::new(Some(Arc::new(descriptor)), Some(Arc::clone(&config)), secrets));
         Ok(config)
     }
 
@@ -224,7 +284,9 @@ impl ConfigStore {
     /// A sensitive or read-only field absent from the submission keeps its saved value
     /// ("unchanged": the API and pages never show sensitive values, and browsers do not
     /// submit disabled inputs); an absent `admin_runtime` keeps the saved one. Values
-    /// whose oneof is unset count as absent and are not stored.
+    /// whose oneof is unset count as absent and are not stored. A new value for a field
+    /// that held a secret ends its secrecy if the worker's descriptor no longer marks it
+    /// sensitive.
     pub fn save_config(
         &self,
         mut config: pb::PersistedJobTypeConfig,
@@ -236,25 +298,30 @@ impl ConfigStore {
         }
 
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = self.entry(&job_type).unwrap_or_default();
-        let Some(descriptor) = entry.descriptor else {
+        let slot = self.slot(&job_type).unwrap_or_default();
+        let Some(descriptor) = slot.entry.descriptor.as_deref() else {
             return Err(ConfigStoreError::UnknownJobType(job_type));
         };
-        let saved = entry.config.as_deref();
+        let saved = slot.entry.config.as_deref();
 
-        config_value::keep_unchanged_config(&descriptor, saved, &mut config);
-        validator::validate_config(&descriptor, &config, saved).map_err(ConfigStoreError::Invalid)?;
+        config_value::keep_unchanged_config(descriptor, saved, &mut config);
+        let mut errors = validator::validate_config(descriptor, &config, saved).err().unwrap_or_default();
+        let secrets = config_secrets::secret_fields(slot.sent.as_deref(), &config, &slot.secrets, saved);
+        errors.extend(config_secrets::reserved_values(&config, &secrets));
+        if !errors.is_empty() {
+            return Err(ConfigStoreError::Invalid(errors));
+        }
 
         config.descriptor_version = descriptor.descriptor_version;
         config.updated_at = Some(proto::now());
         config.updated_by = updated_by.to_string();
 
         let dir = self.root.join(&job_type);
-        write_all_or_nothing(&config_files(&dir, &config)?)?;
+        write_all_or_nothing(&config_files(&self.sealer, &dir, &config, &secrets)?)?;
 
         let config = Arc::new(config);
         info!(job_type, updated_by, "config saved");
-        self.write().entry(job_type).or_default().config = Some(Arc::clone(&config));
+        self.write().insert(job_type, Slot::new(slot.sent.clone(), Some(Arc::clone(&config)), secrets));
         Ok(config)
     }
 
@@ -264,11 +331,11 @@ impl ConfigStore {
         runtime_config::effective(entry.descriptor.as_deref(), entry.config.as_deref())
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, JobTypeEntry>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Slot>> {
         self.entries.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, JobTypeEntry>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Slot>> {
         self.entries.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -285,40 +352,65 @@ fn json_bytes<M: Message + ProtoName>(path: &Path, msg: &M) -> Result<Vec<u8>, C
 
 // ---- loading ------------------------------------------------------------------------
 
-/// Loads one job type directory; `None` when there is nothing usable in it.
-fn load_entry(job_type: &str, dir: &Path) -> Option<JobTypeEntry> {
+/// Loads one job type directory; `None` when there is nothing usable in it. Sealed
+/// values are opened; sensitive values found in clear are sealed in the files now.
+fn load_entry(job_type: &str, dir: &Path, sealer: &SecretBox) -> Result<Option<Slot>, ConfigStoreError> {
     remove_temp_files(dir);
 
-    let descriptor = load_logged::<pb::JobTypeDescriptor>(job_type, dir, DESCRIPTOR_PB, DESCRIPTOR_JSON).filter(|d| {
-        let matches = d.job_type == job_type;
-        if !matches {
-            warn!(job_type, "skipping a descriptor that names another job type");
+    let descriptor = load_logged::<pb::JobTypeDescriptor>(job_type, dir, DESCRIPTOR_PB, DESCRIPTOR_JSON)
+        .map(|(d, _)| d)
+        .filter(|d| {
+            let matches = d.job_type == job_type;
+            if !matches {
+                warn!(job_type, "skipping a descriptor that names another job type");
+            }
+            matches
+        });
+    let config =
+        load_logged::<pb::PersistedJobTypeConfig>(job_type, dir, CONFIG_PB, CONFIG_JSON).and_then(|(mut c, path)| {
+            if c.job_type.is_empty() {
+                c.job_type = job_type.to_string();
+            }
+            if c.job_type == job_type {
+                Some((c, path))
+            } else {
+                warn!(job_type, "skipping a config that names another job type");
+                None
+            }
+        });
+    let (config, secrets) = match config {
+        None => (None, SecretFields::default()),
+        Some((config, path)) => {
+            let (config, sealed) =
+                config_secrets::open_config(sealer, config).map_err(|u| ConfigStoreError::Secret {
+                    path,
+                    job_type: job_type.to_string(),
+                    form: u.form.name(),
+                    field: u.field,
+                    key: sealer.origin().to_string(),
+                    error: u.error,
+                })?;
+            let secrets = config_secrets::secret_fields(descriptor.as_ref(), &config, &sealed, Some(&config));
+            if secrets != sealed {
+                write_all_or_nothing(&config_files(sealer, dir, &config, &secrets)?)?;
+                info!(job_type, "sensitive values saved in clear by an older build are now encrypted");
+            }
+            (Some(Arc::new(config)), secrets)
         }
-        matches
-    });
-    let config = load_logged::<pb::PersistedJobTypeConfig>(job_type, dir, CONFIG_PB, CONFIG_JSON).and_then(|mut c| {
-        if c.job_type.is_empty() {
-            c.job_type = job_type.to_string();
-        }
-        if c.job_type == job_type {
-            Some(c)
-        } else {
-            warn!(job_type, "skipping a config that names another job type");
-            None
-        }
-    });
+    };
     if descriptor.is_none() && config.is_none() {
-        return None;
+        return Ok(None);
     }
-    Some(JobTypeEntry { descriptor: descriptor.map(Arc::new), config: config.map(Arc::new) })
+    Ok(Some(Slot::new(descriptor.map(Arc::new), config, secrets)))
 }
 
+/// The message and the file it came from, or `None` (with a warning if it was unreadable).
 fn load_logged<M: Message + Default + ProtoName>(
     job_type: &str,
     dir: &Path,
     pb_name: &str,
     json_name: &str,
-) -> Option<M> {
+) -> Option<(M, PathBuf)> {
     match load::<M>(dir, pb_name, json_name) {
         Ok(msg) => msg,
         Err(error) => {
@@ -328,27 +420,30 @@ fn load_logged<M: Message + Default + ProtoName>(
     }
 }
 
-/// The message from `<dir>/<pb_name>`, else from `<dir>/<json_name>`, else `None`.
+/// The message from `<dir>/<pb_name>`, else from `<dir>/<json_name>`, else `None`; with
+/// the path it was read from.
 fn load<M: Message + Default + ProtoName>(
     dir: &Path,
     pb_name: &str,
     json_name: &str,
-) -> Result<Option<M>, ConfigStoreError> {
+) -> Result<Option<(M, PathBuf)>, ConfigStoreError> {
     let pb_path = dir.join(pb_name);
     match fs::read(&pb_path) {
         Ok(bytes) => {
-            return M::decode(bytes.as_slice())
-                .map(Some)
-                .map_err(|source| ConfigStoreError::Decode { path: pb_path, source });
+            return match M::decode(bytes.as_slice()) {
+                Ok(msg) => Ok(Some((msg, pb_path))),
+                Err(source) => Err(ConfigStoreError::Decode { path: pb_path, source }),
+            };
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(source) => return Err(io_error(&pb_path, source)),
     }
     let json_path = dir.join(json_name);
     match fs::read_to_string(&json_path) {
-        Ok(text) => {
-            proto::json::from_str(&text).map(Some).map_err(|source| ConfigStoreError::Json { path: json_path, source })
-        }
+        Ok(text) => match proto::json::from_str(&text) {
+            Ok(msg) => Ok(Some((msg, json_path))),
+            Err(source) => Err(ConfigStoreError::Json { path: json_path, source }),
+        },
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(io_error(&json_path, source)),
     }
@@ -371,7 +466,7 @@ fn remove_temp_files(dir: &Path) {
 // ---- descriptors and configs ----------------------------------------------------------
 
 /// Rejects descriptors the admin could not render or validate against: fields without a
-/// name, or a name declared twice in one form.
+/// name, a name declared twice in one form, or a default that would read as sealed text.
 fn check_descriptor(d: &pb::JobTypeDescriptor) -> Result<(), ConfigStoreError> {
     let forms = [("admin", d.admin_config_form.as_ref()), ("worker", d.worker_config_form.as_ref())];
     for (which, form) in forms {
@@ -386,6 +481,13 @@ fn check_descriptor(d: &pb::JobTypeDescriptor) -> Result<(), ConfigStoreError> {
             };
             return Err(ConfigStoreError::BadDescriptor { job_type: d.job_type.clone(), message });
         }
+    }
+    if let Some(field) = config_secrets::reserved_default(d) {
+        let message = format!(
+            "the default of {field} starts with {:?}, which is reserved for encrypted values",
+            crate::secret_box::SEALED_MARK
+        );
+        return Err(ConfigStoreError::BadDescriptor { job_type: d.job_type.clone(), message });
     }
     Ok(())
 }
@@ -490,11 +592,19 @@ impl PendingFile {
     }
 }
 
-fn config_files(dir: &Path, config: &pb::PersistedJobTypeConfig) -> Result<Vec<PendingFile>, ConfigStoreError> {
+/// `config.pb` and `config.json` for `config`, the values of `secrets` sealed.
+fn config_files(
+    sealer: &SecretBox,
+    dir: &Path,
+    config: &pb::PersistedJobTypeConfig,
+    secrets: &SecretFields,
+) -> Result<Vec<PendingFile>, ConfigStoreError> {
+    let sealed = config_secrets::seal_config(sealer, config, secrets)
+        .map_err(|source| ConfigStoreError::Seal { job_type: config.job_type.clone(), source })?;
     let json_path = dir.join(CONFIG_JSON);
     Ok(vec![
-        PendingFile::new(dir.join(CONFIG_PB), config.encode_to_vec(), true),
-        PendingFile::new(json_path.clone(), json_bytes(&json_path, config)?, true),
+        PendingFile::new(dir.join(CONFIG_PB), sealed.encode_to_vec(), true),
+        PendingFile::new(json_path.clone(), json_bytes(&json_path, &sealed)?, true),
     ])
 }
 
@@ -535,7 +645,8 @@ mod tests {
     use super::*;
     use pb::config_value::Kind;
 
-    use crate::test_support::TempDir;
+    use crate::secret_box::SecretBox;
+    use crate::test_support::{TempDir, sealer};
 
     fn s(x: &str) -> pb::ConfigValue {
         pb::ConfigValue { kind: Some(Kind::StringValue(x.into())) }
@@ -605,7 +716,7 @@ mod tests {
     #[test]
     fn save_descriptor_writes_the_four_files_and_bootstraps_the_config_from_defaults() {
         let tmp = TempDir::new("bootstrap");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         let config = store.save_descriptor(descriptor("vacuum", 1)).unwrap();
 
         let dir = tmp.job_dir("vacuum");
@@ -618,7 +729,11 @@ mod tests {
             proto::json::from_str(&fs::read_to_string(dir.join("descriptor.json")).unwrap()).unwrap();
         assert_eq!(json, on_disk);
         let saved = pb::PersistedJobTypeConfig::decode(fs::read(dir.join("config.pb")).unwrap().as_slice()).unwrap();
-        assert_eq!(&saved, config.as_ref());
+        let Some(Kind::StringValue(sealed)) = &saved.admin_config_values["api_key"].kind else {
+            panic!("the sensitive default is sealed on disk");
+        };
+        assert!(sealed.starts_with("plughost-enc:v1:"));
+        assert_eq!(&config_secrets::open_config(&sealer(), saved.clone()).unwrap().0, config.as_ref());
         let json: pb::PersistedJobTypeConfig =
             proto::json::from_str(&fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
         assert_eq!(json, saved);
@@ -647,14 +762,14 @@ mod tests {
     fn reopening_the_store_loads_descriptors_and_configs() {
         let tmp = TempDir::new("reopen");
         let (saved, descriptor_arc) = {
-            let store = ConfigStore::open(&tmp.0).unwrap();
+            let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
             store.save_descriptor(descriptor("vacuum", 2)).unwrap();
             store.save_descriptor(descriptor("balance", 1)).unwrap();
             let mut c = (*store.config("vacuum").unwrap()).clone();
             c.admin_config_values.insert("limit".into(), i(42));
             (store.save_config(c, "alice").unwrap(), store.descriptor("vacuum").unwrap())
         };
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         assert_eq!(store.job_types(), vec!["balance".to_string(), "vacuum".to_string()]);
         assert_eq!(store.config("vacuum").unwrap(), saved);
         assert_eq!(store.descriptor("vacuum").unwrap(), descriptor_arc);
@@ -664,7 +779,7 @@ mod tests {
     #[test]
     fn an_invalid_config_returns_field_errors_and_changes_nothing() {
         let tmp = TempDir::new("invalid");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         store.save_descriptor(descriptor("vacuum", 1)).unwrap();
         let dir = tmp.job_dir("vacuum");
         let before = read_all(&dir);
@@ -689,7 +804,7 @@ mod tests {
     #[test]
     fn a_sensitive_value_absent_from_a_submission_keeps_its_saved_value() {
         let tmp = TempDir::new("sensitive");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         store.save_descriptor(descriptor("vacuum", 1)).unwrap();
         let mut c = (*store.config("vacuum").unwrap()).clone();
         c.admin_config_values.insert("api_key".into(), s("secret-1"));
@@ -717,7 +832,7 @@ mod tests {
     #[test]
     fn a_read_only_value_absent_from_a_submission_is_kept() {
         let tmp = TempDir::new("read-only");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         store.save_descriptor(descriptor("vacuum", 1)).unwrap();
         let mut c = (*store.config("vacuum").unwrap()).clone();
         c.worker_config_values.remove("node_id");
@@ -728,7 +843,7 @@ mod tests {
     #[test]
     fn save_config_stamps_the_config_and_keeps_the_saved_runtime_when_none_is_given() {
         let tmp = TempDir::new("stamp");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         store.save_descriptor(descriptor("vacuum", 7)).unwrap();
         let mut c = (*store.config("vacuum").unwrap()).clone();
         c.admin_runtime = Some(pb::AdminRuntimeConfig { retry_limit: 9, ..runtime_config::fallback() });
@@ -750,7 +865,7 @@ mod tests {
     #[test]
     fn save_config_rejects_unknown_and_invalid_job_types() {
         let tmp = TempDir::new("unknown");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         let config = |job_type: &str| pb::PersistedJobTypeConfig { job_type: job_type.into(), ..Default::default() };
         assert!(matches!(
             store.save_config(config("nope"), "alice"),
@@ -764,7 +879,7 @@ mod tests {
     #[test]
     fn save_descriptor_rejects_invalid_names_and_malformed_forms() {
         let tmp = TempDir::new("bad-descriptor");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         for bad in ["..", "a/b", ""] {
             assert!(matches!(store.save_descriptor(descriptor(bad, 1)), Err(ConfigStoreError::InvalidJobType(_))));
         }
@@ -784,7 +899,7 @@ mod tests {
     #[test]
     fn a_newer_descriptor_version_migrates_the_saved_config() {
         let tmp = TempDir::new("migrate");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         store.save_descriptor(descriptor("vacuum", 1)).unwrap();
         let mut c = (*store.config("vacuum").unwrap()).clone();
         c.admin_config_values.insert("api_key".into(), s("secret"));
@@ -809,7 +924,7 @@ mod tests {
         assert_eq!(migrated.worker_config_values["node_id"], s("n1"));
         assert!(!store.needs_descriptor("vacuum", Some(2)));
 
-        let reopened = ConfigStore::open(&tmp.0).unwrap();
+        let reopened = ConfigStore::open(&tmp.0, sealer()).unwrap();
         assert_eq!(reopened.config("vacuum").unwrap(), migrated);
         assert_eq!(*reopened.descriptor("vacuum").unwrap(), v2);
     }
@@ -817,7 +932,7 @@ mod tests {
     #[test]
     fn resaving_the_same_descriptor_leaves_the_config_untouched() {
         let tmp = TempDir::new("same");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         let first = store.save_descriptor(descriptor("vacuum", 1)).unwrap();
         let config_pb = fs::read(tmp.job_dir("vacuum").join("config.pb")).unwrap();
         let second = store.save_descriptor(descriptor("vacuum", 1)).unwrap();
@@ -828,7 +943,7 @@ mod tests {
     #[test]
     fn needs_descriptor_is_true_only_without_one_or_for_a_newer_version() {
         let tmp = TempDir::new("needs");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         assert!(store.needs_descriptor("vacuum", None));
         assert!(store.needs_descriptor("vacuum", Some(1)));
         store.save_descriptor(descriptor("vacuum", 3)).unwrap();
@@ -842,7 +957,7 @@ mod tests {
     fn a_corrupt_descriptor_is_skipped_and_the_other_job_types_still_load() {
         let tmp = TempDir::new("corrupt");
         {
-            let store = ConfigStore::open(&tmp.0).unwrap();
+            let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
             store.save_descriptor(descriptor("good", 1)).unwrap();
             store.save_descriptor(descriptor("broken", 1)).unwrap();
         }
@@ -851,7 +966,7 @@ mod tests {
         fs::write(tmp.0.join("plugin/job_types/stray-file"), b"x").unwrap();
         fs::create_dir_all(tmp.job_dir("empty")).unwrap();
 
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         assert!(store.descriptor("good").is_some());
         assert!(store.config("good").is_some());
         // The saved config survives; the worker will be asked for the descriptor again.
@@ -863,7 +978,7 @@ mod tests {
         // Re-sending the descriptor repairs the job type and keeps the saved values.
         let config = store.save_descriptor(descriptor("broken", 1)).unwrap();
         assert_eq!(config.admin_config_values["limit"], i(10));
-        assert!(ConfigStore::open(&tmp.0).unwrap().descriptor("broken").is_some());
+        assert!(ConfigStore::open(&tmp.0, sealer()).unwrap().descriptor("broken").is_some());
     }
 
     #[test]
@@ -872,7 +987,7 @@ mod tests {
         let dir = tmp.job_dir("vacuum");
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("descriptor.pb"), descriptor("balance", 1).encode_to_vec()).unwrap();
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         assert!(store.job_types().is_empty());
     }
 
@@ -883,7 +998,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let d = descriptor("vacuum", 4);
         fs::write(dir.join("descriptor.json"), proto::json::to_string_pretty(&d).unwrap()).unwrap();
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         assert_eq!(*store.descriptor("vacuum").unwrap(), d);
         assert!(store.config("vacuum").is_none());
     }
@@ -891,7 +1006,7 @@ mod tests {
     #[test]
     fn saves_leave_no_temp_files_and_leftovers_are_removed_on_open() {
         let tmp = TempDir::new("temp-files");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         store.save_descriptor(descriptor("vacuum", 1)).unwrap();
         let c = (*store.config("vacuum").unwrap()).clone();
         store.save_config(c, "alice").unwrap();
@@ -900,14 +1015,14 @@ mod tests {
         assert_eq!(names(), ["config.json", "config.pb", "descriptor.json", "descriptor.pb"]);
 
         fs::write(dir.join(".config.pb.plughost-tmp-1-1"), b"half written").unwrap();
-        ConfigStore::open(&tmp.0).unwrap();
+        ConfigStore::open(&tmp.0, sealer()).unwrap();
         assert_eq!(names(), ["config.json", "config.pb", "descriptor.json", "descriptor.pb"]);
     }
 
     #[test]
     fn a_save_whose_target_cannot_be_read_fails_before_anything_is_written() {
         let tmp = TempDir::new("unreadable");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         store.save_descriptor(descriptor("vacuum", 1)).unwrap();
         let dir = tmp.job_dir("vacuum");
         // config.json cannot be replaced while a non-empty directory sits in its place.
@@ -947,7 +1062,7 @@ mod tests {
     fn config_files_are_readable_by_the_owner_only() {
         use std::os::unix::fs::PermissionsExt;
         let tmp = TempDir::new("private");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         store.save_descriptor(descriptor("vacuum", 1)).unwrap();
         for name in ["config.pb", "config.json"] {
             let mode = fs::metadata(tmp.job_dir("vacuum").join(name)).unwrap().permissions().mode();
@@ -958,7 +1073,7 @@ mod tests {
     #[test]
     fn debug_output_never_shows_config_values() {
         let tmp = TempDir::new("debug");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         store.save_descriptor(descriptor("vacuum", 1)).unwrap();
         let mut c = (*store.config("vacuum").unwrap()).clone();
         c.admin_config_values.insert("api_key".into(), s("top-secret-value"));
@@ -971,7 +1086,158 @@ mod tests {
     #[test]
     fn runtime_falls_back_for_unknown_job_types() {
         let tmp = TempDir::new("runtime");
-        let store = ConfigStore::open(&tmp.0).unwrap();
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
         assert_eq!(store.runtime("nope"), runtime_config::fallback());
+    }
+
+    // ---- secrets at rest ----------------------------------------------------------------
+
+    fn files_contain(dir: &Path, needle: &str) -> Vec<String> {
+        read_all(dir)
+            .into_iter()
+            .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    fn field_of<'a>(d: &'a pb::JobTypeDescriptor, name: &str) -> &'a pb::ConfigField {
+        config_value::form_fields(d.admin_config_form.as_ref())
+            .chain(config_value::form_fields(d.worker_config_form.as_ref()))
+            .find(|f| f.name == name)
+            .unwrap()
+    }
+
+    #[test]
+    fn no_config_file_holds_a_sensitive_value_in_clear() {
+        let tmp = TempDir::new("sealed");
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let mut c = (*store.config("vacuum").unwrap()).clone();
+        c.admin_config_values.insert("api_key".into(), s("canary-api-key"));
+        c.worker_config_values.insert("password".into(), s("canary-password"));
+        let saved = store.save_config(c, "alice").unwrap();
+        assert_eq!(saved.admin_config_values["api_key"], s("canary-api-key"), "in memory: plaintext");
+
+        let dir = tmp.job_dir("vacuum");
+        assert!(files_contain(&dir, "canary-").is_empty());
+        assert!(files_contain(&dir, "default-key").iter().all(|f| f.starts_with("descriptor")));
+        assert_eq!(files_contain(&dir, "plughost-enc:v1:"), ["config.json", "config.pb"]);
+
+        let reopened = ConfigStore::open(&tmp.0, sealer()).unwrap();
+        assert_eq!(reopened.config("vacuum").unwrap(), saved);
+    }
+
+    #[test]
+    fn a_config_written_in_clear_by_an_older_build_is_sealed_when_the_store_opens() {
+        let tmp = TempDir::new("clear");
+        let dir = tmp.job_dir("vacuum");
+        fs::create_dir_all(&dir).unwrap();
+        let d = descriptor("vacuum", 1);
+        let clear = pb::PersistedJobTypeConfig {
+            job_type: "vacuum".into(),
+            descriptor_version: 1,
+            admin_config_values: [("api_key".to_string(), s("old-clear-secret")), ("limit".to_string(), i(7))].into(),
+            ..Default::default()
+        };
+        fs::write(dir.join("descriptor.pb"), d.encode_to_vec()).unwrap();
+        fs::write(dir.join("config.pb"), clear.encode_to_vec()).unwrap();
+        fs::write(dir.join("config.json"), proto::json::to_string_pretty(&clear).unwrap()).unwrap();
+
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
+        assert_eq!(*store.config("vacuum").unwrap(), clear);
+        assert!(files_contain(&dir, "old-clear-secret").is_empty());
+        assert_eq!(files_contain(&dir, "plughost-enc:v1:"), ["config.json", "config.pb"]);
+        // Sealed once: the next open finds nothing to do.
+        let config_pb = fs::read(dir.join("config.pb")).unwrap();
+        let again = ConfigStore::open(&tmp.0, sealer()).unwrap();
+        assert_eq!(*again.config("vacuum").unwrap(), clear);
+        assert_eq!(fs::read(dir.join("config.pb")).unwrap(), config_pb);
+    }
+
+    #[test]
+    fn a_store_opened_with_another_key_refuses_and_names_the_file_and_field() {
+        let tmp = TempDir::new("wrong-key");
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let mut c = (*store.config("vacuum").unwrap()).clone();
+        c.worker_config_values.insert("password".into(), s("canary-password"));
+        store.save_config(c, "alice").unwrap();
+        drop(store);
+
+        let other = SecretBox::from_key(&[9; 32], "other key");
+        let err = ConfigStore::open(&tmp.0, other).unwrap_err();
+        assert!(matches!(err, ConfigStoreError::Secret { error: OpenError::Unauthentic, .. }), "{err:?}");
+        let message = err.to_string();
+        let path = tmp.job_dir("vacuum").join("config.pb");
+        for part in [path.display().to_string().as_str(), "\"vacuum\"", "other key", "wrong secret key"] {
+            assert!(message.contains(part), "{part:?} in {message}");
+        }
+        assert!(!message.contains("canary"));
+    }
+
+    #[test]
+    fn a_field_that_held_a_secret_stays_sensitive_when_a_new_descriptor_drops_the_flag() {
+        let tmp = TempDir::new("dropped-flag");
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let mut c = (*store.config("vacuum").unwrap()).clone();
+        c.admin_config_values.insert("api_key".into(), s("canary-api-key"));
+        c.worker_config_values.insert("password".into(), s("canary-password"));
+        store.save_config(c, "alice").unwrap();
+
+        let mut v2 = descriptor("vacuum", 2);
+        v2.admin_config_form.as_mut().unwrap().sections[0].fields[1].sensitive = false;
+        store.save_descriptor(v2.clone()).unwrap();
+        let dir = tmp.job_dir("vacuum");
+        let on_disk = pb::JobTypeDescriptor::decode(fs::read(dir.join("descriptor.pb")).unwrap().as_slice()).unwrap();
+        assert_eq!(on_disk, v2, "the files keep the worker's descriptor");
+        let check = |store: &ConfigStore| {
+            let shown = store.descriptor("vacuum").unwrap();
+            assert!(field_of(&shown, "api_key").sensitive);
+            let redacted = validator::redact(&shown, &store.config("vacuum").unwrap());
+            assert!(!redacted.admin_config_values.contains_key("api_key"));
+            assert!(files_contain(&dir, "canary-api-key").is_empty());
+        };
+        check(&store);
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
+        check(&store);
+
+        // Left out of a submission, or resubmitted unchanged: still a secret.
+        let shown = validator::redact(&store.descriptor("vacuum").unwrap(), &store.config("vacuum").unwrap());
+        store.save_config(shown, "bob").unwrap();
+        store.save_config((*store.config("vacuum").unwrap()).clone(), "bob").unwrap();
+        check(&store);
+
+        // Re-entered: the field follows the worker's descriptor again.
+        let mut c = (*store.config("vacuum").unwrap()).clone();
+        c.admin_config_values.insert("api_key".into(), s("new-clear-key"));
+        store.save_config(c, "bob").unwrap();
+        assert!(!field_of(&store.descriptor("vacuum").unwrap(), "api_key").sensitive);
+        assert_eq!(files_contain(&dir, "new-clear-key"), ["config.json", "config.pb"]);
+        assert!(files_contain(&dir, "canary-").is_empty(), "the password is still sealed");
+        assert_eq!(files_contain(&dir, "plughost-enc:"), ["config.json", "config.pb"]);
+    }
+
+    #[test]
+    fn clear_values_and_defaults_that_look_encrypted_are_refused() {
+        let tmp = TempDir::new("reserved");
+        let store = ConfigStore::open(&tmp.0, sealer()).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let mut c = (*store.config("vacuum").unwrap()).clone();
+        c.worker_config_values.insert("region".into(), s("plughost-enc:v1:AAAA"));
+        let Err(ConfigStoreError::Invalid(errors)) = store.save_config(c.clone(), "alice") else {
+            panic!("a clear value that looks sealed is refused");
+        };
+        assert_eq!(errors[0].field, "worker.region");
+        // In a sensitive field it is just a secret like any other.
+        c.worker_config_values.insert("region".into(), s("us"));
+        c.worker_config_values.insert("password".into(), s("plughost-enc:v1:AAAA"));
+        store.save_config(c, "alice").unwrap();
+        let reopened = ConfigStore::open(&tmp.0, sealer()).unwrap();
+        assert_eq!(reopened.config("vacuum").unwrap().worker_config_values["password"], s("plughost-enc:v1:AAAA"));
+
+        let mut d = descriptor("other", 1);
+        d.worker_default_values.insert("region".into(), s("plughost-enc:v1:AAAA"));
+        assert!(matches!(store.save_descriptor(d), Err(ConfigStoreError::BadDescriptor { .. })));
     }
 }

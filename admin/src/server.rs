@@ -19,6 +19,7 @@ use crate::{
     events::EventBus,
     grpc::WorkerService,
     retention::Retention,
+    secret_box::{SecretBox, SecretKeyError},
     store::{Store, StoreError},
 };
 
@@ -45,6 +46,8 @@ pub enum AdminError {
     Tokens(#[from] crate::auth::TokenError),
     #[error("--auth off {0}")]
     AuthOff(&'static str),
+    #[error("secret key: {0}")]
+    SecretKey(#[from] SecretKeyError),
     #[error("{what} stopped unexpectedly: {message}")]
     Task { what: &'static str, message: String },
 }
@@ -100,10 +103,15 @@ impl Admin {
 
         let events = Arc::new(EventBus::new(EVENT_BUFFER));
         let data_dir = config.data_dir.clone();
+        let key = config.secret_key.clone();
         let configs = Arc::new(
-            tokio::task::spawn_blocking(move || ConfigStore::open(&data_dir))
-                .await
-                .map_err(|e| AdminError::Task { what: "opening the config store", message: e.to_string() })??,
+            tokio::task::spawn_blocking(move || -> Result<ConfigStore, AdminError> {
+                // The key first: the config store opens sealed values with it.
+                let sealer = SecretBox::open_source(&key, &data_dir)?;
+                Ok(ConfigStore::open(&data_dir, sealer)?)
+            })
+            .await
+            .map_err(|e| AdminError::Task { what: "opening the config store", message: e.to_string() })??,
         );
         let (store, loaded) = Store::open(&config.data_dir, events.clone())?;
         let (components, requeued) = Components::assemble(config, auth, clock, configs, store, events, loaded);

@@ -5,6 +5,11 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
+/// The secret box unit tests seal config values with (a fixed key).
+pub(crate) fn sealer() -> crate::secret_box::SecretBox {
+    crate::secret_box::SecretBox::from_key(&[7; 32], "test key")
+}
+
 /// A fresh directory under the system temp dir, removed when dropped. `.0` is its path.
 pub(crate) struct TempDir(pub PathBuf);
 
@@ -75,7 +80,7 @@ impl Rig {
         use std::sync::Arc;
         let dir = TempDir::new("rig");
         let clock = crate::clock::ManualClock::new(Self::T0);
-        let configs = Arc::new(crate::config_store::ConfigStore::open(&dir.0).expect("config store"));
+        let configs = Arc::new(crate::config_store::ConfigStore::open(&dir.0, sealer()).expect("config store"));
         let mut defaults = proto::pb::AdminRuntimeDefaults {
             enabled: true,
             detection_interval_minutes: 10,

@@ -123,10 +123,10 @@ async fn an_invalid_config_put_gets_per_field_errors_and_leaves_the_files_unchan
     assert_eq!(r.status, 200, "{}", r.text());
     let got = http::get(&admin.http, &path).await.text();
     assert!(got.contains("43") && !got.contains("hunter2-secret"), "{got}");
-    assert!(
-        String::from_utf8_lossy(&std::fs::read(base.join("config.pb")).unwrap()).contains("hunter2-secret"),
-        "kept on disk"
-    );
+    let kept = admin.components().configs.config(T).unwrap().admin_config_values["api_token"].clone();
+    assert_eq!(kept.kind, Some(pb::config_value::Kind::StringValue("hunter2-secret".into())), "kept");
+    let on_disk = String::from_utf8_lossy(&std::fs::read(base.join("config.pb")).unwrap()).into_owned();
+    assert!(!on_disk.contains("hunter2-secret") && on_disk.contains("plughost-enc:v1:"), "kept encrypted on disk");
     let activities = http::get(&admin.http, "/api/plugin/activities").await.text();
     assert!(!activities.contains("hunter2-secret"));
     admin.stop().await;
