@@ -1,6 +1,8 @@
 //! The worker-facing gRPC service: `plugin.PluginControlService/WorkerStream`. One task
 //! per stream reads the worker's messages and hands them to the components; the admin's
-//! messages go out through a bounded queue (see `registry::WorkerSession::send`).
+//! messages go out through a bounded queue (see `registry::WorkerSession::send`). Every
+//! message is checked against the input limits first (`input.rs`); a hello also against
+//! the stream's credential (`identity.rs`).
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
