@@ -48,6 +48,9 @@ pub struct AdminArgs {
     #[arg(long, env = "PLUGHOST_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
     /// Bearer tokens workers may present, comma-separated; none means no token is needed.
+    /// An entry `token@pattern` limits the token to worker_ids matching the pattern (a glob
+    /// with `*`, such as `vacuum-*`); a worker_id stays bound to the first token (or client
+    /// certificate) that registered it.
     #[arg(long, env = "PLUGHOST_WORKER_TOKENS", value_delimiter = ',')]
     pub worker_tokens: Vec<String>,
     /// `on`: HTTP callers need an API token or a signed-in session. `off` is accepted only
@@ -60,6 +63,97 @@ pub struct AdminArgs {
     /// takes precedence over this file.
     #[arg(long, env = "PLUGHOST_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// How much a worker may send, and how many connections each listener takes. Input over a
+/// limit is refused with a reason; raise a limit for workers that need more.
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Largest gRPC message the admin accepts; a larger one ends the stream (RESOURCE_EXHAUSTED).
+    #[arg(long, env = "PLUGHOST_MAX_MESSAGE_BYTES", default_value_t = admin::AdminConfig::new(".").max_message_bytes as u64, value_parser = at_least_one())]
+    pub max_message_bytes: u64,
+    /// Longest worker id, instance id, version, request/job/proposal id, metadata key.
+    #[arg(long, env = "PLUGHOST_MAX_ID_BYTES", default_value_t = INPUT.max_id_bytes as u64, value_parser = at_least_one())]
+    pub max_id_bytes: u64,
+    /// Longest address, display name, dedupe key, stage, metadata or label value.
+    #[arg(long, env = "PLUGHOST_MAX_NAME_BYTES", default_value_t = INPUT.max_name_bytes as u64, value_parser = at_least_one())]
+    pub max_name_bytes: u64,
+    /// Longest description, summary, detail or message.
+    #[arg(long, env = "PLUGHOST_MAX_TEXT_BYTES", default_value_t = INPUT.max_text_bytes as u64, value_parser = at_least_one())]
+    pub max_text_bytes: u64,
+    /// Job types one worker may offer.
+    #[arg(long, env = "PLUGHOST_MAX_JOB_TYPES_PER_WORKER", default_value_t = INPUT.max_job_types_per_worker as u64, value_parser = at_least_one())]
+    pub max_job_types_per_worker: u64,
+    /// Entries in a hello's or heartbeat's metadata and in a proposal's labels.
+    #[arg(long, env = "PLUGHOST_MAX_METADATA_ENTRIES", default_value_t = INPUT.max_metadata_entries as u64, value_parser = at_least_one())]
+    pub max_metadata_entries: u64,
+    /// Jobs one detection may create, whatever the job type's descriptor asks for.
+    #[arg(long, env = "PLUGHOST_MAX_PROPOSALS_PER_DETECTION", default_value_t = INPUT.max_proposals_per_detection as u64, value_parser = at_least_one())]
+    pub max_proposals_per_detection: u64,
+    /// A proposal's parameters (and a job result's output values), encoded.
+    #[arg(long, env = "PLUGHOST_MAX_PARAMETERS_BYTES", default_value_t = INPUT.max_parameters_bytes as u64, value_parser = at_least_one())]
+    pub max_parameters_bytes: u64,
+    /// A job type descriptor, encoded.
+    #[arg(long, env = "PLUGHOST_MAX_DESCRIPTOR_BYTES", default_value_t = INPUT.max_descriptor_bytes as u64, value_parser = at_least_one())]
+    pub max_descriptor_bytes: u64,
+    /// Fields in a descriptor's forms.
+    #[arg(long, env = "PLUGHOST_MAX_DESCRIPTOR_FIELDS", default_value_t = INPUT.max_descriptor_fields as u64, value_parser = at_least_one())]
+    pub max_descriptor_fields: u64,
+    /// Activities kept from one progress update or completion.
+    #[arg(long, env = "PLUGHOST_MAX_ACTIVITIES_PER_MESSAGE", default_value_t = INPUT.max_activities_per_message as u64, value_parser = at_least_one())]
+    pub max_activities_per_message: u64,
+    /// One observations message, encoded.
+    #[arg(long, env = "PLUGHOST_MAX_OBSERVATION_BYTES", default_value_t = INPUT.max_observation_bytes as u64, value_parser = at_least_one())]
+    pub max_observation_bytes: u64,
+    /// Open connections per listener (lowered at start to fit the open-file limit).
+    #[arg(long, env = "PLUGHOST_MAX_CONNECTIONS", default_value_t = CONNECTIONS.max_per_listener as u64, value_parser = at_least_one())]
+    pub max_connections: u64,
+    /// Open connections per listener from one IP address.
+    #[arg(long, env = "PLUGHOST_MAX_CONNECTIONS_PER_PEER", default_value_t = CONNECTIONS.max_per_peer as u64, value_parser = at_least_one())]
+    pub max_connections_per_peer: u64,
+    /// Seconds a new connection has for its TLS and HTTP/2 handshakes and its first request
+    /// (HTTP) or hello (gRPC) before it is closed.
+    #[arg(long, env = "PLUGHOST_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = CONNECTIONS.handshake_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub handshake_timeout_seconds: u64,
+    /// Seconds an HTTP client has to send a request's headers.
+    #[arg(long, env = "PLUGHOST_HEADER_READ_TIMEOUT_SECONDS", default_value_t = CONNECTIONS.header_read_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_seconds: u64,
+}
+
+static INPUT: std::sync::LazyLock<admin::InputLimits> = std::sync::LazyLock::new(admin::InputLimits::default);
+static CONNECTIONS: std::sync::LazyLock<admin::ConnectionLimits> =
+    std::sync::LazyLock::new(admin::ConnectionLimits::default);
+
+fn at_least_one() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..)
+}
+
+impl LimitArgs {
+    fn apply(&self, c: &mut admin::AdminConfig) {
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        c.max_message_bytes = n(self.max_message_bytes);
+        c.limits = admin::InputLimits {
+            max_id_bytes: n(self.max_id_bytes),
+            max_name_bytes: n(self.max_name_bytes),
+            max_text_bytes: n(self.max_text_bytes),
+            max_job_types_per_worker: n(self.max_job_types_per_worker),
+            max_metadata_entries: n(self.max_metadata_entries),
+            max_proposals_per_detection: n(self.max_proposals_per_detection),
+            max_parameters_bytes: n(self.max_parameters_bytes),
+            max_descriptor_bytes: n(self.max_descriptor_bytes),
+            max_descriptor_fields: n(self.max_descriptor_fields),
+            max_activities_per_message: n(self.max_activities_per_message),
+            max_observation_bytes: n(self.max_observation_bytes),
+        };
+        c.connections = admin::ConnectionLimits {
+            max_per_listener: n(self.max_connections),
+            max_per_peer: n(self.max_connections_per_peer),
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_seconds),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+        };
+    }
 }
 
 impl AdminArgs {
@@ -96,6 +190,7 @@ impl AdminArgs {
             (_, Some(file)) => admin::SecretKeySource::File(file.clone()),
             _ => admin::SecretKeySource::DataDir,
         };
+        self.limits.apply(&mut c);
         c
     }
 }

@@ -46,7 +46,9 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
 
     let mut config = args.admin.to_config();
     config.scripts_allowed = plugins.allow_scripts;
-    let token = config.worker_tokens.first().cloned();
+    // The bundled worker uses the first token (without its worker_id pattern, if any).
+    let token =
+        config.worker_tokens.first().and_then(|t| admin::identity::WorkerToken::parse(t).ok()).map(|t| t.secret);
     let admin = admin::Admin::start(config).await?;
     let mut worker_config =
         WorkerConfig::new(format!("grpc://{}", dialable(admin.grpc_addr())), data_dir.join("worker"));

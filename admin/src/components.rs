@@ -94,6 +94,7 @@ impl Components {
             send_timeout: config.send_timeout,
             cluster_metadata: config.cluster_metadata.clone(),
             stopping: shutdown.clone(),
+            limits: config.limits.clone(),
         });
         let schemas = SchemaCoordinator::new(SchemaParts {
             registry: registry.clone(),

@@ -40,7 +40,9 @@ pub struct AdminConfig {
     pub http_tls: Option<TlsFiles>,
     /// Host names (besides loopback ones) a loopback HTTP listener answers to.
     pub allowed_hosts: Vec<String>,
-    /// Bearer tokens a worker may present; empty means no token is required.
+    /// Bearer tokens a worker may present; empty means no token is required. Each entry is
+    /// `token` or `token@pattern`, where the pattern (a glob with `*`) limits the worker_ids
+    /// that token may register (`identity::WorkerToken`).
     pub worker_tokens: Vec<String>,
     /// Passed to workers in `ClusterContext.metadata`.
     pub cluster_metadata: HashMap<String, String>,
@@ -51,6 +53,82 @@ pub struct AdminConfig {
     pub scripts_allowed: bool,
     /// The key that encrypts sensitive config values in the data dir.
     pub secret_key: crate::secret_box::SecretKeySource,
+    /// How much a worker may send: lengths, counts and sizes (`input.rs` checks them).
+    pub limits: InputLimits,
+    /// Connection caps and handshake timeouts of both listeners (`listener.rs`).
+    pub connections: ConnectionLimits,
+}
+
+/// Bounds on what a worker may send. Input over a bound is refused with a reason (never
+/// echoed in full, never kept); the defaults suit real workers with room to spare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputLimits {
+    /// Ids and short names: worker_id, worker_instance_id, versions, request, job and
+    /// proposal ids, metadata and label keys.
+    pub max_id_bytes: usize,
+    /// Addresses, display names, dedupe keys, stages, metadata and label values.
+    pub max_name_bytes: usize,
+    /// Free text: descriptions, summaries, details, messages, error messages.
+    pub max_text_bytes: usize,
+    /// Job types one worker may offer in its hello.
+    pub max_job_types_per_worker: usize,
+    /// Entries in a hello's or heartbeat's metadata and in a proposal's labels.
+    pub max_metadata_entries: usize,
+    /// Jobs one detection may create, whatever the job type's `max_jobs_per_detection` says.
+    pub max_proposals_per_detection: usize,
+    /// A proposal's parameters, and a job result's output values, encoded.
+    pub max_parameters_bytes: usize,
+    /// A job type descriptor, encoded.
+    pub max_descriptor_bytes: usize,
+    /// Fields in a descriptor's two forms together.
+    pub max_descriptor_fields: usize,
+    /// Activities attached to one progress update or completion.
+    pub max_activities_per_message: usize,
+    /// One observations message, encoded.
+    pub max_observation_bytes: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        InputLimits {
+            max_id_bytes: 256,
+            max_name_bytes: 1024,
+            max_text_bytes: 16 * 1024,
+            max_job_types_per_worker: 256,
+            max_metadata_entries: 64,
+            max_proposals_per_detection: 1000,
+            max_parameters_bytes: 64 * 1024,
+            max_descriptor_bytes: 1024 * 1024,
+            max_descriptor_fields: 512,
+            max_activities_per_message: 100,
+            max_observation_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Caps and timeouts for connections, applied to each listener on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open connections per listener (lowered at start to fit the open-file limit).
+    pub max_per_listener: usize,
+    /// Open connections per listener from one peer IP address.
+    pub max_per_peer: usize,
+    /// Time for a new connection to finish its TLS and HTTP/2 handshakes and its first
+    /// request (HTTP) or its hello (gRPC); a connection that has not is closed.
+    pub handshake_timeout: Duration,
+    /// Time for a client to send an HTTP/1 request's headers.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_per_listener: 1024,
+            max_per_peer: 256,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 pub const DEFAULT_HTTP_PORT: u16 = 23646;
@@ -81,6 +159,8 @@ impl AdminConfig {
             auth: crate::auth::AuthMode::On,
             scripts_allowed: false,
             secret_key: Default::default(),
+            limits: InputLimits::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! The worker-facing gRPC service: `plugin.PluginControlService/WorkerStream`. One task
 //! per stream reads the worker's messages and hands them to the components; the admin's
-//! messages go out through a bounded queue (see `registry::WorkerSession::send`).
+//! messages go out through a bounded queue (see `registry::WorkerSession::send`). Every
+//! message is checked against the input limits first (`input.rs`); a hello also against
+//! the stream's credential (`identity.rs`).
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -10,32 +12,50 @@ use proto::pb::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::{
     components::Components,
     events::EventKind,
+    identity::{Credential, Identity, WorkerToken},
+    input,
+    listener::ConnInfo,
     monitor::inc,
     registry::{Outbound, WorkerSession},
-    validator::is_valid_job_type,
+    text::clip,
+    throttle::Throttle,
     wire::envelope,
 };
 
 /// How long a new stream may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_ID_LEN: usize = 256;
+/// Worker-supplied text in a log line is cut to this many bytes.
+const LOG_CLIP: usize = 64;
 
 pub struct WorkerService {
     state: Arc<Components>,
+    identity: Arc<Identity>,
+    /// Log lines about refused hellos, across all streams.
+    refusals: Arc<Throttle>,
 }
 
 impl WorkerService {
-    pub fn new(state: Arc<Components>) -> Self {
-        WorkerService { state }
+    pub fn new(state: Arc<Components>, identity: Arc<Identity>) -> Self {
+        WorkerService { state, identity, refusals: Arc::new(Throttle::new(10, Duration::from_secs(10))) }
     }
 }
 
 type OutStream = Pin<Box<dyn Stream<Item = Result<pb::AdminToWorkerMessage, Status>> + Send>>;
+
+/// How a stream authenticated, and where it came from.
+#[derive(Default)]
+struct Auth {
+    /// The worker token it presented (when tokens are configured).
+    token: Option<WorkerToken>,
+    /// What its worker_id is bound to: the token, else the client certificate.
+    credential: Option<Credential>,
+    conn: Option<ConnInfo>,
+}
 
 #[tonic::async_trait]
 impl PluginControlService for WorkerService {
@@ -45,21 +65,26 @@ impl PluginControlService for WorkerService {
         &self,
         request: Request<Streaming<pb::WorkerToAdminMessage>>,
     ) -> Result<Response<Self::WorkerStreamStream>, Status> {
-        check_token(&self.state.config.worker_tokens, request.metadata())?;
+        let token = check_token(&self.identity, request.metadata())?;
+        let conn = request.extensions().get::<ConnInfo>().cloned();
+        let certificate = conn.as_ref().and_then(|c| c.certificate.as_deref()).map(Credential::certificate);
+        let credential = token.as_ref().map(|t| Credential::token(&t.secret)).or(certificate);
+        let auth = Auth { token, credential, conn };
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(self.state.config.outbound_queue);
-        let state = self.state.clone();
+        let (state, identity, refusals) = (self.state.clone(), self.identity.clone(), self.refusals.clone());
         // The response starts at once and the hello is awaited inside the task, so a
         // worker that waits for response headers before sending hello still works.
-        tokio::spawn(async move { run_session(state, inbound, tx).await });
+        tokio::spawn(async move { run_session(state, identity, refusals, auth, inbound, tx).await });
         let stream = ReceiverStream::new(rx).map(|item| item.map(|m| *m).map_err(|s| *s));
         Ok(Response::new(Box::pin(stream)))
     }
 }
 
-fn check_token(tokens: &[String], metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
-    if tokens.is_empty() {
-        return Ok(());
+/// The token entry the stream's bearer token matches; `None` when no token is required.
+fn check_token(identity: &Identity, metadata: &tonic::metadata::MetadataMap) -> Result<Option<WorkerToken>, Status> {
+    if !identity.requires_token() {
+        return Ok(None);
     }
     let presented = metadata
         .get("authorization")
@@ -67,36 +92,72 @@ fn check_token(tokens: &[String], metadata: &tonic::metadata::MetadataMap) -> Re
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     match presented {
-        Some(t) if tokens.iter().any(|known| crate::secrets::constant_time_eq(known.as_bytes(), t.as_bytes())) => {
-            Ok(())
-        }
-        Some(_) => Err(Status::unauthenticated("invalid worker token")),
+        Some(t) => match identity.token(t) {
+            Some(token) => Ok(Some(token.clone())),
+            None => Err(Status::unauthenticated("invalid worker token")),
+        },
         None => Err(Status::unauthenticated("a worker token is required (authorization: Bearer <token>)")),
     }
 }
 
-/// Checks a hello; the error is sent back as `AdminHello { accepted: false }`.
-fn check_hello(hello: &pb::WorkerHello) -> Result<(), String> {
-    if hello.worker_id.len() > MAX_ID_LEN || hello.worker_id.chars().any(char::is_control) {
-        return Err(format!("worker_id must be at most {MAX_ID_LEN} printable characters"));
+/// A message over the gRPC size limit (tonic reports it as OUT_OF_RANGE) ends the stream
+/// with RESOURCE_EXHAUSTED; `None` for other stream errors.
+fn over_size(status: &Status, limit: usize) -> Option<Status> {
+    (status.code() == Code::OutOfRange && status.message().contains("too large"))
+        .then(|| Status::resource_exhausted(format!("a message is over the admin's limit of {limit} bytes")))
+}
+
+/// Sends `AdminHello { accepted: false }` and logs one clipped line (at most a few per window).
+async fn reject(tx: &Outbound, refusals: &Throttle, hello: &pb::WorkerHello, auth: &Auth, message: String) {
+    if let Some(left_out) = refusals.allow() {
+        let peer = auth.conn.as_ref().map(|c| c.peer.to_string()).unwrap_or_default();
+        tracing::warn!(worker_id = %clip(&hello.worker_id, LOG_CLIP), %peer, %message, similar_lines_left_out = left_out, "worker rejected");
     }
-    for cap in &hello.capabilities {
-        if !is_valid_job_type(&cap.job_type) {
-            return Err(format!("job type {:?} is not a valid name (letters, digits, '_', '.', '-')", cap.job_type));
-        }
-        if cap.max_execution_concurrency < 0 || cap.max_detection_concurrency < 0 {
-            return Err(format!("job type {:?} has a negative concurrency", cap.job_type));
-        }
+    let reply = pb::AdminHello { accepted: false, message, heartbeat_interval_seconds: 0, reconnect_delay_seconds: 0 };
+    let _ = tx.send(Ok(Box::new(envelope("", AdminBody::Hello(reply))))).await;
+}
+
+/// Checks the hello against the limits, the token's worker_id pattern and the worker_id's
+/// binding (which a first registration creates).
+async fn admit(
+    state: &Components,
+    identity: &Arc<Identity>,
+    hello: &pb::WorkerHello,
+    auth: &Auth,
+) -> Result<(), String> {
+    input::check_hello(hello, &state.config.limits)?;
+    if let Some(token) = &auth.token
+        && !token.allows(&hello.worker_id)
+    {
+        return Err(crate::identity::BindError::NotAllowed(input::shown(&hello.worker_id)).to_string());
+    }
+    if let Some(credential) = auth.credential.clone() {
+        let (identity, worker_id, now) = (identity.clone(), hello.worker_id.clone(), state.clock.now_ms());
+        tokio::task::spawn_blocking(move || identity.bind(&worker_id, &credential, now))
+            .await
+            .map_err(|e| format!("the worker binding could not be checked: {e}"))?
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
-async fn run_session(state: Arc<Components>, mut inbound: Streaming<pb::WorkerToAdminMessage>, tx: Outbound) {
+async fn run_session(
+    state: Arc<Components>,
+    identity: Arc<Identity>,
+    refusals: Arc<Throttle>,
+    auth: Auth,
+    mut inbound: Streaming<pb::WorkerToAdminMessage>,
+    tx: Outbound,
+) {
+    let limit = state.config.max_message_bytes;
     let first = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
         Ok(Ok(Some(m))) => m,
         Ok(Ok(None)) => return,
         Ok(Err(status)) => {
             tracing::debug!(%status, "worker stream failed before hello");
+            if let Some(status) = over_size(&status, limit) {
+                let _ = tx.send(Err(Box::new(status))).await;
+            }
             return;
         }
         Err(_) => {
@@ -117,11 +178,10 @@ async fn run_session(state: Arc<Components>, mut inbound: Streaming<pb::WorkerTo
             return;
         }
     };
-    if let Err(message) = check_hello(&hello) {
-        tracing::warn!(worker_id = %hello.worker_id, %message, "worker rejected");
-        let reply =
-            pb::AdminHello { accepted: false, message, heartbeat_interval_seconds: 0, reconnect_delay_seconds: 0 };
-        let _ = tx.send(Ok(Box::new(envelope("", AdminBody::Hello(reply))))).await;
+    if let Err(message) = admit(&state, &identity, &hello, &auth).await {
+        // The refused hello is dropped here: nothing of it is kept, and its job types
+        // never reach the schema coordinator (no folders, no requests).
+        reject(&tx, &refusals, &hello, &auth, message).await;
         return;
     }
     if state.auth.mode == crate::auth::AuthMode::Off
@@ -138,7 +198,12 @@ async fn run_session(state: Arc<Components>, mut inbound: Streaming<pb::WorkerTo
         let _ = tx.send(Err(Box::new(Status::unavailable("the admin is shutting down")))).await;
         return;
     }
+    if let Some(conn) = &auth.conn {
+        conn.establish();
+    }
 
+    // Kept to end the stream with a status of our own (the session's sender closes with ABORTED).
+    let status_tx = tx.clone();
     let session = Arc::new(WorkerSession::new(state.registry.next_session_id(), hello, tx, state.clock.now_ms()));
     if let Some(old) = state.registry.register(session.clone()) {
         old.close("replaced by a newer stream with the same worker_id");
@@ -160,6 +225,7 @@ async fn run_session(state: Arc<Components>, mut inbound: Streaming<pb::WorkerTo
     state.dispatcher.wake();
     state.scheduler.wake();
 
+    let warn = Throttle::new(5, Duration::from_secs(10));
     let reason = loop {
         tokio::select! {
             biased;
@@ -167,13 +233,20 @@ async fn run_session(state: Arc<Components>, mut inbound: Streaming<pb::WorkerTo
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => {
                     session.touch(state.clock.now_ms());
-                    handle(&state, &session, m).await;
+                    handle(&state, &session, &warn, m).await;
                 }
                 Ok(None) => break "stream closed by the worker".to_string(),
-                Err(status) => break format!("stream error: {}", status.message()),
+                Err(status) => {
+                    if let Some(over) = over_size(&status, limit) {
+                        tracing::warn!(worker_id = %session.worker_id, limit, "worker sent a message over the size limit; ending its stream");
+                        let _ = status_tx.send_timeout(Err(Box::new(over)), state.config.send_timeout).await;
+                    }
+                    break format!("stream error: {}", status.message());
+                }
             },
         }
     };
+    drop(status_tx);
     // Work sent on this stream is requeued whether or not a newer stream replaced it: a
     // message still queued on the old stream never reaches the worker.
     let lost = state.registry.remove_if_current(&session.worker_id, session.session_id);
@@ -186,11 +259,29 @@ async fn run_session(state: Arc<Components>, mut inbound: Streaming<pb::WorkerTo
     }
 }
 
-async fn handle(state: &Arc<Components>, session: &Arc<WorkerSession>, msg: pb::WorkerToAdminMessage) {
+/// Counts a refused input and logs one clipped line (at most a few per window per stream).
+fn refused(state: &Components, session: &WorkerSession, warn: &Throttle, what: &str, reason: &str) {
+    inc(&state.monitor.refused_inputs);
+    if let Some(left_out) = warn.allow() {
+        tracing::warn!(
+            worker_id = %session.worker_id,
+            what,
+            reason = %clip(reason, 200),
+            similar_lines_left_out = left_out,
+            "worker input refused"
+        );
+    }
+}
+
+async fn handle(state: &Arc<Components>, session: &Arc<WorkerSession>, warn: &Throttle, msg: pb::WorkerToAdminMessage) {
     let Some(body) = msg.body else {
         inc(&state.monitor.ignored_messages);
         return;
     };
+    let limits = &state.config.limits;
+    if let Err(reason) = input::check_ids(&body, limits) {
+        return refused(state, session, warn, "reply ids", &reason);
+    }
     match body {
         Body::Hello(_) => {
             inc(&state.monitor.ignored_messages);
@@ -198,33 +289,77 @@ async fn handle(state: &Arc<Components>, session: &Arc<WorkerSession>, msg: pb::
         }
         Body::Heartbeat(hb) => {
             inc(&state.monitor.heartbeats);
-            session.set_heartbeat(hb);
+            match input::check_heartbeat(&hb, limits) {
+                Ok(()) => session.set_heartbeat(hb),
+                Err(reason) => refused(state, session, warn, "heartbeat", &reason),
+            }
         }
         Body::Acknowledge(ack) => {
             if ack.accepted {
                 return;
             }
+            let message = clip(&ack.message, limits.max_text_bytes);
             if state.dispatcher.is_execution(&ack.request_id) {
-                state.dispatcher.on_execute_rejected(session, &ack.request_id, &ack.message);
+                state.dispatcher.on_execute_rejected(session, &ack.request_id, &message);
             } else if state.scheduler.is_detection(&ack.request_id) {
-                state.scheduler.on_detection_rejected(session, &ack.request_id, &ack.message);
-            } else if !state.schemas.on_schema_rejected(&ack.request_id, &session.worker_id, &ack.message) {
+                state.scheduler.on_detection_rejected(session, &ack.request_id, &message);
+            } else if !state.schemas.on_schema_rejected(&ack.request_id, &session.worker_id, &message) {
                 inc(&state.monitor.ignored_messages);
             }
         }
-        Body::ConfigSchemaResponse(resp) => state.schemas.on_schema_response(session, resp).await,
-        Body::DetectionProposals(batch) => state.scheduler.on_proposals(session, batch),
+        Body::ConfigSchemaResponse(mut resp) => {
+            // An oversized descriptor fails the schema request with the reason; it is never stored.
+            if let Some(Err(reason)) = resp.job_type_descriptor.as_ref().map(|d| input::check_descriptor(d, limits)) {
+                refused(state, session, warn, "descriptor", &reason);
+                resp.success = false;
+                resp.error_message = reason;
+                resp.job_type_descriptor = None;
+            }
+            resp.error_message = clip(&resp.error_message, limits.max_text_bytes);
+            state.schemas.on_schema_response(session, resp).await
+        }
+        Body::DetectionProposals(batch) => {
+            if let Some((n, reason)) = state.scheduler.on_proposals(session, batch) {
+                refused(state, session, warn, "proposals", &format!("{n} refused, the first because {reason}"));
+            }
+        }
         Body::DetectionComplete(done) => state.scheduler.on_detection_complete(session, done),
-        Body::JobProgressUpdate(update) => {
-            if update.job_id.is_empty() && state.scheduler.is_detection(&update.request_id) {
-                state.journal.worker_activities(&update.job_type, "", &update.activities, pb::ActivitySource::Detector);
+        Body::JobProgressUpdate(mut update) => {
+            trim_activities(state, session, warn, &mut update.activities);
+            if update.job_id.is_empty()
+                && let Some(job_type) = state.scheduler.detection_job_type(session, &update.request_id)
+            {
+                state.journal.worker_activities(&job_type, "", &update.activities, pb::ActivitySource::Detector);
             } else {
                 state.dispatcher.on_progress(session, update);
             }
         }
-        Body::JobCompleted(done) => state.dispatcher.on_completed(session, done),
-        Body::Observations(_) => inc(&state.monitor.observations),
+        Body::JobCompleted(mut done) => {
+            trim_activities(state, session, warn, &mut done.activities);
+            if let Some(reason) = input::trim_result(&mut done, limits) {
+                refused(state, session, warn, "job result", &reason);
+            }
+            state.dispatcher.on_completed(session, done)
+        }
+        Body::Observations(o) => match input::check_observations(&o, limits) {
+            Ok(()) => inc(&state.monitor.observations),
+            Err(reason) => refused(state, session, warn, "observations", &reason),
+        },
         Body::ObjectPreviewResponse(_) => inc(&state.monitor.ignored_messages),
+    }
+}
+
+fn trim_activities(state: &Components, session: &WorkerSession, warn: &Throttle, list: &mut Vec<pb::ActivityEvent>) {
+    let limit = state.config.limits.max_activities_per_message;
+    let dropped = input::trim_activities(list, &state.config.limits);
+    if dropped > 0 {
+        refused(
+            state,
+            session,
+            warn,
+            "activities",
+            &format!("{dropped} activities over the limit of {limit} per message"),
+        );
     }
 }
 
@@ -234,22 +369,24 @@ mod tests {
 
     #[test]
     fn tokens_are_checked_when_configured() {
+        let dir = crate::test_support::TempDir::new("grpc-tokens");
         let mut md = tonic::metadata::MetadataMap::new();
-        assert!(check_token(&[], &md).is_ok());
-        let tokens = vec!["s3cret".to_string()];
-        assert_eq!(check_token(&tokens, &md).unwrap_err().code(), tonic::Code::Unauthenticated);
+        let open = Identity::open(&dir.0, &[]).unwrap();
+        assert_eq!(check_token(&open, &md).unwrap(), None);
+        let identity = Identity::open(&dir.0, &["s3cret@w-*".to_string()]).unwrap();
+        assert_eq!(check_token(&identity, &md).unwrap_err().code(), tonic::Code::Unauthenticated);
         md.insert("authorization", "Bearer wrong".parse().unwrap());
-        assert!(check_token(&tokens, &md).is_err());
+        assert!(check_token(&identity, &md).is_err());
         md.insert("authorization", "Bearer s3cret".parse().unwrap());
-        assert!(check_token(&tokens, &md).is_ok());
+        let token = check_token(&identity, &md).unwrap().expect("the token entry");
+        assert_eq!(token.pattern.as_deref(), Some("w-*"));
     }
 
     #[test]
-    fn hellos_with_bad_job_type_names_are_rejected() {
-        let mut hello = pb::WorkerHello { worker_id: "w".into(), ..Default::default() };
-        hello.capabilities.push(pb::JobTypeCapability { job_type: "../etc".into(), ..Default::default() });
-        assert!(check_hello(&hello).is_err());
-        hello.capabilities[0].job_type = "ok.type-1".into();
-        assert!(check_hello(&hello).is_ok());
+    fn an_over_size_message_ends_the_stream_with_resource_exhausted() {
+        let decode =
+            Status::out_of_range("Error, decoded message length too large: found 9 bytes, the limit is: 4 bytes");
+        assert_eq!(over_size(&decode, 4).unwrap().code(), Code::ResourceExhausted);
+        assert!(over_size(&Status::cancelled("gone"), 4).is_none());
     }
 }

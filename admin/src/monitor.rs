@@ -67,6 +67,92 @@ pub enum Counter {
     RequeuedWorkerLost,
 }
 
+/// Why a connection was refused, or closed before it was established (`listener.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRefusal {
+    /// The listener was at its cap and every connection on it was established.
+    ListenerFull,
+    /// The peer address was at its cap and every connection from it was established.
+    PeerFull,
+    /// A pending connection closed to make room for a newer one.
+    Shed,
+    /// Not established within the handshake timeout.
+    HandshakeTimeout,
+    /// `accept` failed (out of descriptors, mostly).
+    AcceptFailed,
+}
+
+impl ConnRefusal {
+    const ALL: [ConnRefusal; 5] = [
+        ConnRefusal::ListenerFull,
+        ConnRefusal::PeerFull,
+        ConnRefusal::Shed,
+        ConnRefusal::HandshakeTimeout,
+        ConnRefusal::AcceptFailed,
+    ];
+
+    /// The metric's `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnRefusal::ListenerFull => "listener_full",
+            ConnRefusal::PeerFull => "peer_full",
+            ConnRefusal::Shed => "shed",
+            ConnRefusal::HandshakeTimeout => "handshake_timeout",
+            ConnRefusal::AcceptFailed => "accept_failed",
+        }
+    }
+
+    /// For the log line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ConnRefusal::ListenerFull => "every connection slot is taken by an established connection; refused",
+            ConnRefusal::PeerFull => "the peer's connection slots are taken by established connections; refused",
+            ConnRefusal::Shed => "a connection that had not finished its handshake was closed to make room",
+            ConnRefusal::HandshakeTimeout => "a connection did not finish its handshake in time; closed",
+            ConnRefusal::AcceptFailed => "accepting a connection failed",
+        }
+    }
+}
+
+/// `plughost_connections_refused_total`, by listener (`grpc`, `http`) and reason.
+#[derive(Default)]
+pub struct ConnectionsRefused {
+    grpc: [AtomicU64; 5],
+    http: [AtomicU64; 5],
+}
+
+impl ConnectionsRefused {
+    fn row(&self, listener: &str) -> &[AtomicU64; 5] {
+        if listener == "grpc" { &self.grpc } else { &self.http }
+    }
+
+    pub fn inc(&self, listener: &str, reason: ConnRefusal) {
+        inc(&self.row(listener)[reason as usize]);
+    }
+
+    pub fn get(&self, listener: &str, reason: ConnRefusal) -> u64 {
+        self.row(listener)[reason as usize].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "plughost_connections_refused_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} connections refused, or closed before they were established, by listener and reason\n# TYPE {name} counter"
+        );
+        for listener in ["grpc", "http"] {
+            for reason in ConnRefusal::ALL {
+                let _ = writeln!(
+                    out,
+                    "{name}{{listener=\"{listener}\",reason=\"{}\"}} {}",
+                    reason.label(),
+                    self.get(listener, reason)
+                );
+            }
+        }
+    }
+}
+
 /// Counters the admin increments as it works.
 pub struct Monitor {
     pub jobs_created: AtomicU64,
@@ -86,6 +172,9 @@ pub struct Monitor {
     pub heartbeats: AtomicU64,
     pub observations: AtomicU64,
     pub ignored_messages: AtomicU64,
+    /// Worker input refused for being over a limit (`input.rs`).
+    pub refused_inputs: AtomicU64,
+    pub connections_refused: ConnectionsRefused,
     /// PENDING (ready) -> ASSIGNED.
     pub dispatch_latency: Histogram,
     pub detection_duration: Histogram,
@@ -111,6 +200,8 @@ impl Default for Monitor {
             heartbeats: AtomicU64::new(0),
             observations: AtomicU64::new(0),
             ignored_messages: AtomicU64::new(0),
+            refused_inputs: AtomicU64::new(0),
+            connections_refused: ConnectionsRefused::default(),
             dispatch_latency: Histogram::new(LATENCY_BOUNDS),
             detection_duration: Histogram::new(DURATION_BOUNDS),
         }
@@ -144,7 +235,7 @@ impl Monitor {
     /// Prometheus text exposition. `gauges` are (name, help, labels, value) rows.
     pub fn render(&self, gauges: &[(&str, &str, String, f64)]) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 17] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             ("plughost_jobs_created_total", "jobs created from proposals", &self.jobs_created),
             (
                 "plughost_jobs_deduplicated_total",
@@ -186,10 +277,16 @@ impl Monitor {
                 "worker messages for unknown or finished requests",
                 &self.ignored_messages,
             ),
+            (
+                "plughost_refused_inputs_total",
+                "worker messages or parts of them refused for being over an input limit",
+                &self.refused_inputs,
+            ),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.load(Ordering::Relaxed));
         }
+        self.connections_refused.render(&mut out);
         self.dispatch_latency.render(
             &mut out,
             "plughost_dispatch_latency_seconds",

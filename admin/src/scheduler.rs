@@ -19,10 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     clock::SharedClock,
+    config::InputLimits,
     config_store::ConfigStore,
     dispatcher::{Admission, Dispatcher, NewJob},
     events::EventKind,
     ids::Ids,
+    input,
     job::{JobSpecData, RunView, priority_name, timestamp_to_ms},
     journal::Journal,
     monitor::{Monitor, inc},
@@ -59,6 +61,8 @@ pub struct SchedulerParts {
     pub cluster_metadata: HashMap<String, String>,
     /// Cancelled when the admin begins to stop: no new detections.
     pub stopping: CancellationToken,
+    /// Bounds on proposals: each one's size, and jobs per detection whatever the descriptor says.
+    pub limits: InputLimits,
 }
 
 /// A handle to the detection scheduler; clones share it.
@@ -103,6 +107,9 @@ struct RunningDetection {
     max_jobs: i64,
     deduplicated: i64,
     dropped: i64,
+    /// Proposals refused for being over an input limit, and the first one's reason.
+    invalid: i64,
+    first_invalid: String,
 }
 
 /// A proposal as the pages show it.
@@ -116,6 +123,8 @@ pub struct ProposalView {
     /// created, deduplicated, over_limit, preview or invalid
     pub outcome: &'static str,
     pub job_id: String,
+    /// Why an invalid proposal was refused.
+    pub reason: String,
 }
 
 /// The scheduler's view of one job type, for the API and the pages.
@@ -280,7 +289,9 @@ impl Scheduler {
         st.sequence += 1;
         let request_id = self.p().ids.request("detect");
         let config = self.p().configs.config(job_type);
-        let max_jobs = i64::from(runtime.max_jobs_per_detection.max(1));
+        // The descriptor (the worker's own word) cannot raise this above the admin's ceiling.
+        let ceiling = i64::try_from(self.p().limits.max_proposals_per_detection).unwrap_or(i64::MAX).max(1);
+        let max_jobs = i64::from(runtime.max_jobs_per_detection.max(1)).min(ceiling);
         let request = pb::RunDetectionRequest {
             request_id: request_id.clone(),
             job_type: job_type.to_string(),
@@ -331,6 +342,8 @@ impl Scheduler {
             max_jobs,
             deduplicated: 0,
             dropped: 0,
+            invalid: 0,
+            first_invalid: String::new(),
         });
         d.by_request.insert(request_id.clone(), job_type.to_string());
         inc(&self.p().monitor.detections_started);
@@ -351,6 +364,10 @@ impl Scheduler {
         let mut msg = clip(message, 2000);
         if r.deduplicated > 0 || r.dropped > 0 {
             let extra = format!("{} deduplicated, {} over the per-detection limit", r.deduplicated, r.dropped);
+            msg = if msg.is_empty() { extra } else { format!("{msg}; {extra}") };
+        }
+        if r.invalid > 0 {
+            let extra = format!("{} refused as invalid (the first: {})", r.invalid, r.first_invalid);
             msg = if msg.is_empty() { extra } else { format!("{msg}; {extra}") };
         }
         r.run.message = msg;
@@ -408,21 +425,30 @@ impl Scheduler {
         self.lock().by_request.contains_key(request_id)
     }
 
+    /// The job type of a detection this worker is running (for its activities: the job
+    /// type comes from the admin's own record, not from the worker's message).
+    pub fn detection_job_type(&self, session: &WorkerSession, request_id: &str) -> Option<String> {
+        let d = self.lock();
+        self.running_of(&d, session, request_id)
+    }
+
     /// Turns a batch of proposals into jobs (through the dispatcher's one way in), or,
-    /// for a preview, only shows them.
-    pub fn on_proposals(&self, session: &WorkerSession, batch: pb::DetectionProposals) {
+    /// for a preview, only shows them. A proposal over an input limit is shown as invalid
+    /// with its reason and never stored; returns how many were, and the first reason.
+    pub fn on_proposals(&self, session: &WorkerSession, batch: pb::DetectionProposals) -> Option<(usize, String)> {
         let now = self.now();
         let mut d = self.lock();
         let Some(job_type) = self.running_of(&d, session, &batch.request_id) else {
             drop(d);
             inc(&self.p().monitor.ignored_messages);
-            tracing::debug!(worker_id = %session.worker_id, request_id = %batch.request_id, "proposals for an unknown detection ignored");
-            return;
+            tracing::debug!(worker_id = %session.worker_id, request_id = %clip(&batch.request_id, 64), "proposals for an unknown detection ignored");
+            return None;
         };
         let st = d.types.get_mut(&job_type).expect("running detection has state");
         let r = st.running.as_mut().expect("running detection");
-        let mut views = Vec::with_capacity(batch.proposals.len());
+        let mut views = Vec::with_capacity(batch.proposals.len().min(LATEST_PROPOSALS));
         let mut offered = Vec::new();
+        let (mut invalid, mut first_invalid) = (0, None);
         for p in batch.proposals {
             r.run.proposals += 1;
             let mut view = ProposalView {
@@ -433,10 +459,23 @@ impl Scheduler {
                 detail: clip(&p.detail, 4000),
                 outcome: "preview",
                 job_id: String::new(),
+                reason: String::new(),
             };
             let key = if !p.dedupe_key.is_empty() { clip(&p.dedupe_key, 512) } else { clip(&p.proposal_id, 512) };
-            if !p.job_type.is_empty() && p.job_type != job_type {
+            let refusal = if !p.job_type.is_empty() && p.job_type != job_type {
+                Some(format!("the proposal is for job type {}", input::shown(&p.job_type)))
+            } else {
+                input::check_proposal(&p, &self.p().limits).err()
+            };
+            if let Some(reason) = refusal {
                 view.outcome = "invalid";
+                r.invalid += 1;
+                invalid += 1;
+                if r.first_invalid.is_empty() {
+                    r.first_invalid = clip(&reason, 300);
+                }
+                view.reason = reason.clone();
+                first_invalid.get_or_insert(reason);
             } else if r.mode == DetectionMode::Preview {
                 if !key.is_empty() && self.p().dispatcher.is_active_key(&job_type, &key) {
                     view.outcome = "deduplicated";
@@ -470,6 +509,7 @@ impl Scheduler {
         }
         let room = LATEST_PROPOSALS.saturating_sub(st.latest.len());
         st.latest.extend(views.into_iter().take(room));
+        first_invalid.map(|reason| (invalid, reason))
     }
 
     pub fn on_detection_complete(&self, session: &WorkerSession, done: pb::DetectionComplete) {

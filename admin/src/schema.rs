@@ -177,7 +177,7 @@ impl SchemaCoordinator {
         };
         let result = self.store_descriptor(session, &pending, resp).await;
         if let Err(e) = &result {
-            tracing::warn!(job_type = %pending.job_type, error = %e, "descriptor not stored");
+            tracing::warn!(job_type = %pending.job_type, error = %crate::text::clip(&e.to_string(), 300), "descriptor not stored");
         }
         for w in pending.waiters {
             let _ = w.send(result.clone());

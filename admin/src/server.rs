@@ -6,7 +6,6 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use proto::pb::{self, admin_to_worker_message::Body, plugin_control_service_server::PluginControlServiceServer};
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -18,6 +17,8 @@ use crate::{
     datadir::{DataDirLock, LockError},
     events::EventBus,
     grpc::WorkerService,
+    identity::Identity,
+    listener::{Acceptor, Side},
     retention::Retention,
     secret_box::{SecretBox, SecretKeyError},
     store::{Store, StoreError},
@@ -40,6 +41,8 @@ pub enum AdminError {
     Store(#[from] StoreError),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("worker identity: {0}")]
+    Identity(String),
     #[error(transparent)]
     DataDir(#[from] LockError),
     #[error(transparent)]
@@ -93,7 +96,7 @@ impl Admin {
         let grpc_addr =
             grpc_listener.local_addr().map_err(|source| AdminError::Bind { addr: config.grpc_addr, source })?;
         let tls = match &config.grpc_tls {
-            Some(files) => Some(grpc_tls(files)?),
+            Some(files) => Some(crate::tls::server_config(files, &[b"h2"]).map_err(AdminError::Tls)?),
             None => None,
         };
         let http_tls = match &config.http_tls {
@@ -113,6 +116,8 @@ impl Admin {
             .await
             .map_err(|e| AdminError::Task { what: "opening the config store", message: e.to_string() })??,
         );
+        let identity = Arc::new(Identity::open(&config.data_dir, &config.worker_tokens).map_err(AdminError::Identity)?);
+        let connection_limits = crate::listener::fit_to_open_files(&config.connections);
         let (store, loaded) = Store::open(&config.data_dir, events.clone())?;
         let (components, requeued) = Components::assemble(config, auth, clock, configs, store, events, loaded);
         let components = Arc::new(components);
@@ -125,19 +130,17 @@ impl Admin {
         let mut tasks = Vec::new();
 
         let c = &components;
-        let service = PluginControlServiceServer::new(WorkerService::new(c.clone()))
+        let service = PluginControlServiceServer::new(WorkerService::new(c.clone(), identity))
             .max_decoding_message_size(c.config.max_message_bytes)
             .max_encoding_message_size(c.config.max_message_bytes);
+        // TLS, connection caps and handshake deadlines are the accept loop's (`listener.rs`).
         let mut builder = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls).map_err(|e| AdminError::Tls(e.to_string()))?;
-        }
         let token = servers.clone();
+        let grpc_acceptor = Acceptor::new(Side::Grpc, grpc_listener, connection_limits.clone(), tls, c.monitor.clone());
         tasks.push(tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(grpc_listener);
+            let incoming = crate::listener::grpc_incoming(grpc_acceptor, token.clone());
             if let Err(e) = builder.add_service(service).serve_with_incoming_shutdown(incoming, token.cancelled()).await
             {
                 tracing::error!(error = %e, "gRPC server stopped");
@@ -145,24 +148,9 @@ impl Admin {
         }));
 
         let app = crate::http::app(c.clone());
-        let token = servers.clone();
-        let stopped = async move { token.cancelled().await };
-        tasks.push(match http_tls {
-            Some(tls) => {
-                let listener = crate::tls::TlsListener::new(http_listener, tls)
-                    .map_err(|source| AdminError::Bind { addr: http_addr, source })?;
-                tokio::spawn(async move {
-                    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
-                        tracing::error!(error = %e, "HTTPS server stopped");
-                    }
-                })
-            }
-            None => tokio::spawn(async move {
-                if let Err(e) = axum::serve(http_listener, app).with_graceful_shutdown(stopped).await {
-                    tracing::error!(error = %e, "HTTP server stopped");
-                }
-            }),
-        });
+        let header_read_timeout = connection_limits.header_read_timeout;
+        let http_acceptor = Acceptor::new(Side::Http, http_listener, connection_limits, http_tls, c.monitor.clone());
+        tasks.push(tokio::spawn(crate::listener::serve_http(http_acceptor, app, header_read_timeout, servers.clone())));
 
         let stop = &c.shutdown;
         tasks.push(tokio::spawn(c.dispatcher.clone().run(stop.clone())));
@@ -236,16 +224,4 @@ impl Admin {
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!("admin stopped");
     }
-}
-
-fn grpc_tls(files: &crate::config::TlsFiles) -> Result<tonic::transport::ServerTlsConfig, AdminError> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| AdminError::Tls(format!("cannot read {}: {e}", p.display())))
-    };
-    let identity = tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?);
-    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &files.client_ca {
-        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
-    }
-    Ok(tls)
 }

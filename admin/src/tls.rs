@@ -1,18 +1,10 @@
-//! TLS for the HTTP listener: a rustls (ring provider) acceptor behind axum's `Listener`
-//! trait, optionally requiring client certificates. Handshakes run in their own tasks
-//! with a deadline, so one slow client cannot hold up the accept loop.
+//! TLS server configs for both listeners: rustls with the ring provider only, optionally
+//! requiring client certificates. The handshakes run in `listener.rs`, each in its
+//! connection's task with the handshake deadline.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
-
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::mpsc,
-};
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use std::{path::Path, sync::Arc};
 
 use crate::config::TlsFiles;
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
@@ -52,62 +44,4 @@ pub fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<rustls::ServerC
     let mut config = builder.with_single_cert(certs, key).map_err(|e| format!("{}: {e}", files.cert.display()))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
-}
-
-/// Accepted, handshaken TLS connections, for `axum::serve`.
-pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    pub fn new(listener: TcpListener, config: rustls::ServerConfig) -> std::io::Result<TlsListener> {
-        let local = listener.local_addr()?;
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "HTTPS accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                if tx.is_closed() {
-                    return;
-                }
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { rx, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(conn) => conn,
-            // The acceptor only stops when this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }

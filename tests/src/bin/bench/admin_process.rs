@@ -45,6 +45,11 @@ impl AdminProcess {
             .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc_port}")])
             .args(["--heartbeat-seconds", &heartbeat_seconds.to_string()])
+            // Lift the limits the bench is not about: every worker dials from loopback, one
+            // connection each with --streams-per-connection 1 (the open-file limit still
+            // bounds the caps), and one detection proposes every job of a run.
+            .args(["--max-connections", "1000000", "--max-connections-per-peer", "1000000"])
+            .args(["--max-proposals-per-detection", "100000000"])
             // Per-job info lines would measure the terminal, not the admin.
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
