@@ -101,13 +101,16 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The bundled worker's handlers.
+type Handlers = Vec<Arc<dyn JobHandler>>;
+
 /// With `--demo`, the demo directory (prepared now) and the scripts running in it; then
 /// the handlers of the offered job types.
 fn demo_and_handlers(
     plugins: &PluginArgs,
     data_dir: &std::path::Path,
     with_demo: bool,
-) -> anyhow::Result<(Option<demo::Demo>, Vec<Arc<dyn JobHandler>>)> {
+) -> anyhow::Result<(Option<demo::Demo>, Handlers)> {
     let mut plugins = plugins.clone();
     let demo = if with_demo { Some(demo::prepare(&data_dir.join("demo"))?) } else { None };
     if let Some(d) = &demo {
