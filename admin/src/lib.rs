@@ -41,6 +41,8 @@ pub mod validator;
 pub mod wire;
 
 #[cfg(test)]
+mod proptest_support;
+#[cfg(test)]
 mod test_support;
 
 pub use components::Components;
