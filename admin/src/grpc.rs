@@ -219,6 +219,9 @@ async fn handle(state: &Arc<Components>, session: &Arc<WorkerSession>, msg: pb::
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

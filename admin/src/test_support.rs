@@ -37,7 +37,8 @@ impl Drop for TempDir {
 /// A full set of components over a real config store and SQLite store in a temp dir,
 /// with a manual clock, for tests of one component's behaviour over time.
 pub(crate) struct Rig {
-    pub c: crate::components::Components,
+    /// Shared, as the gRPC service and the HTTP app hold it.
+    pub c: std::sync::Arc<crate::components::Components>,
     pub clock: std::sync::Arc<crate::clock::ManualClock>,
     _dir: TempDir,
 }
@@ -83,7 +84,7 @@ impl Rig {
         let mut config = crate::config::AdminConfig::ephemeral(&dir.0);
         config.first_detection_delay = std::time::Duration::ZERO;
         let (c, _) = crate::components::Components::assemble(config, clock.clone(), configs, store, events, loaded);
-        Rig { c, clock, _dir: dir }
+        Rig { c: Arc::new(c), clock, _dir: dir }
     }
 
     /// A connected worker that can detect and execute `t` with `slots` slots.
