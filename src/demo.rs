@@ -3,7 +3,10 @@
 //! a sample script), and the settings that point each plugin at it, saved through the
 //! admin's config store once the worker's descriptors have arrived.
 //!
-//! The files are recreated on every start so that each demo shows jobs doing work.
+//! The files are recreated on every start so that each demo shows jobs doing work. The
+//! settings are saved only by the start that created the demo directory (a marker file
+//! says they are still to be saved, should that start stop first), so that a restart of
+//! `up --demo` keeps what the operator changed since.
 
 use std::{
     collections::HashMap,
@@ -29,6 +32,17 @@ pub struct Demo {
     pub scripts: PathBuf,
 }
 
+/// In the demo directory while its settings are still to be saved.
+const SETTINGS_PENDING: &str = ".settings-pending";
+
+impl Demo {
+    /// Whether the demo settings are still to be saved: the demo directory was created
+    /// by this start, or by one that stopped before saving them.
+    pub fn settings_pending(&self) -> bool {
+        self.root.join(SETTINGS_PENDING).exists()
+    }
+}
+
 /// The sample script: settings from the environment, secrets from stdin.
 const REPORT_SCRIPT: &str = r#"#!/bin/sh
 # Plughost demo script. Its settings arrive as environment variables; its secrets
@@ -41,8 +55,10 @@ for d in databases logs; do
 done
 "#;
 
-/// Creates (or recreates) the demo files under `root`.
+/// Creates (or recreates) the demo files under `root`. When `root` does not exist yet,
+/// its settings are marked as still to be saved ([`Demo::settings_pending`]).
 pub fn prepare(root: &Path) -> anyhow::Result<Demo> {
+    let created = !root.exists();
     let demo = Demo {
         root: root.to_path_buf(),
         databases: root.join("databases"),
@@ -51,6 +67,13 @@ pub fn prepare(root: &Path) -> anyhow::Result<Demo> {
     };
     for dir in [&demo.databases, &demo.logs, &demo.scripts] {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if created {
+        fs::write(
+            root.join(SETTINGS_PENDING),
+            "up --demo saves the demo settings once the worker's descriptors arrive\n",
+        )
+        .context("cannot write the demo marker")?;
     }
     let root = fs::canonicalize(root)?;
     let demo = Demo { databases: root.join("databases"), logs: root.join("logs"), scripts: root.join("scripts"), root };
@@ -145,7 +168,8 @@ fn settings(demo: &Demo, job_type: &str) -> Option<(HashMap<String, pb::ConfigVa
 }
 
 /// Waits for each job type's descriptor, saves the demo settings through the admin's
-/// command layer (as the operator `demo`), and asks for a detection right away.
+/// command layer (as the operator `demo`), and asks for a detection right away. Once all
+/// are saved, the demo's settings are no longer pending.
 pub async fn configure(state: &admin::Components, demo: &Demo, job_types: &[&str]) -> anyhow::Result<()> {
     let actor = Actor::Local("demo");
     for job_type in job_types {
@@ -175,5 +199,26 @@ pub async fn configure(state: &admin::Components, demo: &Demo, job_types: &[&str
         state.execute(&actor, run).await?;
         tracing::info!(job_type, "demo settings saved; detection requested");
     }
+    fs::remove_file(demo.root.join(SETTINGS_PENDING)).context("cannot remove the demo marker")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_are_pending_only_for_a_demo_directory_this_start_created() {
+        let dir = std::env::temp_dir().join(format!("plughost-demo-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let root = dir.join("demo");
+        let demo = prepare(&root).unwrap();
+        assert!(demo.settings_pending(), "a new demo directory gets the demo settings");
+        assert!(prepare(&root).unwrap().settings_pending(), "still pending until they are saved");
+        fs::remove_file(root.join(SETTINGS_PENDING)).unwrap();
+        let again = prepare(&root).unwrap();
+        assert!(!again.settings_pending(), "a restart keeps the operator's settings");
+        assert!(again.logs.join("app-1.log").exists(), "the files are recreated all the same");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -2,11 +2,11 @@
 //! worker still dials the admin's gRPC listener over loopback, exactly as a separate
 //! `plughost worker` would, so `up` exercises the same paths as a real deployment.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::ensure;
 use clap::Args;
-use worker_sdk::{CancellationToken, Worker, WorkerConfig};
+use worker_sdk::{CancellationToken, JobHandler, Worker, WorkerConfig};
 
 use crate::{admin_args::AdminArgs, bundled::PluginArgs, demo};
 
@@ -33,23 +33,24 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     );
     let data_dir = args.admin.data_dir.clone();
     let mut plugins = args.plugins.clone();
-    let demo = if args.demo {
-        let d = demo::prepare(&data_dir.join("demo"))?;
-        plugins.allow_scripts = true;
-        plugins.scripts_dir = Some(d.scripts.clone());
-        Some(d)
-    } else {
-        None
-    };
+    plugins.allow_scripts |= args.demo;
     let job_types = plugins.job_types()?;
-    let handlers = plugins.handlers(data_dir.join("scripts"))?;
 
     let mut config = args.admin.to_config();
     config.scripts_allowed = plugins.allow_scripts;
     // The bundled worker uses the first token (without its worker_id pattern, if any).
     let token =
         config.worker_tokens.first().and_then(|t| admin::identity::WorkerToken::parse(t).ok()).map(|t| t.secret);
+    // First the admin: it locks the data dir and binds both listeners, so a second `up`
+    // on the same data dir or a busy port stops here, before it touches any demo files.
     let admin = admin::Admin::start(config).await?;
+    let (demo, handlers) = match demo_and_handlers(&plugins, &data_dir, args.demo) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            admin.shutdown().await;
+            return Err(e);
+        }
+    };
     let mut worker_config =
         WorkerConfig::new(format!("grpc://{}", dialable(admin.grpc_addr())), data_dir.join("worker"));
     worker_config.token = token;
@@ -68,13 +69,17 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         println!("plughost up: {hint}");
     }
     if let Some(d) = demo {
-        println!("plughost up: demo files in {}; jobs appear within a minute", d.root.display());
-        let state = admin.components().clone();
-        tokio::spawn(async move {
-            if let Err(e) = demo::configure(&state, &d, &job_types).await {
-                tracing::error!(error = %format!("{e:#}"), "demo configuration failed");
-            }
-        });
+        if d.settings_pending() {
+            println!("plughost up: demo files in {}; jobs appear within a minute", d.root.display());
+            let state = admin.components().clone();
+            tokio::spawn(async move {
+                if let Err(e) = demo::configure(&state, &d, &job_types).await {
+                    tracing::error!(error = %format!("{e:#}"), "demo configuration failed");
+                }
+            });
+        } else {
+            println!("plughost up: demo files in {} recreated; the saved settings are kept", d.root.display());
+        }
     }
 
     // Either the operator stops `up`, or the worker stops on its own (the admin
@@ -100,6 +105,25 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     };
     admin.shutdown().await;
     result
+}
+
+/// The bundled worker's handlers.
+type Handlers = Vec<Arc<dyn JobHandler>>;
+
+/// With `--demo`, the demo directory (prepared now) and the scripts running in it; then
+/// the handlers of the offered job types.
+fn demo_and_handlers(
+    plugins: &PluginArgs,
+    data_dir: &std::path::Path,
+    with_demo: bool,
+) -> anyhow::Result<(Option<demo::Demo>, Handlers)> {
+    let mut plugins = plugins.clone();
+    let demo = if with_demo { Some(demo::prepare(&data_dir.join("demo"))?) } else { None };
+    if let Some(d) = &demo {
+        plugins.scripts_dir = Some(d.scripts.clone());
+    }
+    let handlers = plugins.handlers(data_dir.join("scripts"))?;
+    Ok((demo, handlers))
 }
 
 /// The address to dial for a listener: a wildcard listener is reached over loopback.

@@ -1,6 +1,16 @@
 //! The event bus: every state change the UI or a script may want to follow, published
 //! after it is persisted. Subscribers get a broadcast; a bounded ring buffer serves
 //! `Last-Event-ID` replay for SSE clients that reconnect.
+//!
+//! Event ids are unique across runs of the admin, so an id from an earlier run is never
+//! mistaken for one of this run: a run's ids are consecutive, starting above its
+//! *origin*, the time it started in microseconds since the Unix epoch, or above the
+//! highest id an earlier run remembered in the store, whichever is larger (the admin
+//! remembers its origin at start and its last id at shutdown; see [`EventBus::resume_after`]).
+//! After a crash, the next run's ids are above the crashed run's as long as that run
+//! published fewer than one event per microsecond on average and the clock did not go
+//! back. A client that presents an id which is not from this run, or whose successors
+//! already left the buffer, is told to start over (see [`Subscription::reset`]).
 
 use std::{
     collections::VecDeque,
@@ -101,6 +111,10 @@ pub struct EventBus {
 }
 
 struct Ring {
+    /// Every id of this run is above it; an id at or below it is from an earlier run,
+    /// except the origin itself, which a client that saw no event of this run may hold
+    /// (it is the `last_id` before the first event).
+    origin: u64,
     next_id: u64,
     events: VecDeque<Arc<Event>>,
     capacity: usize,
@@ -111,14 +125,29 @@ impl EventBus {
     /// before it is told it missed events.
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(16));
+        let origin = micros_now();
         EventBus {
             tx,
             ring: Mutex::new(Ring {
-                next_id: 1,
+                origin,
+                next_id: origin + 1,
                 events: VecDeque::with_capacity(capacity),
                 capacity: capacity.max(16),
             }),
         }
+    }
+
+    /// Makes this run's ids start above `previous`, the highest id an earlier run is
+    /// known to have handed out. Called at start, before anything is published; once
+    /// events were published it changes nothing (their ids must not move).
+    pub fn resume_after(&self, previous: u64) {
+        let mut ring = self.ring.lock().expect("event ring lock");
+        if ring.next_id != ring.origin + 1 {
+            debug_assert!(false, "resume_after after events were published");
+            return;
+        }
+        ring.origin = ring.origin.max(previous.saturating_add(1));
+        ring.next_id = ring.origin + 1;
     }
 
     pub fn publish(&self, kind: EventKind) {
@@ -134,20 +163,27 @@ impl EventBus {
     }
 
     /// A live subscription plus the buffered events after `last_id` (none for `None`: a
-    /// new client wants only what comes next). `replay_complete` is false when events
-    /// after `last_id` already fell out of the buffer.
+    /// new client wants only what comes next). When events after `last_id` already fell
+    /// out of the buffer, the subscription says so in `reset` and replays what is left;
+    /// when `last_id` is not an id of this run (an earlier run's, or one never handed
+    /// out), it says so and replays nothing.
     pub fn subscribe_after(&self, last_id: Option<u64>) -> Subscription {
         let ring = self.ring.lock().expect("event ring lock");
         let rx = self.tx.subscribe();
-        let (replay, replay_complete) = match last_id {
-            None => (Vec::new(), true),
+        let (replay, reset) = match last_id {
+            None => (Vec::new(), None),
+            Some(last) if last < ring.origin || last >= ring.next_id => {
+                (Vec::new(), Some("the event id is not from this run of the admin".to_string()))
+            }
             Some(last) => {
                 let oldest = ring.events.front().map(|e| e.id).unwrap_or(ring.next_id);
-                let complete = last + 1 >= oldest;
-                (ring.events.iter().filter(|e| e.id > last).cloned().collect(), complete)
+                let missed = (last + 1 < oldest).then(|| "events were missed".to_string());
+                (ring.events.iter().filter(|e| e.id > last).cloned().collect(), missed)
             }
         };
-        Subscription { replay, replay_complete, rx }
+        // Sent under the same lock as publish: every event up to here is replayed or
+        // deliberately skipped, every later one arrives on `rx`.
+        Subscription { replay, reset, after: ring.next_id - 1, rx }
     }
 
     pub fn last_id(&self) -> u64 {
@@ -155,9 +191,21 @@ impl EventBus {
     }
 }
 
+/// Now in microseconds since the Unix epoch (below 2^53 until the year 2255, so the ids
+/// stay exact in JavaScript).
+fn micros_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
+}
+
 pub struct Subscription {
     pub replay: Vec<Arc<Event>>,
-    pub replay_complete: bool,
+    /// Why the client must reload its view instead of relying on the replay, if it must.
+    pub reset: Option<String>,
+    /// The newest id when subscribing: live events on `rx` at or below it were replayed
+    /// (or skipped on purpose) and must not be sent again.
+    pub after: u64,
     pub rx: broadcast::Receiver<Arc<Event>>,
 }
 
@@ -172,23 +220,60 @@ mod tests {
     #[test]
     fn replay_returns_only_events_after_the_given_id() {
         let bus = EventBus::new(16);
+        let origin = bus.last_id();
         for i in 0..5 {
             bus.publish(cfg(&format!("t{i}")));
         }
-        let sub = bus.subscribe_after(Some(3));
-        assert_eq!(sub.replay.iter().map(|e| e.id).collect::<Vec<_>>(), vec![4, 5]);
-        assert!(sub.replay_complete);
+        let sub = bus.subscribe_after(Some(origin + 3));
+        assert_eq!(sub.replay.iter().map(|e| e.id).collect::<Vec<_>>(), vec![origin + 4, origin + 5]);
+        assert_eq!(sub.reset, None);
+        assert_eq!(sub.after, origin + 5);
+        let fresh = bus.subscribe_after(Some(origin));
+        assert_eq!((fresh.replay.len(), fresh.reset), (5, None), "the id a page gets before any event");
     }
 
     #[test]
     fn replay_reports_a_gap_once_the_buffer_has_wrapped() {
         let bus = EventBus::new(16);
+        let origin = bus.last_id();
         for i in 0..40 {
             bus.publish(cfg(&format!("t{i}")));
         }
-        let sub = bus.subscribe_after(Some(2));
-        assert!(!sub.replay_complete);
+        let sub = bus.subscribe_after(Some(origin + 2));
+        assert!(sub.reset.is_some());
         assert_eq!(sub.replay.len(), 16);
+    }
+
+    #[test]
+    fn ids_continue_above_an_earlier_run_and_its_ids_get_a_reset() {
+        let earlier = EventBus::new(16);
+        earlier.publish(cfg("a"));
+        // An earlier run far ahead of this clock (it published a lot, or the clock went
+        // back): its remembered last id is what this run's ids start above.
+        let remembered = earlier.last_id() + 1_000_000_000;
+        let bus = EventBus::new(16);
+        bus.resume_after(remembered);
+        bus.publish(cfg("b"));
+        assert_eq!(bus.last_id(), remembered + 2, "the first id is above the origin");
+        for stale in [earlier.last_id(), remembered, remembered + 3, u64::MAX] {
+            let sub = bus.subscribe_after(Some(stale));
+            assert!(sub.reset.is_some(), "{stale} is not from this run");
+            assert!(sub.replay.is_empty());
+            assert_eq!(sub.after, remembered + 2);
+        }
+    }
+
+    #[test]
+    fn a_run_numbers_its_events_from_its_start_time_in_microseconds() {
+        let before = micros_now();
+        let bus = EventBus::new(16);
+        bus.resume_after(0);
+        assert!(bus.last_id() >= before, "a later run starts above an earlier one by the clock alone");
+        bus.publish(cfg("a"));
+        assert_eq!(
+            bus.subscribe_after(Some(before - 1)).reset.as_deref(),
+            Some("the event id is not from this run of the admin")
+        );
     }
 
     #[tokio::test]

@@ -364,6 +364,9 @@ fn trim_activities(state: &Components, session: &WorkerSession, warn: &Throttle,
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -48,6 +48,8 @@ pub mod validator;
 pub mod wire;
 
 #[cfg(test)]
+mod proptest_support;
+#[cfg(test)]
 mod test_support;
 
 pub use components::Components;

@@ -21,7 +21,7 @@ use crate::{
     listener::{Acceptor, Side},
     retention::Retention,
     secret_box::{SecretBox, SecretKeyError},
-    store::{Store, StoreError},
+    store::{Op, Store, StoreError},
 };
 
 /// Events kept for SSE replay.
@@ -119,6 +119,9 @@ impl Admin {
         let identity = Arc::new(Identity::open(&config.data_dir, &config.worker_tokens).map_err(AdminError::Identity)?);
         let connection_limits = crate::listener::fit_to_open_files(&config.connections);
         let (store, loaded) = Store::open(&config.data_dir, events.clone())?;
+        // Event ids go on above the earlier runs' (SSE clients may hold one of theirs).
+        events.resume_after(loaded.max_event_id);
+        store.write(Op::EventIds { up_to: events.last_id() });
         let (components, requeued) = Components::assemble(config, auth, clock, configs, store, events, loaded);
         let components = Arc::new(components);
         components.set_grpc_port(grpc_addr.port());
@@ -220,8 +223,20 @@ impl Admin {
         }
         let ticket = c.store.last_ticket();
         let _ = tokio::time::timeout(Duration::from_secs(10), c.store.durable(ticket)).await;
+        remember_event_ids(&c).await;
         let store = c.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!("admin stopped");
     }
+}
+
+/// Remembers the newest event id in the store, so that the next run's ids start above
+/// it. The writer publishes a batch's events right after the batch commits, one batch at
+/// a time: once an empty batch queued after it is durable, every event is published.
+async fn remember_event_ids(c: &Components) {
+    let wait = Duration::from_secs(5);
+    let barrier = c.store.submit(None, None);
+    let _ = tokio::time::timeout(wait, c.store.durable(barrier)).await;
+    let ticket = c.store.write(Op::EventIds { up_to: c.events.last_id() });
+    let _ = tokio::time::timeout(wait, c.store.durable(ticket)).await;
 }

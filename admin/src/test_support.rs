@@ -60,7 +60,8 @@ pub(crate) fn spec(key: &str, at: i64) -> crate::job::JobSpecData {
 /// A full set of components over a real config store and SQLite store in a temp dir,
 /// with a manual clock, for tests of one component's behaviour over time.
 pub(crate) struct Rig {
-    pub c: crate::components::Components,
+    /// Shared, as the gRPC service and the HTTP app hold it.
+    pub c: std::sync::Arc<crate::components::Components>,
     pub clock: std::sync::Arc<crate::clock::ManualClock>,
     _dir: TempDir,
 }
@@ -108,7 +109,7 @@ impl Rig {
         let (auth, _) = crate::auth::Auth::open(&dir.0, crate::auth::AuthMode::On, Self::T0).expect("auth");
         let (c, _) =
             crate::components::Components::assemble(config, auth, clock.clone(), configs, store, events, loaded);
-        Rig { c, clock, _dir: dir }
+        Rig { c: Arc::new(c), clock, _dir: dir }
     }
 
     /// A connected worker that can detect and execute `t` with `slots` slots.

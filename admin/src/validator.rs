@@ -494,6 +494,9 @@ fn compiled_regex(expression: &str) -> Result<Regex, String> {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime_config::{DAY_SECONDS, WEEK_SECONDS};

@@ -1,5 +1,6 @@
 //! The admin's edges: the data dir layout, config validation through the API, sensitive
-//! values, SSE with Last-Event-ID replay, and what a stream must start with.
+//! values, SSE with Last-Event-ID replay (across restarts too), and what a stream must
+//! start with.
 
 use std::time::Duration;
 
@@ -153,6 +154,37 @@ async fn the_event_stream_delivers_job_events_and_replays_after_last_event_id() 
     let next = within("replayed event", WAIT, replay.next()).await.expect("replay");
     assert_eq!(next.id, Some(first_id + 1), "replay starts right after Last-Event-ID");
     replay.next_matching("the replayed success", WAIT, |e| e.id == done.id).await;
+    admin.stop().await;
+}
+
+// Bug: event ids started at 1 on every start, so an id from before a restart was taken
+// for one of the new run's (silence until the new ids caught up, or a wrong replay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_id_from_before_a_restart_gets_a_reset_and_then_the_new_runs_events() {
+    let dir = TempDir::new("sse-restart");
+    let admin = TestAdmin::start(dir.path(), |_| {}).await;
+    let mut sse = http::Sse::open(&admin.http, "/api/plugin/events", None).await;
+    let w1 = FakeWorker::start(admin.grpc, FakeWorkerSpec::new("before", T, 1)).await;
+    let joined = sse.next_matching("the first run's worker joining", WAIT, |e| e.event == "worker_joined").await;
+    let old_id = joined.id.expect("events carry ids");
+    drop(w1);
+    admin.stop().await;
+
+    let admin = TestAdmin::start(dir.path(), |_| {}).await;
+    let last = admin.get("/api/plugin/status").await["last_event_id"].as_u64().unwrap();
+    assert!(last > old_id, "the new run's ids start above the old run's ({last} <= {old_id})");
+    let mut stale = http::Sse::open(&admin.http, "/api/plugin/events", Some(old_id)).await;
+    let first = within("the first event", WAIT, stale.next()).await.expect("an event");
+    assert_eq!(first.event, "reset", "{first:?}");
+    assert!(first.data.contains("not from this run"), "{first:?}");
+    let mut current = http::Sse::open(&admin.http, "/api/plugin/events", Some(last)).await;
+
+    let _w2 = FakeWorker::start(admin.grpc, FakeWorkerSpec::new("after", T, 1)).await;
+    let next = stale.next_matching("the new run's events", WAIT, |e| e.event == "worker_joined").await;
+    assert!(next.id.unwrap() > last);
+    let first = within("the first event", WAIT, current.next()).await.expect("an event");
+    assert_ne!(first.event, "reset", "an id of this run is replayed from, not reset: {first:?}");
+    assert!(first.id.unwrap() > last);
     admin.stop().await;
 }
 

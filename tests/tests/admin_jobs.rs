@@ -1,9 +1,12 @@
 //! The admin end to end over real gRPC and a real SQLite file: detection, dedupe,
 //! dispatch, progress, completion, retries, dead letters, capacity, cancel, drain,
-//! not_before and expires_at.
+//! not_before and expires_at, and a real SDK worker that stops mid-job.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -13,8 +16,11 @@ use tests::{
     TempDir,
     fake_worker::{Exec, FakeWorker, FakeWorkerSpec, proposal},
     harness::TestAdmin,
-    http, wait_for,
+    http,
+    plugins::PluginWorker,
+    wait_for,
 };
+use worker_sdk::prelude::*;
 
 const T: &str = "test_job";
 const WAIT: Duration = Duration::from_secs(30);
@@ -432,5 +438,82 @@ async fn work_sent_on_a_replaced_stream_is_requeued_and_finished_on_the_new_one(
     assert_eq!(a.len(), 2, "{a:?}");
     assert_eq!(a[0]["outcome"], "requeued", "without using an attempt (retry_limit is 0)");
     assert_eq!(a[1]["outcome"], "succeeded");
+    admin.stop().await;
+}
+
+/// A real SDK handler with one long job: it runs until canceled (then fails, as a handler
+/// that notices a cancel does), or at once once `finish` is set. Its first detection
+/// proposes the job, later ones nothing.
+struct LongJob {
+    proposed: Arc<AtomicBool>,
+    finish: Arc<AtomicBool>,
+}
+
+#[worker_sdk::async_trait]
+impl JobHandler for LongJob {
+    fn capability(&self) -> pb::JobTypeCapability {
+        capability("long", "Long").detect(1).execute(1)
+    }
+
+    fn descriptor(&self) -> pb::JobTypeDescriptor {
+        Descriptor::new("long", "Long").runtime(Runtime::default().interval_minutes(600).retry_limit(0)).build()
+    }
+
+    async fn detect(
+        &self,
+        _r: pb::RunDetectionRequest,
+        out: DetectionSender,
+        _c: CancellationToken,
+    ) -> HandlerResult<()> {
+        if !self.proposed.swap(true, Ordering::SeqCst) {
+            out.send(vec![proposal("long-1")]).await?;
+        }
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        _r: pb::ExecuteJobRequest,
+        progress: ProgressSender,
+        cancel: CancellationToken,
+    ) -> HandlerResult<pb::JobResult> {
+        progress.progress(10.0, "working", "").await;
+        if !self.finish.load(Ordering::SeqCst) {
+            cancel.cancelled().await;
+            return Err("stopped before the end".into());
+        }
+        Ok(pb::JobResult { summary: "done".into(), ..Default::default() })
+    }
+}
+
+// Bug: a job cut short by its worker's own shutdown (SIGTERM of `plughost worker` or
+// `plughost up`) was reported as failed and used up an attempt, while a crash did not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cut_short_by_its_workers_shutdown_is_requeued_without_using_an_attempt() {
+    let dir = TempDir::new("worker-stops");
+    let admin = TestAdmin::start(&dir.path().join("admin"), |_| {}).await;
+    let proposed = Arc::new(AtomicBool::new(false));
+    let finish = Arc::new(AtomicBool::new(false));
+    let handler =
+        || -> Arc<dyn JobHandler> { Arc::new(LongJob { proposed: proposed.clone(), finish: finish.clone() }) };
+    let worker = PluginWorker::start(admin.grpc, "stopping", &dir.path().join("w1"), vec![handler()]);
+    let jobs = admin.wait_jobs("the long job running", "job_type=long", 1, "running").await;
+    let id = jobs[0]["job_id"].as_str().unwrap().to_string();
+
+    // The worker's grace period (2 s) runs out, so the SDK cancels the job.
+    worker.stop().await;
+    let jobs = admin.wait_jobs("the job requeued", "job_type=long", 1, "pending").await;
+    assert_eq!(jobs[0]["dead_letter"], false, "retry_limit is 0: a used attempt would have dead-lettered it");
+    let a = attempts(&admin, &id).await;
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0]["outcome"], "requeued", "not a failed attempt: {a:?}");
+
+    finish.store(true, Ordering::SeqCst);
+    let next = PluginWorker::start(admin.grpc, "next", &dir.path().join("w2"), vec![handler()]);
+    admin.wait_jobs("the job finished on the next worker", "job_type=long", 1, "succeeded").await;
+    let a = attempts(&admin, &id).await;
+    let outcomes: Vec<&str> = a.iter().map(|x| x["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["requeued", "succeeded"]);
+    next.stop().await;
     admin.stop().await;
 }

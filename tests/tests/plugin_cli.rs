@@ -1,10 +1,13 @@
 //! The `plughost` binary's plugin commands as real processes: `plughost worker` serves
 //! the bundled plugins to an admin and refuses scripts without the opt-in, and
-//! `plughost up --demo` shows jobs of every bundled type succeeding on its demo files.
+//! `plughost up --demo` shows jobs of every bundled type succeeding on its demo files,
+//! leaves a running instance's demo alone, and keeps the operator's settings on restart.
 
 use std::{
+    io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
+    sync::mpsc,
     time::Duration,
 };
 
@@ -107,6 +110,8 @@ async fn plughost_up_demo_runs_real_jobs_of_every_bundled_type() {
         tokio::net::TcpStream::connect(&http_addr).await.ok().map(|_| ())
     })
     .await;
+    // The admin wrote its first token before it started listening.
+    http::register_admin_token(&http_addr, &data);
     wait_for("jobs of every bundled type succeeded", WAIT, || async {
         let vacuums = succeeded(&http_addr, "sqlite_vacuum").await;
         let archives = succeeded(&http_addr, "file_archive").await;
@@ -135,4 +140,123 @@ async fn plughost_up_demo_runs_real_jobs_of_every_bundled_type() {
         vacuumed.iter().all(|k| Path::new(k).ends_with("app.db")),
         "the healthy database is left alone: {vacuumed:?}"
     );
+}
+
+/// `plughost up --demo` on `data` with the given ports.
+fn up_demo(data: &Path, http_port: u16, grpc_port: u16) -> Command {
+    let mut c = plughost();
+    c.args(["up", "--demo", "--data-dir"])
+        .arg(data)
+        .args(["--http-addr", &format!("127.0.0.1:{http_port}"), "--grpc-addr", &format!("127.0.0.1:{grpc_port}")])
+        .args(["--heartbeat-seconds", "1"]);
+    c
+}
+
+/// Runs a command that must fail, with a deadline; returns its stderr.
+async fn fails(mut command: Command) -> String {
+    command.stderr(Stdio::piped());
+    let out = tests::within("the second up to exit", WAIT, tokio::task::spawn_blocking(move || command.output()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.status.success(), "it must fail: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+// Bug: a second `up --demo` recreated the demo files (deleting what the running instance
+// was working on) before it found the data dir or the port taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_up_demo_fails_before_touching_any_demo_directory() {
+    let dir = TempDir::new("cli-demo-twice");
+    let data = dir.path().join("data");
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let _first = Killed(up_demo(&data, http_port, grpc_port).spawn().unwrap());
+    let logs = data.join("demo/logs");
+    wait_for("the first demo prepared", WAIT, || async { logs.join("current.log").exists().then_some(()) }).await;
+    std::fs::write(logs.join("mine.txt"), "the running instance's file").unwrap();
+
+    let stderr = fails(up_demo(&data, free_port(), free_port())).await;
+    assert!(stderr.contains("in use by another admin"), "{stderr}");
+    let stderr = fails(up_demo(&dir.path().join("other"), http_port, free_port())).await;
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+
+    assert!(logs.join("mine.txt").exists(), "the running instance's demo directory was not recreated");
+    assert!(!dir.path().join("other/demo").exists(), "no demo directory for an up that could not start");
+}
+
+/// The stdout lines of a child, as they come.
+fn lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+async fn file_archive_config(http_addr: &str) -> serde_json::Value {
+    let r = http::get(http_addr, "/api/plugin/job-types/file_archive/config").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["admin_config_values"].clone()
+}
+
+// Bug: every start of `up --demo` saved the demo settings again, over the operator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_up_demo_keeps_the_settings_the_operator_changed() {
+    let dir = TempDir::new("cli-demo-restart");
+    let data = dir.path().join("data");
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let mut first = Killed(up_demo(&data, http_port, grpc_port).stdout(Stdio::piped()).spawn().unwrap());
+    let out = lines(&mut first.0);
+    let said = tests::within("the first up's demo line", WAIT, async {
+        tokio::task::spawn_blocking(move || out.iter().find(|l| l.contains("demo files")).unwrap()).await.unwrap()
+    })
+    .await;
+    assert!(said.contains("jobs appear within a minute"), "{said}");
+    http::register_admin_token(&http_addr, &data);
+    wait_for("the demo settings saved", WAIT, || async {
+        let r = http::get(&http_addr, "/api/plugin/job-types/file_archive/config").await;
+        let values = if r.status == 200 { r.json()["admin_config_values"].clone() } else { json!({}) };
+        let paths = values["paths"]["string_list"]["values"].as_array().map_or(0, Vec::len);
+        (paths > 0).then_some(())
+    })
+    .await;
+    let mut values = file_archive_config(&http_addr).await;
+    values["format"] = json!({ "string_value": "gz" });
+    let r = http::put_json(
+        &http_addr,
+        "/api/plugin/job-types/file_archive/config",
+        &json!({ "admin_config_values": values }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(first);
+
+    let restarted_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let mut second = Killed(up_demo(&data, http_port, grpc_port).stdout(Stdio::piped()).spawn().unwrap());
+    let out = lines(&mut second.0);
+    let said = tests::within("the second up's demo line", WAIT, async {
+        tokio::task::spawn_blocking(move || out.iter().find(|l| l.contains("demo files")).unwrap()).await.unwrap()
+    })
+    .await;
+    assert!(said.contains("the saved settings are kept"), "{said}");
+    // Once the second run's worker has detected, a demo configuration would have run.
+    wait_for("a file_archive detection of the second run", WAIT, || async {
+        let r = http::get(&http_addr, "/api/plugin/job-types/file_archive/runs").await;
+        if r.status != 200 {
+            return None;
+        }
+        let runs = r.json();
+        let detected = runs["successes"]
+            .as_array()?
+            .iter()
+            .any(|r| r["kind"] == "detection" && r["started_at"].as_i64().is_some_and(|at| at >= restarted_at));
+        detected.then_some(())
+    })
+    .await;
+    assert_eq!(file_archive_config(&http_addr).await["format"]["string_value"], "gz");
+    assert!(data.join("demo/logs/app-1.log").exists(), "the demo files were recreated");
 }

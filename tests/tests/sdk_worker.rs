@@ -589,8 +589,10 @@ async fn a_shutdown_from_the_admin_lets_running_work_finish_refuses_new_work_and
     worker.finished().await.expect("run() ends with Ok after an admin shutdown");
 }
 
+// Work cut short by a shutdown did not fail: reporting it would use up an attempt. The
+// stream ends without its job_completed, and the admin requeues it as after a crash.
 #[tokio::test]
-async fn a_shutdown_without_grace_cancels_running_work_and_reports_it() {
+async fn a_shutdown_without_grace_cancels_running_work_and_ends_the_stream_without_reporting_it() {
     let mut admin = FakeAdmin::plain().await;
     let mut worker = Harness::start(&admin.grpc_url(), (1, 1), |_| {});
     let (mut session, _) = connect(&mut admin).await;
@@ -599,15 +601,13 @@ async fn a_shutdown_without_grace_cancels_running_work_and_reports_it() {
     assert_eq!(worker.event().await, Event::Started("job-g".into()));
     session.request(Req::Shutdown(pb::AdminShutdown { reason: "now".into(), grace_period_seconds: 0 })).await;
     assert_eq!(worker.event().await, Event::SawCancel("job-g".into()));
-    let completed = session.recv_matching("the canceled job", DEADLINE, |m| job_completed_of(m, &running)).await;
-    assert!(!completed.success);
-    assert_eq!(completed.error_message, "canceled: admin shutdown: now");
-    session.expect_closed(DEADLINE).await;
+    let rest = session.expect_closed(DEADLINE).await;
+    assert!(!rest.iter().any(|m| job_completed_of(m, &running).is_some()), "no completion for the job: {rest:?}");
     worker.finished().await.expect("run() ends with Ok");
 }
 
 #[tokio::test]
-async fn a_local_shutdown_cancels_running_work_after_the_grace_and_reports_it() {
+async fn a_local_shutdown_cancels_running_work_after_the_grace_and_ends_the_stream_without_reporting_it() {
     let mut admin = FakeAdmin::plain().await;
     let mut worker = Harness::start(&admin.grpc_url(), (1, 1), |_| {});
     let (mut session, _) = connect(&mut admin).await;
@@ -615,9 +615,9 @@ async fn a_local_shutdown_cancels_running_work_after_the_grace_and_reports_it() 
     let running = session.request(job("job-l", "block")).await;
     assert_eq!(worker.event().await, Event::Started("job-l".into()));
     worker.shutdown.cancel();
-    let completed = session.recv_matching("the canceled job", DEADLINE, |m| job_completed_of(m, &running)).await;
-    assert_eq!(completed.error_message, "canceled: worker is shutting down");
-    session.expect_closed(DEADLINE).await;
+    assert_eq!(worker.event().await, Event::SawCancel("job-l".into()));
+    let rest = session.expect_closed(DEADLINE).await;
+    assert!(!rest.iter().any(|m| job_completed_of(m, &running).is_some()), "no completion for the job: {rest:?}");
     let mut status = worker.status.clone();
     worker.finished().await.expect("run() ends with Ok");
     assert_eq!(*status.borrow_and_update(), WorkerStatus::Stopped { error: None });

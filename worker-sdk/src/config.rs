@@ -34,6 +34,8 @@ pub struct WorkerConfig {
     pub max_reconnect_delay: Duration,
     /// On a local shutdown (the token passed to `Worker::run`), how long running work
     /// may finish before it is canceled. The admin's shutdown message brings its own.
+    /// A job canceled this way is not reported as failed: the stream ends without its
+    /// `job_completed`, and the admin requeues it without using up an attempt.
     pub shutdown_grace: Duration,
 }
 

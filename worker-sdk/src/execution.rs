@@ -1,6 +1,7 @@
 //! The execution reply path: `ProgressSender` for the handler's progress and
 //! activities, and the task that runs `execute` between the RUNNING update and
-//! exactly one `job_completed`.
+//! exactly one `job_completed` (none when the worker's own shutdown cut the job short:
+//! the admin requeues it when the stream ends).
 
 use std::sync::Arc;
 
@@ -75,7 +76,9 @@ impl ProgressSender {
 }
 
 /// Runs one execution to its `job_completed`. The slot is held until then, and the
-/// work leaves the tracker only after the final message is queued.
+/// work leaves the tracker only after the final message is queued. A job cut short by
+/// the worker's shutdown gets no `job_completed`: it did not fail, and reporting it
+/// would use up one of its attempts.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     handler: Arc<dyn JobHandler>,
@@ -92,6 +95,14 @@ pub(crate) async fn run(
         Outcome::Done(result) => {
             tracing::info!(request_id = %work.request_id, job_id = %work.job_id, "job succeeded");
             (true, Some(result))
+        }
+        Outcome::CutShort(reason) => {
+            // Not a failed attempt: no job_completed at all. The stream ends once the
+            // worker has drained, and the admin requeues the job without using up an
+            // attempt, as it does when a worker is lost.
+            tracing::info!(request_id = %work.request_id, job_id = %work.job_id, %reason, "job cut short by the shutdown; left for the admin to requeue");
+            shared.tracker.remove(&work.request_id);
+            return;
         }
         _ => {
             tracing::warn!(request_id = %work.request_id, job_id = %work.job_id, error = %error_message, "job failed");

@@ -138,7 +138,7 @@ pub(crate) async fn run(cx: &mut SessionContext<'_>) -> Result<(), Error> {
             }
             _ = tokio::time::sleep_until(cancel_at.unwrap_or_else(Instant::now)), if cancel_at.is_some() => {
                 if let Some(d) = drain.as_mut() {
-                    let n = shared.tracker.cancel_all(&d.reason);
+                    let n = shared.tracker.cut_short_all(&d.reason);
                     tracing::info!(canceled = n, "shutdown grace period over; canceled running work");
                     d.cancel_at = None;
                 }

@@ -15,6 +15,8 @@ pub(crate) enum Outcome<T> {
     Done(T),
     Failed(String),
     Canceled(String),
+    /// Canceled by this worker's own shutdown: the work did not fail, it was stopped.
+    CutShort(String),
 }
 
 impl<T> Outcome<T> {
@@ -23,13 +25,13 @@ impl<T> Outcome<T> {
         match self {
             Outcome::Done(_) => String::new(),
             Outcome::Failed(message) => message.clone(),
-            Outcome::Canceled(reason) => format!("canceled: {reason}"),
+            Outcome::Canceled(reason) | Outcome::CutShort(reason) => format!("canceled: {reason}"),
         }
     }
 }
 
-/// Awaits `call` on its own task. Once `work` is canceled the outcome is `Canceled`,
-/// whatever the handler returns; a handler ignoring the cancel is aborted after
+/// Awaits `call` on its own task. Once `work` is canceled the outcome is `Canceled`
+/// (`CutShort` when the worker's shutdown canceled it), whatever the handler returns; a handler ignoring the cancel is aborted after
 /// [`CANCEL_GRACE`] (at once for a forced cancel).
 pub(crate) async fn supervise<T, F>(work: &Arc<Work>, call: F) -> Outcome<T>
 where
@@ -46,7 +48,7 @@ where
         }
     };
     if let Some(reason) = work.cancel_reason() {
-        return Outcome::Canceled(reason);
+        return if work.is_cut_short() { Outcome::CutShort(reason) } else { Outcome::Canceled(reason) };
     }
     match joined {
         Some(Ok(Ok(value))) => Outcome::Done(value),
@@ -112,5 +114,18 @@ mod tests {
         })
         .await;
         assert_eq!(outcome.error_message(), "canceled: shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_handler_canceled_by_the_shutdown_is_cut_short_whatever_it_returns() {
+        let w = work();
+        let token = w.cancel.clone();
+        w.cut_short("worker is shutting down");
+        let outcome = supervise::<(), _>(&w, async move {
+            token.cancelled().await;
+            Err("stopped".into())
+        })
+        .await;
+        assert!(matches!(outcome, Outcome::CutShort(ref reason) if reason == "worker is shutting down"), "{outcome:?}");
     }
 }

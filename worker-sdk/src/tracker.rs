@@ -31,6 +31,8 @@ struct WorkState {
     progress_percent: f64,
     stage: String,
     cancel_reason: Option<String>,
+    /// The first cancel came from this worker's own shutdown (see [`Work::cut_short`]).
+    cut_short: bool,
 }
 
 impl Work {
@@ -59,11 +61,33 @@ impl Work {
 
     /// Cancels the work; the first reason given is the one reported.
     pub(crate) fn cancel(&self, reason: &str, force: bool) {
-        lock(&self.state).cancel_reason.get_or_insert_with(|| reason.to_string());
+        self.cancel_as(reason, force, false);
+    }
+
+    /// Cancels the work because this worker is shutting down (its grace period is over),
+    /// unless something canceled it before. Such work did not fail: it is not reported
+    /// as an attempt, and the admin requeues it when the stream ends, as after a crash.
+    pub(crate) fn cut_short(&self, reason: &str) {
+        self.cancel_as(reason, false, true);
+    }
+
+    fn cancel_as(&self, reason: &str, force: bool, shutdown: bool) {
+        {
+            let mut s = lock(&self.state);
+            if s.cancel_reason.is_none() {
+                s.cancel_reason = Some(reason.to_string());
+                s.cut_short = shutdown;
+            }
+        }
         self.cancel.cancel();
         if force {
             self.kill.cancel();
         }
+    }
+
+    /// Whether the work was canceled by this worker's shutdown first.
+    pub(crate) fn is_cut_short(&self) -> bool {
+        self.cancel.is_cancelled() && lock(&self.state).cut_short
     }
 
     /// `Some(reason)` once canceled.
@@ -124,10 +148,11 @@ impl Tracker {
         map.get(target).or_else(|| map.values().find(|w| !w.job_id.is_empty() && w.job_id == target)).cloned()
     }
 
-    pub(crate) fn cancel_all(&self, reason: &str) -> usize {
+    /// Cancels all running work for the worker's shutdown ([`Work::cut_short`]).
+    pub(crate) fn cut_short_all(&self, reason: &str) -> usize {
         let all: Vec<_> = lock(&self.work).values().cloned().collect();
         for w in &all {
-            w.cancel(reason, false);
+            w.cut_short(reason);
         }
         all.len()
     }
@@ -192,5 +217,16 @@ mod tests {
         w.cancel("shutdown", true);
         assert_eq!(w.cancel_reason().as_deref(), Some("operator asked"));
         assert!(w.kill.is_cancelled());
+        assert!(!w.is_cut_short(), "an operator's cancel came first");
+    }
+
+    #[test]
+    fn work_canceled_by_the_shutdown_first_is_cut_short() {
+        let w = Work::new("r", pb::WorkKind::Execution, "a", "j");
+        assert!(!w.is_cut_short());
+        w.cut_short("worker is shutting down");
+        w.cancel("operator asked", false);
+        assert!(w.is_cut_short());
+        assert_eq!(w.cancel_reason().as_deref(), Some("worker is shutting down"));
     }
 }

@@ -188,7 +188,7 @@ async fn drain_offline(shared: &Shared, outbox: &mut mpsc::Receiver<Body>) {
     let grace = shared.config.shutdown_grace;
     let wait = async {
         if tokio::time::timeout(grace, shared.tracker.idle()).await.is_err() {
-            let n = shared.tracker.cancel_all("worker is shutting down");
+            let n = shared.tracker.cut_short_all("worker is shutting down");
             tracing::info!(canceled = n, "shutdown grace period over; canceled running work");
             shared.tracker.idle().await;
         }

@@ -174,6 +174,7 @@ async fn a_restarted_admin_requeues_the_jobs_that_were_out_without_using_an_atte
         next_job_seq: seq + 1,
         next_activity_id: 1,
         next_run_id: 1,
+        max_event_id: 0,
     };
     let parts = super::DispatcherParts {
         registry: rig.c.registry.clone(),

@@ -1,6 +1,7 @@
 //! `GET /api/plugin/events`: Server-Sent Events of the event bus, with `Last-Event-ID`
-//! replay from the bus's bounded buffer. A client that fell too far behind gets a
-//! `reset` event, meaning "reload your view".
+//! replay from the bus's bounded buffer. A client that fell too far behind, or whose id
+//! is not from this run of the admin (ids are unique across restarts), gets a `reset`
+//! event, meaning "reload your view".
 
 use std::{convert::Infallible, time::Duration};
 
@@ -41,10 +42,10 @@ async fn events(
         .or(q.last_event_id);
     let sub = state.events.subscribe_after(last);
     let mut first: Vec<Result<Event, Infallible>> = Vec::new();
-    if !sub.replay_complete {
-        first.push(Ok(Event::default().event("reset").data("{\"reason\":\"events were missed\"}")));
+    if let Some(reason) = &sub.reset {
+        first.push(Ok(Event::default().event("reset").data(serde_json::json!({ "reason": reason }).to_string())));
     }
-    let replayed_up_to = sub.replay.last().map(|e| e.id).or(last).unwrap_or(0);
+    let replayed_up_to = sub.after;
     first.extend(sub.replay.iter().map(|e| Ok(to_sse(e))));
     let live = BroadcastStream::new(sub.rx).filter_map(move |item| match item {
         Ok(e) if e.id > replayed_up_to => Some(Ok(to_sse(&e))),

@@ -30,6 +30,11 @@ pub enum Op {
         before_ms: i64,
         report: Option<tokio::sync::oneshot::Sender<Pruned>>,
     },
+    /// Remember that event ids up to `up_to` were handed out, so that the next run's ids
+    /// start above them (see [`crate::events`]).
+    EventIds {
+        up_to: u64,
+    },
 }
 
 /// Jobs a prune deleted: (job_type, state as i32) -> count.
@@ -44,6 +49,8 @@ pub struct Loaded {
     pub next_job_seq: i64,
     pub next_activity_id: i64,
     pub next_run_id: i64,
+    /// The highest event id an earlier run remembered handing out (0: none).
+    pub max_event_id: u64,
 }
 
 /// Filters for listing jobs, newest first.
@@ -90,6 +97,9 @@ pub enum Write<'a> {
     /// ended before it. Remember the newest job id first, so that [`Backend::load`]
     /// never hands out a pruned id again.
     Prune { before_ms: i64 },
+    /// Remember `up_to` as the highest event id handed out, unless a higher one is
+    /// remembered already; [`Backend::load`] returns it as `max_event_id`.
+    EventIds { up_to: u64 },
 }
 
 /// The writer side of a backend. It lives on the store's writer thread, which calls

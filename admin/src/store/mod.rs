@@ -331,6 +331,20 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn the_highest_event_id_remembered_is_loaded_at_the_next_start() {
+        let dir = temp_dir("event-ids");
+        let (store, loaded) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        assert_eq!(loaded.max_event_id, 0, "nothing remembered yet");
+        store.write(Op::EventIds { up_to: 1_700_000_000_000_123 });
+        store.write(Op::EventIds { up_to: 1_700_000_000_000_100 });
+        store.settle().await;
+        store.close();
+        let (store, loaded) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        assert_eq!(loaded.max_event_id, 1_700_000_000_000_123, "a lower id never replaces a higher one");
+        store.close();
+    }
+
+    #[tokio::test]
     async fn job_queries_filter_and_page_newest_first() {
         let dir = temp_dir("query");
         let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();

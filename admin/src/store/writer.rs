@@ -247,6 +247,7 @@ impl Coalescer {
                 Op::Activity(a) => out.push(Write::Activity(a)),
                 Op::Run(r) => out.push(Write::Run(r)),
                 Op::Prune { before_ms, .. } => out.push(Write::Prune { before_ms: *before_ms }),
+                Op::EventIds { up_to } => out.push(Write::EventIds { up_to: *up_to }),
             }
         }
     }
@@ -282,6 +283,7 @@ mod tests {
                 Write::Activity(a) => ("activity", a.id, a.message.clone()),
                 Write::Run(r) => ("run", r.id, r.message.clone()),
                 Write::Prune { before_ms } => ("prune", *before_ms, String::new()),
+                Write::EventIds { up_to } => ("event_ids", *up_to as i64, String::new()),
             })
             .collect()
     }
@@ -431,6 +433,7 @@ mod tests {
                 next_job_seq: 1,
                 next_activity_id: 1,
                 next_run_id: 1,
+                max_event_id: 0,
             })
         }
 

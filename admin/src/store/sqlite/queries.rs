@@ -45,6 +45,7 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
         next_job_seq: max("jobs", "seq")?.max(meta(conn, "max_job_seq")?) + 1,
         next_activity_id: max("activities", "id")? + 1,
         next_run_id: max("runs", "id")? + 1,
+        max_event_id: u64::try_from(meta(conn, "max_event_id")?).unwrap_or(0),
         active,
         counts,
     })

@@ -145,6 +145,13 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                     ])?;
                 }
                 Write::Prune { before_ms } => pruned.push(prune(&tx, before_ms)?),
+                Write::EventIds { up_to } => {
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ('max_event_id', ?1) \
+                         ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                        [i64::try_from(up_to).unwrap_or(i64::MAX)],
+                    )?;
+                }
             }
         }
     }

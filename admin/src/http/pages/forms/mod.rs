@@ -34,6 +34,8 @@ mod runtime;
 
 #[cfg(test)]
 mod agreement;
+#[cfg(test)]
+mod props;
 
 use std::collections::{HashMap, HashSet};
 
