@@ -467,8 +467,11 @@ async fn serve_http_connection(
 ) {
     use tower::ServiceExt;
     let info = io.info.clone();
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         info.establish();
+        // The connection (peer, client certificate) goes with each request: `http/auth.rs`
+        // maps a client certificate to an identity.
+        req.extensions_mut().insert(info.clone());
         app.clone().oneshot(req.map(axum::body::Body::new))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

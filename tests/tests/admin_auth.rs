@@ -321,3 +321,94 @@ async fn a_malformed_query_string_is_answered_with_a_json_error_like_every_other
     assert!(error_of(&r).contains("paused"), "{}", r.text());
     admin.stop().await;
 }
+
+/// One HTTPS request presenting `client` (a certificate and key, PEM) and trusting `ca`.
+async fn https_with_client_cert(
+    addr: &str,
+    ca_pem: &str,
+    client: &tests::certs::CertPair,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let certs: Vec<_> = rustls_pemfile::certs(&mut client.cert_pem.as_bytes()).map(|c| c.unwrap()).collect();
+    let key = rustls_pemfile::private_key(&mut client.key_pem.as_bytes()).unwrap().unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.expect("http handshake");
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(body.to_string())))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_mapped_to_an_identity_acts_with_its_role_and_an_unmapped_one_is_refused() {
+    let pki = tests::certs::TestPki::generate();
+    let dir = TempDir::new("auth-mtls");
+    let files = dir.path().join("pki");
+    std::fs::create_dir_all(&files).unwrap();
+    for (name, pem) in [
+        ("ca.pem", &pki.ca_pem),
+        ("server.pem", &pki.server.cert_pem),
+        ("server.key", &pki.server.key_pem),
+        ("client.pem", &pki.client.cert_pem),
+    ] {
+        std::fs::write(files.join(name), pem).unwrap();
+    }
+    let data = dir.path().join("data");
+    let tls = admin::TlsFiles {
+        cert: files.join("server.pem"),
+        key: files.join("server.key"),
+        client_ca: Some(files.join("ca.pem")),
+    };
+    let admin = TestAdmin::start(&data, |c| c.http_tls = Some(tls.clone())).await;
+    let _worker = FakeWorker::start(admin.grpc, FakeWorkerSpec::new("w1", T, 1)).await;
+    wait_for("the config is stored", WAIT, || async { admin.components().configs.config(T).map(|_| ()) }).await;
+    let config = json!({ "admin_config_values": { "threshold": { "int64_value": "9" } } });
+    let path = format!("/api/plugin/job-types/{T}/config");
+
+    let (status, text) = https_with_client_cert(&admin.http, &pki.ca_pem, &pki.client, "PUT", &path, &config).await;
+    assert_eq!(status, 401, "a certificate the admin knows no identity for is not enough: {text}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plughost-under-test"))
+        .args(["token", "create", "--name", "deploy-bot", "--role", "admin", "--certificate"])
+        .arg(files.join("client.pem"))
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, text) = https_with_client_cert(&admin.http, &pki.ca_pem, &pki.client, "PUT", &path, &config).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(admin.components().configs.config(T).unwrap().updated_by, "deploy-bot", "the actor is the identity");
+
+    // Another certificate from the same CA is still nobody.
+    let other = pki.ca.client("someone-else");
+    let (status, _) =
+        https_with_client_cert(&admin.http, &pki.ca_pem, &other, "GET", "/api/plugin/jobs", &json!({})).await;
+    assert_eq!(status, 401);
+    admin.stop().await;
+}

@@ -48,7 +48,12 @@ struct Entry {
     info: TokenInfo,
     /// SHA-256 of the token, hex. Tokens are 256 random bits, so a plain hash is enough:
     /// there is nothing to guess that a slow hash would protect.
-    sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    /// Instead of a token: the SHA-256 (hex) of a client certificate (DER) that names this
+    /// identity on an HTTPS listener with `--http-client-ca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate_sha256: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -68,7 +73,17 @@ struct Loaded {
 }
 
 pub fn hash(token: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::identity::fingerprint(token.as_bytes())
+}
+
+/// The SHA-256 (hex) of the first certificate in a PEM file's bytes: what an HTTPS
+/// client presenting that certificate is known by.
+pub fn certificate_fingerprint(pem: &[u8]) -> Result<String, String> {
+    let der = rustls_pemfile::certs(&mut &pem[..])
+        .next()
+        .ok_or("no certificate in the PEM data")?
+        .map_err(|e| format!("unreadable PEM: {e}"))?;
+    Ok(crate::identity::fingerprint(der.as_ref()))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -138,11 +153,47 @@ impl TokenStore {
             return Err(TokenError::TooMany);
         }
         let token = format!("{PREFIX}{}", crate::random::hex(32));
-        state
-            .entries
-            .push(Entry { info: TokenInfo { name: name.to_string(), role, created_at: now_ms }, sha256: hash(&token) });
+        state.entries.push(Entry {
+            info: TokenInfo { name: name.to_string(), role, created_at: now_ms },
+            sha256: Some(hash(&token)),
+            certificate_sha256: None,
+        });
         self.save(&mut state)?;
         Ok(token)
+    }
+
+    /// Maps a client certificate (by its SHA-256 fingerprint) to a named identity.
+    pub fn add_certificate(&self, name: &str, role: Role, fingerprint: &str, now_ms: i64) -> Result<(), TokenError> {
+        if !valid_name(name) {
+            return Err(TokenError::BadName);
+        }
+        let fingerprint = fingerprint.trim().to_ascii_lowercase();
+        if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(self.file_error("a certificate fingerprint is 64 hex digits (SHA-256)"));
+        }
+        self.refresh()?;
+        let mut state = self.state.lock().expect("token store lock");
+        if state.entries.iter().any(|e| e.info.name == name) {
+            return Err(TokenError::Exists(name.to_string()));
+        }
+        if state.entries.len() >= MAX_TOKENS {
+            return Err(TokenError::TooMany);
+        }
+        state.entries.push(Entry {
+            info: TokenInfo { name: name.to_string(), role, created_at: now_ms },
+            sha256: None,
+            certificate_sha256: Some(fingerprint),
+        });
+        self.save(&mut state)
+    }
+
+    /// The identity a client certificate (by fingerprint) was mapped to, if any.
+    pub fn verify_certificate(&self, fingerprint: &str) -> Option<TokenInfo> {
+        if let Err(e) = self.refresh() {
+            tracing::warn!(error = %e, "token file unreadable; keeping the tokens read before");
+        }
+        let state = self.state.lock().expect("token store lock");
+        state.entries.iter().find(|e| e.certificate_sha256.as_deref() == Some(fingerprint)).map(|e| e.info.clone())
     }
 
     pub fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
@@ -177,7 +228,9 @@ impl TokenStore {
         state
             .entries
             .iter()
-            .find(|e| crate::secrets::constant_time_eq(e.sha256.as_bytes(), digest.as_bytes()))
+            .find(|e| {
+                e.sha256.as_ref().is_some_and(|h| crate::secrets::constant_time_eq(h.as_bytes(), digest.as_bytes()))
+            })
             .map(|e| e.info.clone())
     }
 }

@@ -15,7 +15,7 @@ use axum::{
 };
 
 use super::AppState;
-use crate::{auth::AuthMode, commands::Actor};
+use crate::{auth::AuthMode, commands::Actor, listener::ConnInfo};
 
 /// The page session's cookie.
 pub const SESSION_COOKIE: &str = "plughost_session";
@@ -47,14 +47,21 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find_map(|pair| pair.trim().strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
 }
 
-/// The caller a request's credentials name, if any.
-pub fn identify(state: &AppState, headers: &HeaderMap, via: &'static str) -> Option<Actor> {
+/// The caller a request's credentials name, if any: a bearer token, else a client
+/// certificate mapped to an identity (`plughost token create --certificate`), else a page
+/// session.
+pub fn identify(state: &AppState, headers: &HeaderMap, conn: Option<&ConnInfo>, via: &'static str) -> Option<Actor> {
     if state.auth.mode == AuthMode::Off {
         return Some(Actor::Local(via));
     }
     if let Some(token) = bearer(headers) {
         // A wrong token is refused even when a session cookie would do: say what is wrong.
         return state.auth.tokens.verify(token).map(|t| Actor::Token { name: t.name, role: t.role });
+    }
+    if let Some(certificate) = conn.and_then(|c| c.certificate.as_deref())
+        && let Some(t) = state.auth.tokens.verify_certificate(certificate)
+    {
+        return Some(Actor::Certificate { subject: t.name, role: t.role });
     }
     let id = cookie(headers, SESSION_COOKIE)?;
     let session = state.auth.sessions.get(id, state.clock.now_ms())?;
@@ -65,7 +72,8 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     let path = request.uri().path();
     let api = path.starts_with("/api/") || path == "/metrics";
     let via = if api { "api" } else { "ui" };
-    match identify(&state, request.headers(), via) {
+    let conn = request.extensions().get::<ConnInfo>().cloned();
+    match identify(&state, request.headers(), conn.as_ref(), via) {
         Some(actor) => {
             request.extensions_mut().insert(Caller(actor));
             next.run(request).await
