@@ -202,8 +202,8 @@ pub const RUNTIME_SETTINGS: &[RuntimeSetting] = &[
     RuntimeSetting {
         name: "job_type_max_runtime_seconds",
         label: "Max total runtime",
-        help: "A cap on a job's runtime over all its attempts.",
-        why: "no limit on a job's total runtime across attempts",
+        help: "A cap on each attempt's execution timeout: an attempt is cancelled after the smaller of the two.",
+        why: "no cap beyond the execution timeout",
         kind: SettingKind::Number(NumberSetting {
             unit: "seconds",
             min: 0,
