@@ -320,28 +320,8 @@ pub fn keep_unchanged_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::cv::{b, d, i, s, secs, strs, v};
 
-    fn v(kind: Kind) -> pb::ConfigValue {
-        pb::ConfigValue { kind: Some(kind) }
-    }
-    fn s(x: &str) -> pb::ConfigValue {
-        v(Kind::StringValue(x.into()))
-    }
-    fn i(x: i64) -> pb::ConfigValue {
-        v(Kind::Int64Value(x))
-    }
-    fn d(x: f64) -> pb::ConfigValue {
-        v(Kind::DoubleValue(x))
-    }
-    fn b(x: bool) -> pb::ConfigValue {
-        v(Kind::BoolValue(x))
-    }
-    fn secs(x: i64) -> pb::ConfigValue {
-        v(Kind::DurationValue(pb::Duration { seconds: x, nanos: 0 }))
-    }
-    fn strs(xs: &[&str]) -> pb::ConfigValue {
-        v(Kind::StringList(pb::StringList { values: xs.iter().map(|x| x.to_string()).collect() }))
-    }
     fn field(name: &str) -> pb::ConfigField {
         pb::ConfigField { name: name.into(), ..Default::default() }
     }

@@ -151,3 +151,34 @@ impl TestWorker {
         self.rx.try_recv().is_err()
     }
 }
+
+/// Config values for tests, by kind: `s("x")`, `i(1)`, `d(1.5)`, `b(true)`, `secs(90)`,
+/// `strs(&["a"])`, `ints(&[1])`.
+pub(crate) mod cv {
+    use proto::pb::{self, config_value::Kind};
+
+    pub(crate) fn v(kind: Kind) -> pb::ConfigValue {
+        pb::ConfigValue { kind: Some(kind) }
+    }
+    pub(crate) fn s(x: &str) -> pb::ConfigValue {
+        v(Kind::StringValue(x.into()))
+    }
+    pub(crate) fn i(x: i64) -> pb::ConfigValue {
+        v(Kind::Int64Value(x))
+    }
+    pub(crate) fn d(x: f64) -> pb::ConfigValue {
+        v(Kind::DoubleValue(x))
+    }
+    pub(crate) fn b(x: bool) -> pb::ConfigValue {
+        v(Kind::BoolValue(x))
+    }
+    pub(crate) fn secs(x: i64) -> pb::ConfigValue {
+        v(Kind::DurationValue(pb::Duration { seconds: x, nanos: 0 }))
+    }
+    pub(crate) fn strs(xs: &[&str]) -> pb::ConfigValue {
+        v(Kind::StringList(pb::StringList { values: xs.iter().map(|x| x.to_string()).collect() }))
+    }
+    pub(crate) fn ints(xs: &[i64]) -> pb::ConfigValue {
+        v(Kind::Int64List(pb::Int64List { values: xs.to_vec() }))
+    }
+}

@@ -500,6 +500,7 @@ mod props;
 mod tests {
     use super::*;
     use crate::runtime_config::{DAY_SECONDS, WEEK_SECONDS};
+    use crate::test_support::cv::{b, d, i, ints, s, secs, strs, v};
 
     // ---- builders -------------------------------------------------------------------
 
@@ -515,30 +516,6 @@ mod tests {
         }
     }
 
-    fn v(kind: Kind) -> pb::ConfigValue {
-        pb::ConfigValue { kind: Some(kind) }
-    }
-    fn s(x: &str) -> pb::ConfigValue {
-        v(Kind::StringValue(x.into()))
-    }
-    fn i(x: i64) -> pb::ConfigValue {
-        v(Kind::Int64Value(x))
-    }
-    fn d(x: f64) -> pb::ConfigValue {
-        v(Kind::DoubleValue(x))
-    }
-    fn b(x: bool) -> pb::ConfigValue {
-        v(Kind::BoolValue(x))
-    }
-    fn secs(x: i64) -> pb::ConfigValue {
-        v(Kind::DurationValue(prost_types::Duration { seconds: x, nanos: 0 }))
-    }
-    fn strs(xs: &[&str]) -> pb::ConfigValue {
-        v(Kind::StringList(pb::StringList { values: xs.iter().map(|x| x.to_string()).collect() }))
-    }
-    fn ints(xs: &[i64]) -> pb::ConfigValue {
-        v(Kind::Int64List(pb::Int64List { values: xs.to_vec() }))
-    }
     fn option(value: &str, disabled: bool) -> pb::ConfigOption {
         pb::ConfigOption { value: value.into(), label: value.into(), disabled, ..Default::default() }
     }

@@ -8,23 +8,12 @@ use std::collections::HashMap;
 use proto::pb::{self, ConfigFieldType as Type, ConfigWidget as Widget, config_value::Kind};
 
 use super::{Posted, Source, Which, form_view, parse_form, render::FormView};
-use crate::{config_value::keep_unchanged_config, validator::validate_config};
+use crate::{
+    config_value::keep_unchanged_config,
+    test_support::cv::{b, d, i, s, v},
+    validator::validate_config,
+};
 
-fn v(kind: Kind) -> pb::ConfigValue {
-    pb::ConfigValue { kind: Some(kind) }
-}
-fn s(x: &str) -> pb::ConfigValue {
-    v(Kind::StringValue(x.into()))
-}
-fn i(x: i64) -> pb::ConfigValue {
-    v(Kind::Int64Value(x))
-}
-fn d(x: f64) -> pb::ConfigValue {
-    v(Kind::DoubleValue(x))
-}
-fn b(x: bool) -> pb::ConfigValue {
-    v(Kind::BoolValue(x))
-}
 fn dur(seconds: i64, nanos: i32) -> pb::ConfigValue {
     v(Kind::DurationValue(pb::Duration { seconds, nanos }))
 }
