@@ -30,6 +30,7 @@ use tests::{
     fake_worker::{Exec, FakeWorker, FakeWorkerSpec, proposal},
     harness::TestAdmin,
     http::{self, Response},
+    page_client::{Client, flash_status, location},
     wait_for,
 };
 
@@ -40,93 +41,10 @@ const SETUP: Actor = Actor::Local("test");
 
 // ---- a page client (as in ui_pages.rs) ------------------------------------------------
 
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn form_body(pairs: &[(&str, &str)]) -> Vec<u8> {
-    pairs.iter().map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v))).collect::<Vec<_>>().join("&").into_bytes()
-}
-
-/// A browser's worth of state for plain HTTP: the CSRF cookie and token of a page.
-struct Client {
-    addr: String,
-    cookie: String,
-    token: String,
-}
-
-impl Client {
-    /// Loads `path` to pick up the CSRF cookie and token.
-    async fn open(addr: &str, path: &str) -> Client {
-        let r = http::get(addr, path).await;
-        assert_eq!(r.status, 200, "GET {path}: {}", r.text());
-        let cookie = r
-            .headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("plughost_csrf="))
-            .and_then(|v| v.split(';').next())
-            .expect("the page sets the CSRF cookie")
-            .to_string();
-        let html = r.text();
-        let at = html.find("name=\"csrf\" value=\"").expect("the page has a form with a CSRF token");
-        let rest = &html[at + "name=\"csrf\" value=\"".len()..];
-        let token = rest[..rest.find('"').unwrap()].to_string();
-        Client { addr: addr.to_string(), cookie, token }
-    }
-
-    /// Posts a form with the cookie and the token, as the page's form would.
-    async fn post(&self, path: &str, pairs: &[(&str, &str)]) -> Response {
-        let mut all = vec![("csrf", self.token.as_str())];
-        all.extend_from_slice(pairs);
-        let headers = [("content-type", "application/x-www-form-urlencoded"), ("cookie", self.cookie.as_str())];
-        http::request(&self.addr, "POST", path, &headers, form_body(&all)).await
-    }
-}
-
-fn location(r: &Response) -> String {
-    r.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
-}
-
-fn percent_decode(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            out.push(u8::from_str_radix(&raw[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
 /// The flash status a page action's 303 carries: `Ok(message)` or `Err(message)`.
 fn flash(r: &Response) -> Result<String, String> {
     assert_eq!(r.status, 303, "a page action answers with a redirect: {}", r.text());
-    let loc = location(r);
-    let query = loc.split_once('?').map(|(_, q)| q).unwrap_or_default();
-    for kv in query.split('&') {
-        if let Some(m) = kv.strip_prefix("ok=") {
-            return Ok(percent_decode(m));
-        }
-        if let Some(m) = kv.strip_prefix("error=") {
-            return Err(percent_decode(m));
-        }
-    }
-    panic!("the redirect carries no flash status: {loc}")
+    flash_status(r).unwrap_or_else(|| panic!("the redirect carries no flash status: {}", location(r)))
 }
 
 /// An API error as the pages word it: capitalised, ending in a full stop.
@@ -191,7 +109,7 @@ impl Side {
 
     /// A page client holding this admin's CSRF cookie and token.
     async fn client(&self) -> Client {
-        Client::open(self.http(), &format!("/plugin/job-types/{T}")).await
+        Client::open(self.http(), &format!("/plugin/job-types/{T}")).await.0
     }
 
     fn saved(&self) -> pb::PersistedJobTypeConfig {
