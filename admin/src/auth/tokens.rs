@@ -139,8 +139,15 @@ impl TokenStore {
         Ok(())
     }
 
-    /// Creates a token and returns its plaintext (shown once, never stored).
-    pub fn create(&self, name: &str, role: Role, now_ms: i64) -> Result<String, TokenError> {
+    /// Adds a new named credential (a token's hash or a certificate's fingerprint).
+    fn add(
+        &self,
+        name: &str,
+        role: Role,
+        now_ms: i64,
+        sha256: Option<String>,
+        certificate_sha256: Option<String>,
+    ) -> Result<(), TokenError> {
         if !valid_name(name) {
             return Err(TokenError::BadName);
         }
@@ -152,39 +159,25 @@ impl TokenStore {
         if state.entries.len() >= MAX_TOKENS {
             return Err(TokenError::TooMany);
         }
+        let info = TokenInfo { name: name.to_string(), role, created_at: now_ms };
+        state.entries.push(Entry { info, sha256, certificate_sha256 });
+        self.save(&mut state)
+    }
+
+    /// Creates a token and returns its plaintext (shown once, never stored).
+    pub fn create(&self, name: &str, role: Role, now_ms: i64) -> Result<String, TokenError> {
         let token = format!("{PREFIX}{}", crate::random::hex(32));
-        state.entries.push(Entry {
-            info: TokenInfo { name: name.to_string(), role, created_at: now_ms },
-            sha256: Some(hash(&token)),
-            certificate_sha256: None,
-        });
-        self.save(&mut state)?;
+        self.add(name, role, now_ms, Some(hash(&token)), None)?;
         Ok(token)
     }
 
     /// Maps a client certificate (by its SHA-256 fingerprint) to a named identity.
     pub fn add_certificate(&self, name: &str, role: Role, fingerprint: &str, now_ms: i64) -> Result<(), TokenError> {
-        if !valid_name(name) {
-            return Err(TokenError::BadName);
-        }
         let fingerprint = fingerprint.trim().to_ascii_lowercase();
         if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(self.file_error("a certificate fingerprint is 64 hex digits (SHA-256)"));
         }
-        self.refresh()?;
-        let mut state = self.state.lock().expect("token store lock");
-        if state.entries.iter().any(|e| e.info.name == name) {
-            return Err(TokenError::Exists(name.to_string()));
-        }
-        if state.entries.len() >= MAX_TOKENS {
-            return Err(TokenError::TooMany);
-        }
-        state.entries.push(Entry {
-            info: TokenInfo { name: name.to_string(), role, created_at: now_ms },
-            sha256: None,
-            certificate_sha256: Some(fingerprint),
-        });
-        self.save(&mut state)
+        self.add(name, role, now_ms, None, Some(fingerprint))
     }
 
     /// The identity a client certificate (by fingerprint) was mapped to, if any.
