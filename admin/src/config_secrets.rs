@@ -262,16 +262,11 @@ fn looks_sealed(value: &pb::ConfigValue) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{
+        cv::{i, s},
+        sealer,
+    };
 
-    fn s(x: &str) -> pb::ConfigValue {
-        pb::ConfigValue { kind: Some(Kind::StringValue(x.into())) }
-    }
-    fn i(x: i64) -> pb::ConfigValue {
-        pb::ConfigValue { kind: Some(Kind::Int64Value(x)) }
-    }
-    fn sealer() -> SecretBox {
-        SecretBox::from_key(&[3; 32], "test")
-    }
     fn field(name: &str, sensitive: bool) -> pb::ConfigField {
         pb::ConfigField { name: name.into(), sensitive, ..Default::default() }
     }

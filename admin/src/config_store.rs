@@ -646,14 +646,12 @@ mod tests {
     use pb::config_value::Kind;
 
     use crate::secret_box::SecretBox;
-    use crate::test_support::{TempDir, sealer};
+    use crate::test_support::{
+        TempDir,
+        cv::{i, s},
+        sealer,
+    };
 
-    fn s(x: &str) -> pb::ConfigValue {
-        pb::ConfigValue { kind: Some(Kind::StringValue(x.into())) }
-    }
-    fn i(x: i64) -> pb::ConfigValue {
-        pb::ConfigValue { kind: Some(Kind::Int64Value(x)) }
-    }
     fn field(name: &str, t: pb::ConfigFieldType) -> pb::ConfigField {
         pb::ConfigField { name: name.into(), field_type: t as i32, ..Default::default() }
     }

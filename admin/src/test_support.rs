@@ -57,6 +57,20 @@ pub(crate) fn spec(key: &str, at: i64) -> crate::job::JobSpecData {
     }
 }
 
+/// A descriptor of job type `t` whose admin form has `fields` in one section.
+pub(crate) fn descriptor_with(fields: Vec<proto::pb::ConfigField>) -> proto::pb::JobTypeDescriptor {
+    use proto::pb;
+    pb::JobTypeDescriptor {
+        job_type: "t".into(),
+        admin_config_form: Some(pb::ConfigForm {
+            form_id: "admin".into(),
+            sections: vec![pb::ConfigSection { section_id: "s".into(), fields, ..Default::default() }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// A full set of components over a real config store and SQLite store in a temp dir,
 /// with a manual clock, for tests of one component's behaviour over time.
 pub(crate) struct Rig {

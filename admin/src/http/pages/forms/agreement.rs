@@ -10,7 +10,10 @@ use proto::pb::{self, ConfigFieldType as Type, ConfigWidget as Widget, config_va
 use super::{Posted, Source, Which, form_view, parse_form, render::FormView};
 use crate::{
     config_value::keep_unchanged_config,
-    test_support::cv::{b, d, i, s, v},
+    test_support::{
+        cv::{b, d, i, s, v},
+        descriptor_with as descriptor,
+    },
     validator::validate_config,
 };
 
@@ -36,18 +39,6 @@ fn options(values: &[&str]) -> Vec<pb::ConfigOption> {
         .iter()
         .map(|x| pb::ConfigOption { value: x.to_string(), label: x.to_string(), ..Default::default() })
         .collect()
-}
-
-fn descriptor(fields: Vec<pb::ConfigField>) -> pb::JobTypeDescriptor {
-    pb::JobTypeDescriptor {
-        job_type: "t".into(),
-        admin_config_form: Some(pb::ConfigForm {
-            form_id: "admin".into(),
-            sections: vec![pb::ConfigSection { section_id: "s".into(), fields, ..Default::default() }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 /// What a browser posts for the rendered form (see `templates/macros.html`): disabled

@@ -213,17 +213,7 @@ mod tests {
         }
     }
 
-    fn descriptor(fields: Vec<pb::ConfigField>) -> pb::JobTypeDescriptor {
-        pb::JobTypeDescriptor {
-            job_type: "t".into(),
-            admin_config_form: Some(pb::ConfigForm {
-                form_id: "admin".into(),
-                sections: vec![pb::ConfigSection { section_id: "s".into(), fields, ..Default::default() }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::test_support::descriptor_with as descriptor;
 
     fn post(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
