@@ -65,6 +65,67 @@ pub struct AdminArgs {
     pub secret_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub governance: GovernanceArgs,
+}
+
+/// The operator's controls: the audit trail's bounds and export cap, bulk replay's cap,
+/// the approval token for wide or destructive commands, the run-now cap.
+#[derive(Args, Debug, Clone)]
+pub struct GovernanceArgs {
+    /// Most events one audit export (`GET /api/plugin/audit/export`) returns.
+    #[arg(long, env = "PLUGHOST_AUDIT_EXPORT_MAX", default_value_t = 100_000, value_parser = at_least_one())]
+    pub audit_export_max: u64,
+    /// Audit events older than this many days are pruned (0 keeps them by age).
+    #[arg(long, env = "PLUGHOST_AUDIT_RETENTION_DAYS", default_value_t = 365)]
+    pub audit_retention_days: u32,
+    /// At most this many audit events are kept; the oldest go first (0: no cap).
+    #[arg(long, env = "PLUGHOST_AUDIT_MAX_EVENTS", default_value_t = 1_000_000)]
+    pub audit_max_events: u64,
+    /// Pruned audit events are appended first to JSONL files here
+    /// (`audit-<first id>-<last id>.jsonl`).
+    #[arg(long, env = "PLUGHOST_AUDIT_ARCHIVE_DIR")]
+    pub audit_archive_dir: Option<PathBuf>,
+    /// Most dead letters one bulk replay (`POST /api/plugin/jobs/replay`) may replay.
+    #[arg(long, env = "PLUGHOST_REPLAY_MAX", default_value_t = 1_000, value_parser = at_least_one())]
+    pub replay_max: u64,
+    /// A file holding an approval token: bulk replay, the global pauses and deleting a
+    /// schedule then need it in the `X-Plughost-Approval` header (or the page form's
+    /// approval field).
+    #[arg(long, env = "PLUGHOST_APPROVAL_TOKEN_FILE")]
+    pub approval_token_file: Option<PathBuf>,
+    /// On-demand detections (run now, preview) per job type: `N/WINDOW` such as `5/1m`.
+    #[arg(long, env = "PLUGHOST_RUN_NOW_MAX", default_value = "60/1m", value_parser = admin::RateCap::parse)]
+    pub run_now_max: admin::RateCap,
+}
+
+impl GovernanceArgs {
+    fn apply(&self, c: &mut admin::AdminConfig) -> anyhow::Result<()> {
+        c.audit_export_max = usize::try_from(self.audit_export_max).unwrap_or(usize::MAX);
+        c.audit_retention_days = self.audit_retention_days;
+        c.audit_max_events = self.audit_max_events;
+        c.audit_archive_dir = self.audit_archive_dir.clone();
+        c.replay_max = usize::try_from(self.replay_max).unwrap_or(usize::MAX);
+        c.run_now_max = self.run_now_max;
+        c.approval_token = match &self.approval_token_file {
+            None => None,
+            Some(file) => {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    anyhow::anyhow!("cannot read the approval token file {}: {e}", file.display())
+                })?;
+                let token = text.trim().to_string();
+                if token.len() < 16 {
+                    anyhow::bail!(
+                        "the approval token in {} is {} characters long; use at least 16 (say, `openssl rand -hex 16`)",
+                        file.display(),
+                        token.len()
+                    );
+                }
+                Some(token)
+            }
+        };
+        Ok(())
+    }
 }
 
 /// How much a worker may send, and how many connections each listener takes. Input over a
@@ -157,7 +218,8 @@ impl LimitArgs {
 }
 
 impl AdminArgs {
-    pub fn to_config(&self) -> admin::AdminConfig {
+    /// The admin's config; fails when a file it names (the approval token) cannot be read.
+    pub fn to_config(&self) -> anyhow::Result<admin::AdminConfig> {
         let mut c = admin::AdminConfig::new(&self.data_dir);
         c.http_addr = self.http_addr;
         c.grpc_addr = self.grpc_addr.unwrap_or_else(|| {
@@ -191,7 +253,8 @@ impl AdminArgs {
             _ => admin::SecretKeySource::DataDir,
         };
         self.limits.apply(&mut c);
-        c
+        self.governance.apply(&mut c)?;
+        Ok(c)
     }
 }
 

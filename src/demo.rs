@@ -15,7 +15,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use admin::commands::{Actor, Command};
+use admin::commands::{Actor, Caller, Command};
 use anyhow::Context;
 use proto::pb;
 use worker_sdk::value;
@@ -171,7 +171,7 @@ fn settings(demo: &Demo, job_type: &str) -> Option<(HashMap<String, pb::ConfigVa
 /// command layer (as the operator `demo`), and asks for a detection right away. Once all
 /// are saved, the demo's settings are no longer pending.
 pub async fn configure(state: &admin::Components, demo: &Demo, job_types: &[&str]) -> anyhow::Result<()> {
-    let actor = Actor::Local("demo");
+    let actor = Caller::new(Actor::Local("demo"));
     for job_type in job_types {
         let Some((values, interval)) = settings(demo, job_type) else { continue };
         let deadline = tokio::time::Instant::now() + DESCRIPTOR_WAIT;

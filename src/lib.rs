@@ -81,7 +81,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Admin(args) => admin_args::run_admin(args.to_config()).await,
+        Command::Admin(args) => admin_args::run_admin(args.to_config()?).await,
         Command::Worker(args) => worker_args::run_worker(args).await,
         Command::Up(args) => up::run_up(args).await,
         Command::Token(args) => token_args::run_token(args),

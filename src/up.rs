@@ -36,7 +36,7 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     plugins.allow_scripts |= args.demo;
     let job_types = plugins.job_types()?;
 
-    let mut config = args.admin.to_config();
+    let mut config = args.admin.to_config()?;
     config.scripts_allowed = plugins.allow_scripts;
     // The bundled worker uses the first token (without its worker_id pattern, if any).
     let token =

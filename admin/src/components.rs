@@ -11,18 +11,22 @@ use std::sync::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    audit::AuditTrail,
     auth::Auth,
+    commands::RunNowLimiter,
     clock::SharedClock,
     config::AdminConfig,
     config_store::ConfigStore,
     dispatcher::{Dispatcher, DispatcherParts},
     events::EventBus,
+    holds::{HoldKind, Holds},
     ids::Ids,
     journal::Journal,
     liveness::Liveness,
     monitor::Monitor,
     registry::Registry,
     scheduler::{Scheduler, SchedulerParts},
+    schedules::Schedules,
     schema::{SchemaCoordinator, SchemaParts},
     store::{Loaded, Store},
 };
@@ -41,6 +45,12 @@ pub struct Components {
     pub monitor: Arc<Monitor>,
     pub journal: Journal,
     pub ids: Arc<Ids>,
+    /// Operators' holds: pauses, per-type holds, drains.
+    pub holds: Holds,
+    /// Cron schedules.
+    pub schedules: Schedules,
+    pub audit: AuditTrail,
+    pub(crate) run_now: RunNowLimiter,
     /// Cancelled when the admin begins to stop: no new dispatches or detections.
     pub shutdown: CancellationToken,
     ready: AtomicBool,
@@ -64,6 +74,12 @@ impl Components {
         let monitor = Arc::new(Monitor::default());
         let ids = Arc::new(Ids::new(loaded.next_run_id));
         let journal = Journal::new(store.clone(), clock.clone(), loaded.next_activity_id);
+        let audit = AuditTrail::new(store.clone(), clock.clone(), monitor.clone(), loaded.next_audit_id);
+        let holds = Holds::new(std::mem::take(&mut loaded.holds));
+        for worker_id in holds.targets(HoldKind::Drain) {
+            registry.set_draining(&worker_id, true);
+        }
+        let schedules = Schedules::new(std::mem::take(&mut loaded.schedules));
         let shutdown = CancellationToken::new();
         let (dispatcher, requeued) = Dispatcher::new(
             DispatcherParts {
@@ -74,6 +90,7 @@ impl Components {
                 monitor: monitor.clone(),
                 clock: clock.clone(),
                 ids: ids.clone(),
+                holds: holds.clone(),
                 cancel_grace: config.cancel_grace,
                 send_timeout: config.send_timeout,
                 cluster_metadata: config.cluster_metadata.clone(),
@@ -90,6 +107,8 @@ impl Components {
             monitor: monitor.clone(),
             clock: clock.clone(),
             ids: ids.clone(),
+            holds: holds.clone(),
+            schedules: schedules.clone(),
             first_detection_delay: config.first_detection_delay,
             send_timeout: config.send_timeout,
             cluster_metadata: config.cluster_metadata.clone(),
@@ -106,6 +125,7 @@ impl Components {
             ids: ids.clone(),
             send_timeout: config.send_timeout,
         });
+        let run_now_max = config.run_now_max;
         let components = Components {
             config,
             auth,
@@ -120,11 +140,24 @@ impl Components {
             monitor,
             journal,
             ids,
+            holds,
+            schedules,
+            audit,
+            run_now: RunNowLimiter::new(run_now_max),
             shutdown,
             ready: AtomicBool::new(false),
             grpc_port: AtomicU16::new(0),
         };
         (components, requeued)
+    }
+
+    /// The audit trail's bounds, from the config.
+    pub fn audit_retention(&self) -> crate::audit::AuditRetention {
+        crate::audit::AuditRetention {
+            days: self.config.audit_retention_days,
+            max_events: self.config.audit_max_events,
+            archive_dir: self.config.audit_archive_dir.clone(),
+        }
     }
 
     /// The liveness checker over this admin's workers.

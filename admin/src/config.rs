@@ -57,6 +57,61 @@ pub struct AdminConfig {
     pub limits: InputLimits,
     /// Connection caps and handshake timeouts of both listeners (`listener.rs`).
     pub connections: ConnectionLimits,
+    /// Most rows one audit export returns.
+    pub audit_export_max: usize,
+    /// Audit events older than this many days are pruned; 0 keeps them by age.
+    pub audit_retention_days: u32,
+    /// At most this many audit events are kept; 0 keeps any number.
+    pub audit_max_events: u64,
+    /// Pruned audit events are appended here first, as JSONL files.
+    pub audit_archive_dir: Option<PathBuf>,
+    /// Most jobs one bulk replay may replay.
+    pub replay_max: usize,
+    /// When set, wide or destructive commands (bulk replay, global pauses, deleting a
+    /// schedule) need this token in `X-Plughost-Approval`.
+    pub approval_token: Option<String>,
+    /// Per job type cap on on-demand detections (run now, preview).
+    pub run_now_max: RateCap,
+}
+
+/// At most `max` events per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateCap {
+    pub max: u32,
+    pub window: Duration,
+}
+
+impl RateCap {
+    /// Parses `N/WINDOW`, where WINDOW is a number with a unit (`s`, `m`, `h`) or a bare
+    /// unit meaning one of it: `5/1m`, `100/h`, `10/30s`.
+    pub fn parse(text: &str) -> Result<RateCap, String> {
+        let bad = |why: &str| format!("{text:?} is not a rate cap like 5/1m ({why})");
+        let (n, window) = text.trim().split_once('/').ok_or_else(|| bad("no '/'"))?;
+        let max: u32 = n.trim().parse().map_err(|_| bad("the count is not a whole number"))?;
+        if max == 0 {
+            return Err(bad("the count must be at least 1"));
+        }
+        let window = window.trim();
+        let split = window.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| bad("the window has no unit"))?;
+        let (amount, unit) = window.split_at(split);
+        let amount: u64 = if amount.is_empty() { 1 } else { amount.parse().map_err(|_| bad("bad window"))? };
+        let unit_secs = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => return Err(bad("the window's unit must be s, m or h")),
+        };
+        if amount == 0 || amount > 24 * 3600 {
+            return Err(bad("the window must be between 1 s and 24 h"));
+        }
+        Ok(RateCap { max, window: Duration::from_secs(amount * unit_secs) })
+    }
+}
+
+impl std::fmt::Display for RateCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}s", self.max, self.window.as_secs())
+    }
 }
 
 /// Bounds on what a worker may send. Input over a bound is refused with a reason (never
@@ -161,6 +216,13 @@ impl AdminConfig {
             secret_key: Default::default(),
             limits: InputLimits::default(),
             connections: ConnectionLimits::default(),
+            audit_export_max: 100_000,
+            audit_retention_days: 365,
+            audit_max_events: 1_000_000,
+            audit_archive_dir: None,
+            replay_max: 1_000,
+            approval_token: None,
+            run_now_max: RateCap { max: 60, window: Duration::from_secs(60) },
         }
     }
 
@@ -170,5 +232,21 @@ impl AdminConfig {
         c.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         c.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_caps_parse_with_a_unit_and_refuse_nonsense() {
+        assert_eq!(RateCap::parse("5/1m"), Ok(RateCap { max: 5, window: Duration::from_secs(60) }));
+        assert_eq!(RateCap::parse(" 100/h "), Ok(RateCap { max: 100, window: Duration::from_secs(3600) }));
+        assert_eq!(RateCap::parse("10/30s"), Ok(RateCap { max: 10, window: Duration::from_secs(30) }));
+        for bad in ["5", "0/1m", "x/1m", "5/1d", "5/0s", "5/", "5/25h"] {
+            assert!(RateCap::parse(bad).is_err(), "{bad} is refused");
+        }
+        assert!(RateCap::parse("5/1d").unwrap_err().contains("s, m or h"));
     }
 }

@@ -84,7 +84,7 @@ fn create_new(path: &Path, private: bool) -> io::Result<File> {
 
 /// Makes a rename in `dir` durable. Directories cannot be opened for syncing on every
 /// platform; where they cannot, the rename is as durable as the OS makes it.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         File::open(dir)?.sync_all()

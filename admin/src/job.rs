@@ -134,6 +134,8 @@ pub struct JobSpecData {
     pub not_before: i64,
     pub expires_at: i64,
     pub detection_run: i64,
+    /// The job this one replays (0: none): a dead letter replayed in bulk.
+    pub replay_of: i64,
 }
 
 impl Job {
@@ -210,6 +212,7 @@ impl Job {
             expires_at: self.spec.expires_at,
             completed_at: self.completed_at,
             labels: self.spec.labels.clone(),
+            replay_of: (self.spec.replay_of > 0).then(|| job_id(self.spec.replay_of)),
         }
     }
 }
@@ -239,6 +242,8 @@ pub struct JobView {
     pub expires_at: i64,
     pub completed_at: i64,
     pub labels: HashMap<String, String>,
+    /// The job this one replays, if it is a replay.
+    pub replay_of: Option<String>,
 }
 
 /// One attempt at running a job on one executor.

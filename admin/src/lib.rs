@@ -8,6 +8,7 @@
 //! makes every change durable before the [`events`] bus publishes it to [`http`].
 //! [`server::Admin`] wires it all together.
 
+pub mod audit;
 pub mod auth;
 pub mod backoff;
 pub mod clock;
@@ -22,6 +23,7 @@ pub mod dispatcher;
 pub mod events;
 pub mod fsutil;
 pub mod grpc;
+pub mod holds;
 pub mod http;
 pub mod identity;
 pub mod ids;
@@ -36,6 +38,7 @@ pub mod registry;
 pub mod retention;
 pub mod runtime_config;
 pub mod scheduler;
+pub mod schedules;
 pub mod schema;
 pub mod secret_box;
 pub mod secrets;
@@ -53,6 +56,6 @@ mod proptest_support;
 mod test_support;
 
 pub use components::Components;
-pub use config::{AdminConfig, ConnectionLimits, InputLimits, TlsFiles};
+pub use config::{AdminConfig, ConnectionLimits, InputLimits, RateCap, TlsFiles};
 pub use secret_box::SecretKeySource;
 pub use server::{Admin, AdminError};

@@ -175,6 +175,9 @@ pub struct Monitor {
     /// Worker input refused for being over a limit (`input.rs`).
     pub refused_inputs: AtomicU64,
     pub connections_refused: ConnectionsRefused,
+    /// Operator commands by (action, outcome); both are the command layer's static
+    /// names, so the label set is bounded.
+    commands: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
     /// PENDING (ready) -> ASSIGNED.
     pub dispatch_latency: Histogram,
     pub detection_duration: Histogram,
@@ -202,6 +205,7 @@ impl Default for Monitor {
             ignored_messages: AtomicU64::new(0),
             refused_inputs: AtomicU64::new(0),
             connections_refused: ConnectionsRefused::default(),
+            commands: Default::default(),
             dispatch_latency: Histogram::new(LATENCY_BOUNDS),
             detection_duration: Histogram::new(DURATION_BOUNDS),
         }
@@ -224,6 +228,26 @@ impl Monitor {
             RequeuedRefused => &self.requeues_capacity,
             RequeuedWorkerLost => &self.requeues_worker_lost,
         });
+    }
+}
+
+impl Monitor {
+    /// Counts an operator command by action and outcome (`done` or `refused`).
+    pub fn count_command(&self, action: &'static str, outcome: &'static str) {
+        *self.commands.lock().expect("command counters lock").entry((action, outcome)).or_insert(0) += 1;
+    }
+
+    pub fn commands_counted(&self, action: &str, outcome: &str) -> u64 {
+        let counts = self.commands.lock().expect("command counters lock");
+        counts.iter().find(|((a, o), _)| *a == action && *o == outcome).map(|(_, n)| *n).unwrap_or(0)
+    }
+
+    fn render_commands(&self, out: &mut String) {
+        let name = "plughost_admin_commands_total";
+        let _ = writeln!(out, "# HELP {name} operator commands by action and outcome\n# TYPE {name} counter");
+        for ((action, outcome), n) in self.commands.lock().expect("command counters lock").iter() {
+            let _ = writeln!(out, "{name}{{action=\"{action}\",outcome=\"{outcome}\"}} {n}");
+        }
     }
 }
 
@@ -287,6 +311,7 @@ impl Monitor {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.load(Ordering::Relaxed));
         }
         self.connections_refused.render(&mut out);
+        self.render_commands(&mut out);
         self.dispatch_latency.render(
             &mut out,
             "plughost_dispatch_latency_seconds",

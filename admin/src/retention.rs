@@ -1,11 +1,13 @@
-//! Retention: finished jobs, activities and runs older than the retention period are
-//! deleted once an hour, and the job counts follow what was deleted.
+//! Retention, once at start and then hourly: finished jobs, activities and runs older than
+//! the retention period are deleted (and the job counts follow), and the audit trail is
+//! bounded by age and count, archived first when an archive directory is set.
 
 use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    audit::{AuditRetention, AuditTrail},
     clock::SharedClock,
     dispatcher::Dispatcher,
     store::{Op, Store},
@@ -15,15 +17,19 @@ pub struct Retention {
     pub store: Arc<Store>,
     pub dispatcher: Dispatcher,
     pub clock: SharedClock,
-    /// History older than this is deleted.
-    pub keep: Duration,
+    /// History older than this is deleted; None keeps it.
+    pub keep: Option<Duration>,
+    pub audit: AuditTrail,
+    /// The audit trail's bounds (always applied).
+    pub audit_retention: AuditRetention,
 }
 
 impl Retention {
     /// Prunes once, waiting until the prune is committed; returns how many jobs went.
     pub async fn prune(&self) -> i64 {
         let (report, pruned) = tokio::sync::oneshot::channel();
-        let before_ms = self.clock.now_ms() - self.keep.as_millis() as i64;
+        let Some(keep) = self.keep else { return 0 };
+        let before_ms = self.clock.now_ms() - keep.as_millis() as i64;
         self.store.write(Op::Prune { before_ms, report: Some(report) });
         match pruned.await {
             Ok(pruned) => {
@@ -38,6 +44,9 @@ impl Retention {
     pub async fn run(self, stop: CancellationToken) {
         loop {
             self.prune().await;
+            if let Err(e) = self.audit.prune(&self.audit_retention).await {
+                tracing::error!(error = %e, "pruning the audit trail failed; it is tried again in an hour");
+            }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
                 _ = stop.cancelled() => break,
@@ -74,7 +83,9 @@ mod tests {
             store: rig.c.store.clone(),
             dispatcher: rig.c.dispatcher.clone(),
             clock: rig.clock.clone(),
-            keep: Duration::from_millis(2 * day as u64),
+            keep: Some(Duration::from_millis(2 * day as u64)),
+            audit: rig.c.audit.clone(),
+            audit_retention: crate::audit::AuditRetention { days: 0, max_events: 0, archive_dir: None },
         };
         assert_eq!(retention.prune().await, 0, "nothing is two days old yet");
         rig.clock.advance(2 * day + 1);

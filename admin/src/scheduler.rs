@@ -23,12 +23,14 @@ use crate::{
     config_store::ConfigStore,
     dispatcher::{Admission, Dispatcher, NewJob},
     events::EventKind,
+    holds::{HoldKind, Holds},
     ids::Ids,
     input,
     job::{JobSpecData, RunView, priority_name, timestamp_to_ms},
     journal::Journal,
     monitor::{Monitor, inc},
     registry::{Registry, WorkerSession},
+    schedules::Schedules,
     store::{Op, Store},
     text::clip,
     wire,
@@ -55,6 +57,10 @@ pub struct SchedulerParts {
     pub monitor: Arc<Monitor>,
     pub clock: SharedClock,
     pub ids: Arc<Ids>,
+    /// Detection holds and the global pause of schedules.
+    pub holds: Holds,
+    /// Cron schedules; a type without one detects on its interval.
+    pub schedules: Schedules,
     /// Delay between a job type's first capable detector appearing and its first detection.
     pub first_detection_delay: Duration,
     pub send_timeout: Duration,
@@ -85,8 +91,11 @@ struct DetectorTable {
 
 #[derive(Default)]
 struct DetectorState {
-    /// When the next scheduled detection is due (0: not yet scheduled).
+    /// When the next interval detection is due (0: not yet scheduled). A type with a cron
+    /// schedule asks [`Schedules::next_fire`] instead.
     next_due: i64,
+    /// When the last scheduled detection started (0: none since the admin started).
+    last_scheduled_at: i64,
     lease: Option<String>,
     running: Option<RunningDetection>,
     sequence: i64,
@@ -246,18 +255,26 @@ impl Scheduler {
                 if st.next_due == 0 {
                     st.next_due = now + self.p().first_detection_delay.as_millis() as i64;
                 }
+                let held = self.p().holds.is_held(HoldKind::Detection, &job_type);
+                let scheduled = runtime.enabled && !held && !self.p().holds.schedules_paused();
+                let due = self.p().schedules.next_fire(&job_type).unwrap_or(st.next_due);
                 let mode = match st.queued.take() {
+                    // An on-demand request queued before the hold was set is dropped.
+                    Some(_) if held => None,
                     Some(m) => Some(m),
-                    None if runtime.enabled && st.next_due <= now => Some(DetectionMode::Scheduled),
+                    None if scheduled && due <= now => Some(DetectionMode::Scheduled),
                     None => None,
                 };
                 match mode {
                     Some(mode) => {
+                        if mode == DetectionMode::Scheduled {
+                            self.mark_scheduled(st, &job_type, now);
+                        }
                         if let Some(msg) = self.start_detection(&mut d, &job_type, mode, &runtime, &detectors, now) {
                             out.push(msg);
                         }
                     }
-                    None if runtime.enabled => next = next.min(st.next_due),
+                    None if scheduled => next = next.min(due),
                     None => {}
                 }
             }
@@ -266,6 +283,33 @@ impl Scheduler {
             s.send(msg, self.p().send_timeout);
         }
         next
+    }
+
+    /// Notes that a scheduled detection starts now; a cron schedule remembers it durably,
+    /// so that after a restart it fires once for the slots it missed, not once per slot.
+    fn mark_scheduled(&self, st: &mut DetectorState, job_type: &str, now: i64) {
+        st.last_scheduled_at = now;
+        if self.p().schedules.get(job_type).is_some() {
+            self.p().schedules.fired(job_type, now);
+            self.p().store.write(Op::ScheduleFired { job_type: job_type.to_string(), at: now });
+        }
+    }
+
+    /// When a job type's last scheduled detection started and when its next interval
+    /// detection is due (0: unknown).
+    pub fn scheduled_times(&self, job_type: &str) -> (i64, i64) {
+        self.lock().types.get(job_type).map(|s| (s.last_scheduled_at, s.next_due)).unwrap_or((0, 0))
+    }
+
+    /// A job type's schedule changed: an interval counts from now, a cron schedule from
+    /// its own slots.
+    pub fn reschedule(&self, job_type: &str) {
+        let interval = i64::from(self.p().configs.runtime(job_type).detection_interval_minutes.max(1)) * 60_000;
+        let now = self.now();
+        if let Some(st) = self.lock().types.get_mut(job_type) {
+            st.next_due = now + interval;
+        }
+        self.wake();
     }
 
     fn start_detection(
@@ -611,11 +655,12 @@ impl Scheduler {
     }
 }
 
-fn new_spec(job_type: &str, dedupe_key: String, p: pb::JobProposal, run_id: i64, now: i64) -> JobSpecData {
+pub(crate) fn new_spec(job_type: &str, dedupe_key: String, p: pb::JobProposal, run_id: i64, now: i64) -> JobSpecData {
     let not_before = p.not_before.as_ref().map(timestamp_to_ms).unwrap_or(0).max(0);
     let expires_at = p.expires_at.as_ref().map(timestamp_to_ms).unwrap_or(0).max(0);
     let priority = if p.priority == 0 { pb::JobPriority::Normal as i32 } else { p.priority.clamp(0, 4) };
     JobSpecData {
+        replay_of: 0,
         job_type: job_type.to_string(),
         dedupe_key,
         priority,

@@ -160,11 +160,15 @@ impl Admin {
         tasks.push(tokio::spawn(c.scheduler.clone().run(stop.clone())));
         tasks.push(tokio::spawn(c.schemas.clone().run(stop.clone())));
         tasks.push(tokio::spawn(c.liveness().run(stop.clone())));
-        if let Some(keep) = c.config.history_retention {
-            let retention =
-                Retention { store: c.store.clone(), dispatcher: c.dispatcher.clone(), clock: c.clock.clone(), keep };
-            tasks.push(tokio::spawn(retention.run(stop.clone())));
-        }
+        let retention = Retention {
+            store: c.store.clone(),
+            dispatcher: c.dispatcher.clone(),
+            clock: c.clock.clone(),
+            keep: c.config.history_retention,
+            audit: c.audit.clone(),
+            audit_retention: c.audit_retention(),
+        };
+        tasks.push(tokio::spawn(retention.run(stop.clone())));
 
         c.set_ready();
         tracing::info!(%http_addr, %grpc_addr, "admin ready");

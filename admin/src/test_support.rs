@@ -43,6 +43,7 @@ impl Drop for TempDir {
 /// no parameters, no `not_before` or `expires_at`.
 pub(crate) fn spec(key: &str, at: i64) -> crate::job::JobSpecData {
     crate::job::JobSpecData {
+        replay_of: 0,
         job_type: "t".into(),
         dedupe_key: key.into(),
         priority: proto::pb::JobPriority::Normal as i32,

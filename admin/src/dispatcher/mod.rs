@@ -15,10 +15,7 @@ mod placement;
 mod table;
 
 use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
 
@@ -33,6 +30,7 @@ use crate::{
     clock::SharedClock,
     config_store::ConfigStore,
     events::{EventKind, JobEvent},
+    holds::{HoldKind, Holds},
     ids::Ids,
     job::{Job, JobSpecData, JobView},
     journal::Journal,
@@ -55,6 +53,8 @@ pub struct DispatcherParts {
     pub monitor: Arc<Monitor>,
     pub clock: SharedClock,
     pub ids: Arc<Ids>,
+    /// The operator's holds: the global dispatch pause and per-type dispatch holds.
+    pub holds: Holds,
     pub cancel_grace: Duration,
     pub send_timeout: Duration,
     pub cluster_metadata: std::collections::HashMap<String, String>,
@@ -71,7 +71,6 @@ pub struct Dispatcher {
 struct Inner {
     table: Mutex<JobTable>,
     wake: Notify,
-    paused: AtomicBool,
     parts: DispatcherParts,
 }
 
@@ -105,7 +104,6 @@ impl Dispatcher {
             inner: Arc::new(Inner {
                 table: Mutex::new(table),
                 wake: Notify::new(),
-                paused: AtomicBool::new(false),
                 parts,
             }),
         };
@@ -147,13 +145,14 @@ impl Dispatcher {
         self.inner.wake.notify_one();
     }
 
-    pub fn set_paused(&self, paused: bool) {
-        self.inner.paused.store(paused, Ordering::Relaxed);
-        self.wake();
+    /// Whether an operator paused all dispatch (a persisted hold).
+    pub fn is_paused(&self) -> bool {
+        self.parts().holds.dispatch_paused()
     }
 
-    pub fn is_paused(&self) -> bool {
-        self.inner.paused.load(Ordering::Relaxed)
+    /// Whether an operator holds this job type's dispatch.
+    pub fn is_type_held(&self, job_type: &str) -> bool {
+        self.parts().holds.is_held(HoldKind::JobDispatch, job_type)
     }
 
     fn is_stopping(&self) -> bool {
@@ -319,7 +318,12 @@ impl Dispatcher {
 
     /// Whether an active job holds this dedupe key.
     pub fn is_active_key(&self, job_type: &str, dedupe_key: &str) -> bool {
-        self.lock().holder_of(job_type, dedupe_key).is_some()
+        self.active_with_key(job_type, dedupe_key).is_some()
+    }
+
+    /// The active job holding this dedupe key, if any.
+    pub fn active_with_key(&self, job_type: &str, dedupe_key: &str) -> Option<i64> {
+        self.lock().holder_of(job_type, dedupe_key)
     }
 
     /// A job from memory (active or recently finished), else from the store.

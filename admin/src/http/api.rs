@@ -90,6 +90,9 @@ async fn status(State(state): State<AppState>, caller: Option<Extension<Caller>>
         "protocol_version": proto::PROTOCOL_VERSION,
         "ready": state.is_ready(),
         "dispatch_paused": state.dispatcher.is_paused(),
+        "schedules_paused": state.holds.schedules_paused(),
+        "holds": state.holds.list(),
+        "dead_letters": state.store.dead_letters().map(|d| d.iter().map(|(_, n)| n).sum::<i64>()).unwrap_or(0),
         "workers": state.registry.len(),
         "job_types": state.configs.job_types().len(),
         "active_jobs": active,
@@ -109,12 +112,12 @@ struct DrainQuery {
 
 async fn drain(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<DrainQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let draining = q.draining.unwrap_or(true);
-    state.execute(&actor, Command::SetDraining { worker_id: id.clone(), draining }).await?;
+    state.execute(&caller, Command::SetDraining { worker_id: id.clone(), draining }).await?;
     Ok(Json(json!({ "worker_id": id, "draining": draining })))
 }
 
@@ -174,13 +177,13 @@ struct SchemaQuery {
 
 async fn refresh_schema(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
     ApiQuery(q): ApiQuery<SchemaQuery>,
 ) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
     let command = Command::RefreshSchema { job_type: t, force: q.force_refresh.unwrap_or(false) };
-    let Outcome::SchemaRefreshed(d) = state.execute(&actor, command).await? else {
+    let Outcome::SchemaRefreshed(d) = state.execute(&caller, command).await? else {
         return Err(ApiError::Internal("refresh_schema gave another outcome".into()));
     };
     Ok(Json(proto_json(d.as_ref())?))
@@ -202,7 +205,7 @@ async fn get_config(State(state): State<AppState>, Path(t): Path<String>) -> Res
 /// their saved values, and so do sensitive fields left out of the value maps.
 async fn put_config(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -231,7 +234,7 @@ async fn put_config(
         next.admin_runtime = incoming.admin_runtime;
     }
     next.job_type = t.clone();
-    state.execute(&actor, Command::SaveConfig { config: next }).await?;
+    state.execute(&caller, Command::SaveConfig { config: next }).await?;
     Ok(Json(redacted_config(&state, &t)?))
 }
 
@@ -244,28 +247,28 @@ async fn runs(State(state): State<AppState>, Path(t): Path<String>) -> Result<Js
 
 async fn detect(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    start_detection(state, actor, t, DetectionMode::Preview).await
+    start_detection(state, caller, t, DetectionMode::Preview).await
 }
 
 async fn run(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    start_detection(state, actor, t, DetectionMode::Run).await
+    start_detection(state, caller, t, DetectionMode::Run).await
 }
 
 async fn start_detection(
     state: AppState,
-    actor: Actor,
+    caller: Caller,
     t: String,
     mode: DetectionMode,
 ) -> Result<impl IntoResponse, ApiError> {
     job_type_param(&t)?;
-    let outcome = state.execute(&actor, Command::Detect { job_type: t.clone(), mode }).await?;
+    let outcome = state.execute(&caller, Command::Detect { job_type: t.clone(), mode }).await?;
     let status = match outcome {
         Outcome::DetectionRequested { queued: true } => "queued behind the running detection",
         _ => "started",
@@ -311,6 +314,7 @@ pub async fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>,
         text: q.text.clone().filter(|t| !t.is_empty()),
         before_seq,
         limit,
+        ..Default::default()
     };
     // Read what was changed before this request (a job created a moment ago is listed).
     state.store.settle().await;
@@ -370,33 +374,33 @@ fn reason_from(body: &axum::body::Bytes, default: &str) -> String {
 
 async fn cancel(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let reason = reason_from(&body, "canceled by operator");
-    job_outcome(state.execute(&actor, Command::CancelJob { seq, reason }).await?)
+    job_outcome(state.execute(&caller, Command::CancelJob { seq, reason }).await?)
 }
 
 async fn expire(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let reason = reason_from(&body, "expired by operator");
-    job_outcome(state.execute(&actor, Command::ExpireJob { seq, reason }).await?)
+    job_outcome(state.execute(&caller, Command::ExpireJob { seq, reason }).await?)
 }
 
 async fn retry(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
-    job_outcome(state.execute(&actor, Command::RetryJob { seq }).await?)
+    job_outcome(state.execute(&caller, Command::RetryJob { seq }).await?)
 }
 
 fn job_outcome(outcome: Outcome) -> Result<Json<Value>, ApiError> {
@@ -442,10 +446,10 @@ struct DispatchQuery {
 
 async fn dispatch_pause(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<DispatchQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    state.execute(&actor, Command::PauseDispatch { paused: q.paused }).await?;
+    state.execute(&caller, Command::PauseDispatch { paused: q.paused }).await?;
     Ok(Json(json!({ "dispatch_paused": q.paused })))
 }
 
@@ -463,9 +467,9 @@ fn require_admin(actor: &Actor) -> Result<(), ApiError> {
 
 async fn list_tokens(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&actor)?;
+    require_admin(&caller.actor)?;
     let tokens = state.auth.tokens.list().map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(json!({ "tokens": tokens })))
 }
@@ -478,14 +482,14 @@ struct NewToken {
 
 async fn create_token(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let req: NewToken = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body must be {{\"name\": ..., \"role\": ...}}: {e}")))?;
     let role = Role::parse(&req.role)
         .ok_or_else(|| ApiError::BadRequest(format!("role {:?} is not viewer, operator or admin", req.role)))?;
-    match state.execute(&actor, Command::CreateToken { name: req.name, role }).await? {
+    match state.execute(&caller, Command::CreateToken { name: req.name, role }).await? {
         Outcome::TokenCreated { info, token } => Ok((
             StatusCode::CREATED,
             Json(json!({ "name": info.name, "role": info.role, "created_at": info.created_at, "token": token })),
@@ -496,10 +500,10 @@ async fn create_token(
 
 async fn revoke_token(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    match state.execute(&actor, Command::RevokeToken { name }).await? {
+    match state.execute(&caller, Command::RevokeToken { name }).await? {
         Outcome::TokenRevoked(info) => Ok(Json(json!({ "revoked": info }))),
         _ => Err(ApiError::Internal("revoke_token gave another outcome".into())),
     }

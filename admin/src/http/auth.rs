@@ -15,14 +15,33 @@ use axum::{
 };
 
 use super::AppState;
+pub use crate::commands::Caller;
 use crate::{auth::AuthMode, commands::Actor, listener::ConnInfo};
 
 /// The page session's cookie.
 pub const SESSION_COOKIE: &str = "plughost_session";
 
-/// Who is calling; present on every authenticated request.
-#[derive(Debug, Clone)]
-pub struct Caller(pub Actor);
+/// The request id a client may send, and every response carries.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The approval token for wide or destructive commands (`--approval-token-file`).
+pub const APPROVAL: &str = "x-plughost-approval";
+
+/// The request id a client sent, if it is a sane one (1 to 64 of `A-Za-z0-9._:-`); else
+/// a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        })
+        .map(String::from)
+        .unwrap_or_else(|| crate::random::hex(8))
+}
 
 fn is_public(method: &Method, path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/plugin/login")
@@ -68,14 +87,26 @@ pub fn identify(state: &AppState, headers: &HeaderMap, conn: Option<&ConnInfo>, 
     Some(Actor::Session { user: session.user, role: session.role })
 }
 
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+/// Names the caller of every request (with its request id, which the response echoes in
+/// `X-Request-Id`), or refuses it.
+pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let id = request_id(request.headers());
+    let mut response = identified(state, request, next, id.clone()).await;
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+async fn identified(state: AppState, mut request: Request, next: Next, request_id: String) -> Response {
     let path = request.uri().path();
     let api = path.starts_with("/api/") || path == "/metrics";
     let via = if api { "api" } else { "ui" };
     let conn = request.extensions().get::<ConnInfo>().cloned();
     match identify(&state, request.headers(), conn.as_ref(), via) {
         Some(actor) => {
-            request.extensions_mut().insert(Caller(actor));
+            let approval = request.headers().get(APPROVAL).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string());
+            request.extensions_mut().insert(Caller { actor, request_id, approval: None }.with_approval(approval));
             next.run(request).await
         }
         None if is_public(request.method(), path) => next.run(request).await,

@@ -18,6 +18,12 @@ pub enum ApiError {
     Invalid(Vec<FieldError>),
     Unavailable(String),
     Forbidden(String),
+    /// Well formed, but cannot be carried out as asked (422).
+    Unprocessable(String),
+    /// A conflict with an existing job, named in the body's `job_id`.
+    ConflictWithJob { message: String, job_id: String },
+    /// Over a rate cap; retry after this many seconds (429).
+    TooMany { message: String, retry_after_secs: u64 },
     Internal(String),
 }
 
@@ -32,6 +38,15 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": m })),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),
+            ApiError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "error": m })),
+            ApiError::ConflictWithJob { message, job_id } => {
+                (StatusCode::CONFLICT, json!({ "error": message, "job_id": job_id }))
+            }
+            ApiError::TooMany { message, retry_after_secs } => {
+                let retry = retry_after_secs.to_string();
+                let body = Json(json!({ "error": message, "retry_after_seconds": retry_after_secs }));
+                return (StatusCode::TOO_MANY_REQUESTS, [(axum::http::header::RETRY_AFTER, retry)], body).into_response();
+            }
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error in an HTTP handler");
                 (StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": "internal error; see the admin's log" }))
@@ -86,6 +101,12 @@ impl From<crate::commands::Refusal> for ApiError {
             R::Token(crate::auth::TokenError::File { .. }) => ApiError::Internal(e.to_string()),
             R::Token(crate::auth::TokenError::Exists(_)) => ApiError::Conflict(e.to_string()),
             R::Token(_) => ApiError::BadRequest(e.to_string()),
+            R::Schedule(_) | R::Invalid(_) => ApiError::Unprocessable(e.to_string()),
+            R::ApprovalRequired { .. } | R::ApprovalWrong { .. } => ApiError::Forbidden(e.to_string()),
+            R::RateLimited { retry_after_secs, .. } => ApiError::TooMany { message: e.to_string(), retry_after_secs },
+            R::Held(_) => ApiError::Conflict(e.to_string()),
+            R::UnknownJobType(_) | R::NoSchedule(_) => ApiError::NotFound(e.to_string()),
+            R::Duplicate { ref job_id } => ApiError::ConflictWithJob { job_id: job_id.clone(), message: e.to_string() },
             R::Internal(m) => ApiError::Internal(m),
         }
     }

@@ -7,6 +7,7 @@
 mod api;
 pub mod auth;
 mod error;
+mod governance;
 mod host;
 mod ops;
 mod origin;
@@ -28,7 +29,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .nest(
             "/api/plugin",
-            api::router().merge(sse::router()).layer(axum::middleware::from_fn(origin::reject_cross_site)),
+            api::router().merge(governance::router()).merge(sse::router()).layer(axum::middleware::from_fn(origin::reject_cross_site)),
         )
         .merge(pages::router())
         .merge(ops::router())

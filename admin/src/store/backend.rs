@@ -10,7 +10,12 @@ use std::{collections::HashMap, error::Error, fmt, sync::Arc};
 
 use proto::pb::JobState;
 
-use crate::job::{ActivityView, AttemptView, Job, JobView, RunView};
+use crate::{
+    audit::{AuditEvent, AuditQuery},
+    holds::Hold,
+    job::{ActivityView, AttemptView, Job, JobView, RunView},
+    schedules::CronSchedule,
+};
 
 /// One write. Attempts, activities and runs are identified by ids the caller assigns, so
 /// an operation can be built and published before it is committed.
@@ -35,6 +40,27 @@ pub enum Op {
     EventIds {
         up_to: u64,
     },
+    /// An audit event.
+    Audit(AuditEvent),
+    /// Set a hold (`active`) or lift it.
+    Hold {
+        hold: Hold,
+        active: bool,
+    },
+    /// Set a job type's cron schedule, or remove it (`None`).
+    Schedule {
+        job_type: String,
+        cron: Option<CronSchedule>,
+    },
+    /// A cron schedule fired at `at`.
+    ScheduleFired {
+        job_type: String,
+        at: i64,
+    },
+    /// Delete audit events with ids up to this one.
+    PruneAudit {
+        up_to_id: i64,
+    },
 }
 
 /// Jobs a prune deleted: (job_type, state as i32) -> count.
@@ -51,6 +77,10 @@ pub struct Loaded {
     pub next_run_id: i64,
     /// The highest event id an earlier run remembered handing out (0: none).
     pub max_event_id: u64,
+    pub next_audit_id: i64,
+    /// The holds in force when the admin stopped.
+    pub holds: Vec<Hold>,
+    pub schedules: Vec<CronSchedule>,
 }
 
 /// Filters for listing jobs, newest first.
@@ -61,6 +91,12 @@ pub struct JobQuery {
     pub dead_letter: Option<bool>,
     /// Case-insensitive substring of the summary, dedupe key or job id.
     pub text: Option<String>,
+    /// Case-insensitive substring of the error message.
+    pub error_contains: Option<String>,
+    /// Finished at or after this time (Unix ms).
+    pub completed_since: Option<i64>,
+    /// Finished before this time (Unix ms).
+    pub completed_until: Option<i64>,
     /// Only jobs older than this one (keyset pagination).
     pub before_seq: Option<i64>,
     pub limit: usize,
@@ -100,6 +136,16 @@ pub enum Write<'a> {
     /// Remember `up_to` as the highest event id handed out, unless a higher one is
     /// remembered already; [`Backend::load`] returns it as `max_event_id`.
     EventIds { up_to: u64 },
+    /// Insert an audit event.
+    Audit(&'a AuditEvent),
+    /// Insert or replace a hold (`active`), or delete it.
+    Hold { hold: &'a Hold, active: bool },
+    /// Insert or replace a job type's cron schedule, or delete it.
+    Schedule { job_type: &'a str, cron: Option<&'a CronSchedule> },
+    /// Record a cron schedule's last fire.
+    ScheduleFired { job_type: &'a str, at: i64 },
+    /// Delete audit events with ids up to `up_to_id`.
+    PruneAudit { up_to_id: i64 },
 }
 
 /// The writer side of a backend. It lives on the store's writer thread, which calls
@@ -140,6 +186,28 @@ pub trait Reader: Send + Sync + 'static {
     /// The newest `limit` finished detection runs of a job type with this outcome,
     /// newest first.
     fn detection_runs(&self, job_type: &str, success: bool, limit: usize) -> Result<Vec<RunView>, BackendError>;
+
+    /// Audit events matching `query`, newest first, at most `query.page_size()`.
+    fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, BackendError>;
+
+    /// How many audit events match `query` (its paging ignored).
+    fn audit_count(&self, query: &AuditQuery) -> Result<i64, BackendError>;
+
+    /// Audit events with `after < id <= up_to`, oldest first, at most `limit`.
+    fn audit_oldest(&self, after: i64, up_to: i64, limit: usize) -> Result<Vec<AuditEvent>, BackendError>;
+
+    /// The highest audit id to prune so that no event is older than `before_ms` and at
+    /// most `keep` remain, with how many that prunes; None when nothing is to go.
+    fn audit_cutoff(&self, before_ms: Option<i64>, keep: Option<i64>) -> Result<Option<(i64, i64)>, BackendError>;
+
+    /// Dead letters per job type.
+    fn dead_letters(&self) -> Result<Vec<(String, i64)>, BackendError>;
+
+    /// The newest job replaying job `seq`, if any.
+    fn replayed_as(&self, seq: i64) -> Result<Option<i64>, BackendError>;
+
+    /// The newest job of `job_type` with this dedupe key created after job `seq`, if any.
+    fn newer_with_key(&self, job_type: &str, dedupe_key: &str, seq: i64) -> Result<Option<i64>, BackendError>;
 }
 
 /// A backend failure: what the backend was doing, and the driver's error if there is one.

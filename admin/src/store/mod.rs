@@ -48,6 +48,7 @@ use tokio::sync::watch;
 pub use self::backend::{Backend, BackendError, JobQuery, Loaded, MAX_PAGE, Op, Pruned, Reader, Write};
 use self::writer::Queue;
 use crate::{
+    audit::{AuditEvent, AuditQuery},
     events::{EventBus, EventKind},
     job::{ActivityView, AttemptView, Job, JobView, RunView},
 };
@@ -149,6 +150,14 @@ impl Store {
         let _ = self.durable(self.last_ticket()).await;
     }
 
+    /// Runs `f` so that every operation it queues is committed in one batch, one
+    /// transaction: a command's effect and its audit event land together or not at all.
+    /// `f` must be quick and synchronous; the writer waits for it.
+    pub fn atomically<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _bundle = self.queue.bundle();
+        f()
+    }
+
     /// The newest ticket handed out; `durable(last_ticket())` is a flush.
     pub fn last_ticket(&self) -> u64 {
         self.queue.last_ticket()
@@ -187,6 +196,38 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<ActivityView>, StoreError> {
         self.reader.activities(job_type, job_id, before_id, limit.clamp(1, MAX_PAGE)).map_err(|e| self.backend_error(e))
+    }
+
+    /// Audit events matching `q`, newest first.
+    pub fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.reader.audit(q).map_err(|e| self.backend_error(e))
+    }
+
+    pub fn audit_count(&self, q: &AuditQuery) -> Result<i64, StoreError> {
+        self.reader.audit_count(q).map_err(|e| self.backend_error(e))
+    }
+
+    /// Audit events with `after < id <= up_to`, oldest first.
+    pub fn audit_oldest(&self, after: i64, up_to: i64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        self.reader.audit_oldest(after, up_to, limit.clamp(1, MAX_PAGE)).map_err(|e| self.backend_error(e))
+    }
+
+    /// See [`Reader::audit_cutoff`].
+    pub fn audit_cutoff(&self, before_ms: Option<i64>, keep: Option<i64>) -> Result<Option<(i64, i64)>, StoreError> {
+        self.reader.audit_cutoff(before_ms, keep).map_err(|e| self.backend_error(e))
+    }
+
+    /// Dead letters per job type.
+    pub fn dead_letters(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.reader.dead_letters().map_err(|e| self.backend_error(e))
+    }
+
+    pub fn replayed_as(&self, seq: i64) -> Result<Option<i64>, StoreError> {
+        self.reader.replayed_as(seq).map_err(|e| self.backend_error(e))
+    }
+
+    pub fn newer_with_key(&self, job_type: &str, dedupe_key: &str, seq: i64) -> Result<Option<i64>, StoreError> {
+        self.reader.newer_with_key(job_type, dedupe_key, seq).map_err(|e| self.backend_error(e))
     }
 
     /// The last `per_outcome` successful and the last `per_outcome` failed runs of a job

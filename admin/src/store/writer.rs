@@ -42,12 +42,28 @@ struct QueueState {
     items: Vec<Queued>,
     next_ticket: u64,
     closed: bool,
+    /// Open [`Bundle`]s: while one is open the writer takes nothing, so everything pushed
+    /// inside it lands in one batch.
+    bundles: usize,
+}
+
+/// Keeps the writer from taking a batch while it lives (see [`Queue::bundle`]).
+pub(super) struct Bundle<'a>(&'a Queue);
+
+impl Drop for Bundle<'_> {
+    fn drop(&mut self) {
+        let mut q = self.0.state.lock().expect("store queue lock");
+        q.bundles -= 1;
+        if q.bundles == 0 {
+            self.0.ready.notify_one();
+        }
+    }
 }
 
 impl Queue {
     pub(super) fn new() -> Queue {
         Queue {
-            state: Mutex::new(QueueState { items: Vec::new(), next_ticket: 1, closed: false }),
+            state: Mutex::new(QueueState { items: Vec::new(), next_ticket: 1, closed: false, bundles: 0 }),
             ready: Condvar::new(),
         }
     }
@@ -69,6 +85,14 @@ impl Queue {
         ticket
     }
 
+    /// Opens a bundle: operations pushed until it is dropped are committed in one batch
+    /// (one transaction). Hold it only for synchronous work of a few microseconds, never
+    /// across an `.await` or a wait for durability: the writer waits for it.
+    pub(super) fn bundle(&self) -> Bundle<'_> {
+        self.state.lock().expect("store queue lock").bundles += 1;
+        Bundle(self)
+    }
+
     /// The newest ticket handed out.
     pub(super) fn last_ticket(&self) -> u64 {
         self.state.lock().expect("store queue lock").next_ticket - 1
@@ -88,7 +112,7 @@ impl Queue {
     /// queue is closed and drained.
     fn take(&self, batch: &mut Vec<Queued>) -> bool {
         let mut q = self.state.lock().expect("store queue lock");
-        while q.items.is_empty() && !q.closed {
+        while (q.items.is_empty() || q.bundles > 0) && !q.closed {
             q = self.ready.wait(q).expect("store queue lock");
         }
         if q.items.is_empty() {
@@ -248,6 +272,11 @@ impl Coalescer {
                 Op::Run(r) => out.push(Write::Run(r)),
                 Op::Prune { before_ms, .. } => out.push(Write::Prune { before_ms: *before_ms }),
                 Op::EventIds { up_to } => out.push(Write::EventIds { up_to: *up_to }),
+                Op::Audit(e) => out.push(Write::Audit(e)),
+                Op::Hold { hold, active } => out.push(Write::Hold { hold, active: *active }),
+                Op::Schedule { job_type, cron } => out.push(Write::Schedule { job_type, cron: cron.as_ref() }),
+                Op::ScheduleFired { job_type, at } => out.push(Write::ScheduleFired { job_type, at: *at }),
+                Op::PruneAudit { up_to_id } => out.push(Write::PruneAudit { up_to_id: *up_to_id }),
             }
         }
     }
@@ -284,6 +313,7 @@ mod tests {
                 Write::Run(r) => ("run", r.id, r.message.clone()),
                 Write::Prune { before_ms } => ("prune", *before_ms, String::new()),
                 Write::EventIds { up_to } => ("event_ids", *up_to as i64, String::new()),
+                other => ("other", 0, format!("{other:?}")),
             })
             .collect()
     }

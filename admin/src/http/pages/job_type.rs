@@ -26,7 +26,7 @@ use super::{
     percent_encode, see_other, sentence,
 };
 use crate::{
-    commands::{Actor, Command, Outcome, Refusal},
+    commands::{Command, Outcome, Refusal},
     config_store::ConfigStoreError,
     http::{AppState, api, auth::Caller},
     scheduler::DetectionMode,
@@ -244,7 +244,7 @@ fn current(
 /// `POST /plugin/job-types/{t}/config`: the admin and worker forms.
 pub async fn save_config(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -262,13 +262,13 @@ pub async fn save_config(
     // Absent: the config store keeps the saved runtime settings.
     next.admin_runtime = None;
     let rejected = Rejected { form: "config", posted, errors };
-    finish_save(&state, &actor, &t, &descriptor, &saved, next, rejected, "Configuration saved.").await
+    finish_save(&state, &caller, &t, &descriptor, &saved, next, rejected, "Configuration saved.").await
 }
 
 /// `POST /plugin/job-types/{t}/runtime`: the runtime settings form.
 pub async fn save_runtime(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -281,7 +281,7 @@ pub async fn save_runtime(
     let mut next = (*saved).clone();
     next.admin_runtime = Some(runtime);
     let rejected = Rejected { form: "runtime", posted, errors };
-    finish_save(&state, &actor, &t, &descriptor, &saved, next, rejected, "Runtime settings saved.").await
+    finish_save(&state, &caller, &t, &descriptor, &saved, next, rejected, "Runtime settings saved.").await
 }
 
 /// Saves `next` when parsing found no errors; otherwise (or when the validator refuses)
@@ -289,7 +289,7 @@ pub async fn save_runtime(
 #[allow(clippy::too_many_arguments)]
 async fn finish_save(
     state: &AppState,
-    actor: &Actor,
+    caller: &Caller,
     t: &str,
     descriptor: &pb::JobTypeDescriptor,
     saved: &pb::PersistedJobTypeConfig,
@@ -299,7 +299,7 @@ async fn finish_save(
 ) -> Result<Response, PageError> {
     let Rejected { form: which, posted, mut errors } = rejected;
     if errors.is_empty() {
-        match save(state, actor, t, next).await {
+        match save(state, caller, t, next).await {
             Ok(()) => return Ok(see_other(&page_path(t), Ok(done.to_string()))),
             Err(Refusal::Config(ConfigStoreError::Invalid(fields))) => errors = fields,
             Err(Refusal::Config(ConfigStoreError::UnknownJobType(_))) => return Err(unknown(t)),
@@ -345,15 +345,15 @@ fn keep_unchanged_for_validation(
 }
 
 /// Persists a config through the admin's one save path (validation, event, activity).
-async fn save(state: &AppState, actor: &Actor, t: &str, mut next: pb::PersistedJobTypeConfig) -> Result<(), Refusal> {
+async fn save(state: &AppState, caller: &Caller, t: &str, mut next: pb::PersistedJobTypeConfig) -> Result<(), Refusal> {
     next.job_type = t.to_string();
-    state.execute(actor, Command::SaveConfig { config: next }).await.map(|_| ())
+    state.execute(caller, Command::SaveConfig { config: next }).await.map(|_| ())
 }
 
 /// `POST /plugin/job-types/{t}/schema`: asks a worker for the descriptor again.
 pub async fn refresh_schema(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -363,7 +363,7 @@ pub async fn refresh_schema(
     if !known(&state, &t) {
         return Err(unknown(&t));
     }
-    let outcome = match state.execute(&actor, Command::RefreshSchema { job_type: t.clone(), force: true }).await {
+    let outcome = match state.execute(&caller, Command::RefreshSchema { job_type: t.clone(), force: true }).await {
         Ok(Outcome::SchemaRefreshed(d)) => {
             Ok(format!("Schema refreshed: descriptor version {}.", d.descriptor_version))
         }
@@ -376,28 +376,28 @@ pub async fn refresh_schema(
 /// `POST /plugin/job-types/{t}/detect`: a detection whose proposals are only shown.
 pub async fn detect(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, PageError> {
-    start(state, actor, t, headers, form, DetectionMode::Preview).await
+    start(state, caller, t, headers, form, DetectionMode::Preview).await
 }
 
 /// `POST /plugin/job-types/{t}/run`: a detection whose proposals become jobs.
 pub async fn run(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, PageError> {
-    start(state, actor, t, headers, form, DetectionMode::Run).await
+    start(state, caller, t, headers, form, DetectionMode::Run).await
 }
 
 async fn start(
     state: AppState,
-    actor: Actor,
+    caller: Caller,
     t: String,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -408,7 +408,7 @@ async fn start(
     if !known(&state, &t) {
         return Err(unknown(&t));
     }
-    let outcome = match state.execute(&actor, Command::Detect { job_type: t.clone(), mode }).await {
+    let outcome = match state.execute(&caller, Command::Detect { job_type: t.clone(), mode }).await {
         Ok(outcome) => {
             let queued = matches!(outcome, Outcome::DetectionRequested { queued: true });
             let what = if mode == DetectionMode::Run {

@@ -316,7 +316,7 @@ pub fn posted(form: Result<Form<Vec<(String, String)>>, FormRejection>) -> Resul
 /// `POST /plugin/jobs/{id}/{cancel|retry|expire}`.
 pub async fn action(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -333,7 +333,7 @@ pub async fn action(
         "retry" => Command::RetryJob { seq },
         _ => return Err(PageError::not_found(format!("Jobs have no action “{action}”."))),
     };
-    let view = match state.execute(&actor, command).await {
+    let view = match state.execute(&caller, command).await {
         Ok(Outcome::Job(view)) => Ok(view),
         Ok(_) => Err("The action gave no job.".to_string()),
         Err(e) => Err(sentence(&e.to_string())),

@@ -258,8 +258,16 @@ impl From<ApiError> for PageError {
         match e {
             ApiError::BadRequest(m) => PageError::bad_request(sentence(&m)),
             ApiError::NotFound(m) => PageError::not_found(sentence(&m)),
-            ApiError::Conflict(m) | ApiError::Unavailable(m) => {
+            ApiError::Conflict(m) | ApiError::Unavailable(m) | ApiError::ConflictWithJob { message: m, .. } => {
                 PageError { status: StatusCode::CONFLICT, heading: "That cannot be done now", message: sentence(&m) }
+            }
+            ApiError::Unprocessable(m) => PageError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                heading: "That cannot be done as asked",
+                message: sentence(&m),
+            },
+            ApiError::TooMany { message, .. } => {
+                PageError { status: StatusCode::TOO_MANY_REQUESTS, heading: "Too many requests", message: sentence(&message) }
             }
             ApiError::Invalid(fields) => {
                 PageError::bad_request(sentence(&fields.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; ")))

@@ -112,7 +112,7 @@ pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> 
 /// `POST /plugin/workers/{id}/drain` with `draining=true|false`.
 pub async fn drain(
     State(state): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -123,7 +123,7 @@ pub async fn drain(
     let back = back_or(field("back"), "/plugin/workers");
     let draining = field("draining") != Some("false");
     if let Err(Refusal::NotConnected(_)) =
-        state.execute(&actor, Command::SetDraining { worker_id: id.clone(), draining }).await
+        state.execute(&caller, Command::SetDraining { worker_id: id.clone(), draining }).await
     {
         return Ok(see_other(&back, Err(format!("Worker “{id}” is not connected, so it cannot be drained."))));
     }

@@ -15,6 +15,7 @@ use std::{
 use rusqlite::Connection;
 
 use crate::{
+    audit::{AuditEvent, AuditQuery},
     job::{ActivityView, AttemptView, Job, JobView, RunView},
     store::backend::{Backend, BackendError, JobQuery, Loaded, Pruned, Reader, Write},
 };
@@ -99,6 +100,34 @@ impl Reader for SqliteReader {
 
     fn detection_runs(&self, job_type: &str, success: bool, limit: usize) -> Result<Vec<RunView>, BackendError> {
         self.read("cannot list detection runs", |c| queries::detection_runs(c, job_type, success, limit))
+    }
+
+    fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, BackendError> {
+        self.read("cannot list audit events", |c| queries::audit(c, query))
+    }
+
+    fn audit_count(&self, query: &AuditQuery) -> Result<i64, BackendError> {
+        self.read("cannot count audit events", |c| queries::audit_count(c, query))
+    }
+
+    fn audit_oldest(&self, after: i64, up_to: i64, limit: usize) -> Result<Vec<AuditEvent>, BackendError> {
+        self.read("cannot read audit events to archive", |c| queries::audit_oldest(c, after, up_to, limit))
+    }
+
+    fn audit_cutoff(&self, before_ms: Option<i64>, keep: Option<i64>) -> Result<Option<(i64, i64)>, BackendError> {
+        self.read("cannot find the audit events to prune", |c| queries::audit_cutoff(c, before_ms, keep))
+    }
+
+    fn dead_letters(&self) -> Result<Vec<(String, i64)>, BackendError> {
+        self.read("cannot count dead letters", queries::dead_letters)
+    }
+
+    fn replayed_as(&self, seq: i64) -> Result<Option<i64>, BackendError> {
+        self.read("cannot look up a job's replay", |c| queries::replayed_as(c, seq))
+    }
+
+    fn newer_with_key(&self, job_type: &str, dedupe_key: &str, seq: i64) -> Result<Option<i64>, BackendError> {
+        self.read("cannot look up newer jobs with a dedupe key", |c| queries::newer_with_key(c, job_type, dedupe_key, seq))
     }
 }
 

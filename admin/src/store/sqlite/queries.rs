@@ -9,7 +9,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::schema::JOB_COLUMNS;
 use crate::{
+    audit::{AuditEvent, AuditQuery},
+    holds::{Hold, HoldKind},
     job::{ActivityView, AttemptView, Job, JobSpecData, JobView, RunView, StopRequest},
+    schedules::CronSchedule,
     store::backend::{JobQuery, Loaded},
 };
 
@@ -46,9 +49,158 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
         next_activity_id: max("activities", "id")? + 1,
         next_run_id: max("runs", "id")? + 1,
         max_event_id: u64::try_from(meta(conn, "max_event_id")?).unwrap_or(0),
+        next_audit_id: max("audit", "id")?.max(meta(conn, "max_audit_id")?) + 1,
+        holds: holds(conn)?,
+        schedules: schedules(conn)?,
         active,
         counts,
     })
+}
+
+fn holds(conn: &Connection) -> rusqlite::Result<Vec<Hold>> {
+    let mut stmt = conn.prepare("SELECT kind, target, set_by, set_at FROM holds ORDER BY kind, target")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, target, set_by, set_at) = row?;
+        match HoldKind::parse(&kind) {
+            Some(kind) => out.push(Hold { kind, target, set_by, set_at }),
+            None => tracing::warn!(kind, "a stored hold of an unknown kind is ignored"),
+        }
+    }
+    Ok(out)
+}
+
+fn schedules(conn: &Connection) -> rusqlite::Result<Vec<CronSchedule>> {
+    let mut stmt = conn.prepare(
+        "SELECT job_type, cron, time_zone, set_by, set_at, last_fired_at FROM schedules ORDER BY job_type",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(CronSchedule {
+            job_type: r.get(0)?,
+            cron: r.get(1)?,
+            time_zone: r.get(2)?,
+            set_by: r.get(3)?,
+            set_at: r.get(4)?,
+            last_fired_at: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// `LIKE` pattern for a case-insensitive substring, with the wildcards in it literal.
+fn like_pattern(text: &str) -> String {
+    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// The WHERE clause and its arguments for an audit query (paging aside).
+fn audit_where(q: &AuditQuery, args: &mut Vec<rusqlite::types::Value>) -> String {
+    let mut sql = String::from(" WHERE 1=1");
+    let mut eq = |col: &str, v: &Option<String>, sql: &mut String| {
+        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+            args.push(v.clone().into());
+            sql.push_str(&format!(" AND {col} = ?{}", args.len()));
+        }
+    };
+    eq("action", &q.action, &mut sql);
+    eq("target", &q.target, &mut sql);
+    eq("actor", &q.actor, &mut sql);
+    eq("outcome", &q.outcome, &mut sql);
+    if let Some(since) = q.since {
+        args.push(since.into());
+        sql.push_str(&format!(" AND at >= ?{}", args.len()));
+    }
+    if let Some(until) = q.until {
+        args.push(until.into());
+        sql.push_str(&format!(" AND at < ?{}", args.len()));
+    }
+    sql
+}
+
+const AUDIT_COLUMNS: &str = "id, at, actor, actor_kind, action, target, params, outcome, reason, request_id";
+
+fn row_to_audit(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
+    let params: String = r.get(6)?;
+    Ok(AuditEvent {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        actor_kind: r.get(3)?,
+        action: r.get(4)?,
+        target: r.get(5)?,
+        params: serde_json::from_str(&params).unwrap_or(serde_json::Value::Null),
+        outcome: r.get(7)?,
+        reason: r.get(8)?,
+        request_id: r.get(9)?,
+    })
+}
+
+pub(super) fn audit(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>> {
+    let mut args = Vec::new();
+    let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit{}", audit_where(q, &mut args));
+    if let Some(b) = q.before_id {
+        args.push(b.into());
+        sql.push_str(&format!(" AND id < ?{}", args.len()));
+    }
+    args.push((q.page_size() as i64).into());
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), row_to_audit)?;
+    rows.collect()
+}
+
+pub(super) fn audit_count(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<i64> {
+    let mut args = Vec::new();
+    let sql = format!("SELECT COUNT(*) FROM audit{}", audit_where(q, &mut args));
+    conn.prepare_cached(&sql)?.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))
+}
+
+pub(super) fn audit_oldest(conn: &Connection, after: i64, up_to: i64, limit: usize) -> rusqlite::Result<Vec<AuditEvent>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![after, up_to, limit as i64], row_to_audit)?;
+    rows.collect()
+}
+
+pub(super) fn audit_cutoff(
+    conn: &Connection,
+    before_ms: Option<i64>,
+    keep: Option<i64>,
+) -> rusqlite::Result<Option<(i64, i64)>> {
+    let mut cutoff: Option<i64> = None;
+    if let Some(before) = before_ms {
+        let id: Option<i64> = conn.query_row("SELECT MAX(id) FROM audit WHERE at < ?1", [before], |r| r.get(0))?;
+        cutoff = cutoff.max(id);
+    }
+    if let Some(keep) = keep {
+        // The id of the newest event beyond the `keep` newest ones.
+        let id: Option<i64> = conn
+            .query_row("SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1", [keep], |r| r.get(0))
+            .optional()?;
+        cutoff = cutoff.max(id);
+    }
+    let Some(up_to) = cutoff else { return Ok(None) };
+    let count: i64 = conn.query_row("SELECT COUNT(*) FROM audit WHERE id <= ?1", [up_to], |r| r.get(0))?;
+    Ok((count > 0).then_some((up_to, count)))
+}
+
+pub(super) fn dead_letters(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT job_type, COUNT(*) FROM jobs WHERE dead_letter = 1 GROUP BY job_type ORDER BY job_type")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+pub(super) fn replayed_as(conn: &Connection, seq: i64) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT MAX(seq) FROM jobs WHERE replay_of = ?1 AND replay_of > 0")?
+        .query_row([seq], |r| r.get(0))
+}
+
+pub(super) fn newer_with_key(conn: &Connection, job_type: &str, key: &str, seq: i64) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT MAX(seq) FROM jobs WHERE job_type = ?1 AND dedupe_key = ?2 AND seq > ?3")?
+        .query_row(params![job_type, key, seq], |r| r.get(0))
 }
 
 fn meta(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
@@ -74,9 +226,20 @@ pub(super) fn jobs(conn: &Connection, q: &JobQuery) -> rusqlite::Result<Vec<JobV
         args.push(i64::from(d).into());
         sql.push_str(&format!(" AND dead_letter = ?{}", args.len()));
     }
+    if let Some(text) = q.error_contains.as_ref().filter(|t| !t.is_empty()) {
+        args.push(like_pattern(text).into());
+        sql.push_str(&format!(" AND error LIKE ?{} ESCAPE '\\'", args.len()));
+    }
+    if let Some(since) = q.completed_since {
+        args.push(since.into());
+        sql.push_str(&format!(" AND completed_at >= ?{}", args.len()));
+    }
+    if let Some(until) = q.completed_until {
+        args.push(until.into());
+        sql.push_str(&format!(" AND completed_at < ?{}", args.len()));
+    }
     if let Some(text) = q.text.as_ref().filter(|t| !t.is_empty()) {
-        let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-        args.push(format!("%{escaped}%").into());
+        args.push(like_pattern(text).into());
         let n = args.len();
         sql.push_str(&format!(
             " AND (summary LIKE ?{n} ESCAPE '\\' OR dedupe_key LIKE ?{n} ESCAPE '\\' OR ('j' || seq) LIKE ?{n} ESCAPE '\\')"
@@ -209,6 +372,7 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
             not_before: r.get(8)?,
             expires_at: r.get(9)?,
             detection_run: r.get(10)?,
+            replay_of: r.get(30)?,
         }),
         state: JobState::try_from(state).unwrap_or(JobState::Unspecified),
         attempts: r.get(12)?,

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     dead_letter INTEGER NOT NULL,
     failed_on TEXT NOT NULL,
     stop_outcome INTEGER NOT NULL DEFAULT 0,
-    stop_reason TEXT NOT NULL DEFAULT ''
+    stop_reason TEXT NOT NULL DEFAULT '',
+    replay_of INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_type_state ON jobs(job_type, state, seq);
@@ -76,6 +77,37 @@ CREATE TABLE IF NOT EXISTS runs (
     jobs_created INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_by_type ON runs(job_type, success, id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    actor_kind TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    params TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    request_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_at ON audit(at);
+CREATE INDEX IF NOT EXISTS audit_by_action ON audit(action, id);
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit(actor, id);
+CREATE INDEX IF NOT EXISTS audit_by_target ON audit(target, id);
+CREATE TABLE IF NOT EXISTS holds (
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at INTEGER NOT NULL,
+    PRIMARY KEY (kind, target)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedules (
+    job_type TEXT PRIMARY KEY,
+    cron TEXT NOT NULL,
+    time_zone TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at INTEGER NOT NULL,
+    last_fired_at INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -86,7 +118,14 @@ CREATE TABLE IF NOT EXISTS meta (
 pub(super) const JOB_COLUMNS: &str = "seq, job_type, dedupe_key, priority, summary, detail, payload, created_at, not_before, \
      expires_at, detection_run, state, attempts, attempts_total, worker_id, request_id, progress, stage, message, \
      error, result_summary, result, updated_at, ready_at, assigned_at, completed_at, dead_letter, failed_on, \
-     stop_outcome, stop_reason";
+     stop_outcome, stop_reason, replay_of";
+
+/// Indexes over columns that older stores lack: created after [`migrate`] added them.
+const LATE_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS jobs_by_replay ON jobs(replay_of) WHERE replay_of > 0;
+CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs(job_type, dedupe_key, seq);
+CREATE INDEX IF NOT EXISTS jobs_dead_letters ON jobs(job_type) WHERE dead_letter = 1;
+";
 
 /// How long a connection waits for a lock before it reports the database busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,7 +143,8 @@ pub(super) fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
 /// Creates the tables that are missing and migrates the ones an older build wrote.
 pub(super) fn create_or_migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
-    migrate(conn)
+    migrate(conn)?;
+    conn.execute_batch(LATE_INDEXES)
 }
 
 /// Opens a read connection; WAL lets it read beside the writer.
@@ -123,6 +163,9 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             "ALTER TABLE jobs ADD COLUMN stop_outcome INTEGER NOT NULL DEFAULT 0; \
              ALTER TABLE jobs ADD COLUMN stop_reason TEXT NOT NULL DEFAULT '';",
         )?;
+    }
+    if !columns.iter().any(|c| c == "replay_of") {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN replay_of INTEGER NOT NULL DEFAULT 0;")?;
     }
     Ok(())
 }

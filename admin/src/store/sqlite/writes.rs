@@ -18,7 +18,7 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
     {
         let mut insert = tx.prepare_cached(&format!(
             "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
+             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)"
         ))?;
         let mut update = tx.prepare_cached(
             "UPDATE jobs SET state = ?2, attempts = ?3, attempts_total = ?4, worker_id = ?5, request_id = ?6, \
@@ -80,6 +80,7 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                         encode_failed_on(&job.failed_on),
                         job.stop.as_ref().map(|st| st.outcome as i32).unwrap_or(0),
                         job.stop.as_ref().map(|st| st.reason.as_str()).unwrap_or(""),
+                        s.replay_of,
                     ])?;
                 }
                 Write::UpdateJob(job) => {
@@ -145,6 +146,56 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                     ])?;
                 }
                 Write::Prune { before_ms } => pruned.push(prune(&tx, before_ms)?),
+                Write::Audit(e) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO audit (id, at, actor, actor_kind, action, target, params, outcome, \
+                         reason, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    )?
+                    .execute(params![
+                        e.id,
+                        e.at,
+                        e.actor,
+                        e.actor_kind,
+                        e.action,
+                        e.target,
+                        e.params.to_string(),
+                        e.outcome,
+                        e.reason,
+                        e.request_id
+                    ])?;
+                }
+                Write::Hold { hold, active: true } => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO holds (kind, target, set_by, set_at) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![hold.kind.as_str(), hold.target, hold.set_by, hold.set_at])?;
+                }
+                Write::Hold { hold, active: false } => {
+                    tx.prepare_cached("DELETE FROM holds WHERE kind = ?1 AND target = ?2")?
+                        .execute(params![hold.kind.as_str(), hold.target])?;
+                }
+                Write::Schedule { job_type, cron: Some(c) } => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO schedules (job_type, cron, time_zone, set_by, set_at, last_fired_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![job_type, c.cron, c.time_zone, c.set_by, c.set_at, c.last_fired_at])?;
+                }
+                Write::Schedule { job_type, cron: None } => {
+                    tx.prepare_cached("DELETE FROM schedules WHERE job_type = ?1")?.execute([job_type])?;
+                }
+                Write::ScheduleFired { job_type, at } => {
+                    tx.prepare_cached("UPDATE schedules SET last_fired_at = ?2 WHERE job_type = ?1")?
+                        .execute(params![job_type, at])?;
+                }
+                Write::PruneAudit { up_to_id } => {
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ('max_audit_id', (SELECT COALESCE(MAX(id), 0) FROM audit)) \
+                         ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                        [],
+                    )?;
+                    tx.execute("DELETE FROM audit WHERE id <= ?1", [up_to_id])?;
+                }
                 Write::EventIds { up_to } => {
                     tx.execute(
                         "INSERT INTO meta (key, value) VALUES ('max_event_id', ?1) \
