@@ -101,10 +101,11 @@ impl RateCap {
             "h" => 3600,
             _ => return Err(bad("the window's unit must be s, m or h")),
         };
-        if amount == 0 || amount > 24 * 3600 {
+        let secs = amount.saturating_mul(unit_secs);
+        if secs == 0 || secs > 24 * 3600 {
             return Err(bad("the window must be between 1 s and 24 h"));
         }
-        Ok(RateCap { max, window: Duration::from_secs(amount * unit_secs) })
+        Ok(RateCap { max, window: Duration::from_secs(secs) })
     }
 }
 

@@ -20,7 +20,7 @@ use std::{
 
 use admin::{
     Components,
-    commands::{Actor, Command, Outcome},
+    commands::{Actor, Caller, Command, Outcome},
     scheduler::DetectionMode,
 };
 use proto::pb::{self, config_value::Kind};
@@ -161,7 +161,7 @@ impl Side {
     /// Setup, not under test: a run detection through the command layer, and the one
     /// job it creates once it is in `state`.
     async fn one_job(&self, state: &str) -> String {
-        let outcome = self.c().execute(&SETUP, Command::Detect { job_type: T.into(), mode: DetectionMode::Run }).await;
+        let outcome = self.c().execute(&Caller::new(SETUP), Command::Detect { job_type: T.into(), mode: DetectionMode::Run }).await;
         assert!(matches!(outcome, Ok(Outcome::DetectionRequested { .. })), "{outcome:?}");
         let jobs = self.admin.wait_jobs(&format!("one job {state}"), &format!("job_type={T}"), 1, state).await;
         jobs[0]["job_id"].as_str().unwrap().to_string()
@@ -687,7 +687,7 @@ async fn pausing_dispatch_through_the_api_and_as_a_command_holds_and_releases_jo
     let r = http::post_json(api.http(), "/api/plugin/dispatch?paused=true", &json!({})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"dispatch_paused": true}));
-    let outcome = cmd.c().execute(&SETUP, Command::PauseDispatch { paused: true }).await;
+    let outcome = cmd.c().execute(&Caller::new(SETUP), Command::PauseDispatch { paused: true }).await;
     assert!(matches!(outcome, Ok(Outcome::DispatchPaused(true))), "{outcome:?}");
     for side in [&api, &cmd] {
         assert_eq!(side.status().await["dispatch_paused"], true);
@@ -695,7 +695,7 @@ async fn pausing_dispatch_through_the_api_and_as_a_command_holds_and_releases_jo
 
     // While paused, a run's jobs are created and wait.
     for side in [&api, &cmd] {
-        let outcome = side.c().execute(&SETUP, Command::Detect { job_type: T.into(), mode: DetectionMode::Run }).await;
+        let outcome = side.c().execute(&Caller::new(SETUP), Command::Detect { job_type: T.into(), mode: DetectionMode::Run }).await;
         assert!(outcome.is_ok(), "{outcome:?}");
         side.wait_proposals(2).await;
         side.admin.wait_jobs("the run's jobs are listed", &format!("job_type={T}"), 2, "pending").await;
@@ -713,7 +713,7 @@ async fn pausing_dispatch_through_the_api_and_as_a_command_holds_and_releases_jo
     let r = http::post_json(api.http(), "/api/plugin/dispatch?paused=false", &json!({})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"dispatch_paused": false}));
-    let outcome = cmd.c().execute(&SETUP, Command::PauseDispatch { paused: false }).await;
+    let outcome = cmd.c().execute(&Caller::new(SETUP), Command::PauseDispatch { paused: false }).await;
     assert!(matches!(outcome, Ok(Outcome::DispatchPaused(false))), "{outcome:?}");
     for side in [&api, &cmd] {
         assert_eq!(side.status().await["dispatch_paused"], false);

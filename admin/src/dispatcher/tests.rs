@@ -174,7 +174,7 @@ async fn a_restarted_admin_requeues_the_jobs_that_were_out_without_using_an_atte
         next_job_seq: seq + 1,
         next_activity_id: 1,
         next_run_id: 1,
-        max_event_id: 0,
+        ..Default::default()
     };
     let parts = super::DispatcherParts {
         registry: rig.c.registry.clone(),
@@ -184,6 +184,7 @@ async fn a_restarted_admin_requeues_the_jobs_that_were_out_without_using_an_atte
         monitor: rig.c.monitor.clone(),
         clock: rig.clock.clone(),
         ids: rig.c.ids.clone(),
+        holds: rig.c.holds.clone(),
         cancel_grace: std::time::Duration::from_secs(30),
         send_timeout: std::time::Duration::from_secs(1),
         cluster_metadata: Default::default(),

@@ -67,6 +67,7 @@ pub enum Op {
 pub type Pruned = HashMap<(String, i32), i64>;
 
 /// What the admin finds in the store when it starts.
+#[derive(Default)]
 pub struct Loaded {
     /// Jobs that were not final when the admin stopped, as stored.
     pub active: Vec<Job>,

@@ -290,6 +290,7 @@ mod tests {
 
     use super::*;
     use crate::{
+        audit::{AuditEvent, AuditQuery},
         job::{ActivityView, AttemptView, Job, JobView, RunView, now_ms},
         store::{
             BackendError, JobQuery, Loaded, Reader, Store,
@@ -463,7 +464,8 @@ mod tests {
                 next_job_seq: 1,
                 next_activity_id: 1,
                 next_run_id: 1,
-                max_event_id: 0,
+                next_audit_id: 1,
+                ..Default::default()
             })
         }
 
@@ -512,6 +514,27 @@ mod tests {
         }
         fn detection_runs(&self, _: &str, _: bool, _: usize) -> Result<Vec<RunView>, BackendError> {
             Ok(Vec::new())
+        }
+        fn audit(&self, _: &AuditQuery) -> Result<Vec<AuditEvent>, BackendError> {
+            Ok(Vec::new())
+        }
+        fn audit_count(&self, _: &AuditQuery) -> Result<i64, BackendError> {
+            Ok(0)
+        }
+        fn audit_oldest(&self, _: i64, _: i64, _: usize) -> Result<Vec<AuditEvent>, BackendError> {
+            Ok(Vec::new())
+        }
+        fn audit_cutoff(&self, _: Option<i64>, _: Option<i64>) -> Result<Option<(i64, i64)>, BackendError> {
+            Ok(None)
+        }
+        fn dead_letters(&self) -> Result<Vec<(String, i64)>, BackendError> {
+            Ok(Vec::new())
+        }
+        fn replayed_as(&self, _: i64) -> Result<Option<i64>, BackendError> {
+            Ok(None)
+        }
+        fn newer_with_key(&self, _: &str, _: &str, _: i64) -> Result<Option<i64>, BackendError> {
+            Ok(None)
         }
     }
 
