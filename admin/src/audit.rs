@@ -198,3 +198,95 @@ impl AuditTrail {
         Ok(written)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{auth::Role, test_support::Rig};
+
+    fn record(trail: &AuditTrail, actor: &Actor, n: usize) -> u64 {
+        let mut ticket = 0;
+        for i in 0..n {
+            ticket = trail.record(Entry {
+                actor,
+                action: "cancel_job",
+                target: format!("j{i}"),
+                params: serde_json::json!({ "i": i }),
+                refused: None,
+                request_id: "r",
+            });
+        }
+        ticket
+    }
+
+    #[tokio::test]
+    async fn retention_prunes_by_count_and_by_age_archiving_what_it_prunes() {
+        let rig = Rig::new(|_| {});
+        let trail = rig.c.audit.clone();
+        let ops = Actor::Token { name: "ops".into(), role: Role::Operator };
+        record(&trail, &ops, 5);
+        rig.clock.advance(3 * 86_400_000);
+        let t = record(&trail, &ops, 5);
+        rig.c.store.durable(t).await.unwrap();
+        let archive = crate::test_support::TempDir::new("audit-archive");
+        let by_count = AuditRetention { days: 0, max_events: 8, archive_dir: Some(archive.0.clone()) };
+        assert_eq!(trail.prune(&by_count).await.unwrap(), 2);
+        let files: Vec<_> = std::fs::read_dir(&archive.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(files, vec![std::ffi::OsString::from("audit-000000000001-000000000002.jsonl")]);
+        let text = std::fs::read_to_string(archive.0.join(&files[0])).unwrap();
+        let archived: Vec<AuditEvent> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(archived.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(archived[0].params["i"], 0);
+
+        let by_age = AuditRetention { days: 2, max_events: 0, archive_dir: None };
+        assert_eq!(trail.prune(&by_age).await.unwrap(), 3, "the rest of the three-day-old events");
+        let left = rig.c.store.audit(&AuditQuery { limit: 100, ..Default::default() }).unwrap();
+        assert_eq!(left.iter().map(|e| e.id).collect::<Vec<_>>(), vec![10, 9, 8, 7, 6]);
+        assert_eq!(trail.prune(&by_age).await.unwrap(), 0, "nothing more to go");
+
+        // Pruned ids are never handed out again, even when the newest went.
+        let everything = AuditRetention { days: 0, max_events: 1, archive_dir: None };
+        assert_eq!(trail.prune(&everything).await.unwrap(), 4);
+        let rig = rig.restart();
+        let t = record(&rig.c.audit, &ops, 1);
+        rig.c.store.durable(t).await.unwrap();
+        let ids: Vec<i64> =
+            rig.c.store.audit(&AuditQuery { limit: 10, ..Default::default() }).unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![11, 10]);
+    }
+
+    #[tokio::test]
+    async fn audit_queries_filter_and_page_newest_first() {
+        let rig = Rig::new(|_| {});
+        let trail = rig.c.audit.clone();
+        let ops = Actor::Token { name: "ops".into(), role: Role::Operator };
+        let ui = Actor::Session { user: "alice".into(), role: Role::Admin };
+        record(&trail, &ops, 3);
+        rig.clock.advance(1000);
+        let t = record(&trail, &ui, 2);
+        rig.c.store.durable(t).await.unwrap();
+        let q = |f: fn(&mut AuditQuery)| {
+            let mut q = AuditQuery { limit: 100, ..Default::default() };
+            f(&mut q);
+            rig.c.store.audit(&q).unwrap().iter().map(|e| e.id).collect::<Vec<_>>()
+        };
+        assert_eq!(q(|q| q.actor = Some("ui:alice".into())), vec![5, 4]);
+        assert_eq!(q(|q| q.target = Some("j1".into())), vec![5, 2]);
+        assert_eq!(q(|q| q.since = Some(Rig::T0 + 1000)), vec![5, 4]);
+        assert_eq!(q(|q| q.until = Some(Rig::T0 + 1000)), vec![3, 2, 1]);
+        assert_eq!(q(|q| q.outcome = Some("refused".into())), Vec::<i64>::new());
+        assert_eq!(
+            q(|q| {
+                q.limit = 2;
+                q.before_id = Some(4)
+            }),
+            vec![3, 2]
+        );
+        assert_eq!(
+            rig.c.store.audit_count(&AuditQuery { action: Some("cancel_job".into()), ..Default::default() }).unwrap(),
+            5
+        );
+        let session = rig.c.store.audit(&AuditQuery { limit: 1, ..Default::default() }).unwrap();
+        assert_eq!((session[0].actor.as_str(), session[0].actor_kind.as_str()), ("ui:alice", "session"));
+    }
+}

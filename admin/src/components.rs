@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     audit::AuditTrail,
     auth::Auth,
-    commands::RunNowLimiter,
     clock::SharedClock,
+    commands::RunNowLimiter,
     config::AdminConfig,
     config_store::ConfigStore,
     dispatcher::{Dispatcher, DispatcherParts},

@@ -183,7 +183,10 @@ mod tests {
         let e = CronSpec::parse("0 0 * * * * 2030", "UTC").unwrap_err().to_string();
         assert!(e.contains("7 fields"), "{e}");
         assert!(CronSpec::parse("", "UTC").unwrap_err().to_string().contains("empty"));
-        assert_eq!(CronSpec::parse("0 3 * * *", "Mars/Olympus").unwrap_err(), ScheduleError::TimeZone("Mars/Olympus".into()));
+        assert_eq!(
+            CronSpec::parse("0 3 * * *", "Mars/Olympus").unwrap_err(),
+            ScheduleError::TimeZone("Mars/Olympus".into())
+        );
         let never = CronSpec::parse("0 0 30 2 *", "UTC").unwrap_err().to_string();
         assert!(never.contains("never fires"), "{never}");
     }

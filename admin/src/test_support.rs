@@ -93,10 +93,30 @@ impl Rig {
     /// Components with one job type `t` whose descriptor is stored, and `tweak` applied
     /// to its runtime settings.
     pub(crate) fn new(tweak: impl FnOnce(&mut proto::pb::AdminRuntimeDefaults)) -> Rig {
-        use std::sync::Arc;
+        Rig::with_config(tweak, |_| {})
+    }
+
+    /// [`Rig::new`] with `config` applied to the admin's config as well.
+    pub(crate) fn with_config(
+        tweak: impl FnOnce(&mut proto::pb::AdminRuntimeDefaults),
+        config: impl FnOnce(&mut crate::config::AdminConfig),
+    ) -> Rig {
         let dir = TempDir::new("rig");
         let clock = crate::clock::ManualClock::new(Self::T0);
-        let configs = Arc::new(crate::config_store::ConfigStore::open(&dir.0, sealer()).expect("config store"));
+        let rig_config = Self::config(&dir, config);
+        Self::save_descriptor(&dir, tweak);
+        Self::assemble(dir, clock, rig_config)
+    }
+
+    fn config(dir: &TempDir, tweak: impl FnOnce(&mut crate::config::AdminConfig)) -> crate::config::AdminConfig {
+        let mut config = crate::config::AdminConfig::ephemeral(&dir.0);
+        config.first_detection_delay = std::time::Duration::ZERO;
+        tweak(&mut config);
+        config
+    }
+
+    fn save_descriptor(dir: &TempDir, tweak: impl FnOnce(&mut proto::pb::AdminRuntimeDefaults)) {
+        let configs = crate::config_store::ConfigStore::open(&dir.0, sealer()).expect("config store");
         let mut defaults = proto::pb::AdminRuntimeDefaults {
             enabled: true,
             detection_interval_minutes: 10,
@@ -117,14 +137,31 @@ impl Rig {
                 ..Default::default()
             })
             .expect("descriptor");
+    }
+
+    fn assemble(
+        dir: TempDir,
+        clock: std::sync::Arc<crate::clock::ManualClock>,
+        config: crate::config::AdminConfig,
+    ) -> Rig {
+        use std::sync::Arc;
+        let configs = Arc::new(crate::config_store::ConfigStore::open(&dir.0, sealer()).expect("config store"));
         let events = Arc::new(crate::events::EventBus::new(64));
         let (store, loaded) = crate::store::Store::open(&dir.0, events.clone()).expect("store");
-        let mut config = crate::config::AdminConfig::ephemeral(&dir.0);
-        config.first_detection_delay = std::time::Duration::ZERO;
         let (auth, _) = crate::auth::Auth::open(&dir.0, crate::auth::AuthMode::On, Self::T0).expect("auth");
         let (c, _) =
             crate::components::Components::assemble(config, auth, clock.clone(), configs, store, events, loaded);
         Rig { c: Arc::new(c), clock, _dir: dir }
+    }
+
+    /// The same admin after a stop and a start on the same data dir and clock (what was
+    /// queued is committed first; what lived only in memory is gone).
+    pub(crate) fn restart(self) -> Rig {
+        self.c.store.close();
+        let Rig { c, clock, _dir: dir } = self;
+        let config = c.config.clone();
+        drop(c);
+        Self::assemble(dir, clock, config)
     }
 
     /// A connected worker that can detect and execute `t` with `slots` slots.

@@ -407,7 +407,9 @@ impl Components {
         let max = self.config.replay_max;
         let limit = if limit == 0 { max } else { limit };
         if limit > max {
-            return Err(Refusal::Invalid(format!("limit {limit} is above the most one replay may do ({max}, --replay-max)")));
+            return Err(Refusal::Invalid(format!(
+                "limit {limit} is above the most one replay may do ({max}, --replay-max)"
+            )));
         }
         if filter.ids.len() > max {
             return Err(Refusal::Invalid(format!("{} ids given; at most {max} (--replay-max)", filter.ids.len())));

@@ -17,6 +17,8 @@
 //! enqueue by hand.
 
 mod governance;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -474,7 +476,9 @@ impl Components {
             return Err(Refusal::Internal(format!("the audit trail cannot be written: {e}")));
         }
         match &result {
-            Ok(_) => tracing::info!(actor = %actor, command = name, request_id = %caller.request_id, "command carried out"),
+            Ok(_) => {
+                tracing::info!(actor = %actor, command = name, request_id = %caller.request_id, "command carried out")
+            }
             Err(e) => {
                 tracing::info!(actor = %actor, command = name, request_id = %caller.request_id, refusal = %e, "command refused")
             }
@@ -583,7 +587,9 @@ impl Components {
             }
             Command::SetSchedule { job_type, schedule } => self.set_schedule(actor, job_type, schedule, rec).await,
             Command::DeleteSchedule { job_type } => self.delete_schedule(job_type, rec),
-            Command::ReplayJobs { filter, limit, dry_run } => self.replay_jobs(actor, filter, limit, dry_run, rec).await,
+            Command::ReplayJobs { filter, limit, dry_run } => {
+                self.replay_jobs(actor, filter, limit, dry_run, rec).await
+            }
             Command::EnqueueJob { job_type, proposal } => self.enqueue_job(job_type, proposal, rec),
         }
     }

@@ -100,13 +100,7 @@ impl Dispatcher {
     /// operator was stopping them); returns how many were requeued.
     pub fn new(parts: DispatcherParts, loaded: &mut Loaded) -> (Dispatcher, usize) {
         let table = JobTable::new(loaded.next_job_seq, std::mem::take(&mut loaded.counts));
-        let d = Dispatcher {
-            inner: Arc::new(Inner {
-                table: Mutex::new(table),
-                wake: Notify::new(),
-                parts,
-            }),
-        };
+        let d = Dispatcher { inner: Arc::new(Inner { table: Mutex::new(table), wake: Notify::new(), parts }) };
         let now = d.now();
         let mut requeued = 0;
         let mut t = d.lock();

@@ -48,12 +48,8 @@ impl Dispatcher {
     }
 
     fn lanes(&self, t: &JobTable, now: i64) -> Vec<Lane> {
-        let types: Vec<&String> = t
-            .queues
-            .iter()
-            .filter(|(k, q)| !q.is_empty() && !self.is_type_held(k))
-            .map(|(k, _)| k)
-            .collect();
+        let types: Vec<&String> =
+            t.queues.iter().filter(|(k, q)| !q.is_empty() && !self.is_type_held(k)).map(|(k, _)| k).collect();
         let mut lanes = Vec::with_capacity(types.len());
         for job_type in types {
             let runtime = self.parts().configs.runtime(job_type);

@@ -21,9 +21,15 @@ pub enum ApiError {
     /// Well formed, but cannot be carried out as asked (422).
     Unprocessable(String),
     /// A conflict with an existing job, named in the body's `job_id`.
-    ConflictWithJob { message: String, job_id: String },
+    ConflictWithJob {
+        message: String,
+        job_id: String,
+    },
     /// Over a rate cap; retry after this many seconds (429).
-    TooMany { message: String, retry_after_secs: u64 },
+    TooMany {
+        message: String,
+        retry_after_secs: u64,
+    },
     Internal(String),
 }
 
@@ -45,7 +51,8 @@ impl IntoResponse for ApiError {
             ApiError::TooMany { message, retry_after_secs } => {
                 let retry = retry_after_secs.to_string();
                 let body = Json(json!({ "error": message, "retry_after_seconds": retry_after_secs }));
-                return (StatusCode::TOO_MANY_REQUESTS, [(axum::http::header::RETRY_AFTER, retry)], body).into_response();
+                return (StatusCode::TOO_MANY_REQUESTS, [(axum::http::header::RETRY_AFTER, retry)], body)
+                    .into_response();
             }
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error in an HTTP handler");

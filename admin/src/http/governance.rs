@@ -335,7 +335,9 @@ async fn schedules(State(state): State<AppState>) -> Json<Value> {
 
 fn schedule_outcome(outcome: Outcome) -> Result<Json<Value>, ApiError> {
     match outcome {
-        Outcome::Schedule(view) => Ok(Json(serde_json::to_value(*view).map_err(|e| ApiError::Internal(e.to_string()))?)),
+        Outcome::Schedule(view) => {
+            Ok(Json(serde_json::to_value(*view).map_err(|e| ApiError::Internal(e.to_string()))?))
+        }
         _ => Err(ApiError::Internal("a schedule command gave another outcome".into())),
     }
 }
@@ -430,7 +432,9 @@ async fn replay(
 ) -> Result<Json<Value>, ApiError> {
     let command = replay_command(&json_body(&body)?)?;
     match state.execute(&caller, command).await? {
-        Outcome::Replay(report) => Ok(Json(serde_json::to_value(*report).map_err(|e| ApiError::Internal(e.to_string()))?)),
+        Outcome::Replay(report) => {
+            Ok(Json(serde_json::to_value(*report).map_err(|e| ApiError::Internal(e.to_string()))?))
+        }
         _ => Err(ApiError::Internal("replay_jobs gave another outcome".into())),
     }
 }

@@ -29,7 +29,10 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .nest(
             "/api/plugin",
-            api::router().merge(governance::router()).merge(sse::router()).layer(axum::middleware::from_fn(origin::reject_cross_site)),
+            api::router()
+                .merge(governance::router())
+                .merge(sse::router())
+                .layer(axum::middleware::from_fn(origin::reject_cross_site)),
         )
         .merge(pages::router())
         .merge(ops::router())

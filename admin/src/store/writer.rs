@@ -543,6 +543,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn what_is_queued_inside_a_bundle_commits_in_one_batch() {
+        let memory = Memory::default();
+        let store = start(&memory, Arc::new(EventBus::new(64)));
+        // Without the bundle the writer takes the first job as soon as it is queued; with
+        // it, each pair lands in one batch however the threads interleave.
+        for pair in 0..100 {
+            let second = store.atomically(|| {
+                store.write(Op::InsertJob(with(2 * pair + 1, JobState::Pending, 0.0)));
+                std::thread::yield_now();
+                store.write(Op::InsertJob(with(2 * pair + 2, JobState::Pending, 0.0)))
+            });
+            store.durable(second).await.unwrap();
+        }
+        let batches = memory.inner.lock().unwrap().batches.clone();
+        for pair in 0..100i64 {
+            let (a, b) = (2 * pair + 1, 2 * pair + 2);
+            let holds_a = |batch: &&Vec<(&str, i64, String)>| batch.iter().any(|w| w.1 == a);
+            let batch = batches.iter().find(holds_a).expect("written");
+            assert!(batch.iter().any(|w| w.1 == b), "jobs {a} and {b} were committed apart: {batches:?}");
+        }
+        store.close();
+    }
+
+    #[tokio::test]
     async fn the_backend_gets_coalesced_batches_and_events_follow_the_commit() {
         let memory = Memory::default();
         let events = Arc::new(EventBus::new(64));

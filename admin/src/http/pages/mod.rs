@@ -266,9 +266,11 @@ impl From<ApiError> for PageError {
                 heading: "That cannot be done as asked",
                 message: sentence(&m),
             },
-            ApiError::TooMany { message, .. } => {
-                PageError { status: StatusCode::TOO_MANY_REQUESTS, heading: "Too many requests", message: sentence(&message) }
-            }
+            ApiError::TooMany { message, .. } => PageError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                heading: "Too many requests",
+                message: sentence(&message),
+            },
             ApiError::Invalid(fields) => {
                 PageError::bad_request(sentence(&fields.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; ")))
             }

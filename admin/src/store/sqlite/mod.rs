@@ -127,7 +127,9 @@ impl Reader for SqliteReader {
     }
 
     fn newer_with_key(&self, job_type: &str, dedupe_key: &str, seq: i64) -> Result<Option<i64>, BackendError> {
-        self.read("cannot look up newer jobs with a dedupe key", |c| queries::newer_with_key(c, job_type, dedupe_key, seq))
+        self.read("cannot look up newer jobs with a dedupe key", |c| {
+            queries::newer_with_key(c, job_type, dedupe_key, seq)
+        })
     }
 }
 

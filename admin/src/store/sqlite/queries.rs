@@ -72,9 +72,8 @@ fn holds(conn: &Connection) -> rusqlite::Result<Vec<Hold>> {
 }
 
 fn schedules(conn: &Connection) -> rusqlite::Result<Vec<CronSchedule>> {
-    let mut stmt = conn.prepare(
-        "SELECT job_type, cron, time_zone, set_by, set_at, last_fired_at FROM schedules ORDER BY job_type",
-    )?;
+    let mut stmt = conn
+        .prepare("SELECT job_type, cron, time_zone, set_by, set_at, last_fired_at FROM schedules ORDER BY job_type")?;
     let rows = stmt.query_map([], |r| {
         Ok(CronSchedule {
             job_type: r.get(0)?,
@@ -156,7 +155,12 @@ pub(super) fn audit_count(conn: &Connection, q: &AuditQuery) -> rusqlite::Result
     conn.prepare_cached(&sql)?.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))
 }
 
-pub(super) fn audit_oldest(conn: &Connection, after: i64, up_to: i64, limit: usize) -> rusqlite::Result<Vec<AuditEvent>> {
+pub(super) fn audit_oldest(
+    conn: &Connection,
+    after: i64,
+    up_to: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<AuditEvent>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {AUDIT_COLUMNS} FROM audit WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"
     ))?;
@@ -187,8 +191,9 @@ pub(super) fn audit_cutoff(
 }
 
 pub(super) fn dead_letters(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT job_type, COUNT(*) FROM jobs WHERE dead_letter = 1 GROUP BY job_type ORDER BY job_type")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT job_type, COUNT(*) FROM jobs WHERE dead_letter = 1 GROUP BY job_type ORDER BY job_type",
+    )?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
 }

@@ -168,7 +168,12 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO holds (kind, target, set_by, set_at) VALUES (?1, ?2, ?3, ?4)",
                     )?
-                    .execute(params![hold.kind.as_str(), hold.target, hold.set_by, hold.set_at])?;
+                    .execute(params![
+                        hold.kind.as_str(),
+                        hold.target,
+                        hold.set_by,
+                        hold.set_at
+                    ])?;
                 }
                 Write::Hold { hold, active: false } => {
                     tx.prepare_cached("DELETE FROM holds WHERE kind = ?1 AND target = ?2")?
@@ -179,7 +184,14 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                         "INSERT OR REPLACE INTO schedules (job_type, cron, time_zone, set_by, set_at, last_fired_at) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?
-                    .execute(params![job_type, c.cron, c.time_zone, c.set_by, c.set_at, c.last_fired_at])?;
+                    .execute(params![
+                        job_type,
+                        c.cron,
+                        c.time_zone,
+                        c.set_by,
+                        c.set_at,
+                        c.last_fired_at
+                    ])?;
                 }
                 Write::Schedule { job_type, cron: None } => {
                     tx.prepare_cached("DELETE FROM schedules WHERE job_type = ?1")?.execute([job_type])?;
