@@ -161,7 +161,10 @@ impl Side {
     /// Setup, not under test: a run detection through the command layer, and the one
     /// job it creates once it is in `state`.
     async fn one_job(&self, state: &str) -> String {
-        let outcome = self.c().execute(&Caller::new(SETUP), Command::Detect { job_type: T.into(), mode: DetectionMode::Run }).await;
+        let outcome = self
+            .c()
+            .execute(&Caller::new(SETUP), Command::Detect { job_type: T.into(), mode: DetectionMode::Run })
+            .await;
         assert!(matches!(outcome, Ok(Outcome::DetectionRequested { .. })), "{outcome:?}");
         let jobs = self.admin.wait_jobs(&format!("one job {state}"), &format!("job_type={T}"), 1, state).await;
         jobs[0]["job_id"].as_str().unwrap().to_string()
@@ -695,7 +698,10 @@ async fn pausing_dispatch_through_the_api_and_as_a_command_holds_and_releases_jo
 
     // While paused, a run's jobs are created and wait.
     for side in [&api, &cmd] {
-        let outcome = side.c().execute(&Caller::new(SETUP), Command::Detect { job_type: T.into(), mode: DetectionMode::Run }).await;
+        let outcome = side
+            .c()
+            .execute(&Caller::new(SETUP), Command::Detect { job_type: T.into(), mode: DetectionMode::Run })
+            .await;
         assert!(outcome.is_ok(), "{outcome:?}");
         side.wait_proposals(2).await;
         side.admin.wait_jobs("the run's jobs are listed", &format!("job_type={T}"), 2, "pending").await;

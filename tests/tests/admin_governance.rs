@@ -684,7 +684,7 @@ async fn the_audit_trail_filters_by_action_actor_target_outcome_and_time_and_pag
             "{e}"
         );
     }
-    let id_of = |k: usize| all.iter().find(|e| k_of(*e) == k).expect("event k")["id"].as_i64().unwrap();
+    let id_of = |k: usize| all.iter().find(|e| k_of(e) == k).expect("event k")["id"].as_i64().unwrap();
 
     let at = |ms: i64| (t0 + ms).to_string();
     for (query, want) in [

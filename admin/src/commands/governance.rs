@@ -306,9 +306,16 @@ impl Components {
                 })?;
             }
         }
+        self.rescheduled(job_type)
+    }
+
+    /// Tells the scheduler a type's schedule changed; answers with the schedule now.
+    fn rescheduled(&self, job_type: String) -> Result<Outcome, Refusal> {
         self.scheduler.reschedule(&job_type);
-        let view = self.schedule_view(&job_type).ok_or_else(|| Refusal::UnknownJobType(job_type))?;
-        Ok(Outcome::Schedule(Box::new(view)))
+        match self.schedule_view(&job_type) {
+            Some(view) => Ok(Outcome::Schedule(Box::new(view))),
+            None => Err(Refusal::UnknownJobType(job_type)),
+        }
     }
 
     pub(super) fn delete_schedule(&self, job_type: String, rec: &Recorder<'_>) -> Result<Outcome, Refusal> {
@@ -320,9 +327,7 @@ impl Components {
             self.store.write(Op::Schedule { job_type: job_type.clone(), cron: None });
             Ok(())
         })?;
-        self.scheduler.reschedule(&job_type);
-        let view = self.schedule_view(&job_type).ok_or_else(|| Refusal::UnknownJobType(job_type))?;
-        Ok(Outcome::Schedule(Box::new(view)))
+        self.rescheduled(job_type)
     }
 
     /// The jobs a replay is about: by id, or the dead letters the filter matches (newest
