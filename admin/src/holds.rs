@@ -6,7 +6,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use serde::Serialize;
@@ -28,6 +31,9 @@ pub enum HoldKind {
 }
 
 impl HoldKind {
+    const ALL: [HoldKind; 5] =
+        [HoldKind::Dispatch, HoldKind::Schedules, HoldKind::Detection, HoldKind::JobDispatch, HoldKind::Drain];
+
     pub fn as_str(self) -> &'static str {
         match self {
             HoldKind::Dispatch => "dispatch",
@@ -63,6 +69,10 @@ pub struct Hold {
 #[derive(Clone, Default)]
 pub struct Holds {
     inner: Arc<RwLock<BTreeMap<(HoldKind, String), Hold>>>,
+    /// Active holds per kind (indexed by `HoldKind as usize`): the dispatch path asks
+    /// about every job type on every pass, and almost always nothing is held, so the
+    /// answer then costs one atomic load.
+    counts: Arc<[AtomicUsize; 5]>,
 }
 
 impl Holds {
@@ -74,6 +84,9 @@ impl Holds {
             for h in loaded {
                 map.insert((h.kind, h.target.clone()), h);
             }
+            for kind in HoldKind::ALL {
+                holds.counts[kind as usize].store(map.keys().filter(|(k, _)| *k == kind).count(), Ordering::Relaxed);
+            }
         }
         holds
     }
@@ -84,11 +97,14 @@ impl Holds {
 
     /// The hold on `target` of this kind, if one is set.
     pub fn get(&self, kind: HoldKind, target: &str) -> Option<Hold> {
+        if self.counts[kind as usize].load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         self.read().get(&(kind, target.to_string())).cloned()
     }
 
     pub fn is_held(&self, kind: HoldKind, target: &str) -> bool {
-        self.read().contains_key(&(kind, target.to_string()))
+        self.counts[kind as usize].load(Ordering::Relaxed) > 0 && self.read().contains_key(&(kind, target.to_string()))
     }
 
     pub fn dispatch_paused(&self) -> bool {
@@ -110,9 +126,16 @@ impl Holds {
                     return false;
                 }
                 map.insert(key, h);
+                self.counts[kind as usize].fetch_add(1, Ordering::Relaxed);
                 true
             }
-            None => map.remove(&key).is_some(),
+            None => {
+                let removed = map.remove(&key).is_some();
+                if removed {
+                    self.counts[kind as usize].fetch_sub(1, Ordering::Relaxed);
+                }
+                removed
+            }
         }
     }
 

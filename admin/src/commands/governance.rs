@@ -2,6 +2,8 @@
 //! schedules, bulk replay of dead letters and enqueue by hand. Each writes its effect and
 //! its audit event in one store bundle (see the module above).
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -376,8 +378,34 @@ impl Components {
         Ok(found)
     }
 
-    /// Why a job may not be replayed, if it may not.
-    fn replay_blocker(&self, actor: &Actor, job: &Job) -> Result<Option<String>, Refusal> {
+    /// For each job type among `jobs`, the newest job per dedupe key created after the
+    /// oldest of them: one store scan per job type.
+    fn newest_by_key(&self, jobs: &[Job]) -> Result<HashMap<String, HashMap<String, i64>>, Refusal> {
+        let mut wanted: HashMap<&str, (i64, Vec<String>)> = HashMap::new();
+        for job in jobs {
+            let (oldest, keys) = wanted.entry(job.spec.job_type.as_str()).or_insert((job.seq, Vec::new()));
+            *oldest = (*oldest).min(job.seq);
+            keys.push(job.spec.dedupe_key.clone());
+        }
+        let mut out = HashMap::new();
+        for (job_type, (oldest, mut keys)) in wanted {
+            keys.sort();
+            keys.dedup();
+            let newest =
+                self.store.newest_with_keys(job_type, oldest, &keys).map_err(|e| Refusal::Internal(e.to_string()))?;
+            out.insert(job_type.to_string(), newest);
+        }
+        Ok(out)
+    }
+
+    /// Why a job may not be replayed, if it may not. `newest` is [`Self::newest_by_key`]
+    /// of the candidates.
+    fn replay_blocker(
+        &self,
+        actor: &Actor,
+        job: &Job,
+        newest: &HashMap<String, HashMap<String, i64>>,
+    ) -> Result<Option<String>, Refusal> {
         let store_err = |e: crate::store::StoreError| Refusal::Internal(e.to_string());
         if !is_final(job.state) {
             return Ok(Some("still active".into()));
@@ -392,8 +420,9 @@ impl Components {
             return Ok(Some(format!("already replayed as {}", job_id(seq))));
         }
         let spec = &job.spec;
-        if let Some(seq) = self.store.newer_with_key(&spec.job_type, &spec.dedupe_key, job.seq).map_err(store_err)? {
-            return Ok(Some(format!("a newer job with the same dedupe key exists: {}", job_id(seq))));
+        let newer = newest.get(&spec.job_type).and_then(|keys| keys.get(&spec.dedupe_key)).filter(|s| **s > job.seq);
+        if let Some(seq) = newer {
+            return Ok(Some(format!("a newer job with the same dedupe key exists: {}", job_id(*seq))));
         }
         if let Some(seq) = self.dispatcher.active_with_key(&spec.job_type, &spec.dedupe_key) {
             return Ok(Some(format!("an active job has the same dedupe key: {}", job_id(seq))));
@@ -423,8 +452,11 @@ impl Components {
         self.store.settle().await;
         let mut report = ReplayReport { dry_run, ..Default::default() };
         let mut eligible = Vec::new();
-        for job in self.replay_candidates(&filter, &mut report)? {
-            match self.replay_blocker(actor, &job)? {
+        let candidates = self.replay_candidates(&filter, &mut report)?;
+        let dead: Vec<Job> = candidates.iter().filter(|j| j.dead_letter && is_final(j.state)).cloned().collect();
+        let newest = self.newest_by_key(&dead)?;
+        for job in candidates {
+            match self.replay_blocker(actor, &job, &newest)? {
                 Some(reason) => note_ineligible(&mut report, job.seq, reason),
                 None => eligible.push(job),
             }

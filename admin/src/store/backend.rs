@@ -207,8 +207,15 @@ pub trait Reader: Send + Sync + 'static {
     /// The newest job replaying job `seq`, if any.
     fn replayed_as(&self, seq: i64) -> Result<Option<i64>, BackendError>;
 
-    /// The newest job of `job_type` with this dedupe key created after job `seq`, if any.
-    fn newer_with_key(&self, job_type: &str, dedupe_key: &str, seq: i64) -> Result<Option<i64>, BackendError>;
+    /// For each of `keys`, the newest job of `job_type` with that dedupe key created
+    /// after job `after_seq`, if there is one. (One scan of the type's newer jobs: there
+    /// is no index on dedupe keys, which would cost every job insert.)
+    fn newest_with_keys(
+        &self,
+        job_type: &str,
+        after_seq: i64,
+        keys: &[String],
+    ) -> Result<HashMap<String, i64>, BackendError>;
 }
 
 /// A backend failure: what the backend was doing, and the driver's error if there is one.

@@ -226,8 +226,14 @@ impl Store {
         self.reader.replayed_as(seq).map_err(|e| self.backend_error(e))
     }
 
-    pub fn newer_with_key(&self, job_type: &str, dedupe_key: &str, seq: i64) -> Result<Option<i64>, StoreError> {
-        self.reader.newer_with_key(job_type, dedupe_key, seq).map_err(|e| self.backend_error(e))
+    /// See [`Reader::newest_with_keys`].
+    pub fn newest_with_keys(
+        &self,
+        job_type: &str,
+        after_seq: i64,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        self.reader.newest_with_keys(job_type, after_seq, keys).map_err(|e| self.backend_error(e))
     }
 
     /// The last `per_outcome` successful and the last `per_outcome` failed runs of a job

@@ -533,8 +533,8 @@ mod tests {
         fn replayed_as(&self, _: i64) -> Result<Option<i64>, BackendError> {
             Ok(None)
         }
-        fn newer_with_key(&self, _: &str, _: &str, _: i64) -> Result<Option<i64>, BackendError> {
-            Ok(None)
+        fn newest_with_keys(&self, _: &str, _: i64, _: &[String]) -> Result<HashMap<String, i64>, BackendError> {
+            Ok(HashMap::new())
         }
     }
 

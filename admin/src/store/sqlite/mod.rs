@@ -126,9 +126,14 @@ impl Reader for SqliteReader {
         self.read("cannot look up a job's replay", |c| queries::replayed_as(c, seq))
     }
 
-    fn newer_with_key(&self, job_type: &str, dedupe_key: &str, seq: i64) -> Result<Option<i64>, BackendError> {
+    fn newest_with_keys(
+        &self,
+        job_type: &str,
+        after_seq: i64,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, i64>, BackendError> {
         self.read("cannot look up newer jobs with a dedupe key", |c| {
-            queries::newer_with_key(c, job_type, dedupe_key, seq)
+            queries::newest_with_keys(c, job_type, after_seq, keys)
         })
     }
 }

@@ -203,9 +203,22 @@ pub(super) fn replayed_as(conn: &Connection, seq: i64) -> rusqlite::Result<Optio
         .query_row([seq], |r| r.get(0))
 }
 
-pub(super) fn newer_with_key(conn: &Connection, job_type: &str, key: &str, seq: i64) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT MAX(seq) FROM jobs WHERE job_type = ?1 AND dedupe_key = ?2 AND seq > ?3")?
-        .query_row(params![job_type, key, seq], |r| r.get(0))
+pub(super) fn newest_with_keys(
+    conn: &Connection,
+    job_type: &str,
+    after_seq: i64,
+    keys: &[String],
+) -> rusqlite::Result<HashMap<String, i64>> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let keys = serde_json::to_string(keys).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT dedupe_key, MAX(seq) FROM jobs WHERE job_type = ?1 AND seq > ?2 \
+         AND dedupe_key IN (SELECT value FROM json_each(?3)) GROUP BY dedupe_key",
+    )?;
+    let rows = stmt.query_map(params![job_type, after_seq, keys], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
 }
 
 fn meta(conn: &Connection, key: &str) -> rusqlite::Result<i64> {

@@ -123,7 +123,6 @@ pub(super) const JOB_COLUMNS: &str = "seq, job_type, dedupe_key, priority, summa
 /// Indexes over columns that older stores lack: created after [`migrate`] added them.
 const LATE_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS jobs_by_replay ON jobs(replay_of) WHERE replay_of > 0;
-CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs(job_type, dedupe_key, seq);
 CREATE INDEX IF NOT EXISTS jobs_dead_letters ON jobs(job_type) WHERE dead_letter = 1;
 ";
 
