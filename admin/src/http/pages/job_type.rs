@@ -582,7 +582,8 @@ pub async fn set_schedule(
                 let zone = if time_zone.is_empty() { "UTC" } else { time_zone.as_str() };
                 format!("Schedule saved: “{t}” detects on the cron expression “{cron}” ({zone}).")
             } else {
-                format!("Schedule saved: “{t}” detects every {interval} minutes.")
+                let unit = if interval == "1" { "minute" } else { "minutes" };
+                format!("Schedule saved: “{t}” detects every {interval} {unit}.")
             };
             return Ok(see_other(&page_path(&t), Ok(message)));
         }
