@@ -158,10 +158,16 @@
           var now = document.getElementById(id);
           var next = doc.getElementById(id);
           if (!now || !next) return;
+          // Boxes the operator ticked (rows selected for a replay) stay ticked.
+          var ticked = {};
+          now.querySelectorAll('input[type="checkbox"][id]').forEach(function (b) { ticked[b.id] = b.checked; });
           // Keep a region's place and identity; take its new contents.
           now.replaceChildren.apply(now, Array.from(next.childNodes).map(function (n) {
             return document.importNode(n, true);
           }));
+          now.querySelectorAll('input[type="checkbox"][id]').forEach(function (b) {
+            if (Object.prototype.hasOwnProperty.call(ticked, b.id)) b.checked = ticked[b.id];
+          });
           renderTimes(now);
         });
       })

@@ -1,5 +1,6 @@
 //! The job type page: the descriptor's summary, the admin and worker forms rendered from
 //! the descriptor, the runtime settings, the actions (refresh schema, detect, run), the
+//! job type's holds and schedule (cron or interval), a form to enqueue a job by hand, the
 //! latest detection results, the run history and the latest jobs.
 //!
 //! Saving validates with the admin's one validator (through the config store); when it
@@ -19,17 +20,23 @@ use axum::{
 use proto::pb;
 
 use super::{
-    Chrome, Flash, PageError, Time, csrf,
+    Chrome, Flash, PageError, Time,
+    audit::typed_time,
+    confirm::{self, Confirmation},
+    csrf,
     forms::{self, FormView, Posted, RuntimeView, Source, Which},
-    jobs::{JobRow, posted},
+    holds::HoldView,
+    jobs::{Choice, JobRow, posted},
     overview::{Counts, RunRow},
     percent_encode, see_other, sentence,
 };
 use crate::{
-    commands::{Command, Outcome, Refusal},
+    commands::{Command, Outcome, Refusal, ScheduleSpec, ScheduleView},
     config_store::ConfigStoreError,
-    http::{AppState, api, auth::Caller},
+    holds::HoldKind,
+    http::{ApiError, AppState, api, auth::Caller, governance::parse_new_job},
     scheduler::DetectionMode,
+    schedules::MAX_INTERVAL_MINUTES,
     validator::{FieldError, is_valid_job_type, validate_config},
 };
 
@@ -53,6 +60,72 @@ pub struct StatusView {
     pub interval_minutes: i32,
     pub last_success: Time,
     pub counts: Counts,
+}
+
+/// The job type's schedule, as its card shows it.
+pub struct ScheduleCard {
+    /// `cron` or `interval`.
+    pub kind: &'static str,
+    pub cron: String,
+    pub time_zone: String,
+    pub interval_minutes: i64,
+    pub previous: Time,
+    pub next: Time,
+    /// Its detection is held, or all schedules are paused.
+    pub held: bool,
+    pub enabled: bool,
+    /// Who set the cron schedule, and when.
+    pub set_by: String,
+    pub set_at: Time,
+}
+
+impl ScheduleCard {
+    fn from_view(v: ScheduleView) -> ScheduleCard {
+        ScheduleCard {
+            kind: v.kind,
+            cron: v.cron.unwrap_or_default(),
+            time_zone: v.time_zone.unwrap_or_default(),
+            interval_minutes: v.interval_minutes,
+            previous: Time::at(v.previous_fire_at.unwrap_or(0)),
+            next: Time::at(v.next_fire_at.unwrap_or(0)),
+            held: v.held,
+            enabled: v.enabled,
+            set_by: v.set_by.unwrap_or_default(),
+            set_at: Time::at(v.set_at.unwrap_or(0)),
+        }
+    }
+}
+
+/// The schedule forms' values and the error of the last try.
+#[derive(Default)]
+pub struct ScheduleForm {
+    pub cron: String,
+    pub time_zone: String,
+    pub interval: String,
+    pub max_interval: i64,
+    /// Which form failed: `cron`, `interval` or empty.
+    pub failed: &'static str,
+    pub error: String,
+}
+
+/// The enqueue form's values and the error of the last try.
+#[derive(Default)]
+pub struct EnqueueForm {
+    pub summary: String,
+    pub dedupe_key: String,
+    pub priorities: Vec<Choice>,
+    pub not_before: String,
+    pub parameters: String,
+    pub error: String,
+    /// The active job that holds the dedupe key, when that is why it was refused.
+    pub duplicate_of: String,
+}
+
+fn priority_choices(selected: &str) -> Vec<Choice> {
+    ["low", "normal", "high", "critical"]
+        .into_iter()
+        .map(|p| Choice { value: p.into(), label: p.into(), selected: p == selected })
+        .collect()
 }
 
 #[derive(Template, WebTemplate)]
@@ -83,6 +156,16 @@ pub struct JobTypePage {
     pub successes: Vec<RunRow>,
     pub failures: Vec<RunRow>,
     pub recent_jobs: Vec<JobRow>,
+    pub detection_hold: Option<HoldView>,
+    pub dispatch_hold: Option<HoldView>,
+    /// All dispatch is paused (a global hold, set on the overview).
+    pub dispatch_paused: bool,
+    /// All schedules are paused (a global hold, set on the overview).
+    pub schedules_paused: bool,
+    /// None without a descriptor.
+    pub schedule: Option<ScheduleCard>,
+    pub schedule_form: ScheduleForm,
+    pub enqueue: EnqueueForm,
 }
 
 /// A save that failed: what was posted and why it was refused.
@@ -183,7 +266,23 @@ async fn build(
         .or_else(|| capability.as_ref().map(|c| c.display_name.clone()).filter(|n| !n.is_empty()))
         .unwrap_or_else(|| t.to_string());
     chrome.title = display_name.clone();
+    let schedule = state.schedule_view(t).map(ScheduleCard::from_view);
+    let schedule_form = ScheduleForm {
+        cron: schedule.as_ref().map(|s| s.cron.clone()).unwrap_or_default(),
+        time_zone: schedule.as_ref().map(|s| s.time_zone.clone()).filter(|z| !z.is_empty()).unwrap_or("UTC".into()),
+        interval: schedule.as_ref().map(|s| s.interval_minutes.to_string()).unwrap_or_default(),
+        max_interval: MAX_INTERVAL_MINUTES,
+        failed: "",
+        error: String::new(),
+    };
     Ok(JobTypePage {
+        detection_hold: HoldView::of(state.holds.get(HoldKind::Detection, t)),
+        dispatch_hold: HoldView::of(state.holds.get(HoldKind::JobDispatch, t)),
+        dispatch_paused: state.holds.dispatch_paused(),
+        schedules_paused: state.holds.schedules_paused(),
+        schedule,
+        schedule_form,
+        enqueue: EnqueueForm { priorities: priority_choices("normal"), parameters: "{}".into(), ..Default::default() },
         page: chrome,
         job_type: t.to_string(),
         job_type_q: percent_encode(t),
@@ -425,4 +524,255 @@ async fn start(
         Err(e) => Err(sentence(&e.to_string())),
     };
     Ok(see_other(&page_path(&t), outcome))
+}
+
+/// The page again, with the status of a form that was refused and the flash error that
+/// points at it.
+async fn again(
+    state: &AppState,
+    t: &str,
+    status: StatusCode,
+    flash_error: String,
+    adjust: impl FnOnce(&mut JobTypePage),
+) -> Result<Response, PageError> {
+    let flash = Flash { ok: None, error: Some(flash_error) };
+    let mut page = build(state, t, &flash, None).await?;
+    adjust(&mut page);
+    Ok((status, page).into_response())
+}
+
+/// `POST /plugin/job-types/{t}/schedule` with `kind=cron` (`cron`, `time_zone`) or
+/// `kind=interval` (`interval_minutes`).
+pub async fn set_schedule(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(t): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, PageError> {
+    let pairs = posted(form)?;
+    csrf::check(&headers, &pairs)?;
+    if !known(&state, &t) {
+        return Err(unknown(&t));
+    }
+    let field =
+        |k: &str| pairs.iter().find(|(name, _)| name == k).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+    let (cron, time_zone, interval) = (field("cron"), field("time_zone"), field("interval_minutes"));
+    let kind: &'static str = match field("kind").as_str() {
+        "cron" => "cron",
+        "interval" => "interval",
+        _ => return Err(PageError::bad_request("The form must say kind=cron or kind=interval.")),
+    };
+    let spec = if kind == "cron" {
+        let zone = if time_zone.is_empty() { serde_json::Value::Null } else { time_zone.clone().into() };
+        ScheduleSpec::from_json(&serde_json::json!({ "cron": cron, "time_zone": zone })).map_err(|e| e.to_string())
+    } else {
+        interval
+            .parse::<i64>()
+            .map(|minutes| ScheduleSpec::Interval { minutes })
+            .map_err(|_| format!("the interval must be a whole number of minutes, not “{interval}”"))
+    };
+    let result = match spec {
+        Ok(schedule) => state.execute(&caller, Command::SetSchedule { job_type: t.clone(), schedule }).await,
+        Err(message) => Err(Refusal::Invalid(message)),
+    };
+    let error = match result {
+        Ok(_) => {
+            let message = if kind == "cron" {
+                let zone = if time_zone.is_empty() { "UTC" } else { time_zone.as_str() };
+                format!("Schedule saved: “{t}” detects on the cron expression “{cron}” ({zone}).")
+            } else {
+                let unit = if interval == "1" { "minute" } else { "minutes" };
+                format!("Schedule saved: “{t}” detects every {interval} {unit}.")
+            };
+            return Ok(see_other(&page_path(&t), Ok(message)));
+        }
+        Err(Refusal::Config(ConfigStoreError::Invalid(fields))) => {
+            fields.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; ")
+        }
+        Err(e @ (Refusal::Schedule(_) | Refusal::Invalid(_))) => e.to_string(),
+        Err(e) => return Ok(see_other(&page_path(&t), Err(sentence(&e.to_string())))),
+    };
+    again(
+        &state,
+        &t,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Nothing was saved: the schedule needs fixing (see below).".into(),
+        |page| {
+            page.schedule_form.failed = kind;
+            page.schedule_form.error = sentence(&error);
+            if kind == "cron" {
+                page.schedule_form.cron = cron;
+                page.schedule_form.time_zone = time_zone;
+            } else {
+                page.schedule_form.interval = interval;
+            }
+        },
+    )
+    .await
+}
+
+/// `POST /plugin/job-types/{t}/schedule/delete`: removes the cron schedule (the job type
+/// detects on its interval again), after the confirmation step.
+pub async fn delete_schedule(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(t): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, PageError> {
+    let pairs = posted(form)?;
+    csrf::check(&headers, &pairs)?;
+    if !known(&state, &t) {
+        return Err(unknown(&t));
+    }
+    let page = page_path(&t);
+    let Some(view) = state.schedule_view(&t).filter(|v| v.kind == "cron") else {
+        return Ok(see_other(&page, Err(format!("Job type “{t}” has no cron schedule to remove."))));
+    };
+    let every = format!("every {} minute{}", view.interval_minutes, if view.interval_minutes == 1 { "" } else { "s" });
+    let confirmation = || Confirmation {
+        heading: format!("Remove the cron schedule of “{t}”?"),
+        what: vec![format!(
+            "“{t}” stops detecting on the cron expression “{}” ({}) and detects {every} again, as its runtime \
+             settings say.",
+            view.cron.as_deref().unwrap_or_default(),
+            view.time_zone.as_deref().unwrap_or("UTC"),
+        )],
+        action: format!("{page}/schedule/delete"),
+        hidden: confirm::carried(&pairs),
+        confirm_label: "Remove cron schedule".into(),
+        danger: true,
+        cancel: page.clone(),
+        cancel_label: t.clone(),
+        needs_approval: confirm::approval_configured(&state),
+        replay: None,
+        can_confirm: true,
+    };
+    if !confirm::confirmed(&pairs) {
+        return Ok(confirm::render(&state, "overview", confirmation(), None));
+    }
+    let command = Command::DeleteSchedule { job_type: t.clone() };
+    match state.execute(&confirm::approved_caller(&caller, &pairs), command).await {
+        Ok(_) => Ok(see_other(&page, Ok(format!("Cron schedule removed: “{t}” detects {every} again.")))),
+        Err(e) if confirm::is_approval_refusal(&e) => {
+            Ok(confirm::render(&state, "overview", confirmation(), Some(confirm::approval_message(&e))))
+        }
+        Err(e) => Ok(see_other(&page, Err(sentence(&e.to_string())))),
+    }
+}
+
+/// `POST /plugin/job-types/{t}/jobs`: one job by hand (`summary`, `dedupe_key`,
+/// `priority`, `not_before`, and `parameters` as a JSON object in proto JSON form). On
+/// success the browser goes to the new job; otherwise the page comes back with the
+/// form's input and what is wrong.
+pub async fn enqueue(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(t): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, PageError> {
+    let pairs = posted(form)?;
+    csrf::check(&headers, &pairs)?;
+    if !known(&state, &t) {
+        return Err(unknown(&t));
+    }
+    let field =
+        |k: &str| pairs.iter().find(|(name, _)| name == k).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+    let kept = EnqueueForm {
+        summary: field("summary"),
+        dedupe_key: field("dedupe_key"),
+        priorities: priority_choices(&field("priority")),
+        not_before: field("not_before"),
+        parameters: pairs.iter().find(|(k, _)| k == "parameters").map(|(_, v)| v.clone()).unwrap_or_default(),
+        error: String::new(),
+        duplicate_of: String::new(),
+    };
+    let (status, error, duplicate_of) = match new_job(&kept, &field("priority")) {
+        Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, message, String::new()),
+        Ok(proposal) => match state.execute(&caller, Command::EnqueueJob { job_type: t.clone(), proposal }).await {
+            Ok(Outcome::Job(view)) => {
+                let message = format!("Job {} created: it waits as pending until a worker takes it.", view.job_id);
+                return Ok(see_other(&format!("/plugin/jobs/{}", view.job_id), Ok(message)));
+            }
+            Ok(_) => (StatusCode::INTERNAL_SERVER_ERROR, "The admin gave no job.".to_string(), String::new()),
+            Err(Refusal::Duplicate { job_id }) => (
+                StatusCode::CONFLICT,
+                format!("An active job of this type already has the dedupe key “{}”:", kept.dedupe_key),
+                job_id,
+            ),
+            Err(e @ Refusal::Forbidden { .. }) => (StatusCode::FORBIDDEN, sentence(&e.to_string()), String::new()),
+            Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, sentence(&e.to_string()), String::new()),
+        },
+    };
+    again(&state, &t, status, "No job was created: see the form below.".into(), |page| {
+        page.enqueue = EnqueueForm { error, duplicate_of, ..kept };
+    })
+    .await
+}
+
+/// The job the enqueue form describes, as `POST /api/plugin/job-types/{t}/jobs` reads it.
+fn new_job(form: &EnqueueForm, priority: &str) -> Result<proto::pb::JobProposal, String> {
+    let text = form.parameters.trim();
+    let parameters = if text.is_empty() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            Ok(_) => return Err(PARAMETERS_SHAPE.into()),
+            Err(e) => return Err(format!("The parameters are not JSON ({e}). {PARAMETERS_SHAPE}")),
+        }
+    };
+    let mut body = serde_json::Map::new();
+    body.insert("parameters".into(), parameters);
+    for (key, value) in [("summary", &form.summary), ("dedupe_key", &form.dedupe_key)] {
+        if !value.is_empty() {
+            body.insert(key.into(), value.clone().into());
+        }
+    }
+    if !priority.is_empty() {
+        body.insert("priority".into(), priority.into());
+    }
+    if !form.not_before.is_empty() {
+        body.insert("not_before".into(), typed_time(&form.not_before).into());
+    }
+    parse_new_job(serde_json::Value::Object(body)).map_err(|e| match e {
+        ApiError::BadRequest(m) | ApiError::Unprocessable(m) => sentence(&m),
+        other => sentence(&format!("{other:?}")),
+    })
+}
+
+const PARAMETERS_SHAPE: &str =
+    "Give the parameters as a JSON object of proto JSON values, such as {\"path\": {\"string_value\": \"/data\"}}.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(parameters: &str, not_before: &str) -> EnqueueForm {
+        EnqueueForm {
+            summary: "copy /data".into(),
+            dedupe_key: "k1".into(),
+            parameters: parameters.into(),
+            not_before: not_before.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_enqueue_form_becomes_the_apis_job_and_says_what_is_wrong() {
+        let p = new_job(&form(r#"{"path": {"string_value": "/data"}}"#, "2026-01-02 03:04:05"), "high").unwrap();
+        assert_eq!((p.summary.as_str(), p.dedupe_key.as_str()), ("copy /data", "k1"));
+        assert_eq!(p.priority, proto::pb::JobPriority::High as i32);
+        assert_eq!(p.not_before.unwrap().seconds, 1_767_323_045);
+        assert!(p.parameters.contains_key("path"));
+        let p = new_job(&form("", ""), "").unwrap();
+        assert!(p.parameters.is_empty() && p.not_before.is_none());
+        assert!(new_job(&form("[1]", ""), "").unwrap_err().starts_with("Give the parameters as a JSON object"));
+        assert!(new_job(&form("{nope", ""), "").unwrap_err().starts_with("The parameters are not JSON"));
+        assert!(new_job(&form(r#"{"path": 3}"#, ""), "").unwrap_err().starts_with("The job is not valid"));
+        assert!(new_job(&form("{}", ""), "urgent").unwrap_err().contains("urgent"));
+        assert!(new_job(&form("{}", "tomorrow"), "").unwrap_err().starts_with("Not_before"));
+    }
 }

@@ -1,6 +1,7 @@
 //! The jobs pages: the list with filters (job type, state, text, dead-lettered) and keyset
 //! pagination that stays fast for 100k+ jobs, the job detail page, and the cancel, retry
-//! and expire actions.
+//! and expire actions. Dead letters in the list can be selected for a bulk replay
+//! (`replay.rs`).
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -45,6 +46,8 @@ pub struct JobRow {
     pub updated: Time,
     pub active: bool,
     pub can_retry: bool,
+    /// The job this one replays (empty when it is no replay).
+    pub replay_of: String,
 }
 
 impl JobRow {
@@ -68,6 +71,7 @@ impl JobRow {
             updated: Time::at(j.updated_at),
             active: !is_final(state),
             can_retry: matches!(state, JobState::Failed | JobState::Canceled),
+            replay_of: j.replay_of.clone().unwrap_or_default(),
         }
     }
 }
@@ -128,6 +132,12 @@ pub struct JobsPage {
     /// This page's address, for the actions' way back.
     pub here: String,
     pub filter_error: String,
+    /// Some row on this page is a dead letter (it gets a box to select it for replay).
+    pub dead_on_page: bool,
+    /// Dead letters matching the filters (any page), for "Replay all N matching".
+    pub replay_all: usize,
+    /// `replay_all` as shown: "1,000+" when the count stopped at its cap.
+    pub replay_all_label: String,
 }
 
 pub async fn list(
@@ -160,7 +170,15 @@ pub async fn list(
     }
     let selected_type = q.job_type.clone().unwrap_or_default();
     let selected_state = q.state.as_deref().and_then(parse_state);
+    let (replay_all, capped) = if !filter_error.is_empty() || selected_state.is_some_and(|s| s != JobState::Failed) {
+        (0, false)
+    } else {
+        super::replay::count_dead_letters(&state, q.job_type.as_deref(), q.text.as_deref())?
+    };
     let page = JobsPage {
+        dead_on_page: jobs.iter().any(|j| j.dead_letter && j.state == "failed"),
+        replay_all,
+        replay_all_label: if capped { format!("{replay_all}+") } else { replay_all.to_string() },
         page: chrome,
         jobs: jobs.iter().map(JobRow::from_view).collect(),
         job_types: job_type_choices(&state, &selected_type),
@@ -267,6 +285,8 @@ pub struct JobPage {
     pub attempts: Vec<AttemptRow>,
     pub activities: Vec<ActivityRow>,
     pub here: String,
+    /// The replay of this job, if it was replayed.
+    pub replayed_as: String,
 }
 
 pub async fn detail(
@@ -281,6 +301,7 @@ pub async fn detail(
     state.store.settle().await;
     let attempts = state.store.attempts(seq)?;
     let activities = state.store.activities(None, Some(&id), None, 200)?;
+    let replayed_as = state.store.replayed_as(seq)?.map(crate::job::job_id).unwrap_or_default();
     let view = job.view();
     let display_name = state
         .configs
@@ -302,6 +323,7 @@ pub async fn detail(
         attempts: attempts.iter().map(AttemptRow::from_view).collect(),
         activities: activities.iter().map(ActivityRow::from_view).collect(),
         here: format!("/plugin/jobs/{}", view.job_id),
+        replayed_as,
         job: JobRow::from_view(&view),
     };
     Ok(page.into_response())

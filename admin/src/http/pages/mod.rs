@@ -15,12 +15,16 @@
 
 mod activities;
 mod assets;
+mod audit;
+mod confirm;
 mod csrf;
 mod forms;
+mod holds;
 mod job_type;
 mod jobs;
 mod login;
 mod overview;
+mod replay;
 mod workers;
 
 use askama::Template;
@@ -46,12 +50,20 @@ pub fn router() -> Router<AppState> {
         .route("/plugin/job-types/{t}/schema", post(job_type::refresh_schema))
         .route("/plugin/job-types/{t}/detect", post(job_type::detect))
         .route("/plugin/job-types/{t}/run", post(job_type::run))
+        .route("/plugin/job-types/{t}/hold", post(holds::job_type))
+        .route("/plugin/job-types/{t}/schedule", post(job_type::set_schedule))
+        .route("/plugin/job-types/{t}/schedule/delete", post(job_type::delete_schedule))
+        .route("/plugin/job-types/{t}/jobs", post(job_type::enqueue))
+        .route("/plugin/dispatch", post(holds::dispatch))
+        .route("/plugin/schedules/pause", post(holds::schedules))
         .route("/plugin/jobs", get(jobs::list))
+        .route("/plugin/jobs/replay", get(replay::show).post(replay::replay))
         .route("/plugin/jobs/{id}", get(jobs::detail))
         .route("/plugin/jobs/{id}/{action}", post(jobs::action))
         .route("/plugin/workers", get(workers::page))
         .route("/plugin/workers/{id}/drain", post(workers::drain))
         .route("/plugin/activities", get(activities::page))
+        .route("/plugin/audit", get(audit::page))
         .route("/plugin/login", get(login::page).post(login::sign_in))
         .route("/plugin/logout", post(login::sign_out))
         .route("/plugin/static/{file}", get(assets::serve))
@@ -92,7 +104,7 @@ async fn page_headers(mut response: Response) -> Response {
 /// flash status, and what the live-update script should listen to.
 pub struct Chrome {
     pub title: String,
-    /// overview, jobs, workers or activities
+    /// overview, jobs, workers, activities or audit
     pub nav: &'static str,
     pub csrf: &'static str,
     pub flash_ok: String,

@@ -1,5 +1,6 @@
 //! The overview at `/plugin`: workers, job types with their scheduling and job counts,
-//! and the latest activities, all kept live over SSE by the page script.
+//! the dead-letter count, every active hold with the controls of the global pauses, and
+//! the latest activities, all kept live over SSE by the page script.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -9,8 +10,14 @@ use axum::{
 };
 use proto::pb::JobState;
 
-use super::{Chrome, Flash, PageError, Time, activities::ActivityRow, human_duration, workers::WorkerRow};
-use crate::{http::AppState, job::RunView, scheduler::SchedulerStateView};
+use super::{
+    Chrome, Flash, PageError, Time,
+    activities::ActivityRow,
+    holds::{HoldRow, HoldView},
+    human_duration,
+    workers::WorkerRow,
+};
+use crate::{holds::HoldKind, http::AppState, job::RunView, scheduler::SchedulerStateView};
 
 /// One detection run or execution, as the run history and the overview show it.
 pub struct RunRow {
@@ -76,6 +83,8 @@ pub struct JobTypeRow {
     pub next_detection: Time,
     pub counts: Counts,
     pub last_run: Option<RunRow>,
+    pub detection_held: bool,
+    pub dispatch_held: bool,
 }
 
 impl JobTypeRow {
@@ -100,6 +109,8 @@ impl JobTypeRow {
             next_detection: Time::at(if s.enabled && s.detectors > 0 { s.next_detection_at } else { 0 }),
             counts: Counts::of(state, &s.job_type),
             last_run: s.last_run.as_ref().map(RunRow::from_view),
+            detection_held: state.holds.is_held(HoldKind::Detection, &s.job_type),
+            dispatch_held: state.holds.is_held(HoldKind::JobDispatch, &s.job_type),
         }
     }
 }
@@ -115,17 +126,26 @@ pub struct OverviewPage {
     pub failed_jobs: i64,
     pub slots_used: i64,
     pub slots_total: i64,
-    pub dispatch_paused: bool,
+    /// Jobs that failed every attempt, of every job type.
+    pub dead_letters: i64,
+    /// Every active hold, global ones first.
+    pub holds: Vec<HoldRow>,
+    /// The global pause of dispatch, if set.
+    pub dispatch_hold: Option<HoldView>,
+    /// The global pause of schedules, if set.
+    pub schedules_hold: Option<HoldView>,
 }
 
 pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> Result<Response, PageError> {
     let chrome = Chrome::new(&state, "Overview", "overview", &flash);
-    let workers: Vec<WorkerRow> = state.registry.views().iter().map(WorkerRow::from_view).collect();
+    let mut workers: Vec<WorkerRow> = state.registry.views().iter().map(WorkerRow::from_view).collect();
+    WorkerRow::add_drains(&mut workers, &state.holds);
     let job_types: Vec<JobTypeRow> =
         state.scheduler.scheduler_states().iter().map(|s| JobTypeRow::build(&state, s)).collect();
     state.store.settle().await;
     let activities = state.store.activities(None, None, None, 15)?;
     let active_jobs = state.dispatcher.active_len();
+    let dead_letters = state.store.dead_letters()?.iter().map(|(_, n)| n).sum();
     let page = OverviewPage {
         page: chrome,
         failed_jobs: job_types.iter().map(|t| t.counts.failed).sum(),
@@ -135,7 +155,10 @@ pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> 
         job_types,
         activities: activities.iter().map(ActivityRow::from_view).collect(),
         active_jobs,
-        dispatch_paused: state.dispatcher.is_paused(),
+        dead_letters,
+        holds: state.holds.list().iter().map(HoldRow::from_hold).collect(),
+        dispatch_hold: HoldView::of(state.holds.get(HoldKind::Dispatch, "")),
+        schedules_hold: HoldView::of(state.holds.get(HoldKind::Schedules, "")),
     };
     Ok(page.into_response())
 }

@@ -10,9 +10,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{Chrome, Flash, PageError, Time, back_or, csrf, jobs::posted, see_other};
+use super::{Chrome, Flash, PageError, Time, back_or, csrf, holds::HoldView, jobs::posted, see_other};
 use crate::{
     commands::{Command, Refusal},
+    holds::{HoldKind, Holds},
     http::{AppState, auth::Caller},
     registry::WorkerView,
 };
@@ -33,6 +34,8 @@ pub struct WorkerRow {
     pub connected: Time,
     pub last_heartbeat: Time,
     pub draining: bool,
+    /// Who drained the worker and when (the persisted drain hold), when draining.
+    pub drain: Option<HoldView>,
     pub metadata: Vec<(String, String)>,
 }
 
@@ -89,7 +92,15 @@ impl WorkerRow {
             connected: Time::at(w.connected_at),
             last_heartbeat: Time::at(w.last_heartbeat),
             draining: w.draining,
+            drain: None,
             metadata,
+        }
+    }
+
+    /// Adds who drained each draining worker and when.
+    pub fn add_drains(rows: &mut [WorkerRow], holds: &Holds) {
+        for row in rows.iter_mut().filter(|r| r.draining) {
+            row.drain = HoldView::of(holds.get(HoldKind::Drain, &row.worker_id));
         }
     }
 }
@@ -102,11 +113,10 @@ pub struct WorkersPage {
 }
 
 pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> Response {
-    WorkersPage {
-        page: Chrome::new(&state, "Workers", "workers", &flash),
-        workers: state.registry.views().iter().map(WorkerRow::from_view).collect(),
-    }
-    .into_response()
+    let page = Chrome::new(&state, "Workers", "workers", &flash);
+    let mut workers: Vec<WorkerRow> = state.registry.views().iter().map(WorkerRow::from_view).collect();
+    WorkerRow::add_drains(&mut workers, &state.holds);
+    WorkersPage { page, workers }.into_response()
 }
 
 /// `POST /plugin/workers/{id}/drain` with `draining=true|false`.
