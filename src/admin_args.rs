@@ -110,9 +110,8 @@ impl GovernanceArgs {
         c.approval_token = match &self.approval_token_file {
             None => None,
             Some(file) => {
-                let text = std::fs::read_to_string(file).map_err(|e| {
-                    anyhow::anyhow!("cannot read the approval token file {}: {e}", file.display())
-                })?;
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| anyhow::anyhow!("cannot read the approval token file {}: {e}", file.display()))?;
                 let token = text.trim().to_string();
                 if token.len() < 16 {
                     anyhow::bail!(

@@ -1462,8 +1462,12 @@ async fn with_an_approval_token_wide_actions_are_refused_without_it_and_the_refu
     let approve = [("x-plughost-approval", APPROVAL)];
     let wrong = [("x-plughost-approval", "not-it")];
 
+    // A dry run changes nothing: it needs no approval, and says what a replay would do.
     let r = call(&addr, "POST", "/api/plugin/jobs/replay", &[], Some(&json!({"dry_run": true}))).await;
-    refused(&r, 403, "a dry run without approval");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!((r.json()["eligible"].as_u64(), r.json()["dry_run"].as_bool()), (Some(1), Some(true)));
+    let r = call(&addr, "POST", "/api/plugin/jobs/replay", &[], Some(&json!({}))).await;
+    refused(&r, 403, "a replay without approval");
     let r = call(&addr, "POST", "/api/plugin/jobs/replay", &wrong, Some(&json!({}))).await;
     refused(&r, 403, "a replay with the wrong approval");
     assert_eq!(list_jobs(&addr, "").await.len(), 1, "nothing was replayed");
@@ -1507,7 +1511,7 @@ async fn with_an_approval_token_wide_actions_are_refused_without_it_and_the_refu
     assert_eq!(schedule_of(&addr, T).await["kind"], "interval", "back on its interval");
 
     for (action, want) in [
-        ("replay_jobs", vec!["done", "refused", "refused"]),
+        ("replay_jobs", vec!["done", "refused", "refused", "done"]),
         ("pause_dispatch", vec!["done", "done", "refused"]),
         ("pause_schedules", vec!["done", "done", "refused"]),
         ("delete_schedule", vec!["done", "refused"]),

@@ -275,7 +275,7 @@ impl Command {
                 names.sort();
                 json!({
                     "dedupe_key": proposal.dedupe_key,
-                    "priority": crate::job::priority_name(proposal.priority),
+                    "priority": crate::job::priority_name(if proposal.priority == 0 { pb::JobPriority::Normal as i32 } else { proposal.priority }),
                     "summary": proposal.summary,
                     "parameters": names,
                 })
@@ -284,10 +284,11 @@ impl Command {
     }
 
     /// Wide or destructive commands: with an approval token configured, they need it.
+    /// A replay's dry run changes nothing and needs none.
     pub fn needs_approval(&self) -> bool {
         matches!(
             self,
-            Command::ReplayJobs { .. }
+            Command::ReplayJobs { dry_run: false, .. }
                 | Command::PauseDispatch { .. }
                 | Command::PauseSchedules { .. }
                 | Command::DeleteSchedule { .. }
