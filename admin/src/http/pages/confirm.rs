@@ -16,7 +16,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{Chrome, Flash, Time};
+use super::{Chrome, Flash, Time, forms::Posted};
 use crate::{
     commands::{Caller, Refusal, ReplayReport},
     http::AppState,
@@ -114,7 +114,7 @@ pub fn approval_configured(state: &AppState) -> bool {
 
 /// The caller, presenting the approval token typed into the confirmation form.
 pub fn approved_caller(caller: &Caller, pairs: &[(String, String)]) -> Caller {
-    let typed = pairs.iter().find(|(k, _)| k == APPROVAL_FIELD).map(|(_, v)| v.trim().to_string());
+    let typed = Posted(pairs).first(APPROVAL_FIELD).map(|v| v.trim().to_string());
     caller.clone().with_approval(typed)
 }
 

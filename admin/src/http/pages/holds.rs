@@ -14,6 +14,7 @@ use super::{
     PageError, Time, back_or,
     confirm::{self, Confirmation},
     csrf,
+    forms::Posted,
     jobs::posted,
     percent_encode, see_other, sentence,
 };
@@ -177,7 +178,7 @@ async fn global(
 ) -> Result<Response, PageError> {
     let pairs = posted(form)?;
     csrf::check(&headers, &pairs)?;
-    let field = |k: &str| pairs.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str());
+    let field = |k: &str| Posted(&pairs).first(k);
     let back = back_or(field("back"), "/plugin");
     let paused = match field("paused") {
         Some("true") => true,
@@ -212,7 +213,7 @@ pub async fn job_type(
 ) -> Result<Response, PageError> {
     let pairs = posted(form)?;
     csrf::check(&headers, &pairs)?;
-    let flag = |k: &str| match pairs.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str()) {
+    let flag = |k: &str| match Posted(&pairs).first(k) {
         None => Ok(None),
         Some("true") => Ok(Some(true)),
         Some("false") => Ok(Some(false)),

@@ -555,8 +555,7 @@ pub async fn set_schedule(
     if !known(&state, &t) {
         return Err(unknown(&t));
     }
-    let field =
-        |k: &str| pairs.iter().find(|(name, _)| name == k).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+    let field = |k: &str| Posted(&pairs).first(k).map(|v| v.trim().to_string()).unwrap_or_default();
     let (cron, time_zone, interval) = (field("cron"), field("time_zone"), field("interval_minutes"));
     let kind: &'static str = match field("kind").as_str() {
         "cron" => "cron",
@@ -678,14 +677,13 @@ pub async fn enqueue(
     if !known(&state, &t) {
         return Err(unknown(&t));
     }
-    let field =
-        |k: &str| pairs.iter().find(|(name, _)| name == k).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+    let field = |k: &str| Posted(&pairs).first(k).map(|v| v.trim().to_string()).unwrap_or_default();
     let kept = EnqueueForm {
         summary: field("summary"),
         dedupe_key: field("dedupe_key"),
         priorities: priority_choices(&field("priority")),
         not_before: field("not_before"),
-        parameters: pairs.iter().find(|(k, _)| k == "parameters").map(|(_, v)| v.clone()).unwrap_or_default(),
+        parameters: Posted(&pairs).first("parameters").unwrap_or_default().to_string(),
         error: String::new(),
         duplicate_of: String::new(),
     };

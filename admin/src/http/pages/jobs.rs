@@ -15,8 +15,11 @@ use proto::pb::JobState;
 use serde::Deserialize;
 
 use super::{
-    Chrome, Flash, PageError, Time, activities::ActivityRow, back_or, csrf, forms, human_duration, percent,
-    percent_encode, see_other, sentence,
+    Chrome, Flash, PageError, Time,
+    activities::ActivityRow,
+    back_or, csrf,
+    forms::{self, Posted},
+    human_duration, percent, percent_encode, see_other, sentence,
 };
 use crate::{
     commands::{Command, Outcome},
@@ -345,7 +348,7 @@ pub async fn action(
 ) -> Result<Response, PageError> {
     let pairs = posted(form)?;
     csrf::check(&headers, &pairs)?;
-    let back = back_or(pairs.iter().find(|(k, _)| k == "back").map(|(_, v)| v.as_str()), &format!("/plugin/jobs/{id}"));
+    let back = back_or(Posted(&pairs).first("back"), &format!("/plugin/jobs/{id}"));
     let Some(seq) = parse_job_id(&id) else {
         return Err(PageError::not_found(format!("There is no job “{id}”.")));
     };

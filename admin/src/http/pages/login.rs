@@ -11,7 +11,7 @@ use axum::{
 };
 use serde::Deserialize;
 
-use super::{Chrome, Flash, PageError, back_or, csrf, jobs::posted, see_other};
+use super::{Chrome, Flash, PageError, back_or, csrf, forms::Posted, jobs::posted, see_other};
 use crate::{
     auth::{AuthMode, sessions::SESSION_TTL_MS},
     http::{AppState, auth::SESSION_COOKIE},
@@ -60,7 +60,7 @@ pub async fn sign_in(
 ) -> Result<Response, PageError> {
     let pairs = posted(form)?;
     csrf::check(&headers, &pairs)?;
-    let field = |k: &str| pairs.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str());
+    let field = |k: &str| Posted(&pairs).first(k);
     let next = back_or(field("next"), "/plugin");
     let token = field("token").unwrap_or("").trim();
     let Some(info) = state.auth.tokens.verify(token) else {

@@ -20,6 +20,7 @@ use super::{
     PageError, back_or,
     confirm::{self, Confirmation, ReplayView},
     csrf,
+    forms::Posted,
     jobs::posted,
     see_other, sentence,
 };
@@ -87,9 +88,7 @@ pub async fn replay(
 ) -> Result<Response, PageError> {
     let pairs = posted(form)?;
     csrf::check(&headers, &pairs)?;
-    let field = |k: &str| {
-        pairs.iter().find(|(name, _)| name == k).map(|(_, v)| v.trim()).filter(|v| !v.is_empty()).map(String::from)
-    };
+    let field = |k: &str| Posted(&pairs).first(k).map(str::trim).filter(|v| !v.is_empty()).map(String::from);
     let back = back_or(field("back").as_deref(), "/plugin/jobs?dead_letter=true");
     let filter = match field("scope").as_deref() {
         Some("selected") => {

@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{Chrome, Flash, PageError, Time, back_or, csrf, holds::HoldView, jobs::posted, see_other};
+use super::{Chrome, Flash, PageError, Time, back_or, csrf, forms::Posted, holds::HoldView, jobs::posted, see_other};
 use crate::{
     commands::{Command, Refusal},
     holds::{HoldKind, Holds},
@@ -129,7 +129,7 @@ pub async fn drain(
 ) -> Result<Response, PageError> {
     let pairs = posted(form)?;
     csrf::check(&headers, &pairs)?;
-    let field = |k: &str| pairs.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str());
+    let field = |k: &str| Posted(&pairs).first(k);
     let back = back_or(field("back"), "/plugin/workers");
     let draining = field("draining") != Some("false");
     if let Err(Refusal::NotConnected(_)) =
