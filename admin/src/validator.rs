@@ -28,6 +28,8 @@
 //!   restricted by options.
 //! - As in HTML forms, an empty string in an optional field passes the options, regex and
 //!   length checks: "not filled in" is not "filled in wrongly".
+//! - A REGEX rule passes when its expression is found in the value (Go's `MatchString`,
+//!   Python's `re.search`); an author who means the whole value anchors with `^` and `$`.
 //! - `VALIDATION_RULE_TYPE_CUSTOM` is ignored: its expression language belongs to the
 //!   worker that declared it and the admin cannot evaluate it; the worker sees the values
 //!   on every request and can reject them there.
@@ -471,9 +473,11 @@ fn plural(n: usize, word: &str) -> String {
     if n == 1 { word.to_string() } else { format!("{word}s") }
 }
 
-/// The regex for a REGEX rule, anchored so that it must match the whole string. Compiled
-/// regexes are cached (descriptors repeat the same few); the size limit keeps a hostile
-/// descriptor from making the admin compile a huge automaton.
+/// The regex for a REGEX rule. A value passes when the expression is found in it, as Go's
+/// `MatchString`, Python's `re.search` and JavaScript's `test` have it (what plugin
+/// authors, SeaweedFS's among them, expect); authors anchor with `^`/`$` when they mean
+/// the whole value. Compiled regexes are cached (descriptors repeat the same few); the
+/// size limit keeps a hostile descriptor from making the admin compile a huge automaton.
 fn compiled_regex(expression: &str) -> Result<Regex, String> {
     const CACHE_CAPACITY: usize = 256;
     type Cache = Mutex<HashMap<String, Result<Regex, String>>>;
@@ -483,8 +487,7 @@ fn compiled_regex(expression: &str) -> Result<Regex, String> {
     if let Some(hit) = cache.lock().unwrap_or_else(PoisonError::into_inner).get(expression) {
         return hit.clone();
     }
-    let compiled =
-        RegexBuilder::new(&format!("^(?:{expression})$")).size_limit(1 << 20).build().map_err(|e| e.to_string());
+    let compiled = RegexBuilder::new(expression).size_limit(1 << 20).build().map_err(|e| e.to_string());
     let mut map = cache.lock().unwrap_or_else(PoisonError::into_inner);
     if map.len() >= CACHE_CAPACITY {
         map.clear();
@@ -844,31 +847,36 @@ mod tests {
     // ---- rules ----------------------------------------------------------------------
 
     #[test]
-    fn a_regex_rule_must_match_the_whole_string() {
+    fn a_regex_rule_passes_when_the_expression_is_found_in_the_value() {
         let mut name = field("name", ConfigFieldType::String);
         name.validation_rules = vec![rule(ValidationRuleType::Regex, "[a-z]+")];
         let f = form(vec![name]);
         assert!(check(&f, &[("name", s("abc"))]).is_empty());
-        assert_eq!(check(&f, &[("name", s("abc1"))]), vec!["name: must match [a-z]+"]);
-        assert_eq!(check(&f, &[("name", s("1abc"))]), vec!["name: must match [a-z]+"]);
+        assert!(check(&f, &[("name", s("1abc2"))]).is_empty(), "found inside the value, as Go's MatchString");
+        assert_eq!(check(&f, &[("name", s("123"))]), vec!["name: must match [a-z]+"]);
     }
 
     #[test]
-    fn a_regex_rule_with_anchors_and_alternation_is_still_anchored_as_a_whole() {
+    fn anchors_are_the_authors_way_to_mean_the_whole_value() {
+        let mut path = field("path", ConfigFieldType::String);
+        path.validation_rules = vec![rule(ValidationRuleType::Regex, "^/")];
         let mut name = field("name", ConfigFieldType::String);
         name.validation_rules = vec![rule(ValidationRuleType::Regex, "^[a-z]+$|foo")];
-        let f = form(vec![name]);
-        assert!(check(&f, &[("name", s("foo"))]).is_empty());
-        assert_eq!(check(&f, &[("name", s("foo1"))]), vec!["name: must match ^[a-z]+$|foo"]);
+        let f = form(vec![path, name]);
+        assert!(check(&f, &[("path", s("/tmp"))]).is_empty(), "a SeaweedFS-style prefix rule accepts /tmp");
+        assert_eq!(check(&f, &[("path", s("tmp"))]), vec!["path: must match ^/"]);
+        assert!(check(&f, &[("name", s("abc"))]).is_empty());
+        assert!(check(&f, &[("name", s("a foo b"))]).is_empty(), "the unanchored branch is found anywhere");
+        assert_eq!(check(&f, &[("name", s("abc1"))]), vec!["name: must match ^[a-z]+$|foo"]);
     }
 
     #[test]
     fn a_regex_rule_applies_to_each_item_of_a_string_list() {
         let mut hosts = field("hosts", ConfigFieldType::List);
-        hosts.validation_rules = vec![rule(ValidationRuleType::Regex, "[a-z]+:[0-9]+")];
+        hosts.validation_rules = vec![rule(ValidationRuleType::Regex, "^[a-z]+:[0-9]+$")];
         let f = form(vec![hosts]);
         assert!(check(&f, &[("hosts", strs(&["a:1", "b:2"]))]).is_empty());
-        assert_eq!(check(&f, &[("hosts", strs(&["a:1", "b"]))]), vec!["hosts: item 2 must match [a-z]+:[0-9]+"]);
+        assert_eq!(check(&f, &[("hosts", strs(&["a:1", "b"]))]), vec!["hosts: item 2 must match ^[a-z]+:[0-9]+$"]);
     }
 
     #[test]
@@ -941,7 +949,7 @@ mod tests {
         let mut secret = field("secret", ConfigFieldType::String);
         secret.sensitive = true;
         secret.validation_rules =
-            vec![rule(ValidationRuleType::Regex, "[0-9]+"), rule(ValidationRuleType::MaxLength, "3")];
+            vec![rule(ValidationRuleType::Regex, "^[0-9]+$"), rule(ValidationRuleType::MaxLength, "3")];
         let f = form(vec![secret]);
         let errors = check(&f, &[("secret", s("hunter2hunter2"))]);
         assert_eq!(errors.len(), 2);
