@@ -331,6 +331,13 @@ impl ConfigStore {
         runtime_config::effective(entry.descriptor.as_deref(), entry.config.as_deref())
     }
 
+    /// Whether the job type is off only until an operator enables it (its worker declared
+    /// no runtime defaults; see [`runtime_config::awaits_operator`]).
+    pub fn awaits_operator(&self, job_type: &str) -> bool {
+        let entry = self.entry(job_type).unwrap_or_default();
+        entry.descriptor.as_deref().is_some_and(|d| runtime_config::awaits_operator(d, entry.config.as_deref()))
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Slot>> {
         self.entries.read().unwrap_or_else(PoisonError::into_inner)
     }

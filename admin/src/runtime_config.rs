@@ -248,12 +248,23 @@ pub fn fallback() -> pb::AdminRuntimeConfig {
     r
 }
 
-/// The runtime defaults a descriptor declares (else [`fallback()`]), through [`fill()`].
+/// The runtime defaults a descriptor declares, through [`fill()`]. A descriptor that
+/// declares none gets [`fallback()`] switched off, as SeaweedFS's admin does: a job type
+/// from a worker that says nothing about how it should run (one that deletes data, say)
+/// waits for an operator to enable it instead of detecting and executing unattended.
 pub fn defaults_from_descriptor(d: &pb::JobTypeDescriptor) -> pb::AdminRuntimeConfig {
     match &d.admin_runtime_defaults {
         Some(defaults) => fill(from_defaults(defaults)),
-        None => fill(fallback()),
+        None => pb::AdminRuntimeConfig { enabled: false, ..fill(fallback()) },
     }
+}
+
+/// Whether a job type is off only because its worker declared no runtime defaults and
+/// no operator has saved settings yet (the pages say it waits for an operator).
+pub fn awaits_operator(descriptor: &pb::JobTypeDescriptor, config: Option<&pb::PersistedJobTypeConfig>) -> bool {
+    descriptor.admin_runtime_defaults.is_none()
+        && config.is_none_or(|c| c.updated_by == crate::config_store::BOOTSTRAP_USER)
+        && !effective(Some(descriptor), config).enabled
 }
 
 /// Replaces values that would make no sense, by each setting's [`Zero`] rule.
@@ -280,18 +291,35 @@ pub fn fill(r: pb::AdminRuntimeConfig) -> pb::AdminRuntimeConfig {
 }
 
 /// The runtime settings the scheduler and dispatcher use: the saved config's, else the
-/// descriptor's defaults, else [`fallback()`]; always through [`fill()`].
+/// descriptor's defaults, else [`fallback()`]; always through [`fill()`]. A zero in a
+/// saved setting whose zero means "the fallback" takes the descriptor's default first (the
+/// worker knows its job type better than the admin's generic fallback).
 pub fn effective(
     descriptor: Option<&pb::JobTypeDescriptor>,
     config: Option<&pb::PersistedJobTypeConfig>,
 ) -> pb::AdminRuntimeConfig {
     if let Some(saved) = config.and_then(|c| c.admin_runtime) {
-        return fill(saved);
+        let declared = descriptor.and_then(|d| d.admin_runtime_defaults.as_ref()).map(from_defaults);
+        return fill(match declared {
+            Some(declared) => zeros_from(saved, &declared),
+            None => saved,
+        });
     }
     match descriptor {
         Some(d) => defaults_from_descriptor(d),
         None => fill(fallback()),
     }
+}
+
+/// `r` with each zero (or negative) "use the fallback" setting taken from `defaults`.
+fn zeros_from(r: pb::AdminRuntimeConfig, defaults: &pb::AdminRuntimeConfig) -> pb::AdminRuntimeConfig {
+    let mut out = r;
+    for (_, n) in number_settings() {
+        if matches!(n.zero, Zero::Fallback) && (n.get)(&r) <= 0 {
+            (n.set)(&mut out, (n.get)(defaults));
+        }
+    }
+    out
 }
 
 /// The descriptor's defaults as a config (the two messages have the same ten fields; the
@@ -354,6 +382,45 @@ mod tests {
 
     fn descriptor_with(defaults: Option<pb::AdminRuntimeDefaults>) -> pb::JobTypeDescriptor {
         pb::JobTypeDescriptor { job_type: "vacuum".into(), admin_runtime_defaults: defaults, ..Default::default() }
+    }
+
+    #[test]
+    fn a_job_type_whose_worker_declares_no_defaults_waits_for_an_operator() {
+        let foreign = descriptor_with(None);
+        let r = effective(Some(&foreign), None);
+        assert!(!r.enabled, "created disabled, as SeaweedFS does");
+        assert_eq!(r.detection_interval_minutes, fallback().detection_interval_minutes, "otherwise the fallbacks");
+        let bootstrapped = pb::PersistedJobTypeConfig {
+            admin_runtime: Some(defaults_from_descriptor(&foreign)),
+            updated_by: crate::config_store::BOOTSTRAP_USER.into(),
+            ..Default::default()
+        };
+        assert!(awaits_operator(&foreign, Some(&bootstrapped)));
+        let mut enabled = bootstrapped.clone();
+        enabled.updated_by = "ops".into();
+        enabled.admin_runtime.as_mut().unwrap().enabled = true;
+        assert!(!awaits_operator(&foreign, Some(&enabled)), "an operator enabled it");
+        let own = descriptor_with(Some(pb::AdminRuntimeDefaults { enabled: false, ..Default::default() }));
+        assert!(!awaits_operator(&own, None), "a worker that says 'off' is merely disabled");
+    }
+
+    #[test]
+    fn zeros_in_a_saved_config_take_the_descriptors_defaults_before_the_fallbacks() {
+        let d = descriptor_with(Some(pb::AdminRuntimeDefaults {
+            detection_interval_minutes: 45,
+            execution_timeout_seconds: 120,
+            retry_limit: 5,
+            ..Default::default()
+        }));
+        let saved = pb::PersistedJobTypeConfig {
+            admin_runtime: Some(pb::AdminRuntimeConfig { enabled: true, ..Default::default() }),
+            ..Default::default()
+        };
+        let r = effective(Some(&d), Some(&saved));
+        assert_eq!(r.detection_interval_minutes, 45, "the descriptor's default");
+        assert_eq!(r.execution_timeout_seconds, 120);
+        assert_eq!(r.detection_timeout_seconds, fallback().detection_timeout_seconds, "then the admin's fallback");
+        assert_eq!(r.retry_limit, 0, "a zero that means something (no retries) is kept");
     }
 
     #[test]
@@ -511,8 +578,9 @@ mod tests {
     }
 
     #[test]
-    fn a_descriptor_without_runtime_defaults_gets_the_fallback() {
-        assert_eq!(defaults_from_descriptor(&descriptor_with(None)), fallback());
+    fn a_descriptor_without_runtime_defaults_gets_the_fallback_switched_off() {
+        let expected = pb::AdminRuntimeConfig { enabled: false, ..fallback() };
+        assert_eq!(defaults_from_descriptor(&descriptor_with(None)), expected);
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct ProposalRow {
 /// The scheduler's and dispatcher's view of the job type (a live region of the page).
 pub struct StatusView {
     pub enabled: bool,
+    /// Off until an operator enables it: its worker declared no runtime defaults.
+    pub awaits_operator: bool,
     pub detector: String,
     pub detectors: usize,
     pub executors: usize,
@@ -234,6 +236,7 @@ async fn build(
     let runtime = state.configs.runtime(t);
     let status = StatusView {
         enabled: runtime.enabled,
+        awaits_operator: state.configs.awaits_operator(t),
         detector: scheduler.as_ref().map(|s| s.detector_worker_id.clone()).unwrap_or_default(),
         detectors: scheduler.as_ref().map(|s| s.detectors).unwrap_or(0),
         executors: scheduler.as_ref().map(|s| s.executors).unwrap_or(0),

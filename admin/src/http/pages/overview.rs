@@ -76,6 +76,8 @@ pub struct JobTypeRow {
     pub display_name: String,
     pub has_descriptor: bool,
     pub enabled: bool,
+    /// Off until an operator enables it: its worker declared no runtime defaults.
+    pub awaits_operator: bool,
     pub detector: String,
     pub detectors: usize,
     pub executors: usize,
@@ -102,6 +104,7 @@ impl JobTypeRow {
             display_name,
             has_descriptor: descriptor.is_some(),
             enabled: s.enabled,
+            awaits_operator: state.configs.awaits_operator(&s.job_type),
             detector: s.detector_worker_id.clone(),
             detectors: s.detectors,
             executors: s.executors,
