@@ -49,6 +49,8 @@ pub struct Components {
     pub holds: Holds,
     /// Cron schedules.
     pub schedules: Schedules,
+    /// What workers observed about their objects, and previews in flight.
+    pub observations: crate::observations::Observations,
     pub audit: AuditTrail,
     pub(crate) run_now: RunNowLimiter,
     /// Cancelled when the admin begins to stop: no new dispatches or detections.
@@ -142,6 +144,7 @@ impl Components {
             ids,
             holds,
             schedules,
+            observations: Default::default(),
             audit,
             run_now: RunNowLimiter::new(run_now_max),
             shutdown,

@@ -342,10 +342,22 @@ async fn handle(state: &Arc<Components>, session: &Arc<WorkerSession>, warn: &Th
             state.dispatcher.on_completed(session, done)
         }
         Body::Observations(o) => match input::check_observations(&o, limits) {
-            Ok(()) => inc(&state.monitor.observations),
+            Ok(()) => {
+                inc(&state.monitor.observations);
+                let job_type = o.job_type.clone();
+                let refused_n = state.observations.record(session, o, state.clock.now_ms());
+                if refused_n > 0 {
+                    let why = format!("{refused_n} for job type {} it does not offer", input::shown(&job_type));
+                    refused(state, session, warn, "observations", &why);
+                }
+            }
             Err(reason) => refused(state, session, warn, "observations", &reason),
         },
-        Body::ObjectPreviewResponse(_) => inc(&state.monitor.ignored_messages),
+        Body::ObjectPreviewResponse(r) => {
+            if !state.observations.on_preview(session, r) {
+                inc(&state.monitor.ignored_messages);
+            }
+        }
     }
 }
 

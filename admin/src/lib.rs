@@ -33,6 +33,7 @@ pub mod journal;
 pub mod listener;
 pub mod liveness;
 pub mod monitor;
+pub mod observations;
 pub mod random;
 pub mod registry;
 pub mod retention;

@@ -525,6 +525,35 @@ impl Components {
     }
 }
 
+impl Components {
+    /// Asks the worker that last observed the object (else the first connected worker of
+    /// the job type) for a preview, and waits for it.
+    pub(super) async fn preview_object(
+        &self,
+        job_type: String,
+        mut request: proto::pb::RequestObjectPreview,
+    ) -> Result<Outcome, Refusal> {
+        if !self.is_known_job_type(&job_type) {
+            return Err(Refusal::UnknownJobType(job_type));
+        }
+        if request.object_id.is_empty() || request.object_id.iter().any(|p| p.is_empty() || p.len() > 512) {
+            return Err(Refusal::Invalid("object_id must be a non-empty path of non-empty parts".into()));
+        }
+        let cap = crate::observations::MAX_PREVIEW_ROWS as i32;
+        request.row_limit = if request.row_limit <= 0 { cap } else { request.row_limit.min(cap) };
+        let session = self
+            .observations
+            .observer(&job_type, &request.object_id)
+            .and_then(|w| self.registry.get(&w))
+            .or_else(|| self.registry.detectors(&job_type).into_iter().next())
+            .or_else(|| self.registry.executors(&job_type).into_iter().next())
+            .ok_or_else(|| crate::observations::PreviewError::NoWorker(job_type.clone()))?;
+        let request_id = self.ids.request("preview");
+        let view = self.observations.preview(&session, request_id, request, self.config.send_timeout).await?;
+        Ok(Outcome::Preview(Box::new(view)))
+    }
+}
+
 fn note_ineligible(report: &mut ReplayReport, seq: i64, reason: String) {
     report.ineligible_count += 1;
     if report.ineligible.len() < SHOWN_INELIGIBLE {

@@ -190,6 +190,12 @@ pub enum Command {
         job_type: String,
         proposal: pb::JobProposal,
     },
+    /// Ask a worker for a preview of an object (the one that last observed it, else any
+    /// worker of the job type).
+    PreviewObject {
+        job_type: String,
+        request: pb::RequestObjectPreview,
+    },
 }
 
 impl Command {
@@ -213,6 +219,7 @@ impl Command {
             Command::DeleteSchedule { .. } => "delete_schedule",
             Command::ReplayJobs { .. } => "replay_jobs",
             Command::EnqueueJob { .. } => "enqueue_job",
+            Command::PreviewObject { .. } => "preview_object",
         }
     }
 
@@ -225,7 +232,8 @@ impl Command {
             | Command::HoldJobType { job_type, .. }
             | Command::SetSchedule { job_type, .. }
             | Command::DeleteSchedule { job_type }
-            | Command::EnqueueJob { job_type, .. } => job_type.clone(),
+            | Command::EnqueueJob { job_type, .. }
+            | Command::PreviewObject { job_type, .. } => job_type.clone(),
             Command::CancelJob { seq, .. } | Command::ExpireJob { seq, .. } | Command::RetryJob { seq } => {
                 crate::job::job_id(*seq)
             }
@@ -269,6 +277,9 @@ impl Command {
             Command::SetSchedule { schedule, .. } => schedule.to_json(),
             Command::ReplayJobs { filter, limit, dry_run } => {
                 json!({ "filter": filter.to_json(), "limit": limit, "dry_run": dry_run })
+            }
+            Command::PreviewObject { request, .. } => {
+                json!({ "object_id": request.object_id, "format": request.format, "row_limit": request.row_limit })
             }
             Command::EnqueueJob { proposal, .. } => {
                 let mut names: Vec<&String> = proposal.parameters.keys().collect();
@@ -348,6 +359,7 @@ pub enum Outcome {
     SchedulesPaused(bool),
     Schedule(Box<ScheduleView>),
     Replay(Box<ReplayReport>),
+    Preview(Box<crate::observations::PreviewView>),
 }
 
 /// Why a command was not carried out.
@@ -369,6 +381,8 @@ pub enum Refusal {
     Token(#[from] TokenError),
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
+    #[error(transparent)]
+    Preview(#[from] crate::observations::PreviewError),
     #[error("{command} needs approval: send the approval token in X-Plughost-Approval")]
     ApprovalRequired { command: &'static str },
     #[error("{command} needs approval: the approval token is wrong")]
@@ -592,6 +606,7 @@ impl Components {
                 self.replay_jobs(actor, filter, limit, dry_run, rec).await
             }
             Command::EnqueueJob { job_type, proposal } => self.enqueue_job(job_type, proposal, rec),
+            Command::PreviewObject { job_type, request } => self.preview_object(job_type, request).await,
         }
     }
 

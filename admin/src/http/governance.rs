@@ -35,6 +35,71 @@ pub fn router() -> Router<AppState> {
         .route("/job-types/{t}/schedule", put(set_schedule).delete(delete_schedule))
         .route("/jobs/replay", post(replay))
         .route("/job-types/{t}/jobs", post(enqueue))
+        .route("/observations", get(observations))
+        .route("/job-types/{t}/preview", post(preview))
+}
+
+/// An object id as a path: a JSON list of parts, or a string with `/` between them.
+pub fn object_path(value: &Value) -> Result<Vec<String>, ApiError> {
+    match value {
+        Value::String(s) => Ok(s.split('/').filter(|p| !p.is_empty()).map(String::from).collect()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| {
+                p.as_str().map(String::from).ok_or_else(|| ApiError::BadRequest("object_id parts are strings".into()))
+            })
+            .collect(),
+        _ => Err(ApiError::BadRequest("object_id is a list of strings or a string like \"db/table\"".into())),
+    }
+}
+
+#[derive(Deserialize)]
+struct ObservationsQuery {
+    job_type: Option<String>,
+    object: Option<String>,
+}
+
+/// `GET observations?job_type&object`: the newest observation of each object, newest
+/// first; `object` (`db/table`) keeps the objects under that path.
+async fn observations(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ObservationsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let job_type = q.job_type.as_deref().filter(|t| !t.is_empty());
+    if let Some(t) = job_type {
+        job_type_param(t)?;
+    }
+    let object = match q.object.as_deref().filter(|o| !o.is_empty()) {
+        Some(o) => Some(object_path(&Value::String(o.to_string()))?),
+        None => None,
+    };
+    Ok(Json(json!({ "observations": state.observations.list(job_type, object.as_deref()) })))
+}
+
+/// `POST job-types/{t}/preview` with `{"object_id": ..., "format": ..., "row_limit": N}`.
+async fn preview(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(t): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    job_type_param(&t)?;
+    let value = json_body(&body)?;
+    let object_id = object_path(value.get("object_id").unwrap_or(&Value::Null))?;
+    let format = text_field(value.as_object().unwrap_or(&Map::new()), "format")?.unwrap_or_default();
+    let row_limit = match value.get("row_limit") {
+        None | Some(Value::Null) => 0,
+        Some(n) => n
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ApiError::BadRequest("row_limit must be a whole number above 0".into()))?,
+    };
+    let request = pb::RequestObjectPreview { object_id, format, row_limit };
+    match state.execute(&caller, Command::PreviewObject { job_type: t, request }).await? {
+        Outcome::Preview(view) => Ok(Json(serde_json::to_value(*view).map_err(|e| ApiError::Internal(e.to_string()))?)),
+        _ => Err(ApiError::Internal("preview_object gave another outcome".into())),
+    }
 }
 
 fn job_type_param(t: &str) -> Result<(), ApiError> {

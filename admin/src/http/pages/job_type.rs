@@ -168,6 +168,9 @@ pub struct JobTypePage {
     pub schedule: Option<ScheduleCard>,
     pub schedule_form: ScheduleForm,
     pub enqueue: EnqueueForm,
+    /// What its workers last observed of each object (the newest first).
+    pub observations: Vec<super::observations::ObservationRow>,
+    pub observations_total: usize,
 }
 
 /// A save that failed: what was posted and why it was refused.
@@ -278,7 +281,10 @@ async fn build(
         failed: "",
         error: String::new(),
     };
+    let (observations, observations_total) = super::observations::rows(state, t);
     Ok(JobTypePage {
+        observations,
+        observations_total,
         detection_hold: HoldView::of(state.holds.get(HoldKind::Detection, t)),
         dispatch_hold: HoldView::of(state.holds.get(HoldKind::JobDispatch, t)),
         dispatch_paused: state.holds.dispatch_paused(),

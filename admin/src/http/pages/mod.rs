@@ -23,6 +23,7 @@ mod holds;
 mod job_type;
 mod jobs;
 mod login;
+mod observations;
 mod overview;
 mod replay;
 mod workers;
@@ -54,6 +55,7 @@ pub fn router() -> Router<AppState> {
         .route("/plugin/job-types/{t}/schedule", post(job_type::set_schedule))
         .route("/plugin/job-types/{t}/schedule/delete", post(job_type::delete_schedule))
         .route("/plugin/job-types/{t}/jobs", post(job_type::enqueue))
+        .route("/plugin/job-types/{t}/preview", post(observations::preview))
         .route("/plugin/dispatch", post(holds::dispatch))
         .route("/plugin/schedules/pause", post(holds::schedules))
         .route("/plugin/jobs", get(jobs::list))
