@@ -1665,3 +1665,22 @@ async fn the_run_now_cap_answers_429_with_retry_after_per_job_type_and_is_audite
     assert!(metric(&metrics, "plughost_admin_commands_total{action=\"run\",outcome=\"refused\"}") >= 1.0, "{metrics}");
     admin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_cannot_read_the_audit_trail_an_operator_can() {
+    let dir = TempDir::new("gov-audit-roles");
+    let admin = TestAdmin::start(dir.path(), |_| {}).await;
+    let addr = admin.http.clone();
+    let viewer = create_token(&addr, "dash", "viewer").await;
+    let operator = create_token(&addr, "ops", "operator").await;
+    for path in ["/api/plugin/audit", "/api/plugin/audit/export?format=csv", "/plugin/audit"] {
+        let r = as_token(&addr, &viewer, "GET", path, None).await;
+        assert_eq!(r.status, 403, "{path} for a viewer: {}", r.text());
+        assert!(r.text().contains("needs the operator role"), "{path}: {}", r.text());
+        let r = as_token(&addr, &operator, "GET", path, None).await;
+        assert_eq!(r.status, 200, "{path} for an operator: {}", r.text());
+    }
+    let r = as_token(&addr, &operator, "GET", "/api/plugin/audit?action=create_token", None).await;
+    assert_eq!(r.json()["events"].as_array().unwrap().len(), 2, "{}", r.text());
+    admin.stop().await;
+}

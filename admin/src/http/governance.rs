@@ -160,8 +160,26 @@ impl AuditParams {
     }
 }
 
+/// Reading the audit trail needs the operator role: it names every token and who did
+/// what with it, which a viewer (a dashboard) has no need to know.
+pub fn may_read_audit(caller: &Caller) -> Result<(), ApiError> {
+    let role = caller.actor.role();
+    if role < crate::auth::Role::Operator {
+        return Err(ApiError::Forbidden(format!(
+            "reading the audit trail needs the operator role; {} has the {role} role",
+            caller.actor
+        )));
+    }
+    Ok(())
+}
+
 /// `GET audit`: newest first, `limit` at a time; `before=<last id>` for the next page.
-async fn audit(State(state): State<AppState>, ApiQuery(p): ApiQuery<AuditParams>) -> Result<Json<Value>, ApiError> {
+async fn audit(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(p): ApiQuery<AuditParams>,
+) -> Result<Json<Value>, ApiError> {
+    may_read_audit(&caller)?;
     let query = p.query()?;
     state.store.settle().await;
     let events = state.store.audit(&query)?;
@@ -248,7 +266,12 @@ pub fn csv_row(e: &AuditEvent) -> String {
 
 /// `GET audit/export?format=jsonl|json|csv`: every matching event, newest first, at most
 /// `--audit-export-max`, streamed a page at a time.
-async fn export(State(state): State<AppState>, ApiQuery(p): ApiQuery<AuditParams>) -> Result<Response, ApiError> {
+async fn export(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(p): ApiQuery<AuditParams>,
+) -> Result<Response, ApiError> {
+    may_read_audit(&caller)?;
     let format = ExportFormat::parse(p.format.as_deref())?;
     let query = AuditQuery { limit: MAX_PAGE, before_id: None, ..p.query()? };
     state.store.settle().await;

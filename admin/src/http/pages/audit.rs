@@ -139,9 +139,11 @@ pub fn typed_time(text: &str) -> String {
 
 pub async fn page(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::commands::Caller>,
     Query(params): Query<AuditParams>,
     Query(flash): Query<Flash>,
 ) -> Result<Response, PageError> {
+    crate::http::governance::may_read_audit(&caller)?;
     let chrome = Chrome::new(&state, "Audit trail", "audit", &flash);
     let text = |v: &Option<String>| v.as_deref().map(str::trim).unwrap_or_default().to_string();
     let (action, actor, target, outcome) =
