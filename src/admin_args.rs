@@ -1,6 +1,8 @@
 //! The admin's flags (shared by `plughost admin` and `plughost up`) and `plughost admin`.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
+
+use admin::address::ListenAddr;
 
 use clap::Args;
 
@@ -13,13 +15,16 @@ pub struct AdminArgs {
     /// Where descriptors, configs and the job store live.
     #[arg(long, env = "PLUGHOST_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// HTTP listener (pages, JSON API, SSE, metrics). Loopback by default.
-    #[arg(long, env = "PLUGHOST_HTTP_ADDR", default_value = "127.0.0.1:23646")]
-    pub http_addr: SocketAddr,
-    /// Worker gRPC listener. Defaults to the HTTP address with port + 10000.
-    #[arg(long, env = "PLUGHOST_GRPC_ADDR")]
-    pub grpc_addr: Option<SocketAddr>,
-    /// Heartbeat interval advertised to workers, in seconds; 3 silent intervals = lost.
+    /// HTTP listener (pages, JSON API, SSE, metrics): IP:port or host:port (`localhost`
+    /// binds 127.0.0.1; another name is resolved at start). Loopback by default.
+    #[arg(long, env = "PLUGHOST_HTTP_ADDR", default_value = "127.0.0.1:23646", value_parser = ListenAddr::parse)]
+    pub http_addr: ListenAddr,
+    /// Worker gRPC listener, written as --http-addr. Defaults to the HTTP address with
+    /// port + 10000.
+    #[arg(long, env = "PLUGHOST_GRPC_ADDR", value_parser = ListenAddr::parse)]
+    pub grpc_addr: Option<ListenAddr>,
+    /// Heartbeat interval advertised to workers, in seconds. A worker is lost after 3
+    /// silent intervals: this one, or the one it keeps when that is longer (up to 60 s).
     #[arg(long, env = "PLUGHOST_HEARTBEAT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_seconds: u64,
     /// Delete finished jobs, activities and runs older than this many days (0 keeps all).
@@ -220,10 +225,10 @@ impl AdminArgs {
     /// The admin's config; fails when a file it names (the approval token) cannot be read.
     pub fn to_config(&self) -> anyhow::Result<admin::AdminConfig> {
         let mut c = admin::AdminConfig::new(&self.data_dir);
-        c.http_addr = self.http_addr;
-        c.grpc_addr = self.grpc_addr.unwrap_or_else(|| {
-            let mut a = self.http_addr;
-            a.set_port(self.http_addr.port().saturating_add(admin::config::GRPC_PORT_OFFSET));
+        c.http_addr = self.http_addr.addr;
+        c.grpc_addr = self.grpc_addr.as_ref().map(|g| g.addr).unwrap_or_else(|| {
+            let mut a = self.http_addr.addr;
+            a.set_port(a.port().saturating_add(admin::config::GRPC_PORT_OFFSET));
             a
         });
         c.heartbeat_interval = Duration::from_secs(self.heartbeat_seconds);
@@ -241,8 +246,15 @@ impl AdminArgs {
             }
             _ => None,
         };
-        c.allowed_hosts =
-            self.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
+        // The name the HTTP listener was given is one the operator reaches it by, so the
+        // loopback guard answers it too.
+        c.allowed_hosts = self
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .chain(self.http_addr.extra_allowed_host().map(str::to_string))
+            .filter(|h| !h.is_empty())
+            .collect();
         c.worker_tokens = self.worker_tokens.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
         c.auth = if self.auth == "off" { admin::auth::AuthMode::Off } else { admin::auth::AuthMode::On };
         // The key itself only from the environment, never from argv (`ps` shows argv).
@@ -268,4 +280,53 @@ pub async fn run_admin(config: admin::AdminConfig) -> anyhow::Result<()> {
     tracing::info!("stopping");
     admin.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn admin_args(args: &[&str]) -> Result<AdminArgs, clap::Error> {
+        let cli = crate::Cli::try_parse_from(["plughost", "admin"].iter().chain(args))?;
+        match cli.command {
+            crate::Command::Admin(a) => Ok(a),
+            other => panic!("an admin command, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_http_address_may_be_written_with_localhost() {
+        let config = admin_args(&["--http-addr", "localhost:0"]).unwrap().to_config().unwrap();
+        assert_eq!(config.http_addr, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.grpc_addr, "127.0.0.1:10000".parse().unwrap(), "gRPC defaults to the HTTP port + 10000");
+        assert!(config.allowed_hosts.is_empty(), "localhost needs no extra allowed name");
+        let config = admin_args(&["--http-addr", "LOCALHOST:23646", "--grpc-addr", "localhost:4000"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert_eq!(config.http_addr, "127.0.0.1:23646".parse().unwrap());
+        assert_eq!(config.grpc_addr, "127.0.0.1:4000".parse().unwrap());
+    }
+
+    #[test]
+    fn ip_addresses_and_the_loopback_default_are_unchanged() {
+        let config = admin_args(&[]).unwrap().to_config().unwrap();
+        assert_eq!(config.http_addr, "127.0.0.1:23646".parse().unwrap());
+        assert_eq!(config.grpc_addr, "127.0.0.1:33646".parse().unwrap());
+        let config = admin_args(&["--http-addr", "[::1]:8080"]).unwrap().to_config().unwrap();
+        assert_eq!(config.http_addr, "[::1]:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn a_bad_http_address_is_refused_with_the_reason() {
+        for (text, reason) in [
+            ("localhost", "is not host:port"),
+            ("localhost:99999", "no valid port"),
+            ("http://localhost:23646", "is a URL"),
+        ] {
+            let err = admin_args(&["--http-addr", text]).unwrap_err().to_string();
+            assert!(err.contains(reason), "{text}: {err}");
+        }
+    }
 }

@@ -72,7 +72,7 @@ impl Components {
         events: Arc<EventBus>,
         mut loaded: Loaded,
     ) -> (Components, usize) {
-        let registry = Arc::new(Registry::default());
+        let registry = Arc::new(Registry::new(config.heartbeat_interval));
         let monitor = Arc::new(Monitor::default());
         let ids = Arc::new(Ids::new(loaded.next_run_id));
         let journal = Journal::new(store.clone(), clock.clone(), loaded.next_activity_id);
@@ -165,7 +165,7 @@ impl Components {
 
     /// The liveness checker over this admin's workers.
     pub fn liveness(&self) -> Liveness {
-        Liveness::new(self.registry.clone(), self.events.clone(), self.clock.clone(), self.config.heartbeat_interval)
+        Liveness::new(self.registry.clone(), self.events.clone(), self.clock.clone())
     }
 
     pub fn is_stopping(&self) -> bool {

@@ -289,6 +289,7 @@ async fn handle(state: &Arc<Components>, session: &Arc<WorkerSession>, warn: &Th
         }
         Body::Heartbeat(hb) => {
             inc(&state.monitor.heartbeats);
+            session.beat(state.clock.now_ms());
             match input::check_heartbeat(&hb, limits) {
                 Ok(()) => session.set_heartbeat(hb),
                 Err(reason) => refused(state, session, warn, "heartbeat", &reason),

@@ -8,6 +8,7 @@
 //! makes every change durable before the [`events`] bus publishes it to [`http`].
 //! [`server::Admin`] wires it all together.
 
+pub mod address;
 pub mod audit;
 pub mod auth;
 pub mod backoff;

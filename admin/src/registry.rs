@@ -18,6 +18,8 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::liveness::{self, Cadence};
+
 /// What goes into a worker's outbound queue. Boxed, so the queue's buffer holds pointers:
 /// an idle stream's preallocated block is half a KiB instead of ~20 KiB of messages.
 pub type Outgoing = Result<Box<pb::AdminToWorkerMessage>, Box<Status>>;
@@ -32,6 +34,8 @@ pub struct WorkerSession {
     pub connected_at: i64,
     last_seen: AtomicI64,
     heartbeat: Mutex<pb::WorkerHeartbeat>,
+    /// When its heartbeats arrive, which liveness judges it by.
+    cadence: Mutex<Cadence>,
     tx: Outbound,
     /// Cancelled to end the stream (replaced, lost, not reading).
     pub kill: CancellationToken,
@@ -49,6 +53,7 @@ impl WorkerSession {
             connected_at: now,
             last_seen: AtomicI64::new(now),
             heartbeat: Mutex::new(pb::WorkerHeartbeat::default()),
+            cadence: Mutex::new(Cadence::new(now)),
             tx,
             kill: CancellationToken::new(),
             kill_reason: Mutex::new(None),
@@ -61,6 +66,15 @@ impl WorkerSession {
 
     pub fn last_seen(&self) -> i64 {
         self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Records a heartbeat's arrival (valid or not: it shows the worker's cadence either way).
+    pub fn beat(&self, now: i64) {
+        self.cadence.lock().expect("cadence lock").beat(now);
+    }
+
+    pub fn cadence(&self) -> Cadence {
+        *self.cadence.lock().expect("cadence lock")
     }
 
     pub fn set_heartbeat(&self, hb: pb::WorkerHeartbeat) {
@@ -131,7 +145,13 @@ pub struct WorkerView {
     pub job_types: Vec<String>,
     pub capabilities: Vec<CapabilityView>,
     pub connected_at: i64,
+    /// When the worker was last heard from (any message counts).
     pub last_heartbeat: i64,
+    /// The interval its heartbeats keep (see `liveness::Cadence`); absent before the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_observed_ms: Option<i64>,
+    /// Silence after which it is lost; `last_heartbeat` plus this is its deadline.
+    pub lost_after_silence_ms: i64,
     pub draining: bool,
     pub detection_slots_used: i32,
     pub detection_slots_total: i32,
@@ -152,14 +172,40 @@ pub struct CapabilityView {
     pub weight: i32,
 }
 
-#[derive(Default)]
 pub struct Registry {
     sessions: DashMap<String, Arc<WorkerSession>>,
     draining: Mutex<HashSet<String>>,
     next_session: AtomicU64,
+    /// The heartbeat interval the admin advertises (at least 1 s).
+    heartbeat_interval: Duration,
+}
+
+impl Default for Registry {
+    /// A registry advertising the admin's default interval of 5 s.
+    fn default() -> Self {
+        Registry::new(Duration::from_secs(5))
+    }
 }
 
 impl Registry {
+    pub fn new(heartbeat_interval: Duration) -> Registry {
+        Registry {
+            sessions: DashMap::new(),
+            draining: Mutex::new(HashSet::new()),
+            next_session: AtomicU64::new(0),
+            heartbeat_interval: heartbeat_interval.max(Duration::from_secs(1)),
+        }
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    /// How long this worker may stay silent before liveness declares it lost.
+    pub fn silence_limit_ms(&self, s: &WorkerSession) -> i64 {
+        liveness::silence_limit_ms(self.heartbeat_interval, &s.cadence())
+    }
+
     pub fn next_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -261,6 +307,8 @@ impl Registry {
             capabilities: caps,
             connected_at: s.connected_at,
             last_heartbeat: s.last_seen(),
+            heartbeat_interval_observed_ms: s.cadence().observed_ms(),
+            lost_after_silence_ms: self.silence_limit_ms(s),
             draining: self.is_draining(&s.worker_id),
             detection_slots_used: hb.detection_slots_used,
             detection_slots_total: hb.detection_slots_total,

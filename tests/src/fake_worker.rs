@@ -5,7 +5,10 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -42,6 +45,9 @@ pub struct FakeWorkerSpec {
     pub exec: ExecFn,
     /// Send heartbeats at the interval the admin advertises.
     pub heartbeat: bool,
+    /// Heartbeat at this interval instead, whatever the admin advertises, the first one a
+    /// whole interval after the hello (as SeaweedFS's Go worker does).
+    pub heartbeat_every: Option<Duration>,
     /// Never answer detection requests (for detection timeouts).
     pub detect_hangs: bool,
     pub token: Option<String>,
@@ -68,9 +74,16 @@ impl FakeWorkerSpec {
             detect: Arc::new(|_| Vec::new()),
             exec: Arc::new(|_| Exec::Succeed(vec![50.0])),
             heartbeat: true,
+            heartbeat_every: None,
             detect_hangs: false,
             token: None,
         }
+    }
+
+    /// Heartbeats every `period`, ignoring the advertised interval.
+    pub fn heartbeat_every(mut self, period: Duration) -> Self {
+        self.heartbeat_every = Some(period);
+        self
     }
 
     pub fn executor_only(mut self) -> Self {
@@ -215,6 +228,8 @@ pub struct FakeWorker {
     pub worker_id: String,
     pub inbox: Arc<Inbox>,
     pub hello: pb::AdminHello,
+    /// Heartbeats sent so far.
+    pub heartbeats: Arc<AtomicUsize>,
     stop: CancellationToken,
     stall: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -266,16 +281,17 @@ impl FakeWorker {
         let inbox = Arc::new(Inbox::default());
         let stop = CancellationToken::new();
         let stall = CancellationToken::new();
+        let heartbeats = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn(run(
             spec.clone(),
-            tx,
-            inbound,
+            Link { tx, inbound },
             inbox.clone(),
             admin_hello.clone(),
+            heartbeats.clone(),
             stop.clone(),
             stall.clone(),
         ));
-        FakeWorker { worker_id: spec.worker_id, inbox, hello: admin_hello, stop, stall, task }
+        FakeWorker { worker_id: spec.worker_id, inbox, hello: admin_hello, heartbeats, stop, stall, task }
     }
 
     /// Drops the stream at once, as a crashed worker would.
@@ -296,15 +312,22 @@ impl Drop for FakeWorker {
     }
 }
 
+/// The stream's two halves.
+struct Link {
+    tx: mpsc::Sender<pb::WorkerToAdminMessage>,
+    inbound: tonic::Streaming<pb::AdminToWorkerMessage>,
+}
+
 async fn run(
     spec: FakeWorkerSpec,
-    tx: mpsc::Sender<pb::WorkerToAdminMessage>,
-    mut inbound: tonic::Streaming<pb::AdminToWorkerMessage>,
+    link: Link,
     inbox: Arc<Inbox>,
     hello: pb::AdminHello,
+    heartbeats: Arc<AtomicUsize>,
     stop: CancellationToken,
     stall: CancellationToken,
 ) {
+    let Link { tx, mut inbound } = link;
     let id = spec.worker_id.clone();
     let send = |body: Body| {
         let tx = tx.clone();
@@ -313,7 +336,10 @@ async fn run(
             let _ = tx.send(envelope(&id, body)).await;
         }
     };
-    let mut hb = tokio::time::interval(Duration::from_secs(hello.heartbeat_interval_seconds.max(1) as u64));
+    let mut hb = match spec.heartbeat_every {
+        Some(period) => tokio::time::interval_at(tokio::time::Instant::now() + period, period),
+        None => tokio::time::interval(Duration::from_secs(hello.heartbeat_interval_seconds.max(1) as u64)),
+    };
     // request_id -> (job_id, job_type) of executions waiting for a cancel.
     let mut hanging: HashMap<String, (String, String)> = HashMap::new();
     loop {
@@ -332,6 +358,7 @@ async fn run(
                     execution_slots_total: spec.capabilities.iter().map(|c| c.max_execution_concurrency).sum(),
                     ..Default::default()
                 })).await;
+                heartbeats.fetch_add(1, Ordering::Relaxed);
             }
             msg = inbound.message() => {
                 let Ok(Some(msg)) = msg else { return };

@@ -1,5 +1,6 @@
 //! The `plughost` binary's plugin commands as real processes: `plughost worker` serves
-//! the bundled plugins to an admin and refuses scripts without the opt-in, and
+//! the bundled plugins to an admin (dialing its gRPC address, or its HTTP address
+//! written as SeaweedFS users write it) and refuses scripts without the opt-in, and
 //! `plughost up --demo` shows jobs of every bundled type succeeding on its demo files,
 //! leaves a running instance's demo alone, and keeps the operator's settings on restart.
 
@@ -68,6 +69,39 @@ async fn plughost_worker_serves_the_bundled_plugins_to_an_admin() {
     admin.wait_jobs("the archive job succeeded", "job_type=file_archive", 1, "succeeded").await;
     assert!(logs.join("old.log.zst").exists());
     admin.stop().await;
+}
+
+/// `plughost worker --admin localhost:PORT` names the admin's HTTP address, as
+/// `weed worker -admin=localhost:23646` does: the gRPC port comes from the admin's status
+/// (this admin's ports are both random, so HTTP port + 10000 would miss it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plughost_worker_takes_the_admins_http_address_without_a_scheme() {
+    let dir = TempDir::new("cli-worker-bare");
+    let admin = TestAdmin::start(&dir.path().join("admin"), |_| {}).await;
+    let port = admin.http.rsplit_once(':').unwrap().1.to_string();
+    assert_ne!(admin.grpc.port().to_string(), port);
+    let _worker = Killed(
+        plughost()
+            .args(["worker", "--admin", &format!("localhost:{port}"), "--worker-id", "cli-bare"])
+            .args(["--job-types", "sqlite_vacuum", "--working-dir"])
+            .arg(dir.path().join("worker"))
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the worker attached through the HTTP address", WAIT, || async {
+        let workers = admin.get("/api/plugin/workers").await;
+        workers["workers"].as_array()?.iter().find(|w| w["worker_id"] == "cli-bare").map(|_| ())
+    })
+    .await;
+    admin.stop().await;
+}
+
+#[test]
+fn plughost_worker_refuses_an_admin_address_without_a_port() {
+    let out = plughost().args(["worker", "--admin", "localhost"]).stderr(Stdio::piped()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has no port") && stderr.contains("localhost:23646"), "{stderr}");
 }
 
 #[test]

@@ -123,6 +123,50 @@ mod tests {
         assert!(port_from_status(b"<html>").is_err());
     }
 
+    /// A one-connection HTTP server on loopback that answers every request with `response`
+    /// (an admin without the status route, or one that has it); returns its port.
+    async fn answering(response: String) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            assert!(request.starts_with(b"GET /api/plugin/status "), "{}", String::from_utf8_lossy(&request));
+            let _ = conn.write_all(response.as_bytes()).await;
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn the_status_answer_gives_the_grpc_port() {
+        let body = r#"{"worker_grpc_port":41234}"#;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let port = answering(response).await;
+        let got = grpc_port(HttpTarget { host: "127.0.0.1", port, tls: None, token: None }).await.unwrap();
+        assert_eq!(got, 41234);
+    }
+
+    #[tokio::test]
+    async fn an_admin_without_the_status_route_falls_back_to_port_plus_ten_thousand() {
+        let port = answering("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_string()).await;
+        let got = grpc_port(HttpTarget { host: "127.0.0.1", port, tls: None, token: None }).await;
+        match port.checked_add(PORT_OFFSET) {
+            Some(fallback) => assert_eq!(got.unwrap(), fallback),
+            None => assert!(got.is_err(), "no port + 10000 above 55535"),
+        }
+    }
+
     #[tokio::test]
     async fn an_unreachable_status_falls_back_to_port_plus_ten_thousand() {
         // Bind then drop, so the port is (almost certainly) closed.

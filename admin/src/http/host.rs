@@ -27,8 +27,7 @@ fn host_name(value: &str) -> String {
 
 pub fn is_allowed(host: &str, extra: &[String]) -> bool {
     let name = host_name(host);
-    name == "localhost"
-        || name.ends_with(".localhost")
+    crate::address::is_loopback_name(&name)
         || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
         || extra.iter().any(|e| e.eq_ignore_ascii_case(&name))
 }

@@ -33,6 +33,8 @@ pub struct WorkerRow {
     pub running_work: usize,
     pub connected: Time,
     pub last_heartbeat: Time,
+    /// How liveness judges the worker: the interval it keeps and the silence that loses it.
+    pub liveness: String,
     pub draining: bool,
     /// Who drained the worker and when (the persisted drain hold), when draining.
     pub drain: Option<HoldView>,
@@ -91,6 +93,7 @@ impl WorkerRow {
             running_work: w.running_work,
             connected: Time::at(w.connected_at),
             last_heartbeat: Time::at(w.last_heartbeat),
+            liveness: liveness_line(w),
             draining: w.draining,
             drain: None,
             metadata,
@@ -103,6 +106,20 @@ impl WorkerRow {
             row.drain = HoldView::of(holds.get(HoldKind::Drain, &row.worker_id));
         }
     }
+}
+
+/// "beats every 15.3 s · lost after 45.9 s of silence", from the same rule liveness applies.
+fn liveness_line(w: &WorkerView) -> String {
+    let lost = format!("lost after {} of silence", seconds(w.lost_after_silence_ms));
+    match w.heartbeat_interval_observed_ms {
+        Some(ms) => format!("beats every {} · {lost}", seconds(ms)),
+        None => format!("no heartbeat yet · {lost}"),
+    }
+}
+
+/// Milliseconds as seconds, with a tenth when it is not a whole second.
+fn seconds(ms: i64) -> String {
+    if ms % 1000 == 0 { format!("{} s", ms / 1000) } else { format!("{:.1} s", ms as f64 / 1000.0) }
 }
 
 #[derive(Template, WebTemplate)]
@@ -143,4 +160,28 @@ pub async fn drain(
         format!("Worker “{id}” takes new jobs again.")
     };
     Ok(see_other(&back, Ok(message)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::*;
+    use crate::registry::{Registry, WorkerSession};
+
+    #[test]
+    fn the_liveness_line_shows_the_kept_interval_and_the_silence_that_loses_the_worker() {
+        let registry = Registry::new(Duration::from_secs(5));
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let hello = proto::pb::WorkerHello { worker_id: "w".into(), ..Default::default() };
+        let session = Arc::new(WorkerSession::new(1, hello, tx, 0));
+        assert_eq!(liveness_line(&registry.view(&session)), "no heartbeat yet · lost after 60 s of silence");
+        session.beat(15_300);
+        assert_eq!(liveness_line(&registry.view(&session)), "beats every 15.3 s · lost after 45.9 s of silence");
+        session.beat(20_300);
+        session.beat(25_300);
+        let view = registry.view(&session);
+        assert_eq!(view.heartbeat_interval_observed_ms, Some(15_300), "the longest recent gap");
+        assert_eq!(view.lost_after_silence_ms, 45_900);
+    }
 }
