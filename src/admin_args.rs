@@ -72,6 +72,34 @@ pub struct AdminArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub governance: GovernanceArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// The cluster the workers' job types act on, sent in every detection and execution
+/// request's `ClusterContext` (SeaweedFS's job types need the master addresses).
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Master addresses, comma-separated, passed to workers as written (`host:port`, or
+    /// SeaweedFS's `host:port.grpcport`).
+    #[arg(long = "master", env = "PLUGHOST_MASTER", value_delimiter = ',')]
+    pub masters: Vec<String>,
+    /// Filer addresses, comma-separated, passed to workers as written.
+    #[arg(long = "filer", env = "PLUGHOST_FILER", value_delimiter = ',')]
+    pub filers: Vec<String>,
+    /// A `ClusterContext` in proto JSON. Its non-empty address lists win over --master and
+    /// --filer, which fill the rest; its metadata is merged in. Re-read when it changes and
+    /// on SIGHUP; a file that stops parsing keeps the last good context.
+    #[arg(long, env = "PLUGHOST_CLUSTER_CONTEXT_FILE")]
+    pub cluster_context_file: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn apply(&self, c: &mut admin::AdminConfig) {
+        c.master_addresses = self.masters.clone();
+        c.filer_addresses = self.filers.clone();
+        c.cluster_context_file = self.cluster_context_file.clone();
+    }
 }
 
 /// The operator's controls: the audit trail's bounds and export cap, bulk replay's cap,
@@ -264,6 +292,7 @@ impl AdminArgs {
             _ => admin::SecretKeySource::DataDir,
         };
         self.limits.apply(&mut c);
+        self.cluster.apply(&mut c);
         self.governance.apply(&mut c)?;
         Ok(c)
     }

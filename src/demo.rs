@@ -195,7 +195,11 @@ pub async fn configure(state: &admin::Components, demo: &Demo, job_types: &[&str
             .execute(&actor, Command::SaveConfig { config })
             .await
             .with_context(|| format!("saving the demo settings of {job_type}"))?;
-        let run = Command::Detect { job_type: job_type.to_string(), mode: admin::scheduler::DetectionMode::Run };
+        let run = Command::Detect {
+            job_type: job_type.to_string(),
+            mode: admin::scheduler::DetectionMode::Run,
+            options: Default::default(),
+        };
         state.execute(&actor, run).await?;
         tracing::info!(job_type, "demo settings saved; detection requested");
     }

@@ -14,6 +14,7 @@ use crate::{
     audit::AuditTrail,
     auth::Auth,
     clock::SharedClock,
+    cluster_context::ClusterContextSource,
     commands::RunNowLimiter,
     config::AdminConfig,
     config_store::ConfigStore,
@@ -35,6 +36,8 @@ pub struct Components {
     pub config: AdminConfig,
     pub auth: Arc<Auth>,
     pub clock: SharedClock,
+    /// The cluster context every detection and execution request carries.
+    pub cluster_context: Arc<ClusterContextSource>,
     pub registry: Arc<Registry>,
     pub configs: Arc<ConfigStore>,
     pub schemas: SchemaCoordinator,
@@ -83,6 +86,14 @@ impl Components {
         }
         let schedules = Schedules::new(std::mem::take(&mut loaded.schedules));
         let shutdown = CancellationToken::new();
+        let cluster_context = Arc::new(ClusterContextSource::new(
+            crate::cluster_context::from_flags(
+                &config.master_addresses,
+                &config.filer_addresses,
+                &config.cluster_metadata,
+            ),
+            config.cluster_context_file.clone(),
+        ));
         let (dispatcher, requeued) = Dispatcher::new(
             DispatcherParts {
                 registry: registry.clone(),
@@ -95,7 +106,7 @@ impl Components {
                 holds: holds.clone(),
                 cancel_grace: config.cancel_grace,
                 send_timeout: config.send_timeout,
-                cluster_metadata: config.cluster_metadata.clone(),
+                cluster_context: cluster_context.clone(),
                 stopping: shutdown.clone(),
             },
             &mut loaded,
@@ -113,7 +124,7 @@ impl Components {
             schedules: schedules.clone(),
             first_detection_delay: config.first_detection_delay,
             send_timeout: config.send_timeout,
-            cluster_metadata: config.cluster_metadata.clone(),
+            cluster_context: cluster_context.clone(),
             stopping: shutdown.clone(),
             limits: config.limits.clone(),
         });
@@ -132,6 +143,7 @@ impl Components {
             config,
             auth,
             clock,
+            cluster_context,
             registry,
             configs,
             schemas,

@@ -46,6 +46,16 @@ pub struct AdminConfig {
     pub worker_tokens: Vec<String>,
     /// Passed to workers in `ClusterContext.metadata`.
     pub cluster_metadata: HashMap<String, String>,
+    /// Master addresses for `ClusterContext.master_grpc_addresses`, as the operator wrote
+    /// them (`host:port` or SeaweedFS's `host:port.grpcport`).
+    pub master_addresses: Vec<String>,
+    /// Filer addresses for `ClusterContext.filer_addresses`, as written.
+    pub filer_addresses: Vec<String>,
+    /// A `ClusterContext` in proto JSON, over the flags above (`cluster_context.rs` has
+    /// the rule); re-read when it changes and on SIGHUP.
+    pub cluster_context_file: Option<PathBuf>,
+    /// How often the context file's modification time and length are looked at.
+    pub cluster_context_poll: Duration,
     /// Whether HTTP callers must authenticate (on unless explicitly turned off).
     pub auth: crate::auth::AuthMode,
     /// Some worker of this process runs operator scripts (`up --allow-scripts`); then
@@ -212,6 +222,10 @@ impl AdminConfig {
             allowed_hosts: Vec::new(),
             worker_tokens: Vec::new(),
             cluster_metadata: HashMap::new(),
+            master_addresses: Vec::new(),
+            filer_addresses: Vec::new(),
+            cluster_context_file: None,
+            cluster_context_poll: crate::cluster_context::DEFAULT_POLL,
             auth: crate::auth::AuthMode::On,
             scripts_allowed: false,
             secret_key: Default::default(),

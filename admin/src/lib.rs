@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod backoff;
 pub mod clock;
+pub mod cluster_context;
 pub mod commands;
 pub mod components;
 pub mod config;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     clock::SharedClock,
+    cluster_context::ClusterContextSource,
     config::InputLimits,
     config_store::ConfigStore,
     dispatcher::{Admission, Dispatcher, NewJob},
@@ -39,12 +40,58 @@ use crate::{
 /// Proposals kept per job type as its latest detection results.
 const LATEST_PROPOSALS: usize = 200;
 
+/// The longest timeout a caller may give a preview detection, and a run's detection (the
+/// bounds SeaweedFS's admin puts on its detect and run requests).
+pub const MAX_PREVIEW_TIMEOUT_SECONDS: u32 = 5 * 60;
+pub const MAX_RUN_TIMEOUT_SECONDS: u32 = 30 * 60;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectionMode {
     Scheduled,
     Run,
     Preview,
+}
+
+/// A caller's options for one on-demand detection (the body of SeaweedFS's detect and run
+/// requests). The default is a detection like a scheduled one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DetectOptions {
+    /// Over the admin's cluster context for this detection only (each list wins when
+    /// non-empty, metadata merges: [`crate::cluster_context::merge`]).
+    pub cluster_context: Option<pb::ClusterContext>,
+    /// Caps the jobs this detection creates (and the worker's `max_results`); never above
+    /// the admin's per-detection ceiling.
+    pub max_results: Option<u32>,
+    /// This detection's timeout, at most [`MAX_PREVIEW_TIMEOUT_SECONDS`] for a preview and
+    /// [`MAX_RUN_TIMEOUT_SECONDS`] for a run.
+    pub timeout_seconds: Option<u32>,
+}
+
+impl DetectOptions {
+    /// The options for the audit trail: only those given.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        if let Some(c) = &self.cluster_context {
+            out.insert("cluster_context".into(), proto::json::to_value(c).unwrap_or(serde_json::Value::Null));
+        }
+        if let Some(n) = self.max_results {
+            out.insert("max_results".into(), n.into());
+        }
+        if let Some(n) = self.timeout_seconds {
+            out.insert("timeout_seconds".into(), n.into());
+        }
+        serde_json::Value::Object(out)
+    }
+
+    /// The detection's timeout: the caller's, bounded for the mode, else the runtime's.
+    fn timeout_seconds(&self, mode: DetectionMode, runtime: &pb::AdminRuntimeConfig) -> i64 {
+        let bound = if mode == DetectionMode::Preview { MAX_PREVIEW_TIMEOUT_SECONDS } else { MAX_RUN_TIMEOUT_SECONDS };
+        match self.timeout_seconds.filter(|s| *s > 0) {
+            Some(s) => i64::from(s.min(bound)),
+            None => i64::from(runtime.detection_timeout_seconds.max(1)),
+        }
+    }
 }
 
 /// What the scheduler needs from the rest of the admin.
@@ -64,7 +111,8 @@ pub struct SchedulerParts {
     /// Delay between a job type's first capable detector appearing and its first detection.
     pub first_detection_delay: Duration,
     pub send_timeout: Duration,
-    pub cluster_metadata: HashMap<String, String>,
+    /// Read for each detection request (a snapshot: an `Arc` clone).
+    pub cluster_context: Arc<ClusterContextSource>,
     /// Cancelled when the admin begins to stop: no new detections.
     pub stopping: CancellationToken,
     /// Bounds on proposals: each one's size, and jobs per detection whatever the descriptor says.
@@ -102,8 +150,8 @@ struct DetectorState {
     last_success_at: i64,
     last_run: Option<RunView>,
     latest: Vec<ProposalView>,
-    /// An on-demand request that arrived while a detection was running.
-    queued: Option<DetectionMode>,
+    /// An on-demand request that arrived while a detection was running, with its options.
+    queued: Option<(DetectionMode, DetectOptions)>,
 }
 
 struct RunningDetection {
@@ -111,8 +159,11 @@ struct RunningDetection {
     worker_id: String,
     session_id: u64,
     mode: DetectionMode,
+    /// The caller's options, kept to run it again if its detector is lost.
+    options: DetectOptions,
     run: RunView,
     deadline: i64,
+    timeout_secs: i64,
     max_jobs: i64,
     deduplicated: i64,
     dropped: i64,
@@ -231,7 +282,7 @@ impl Scheduler {
                 if let Some(r) = &st.running {
                     if r.deadline <= now {
                         let request_id = r.request_id.clone();
-                        let secs = i64::from(runtime.detection_timeout_seconds);
+                        let secs = r.timeout_secs;
                         if let Some(s) = self.p().registry.get(&r.worker_id) {
                             out.push((
                                 s,
@@ -261,16 +312,17 @@ impl Scheduler {
                 let mode = match st.queued.take() {
                     // An on-demand request queued before the hold was set is dropped.
                     Some(_) if held => None,
-                    Some(m) => Some(m),
-                    None if scheduled && due <= now => Some(DetectionMode::Scheduled),
+                    Some(queued) => Some(queued),
+                    None if scheduled && due <= now => Some((DetectionMode::Scheduled, DetectOptions::default())),
                     None => None,
                 };
                 match mode {
-                    Some(mode) => {
+                    Some((mode, options)) => {
                         if mode == DetectionMode::Scheduled {
                             self.mark_scheduled(st, &job_type, now);
                         }
-                        if let Some(msg) = self.start_detection(&mut d, &job_type, mode, &runtime, &detectors, now) {
+                        let start = Start { mode, options, runtime: &runtime, detectors: &detectors, now };
+                        if let Some(msg) = self.start_detection(&mut d, &job_type, start) {
                             out.push(msg);
                         }
                     }
@@ -316,11 +368,9 @@ impl Scheduler {
         &self,
         d: &mut DetectorTable,
         job_type: &str,
-        mode: DetectionMode,
-        runtime: &pb::AdminRuntimeConfig,
-        detectors: &[Arc<WorkerSession>],
-        now: i64,
+        start: Start<'_>,
     ) -> Option<(Arc<WorkerSession>, pb::AdminToWorkerMessage)> {
+        let Start { mode, options, runtime, detectors, now } = start;
         let st = d.types.get_mut(job_type)?;
         // Sticky lease: keep the same detector while it is connected and not draining.
         let worker = st
@@ -335,18 +385,27 @@ impl Scheduler {
         let config = self.p().configs.config(job_type);
         // The descriptor (the worker's own word) cannot raise this above the admin's ceiling.
         let ceiling = i64::try_from(self.p().limits.max_proposals_per_detection).unwrap_or(i64::MAX).max(1);
-        let max_jobs = i64::from(runtime.max_jobs_per_detection.max(1)).min(ceiling);
+        let asked = options.max_results.filter(|n| *n > 0).map(i64::from);
+        let max_jobs = asked.unwrap_or(i64::from(runtime.max_jobs_per_detection.max(1))).min(ceiling);
+        let admin_context = self.p().cluster_context.current();
+        let cluster_context = match &options.cluster_context {
+            Some(given) => crate::cluster_context::merge(given, &admin_context),
+            None => admin_context.as_ref().clone(),
+        };
+        let timeout_secs = options.timeout_seconds(mode, runtime);
+        // The worker sees the timeout this detection really has.
+        let admin_runtime = pb::AdminRuntimeConfig {
+            detection_timeout_seconds: i32::try_from(timeout_secs).unwrap_or(i32::MAX),
+            ..*runtime
+        };
         let request = pb::RunDetectionRequest {
             request_id: request_id.clone(),
             job_type: job_type.to_string(),
             detection_sequence: st.sequence,
-            admin_runtime: Some(*runtime),
+            admin_runtime: Some(admin_runtime),
             admin_config_values: config.as_ref().map(|c| c.admin_config_values.clone()).unwrap_or_default(),
             worker_config_values: config.as_ref().map(|c| c.worker_config_values.clone()).unwrap_or_default(),
-            cluster_context: Some(pb::ClusterContext {
-                metadata: self.p().cluster_metadata.clone(),
-                ..Default::default()
-            }),
+            cluster_context: Some(cluster_context),
             last_successful_run: (st.last_success_at > 0).then(|| crate::job::ms_to_timestamp(st.last_success_at)),
             max_results: max_jobs as i32,
         };
@@ -366,7 +425,6 @@ impl Scheduler {
             proposals: 0,
             jobs_created: 0,
         };
-        let timeout_ms = i64::from(runtime.detection_timeout_seconds.max(1)) * 1000;
         self.p().store.submit(
             Some(Op::Run(run.clone())),
             Some(EventKind::DetectionStarted {
@@ -381,8 +439,10 @@ impl Scheduler {
             worker_id: worker.worker_id.clone(),
             session_id: worker.session_id,
             mode,
+            options,
             run,
-            deadline: now + timeout_ms,
+            deadline: now + timeout_secs * 1000,
+            timeout_secs,
             max_jobs,
             deduplicated: 0,
             dropped: 0,
@@ -436,8 +496,14 @@ impl Scheduler {
     }
 
     /// Runs a detection now: `Run` creates jobs, `Preview` only shows proposals. If one is
-    /// running, this one follows it (returns true).
-    pub fn request_detection(&self, job_type: &str, mode: DetectionMode) -> Result<bool, DetectError> {
+    /// running, this one follows it (returns true); a queued run is not replaced by a
+    /// preview, anything else is replaced with its options.
+    pub fn request_detection(
+        &self,
+        job_type: &str,
+        mode: DetectionMode,
+        options: DetectOptions,
+    ) -> Result<bool, DetectError> {
         if self.is_stopping() {
             return Err(DetectError::ShuttingDown);
         }
@@ -450,10 +516,10 @@ impl Scheduler {
         let mut d = self.lock();
         let st = d.types.entry(job_type.to_string()).or_default();
         let queued = st.running.is_some();
-        st.queued = Some(match (st.queued, mode) {
-            (Some(DetectionMode::Run), _) => DetectionMode::Run,
-            (_, m) => m,
-        });
+        let keep_queued_run = matches!(st.queued, Some((DetectionMode::Run, _))) && mode != DetectionMode::Run;
+        if !keep_queued_run {
+            st.queued = Some((mode, options));
+        }
         drop(d);
         self.wake();
         Ok(queued)
@@ -599,12 +665,14 @@ impl Scheduler {
             .map(|(t, _)| t.clone())
             .collect();
         for job_type in affected {
-            let mode = d.types.get(&job_type).and_then(|s| s.running.as_ref()).map(|r| r.mode);
+            let again = d.types.get(&job_type).and_then(|s| s.running.as_ref()).map(|r| (r.mode, r.options.clone()));
             self.end_detection(&mut d, &job_type, false, &format!("detector lost: {reason}"), 0);
             if let Some(st) = d.types.get_mut(&job_type) {
                 st.next_due = self.now();
-                if mode != Some(DetectionMode::Scheduled) {
-                    st.queued = mode;
+                if let Some(again @ (mode, _)) = again
+                    && mode != DetectionMode::Scheduled
+                {
+                    st.queued = Some(again);
                 }
             }
         }
@@ -655,6 +723,15 @@ impl Scheduler {
     }
 }
 
+/// What one detection starts with.
+struct Start<'a> {
+    mode: DetectionMode,
+    options: DetectOptions,
+    runtime: &'a pb::AdminRuntimeConfig,
+    detectors: &'a [Arc<WorkerSession>],
+    now: i64,
+}
+
 pub(crate) fn new_spec(job_type: &str, dedupe_key: String, p: pb::JobProposal, run_id: i64, now: i64) -> JobSpecData {
     let not_before = p.not_before.as_ref().map(timestamp_to_ms).unwrap_or(0).max(0);
     let expires_at = p.expires_at.as_ref().map(timestamp_to_ms).unwrap_or(0).max(0);
@@ -685,7 +762,10 @@ mod tests {
         let rig = Rig::new(|d| d.detection_timeout_seconds = 45);
         let mut w = rig.worker("w1", 1);
         let s = &rig.c.scheduler;
-        assert!(!s.request_detection("t", DetectionMode::Run).unwrap(), "started, not queued");
+        assert!(
+            !s.request_detection("t", DetectionMode::Run, DetectOptions::default()).unwrap(),
+            "started, not queued"
+        );
         s.scheduler_pass();
         let request_id = match w.next().await.body {
             Some(Body::RunDetectionRequest(r)) => r.request_id,
@@ -716,7 +796,7 @@ mod tests {
         let rig = Rig::new(|d| d.max_jobs_per_detection = 2);
         let mut w = rig.worker("w1", 1);
         let s = &rig.c.scheduler;
-        s.request_detection("t", DetectionMode::Run).unwrap();
+        s.request_detection("t", DetectionMode::Run, DetectOptions::default()).unwrap();
         s.scheduler_pass();
         let Some(Body::RunDetectionRequest(r)) = w.next().await.body else { panic!("no detection request") };
         let proposal = |key: &str| pb::JobProposal { dedupe_key: key.into(), ..Default::default() };
@@ -730,5 +810,71 @@ mod tests {
         assert_eq!(outcomes, vec!["created", "deduplicated", "created", "over_limit"]);
         assert!(rig.c.dispatcher.is_active_key("t", "a"));
         assert_eq!(rig.c.dispatcher.count_of("t", pb::JobState::Pending), 2);
+    }
+
+    fn detection(msg: pb::AdminToWorkerMessage) -> pb::RunDetectionRequest {
+        match msg.body {
+            Some(Body::RunDetectionRequest(r)) => r,
+            other => panic!("expected a detection request, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_detections_options_set_its_context_cap_and_timeout_and_follow_it_when_requeued() {
+        let rig = Rig::with_config(
+            |d| d.max_jobs_per_detection = 100,
+            |c| {
+                c.master_addresses = vec!["admin-m:9333".into()];
+                c.filer_addresses = vec!["admin-f:8888".into()];
+                c.limits.max_proposals_per_detection = 10;
+            },
+        );
+        let mut w = rig.worker("w1", 1);
+        let s = &rig.c.scheduler;
+        let options = DetectOptions {
+            cluster_context: Some(pb::ClusterContext {
+                master_grpc_addresses: vec!["own-m:9333".into()],
+                ..Default::default()
+            }),
+            max_results: Some(50),
+            timeout_seconds: Some(MAX_RUN_TIMEOUT_SECONDS + 1),
+        };
+        s.request_detection("t", DetectionMode::Run, options.clone()).unwrap();
+        // A preview asked for while a run is queued does not replace it.
+        s.request_detection("t", DetectionMode::Preview, DetectOptions::default()).unwrap();
+        s.scheduler_pass();
+        let r = detection(w.next().await);
+        let c = r.cluster_context.unwrap();
+        assert_eq!(c.master_grpc_addresses, vec!["own-m:9333".to_string()]);
+        assert_eq!(c.filer_addresses, vec!["admin-f:8888".to_string()], "the admin's fills the rest");
+        assert_eq!(r.max_results, 10, "capped at the admin's ceiling");
+        let timeout = r.admin_runtime.unwrap().detection_timeout_seconds;
+        assert_eq!(timeout, MAX_RUN_TIMEOUT_SECONDS as i32, "bounded");
+
+        // The detector is lost: the run is asked again of the next one, with its options.
+        s.on_detector_gone("w1", w.session.session_id, true, "gone");
+        rig.c.registry.remove_if_current("w1", w.session.session_id);
+        let mut w2 = rig.worker("w2", 1);
+        s.scheduler_pass();
+        let again = detection(w2.next().await);
+        assert_eq!(again.cluster_context.unwrap().master_grpc_addresses, vec!["own-m:9333".to_string()]);
+        rig.clock.advance(i64::from(MAX_RUN_TIMEOUT_SECONDS) * 1000);
+        s.scheduler_pass();
+        let state = s.scheduler_states().into_iter().find(|st| st.job_type == "t").unwrap();
+        let message = state.last_run.unwrap().message;
+        assert_eq!(message, format!("detection timed out after {MAX_RUN_TIMEOUT_SECONDS} s"));
+
+        // The next one has the admin's context and the job type's own limits.
+        s.request_detection("t", DetectionMode::Preview, DetectOptions::default()).unwrap();
+        s.scheduler_pass();
+        let plain = loop {
+            match w2.next().await.body {
+                Some(Body::RunDetectionRequest(r)) => break r,
+                _ => continue,
+            }
+        };
+        assert_eq!(plain.cluster_context.unwrap().master_grpc_addresses, vec!["admin-m:9333".to_string()]);
+        assert_eq!(plain.max_results, 10);
+        assert_eq!(plain.admin_runtime.unwrap().detection_timeout_seconds, 60);
     }
 }

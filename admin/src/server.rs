@@ -51,6 +51,8 @@ pub enum AdminError {
     AuthOff(&'static str),
     #[error("secret key: {0}")]
     SecretKey(#[from] SecretKeyError),
+    #[error(transparent)]
+    ClusterContext(#[from] crate::cluster_context::ClusterContextError),
     #[error("{what} stopped unexpectedly: {message}")]
     Task { what: &'static str, message: String },
 }
@@ -124,6 +126,8 @@ impl Admin {
         store.write(Op::EventIds { up_to: events.last_id() });
         let (components, requeued) = Components::assemble(config, auth, clock, configs, store, events, loaded);
         let components = Arc::new(components);
+        // A context file that cannot be used is a start error, before any request is built.
+        components.cluster_context.reload()?;
         components.set_grpc_port(grpc_addr.port());
         if requeued > 0 {
             tracing::info!(requeued, "jobs that were running when the admin stopped are requeued");
@@ -160,6 +164,7 @@ impl Admin {
         tasks.push(tokio::spawn(c.scheduler.clone().run(stop.clone())));
         tasks.push(tokio::spawn(c.schemas.clone().run(stop.clone())));
         tasks.push(tokio::spawn(c.liveness().run(stop.clone())));
+        tasks.push(tokio::spawn(c.cluster_context.clone().watch(c.config.cluster_context_poll, stop.clone())));
         let retention = Retention {
             store: c.store.clone(),
             dispatcher: c.dispatcher.clone(),

@@ -189,6 +189,16 @@ impl Inbox {
             .collect()
     }
 
+    pub fn detections(&self) -> Vec<pb::RunDetectionRequest> {
+        self.all()
+            .into_iter()
+            .filter_map(|m| match m.body {
+                Some(AdminBody::RunDetectionRequest(r)) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn cancels(&self) -> Vec<pb::CancelRequest> {
         self.all()
             .into_iter()

@@ -77,11 +77,23 @@ impl AdminProcess {
         http_port: u16,
         grpc_port: u16,
     ) -> AdminProcess {
+        AdminProcess::spawn_with(binary, data_dir, http_port, grpc_port, &[]).await
+    }
+
+    /// [`AdminProcess::spawn`] with more flags for `plughost admin`.
+    pub async fn spawn_with(
+        binary: &std::path::Path,
+        data_dir: &std::path::Path,
+        http_port: u16,
+        grpc_port: u16,
+        extra: &[&str],
+    ) -> AdminProcess {
         let child = std::process::Command::new(binary)
             .args(["admin", "--data-dir"])
             .arg(data_dir)
             .args(["--http-addr", &format!("127.0.0.1:{http_port}"), "--grpc-addr", &format!("127.0.0.1:{grpc_port}")])
             .args(["--heartbeat-seconds", "1"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .spawn()

@@ -163,7 +163,10 @@ impl Side {
     async fn one_job(&self, state: &str) -> String {
         let outcome = self
             .c()
-            .execute(&Caller::new(SETUP), Command::Detect { job_type: T.into(), mode: DetectionMode::Run })
+            .execute(
+                &Caller::new(SETUP),
+                Command::Detect { job_type: T.into(), mode: DetectionMode::Run, options: Default::default() },
+            )
             .await;
         assert!(matches!(outcome, Ok(Outcome::DetectionRequested { .. })), "{outcome:?}");
         let jobs = self.admin.wait_jobs(&format!("one job {state}"), &format!("job_type={T}"), 1, state).await;
@@ -700,7 +703,10 @@ async fn pausing_dispatch_through_the_api_and_as_a_command_holds_and_releases_jo
     for side in [&api, &cmd] {
         let outcome = side
             .c()
-            .execute(&Caller::new(SETUP), Command::Detect { job_type: T.into(), mode: DetectionMode::Run })
+            .execute(
+                &Caller::new(SETUP),
+                Command::Detect { job_type: T.into(), mode: DetectionMode::Run, options: Default::default() },
+            )
             .await;
         assert!(outcome.is_ok(), "{outcome:?}");
         side.wait_proposals(2).await;

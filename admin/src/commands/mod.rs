@@ -43,7 +43,7 @@ use crate::{
     events::EventKind,
     holds::Hold,
     job::JobView,
-    scheduler::{DetectError, DetectionMode},
+    scheduler::{DetectError, DetectOptions, DetectionMode},
     schedules::ScheduleError,
     schema::SchemaError,
 };
@@ -125,10 +125,12 @@ pub enum Command {
         job_type: String,
         force: bool,
     },
-    /// Run a detection now: `Run` creates jobs, `Preview` only shows proposals.
+    /// Run a detection now: `Run` creates jobs, `Preview` only shows proposals. `options`
+    /// (default: none) are the caller's for this one detection.
     Detect {
         job_type: String,
         mode: DetectionMode,
+        options: DetectOptions,
     },
     CancelJob {
         seq: i64,
@@ -267,7 +269,8 @@ impl Command {
                 }
             }
             Command::RefreshSchema { force, .. } => json!({ "force": force }),
-            Command::Detect { .. } | Command::RetryJob { .. } | Command::DeleteSchedule { .. } => json!({}),
+            Command::Detect { options, .. } => options.to_json(),
+            Command::RetryJob { .. } | Command::DeleteSchedule { .. } => json!({}),
             Command::CancelJob { reason, .. } | Command::ExpireJob { reason, .. } => json!({ "reason": reason }),
             Command::SetDraining { draining, .. } => json!({ "draining": draining }),
             Command::PauseDispatch { paused } | Command::PauseSchedules { paused } => json!({ "paused": paused }),
@@ -306,14 +309,17 @@ impl Command {
         )
     }
 
-    /// The least role that may run this command: configs, tokens and anything that runs
-    /// an operator script need an admin, the rest an operator. `job_type_of` names the job
+    /// The least role that may run this command: configs, tokens, anything that runs an
+    /// operator script and a detection given its own cluster context need an admin, the
+    /// rest an operator. `job_type_of` names the job
     /// type of a job (a retried script job runs its script again).
     pub fn required_role(&self, job_type_of: impl Fn(i64) -> Option<String>) -> Role {
         let script = |t: &str| t == crate::auth::SCRIPT_JOB_TYPE;
         match self {
             Command::SaveConfig { .. } | Command::CreateToken { .. } | Command::RevokeToken { .. } => Role::Admin,
-            Command::Detect { job_type, mode: DetectionMode::Run } if script(job_type) => Role::Admin,
+            Command::Detect { job_type, mode: DetectionMode::Run, .. } if script(job_type) => Role::Admin,
+            // Where the workers connect is the admin's configuration.
+            Command::Detect { options: DetectOptions { cluster_context: Some(_), .. }, .. } => Role::Admin,
             Command::RetryJob { seq } if job_type_of(*seq).is_some_and(|t| script(&t)) => Role::Admin,
             // A schedule or a hand-made job runs the operator scripts too.
             Command::SetSchedule { job_type, .. }
@@ -550,7 +556,7 @@ impl Components {
             Command::RefreshSchema { job_type, force } => {
                 Ok(Outcome::SchemaRefreshed(self.schemas.refresh_schema(&job_type, force).await?))
             }
-            Command::Detect { job_type, mode } => {
+            Command::Detect { job_type, mode, options } => {
                 if let Some(hold) = self.holds.get(crate::holds::HoldKind::Detection, &job_type) {
                     return Err(Refusal::Held(format!(
                         "detection of {job_type:?} is held (by {} since {})",
@@ -558,7 +564,7 @@ impl Components {
                         crate::text::time_label(hold.set_at)
                     )));
                 }
-                let queued = self.scheduler.request_detection(&job_type, mode)?;
+                let queued = self.scheduler.request_detection(&job_type, mode, options)?;
                 Ok(Outcome::DetectionRequested { queued })
             }
             Command::CancelJob { seq, reason } => self.atomically(rec, || {

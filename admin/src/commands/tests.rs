@@ -127,7 +127,13 @@ async fn holds_survive_a_restart_and_a_held_type_keeps_its_jobs_pending() {
     rig.c.store.settle().await;
     rig.c.dispatcher.dispatch_pass();
     assert!(w.is_quiet(), "a held type starts nothing");
-    let run = rig.c.execute(&ops(), Command::Detect { job_type: "t".into(), mode: DetectionMode::Run }).await;
+    let run = rig
+        .c
+        .execute(
+            &ops(),
+            Command::Detect { job_type: "t".into(), mode: DetectionMode::Run, options: Default::default() },
+        )
+        .await;
     assert!(matches!(&run, Err(Refusal::Held(m)) if m.contains("held (by ops")), "{run:?}");
 
     let rig = rig.restart();
@@ -237,7 +243,7 @@ async fn run_now_is_capped_per_job_type_within_its_window() {
         |c| c.run_now_max = crate::config::RateCap { max: 2, window: Duration::from_secs(60) },
     );
     let _w = rig.worker("w1", 1);
-    let run = || Command::Detect { job_type: "t".into(), mode: DetectionMode::Run };
+    let run = || Command::Detect { job_type: "t".into(), mode: DetectionMode::Run, options: Default::default() };
     rig.c.execute(&ops(), run()).await.unwrap();
     rig.clock.advance(10_000);
     rig.c.execute(&ops(), run()).await.unwrap();
@@ -307,4 +313,43 @@ async fn enqueue_follows_the_dedupe_rules_and_checks_its_input() {
     assert!(matches!(&big, Err(Refusal::Invalid(m)) if m.contains("parameters")), "{big:?}");
     let script = rig.c.execute(&ops(), enqueue("script", proposal("s"))).await;
     assert!(matches!(script, Err(Refusal::Forbidden { .. })), "a script job needs an admin: {script:?}");
+}
+
+#[tokio::test]
+async fn a_detection_given_its_own_cluster_context_needs_an_admin_and_its_options_are_audited() {
+    let rig = Rig::new(|_| {});
+    let mut w = rig.worker("w1", 1);
+    let options = DetectOptions {
+        cluster_context: Some(pb::ClusterContext {
+            master_grpc_addresses: vec!["m:9333".into()],
+            ..Default::default()
+        }),
+        max_results: Some(3),
+        timeout_seconds: Some(7),
+    };
+    let detect =
+        |options: DetectOptions| Command::Detect { job_type: "t".into(), mode: DetectionMode::Preview, options };
+    let refused = rig.c.execute(&ops(), detect(options.clone())).await;
+    assert!(matches!(&refused, Err(Refusal::Forbidden { needed: Role::Admin, .. })), "{refused:?}");
+    let counts_only = DetectOptions { cluster_context: None, ..options.clone() };
+    rig.c.execute(&ops(), detect(counts_only)).await.unwrap();
+    rig.c.scheduler.scheduler_pass();
+    let Some(Body::RunDetectionRequest(r)) = w.next().await.body else { panic!("no detection request") };
+    assert_eq!(r.max_results, 3);
+    rig.c.scheduler.on_detection_complete(
+        &w.session,
+        pb::DetectionComplete { request_id: r.request_id, success: true, ..Default::default() },
+    );
+    rig.c.execute(&caller("root", Role::Admin), detect(options)).await.unwrap();
+    rig.c.scheduler.scheduler_pass();
+    let Some(Body::RunDetectionRequest(r)) = w.next().await.body else { panic!("no detection request") };
+    assert_eq!(r.cluster_context.unwrap().master_grpc_addresses, vec!["m:9333".to_string()]);
+
+    let events = trail(&rig).await;
+    let params: Vec<&serde_json::Value> = events.iter().filter(|e| e.action == "detect").map(|e| &e.params).collect();
+    assert_eq!(params.len(), 3);
+    assert_eq!(params[1], &serde_json::json!({ "max_results": 3, "timeout_seconds": 7 }));
+    assert_eq!(params[2]["cluster_context"]["master_grpc_addresses"], serde_json::json!(["m:9333"]));
+    let plain = Command::Detect { job_type: "t".into(), mode: DetectionMode::Run, options: Default::default() };
+    assert_eq!(plain.audit_params(&rig.c), serde_json::json!({}), "no options, no params (as before)");
 }

@@ -57,7 +57,8 @@ pub struct DispatcherParts {
     pub holds: Holds,
     pub cancel_grace: Duration,
     pub send_timeout: Duration,
-    pub cluster_metadata: std::collections::HashMap<String, String>,
+    /// Read for each execute request (a snapshot: an `Arc` clone).
+    pub cluster_context: Arc<crate::cluster_context::ClusterContextSource>,
     /// Cancelled when the admin begins to stop: nothing new is dispatched.
     pub stopping: CancellationToken,
 }

@@ -138,7 +138,7 @@ impl Dispatcher {
             admin_runtime: Some(lane.runtime),
             admin_config_values: cfg.as_ref().map(|c| c.admin_config_values.clone()).unwrap_or_default(),
             worker_config_values: cfg.as_ref().map(|c| c.worker_config_values.clone()).unwrap_or_default(),
-            cluster_context: Some(pb::ClusterContext { metadata: p.cluster_metadata.clone(), ..Default::default() }),
+            cluster_context: Some(p.cluster_context.current().as_ref().clone()),
             attempt: job.attempts_total,
         };
         Some(crate::wire::envelope(&request_id, Body::ExecuteJobRequest(request)))

@@ -187,7 +187,7 @@ async fn a_restarted_admin_requeues_the_jobs_that_were_out_without_using_an_atte
         holds: rig.c.holds.clone(),
         cancel_grace: std::time::Duration::from_secs(30),
         send_timeout: std::time::Duration::from_secs(1),
-        cluster_metadata: Default::default(),
+        cluster_context: rig.c.cluster_context.clone(),
         stopping: Default::default(),
     };
     let (restarted, requeued) = super::Dispatcher::new(parts, &mut loaded);

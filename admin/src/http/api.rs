@@ -20,7 +20,7 @@ use crate::{
     auth::Role,
     commands::{Actor, Command, Outcome},
     job::{JobView, is_final, parse_job_id, parse_state, state_name},
-    scheduler::DetectionMode,
+    scheduler::{DetectOptions, DetectionMode},
     store::JobQuery,
     validator::{is_valid_job_type, redact},
 };
@@ -98,6 +98,9 @@ async fn status(State(state): State<AppState>, caller: Option<Extension<Caller>>
         "active_jobs": active,
         "jobs_by_state": counts,
         "last_event_id": state.events.last_id(),
+        "cluster_context": proto::json::to_value_with(state.cluster_context.current().as_ref(), true).unwrap_or(Value::Null),
+        "cluster_context_file": state.cluster_context.file().map(|p| p.display().to_string()),
+        "cluster_context_error": state.cluster_context.last_error(),
     }))
 }
 
@@ -249,16 +252,71 @@ async fn detect(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    start_detection(state, caller, t, DetectionMode::Preview).await
+    start_detection(state, caller, t, DetectionMode::Preview, body).await
 }
 
 async fn run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    start_detection(state, caller, t, DetectionMode::Run).await
+    start_detection(state, caller, t, DetectionMode::Run, body).await
+}
+
+/// The optional body of `detect` and `run`, with the field names of SeaweedFS's admin
+/// (`weed/admin/dash/plugin_api.go`). Unknown fields are refused: a misspelt option is an
+/// error, not a silent default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetectBody {
+    /// A `ClusterContext` in proto JSON, over the admin's for this detection.
+    cluster_context: Option<Value>,
+    /// 0: the job type's own limit.
+    max_results: Option<i64>,
+    /// 0: the job type's own detection timeout.
+    timeout_seconds: Option<i64>,
+    /// SeaweedFS's `run` takes the first execution's attempt number; Plughost's
+    /// dispatcher counts attempts itself, so it is accepted and not used.
+    #[serde(rename = "attempt")]
+    _attempt: Option<i32>,
+}
+
+/// Reads a detect or run body into the command's options. No body (or `null`) is no
+/// options, as the page buttons send.
+fn detect_options(body: &[u8]) -> Result<DetectOptions, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DetectOptions::default());
+    }
+    let body: Option<DetectBody> =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    let Some(body) = body else { return Ok(DetectOptions::default()) };
+    let cluster_context = match body.cluster_context.filter(|v| !v.is_null()) {
+        None => None,
+        Some(v) => Some(
+            crate::cluster_context::from_json_value(v)
+                .map_err(|e| ApiError::BadRequest(crate::cluster_context::ClusterContextError::Value(e).to_string()))?,
+        ),
+    };
+    Ok(DetectOptions {
+        cluster_context,
+        max_results: optional_count("max_results", body.max_results)?,
+        timeout_seconds: optional_count("timeout_seconds", body.timeout_seconds)?,
+    })
+}
+
+/// A count where 0 (or absent) means "the job type's own"; negative is refused, and one
+/// past `u32` is as good as `u32::MAX` (the scheduler bounds both anyway).
+fn optional_count(name: &str, value: Option<i64>) -> Result<Option<u32>, ApiError> {
+    match value {
+        None | Some(0) => Ok(None),
+        Some(n) if n < 0 => {
+            Err(ApiError::Unprocessable(format!("{name} is {n}; give a positive number, or 0 for the job type's own")))
+        }
+        Some(n) => Ok(Some(u32::try_from(n).unwrap_or(u32::MAX))),
+    }
 }
 
 async fn start_detection(
@@ -266,9 +324,11 @@ async fn start_detection(
     caller: Caller,
     t: String,
     mode: DetectionMode,
+    body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     job_type_param(&t)?;
-    let outcome = state.execute(&caller, Command::Detect { job_type: t.clone(), mode }).await?;
+    let options = detect_options(&body)?;
+    let outcome = state.execute(&caller, Command::Detect { job_type: t.clone(), mode, options }).await?;
     let status = match outcome {
         Outcome::DetectionRequested { queued: true } => "queued behind the running detection",
         _ => "started",

@@ -516,7 +516,10 @@ async fn start(
     if !known(&state, &t) {
         return Err(unknown(&t));
     }
-    let outcome = match state.execute(&caller, Command::Detect { job_type: t.clone(), mode }).await {
+    let outcome = match state
+        .execute(&caller, Command::Detect { job_type: t.clone(), mode, options: Default::default() })
+        .await
+    {
         Ok(outcome) => {
             let queued = matches!(outcome, Outcome::DetectionRequested { queued: true });
             let what = if mode == DetectionMode::Run {
