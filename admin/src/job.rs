@@ -172,6 +172,16 @@ impl Job {
         job_id(self.seq)
     }
 
+    /// Whether this state of the job must be written to the store. An attempt in flight
+    /// (ASSIGNED or RUNNING with no operator stop pending) is not: the store keeps the job
+    /// as it was before the attempt began, PENDING, which is what a restart makes of an
+    /// interrupted attempt anyway (requeued without using it up). Everything else is
+    /// written: a new job, a requeue or retry, a stop request, and the final state, which
+    /// is durable before it is reported.
+    pub fn must_be_stored(&self) -> bool {
+        !matches!(self.state, JobState::Assigned | JobState::Running) || self.stop.is_some()
+    }
+
     pub fn to_spec(&self) -> pb::JobSpec {
         let s = &self.spec;
         pb::JobSpec {

@@ -32,11 +32,11 @@ use crate::{
     events::{EventKind, JobEvent},
     holds::{HoldKind, Holds},
     ids::Ids,
-    job::{Job, JobSpecData, JobView},
+    job::{AttemptView, Job, JobSpecData, JobView},
     journal::Journal,
     monitor::Monitor,
     registry::{Registry, WorkerSession},
-    store::{Loaded, Op, Store},
+    store::{JobQuery, Loaded, Op, Store, StoreError},
 };
 use machine::{At, Effect, Input, NotStartedCause, Policy, Refused};
 use table::Placed;
@@ -214,13 +214,16 @@ impl Dispatcher {
         out: &mut Outbox,
     ) -> bool {
         let p = self.parts();
-        self.write_job(&job, false);
+        let stored = self.write_job(&job, false);
         let mut execute = false;
         for effect in effects {
             match effect {
-                Effect::Attempt(attempt) => {
+                // An attempt's record is written with the job's state: when it ends (or the
+                // job is requeued or stopped), not when it starts (see `Job::must_be_stored`).
+                Effect::Attempt(attempt) if stored => {
                     p.store.write(Op::Attempt { job_seq: job.seq, attempt });
                 }
+                Effect::Attempt(_) => {}
                 Effect::Execute => execute = true,
                 Effect::Cancel { worker_id, request_id, reason } => {
                     if let Some(session) = p.registry.get(&worker_id) {
@@ -240,11 +243,20 @@ impl Dispatcher {
         execute
     }
 
-    fn write_job(&self, job: &Job, insert: bool) {
+    /// Queues the job's new state: written to the store unless it is an attempt in flight
+    /// (see [`Job::must_be_stored`]), and published as an event once everything queued
+    /// before it is committed. Returns whether it is written.
+    fn write_job(&self, job: &Job, insert: bool) -> bool {
         // One snapshot serves the store write and the event.
         let snapshot = Arc::new(job.clone());
-        let op = if insert { Op::InsertJob(snapshot.clone()) } else { Op::UpdateJob(snapshot.clone()) };
-        self.parts().store.submit(Some(op), Some(EventKind::Job { job: JobEvent(snapshot) }));
+        let store = insert || job.must_be_stored();
+        let op = match (store, insert) {
+            (false, _) => None,
+            (true, true) => Some(Op::InsertJob(snapshot.clone())),
+            (true, false) => Some(Op::UpdateJob(snapshot.clone())),
+        };
+        self.parts().store.submit(op, Some(EventKind::Job { job: JobEvent(snapshot) }));
+        store
     }
 
     fn flush(&self, out: Outbox) {
@@ -327,6 +339,50 @@ impl Dispatcher {
             return Some(j.clone());
         }
         self.parts().store.job(seq).ok().flatten()
+    }
+
+    /// Lists jobs as `query` asks, newest first, each in its current state. The store
+    /// lags memory by at most one group commit, and keeps a job whose attempt is in flight
+    /// as PENDING (see [`Job::must_be_stored`]), so: ASSIGNED and RUNNING jobs are listed
+    /// from memory (they are all there); a PENDING listing reads on past the in-flight
+    /// jobs it drops; and every listed job still in memory shows its live state.
+    pub fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobView>, StoreError> {
+        let limit = query.page_size();
+        if matches!(query.state, Some(JobState::Assigned | JobState::Running)) {
+            let t = self.lock();
+            let mut found: Vec<&Job> = t.in_flight_jobs().filter(|j| query.matches(j)).collect();
+            found.sort_unstable_by_key(|j| std::cmp::Reverse(j.seq));
+            return Ok(found.into_iter().take(limit).map(Job::view).collect());
+        }
+        let mut page = query.clone();
+        let mut listed = Vec::with_capacity(limit);
+        loop {
+            let mut rows = self.parts().store.jobs(&page)?;
+            let exhausted = rows.len() < page.page_size();
+            page.before_seq = rows.last().and_then(|v| crate::job::parse_job_id(&v.job_id));
+            self.refresh_views(&mut rows);
+            if let Some(s) = query.state {
+                let name = crate::job::state_name(s);
+                rows.retain(|v| v.state == name);
+            }
+            listed.extend(rows.into_iter().take(limit - listed.len()));
+            if exhausted || listed.len() >= limit || page.before_seq.is_none() {
+                return Ok(listed);
+            }
+        }
+    }
+
+    /// A job's attempt records, oldest first: the store's, and the attempt in flight,
+    /// which the store holds only once it ends.
+    pub fn attempts(&self, seq: i64) -> Result<Vec<AttemptView>, StoreError> {
+        let mut attempts = self.parts().store.attempts(seq)?;
+        let t = self.lock();
+        if let Some(job) = t.job(seq).filter(|j| matches!(j.state, JobState::Assigned | JobState::Running))
+            && !attempts.iter().any(|a| a.attempt == job.attempts_total)
+        {
+            attempts.push(machine::attempt(job, "running", "", 0));
+        }
+        Ok(attempts)
     }
 
     /// Replaces listed jobs that are still in memory with their current state (the store

@@ -383,6 +383,11 @@ impl JobTable {
         self.queues.values().any(|q| q.iter().any(|k| k.1 == seq)) || self.delayed.iter().any(|d| d.1 == seq)
     }
 
+    /// The jobs out on executors (ASSIGNED or RUNNING), in no particular order.
+    pub fn in_flight_jobs(&self) -> impl Iterator<Item = &Job> {
+        self.by_request.values().filter_map(|seq| self.active.get(seq).map(|j| &**j))
+    }
+
     pub fn request(&self, request_id: &str) -> Option<i64> {
         self.by_request.get(request_id).copied()
     }

@@ -168,8 +168,15 @@ async fn a_restarted_admin_requeues_the_jobs_that_were_out_without_using_an_atte
     rig.c.dispatcher.dispatch_pass();
     execute_request(&mut w).await;
     rig.c.store.settle().await;
+    // The store holds the job as it was before the attempt: a restart finds it pending.
+    let stored = rig.c.store.job(seq).unwrap().unwrap();
+    assert_eq!((stored.state, stored.attempts), (JobState::Pending, 0));
+    // A job stored mid-attempt (by an older build, or with an operator's stop pending) is
+    // requeued by a transition.
+    let live = rig.c.dispatcher.job(seq).unwrap();
+    assert_eq!((live.state, live.attempts), (JobState::Assigned, 1));
     let mut loaded = crate::store::Loaded {
-        active: vec![rig.c.store.job(seq).unwrap().unwrap()],
+        active: vec![live],
         counts: [(("t".to_string(), JobState::Assigned as i32), 1)].into(),
         next_job_seq: seq + 1,
         next_activity_id: 1,
@@ -196,4 +203,47 @@ async fn a_restarted_admin_requeues_the_jobs_that_were_out_without_using_an_atte
     assert_eq!((job.state, job.attempts), (JobState::Pending, 0));
     assert_eq!(restarted.count_of("t", JobState::Pending), 1);
     assert_eq!(restarted.count_of("t", JobState::Assigned), 0);
+}
+
+#[tokio::test]
+async fn listings_show_jobs_in_flight_though_the_store_holds_them_as_pending() {
+    let rig = Rig::new(|_| {});
+    let mut w = rig.worker("w1", 2);
+    let seqs = [admit(&rig, "a", 0, 0).await, admit(&rig, "b", 0, 0).await, admit(&rig, "c", 0, 0).await];
+    rig.c.dispatcher.dispatch_pass();
+    let first = execute_request(&mut w).await;
+    execute_request(&mut w).await;
+    rig.c.store.settle().await;
+    let in_flight: Vec<i64> = seqs.iter().copied().filter(|s| state(&rig, *s) == JobState::Assigned).collect();
+    let waiting: Vec<i64> = seqs.iter().copied().filter(|s| state(&rig, *s) == JobState::Pending).collect();
+    assert_eq!((in_flight.len(), waiting.len()), (2, 1));
+    for seq in &in_flight {
+        let stored = rig.c.store.job(*seq).unwrap().unwrap();
+        assert_eq!(stored.state, JobState::Pending, "the store keeps the attempt's start out");
+    }
+    let ids = |views: Vec<crate::job::JobView>| -> Vec<i64> {
+        views.iter().map(|v| parse_job_id(&v.job_id).unwrap()).collect()
+    };
+    let query = |state: Option<JobState>, limit: usize| crate::store::JobQuery { state, limit, ..Default::default() };
+    let mut newest_first = in_flight.clone();
+    newest_first.reverse();
+    assert_eq!(ids(rig.c.dispatcher.list_jobs(&query(Some(JobState::Assigned), 10)).unwrap()), newest_first);
+    assert_eq!(ids(rig.c.dispatcher.list_jobs(&query(Some(JobState::Running), 10)).unwrap()), Vec::<i64>::new());
+    // One page of one pending job reads past the in-flight jobs the store lists as pending.
+    assert_eq!(ids(rig.c.dispatcher.list_jobs(&query(Some(JobState::Pending), 1)).unwrap()), waiting);
+    let all = rig.c.dispatcher.list_jobs(&query(None, 10)).unwrap();
+    assert_eq!(all.len(), 3);
+    for v in &all {
+        let seq = parse_job_id(&v.job_id).unwrap();
+        assert_eq!(v.state, crate::job::state_name(state(&rig, seq)), "{} in its live state", v.job_id);
+    }
+    // The attempt in flight is listed with the job's attempts until its record is written.
+    let running = parse_job_id(&first.job.as_ref().unwrap().job_id).unwrap();
+    let attempts = rig.c.dispatcher.attempts(running).unwrap();
+    assert_eq!(attempts.iter().map(|a| (a.attempt, a.outcome.as_str())).collect::<Vec<_>>(), vec![(1, "running")]);
+    rig.c.dispatcher.on_completed(&w.session, completed(&first.request_id, true, ""));
+    rig.c.store.settle().await;
+    let attempts = rig.c.dispatcher.attempts(running).unwrap();
+    assert_eq!(attempts.iter().map(|a| (a.attempt, a.outcome.as_str())).collect::<Vec<_>>(), vec![(1, "succeeded")]);
+    assert_eq!(rig.c.store.job(running).unwrap().unwrap().state, JobState::Succeeded);
 }

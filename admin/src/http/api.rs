@@ -378,13 +378,9 @@ pub async fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>,
     };
     // Read what was changed before this request (a job created a moment ago is listed).
     state.store.settle().await;
-    let mut jobs = state.store.jobs(&query)?;
-    // The store lags memory by at most one group commit; jobs still in memory are overlaid
-    // with their current state so a list never shows a job behind its detail page.
-    state.dispatcher.refresh_views(&mut jobs);
-    if let Some(s) = job_state {
-        jobs.retain(|j| j.state == state_name(s));
-    }
+    // Jobs still in memory are listed in their current state, so a list never shows a job
+    // behind its detail page.
+    let jobs = state.dispatcher.list_jobs(&query)?;
     let next = (jobs.len() == limit).then(|| jobs.last().map(|j| j.job_id.clone())).flatten();
     Ok((jobs, next))
 }
@@ -404,7 +400,7 @@ async fn job_detail(State(state): State<AppState>, Path(id): Path<String>) -> Re
     let seq = job_seq(&id)?;
     let job = state.dispatcher.job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
     state.store.settle().await;
-    let attempts = state.store.attempts(seq)?;
+    let attempts = state.dispatcher.attempts(seq)?;
     let activities = state.store.activities(None, Some(&id), None, 200)?;
     let spec = job.to_spec();
     let result = pb::JobResult { output_values: job.result_values.clone(), summary: job.result_summary.clone() };

@@ -111,6 +111,30 @@ impl JobQuery {
     pub fn page_size(&self) -> usize {
         self.limit.clamp(1, MAX_PAGE)
     }
+
+    /// Whether `job` passes every filter (paging aside), as a backend's query decides:
+    /// for jobs listed from memory. Text filters are case-insensitive for ASCII letters,
+    /// as SQL's `LIKE` is.
+    pub fn matches(&self, job: &Job) -> bool {
+        let contains =
+            |haystack: &str, needle: &str| haystack.to_ascii_lowercase().contains(&needle.to_ascii_lowercase());
+        let text_ok = match self.text.as_deref().filter(|t| !t.is_empty()) {
+            None => true,
+            Some(t) => contains(&job.spec.summary, t) || contains(&job.spec.dedupe_key, t) || contains(&job.id(), t),
+        };
+        let error_ok = match self.error_contains.as_deref().filter(|t| !t.is_empty()) {
+            None => true,
+            Some(t) => contains(&job.error, t),
+        };
+        self.job_type.as_deref().is_none_or(|t| job.spec.job_type == t)
+            && self.state.is_none_or(|s| job.state == s)
+            && self.dead_letter.is_none_or(|d| job.dead_letter == d)
+            && self.completed_since.is_none_or(|since| job.completed_at >= since)
+            && self.completed_until.is_none_or(|until| job.completed_at < until)
+            && self.before_seq.is_none_or(|b| job.seq < b)
+            && text_ok
+            && error_ok
+    }
 }
 
 /// One write of a coalesced batch, borrowed from the queued [`Op`]. The writer thread

@@ -414,6 +414,48 @@ pub(crate) mod tests {
         store.close();
     }
 
+    /// `JobQuery::matches` (for jobs listed from memory) decides as the SQL query does.
+    #[tokio::test]
+    async fn the_in_memory_filter_agrees_with_the_store_query() {
+        let dir = temp_dir("matches");
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let states = [JobState::Pending, JobState::Running, JobState::Succeeded, JobState::Failed];
+        let mut jobs = Vec::new();
+        for seq in 1..=40i64 {
+            let mut j = job(seq, states[seq as usize % 4], 1_000 + seq);
+            let spec = Arc::make_mut(&mut j.spec);
+            spec.job_type = if seq % 3 == 0 { "other".into() } else { "t".into() };
+            spec.summary = format!("Job {seq} of 100%_x");
+            j.error = if seq % 2 == 0 { format!("Disk FULL on w{seq}") } else { String::new() };
+            j.dead_letter = seq % 7 == 0;
+            j.completed_at = if j.state == JobState::Succeeded { 5_000 + seq } else { 0 };
+            store.write(Op::InsertJob(Arc::new(j.clone())));
+            jobs.push(j);
+        }
+        store.settle().await;
+        let queries = [
+            JobQuery { job_type: Some("other".into()), ..Default::default() },
+            JobQuery { state: Some(JobState::Running), ..Default::default() },
+            JobQuery { dead_letter: Some(true), ..Default::default() },
+            JobQuery { dead_letter: Some(false), job_type: Some("t".into()), ..Default::default() },
+            JobQuery { text: Some("job 1".into()), ..Default::default() },
+            JobQuery { text: Some("100%_X".into()), ..Default::default() },
+            JobQuery { text: Some("J3".into()), ..Default::default() },
+            JobQuery { text: Some("k2".into()), ..Default::default() },
+            JobQuery { error_contains: Some("disk full".into()), ..Default::default() },
+            JobQuery { completed_since: Some(5_010), completed_until: Some(5_030), ..Default::default() },
+            JobQuery { before_seq: Some(20), state: Some(JobState::Succeeded), ..Default::default() },
+        ];
+        for q in queries {
+            let q = JobQuery { limit: MAX_PAGE, ..q };
+            let stored: Vec<String> = store.jobs(&q).unwrap().into_iter().map(|v| v.job_id).collect();
+            let matched: Vec<String> = jobs.iter().rev().filter(|j| q.matches(j)).map(|j| j.id()).collect();
+            assert!(!stored.is_empty(), "{q:?} selects some jobs");
+            assert_eq!(matched, stored, "{q:?}");
+        }
+        store.close();
+    }
+
     #[tokio::test]
     async fn history_queries_return_attempts_activities_and_runs() {
         let dir = temp_dir("history");

@@ -302,7 +302,7 @@ pub async fn detail(
     let seq = parse_job_id(&id).ok_or_else(missing)?;
     let job = state.dispatcher.job(seq).ok_or_else(missing)?;
     state.store.settle().await;
-    let attempts = state.store.attempts(seq)?;
+    let attempts = state.dispatcher.attempts(seq)?;
     let activities = state.store.activities(None, Some(&id), None, 200)?;
     let replayed_as = state.store.replayed_as(seq)?.map(crate::job::job_id).unwrap_or_default();
     let view = job.view();

@@ -8,6 +8,7 @@
 //! the same profile.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -152,6 +153,35 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).context("utime")?;
     let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).context("stime")?;
     Ok((utime + stime) / clock_ticks())
+}
+
+/// User + system CPU seconds of each thread of `pid` so far, summed by thread name (the
+/// kernel's 15-character `comm`: `plughost-store` is the store's writer, tokio's workers
+/// share one name). Threads that exited before the call are not counted.
+pub fn thread_cpu_seconds(pid: u32) -> Result<HashMap<String, f64>> {
+    let mut by_name: HashMap<String, f64> = HashMap::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("/proc/{pid}/task"))?;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        *by_name.entry(name).or_default() += (ticks(11) + ticks(12)) / clock_ticks();
+    }
+    Ok(by_name)
+}
+
+/// The store writer thread's name (see `admin/src/store/writer.rs`).
+pub const STORE_WRITER_THREAD: &str = "plughost-store";
+
+/// Per-thread CPU over an interval, from two [`thread_cpu_seconds`] readings: seconds by
+/// thread name, busiest first.
+pub fn thread_cpu_delta(before: &HashMap<String, f64>, after: &HashMap<String, f64>) -> Vec<(String, f64)> {
+    let mut rows: Vec<(String, f64)> =
+        after.iter().map(|(name, s)| (name.clone(), s - before.get(name).copied().unwrap_or(0.0))).collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    rows
 }
 
 fn status_kib(pid: u32, key: &str) -> Result<u64> {

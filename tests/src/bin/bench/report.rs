@@ -80,6 +80,14 @@ pub fn table(results: &[Value]) -> String {
                 rows.push(row(s, "admin CPU per 1,000 jobs", &r["cpu_s_per_1000_jobs"], "s", Target::None, Ok(())));
                 rows.push(row(
                     s,
+                    "store writer CPU per job",
+                    &r["store_writer_cpu_us_per_job"],
+                    "us",
+                    Target::AtMost(4.0),
+                    Ok(()),
+                ));
+                rows.push(row(
+                    s,
                     "queued->assigned p99 (backlog)",
                     &r["queued_to_assigned_p99_ms"],
                     "ms",

@@ -41,6 +41,16 @@ pub struct Measured {
     pub cpu: CpuUse,
     /// The data dir's 4 KiB write + fsync time: median and worst of 50, in ms.
     pub fsync_ms: (f64, f64),
+    /// The admin's CPU seconds per thread name over the same interval, busiest first.
+    pub threads: Vec<(String, f64)>,
+}
+
+impl Measured {
+    /// The store writer thread's CPU per job, in microseconds.
+    pub fn writer_us_per_job(&self) -> f64 {
+        let writer = self.threads.iter().find(|(n, _)| n == admin_process::STORE_WRITER_THREAD).map(|t| t.1);
+        writer.map(|s| s * 1e6 / self.jobs as f64).unwrap_or(f64::NAN)
+    }
 }
 
 pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
@@ -59,6 +69,15 @@ pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
         "admin_cpu_s": num(m.admin_cpu_s, 2),
         "cpu_s_per_1000_jobs": num(m.admin_cpu_s / (m.jobs as f64 / 1000.0), 4),
         "admin_cores_busy": num(m.admin_cpu_s / m.elapsed.as_secs_f64(), 2),
+        "store_writer_cpu_us_per_job": num(m.writer_us_per_job(), 2),
+        "store_writer_cores_busy": num(
+            m.threads.iter().find(|(n, _)| n == admin_process::STORE_WRITER_THREAD).map_or(f64::NAN, |t| t.1)
+                / m.elapsed.as_secs_f64(),
+            2
+        ),
+        "admin_threads_cores_busy": m.threads.iter().take(8)
+            .map(|(name, s)| (name.clone(), num(s / m.elapsed.as_secs_f64(), 2)))
+            .collect::<serde_json::Map<_, _>>(),
         "workers_cpu_s": num(m.cpu.own, 2),
         "workers_cores_busy": num(m.cpu.own / m.cpu.wall, 2),
         "other_processes_cores_busy": num(m.cpu.other_cores(), 2),
@@ -115,6 +134,7 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let window = CpuWindow::starting_with(admin.pid, first_at, cpu_start);
+    let threads_start = admin_process::thread_cpu_seconds(admin.pid)?;
 
     // Follow progress in memory (cheap), then wait for the store to hold every final state.
     let deadline = Duration::from_secs(120).max(Duration::from_secs_f64(jobs as f64 / 200.0));
@@ -138,11 +158,11 @@ async fn drive(
     let db = rusqlite::Connection::open(AdminProcess::state_db(data_dir)).context("opening the admin's store")?;
     db.busy_timeout(Duration::from_secs(10))?;
     let finals = [JobState::Succeeded as i32, JobState::Failed as i32, JobState::Canceled as i32];
-    let (end, cpu_end) = loop {
+    let (end, cpu_end, threads_end) = loop {
         let persisted: i64 =
             db.query_row("SELECT COUNT(*) FROM jobs WHERE state IN (?1, ?2, ?3)", finals, |r| r.get(0))?;
         if persisted >= jobs as i64 {
-            break (Instant::now(), admin.cpu_seconds()?);
+            break (Instant::now(), admin.cpu_seconds()?, admin_process::thread_cpu_seconds(admin.pid)?);
         }
         if first_at.elapsed() > deadline {
             bail!("only {persisted} of {jobs} final states persisted within {deadline:?}");
@@ -171,5 +191,6 @@ async fn drive(
         execute_request_bytes: shared.execute_request_bytes.load(std::sync::atomic::Ordering::Relaxed),
         cpu,
         fsync_ms: (f64::NAN, f64::NAN),
+        threads: admin_process::thread_cpu_delta(&threads_start, &threads_end),
     })
 }
