@@ -462,10 +462,10 @@ pub(crate) mod tests {
         let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
         let now = now_ms();
         let mut done = job(1, JobState::Succeeded, now);
-        done.completed_at = now;
+        (done.completed_at, done.attempts_total) = (now, 2);
         done.result_summary = "fine".into();
         store.write(Op::InsertJob(Arc::new(done)));
-        store.write(Op::Attempt { job_seq: 1, attempt: attempt(2, "succeeded") });
+        store.write(Op::Attempt { job_seq: 1, attempt: attempt(2, "canceled") });
         store.write(Op::Attempt { job_seq: 1, attempt: attempt(1, "failed") });
         for id in 1..=3 {
             store.write(Op::Activity(ActivityView {

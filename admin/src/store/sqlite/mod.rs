@@ -9,7 +9,7 @@ mod writes;
 
 use std::{
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Condvar, Mutex},
 };
 
 use rusqlite::Connection;
@@ -26,15 +26,106 @@ const READ_POOL: usize = 8;
 /// Opens (creating or migrating if needed) the database at `path`: the writer side and
 /// the reader side.
 pub(super) fn open(path: &Path) -> Result<(SqliteBackend, SqliteReader), BackendError> {
-    let conn = schema::open_writer(path).map_err(|e| BackendError::with_source("cannot open the database", e))?;
+    let mut conn = schema::open_writer(path).map_err(|e| BackendError::with_source("cannot open the database", e))?;
     schema::create_or_migrate(&conn)
         .map_err(|e| BackendError::with_source("cannot create or migrate the schema", e))?;
-    Ok((SqliteBackend { conn }, SqliteReader { path: path.to_path_buf(), pool: Mutex::new(Vec::new()) }))
+    let checkpointer = Checkpointer::start(path, &mut conn)?;
+    Ok((SqliteBackend { conn, checkpointer }, SqliteReader { path: path.to_path_buf(), pool: Mutex::new(Vec::new()) }))
 }
 
 /// The writer side: owns the write connection.
 pub(super) struct SqliteBackend {
     conn: Connection,
+    checkpointer: Checkpointer,
+}
+
+impl Drop for SqliteBackend {
+    /// The checkpointer's connection closes first, so the write connection is the last one
+    /// and SQLite checkpoints the whole log into the database as it closes.
+    fn drop(&mut self) {
+        self.checkpointer.stop();
+    }
+}
+
+/// Log frames (pages) after which the checkpointer copies the WAL back into the database,
+/// as SQLite's own automatic checkpoint would.
+const CHECKPOINT_PAGES: i32 = 1000;
+
+/// Keeps WAL checkpoints off the commit path. SQLite's automatic checkpoint runs inside
+/// the commit that crosses [`CHECKPOINT_PAGES`], so one commit in many pays for copying the
+/// log into the database (and syncing it) while every producer waits for it. Here the write
+/// connection's automatic checkpoint is off; a commit that leaves the log that long wakes
+/// this thread, which runs a passive checkpoint on its own connection beside the writer.
+/// The writer restarts the log once a checkpoint has copied all of it.
+struct Checkpointer {
+    shared: Arc<(Mutex<CheckpointState>, Condvar)>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct CheckpointState {
+    wanted: bool,
+    stopping: bool,
+}
+
+impl Checkpointer {
+    fn start(path: &Path, writer: &mut Connection) -> Result<Checkpointer, BackendError> {
+        let failed = |e| BackendError::with_source("cannot start the WAL checkpointer", e);
+        let conn = schema::open_checkpointer(path).map_err(failed)?;
+        let shared: Arc<(Mutex<CheckpointState>, Condvar)> = Arc::default();
+        let nudge = shared.clone();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(failed)?;
+        // Set after the pragma: `wal_autocheckpoint` installs SQLite's own hook.
+        writer
+            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+                if pages >= CHECKPOINT_PAGES {
+                    let (state, wake) = &*nudge;
+                    let mut s = state.lock().expect("checkpointer lock");
+                    if !s.wanted {
+                        s.wanted = true;
+                        wake.notify_one();
+                    }
+                }
+                Ok(())
+            }))
+            .map_err(failed)?;
+        let worker = shared.clone();
+        let path_for_log = path.to_path_buf();
+        let handle = std::thread::Builder::new()
+            .name("plughost-ckpt".into())
+            .spawn(move || checkpoint_loop(&conn, &worker, &path_for_log))
+            .map_err(|e| BackendError::with_source("cannot start the WAL checkpointer", e))?;
+        Ok(Checkpointer { shared, handle: Some(handle) })
+    }
+
+    fn stop(&mut self) {
+        let (state, wake) = &*self.shared;
+        state.lock().expect("checkpointer lock").stopping = true;
+        wake.notify_one();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn checkpoint_loop(conn: &Connection, shared: &(Mutex<CheckpointState>, Condvar), path: &Path) {
+    let (state, wake) = shared;
+    loop {
+        {
+            let mut s = state.lock().expect("checkpointer lock");
+            while !s.wanted && !s.stopping {
+                s = wake.wait(s).expect("checkpointer lock");
+            }
+            if s.stopping {
+                return;
+            }
+            s.wanted = false;
+        }
+        if let Err(e) = conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE) {
+            // The next commit past the threshold asks again; the log only grows meanwhile.
+            tracing::warn!(path = %path.display(), error = %e, "WAL checkpoint failed");
+        }
+    }
 }
 
 impl Backend for SqliteBackend {
@@ -140,14 +231,14 @@ impl Reader for SqliteReader {
 
 #[cfg(test)]
 mod tests {
-    use std::{error::Error, sync::Arc};
+    use std::error::Error;
 
     use proto::pb::JobState;
 
     use super::*;
     use crate::{
         events::EventBus,
-        job::{StopRequest, now_ms},
+        job::{AttemptView, StopRequest, now_ms},
         store::{
             Op, Store, StoreError,
             tests::{job, temp_dir},
@@ -210,6 +301,76 @@ mod tests {
         let pruned = backend.apply(&[Write::InsertJob(&one), Write::InsertJob(&two)]).unwrap();
         assert!(pruned.is_empty());
         assert!(reader.job(1).unwrap().is_some() && reader.job(2).unwrap().is_some(), "the same batch applies later");
+    }
+
+    #[test]
+    fn a_succeeded_attempt_is_held_by_its_job_row_and_listed_with_the_others() {
+        let dir = temp_dir("implied-attempt");
+        let path = dir.0.join("state.db");
+        let (mut backend, reader) = open(&path).unwrap();
+        let mut j = job(1, JobState::Succeeded, 5_000);
+        (j.attempts, j.attempts_total, j.worker_id, j.request_id) = (2, 2, "w2".into(), "r2".into());
+        (j.assigned_at, j.completed_at) = (4_000, 5_000);
+        let failed =
+            AttemptView { ended_at: 3_000, error_message: "boom".into(), ..crate::store::tests::attempt(1, "failed") };
+        let succeeded = AttemptView {
+            attempt: 2,
+            worker_id: "w2".into(),
+            request_id: "r2".into(),
+            started_at: 4_000,
+            ended_at: 5_000,
+            outcome: "succeeded".into(),
+            error_message: String::new(),
+        };
+        backend
+            .apply(&[
+                Write::InsertJob(&j),
+                Write::Attempt { job_seq: 1, attempt: &failed },
+                Write::Attempt { job_seq: 1, attempt: &succeeded },
+            ])
+            .unwrap();
+        let rows: i64 =
+            Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 1, "only the failed attempt has a row of its own");
+        let listed = reader.attempts(1).unwrap();
+        let describe = |a: &AttemptView| {
+            (
+                a.attempt,
+                a.worker_id.clone(),
+                a.request_id.clone(),
+                a.started_at,
+                a.ended_at,
+                a.outcome.clone(),
+                a.error_message.clone(),
+            )
+        };
+        assert_eq!(listed.iter().map(describe).collect::<Vec<_>>(), vec![describe(&failed), describe(&succeeded)]);
+        assert!(reader.attempts(2).unwrap().is_empty(), "no job, no attempts");
+    }
+
+    #[tokio::test]
+    async fn a_long_log_is_copied_into_the_database_beside_the_writer() {
+        let dir = temp_dir("checkpoint");
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let db_len = || std::fs::metadata(store.path()).map(|m| m.len()).unwrap_or(0);
+        let before = db_len();
+        // About 2,000 pages of 4 KiB: twice the log length that asks for a checkpoint.
+        for seq in 1..=2_000 {
+            let mut j = job(seq, JobState::Pending, now_ms());
+            Arc::make_mut(&mut j.spec).detail = "x".repeat(4_000);
+            store.write(Op::InsertJob(Arc::new(j)));
+        }
+        store.settle().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while db_len() < before + 4_000_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log was not checkpointed: the database is {} bytes",
+                db_len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        store.close();
     }
 
     #[tokio::test]

@@ -290,7 +290,38 @@ pub(super) fn attempts(conn: &Connection, seq: i64) -> rusqlite::Result<Vec<Atte
             error_message: r.get(6)?,
         })
     })?;
-    rows.collect()
+    let mut attempts: Vec<AttemptView> = rows.collect::<rusqlite::Result<_>>()?;
+    // A succeeded job's last attempt is not written as a row of its own: its row holds it.
+    let last = conn
+        .prepare_cached(
+            "SELECT attempts_total, worker_id, request_id, assigned_at, completed_at FROM jobs              WHERE seq = ?1 AND state = ?2",
+        )?
+        .query_row(params![seq, JobState::Succeeded as i32], |r| {
+            Ok(AttemptView {
+                attempt: r.get(0)?,
+                worker_id: r.get(1)?,
+                request_id: r.get(2)?,
+                started_at: r.get(3)?,
+                ended_at: r.get(4)?,
+                outcome: SUCCEEDED.to_string(),
+                error_message: String::new(),
+            })
+        })
+        .optional()?;
+    if let Some(last) = last.filter(|l| !attempts.iter().any(|a| a.attempt == l.attempt)) {
+        attempts.push(last);
+    }
+    Ok(attempts)
+}
+
+/// The outcome of an attempt that succeeded.
+pub(super) const SUCCEEDED: &str = "succeeded";
+
+/// Whether an attempt record needs no row of its own: a succeeded attempt is the job's
+/// last, and the job's row (written in the same batch or an earlier one) holds every
+/// field of it (attempts_total, worker, request, assigned_at, completed_at).
+pub(super) fn implied_by_job_row(a: &AttemptView) -> bool {
+    a.outcome == SUCCEEDED && a.error_message.is_empty()
 }
 
 pub(super) fn activities(

@@ -146,6 +146,15 @@ pub(super) fn create_or_migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(LATE_INDEXES)
 }
 
+/// Opens the checkpointer's connection: it copies the log into the database beside the
+/// writer, synced as the writer's commits are.
+pub(super) fn open_checkpointer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
 /// Opens a read connection; WAL lets it read beside the writer.
 pub(super) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;

@@ -107,6 +107,7 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                         job.stop.as_ref().map(|st| st.reason.as_str()).unwrap_or(""),
                     ])?;
                 }
+                Write::Attempt { attempt: a, .. } if super::queries::implied_by_job_row(a) => {}
                 Write::Attempt { job_seq, attempt: a } => {
                     attempt.execute(params![
                         job_seq,
