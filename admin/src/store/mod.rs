@@ -11,8 +11,9 @@
 //!   insert followed by updates is one insert of the newest state), and each attempt
 //!   record once. The writer does this before the backend sees the batch, so every
 //!   backend gets it.
-//! - **Persisted, then published.** After the commit the writer marks the batch's
-//!   tickets durable and only then publishes its events. Callers that must know an
+//! - **Persisted, then published.** After the commit the writer hands the batch to its
+//!   publisher thread, which marks the batch's tickets durable and only then publishes
+//!   its events, in commit order, and frees the batch, while the writer commits the next. Callers that must know an
 //!   operation is durable (a job before it may be dispatched) wait on its ticket
 //!   ([`Store::durable`]).
 //! - **Retry.** A batch that fails to commit (disk full, I/O error) is retried with the

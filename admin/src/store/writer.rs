@@ -1,6 +1,8 @@
 //! The store's writer thread, generic over the backend: it takes everything queued,
 //! coalesces it, has the backend apply it in one transaction (retrying with backoff until
-//! it commits), then marks the tickets durable and publishes the batch's events.
+//! it commits), and hands the committed batch to its publisher thread, which marks the
+//! tickets durable, publishes the batch's events and frees it while the writer goes on
+//! with the next batch.
 
 use std::{
     collections::HashMap,
@@ -123,7 +125,7 @@ impl Queue {
     }
 }
 
-/// Starts the writer thread. `backend` must already be loaded.
+/// Starts the writer thread (and its publisher). `backend` must already be loaded.
 pub(super) fn spawn<B: Backend>(
     backend: B,
     queue: Arc<Queue>,
@@ -132,8 +134,16 @@ pub(super) fn spawn<B: Backend>(
     events: Arc<EventBus>,
     path: PathBuf,
 ) -> std::io::Result<JoinHandle<()>> {
-    let writer = Writer { backend, queue, healthy, committed, events, path };
-    std::thread::Builder::new().name("plughost-store".into()).spawn(move || writer.run())
+    let publisher = Arc::new(Publisher::default());
+    let publishing = {
+        let (publisher, events) = (publisher.clone(), events.clone());
+        std::thread::Builder::new().name("plughost-events".into()).spawn(move || publisher.run(&committed, &events))?
+    };
+    let writer = Writer { backend, queue, healthy, publisher, path };
+    std::thread::Builder::new().name("plughost-store".into()).spawn(move || {
+        writer.run();
+        let _ = publishing.join();
+    })
 }
 
 struct Writer<B> {
@@ -141,9 +151,8 @@ struct Writer<B> {
     queue: Arc<Queue>,
     /// False while a batch cannot commit.
     healthy: Arc<AtomicBool>,
-    /// The newest committed ticket.
-    committed: watch::Sender<u64>,
-    events: Arc<EventBus>,
+    /// Takes each committed batch: marks it durable, publishes its events, frees it.
+    publisher: Arc<Publisher>,
     /// Where the store lives, for the log.
     path: PathBuf,
 }
@@ -153,29 +162,17 @@ impl<B: Backend> Writer<B> {
         let mut batch: Vec<Queued> = Vec::with_capacity(1024);
         let mut coalescer = Coalescer::default();
         while self.queue.take(&mut batch) {
-            let last_ticket = batch.last().map(|q| q.ticket).unwrap_or(0);
             let mut writes = Vec::with_capacity(batch.len());
             coalescer.coalesce(&batch, &mut writes);
             let Some(pruned) = self.commit(&writes, batch.len()) else {
-                return;
+                break;
             };
             drop(writes);
             self.healthy.store(true, Ordering::Relaxed);
-            let _ = self.committed.send(last_ticket);
-            // Every prune is in `writes`, so the reports line up with the prunes in order.
-            let mut reports = pruned.into_iter();
-            for q in batch.drain(..) {
-                if let Some(Op::Prune { report, .. }) = q.op {
-                    let pruned = reports.next().unwrap_or_default();
-                    if let Some(tx) = report {
-                        let _ = tx.send(pruned);
-                    }
-                }
-                if let Some(event) = q.event {
-                    self.events.publish(event);
-                }
-            }
+            let committed = std::mem::replace(&mut batch, self.publisher.spare());
+            self.publisher.hand_over(Committed { batch: committed, pruned });
         }
+        self.publisher.close();
     }
 
     /// Applies a batch until it commits. A batch is durable only once it commits: on
@@ -210,6 +207,91 @@ impl<B: Backend> Writer<B> {
     }
 }
 
+/// A batch that committed, with one report per prune in it.
+struct Committed {
+    batch: Vec<Queued>,
+    pruned: Vec<Pruned>,
+}
+
+/// The second half of the writer, on a thread of its own so the writer can start on the
+/// next batch at once: for each committed batch, in commit order, it marks the tickets
+/// durable, then sends the prune reports and publishes the events, then frees the
+/// operations (their job snapshots and strings) and hands the emptied vector back.
+#[derive(Default)]
+struct Publisher {
+    state: Mutex<PublisherState>,
+    ready: Condvar,
+    /// Emptied batch vectors, reused so a batch's vector is allocated once.
+    spares: Mutex<Vec<Vec<Queued>>>,
+}
+
+#[derive(Default)]
+struct PublisherState {
+    committed: std::collections::VecDeque<Committed>,
+    closed: bool,
+}
+
+/// Emptied batch vectors kept for reuse.
+const SPARES: usize = 4;
+
+impl Publisher {
+    fn hand_over(&self, committed: Committed) {
+        let mut s = self.state.lock().expect("publisher lock");
+        s.committed.push_back(committed);
+        if s.committed.len() == 1 {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Stops the publisher once it has published everything handed over.
+    fn close(&self) {
+        self.state.lock().expect("publisher lock").closed = true;
+        self.ready.notify_one();
+    }
+
+    fn spare(&self) -> Vec<Queued> {
+        self.spares.lock().expect("publisher lock").pop().unwrap_or_else(|| Vec::with_capacity(1024))
+    }
+
+    fn run(&self, committed: &watch::Sender<u64>, events: &EventBus) {
+        loop {
+            let next = {
+                let mut s = self.state.lock().expect("publisher lock");
+                loop {
+                    if let Some(next) = s.committed.pop_front() {
+                        break next;
+                    }
+                    if s.closed {
+                        return;
+                    }
+                    s = self.ready.wait(s).expect("publisher lock");
+                }
+            };
+            let Committed { mut batch, pruned } = next;
+            if let Some(last) = batch.last() {
+                let _ = committed.send(last.ticket);
+            }
+            // Every prune is in the batch's writes, so the reports line up with the prunes.
+            let mut reports = pruned.into_iter();
+            for q in batch.drain(..) {
+                if let Some(Op::Prune { report, .. }) = q.op {
+                    let pruned = reports.next().unwrap_or_default();
+                    if let Some(tx) = report {
+                        let _ = tx.send(pruned);
+                    }
+                }
+                if let Some(event) = q.event {
+                    events.publish(event);
+                }
+            }
+            let mut spares = self.spares.lock().expect("publisher lock");
+            if spares.len() < SPARES {
+                spares.push(batch);
+            }
+        }
+    }
+}
+
 /// Turns a batch of operations into the writes a backend applies. Each job is written
 /// once, with its newest state: as an insert at its first insert when the batch inserts
 /// it, else as an update at its last update. Each attempt record is written once, at its
@@ -217,8 +299,43 @@ impl<B: Backend> Writer<B> {
 /// maps are kept between batches so their memory is reused.
 #[derive(Default)]
 struct Coalescer {
-    jobs: HashMap<i64, JobSlot>,
-    attempts: HashMap<(i64, i32), usize>,
+    jobs: HashMap<i64, JobSlot, BuildIdHasher>,
+    attempts: HashMap<(i64, i32), usize, BuildIdHasher>,
+}
+
+/// Hashes the coalescer's keys (job ids the admin assigned, attempt numbers): integers
+/// from one process, not from a peer, so a multiply-rotate mix is enough and several
+/// times cheaper than the default SipHash on the writer's hot path.
+#[derive(Default, Clone, Copy)]
+struct BuildIdHasher;
+
+impl std::hash::BuildHasher for BuildIdHasher {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(n as u32 as u64);
+    }
 }
 
 /// Where a job occurs in a batch (indices into it).

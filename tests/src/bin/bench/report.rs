@@ -52,10 +52,6 @@ fn row(scenario: &str, figure: &str, v: &Value, unit: &str, target: Target, appl
     }
 }
 
-fn full(r: &Value) -> Result<(), String> {
-    if r["size"] == "full" { Ok(()) } else { Err("target is for the full size".into()) }
-}
-
 pub fn table(results: &[Value]) -> String {
     let mut rows: Vec<Row> = Vec::new();
     for r in results {
@@ -75,9 +71,26 @@ pub fn table(results: &[Value]) -> String {
                 rows.push(row(s, "round trips/s", &r["round_trips_per_s"], "/s", Target::None, Ok(())));
             }
             "throughput" => {
-                rows.push(row(s, "jobs/s", &r["jobs_per_s"], "/s", Target::AtLeast(20_000.0), full(r)));
+                // The targets of the performance issue: 90,000 jobs/s on 2 cores (admin, workers
+                // and bench sharing them), 150,000 on 16 cores with 32 workers x 64 slots.
+                let cores = r["cores"].as_u64().unwrap_or(0);
+                let (target, applies) = if cores >= 16 {
+                    let w = r["workers"].as_u64().unwrap_or(0);
+                    (150_000.0, if w >= 32 { Ok(()) } else { Err(format!("{w} workers; the target is for 32")) })
+                } else {
+                    (90_000.0, if cores >= 2 { Ok(()) } else { Err("the target is for 2 cores".to_string()) })
+                };
+                rows.push(row(s, "jobs/s", &r["jobs_per_s"], "/s", Target::AtLeast(target), applies));
                 rows.push(row(s, "jobs/s / round trips/s", &r["ratio_to_ceiling"], "", Target::AtLeast(0.25), Ok(())));
                 rows.push(row(s, "admin CPU per 1,000 jobs", &r["cpu_s_per_1000_jobs"], "s", Target::None, Ok(())));
+                rows.push(row(
+                    s,
+                    "admin RSS per queued job",
+                    &r["admin_rss_per_queued_job_bytes"],
+                    "B",
+                    Target::AtMost(1024.0),
+                    Ok(()),
+                ));
                 rows.push(row(
                     s,
                     "store writer CPU per job",
@@ -96,6 +109,14 @@ pub fn table(results: &[Value]) -> String {
                 ));
             }
             "latency" => {
+                rows.push(row(
+                    s,
+                    "proposal->execute p99",
+                    &r["proposal_to_execute_p99_ms"],
+                    "ms",
+                    Target::AtMost(2.0),
+                    Ok(()),
+                ));
                 rows.push(row(s, "queued->assigned p50", &r["queued_to_assigned_p50_ms"], "ms", Target::None, Ok(())));
                 rows.push(row(
                     s,

@@ -36,6 +36,8 @@ pub struct Measured {
     pub proposal_phase: Duration,
     pub dispatch: Histogram,
     pub peak_rss: u64,
+    /// Resident memory once the workers were registered, before the first proposal.
+    pub idle_rss: u64,
     pub execute_request_bytes: usize,
     /// CPU over the same interval: this process (the SDK workers) and the rest of the machine.
     pub cpu: CpuUse,
@@ -89,6 +91,10 @@ pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
             (null = above the 10 s bucket); the admin's clock has 1 ms resolution",
         "proposal_phase_s": num(m.proposal_phase.as_secs_f64(), 3),
         "admin_peak_rss_mib": num(m.peak_rss as f64 / 1048576.0, 1),
+        "admin_rss_per_queued_job_bytes": num(m.peak_rss.saturating_sub(m.idle_rss) as f64 / m.jobs as f64, 0),
+        "admin_rss_per_queued_job_note": "(peak RSS - RSS before the first proposal) / jobs: every job is \
+            proposed in the first moments (see proposal_phase_s), so at the peak nearly all are queued",
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "fsync_p50_ms": num(m.fsync_ms.0, 3),
         "fsync_max_ms": num(m.fsync_ms.1, 3),
         "execute_request_bytes": m.execute_request_bytes,
@@ -119,6 +125,7 @@ async fn drive(
     workers: usize,
 ) -> Result<Measured> {
     fleet.wait_registered(admin, workers).await?;
+    let idle_rss = admin.rss_bytes()?;
     let before = Histogram::parse(&admin_process::metrics(&admin.http).await?, "plughost_dispatch_latency_seconds")
         .unwrap_or_default();
     shared.go();
@@ -188,6 +195,7 @@ async fn drive(
         proposal_phase: last_proposal.saturating_duration_since(first_at),
         dispatch: after.since(&before),
         peak_rss: admin.peak_rss_bytes().unwrap_or(0),
+        idle_rss,
         execute_request_bytes: shared.execute_request_bytes.load(std::sync::atomic::Ordering::Relaxed),
         cpu,
         fsync_ms: (f64::NAN, f64::NAN),
