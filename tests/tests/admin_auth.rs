@@ -55,8 +55,7 @@ fn error_of(r: &Response) -> String {
 
 async fn auth_activities(admin: &TestAdmin) -> Vec<String> {
     let list = admin.get("/api/plugin/activities?limit=200").await;
-    list
-        .as_array()
+    list.as_array()
         .unwrap()
         .iter()
         .filter(|a| a["stage"] == "auth")

@@ -521,7 +521,8 @@ async fn every_command_is_in_the_audit_trail_with_its_actor_target_outcome_and_r
     wait_job(&addr, &hang, "running").await;
     wait_job(&addr, &fail, "failed").await;
 
-    let r = act(&addr, &ops, "rid-04", "POST", &format!("/api/plugin/job-types/{T}/run?wait=false"), Some(&json!({}))).await;
+    let r = act(&addr, &ops, "rid-04", "POST", &format!("/api/plugin/job-types/{T}/run?wait=false"), Some(&json!({})))
+        .await;
     assert_eq!(r.status, 202, "{}", r.text());
     let r = act(&addr, &ops, "rid-05", "POST", &format!("/api/plugin/jobs/{hang}/cancel"), Some(&json!({}))).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -1144,9 +1145,7 @@ async fn a_drained_worker_stays_drained_after_a_kill_9_restart_and_gets_no_job()
         let addr = addr.clone();
         async move {
             let list = get_json(&addr, "/api/plugin/workers").await;
-            list
-                .as_array()
-                .and_then(|a| a.iter().find(|w| w["worker_id"] == id).map(|w| w["draining"].clone()))
+            list.as_array().and_then(|a| a.iter().find(|w| w["worker_id"] == id).map(|w| w["draining"].clone()))
         }
     };
     wait_for("both workers listed, w1 still draining", WAIT, || async {

@@ -390,10 +390,14 @@ async fn start_detection(
     };
     if q.wait == Some(false) {
         let status = if queued { "queued behind the running detection" } else { "started" };
-        return Ok((StatusCode::ACCEPTED, Json(json!({ "job_type": t, "mode": mode, "status": status }))).into_response());
+        return Ok(
+            (StatusCode::ACCEPTED, Json(json!({ "job_type": t, "mode": mode, "status": status }))).into_response()
+        );
     }
     match mode {
-        DetectionMode::Run => super::detection::run_answer(&state, &t, report, started + limit.detection, started + limit.run).await,
+        DetectionMode::Run => {
+            super::detection::run_answer(&state, &t, report, started + limit.detection, started + limit.run).await
+        }
         _ => super::detection::detect_answer(&state, &t, report, started + limit.detection).await,
     }
 }
@@ -541,11 +545,8 @@ async fn job_detail(
         detail["run_record"] = shapes::run_record(run);
     }
     if related_limit > 0 {
-        let query = JobQuery {
-            job_type: Some(job.spec.job_type.clone()),
-            limit: related_limit + 1,
-            ..Default::default()
-        };
+        let query =
+            JobQuery { job_type: Some(job.spec.job_type.clone()), limit: related_limit + 1, ..Default::default() };
         let mut related = state.store.jobs(&query)?;
         state.dispatcher.refresh_views(&mut related);
         let related: Vec<Value> =

@@ -46,7 +46,11 @@ pub fn wait_limit(state: &AppState, job_type: &str, mode: DetectionMode, options
 }
 
 /// Waits for the detection that serves a request, until `deadline`.
-async fn report(job_type: &str, mut watch: DetectionWatch, deadline: Instant) -> Result<Arc<DetectionReport>, Response> {
+async fn report(
+    job_type: &str,
+    mut watch: DetectionWatch,
+    deadline: Instant,
+) -> Result<Arc<DetectionReport>, Response> {
     loop {
         if let Some(r) = watch.borrow_and_update().clone() {
             return Ok(r);
@@ -54,7 +58,9 @@ async fn report(job_type: &str, mut watch: DetectionWatch, deadline: Instant) ->
         match tokio::time::timeout_at(deadline, watch.changed()).await {
             Ok(Ok(())) => continue,
             Ok(Err(_)) => {
-                let message = format!("the detection of {job_type:?} was not run: its detection was held, or the admin is stopping");
+                let message = format!(
+                    "the detection of {job_type:?} was not run: its detection was held, or the admin is stopping"
+                );
                 return Err(ApiError::Conflict(message).into_response());
             }
             Err(_) => {
@@ -188,11 +194,8 @@ pub async fn wait_final(state: &AppState, seqs: &[i64], deadline: Instant) -> Ve
     let mut look_again = true;
     loop {
         if look_again {
-            open = seqs
-                .iter()
-                .copied()
-                .filter(|s| state.dispatcher.job(*s).is_some_and(|j| !is_final(j.state)))
-                .collect();
+            open =
+                seqs.iter().copied().filter(|s| state.dispatcher.job(*s).is_some_and(|j| !is_final(j.state))).collect();
             look_again = false;
         }
         if open.is_empty() {
@@ -266,7 +269,9 @@ pub async fn execute(
     let secs = match body.timeout_seconds {
         None | Some(0) => DEFAULT_EXECUTE_SECONDS,
         Some(n) if n < 0 => {
-            return Err(ApiError::Unprocessable(format!("timeout_seconds is {n}; give a positive number, or 0 for 90")));
+            return Err(ApiError::Unprocessable(format!(
+                "timeout_seconds is {n}; give a positive number, or 0 for 90"
+            )));
         }
         Some(n) => (n as u64).min(MAX_EXECUTE_SECONDS),
     };
@@ -314,6 +319,10 @@ pub async fn execute(
     if completed.success {
         return Ok((StatusCode::OK, Json(completion)).into_response());
     }
-    let error = if job.error.is_empty() { format!("job {} ended {}", job.id(), crate::job::state_name(job.state)) } else { job.error.clone() };
+    let error = if job.error.is_empty() {
+        format!("job {} ended {}", job.id(), crate::job::state_name(job.state))
+    } else {
+        job.error.clone()
+    };
     Ok((StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": error, "completion": completion }))).into_response())
 }

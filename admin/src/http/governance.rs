@@ -585,7 +585,8 @@ async fn enqueue(
     let proposal = parse_new_job(json_body(&body)?)?;
     match state.execute(&caller, Command::EnqueueJob { job_type: t, proposal }).await? {
         Outcome::Job(view) => {
-            Ok((StatusCode::CREATED, Json(json!({ "job_id": view.job_id, "job": super::shapes::job(&view) }))).into_response())
+            Ok((StatusCode::CREATED, Json(json!({ "job_id": view.job_id, "job": super::shapes::job(&view) })))
+                .into_response())
         }
         _ => Err(ApiError::Internal("enqueue_job gave another outcome".into())),
     }

@@ -150,11 +150,8 @@ pub fn activity(a: &ActivityView) -> Value {
 /// Plughost's snake_case view beside them.
 pub fn worker(w: &WorkerView) -> Value {
     let mut o = object(w);
-    let capabilities: Map<String, Value> = w
-        .capabilities
-        .iter()
-        .map(|c| (c.job_type.clone(), Value::Object(object(c))))
-        .collect();
+    let capabilities: Map<String, Value> =
+        w.capabilities.iter().map(|c| (c.job_type.clone(), Value::Object(object(c)))).collect();
     let heartbeat = json!({
         "worker_id": w.worker_id,
         "detection_slots_used": w.detection_slots_used,
