@@ -1636,7 +1636,7 @@ async fn the_run_now_cap_answers_429_with_retry_after_per_job_type_and_is_audite
     wait_config(&admin, OTHER).await;
     let post = |t: &'static str, action: &'static str| {
         let addr = addr.clone();
-        async move { http::post_json(&addr, &format!("/api/plugin/job-types/{t}/{action}"), &json!({})).await }
+        async move { http::post_json(&addr, &format!("/api/plugin/job-types/{t}/{action}?wait=false"), &json!({})).await }
     };
 
     assert_eq!(post(CAPPED, "run").await.status, 202);
