@@ -14,7 +14,7 @@ use std::{
 
 use proto::pb::{self, admin_to_worker_message::Body};
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -39,6 +39,32 @@ use crate::{
 
 /// Proposals kept per job type as its latest detection results.
 const LATEST_PROPOSALS: usize = 200;
+
+/// Proposals a preview reports to a caller waiting for it (beyond them, only counts).
+const REPORTED_PROPOSALS: usize = 1000;
+
+/// What a caller waiting for an on-demand detection learns when it ends.
+#[derive(Debug, Clone)]
+pub struct DetectionReport {
+    pub mode: DetectionMode,
+    pub request_id: String,
+    pub worker_id: String,
+    /// The run as recorded: success, message, proposals seen, jobs created.
+    pub run: RunView,
+    /// A preview's valid proposals as the worker sent them, at most 1,000.
+    pub proposals: Vec<pb::JobProposal>,
+    /// The jobs a run created.
+    pub created_jobs: Vec<String>,
+    pub deduplicated: i64,
+    pub over_limit: i64,
+    pub invalid: i64,
+}
+
+/// Receives the report of the detection that served an on-demand request; its value
+/// stays `None` until then, and the sender is dropped if the request never runs (a hold
+/// dropped it, the admin stopped).
+pub type DetectionWatch = watch::Receiver<Option<Arc<DetectionReport>>>;
+type DetectionWaiter = watch::Sender<Option<Arc<DetectionReport>>>;
 
 /// The longest timeout a caller may give a preview detection, and a run's detection (the
 /// bounds SeaweedFS's admin puts on its detect and run requests).
@@ -85,7 +111,7 @@ impl DetectOptions {
     }
 
     /// The detection's timeout: the caller's, bounded for the mode, else the runtime's.
-    fn timeout_seconds(&self, mode: DetectionMode, runtime: &pb::AdminRuntimeConfig) -> i64 {
+    pub fn effective_timeout_seconds(&self, mode: DetectionMode, runtime: &pb::AdminRuntimeConfig) -> i64 {
         let bound = if mode == DetectionMode::Preview { MAX_PREVIEW_TIMEOUT_SECONDS } else { MAX_RUN_TIMEOUT_SECONDS };
         match self.timeout_seconds.filter(|s| *s > 0) {
             Some(s) => i64::from(s.min(bound)),
@@ -152,6 +178,8 @@ struct DetectorState {
     latest: Vec<ProposalView>,
     /// An on-demand request that arrived while a detection was running, with its options.
     queued: Option<(DetectionMode, DetectOptions)>,
+    /// The callers waiting for the queued request.
+    queued_waiters: Vec<DetectionWaiter>,
 }
 
 struct RunningDetection {
@@ -170,6 +198,10 @@ struct RunningDetection {
     /// Proposals refused for being over an input limit, and the first one's reason.
     invalid: i64,
     first_invalid: String,
+    /// Callers waiting for this detection's report; what it reports to them.
+    waiters: Vec<DetectionWaiter>,
+    reported: Vec<pb::JobProposal>,
+    created_jobs: Vec<String>,
 }
 
 /// A proposal as the pages show it.
@@ -309,8 +341,10 @@ impl Scheduler {
                 let held = self.p().holds.is_held(HoldKind::Detection, &job_type);
                 let scheduled = runtime.enabled && !held && !self.p().holds.schedules_paused();
                 let due = self.p().schedules.next_fire(&job_type).unwrap_or(st.next_due);
+                let waiters = std::mem::take(&mut st.queued_waiters);
                 let mode = match st.queued.take() {
-                    // An on-demand request queued before the hold was set is dropped.
+                    // An on-demand request queued before the hold was set is dropped
+                    // (and its waiters learn so when their senders drop).
                     Some(_) if held => None,
                     Some(queued) => Some(queued),
                     None if scheduled && due <= now => Some((DetectionMode::Scheduled, DetectOptions::default())),
@@ -321,7 +355,7 @@ impl Scheduler {
                         if mode == DetectionMode::Scheduled {
                             self.mark_scheduled(st, &job_type, now);
                         }
-                        let start = Start { mode, options, runtime: &runtime, detectors: &detectors, now };
+                        let start = Start { mode, options, runtime: &runtime, detectors: &detectors, now, waiters };
                         if let Some(msg) = self.start_detection(&mut d, &job_type, start) {
                             out.push(msg);
                         }
@@ -370,7 +404,7 @@ impl Scheduler {
         job_type: &str,
         start: Start<'_>,
     ) -> Option<(Arc<WorkerSession>, pb::AdminToWorkerMessage)> {
-        let Start { mode, options, runtime, detectors, now } = start;
+        let Start { mode, options, runtime, detectors, now, waiters } = start;
         let st = d.types.get_mut(job_type)?;
         // Sticky lease: keep the same detector while it is connected and not draining.
         let worker = st
@@ -392,7 +426,7 @@ impl Scheduler {
             Some(given) => crate::cluster_context::merge(given, &admin_context),
             None => admin_context.as_ref().clone(),
         };
-        let timeout_secs = options.timeout_seconds(mode, runtime);
+        let timeout_secs = options.effective_timeout_seconds(mode, runtime);
         // The worker sees the timeout this detection really has.
         let admin_runtime = pb::AdminRuntimeConfig {
             detection_timeout_seconds: i32::try_from(timeout_secs).unwrap_or(i32::MAX),
@@ -448,6 +482,9 @@ impl Scheduler {
             dropped: 0,
             invalid: 0,
             first_invalid: String::new(),
+            waiters,
+            reported: Vec::new(),
+            created_jobs: Vec::new(),
         });
         d.by_request.insert(request_id.clone(), job_type.to_string());
         inc(&self.p().monitor.detections_started);
@@ -485,6 +522,22 @@ impl Scheduler {
             st.next_due = now + i64::from(runtime.detection_interval_minutes.max(1)) * 60_000;
         }
         st.last_run = Some(r.run.clone());
+        if !r.waiters.is_empty() {
+            let report = Arc::new(DetectionReport {
+                mode: r.mode,
+                request_id: r.request_id.clone(),
+                worker_id: r.worker_id.clone(),
+                run: r.run.clone(),
+                proposals: std::mem::take(&mut r.reported),
+                created_jobs: std::mem::take(&mut r.created_jobs),
+                deduplicated: r.deduplicated,
+                over_limit: r.dropped,
+                invalid: r.invalid,
+            });
+            for w in r.waiters.drain(..) {
+                let _ = w.send(Some(report.clone()));
+            }
+        }
         let summary = if success {
             format!("detection found {} proposals, created {} jobs", r.run.proposals, r.run.jobs_created)
         } else {
@@ -503,7 +556,7 @@ impl Scheduler {
         job_type: &str,
         mode: DetectionMode,
         options: DetectOptions,
-    ) -> Result<bool, DetectError> {
+    ) -> Result<(bool, DetectionWatch), DetectError> {
         if self.is_stopping() {
             return Err(DetectError::ShuttingDown);
         }
@@ -520,9 +573,11 @@ impl Scheduler {
         if !keep_queued_run {
             st.queued = Some((mode, options));
         }
+        let (waiter, watch) = watch::channel(None);
+        st.queued_waiters.push(waiter);
         drop(d);
         self.wake();
-        Ok(queued)
+        Ok((queued, watch))
     }
 
     fn running_of(&self, d: &DetectorTable, session: &WorkerSession, request_id: &str) -> Option<String> {
@@ -556,6 +611,7 @@ impl Scheduler {
         };
         let st = d.types.get_mut(&job_type).expect("running detection has state");
         let r = st.running.as_mut().expect("running detection");
+        let waited_for = r.waiters.iter().any(|w| !w.is_closed());
         let mut views = Vec::with_capacity(batch.proposals.len().min(LATEST_PROPOSALS));
         let mut offered = Vec::new();
         let (mut invalid, mut first_invalid) = (0, None);
@@ -590,6 +646,9 @@ impl Scheduler {
                 if !key.is_empty() && self.p().dispatcher.is_active_key(&job_type, &key) {
                     view.outcome = "deduplicated";
                 }
+                if waited_for && r.reported.len() < REPORTED_PROPOSALS {
+                    r.reported.push(p);
+                }
             } else {
                 offered.push((views.len(), NewJob { spec: new_spec(&job_type, key, p, r.run.id, now) }));
             }
@@ -603,6 +662,9 @@ impl Scheduler {
                 match admission {
                     Admission::Created { job_id } => {
                         view.outcome = "created";
+                        if waited_for {
+                            r.created_jobs.push(job_id.clone());
+                        }
                         view.job_id = job_id;
                         r.run.jobs_created += 1;
                     }
@@ -665,14 +727,17 @@ impl Scheduler {
             .map(|(t, _)| t.clone())
             .collect();
         for job_type in affected {
-            let again = d.types.get(&job_type).and_then(|s| s.running.as_ref()).map(|r| (r.mode, r.options.clone()));
+            let running = d.types.get_mut(&job_type).and_then(|s| s.running.as_mut());
+            let again = running.map(|r| ((r.mode, r.options.clone()), std::mem::take(&mut r.waiters)));
             self.end_detection(&mut d, &job_type, false, &format!("detector lost: {reason}"), 0);
             if let Some(st) = d.types.get_mut(&job_type) {
                 st.next_due = self.now();
-                if let Some(again @ (mode, _)) = again
+                // An on-demand detection runs again, and its callers wait for that one.
+                if let Some((again @ (mode, _), waiters)) = again
                     && mode != DetectionMode::Scheduled
                 {
                     st.queued = Some(again);
+                    st.queued_waiters.extend(waiters);
                 }
             }
         }
@@ -730,6 +795,8 @@ struct Start<'a> {
     runtime: &'a pb::AdminRuntimeConfig,
     detectors: &'a [Arc<WorkerSession>],
     now: i64,
+    /// The callers waiting for this detection (an on-demand one).
+    waiters: Vec<DetectionWaiter>,
 }
 
 pub(crate) fn new_spec(job_type: &str, dedupe_key: String, p: pb::JobProposal, run_id: i64, now: i64) -> JobSpecData {
@@ -763,7 +830,7 @@ mod tests {
         let mut w = rig.worker("w1", 1);
         let s = &rig.c.scheduler;
         assert!(
-            !s.request_detection("t", DetectionMode::Run, DetectOptions::default()).unwrap(),
+            !s.request_detection("t", DetectionMode::Run, DetectOptions::default()).unwrap().0,
             "started, not queued"
         );
         s.scheduler_pass();

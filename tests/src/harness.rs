@@ -39,14 +39,14 @@ impl TestAdmin {
     }
 
     pub async fn jobs(&self, query: &str) -> Vec<Value> {
-        self.get(&format!("/api/plugin/jobs?{query}")).await["jobs"].as_array().cloned().unwrap_or_default()
+        self.get(&format!("/api/plugin/jobs?{query}")).await.as_array().cloned().unwrap_or_default()
     }
 
     /// Waits until every job listed for `query` is in `state` and there are `n` of them.
     pub async fn wait_jobs(&self, what: &str, query: &str, n: usize, state: &str) -> Vec<Value> {
         crate::wait_for(what, Duration::from_secs(30), || async {
             let jobs = self.jobs(query).await;
-            (jobs.len() == n && jobs.iter().all(|j| j["state"] == state)).then_some(jobs)
+            (jobs.len() == n && jobs.iter().all(|j| j["state"] == format!("job_state_{state}"))).then_some(jobs)
         })
         .await
     }

@@ -78,3 +78,9 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A time from the JSON API (RFC 3339, as SeaweedFS writes them) as Unix milliseconds;
+/// `None` when it is absent or not a time.
+pub fn time_ms(v: &serde_json::Value) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str()?).ok().map(|t| t.timestamp_millis())
+}

@@ -99,7 +99,7 @@ pub async fn configure(admin: &TestAdmin, job_type: &str, values: Value) -> Valu
 
 /// Starts a detection whose proposals become jobs.
 pub async fn run(admin: &TestAdmin, job_type: &str) {
-    let path = format!("/api/plugin/job-types/{job_type}/run");
+    let path = format!("/api/plugin/job-types/{job_type}/run?wait=false");
     // Right after attaching, the scheduler's first detection may still be running; the
     // request is then queued behind it.
     let r = http::post_json(&admin.http, &path, &json!({})).await;

@@ -44,7 +44,7 @@ async fn post(http: &str, action: &str, body: &str) -> http::Response {
 /// Posts a detect or run and returns the detection request the worker got for it.
 async fn detect_via_api(http: &str, worker: &FakeWorker, action: &str, body: &str) -> pb::RunDetectionRequest {
     let before = worker.inbox.detections().len();
-    let r = post(http, action, body).await;
+    let r = post(http, &format!("{action}?wait=false"), body).await;
     assert_eq!(r.status, 202, "{action} {body}: {}", r.text());
     wait_for("the worker gets the detection request", WAIT, || async { worker.inbox.detections().get(before).cloned() })
         .await
@@ -54,7 +54,7 @@ async fn detect_via_api(http: &str, worker: &FakeWorker, action: &str, body: &st
 async fn wait_run_done(http: &str) {
     wait_for("the detection finishes", WAIT, || async {
         let states = http::get(http, "/api/plugin/scheduler-states").await.json();
-        let running = states["states"]
+        let running = states
             .as_array()
             .or_else(|| states.as_array())
             .and_then(|a| a.iter().find(|s| s["job_type"] == T).map(|s| s["detection_running"] == true));
@@ -274,7 +274,7 @@ async fn a_body_timeout_ends_a_hanging_detection_at_that_timeout() {
     .await;
     let plain = detect_via_api(&admin.http, &worker, "detect", "").await;
     assert_eq!(plain.admin_runtime.unwrap().detection_timeout_seconds, 30, "the next one has the job type's own");
-    let over = post(&admin.http, "detect", r#"{"timeout_seconds": 100000}"#).await;
+    let over = post(&admin.http, "detect?wait=false", r#"{"timeout_seconds": 100000}"#).await;
     assert_eq!(over.status, 202, "{}", over.text());
     admin.stop().await;
 }
@@ -310,7 +310,7 @@ async fn bad_detect_and_run_bodies_are_refused_with_a_clear_error_and_start_noth
     wait_run_done(&admin.http).await;
     assert_eq!(worker.inbox.detections().len(), 2, "the refused bodies started no detection");
     for body in ["  ", "null", "{}", r#"{"max_results": 0, "timeout_seconds": 0, "cluster_context": null}"#] {
-        let r = post(&admin.http, "detect", body).await;
+        let r = post(&admin.http, "detect?wait=false", body).await;
         assert_eq!(r.status, 202, "{body:?} keeps today's behaviour: {}", r.text());
     }
     admin.stop().await;

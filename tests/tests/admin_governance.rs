@@ -153,7 +153,7 @@ async fn list_jobs(addr: &str, query: &str) -> Vec<Value> {
     } else {
         format!("/api/plugin/jobs?limit=1000&{query}")
     };
-    get_json(addr, &path).await["jobs"].as_array().cloned().unwrap_or_default()
+    get_json(addr, &path).await.as_array().cloned().unwrap_or_default()
 }
 
 async fn job(addr: &str, id: &str) -> Value {
@@ -163,7 +163,7 @@ async fn job(addr: &str, id: &str) -> Value {
 async fn wait_job(addr: &str, id: &str, state: &str) -> Value {
     wait_for(&format!("job {id} {state}"), WAIT, || async {
         let j = job(addr, id).await;
-        (j["state"] == state).then_some(j)
+        (j["state"] == format!("job_state_{state}")).then_some(j)
     })
     .await
 }
@@ -172,7 +172,7 @@ async fn wait_job(addr: &str, id: &str, state: &str) -> Value {
 async fn wait_jobs_at(addr: &str, query: &str, n: usize, state: &str) -> Vec<Value> {
     wait_for(&format!("{n} jobs {state} for {query:?}"), WAIT, || async {
         let jobs = list_jobs(addr, query).await;
-        (jobs.len() == n && jobs.iter().all(|j| j["state"] == state)).then_some(jobs)
+        (jobs.len() == n && jobs.iter().all(|j| j["state"] == format!("job_state_{state}"))).then_some(jobs)
     })
     .await
 }
@@ -441,7 +441,7 @@ async fn wait_descriptor(addr: &str, t: &str) {
 
 async fn detector_state(addr: &str, t: &str) -> Value {
     let v = get_json(addr, "/api/plugin/scheduler-states").await;
-    v["states"].as_array().and_then(|a| a.iter().find(|x| x["job_type"] == t).cloned()).unwrap_or(Value::Null)
+    v.as_array().and_then(|a| a.iter().find(|x| x["job_type"] == t).cloned()).unwrap_or(Value::Null)
 }
 
 /// Waits until `worker` was asked to detect `t` exactly `n` times and that detection has
@@ -521,7 +521,8 @@ async fn every_command_is_in_the_audit_trail_with_its_actor_target_outcome_and_r
     wait_job(&addr, &hang, "running").await;
     wait_job(&addr, &fail, "failed").await;
 
-    let r = act(&addr, &ops, "rid-04", "POST", &format!("/api/plugin/job-types/{T}/run"), Some(&json!({}))).await;
+    let r = act(&addr, &ops, "rid-04", "POST", &format!("/api/plugin/job-types/{T}/run?wait=false"), Some(&json!({})))
+        .await;
     assert_eq!(r.status, 202, "{}", r.text());
     let r = act(&addr, &ops, "rid-05", "POST", &format!("/api/plugin/jobs/{hang}/cancel"), Some(&json!({}))).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -971,7 +972,7 @@ async fn a_paused_dispatch_keeps_jobs_pending_across_a_kill_9_restart_and_releas
     }
     let jobs = list_jobs(&admin.http, &format!("job_type={T}")).await;
     assert_eq!(jobs.len(), 3);
-    assert!(jobs.iter().all(|j| j["state"] == "pending"), "{jobs:?}");
+    assert!(jobs.iter().all(|j| j["state"] == "job_state_pending"), "{jobs:?}");
     let h = holds(&admin.http).await;
     assert_eq!(h["dispatch_paused"], true);
     assert!(has_hold(&h, "dispatch", "", "admin"), "{h}");
@@ -996,7 +997,7 @@ async fn a_paused_dispatch_keeps_jobs_pending_across_a_kill_9_restart_and_releas
     let second = FakeWorker::start(admin.grpc, quiet(spec_for("w1", &[T], 4))).await;
     // A barrier: the new worker answers a detection; a dispatch pass woken by its arrival
     // has had its chance by then.
-    let r = http::post_json(&admin.http, &format!("/api/plugin/job-types/{T}/run"), &json!({})).await;
+    let r = http::post_json(&admin.http, &format!("/api/plugin/job-types/{T}/run?wait=false"), &json!({})).await;
     assert_eq!(r.status, 202, "{}", r.text());
     second
         .inbox
@@ -1004,7 +1005,7 @@ async fn a_paused_dispatch_keeps_jobs_pending_across_a_kill_9_restart_and_releas
         .await;
     let jobs = list_jobs(&admin.http, &format!("job_type={T}")).await;
     assert_eq!(jobs.len(), 3);
-    assert!(jobs.iter().all(|j| j["state"] == "pending"), "still held after the restart: {jobs:?}");
+    assert!(jobs.iter().all(|j| j["state"] == "job_state_pending"), "still held after the restart: {jobs:?}");
     assert!(second.inbox.executions().is_empty(), "nothing is dispatched while the pause holds");
 
     let r = http::post_json(&admin.http, "/api/plugin/dispatch?paused=false", &json!({})).await;
@@ -1058,7 +1059,7 @@ async fn a_job_type_whose_detection_is_held_does_not_detect_while_another_type_d
         refused(&r, 409, &format!("{action} of a held type"));
     }
     assert_eq!(detections(&worker, HELD), 1);
-    let r = http::post_json(&admin.http, &format!("/api/plugin/job-types/{FREE}/run"), &json!({})).await;
+    let r = http::post_json(&admin.http, &format!("/api/plugin/job-types/{FREE}/run?wait=false"), &json!({})).await;
     assert_eq!(r.status, 202, "{}", r.text());
     wait_detections(&admin.http, &worker, FREE, 3).await;
 
@@ -1073,7 +1074,7 @@ async fn a_job_type_whose_detection_is_held_does_not_detect_while_another_type_d
     let v = hold(&admin.http, HELD, &json!({"detection": false})).await;
     assert_eq!(v["detection"]["held"], false, "{v}");
     assert!(!has_hold(&holds(&admin.http).await, "detection", HELD, "admin"));
-    let r = http::post_json(&admin.http, &format!("/api/plugin/job-types/{HELD}/run"), &json!({})).await;
+    let r = http::post_json(&admin.http, &format!("/api/plugin/job-types/{HELD}/run?wait=false"), &json!({})).await;
     assert_eq!(r.status, 202, "{}", r.text());
     wait_for("the lifted type detects", WAIT, || async { (detections(&worker, HELD) >= 2).then_some(()) }).await;
     admin.stop().await;
@@ -1102,7 +1103,7 @@ async fn a_job_type_whose_dispatch_is_held_keeps_its_jobs_pending_while_another_
     admin.wait_jobs("the free type's jobs run", &format!("job_type={FREE}"), 2, "succeeded").await;
     let held = admin.jobs(&format!("job_type={HELD}")).await;
     assert_eq!(held.len(), 2);
-    assert!(held.iter().all(|j| j["state"] == "pending"), "{held:?}");
+    assert!(held.iter().all(|j| j["state"] == "job_state_pending"), "{held:?}");
     assert!(executions_of(&worker, HELD).is_empty(), "no job of the held type was dispatched");
     assert_eq!(executions_of(&worker, FREE).len(), 2);
     let h = holds(&admin.http).await;
@@ -1144,9 +1145,7 @@ async fn a_drained_worker_stays_drained_after_a_kill_9_restart_and_gets_no_job()
         let addr = addr.clone();
         async move {
             let list = get_json(&addr, "/api/plugin/workers").await;
-            list["workers"]
-                .as_array()
-                .and_then(|a| a.iter().find(|w| w["worker_id"] == id).map(|w| w["draining"].clone()))
+            list.as_array().and_then(|a| a.iter().find(|w| w["worker_id"] == id).map(|w| w["draining"].clone()))
         }
     };
     wait_for("both workers listed, w1 still draining", WAIT, || async {
@@ -1401,7 +1400,7 @@ async fn bulk_replay_honours_its_filter_limit_and_dry_run_and_links_each_replay_
         }
         assert_eq!(
             (o["state"].clone(), o["dead_letter"].clone()),
-            (json!("failed"), json!(true)),
+            (json!("job_state_failed"), json!(true)),
             "the original stays"
         );
         wait_job(&addr, new, "succeeded").await;
@@ -1586,11 +1585,11 @@ async fn enqueue_creates_a_job_run_with_its_parameters_and_refuses_duplicates_un
     let r = enqueue(&addr, T, &json!({"parameters": {}, "dedupe_key": "later", "not_before": soon})).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let later = s(&r.json()["job"]["job_id"]);
-    assert_eq!(r.json()["job"]["not_before"], soon);
+    assert_eq!(tests::time_ms(&r.json()["job"]["not_before"]), Some(soon));
     let body = json!({"parameters": {}, "dedupe_key": "much-later", "not_before": "2099-01-01T00:00:00Z"});
     let r = enqueue(&addr, T, &body).await;
     assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(r.json()["job"]["not_before"], utc_ms(2099, 1, 1, 0, 0, 0));
+    assert_eq!(tests::time_ms(&r.json()["job"]["not_before"]), Some(utc_ms(2099, 1, 1, 0, 0, 0)));
 
     // Refusals create nothing.
     let count = list_jobs(&addr, "").await.len();
@@ -1605,7 +1604,7 @@ async fn enqueue_creates_a_job_run_with_its_parameters_and_refuses_duplicates_un
         refused(&r, 422, what);
     }
     assert_eq!(list_jobs(&addr, "").await.len(), count, "no refused enqueue made a job");
-    assert_eq!(job(&addr, &later).await["state"], "pending", "not before its time");
+    assert_eq!(job(&addr, &later).await["state"], "job_state_pending", "not before its time");
     assert!(worker.inbox.executions().iter().all(|e| key_of(e) == "k1"), "only the first job was dispatched");
 
     // Once the first job has ended, its key is free again.
@@ -1637,7 +1636,7 @@ async fn the_run_now_cap_answers_429_with_retry_after_per_job_type_and_is_audite
     wait_config(&admin, OTHER).await;
     let post = |t: &'static str, action: &'static str| {
         let addr = addr.clone();
-        async move { http::post_json(&addr, &format!("/api/plugin/job-types/{t}/{action}"), &json!({})).await }
+        async move { http::post_json(&addr, &format!("/api/plugin/job-types/{t}/{action}?wait=false"), &json!({})).await }
     };
 
     assert_eq!(post(CAPPED, "run").await.status, 202);

@@ -25,7 +25,7 @@ const BEATS: usize = 21;
 /// The worker's entry in `GET /api/plugin/workers`, if it is listed.
 async fn listed(admin: &TestAdmin, worker_id: &str) -> Option<Value> {
     let workers = admin.get("/api/plugin/workers").await;
-    workers["workers"].as_array()?.iter().find(|w| w["worker_id"] == worker_id).cloned()
+    workers.as_array()?.iter().find(|w| w["worker_id"] == worker_id).cloned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,17 +88,29 @@ async fn observations_are_kept_served_and_shown_and_a_preview_comes_back_from_th
     let _worker = observing_worker(&admin, batches).await;
 
     let listed = wait_for("both tables observed", WAIT, || async {
-        let list = admin.get(&format!("/api/plugin/observations?job_type={T}")).await["observations"].clone();
+        let list = admin.get(&format!("/api/plugin/observations?job_type={T}")).await;
         (list.as_array().map_or(0, Vec::len) == 2).then_some(list)
     })
     .await;
     let a = listed.as_array().unwrap().iter().find(|o| o["object_id"] == json!(["db", "a"])).unwrap();
-    assert_eq!(a["attributes"]["fragments"], json!({ "int64_value": "1" }), "the newest observation of db/a");
+    assert_eq!(
+        a["attributes"]["fragments"],
+        json!(1),
+        "the newest observation of db/a, its value as SeaweedFS flattens it"
+    );
     assert_eq!((a["worker_id"].as_str(), a["object_kind"].as_str()), (Some("lance-1"), Some("table")));
+    // SeaweedFS's observation fields, all always there; `observed_at` is RFC 3339.
+    for field in ["object_id", "object_kind", "format", "attributes", "job_type", "worker_id", "observed_at"] {
+        assert!(a.get(field).is_some(), "SeaweedFS's {field:?}: {a}");
+    }
+    assert!(tests::time_ms(&a["observed_at"]).is_some(), "{a}");
+    let lance = admin.get("/api/plugin/observations?format=LANCE").await;
+    assert_eq!(lance.as_array().unwrap().len(), 2, "SeaweedFS's format filter, any case");
+    assert!(admin.get("/api/plugin/observations?format=iceberg").await.as_array().unwrap().is_empty());
     let one = admin.get("/api/plugin/observations?object=db/b").await;
-    assert_eq!(one["observations"].as_array().unwrap().len(), 1);
+    assert_eq!(one.as_array().unwrap().len(), 1);
     let everything = admin.get("/api/plugin/observations").await;
-    assert_eq!(everything["observations"].as_array().unwrap().len(), 2, "nothing kept for a type it does not offer");
+    assert_eq!(everything.as_array().unwrap().len(), 2, "nothing kept for a type it does not offer");
 
     let r = http::post_json(
         &admin.http,

@@ -75,7 +75,7 @@ impl JobHandler for Batch {
 async fn jobs(http_addr: &str) -> Vec<serde_json::Value> {
     let r = http::get(http_addr, "/api/plugin/jobs?limit=1000").await;
     assert_eq!(r.status, 200);
-    r.json()["jobs"].as_array().cloned().unwrap()
+    r.json().as_array().cloned().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +97,7 @@ async fn an_admin_killed_mid_run_and_restarted_loses_no_job_and_finishes_them_al
     // Kill it once some jobs are done and the rest are still waiting or running.
     wait_for("a few jobs done", Duration::from_secs(60), || async {
         let j = jobs(&admin.http).await;
-        let done = j.iter().filter(|j| j["state"] == "succeeded").count();
+        let done = j.iter().filter(|j| j["state"] == "job_state_succeeded").count();
         (j.len() == JOBS && (3..JOBS - 5).contains(&done)).then_some(())
     })
     .await;
@@ -106,14 +106,14 @@ async fn an_admin_killed_mid_run_and_restarted_loses_no_job_and_finishes_them_al
 
     let finished = wait_for("every job finished after the restart", Duration::from_secs(90), || async {
         let j = jobs(&admin.http).await;
-        (j.len() == JOBS && j.iter().all(|j| j["state"] == "succeeded")).then_some(j)
+        (j.len() == JOBS && j.iter().all(|j| j["state"] == "job_state_succeeded")).then_some(j)
     })
     .await;
     let keys: HashSet<&str> = finished.iter().map(|j| j["dedupe_key"].as_str().unwrap()).collect();
     assert_eq!(keys.len(), JOBS, "no job lost, none duplicated");
     assert!(executions.load(Ordering::SeqCst) >= JOBS);
     let workers = http::get(&admin.http, "/api/plugin/workers").await.json();
-    assert_eq!(workers["workers"].as_array().unwrap().len(), 1, "the worker reconnected by itself");
+    assert_eq!(workers.as_array().unwrap().len(), 1, "the worker reconnected by itself");
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), worker_task).await;
 }
@@ -130,7 +130,7 @@ async fn a_cancel_pending_when_the_admin_is_killed_ends_the_job_after_the_restar
         FakeWorkerSpec::new("deaf", "stoppable", 1).detect(|_| vec![vec![proposal("only")]]).exec(|_| Exec::Ignore);
     let _worker = FakeWorker::start(admin.grpc, spec).await;
     let running = wait_for("job running", Duration::from_secs(60), || async {
-        jobs(&admin.http).await.into_iter().find(|j| j["state"] == "running")
+        jobs(&admin.http).await.into_iter().find(|j| j["state"] == "job_state_running")
     })
     .await;
     let id = running["job_id"].as_str().unwrap().to_string();
@@ -143,10 +143,10 @@ async fn a_cancel_pending_when_the_admin_is_killed_ends_the_job_after_the_restar
     assert_eq!(r.status, 200, "{}", r.text());
     // The detail endpoint waits for the store, so the stop request is on disk now.
     let detail = http::get(&admin.http, &format!("/api/plugin/jobs/{id}/detail")).await.json();
-    assert_eq!(detail["job"]["state"], "running", "still waiting for the worker: {detail}");
+    assert_eq!(detail["job"]["state"], "job_state_running", "still waiting for the worker: {detail}");
     admin.kill();
     let admin = AdminProcess::spawn(bin, &data, http_port, grpc_port).await;
     let job = http::get(&admin.http, &format!("/api/plugin/jobs/{id}")).await.json();
-    assert_eq!(job["state"], "canceled", "{job}");
+    assert_eq!(job["state"], "job_state_canceled", "{job}");
     assert_eq!(job["error_message"], "not needed");
 }

@@ -197,7 +197,7 @@ async fn a_saved_secret_is_in_no_file_of_the_data_dir_yet_reaches_the_worker() {
     descriptor_version(&admin, 1).await;
     save_token(&admin, CANARY).await;
 
-    let r = http::post_json(&admin.http, &format!("/api/plugin/job-types/{T}/run"), &json!({})).await;
+    let r = http::post_json(&admin.http, &format!("/api/plugin/job-types/{T}/run?wait=false"), &json!({})).await;
     assert_eq!(r.status, 202, "{}", r.text());
     let exec = worker
         .inbox
@@ -259,7 +259,7 @@ async fn a_config_saved_in_clear_by_an_older_build_is_encrypted_at_the_next_star
 
     // The value itself survived: the worker receives it.
     let worker = FakeWorker::start(admin.grpc, canary_worker(CANARY)).await;
-    let r = http::post_json(&admin.http, &format!("/api/plugin/job-types/{T}/run"), &json!({})).await;
+    let r = http::post_json(&admin.http, &format!("/api/plugin/job-types/{T}/run?wait=false"), &json!({})).await;
     assert_eq!(r.status, 202, "{}", r.text());
     worker
         .inbox

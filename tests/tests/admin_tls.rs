@@ -77,7 +77,7 @@ async fn an_sdk_worker_with_a_client_certificate_runs_jobs_through_an_mtls_admin
         }
     })
     .await;
-    assert!(admin.get("/api/plugin/workers").await["workers"].as_array().unwrap().is_empty());
+    assert!(admin.get("/api/plugin/workers").await.as_array().unwrap().is_empty());
     anon_stop.cancel();
     let _ = anon_task.await;
 
@@ -92,7 +92,7 @@ async fn an_sdk_worker_with_a_client_certificate_runs_jobs_through_an_mtls_admin
     let task = tokio::spawn(Worker::new(config).handler(Once).run(stop.clone()));
     wait_for("the job ran over mTLS", Duration::from_secs(30), || async {
         let jobs = admin.jobs("job_type=secure").await;
-        (jobs.len() == 1 && jobs[0]["state"] == "succeeded").then_some(())
+        (jobs.len() == 1 && jobs[0]["state"] == "job_state_succeeded").then_some(())
     })
     .await;
     stop.cancel();

@@ -342,6 +342,8 @@ pub enum Outcome {
     /// `queued`: a detection was running, this one follows it.
     DetectionRequested {
         queued: bool,
+        /// The detection's report once it has run (the API waits for it).
+        report: crate::scheduler::DetectionWatch,
     },
     /// The job after a cancel, expire or retry.
     Job(Box<JobView>),
@@ -564,8 +566,8 @@ impl Components {
                         crate::text::time_label(hold.set_at)
                     )));
                 }
-                let queued = self.scheduler.request_detection(&job_type, mode, options)?;
-                Ok(Outcome::DetectionRequested { queued })
+                let (queued, report) = self.scheduler.request_detection(&job_type, mode, options)?;
+                Ok(Outcome::DetectionRequested { queued, report })
             }
             Command::CancelJob { seq, reason } => self.atomically(rec, || {
                 Ok(Outcome::Job(Box::new(self.dispatcher.stop_job(seq, JobState::Canceled, &reason)?)))

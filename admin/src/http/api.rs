@@ -15,7 +15,7 @@ use proto::pb::{self, JobState};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiQuery, AppState, auth::Caller};
+use super::{ApiError, ApiQuery, AppState, auth::Caller, shapes};
 use crate::{
     auth::Role,
     commands::{Actor, Command, Outcome},
@@ -88,6 +88,9 @@ async fn status(State(state): State<AppState>, caller: Option<Extension<Caller>>
         "version": env!("CARGO_PKG_VERSION"),
         "git_commit": option_env!("PLUGHOST_GIT_COMMIT").unwrap_or("unknown"),
         "protocol_version": proto::PROTOCOL_VERSION,
+        "configured": true,
+        "base_dir": state.config.data_dir.join("plugin").display().to_string(),
+        "worker_count": state.registry.len(),
         "ready": state.is_ready(),
         "dispatch_paused": state.dispatcher.is_paused(),
         "schedules_paused": state.holds.schedules_paused(),
@@ -104,8 +107,27 @@ async fn status(State(state): State<AppState>, caller: Option<Extension<Caller>>
     }))
 }
 
-async fn workers(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "workers": state.registry.views() }))
+#[derive(Deserialize, Default)]
+struct LaneQuery {
+    lane: Option<String>,
+}
+
+fn lane_param(lane: Option<&str>) -> Result<Option<&'static str>, ApiError> {
+    shapes::parse_lane(lane).map_err(ApiError::BadRequest)
+}
+
+/// A bare array of workers, as SeaweedFS answers; `lane` keeps the workers that offer a
+/// job type of that lane.
+async fn workers(State(state): State<AppState>, ApiQuery(q): ApiQuery<LaneQuery>) -> Result<Json<Value>, ApiError> {
+    let lane = lane_param(q.lane.as_deref())?;
+    let list: Vec<Value> = state
+        .registry
+        .views()
+        .iter()
+        .filter(|w| lane.is_none() || w.job_types.iter().any(|t| shapes::in_lane(t, lane)))
+        .map(shapes::worker)
+        .collect();
+    Ok(Json(Value::Array(list)))
 }
 
 #[derive(Deserialize)]
@@ -124,7 +146,10 @@ async fn drain(
     Ok(Json(json!({ "worker_id": id, "draining": draining })))
 }
 
-async fn job_types(State(state): State<AppState>) -> Json<Value> {
+/// A bare array of SeaweedFS's `JobTypeInfo` (`job_type`, `display_name`, `weight`) with
+/// Plughost's counts and flags; `lane` keeps one lane's job types.
+async fn job_types(State(state): State<AppState>, ApiQuery(q): ApiQuery<LaneQuery>) -> Result<Json<Value>, ApiError> {
+    let lane = lane_param(q.lane.as_deref())?;
     let offered = state.registry.job_types();
     let mut names = state.configs.job_types();
     for t in offered.keys() {
@@ -133,6 +158,7 @@ async fn job_types(State(state): State<AppState>) -> Json<Value> {
         }
     }
     names.sort();
+    names.retain(|t| shapes::in_lane(t, lane));
     let counts = state.dispatcher.counts();
     let count_of = |name: &str, s: JobState| {
         counts.iter().find(|((t, st), _)| t == name && *st == s).map(|(_, n)| *n).unwrap_or(0)
@@ -148,6 +174,8 @@ async fn job_types(State(state): State<AppState>) -> Json<Value> {
                 "display_name": d.as_ref().map(|d| d.display_name.clone()).filter(|s| !s.is_empty())
                     .or_else(|| cap.map(|c| c.display_name.clone()).filter(|s| !s.is_empty()))
                     .unwrap_or_else(|| name.clone()),
+                "weight": cap.map(|c| c.weight).unwrap_or(0),
+                "lane": shapes::lane_of(name),
                 "description": d.as_ref().map(|d| d.description.clone()).unwrap_or_default(),
                 "descriptor_version": d.as_ref().map(|d| d.descriptor_version).unwrap_or(0),
                 "has_descriptor": d.is_some(),
@@ -163,7 +191,7 @@ async fn job_types(State(state): State<AppState>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "job_types": list }))
+    Ok(Json(Value::Array(list)))
 }
 
 async fn descriptor(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -245,25 +273,50 @@ async fn runs(State(state): State<AppState>, Path(t): Path<String>) -> Result<Js
     job_type_param(&t)?;
     state.store.settle().await;
     let (successes, errors) = state.store.runs(&t, 10)?;
-    Ok(Json(json!({ "job_type": t, "successes": successes, "errors": errors })))
+    // SeaweedFS's run history is of job executions; Plughost's `successes` and `errors`
+    // also hold detections.
+    let executions = |runs: &[crate::job::RunView]| -> Vec<Value> {
+        runs.iter().filter(|r| r.kind == "execution").map(shapes::run_record).collect()
+    };
+    let last = successes.iter().chain(errors.iter()).map(|r| r.ended_at.max(r.started_at)).max().unwrap_or(0);
+    let mut answer = json!({
+        "job_type": t,
+        "successful_runs": executions(&successes),
+        "error_runs": executions(&errors),
+        "successes": successes.iter().map(shapes::run_record).collect::<Vec<_>>(),
+        "errors": errors.iter().map(shapes::run_record).collect::<Vec<_>>(),
+    });
+    if let Some(at) = shapes::time(last) {
+        answer["last_updated_time"] = Value::String(at);
+    }
+    Ok(Json(answer))
+}
+
+#[derive(Deserialize, Default)]
+struct WaitQuery {
+    /// `false`: answer 202 once the detection is requested instead of waiting for it (a
+    /// Plughost extension; SeaweedFS always waits).
+    wait: Option<bool>,
 }
 
 async fn detect(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
     body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
-    start_detection(state, caller, t, DetectionMode::Preview, body).await
+) -> Result<axum::response::Response, ApiError> {
+    start_detection(state, caller, t, DetectionMode::Preview, q, body).await
 }
 
 async fn run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
     body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
-    start_detection(state, caller, t, DetectionMode::Run, body).await
+) -> Result<axum::response::Response, ApiError> {
+    start_detection(state, caller, t, DetectionMode::Run, q, body).await
 }
 
 /// The optional body of `detect` and `run`, with the field names of SeaweedFS's admin
@@ -324,16 +377,29 @@ async fn start_detection(
     caller: Caller,
     t: String,
     mode: DetectionMode,
+    q: WaitQuery,
     body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     job_type_param(&t)?;
     let options = detect_options(&body)?;
-    let outcome = state.execute(&caller, Command::Detect { job_type: t.clone(), mode, options }).await?;
-    let status = match outcome {
-        Outcome::DetectionRequested { queued: true } => "queued behind the running detection",
-        _ => "started",
+    let started = tokio::time::Instant::now();
+    let limit = super::detection::wait_limit(&state, &t, mode, &options);
+    let command = Command::Detect { job_type: t.clone(), mode, options };
+    let Outcome::DetectionRequested { queued, report } = state.execute(&caller, command).await? else {
+        return Err(ApiError::Internal("detect gave another outcome".into()));
     };
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_type": t, "mode": mode, "status": status }))))
+    if q.wait == Some(false) {
+        let status = if queued { "queued behind the running detection" } else { "started" };
+        return Ok(
+            (StatusCode::ACCEPTED, Json(json!({ "job_type": t, "mode": mode, "status": status }))).into_response()
+        );
+    }
+    match mode {
+        DetectionMode::Run => {
+            super::detection::run_answer(&state, &t, report, started + limit.detection, started + limit.run).await
+        }
+        _ => super::detection::detect_answer(&state, &t, report, started + limit.detection).await,
+    }
 }
 
 async fn detection_results(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -344,6 +410,8 @@ async fn detection_results(State(state): State<AppState>, Path(t): Path<String>)
 #[derive(Deserialize, Default)]
 pub struct JobsQuery {
     pub job_type: Option<String>,
+    /// SeaweedFS's scheduler lane (see `shapes::LANES`).
+    pub lane: Option<String>,
     pub state: Option<String>,
     pub text: Option<String>,
     pub dead_letter: Option<bool>,
@@ -366,6 +434,7 @@ pub async fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>,
             Some(parse_job_id(b).ok_or_else(|| ApiError::BadRequest(format!("before must be a job id, not {b:?}")))?)
         }
     };
+    let lane = lane_param(q.lane.as_deref())?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let query = JobQuery {
         job_type: q.job_type.clone().filter(|t| !t.is_empty()),
@@ -380,38 +449,109 @@ pub async fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>,
     state.store.settle().await;
     // Jobs still in memory are listed in their current state, so a list never shows a job
     // behind its detail page.
-    let jobs = state.dispatcher.list_jobs(&query)?;
+    let mut jobs = state.dispatcher.list_jobs(&query)?;
     let next = (jobs.len() == limit).then(|| jobs.last().map(|j| j.job_id.clone())).flatten();
+    if lane.is_some() {
+        jobs.retain(|j| shapes::in_lane(&j.job_type, lane));
+    }
     Ok((jobs, next))
 }
 
-async fn jobs(State(state): State<AppState>, ApiQuery(q): ApiQuery<JobsQuery>) -> Result<Json<Value>, ApiError> {
+/// The header that carries the next page's `before` (SeaweedFS answers a bare array, so
+/// the cursor cannot go in the body).
+pub const NEXT_BEFORE_HEADER: &str = "x-plughost-next-before";
+
+/// A bare array of jobs, newest first; the next page's cursor is in `X-Plughost-Next-Before`.
+async fn jobs(State(state): State<AppState>, ApiQuery(q): ApiQuery<JobsQuery>) -> Result<impl IntoResponse, ApiError> {
     let (jobs, next) = list_jobs(&state, &q).await?;
-    Ok(Json(json!({ "jobs": jobs, "next_before": next })))
+    let body = Json(Value::Array(jobs.iter().map(shapes::job).collect()));
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(next) = next.and_then(|n| axum::http::HeaderValue::from_str(&n).ok()) {
+        headers.insert(NEXT_BEFORE_HEADER, next);
+    }
+    Ok((headers, body))
+}
+
+/// One job with its parameters and result values.
+fn full_job(job: &crate::job::Job) -> Result<Value, ApiError> {
+    let spec = job.to_spec();
+    let result = pb::JobResult { output_values: job.result_values.clone(), summary: job.result_summary.clone() };
+    let parameters = proto_json(&spec)?.get("parameters").cloned().unwrap_or(Value::Null);
+    let outputs = proto_json(&result)?.get("output_values").cloned().unwrap_or(Value::Null);
+    Ok(shapes::job_with_values(&job.view(), parameters, outputs))
 }
 
 async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let job = state.dispatcher.job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
-    Ok(Json(serde_json::to_value(job.view()).map_err(|e| ApiError::Internal(e.to_string()))?))
+    Ok(Json(full_job(&job)?))
 }
 
-async fn job_detail(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[derive(Deserialize, Default)]
+struct DetailQuery {
+    activity_limit: Option<usize>,
+    related_limit: Option<usize>,
+}
+
+/// SeaweedFS's `JobDetail` (`job`, `run_record`, `activities` oldest first,
+/// `related_jobs`, `last_updated`) with Plughost's `spec`, `result`, `attempts` and
+/// `final`. `activity_limit` (500) and `related_limit` (20) are capped at 1,000 and 100.
+async fn job_detail(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<DetailQuery>,
+) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let job = state.dispatcher.job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
+    let activity_limit = q.activity_limit.filter(|n| *n > 0).unwrap_or(500).min(1000);
+    let related_limit = q.related_limit.unwrap_or(20).min(100);
     state.store.settle().await;
-    let attempts = state.dispatcher.attempts(seq)?;
-    let activities = state.store.activities(None, Some(&id), None, 200)?;
+    let attempts: Vec<Value> = state
+        .dispatcher
+        .attempts(seq)?
+        .into_iter()
+        .map(|a| {
+            let mut v = serde_json::to_value(&a).unwrap_or(Value::Null);
+            for (key, ms) in [("started_at", a.started_at), ("ended_at", a.ended_at)] {
+                match shapes::time(ms) {
+                    Some(t) => v[key] = Value::String(t),
+                    None => {
+                        v.as_object_mut().map(|o| o.remove(key));
+                    }
+                }
+            }
+            v
+        })
+        .collect();
+    let mut activities = state.store.activities(None, Some(&id), None, activity_limit)?;
+    activities.reverse();
     let spec = job.to_spec();
     let result = pb::JobResult { output_values: job.result_values.clone(), summary: job.result_summary.clone() };
-    Ok(Json(json!({
-        "job": job.view(),
+    let mut detail = json!({
+        "job": full_job(&job)?,
+        "activities": activities.iter().map(shapes::activity).collect::<Vec<_>>(),
+        "last_updated": shapes::time(crate::job::now_ms()),
         "spec": proto_json(&spec)?,
         "result": proto_json(&result)?,
         "attempts": attempts,
-        "activities": activities,
         "final": is_final(job.state),
-    })))
+    });
+    let (successes, errors) = state.store.runs(&job.spec.job_type, 10)?;
+    if let Some(run) = successes.iter().chain(errors.iter()).find(|r| r.kind == "execution" && r.job_id == id) {
+        detail["run_record"] = shapes::run_record(run);
+    }
+    if related_limit > 0 {
+        let query =
+            JobQuery { job_type: Some(job.spec.job_type.clone()), limit: related_limit + 1, ..Default::default() };
+        let mut related = state.store.jobs(&query)?;
+        state.dispatcher.refresh_views(&mut related);
+        let related: Vec<Value> =
+            related.iter().filter(|j| j.job_id != id).take(related_limit).map(shapes::job).collect();
+        if !related.is_empty() {
+            detail["related_jobs"] = Value::Array(related);
+        }
+    }
+    Ok(Json(detail))
 }
 
 #[derive(Deserialize, Default)]
@@ -447,7 +587,10 @@ async fn expire(
 ) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let reason = reason_from(&body, "expired by operator");
-    job_outcome(state.execute(&caller, Command::ExpireJob { seq, reason }).await?)
+    // SeaweedFS answers `{job_id, expired, job}`.
+    let Json(mut answer) = job_outcome(state.execute(&caller, Command::ExpireJob { seq, reason }).await?)?;
+    answer["expired"] = Value::Bool(true);
+    Ok(Json(answer))
 }
 
 async fn retry(
@@ -461,7 +604,7 @@ async fn retry(
 
 fn job_outcome(outcome: Outcome) -> Result<Json<Value>, ApiError> {
     match outcome {
-        Outcome::Job(view) => Ok(Json(json!({ "job": view }))),
+        Outcome::Job(view) => Ok(Json(json!({ "job_id": view.job_id, "job": shapes::job(&view) }))),
         _ => Err(ApiError::Internal("a job command gave another outcome".into())),
     }
 }
@@ -469,6 +612,7 @@ fn job_outcome(outcome: Outcome) -> Result<Json<Value>, ApiError> {
 #[derive(Deserialize)]
 struct ActivitiesQuery {
     job_type: Option<String>,
+    lane: Option<String>,
     job_id: Option<String>,
     before: Option<i64>,
     limit: Option<usize>,
@@ -481,18 +625,39 @@ async fn activities(
     if let Some(t) = q.job_type.as_deref().filter(|t| !t.is_empty()) {
         job_type_param(t)?;
     }
+    let lane = lane_param(q.lane.as_deref())?;
     state.store.settle().await;
     let list = state.store.activities(
         q.job_type.as_deref().filter(|t| !t.is_empty()),
         q.job_id.as_deref().filter(|t| !t.is_empty()),
         q.before,
-        q.limit.unwrap_or(100),
+        q.limit.unwrap_or(500).clamp(1, 1000),
     )?;
-    Ok(Json(json!({ "activities": list })))
+    let list = list.iter().filter(|a| lane.is_none() || shapes::in_lane(&a.job_type, lane)).map(shapes::activity);
+    Ok(Json(Value::Array(list.collect())))
 }
 
-async fn scheduler_states(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "states": state.scheduler.scheduler_states() }))
+#[derive(Deserialize, Default)]
+struct SchedulerStatesQuery {
+    job_type: Option<String>,
+    lane: Option<String>,
+}
+
+/// A bare array of SeaweedFS's `SchedulerJobTypeState`; `job_type` and `lane` filter.
+async fn scheduler_states(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<SchedulerStatesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let lane = lane_param(q.lane.as_deref())?;
+    let job_type = q.job_type.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let list: Vec<Value> = state
+        .scheduler
+        .scheduler_states()
+        .iter()
+        .filter(|s| job_type.is_none_or(|t| s.job_type == t) && shapes::in_lane(&s.job_type, lane))
+        .map(|s| shapes::scheduler_state(s, &state.configs.runtime(&s.job_type)))
+        .collect();
+    Ok(Json(Value::Array(list)))
 }
 
 #[derive(Deserialize)]

@@ -57,10 +57,13 @@ pub fn object_path(value: &Value) -> Result<Vec<String>, ApiError> {
 struct ObservationsQuery {
     job_type: Option<String>,
     object: Option<String>,
+    /// SeaweedFS's filter: the object format, any case.
+    format: Option<String>,
 }
 
-/// `GET observations?job_type&object`: the newest observation of each object, newest
-/// first; `object` (`db/table`) keeps the objects under that path.
+/// `GET observations?job_type&object&format`: a bare array (as SeaweedFS answers) of the
+/// newest observation of each object, newest first; `object` (`db/table`) keeps the
+/// objects under that path, `format` those of one format.
 async fn observations(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ObservationsQuery>,
@@ -73,7 +76,10 @@ async fn observations(
         Some(o) => Some(object_path(&Value::String(o.to_string()))?),
         None => None,
     };
-    Ok(Json(json!({ "observations": state.observations.list(job_type, object.as_deref()) })))
+    let format = q.format.as_deref().map(str::trim).filter(|f| !f.is_empty());
+    let list = state.observations.list(job_type, object.as_deref());
+    let list = list.iter().filter(|o| format.is_none_or(|f| o.format.eq_ignore_ascii_case(f)));
+    Ok(Json(Value::Array(list.map(super::shapes::observation).collect())))
 }
 
 /// `POST job-types/{t}/preview` with `{"object_id": ..., "format": ..., "row_limit": N}`.
@@ -578,7 +584,10 @@ async fn enqueue(
     job_type_param(&t)?;
     let proposal = parse_new_job(json_body(&body)?)?;
     match state.execute(&caller, Command::EnqueueJob { job_type: t, proposal }).await? {
-        Outcome::Job(view) => Ok((StatusCode::CREATED, Json(json!({ "job": view }))).into_response()),
+        Outcome::Job(view) => {
+            Ok((StatusCode::CREATED, Json(json!({ "job_id": view.job_id, "job": super::shapes::job(&view) })))
+                .into_response())
+        }
         _ => Err(ApiError::Internal("enqueue_job gave another outcome".into())),
     }
 }

@@ -6,12 +6,15 @@
 
 mod api;
 pub mod auth;
+mod detection;
 mod error;
 mod governance;
 mod host;
 mod ops;
 mod origin;
 mod pages;
+mod seaweed;
+mod shapes;
 mod sse;
 
 use std::sync::Arc;
@@ -31,6 +34,7 @@ pub fn app(state: AppState) -> Router {
             "/api/plugin",
             api::router()
                 .merge(governance::router())
+                .merge(seaweed::router())
                 .merge(sse::router())
                 .layer(axum::middleware::from_fn(origin::reject_cross_site)),
         )

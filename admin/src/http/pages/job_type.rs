@@ -521,7 +521,7 @@ async fn start(
         .await
     {
         Ok(outcome) => {
-            let queued = matches!(outcome, Outcome::DetectionRequested { queued: true });
+            let queued = matches!(outcome, Outcome::DetectionRequested { queued: true, .. });
             let what = if mode == DetectionMode::Run {
                 "Run started: the detection's proposals become jobs, which show up below as they progress"
             } else {

@@ -156,6 +156,7 @@ pub async fn list(
         dead_letter: filter.dead_letter_only().then_some(true),
         before: filter.before.clone().filter(|b| !b.is_empty()),
         limit: Some(PAGE_SIZE),
+        lane: None,
     };
     let (jobs, next, filter_error) = match api::list_jobs(&state, &q).await {
         Ok((jobs, next)) => (jobs, next, String::new()),

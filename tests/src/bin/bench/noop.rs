@@ -245,7 +245,7 @@ impl Fleet {
             "the workers to register",
             Duration::from_secs(60),
             |v| {
-                let list = v["job_types"].as_array()?;
+                let list = v.as_array()?;
                 let t = list.iter().find(|t| t["job_type"] == JOB_TYPE)?;
                 (t["has_descriptor"] == true
                     && t["executors"].as_u64() == Some(workers as u64)

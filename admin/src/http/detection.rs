@@ -1,0 +1,328 @@
+//! The synchronous answers of `detect`, `run` and `jobs/execute`, as SeaweedFS's admin
+//! gives them: the request waits for the detection (and, for `run` and `execute`, for
+//! the jobs) and answers what happened. Waiting is on the scheduler's report and the
+//! event bus, bounded by a deadline; jobs still unfinished at the deadline keep running
+//! (Plughost's queue is durable) and are named in the answer.
+
+use std::{collections::HashSet, sync::Arc};
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use proto::pb;
+use serde_json::{Value, json};
+use tokio::{sync::broadcast::error::RecvError, time::Instant};
+
+use super::{ApiError, AppState, shapes};
+use crate::{
+    events::EventKind,
+    job::{Job, is_final, parse_job_id},
+    scheduler::{DetectOptions, DetectionMode, DetectionReport, DetectionWatch},
+};
+
+/// SeaweedFS's default for a whole `run` (detection and jobs), when the body gives none.
+const DEFAULT_RUN_SECONDS: u64 = 5 * 60;
+
+/// How long a request waits: for the detection, and (for `run`) for its jobs.
+pub struct WaitLimit {
+    pub detection: std::time::Duration,
+    pub run: std::time::Duration,
+}
+
+/// The detection may be queued behind a running one, so it gets two of its timeouts (and
+/// a margin for the worker's last message); a run's jobs get the body's timeout, else 5
+/// minutes, as SeaweedFS's.
+pub fn wait_limit(state: &AppState, job_type: &str, mode: DetectionMode, options: &DetectOptions) -> WaitLimit {
+    let runtime = state.configs.runtime(job_type);
+    let detection_secs = options.effective_timeout_seconds(mode, &runtime).max(1) as u64;
+    let detection = std::time::Duration::from_secs(2 * detection_secs + 10);
+    let run_secs = options
+        .timeout_seconds
+        .map(|s| u64::from(s.min(crate::scheduler::MAX_RUN_TIMEOUT_SECONDS)))
+        .unwrap_or(DEFAULT_RUN_SECONDS);
+    WaitLimit { detection, run: detection.max(std::time::Duration::from_secs(run_secs)) }
+}
+
+/// Waits for the detection that serves a request, until `deadline`.
+async fn report(
+    job_type: &str,
+    mut watch: DetectionWatch,
+    deadline: Instant,
+) -> Result<Arc<DetectionReport>, Response> {
+    loop {
+        if let Some(r) = watch.borrow_and_update().clone() {
+            return Ok(r);
+        }
+        match tokio::time::timeout_at(deadline, watch.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => {
+                let message = format!(
+                    "the detection of {job_type:?} was not run: its detection was held, or the admin is stopping"
+                );
+                return Err(ApiError::Conflict(message).into_response());
+            }
+            Err(_) => {
+                let body = json!({
+                    "job_type": job_type,
+                    "error": format!("the detection of {job_type:?} did not finish in time; it goes on, see GET job-types/{job_type}/runs"),
+                });
+                return Err((StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response());
+            }
+        }
+    }
+}
+
+/// SeaweedFS's detect answer: `job_type`, `request_id`, `detector_worker_id`,
+/// `total_proposals`, `count`, `proposals` (proto JSON, highest priority first, then by
+/// `proposal_id`), `activities`, and `error` with status 500 when the detection failed;
+/// with Plughost's `run` (the run record) and `mode`.
+pub async fn detect_answer(
+    state: &AppState,
+    job_type: &str,
+    watch: DetectionWatch,
+    deadline: Instant,
+) -> Result<Response, ApiError> {
+    let r = match report(job_type, watch, deadline).await {
+        Ok(r) => r,
+        Err(response) => return Ok(response),
+    };
+    let mut proposals = r.proposals.clone();
+    proposals.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.proposal_id.cmp(&b.proposal_id)));
+    let proposals: Vec<Value> = proposals
+        .iter()
+        .map(|p| proto::json::to_value(p).map_err(|e| ApiError::Internal(e.to_string())))
+        .collect::<Result<_, _>>()?;
+    let mut body = json!({
+        "job_type": job_type,
+        "request_id": r.request_id,
+        "detector_worker_id": r.worker_id,
+        "total_proposals": r.run.proposals,
+        "count": proposals.len(),
+        "proposals": proposals,
+        "activities": detection_activities(state, job_type, &r).await?,
+        "mode": r.mode,
+        "run": shapes::run_record(&r.run),
+    });
+    Ok(finish(&r, &mut body))
+}
+
+/// 200, or 500 with `error` when the detection failed (as SeaweedFS answers).
+fn finish(r: &DetectionReport, body: &mut Value) -> Response {
+    if r.run.success {
+        return (StatusCode::OK, Json(body.take())).into_response();
+    }
+    body["error"] = Value::String(r.run.message.clone());
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(body.take())).into_response()
+}
+
+/// The detector's activities during this detection (oldest first), as SeaweedFS's
+/// `JobActivity`.
+async fn detection_activities(state: &AppState, job_type: &str, r: &DetectionReport) -> Result<Vec<Value>, ApiError> {
+    state.store.settle().await;
+    let mut list = state.store.activities(Some(job_type), None, None, 500)?;
+    list.retain(|a| {
+        a.job_id.is_empty()
+            && a.source == "detector"
+            && a.created_at >= r.run.started_at
+            && (r.run.ended_at == 0 || a.created_at <= r.run.ended_at)
+    });
+    list.reverse();
+    Ok(list
+        .iter()
+        .map(|a| {
+            let mut v = shapes::activity(a);
+            v["request_id"] = Value::String(r.request_id.clone());
+            v["worker_id"] = Value::String(r.worker_id.clone());
+            v
+        })
+        .collect())
+}
+
+/// SeaweedFS's run answer: `job_type`, `detected_count`, `ready_to_execute_count`,
+/// `skipped_active_count`, `executed_count`, `success_count`, `error_count`,
+/// `canceled_count`; with Plughost's `request_id`, `detector_worker_id`, `job_ids`,
+/// `unfinished_count` (jobs still queued or running at the deadline: they go on),
+/// `over_limit_count`, `invalid_count` and `run`.
+pub async fn run_answer(
+    state: &AppState,
+    job_type: &str,
+    watch: DetectionWatch,
+    detection_deadline: Instant,
+    run_deadline: Instant,
+) -> Result<Response, ApiError> {
+    let r = match report(job_type, watch, detection_deadline).await {
+        Ok(r) => r,
+        Err(response) => return Ok(response),
+    };
+    if !r.run.success {
+        let body = json!({ "job_type": job_type, "error": r.run.message, "request_id": r.request_id });
+        return Ok((StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response());
+    }
+    let seqs: Vec<i64> = r.created_jobs.iter().filter_map(|id| parse_job_id(id)).collect();
+    let jobs = wait_final(state, &seqs, run_deadline).await;
+    let count = |s: pb::JobState| jobs.iter().filter(|j| j.state == s).count();
+    let (succeeded, failed, canceled) =
+        (count(pb::JobState::Succeeded), count(pb::JobState::Failed), count(pb::JobState::Canceled));
+    let body = json!({
+        "job_type": job_type,
+        "detected_count": r.run.proposals,
+        "ready_to_execute_count": r.created_jobs.len(),
+        "skipped_active_count": r.deduplicated,
+        "executed_count": succeeded + failed + canceled,
+        "success_count": succeeded,
+        "error_count": failed,
+        "canceled_count": canceled,
+        "unfinished_count": jobs.iter().filter(|j| !is_final(j.state)).count(),
+        "over_limit_count": r.over_limit,
+        "invalid_count": r.invalid,
+        "job_ids": r.created_jobs,
+        "request_id": r.request_id,
+        "detector_worker_id": r.worker_id,
+        "run": shapes::run_record(&r.run),
+    });
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// Waits until every job of `seqs` is final, or `deadline`, or the admin stops; returns
+/// the jobs as they are then. Wakes on the jobs' own events, and looks at all of them
+/// again when it missed events.
+pub async fn wait_final(state: &AppState, seqs: &[i64], deadline: Instant) -> Vec<Job> {
+    let mut sub = state.events.subscribe_after(None);
+    let mut open: HashSet<i64> = HashSet::new();
+    let mut look_again = true;
+    loop {
+        if look_again {
+            open =
+                seqs.iter().copied().filter(|s| state.dispatcher.job(*s).is_some_and(|j| !is_final(j.state))).collect();
+            look_again = false;
+        }
+        if open.is_empty() {
+            break;
+        }
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, sub.rx.recv()) => next,
+            _ = state.shutdown.cancelled() => break,
+        };
+        match next {
+            Err(_) | Ok(Err(RecvError::Closed)) => break,
+            Ok(Err(RecvError::Lagged(_))) => look_again = true,
+            Ok(Ok(event)) => {
+                if let EventKind::Job { job } = &event.kind
+                    && is_final(job.0.state)
+                {
+                    open.remove(&job.0.seq);
+                }
+            }
+        }
+    }
+    seqs.iter().filter_map(|s| state.dispatcher.job(*s)).collect()
+}
+
+/// SeaweedFS's default and longest wait for `jobs/execute`.
+const DEFAULT_EXECUTE_SECONDS: u64 = 90;
+const MAX_EXECUTE_SECONDS: u64 = 10 * 60;
+
+/// The body of `POST jobs/execute`, with SeaweedFS's field names. `attempt` is accepted
+/// and not used: the dispatcher numbers attempts.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteBody {
+    /// A `JobSpec` in proto JSON; `job_type` is required, `job_id`, `created_at` and
+    /// `scheduled_at` are Plughost's to set.
+    job: Option<Value>,
+    cluster_context: Option<Value>,
+    #[serde(rename = "attempt")]
+    _attempt: Option<i32>,
+    timeout_seconds: Option<i64>,
+}
+
+/// `POST jobs/execute`: creates the job (as a hand-made job: the same checks, dedupe and
+/// roles), waits for it to finish and answers SeaweedFS's `JobCompleted` in proto JSON
+/// (`request_id`, `job_id`, `job_type`, `success`, `error_message`, `result`,
+/// `activities`, `completed_at`) with Plughost's `state` and `attempt`; a failed or
+/// canceled job answers 500 with `error` and that `completion`, as SeaweedFS does. A job
+/// not finished within `timeout_seconds` (90 s; at most 600) is canceled and answered 504.
+pub async fn execute(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    use crate::commands::{Command, Outcome};
+    let body: ExecuteBody =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    let job = body.job.filter(|j| !j.is_null()).ok_or_else(|| ApiError::BadRequest("job is required".into()))?;
+    let spec: pb::JobSpec =
+        proto::json::from_value(job).map_err(|e| ApiError::BadRequest(format!("invalid job payload: {e}")))?;
+    if !crate::validator::is_valid_job_type(&spec.job_type) {
+        return Err(ApiError::Unprocessable(format!(
+            "job.job_type {:?} is not a valid job type (letters, digits, '_', '.', '-')",
+            spec.job_type
+        )));
+    }
+    if body.cluster_context.as_ref().is_some_and(|c| !c.is_null() && c.as_object().is_none_or(|o| !o.is_empty())) {
+        return Err(ApiError::Unprocessable(
+            "a cluster_context for one job is not supported: jobs run with the admin's (--master, --filer, --cluster-context-file)".into(),
+        ));
+    }
+    let secs = match body.timeout_seconds {
+        None | Some(0) => DEFAULT_EXECUTE_SECONDS,
+        Some(n) if n < 0 => {
+            return Err(ApiError::Unprocessable(format!(
+                "timeout_seconds is {n}; give a positive number, or 0 for 90"
+            )));
+        }
+        Some(n) => (n as u64).min(MAX_EXECUTE_SECONDS),
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(secs);
+    let proposal = pb::JobProposal {
+        proposal_id: spec.job_id.clone(),
+        dedupe_key: spec.dedupe_key,
+        job_type: spec.job_type.clone(),
+        priority: spec.priority,
+        summary: spec.summary,
+        detail: spec.detail,
+        parameters: spec.parameters,
+        labels: spec.labels,
+        not_before: None,
+        expires_at: None,
+    };
+    let command = Command::EnqueueJob { job_type: spec.job_type.clone(), proposal };
+    let Outcome::Job(view) = state.execute(&caller, command).await? else {
+        return Err(ApiError::Internal("enqueue_job gave another outcome".into()));
+    };
+    let seq = parse_job_id(&view.job_id).ok_or_else(|| ApiError::Internal("a created job has no job id".into()))?;
+    let job = wait_final(&state, &[seq], deadline).await.pop();
+    let Some(job) = job.filter(|j| is_final(j.state)) else {
+        let reason = format!("jobs/execute waited {secs} s");
+        let _ = state.execute(&caller, Command::CancelJob { seq, reason }).await;
+        let body = json!({
+            "error": format!("job {} did not finish within {secs} s; it was canceled", view.job_id),
+            "job_id": view.job_id,
+        });
+        return Ok((StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response());
+    };
+    let completed = pb::JobCompleted {
+        request_id: job.request_id.clone(),
+        job_id: job.id(),
+        job_type: job.spec.job_type.clone(),
+        success: job.state == pb::JobState::Succeeded,
+        error_message: job.error.clone(),
+        result: Some(pb::JobResult { output_values: job.result_values.clone(), summary: job.result_summary.clone() }),
+        activities: Vec::new(),
+        completed_at: Some(crate::job::ms_to_timestamp(job.completed_at)),
+    };
+    let mut completion = proto::json::to_value_with(&completed, true).map_err(|e| ApiError::Internal(e.to_string()))?;
+    completion["state"] = Value::String(shapes::state(crate::job::state_name(job.state)));
+    completion["attempt"] = json!(job.attempts_total);
+    if completed.success {
+        return Ok((StatusCode::OK, Json(completion)).into_response());
+    }
+    let error = if job.error.is_empty() {
+        format!("job {} ended {}", job.id(), crate::job::state_name(job.state))
+    } else {
+        job.error.clone()
+    };
+    Ok((StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": error, "completion": completion }))).into_response())
+}
