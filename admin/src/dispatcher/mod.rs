@@ -387,7 +387,7 @@ impl Dispatcher {
 
     /// Replaces listed jobs that are still in memory with their current state (the store
     /// lags memory by at most one group commit).
-    pub fn refresh_views(&self, views: &mut [JobView]) {
+    fn refresh_views(&self, views: &mut [JobView]) {
         let t = self.lock();
         for v in views.iter_mut() {
             if let Some(seq) = crate::job::parse_job_id(&v.job_id)

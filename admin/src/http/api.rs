@@ -543,8 +543,7 @@ async fn job_detail(
     if related_limit > 0 {
         let query =
             JobQuery { job_type: Some(job.spec.job_type.clone()), limit: related_limit + 1, ..Default::default() };
-        let mut related = state.store.jobs(&query)?;
-        state.dispatcher.refresh_views(&mut related);
+        let related = state.dispatcher.list_jobs(&query)?;
         let related: Vec<Value> =
             related.iter().filter(|j| j.job_id != id).take(related_limit).map(shapes::job).collect();
         if !related.is_empty() {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, ApiQuery, AppState, shapes};
-use crate::{job::state_name, store::JobQuery};
+use crate::store::JobQuery;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -119,9 +119,8 @@ async fn in_process_jobs(state: &AppState, lane: Option<&str>, now: i64) -> Resu
     let mut jobs = Vec::new();
     for s in [JobState::Running, JobState::Assigned, JobState::Pending] {
         let query = JobQuery { state: Some(s), limit: MAX_IN_PROCESS, ..Default::default() };
-        let mut found = state.store.jobs(&query)?;
-        state.dispatcher.refresh_views(&mut found);
-        jobs.extend(found.into_iter().filter(|j| j.state == state_name(s) && shapes::in_lane(&j.job_type, lane)));
+        let found = state.dispatcher.list_jobs(&query)?;
+        jobs.extend(found.into_iter().filter(|j| shapes::in_lane(&j.job_type, lane)));
     }
     jobs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.job_id.cmp(&b.job_id)));
     jobs.truncate(MAX_IN_PROCESS);
