@@ -5,6 +5,7 @@
 //! `router()`; `app` nests them.
 
 mod api;
+mod artifacts;
 pub mod auth;
 mod error;
 mod governance;
@@ -31,6 +32,7 @@ pub fn app(state: AppState) -> Router {
             "/api/plugin",
             api::router()
                 .merge(governance::router())
+                .merge(artifacts::router())
                 .merge(sse::router())
                 .layer(axum::middleware::from_fn(origin::reject_cross_site)),
         )
