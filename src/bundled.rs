@@ -34,8 +34,9 @@ pub struct PluginArgs {
     /// under the worker's directory.
     #[arg(long, env = "PLUGHOST_SCRIPTS_DIR")]
     pub scripts_dir: Option<PathBuf>,
+    /// Boxed: the job runner's flags would make every command's arguments large.
     #[command(flatten)]
-    pub jobs: JobRunnerArgs,
+    pub jobs: Box<JobRunnerArgs>,
 }
 
 /// The job runner's flags: where its sources may come from, their limits, the sandbox.
@@ -168,7 +169,7 @@ mod tests {
             job_types: types.iter().map(|t| t.to_string()).collect(),
             allow_scripts: allow,
             scripts_dir: None,
-            jobs: JobRunnerArgs::default(),
+            jobs: Box::default(),
         }
     }
 

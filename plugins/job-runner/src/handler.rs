@@ -28,6 +28,9 @@ pub const PARAM_SOURCE: &str = "source";
 #[derive(Debug, Clone)]
 pub struct JobRunner {
     runner: Arc<Runner>,
+    /// When this worker last proposed each scheduled definition (by name and source),
+    /// in Unix seconds.
+    proposed: Arc<std::sync::Mutex<HashMap<String, i64>>>,
 }
 
 impl JobRunner {
@@ -41,7 +44,7 @@ impl JobRunner {
                 Err(_) => tracing::warn!("job runner: {}", runner.describe()),
             }
         }
-        Ok(JobRunner { runner: Arc::new(runner) })
+        Ok(JobRunner { runner: Arc::new(runner), proposed: Default::default() })
     }
 
     pub fn runner(&self) -> &Runner {
@@ -77,8 +80,9 @@ fn secrets(v: &values::Values, names: &[String]) -> Result<Vec<(String, String)>
     Ok(out)
 }
 
-/// Whether a definition scheduled every `minutes` is due at `now` when the last
-/// successful detection was at `last` (both in Unix seconds): a slot boundary passed.
+/// Whether a definition scheduled every `minutes` is due at `now` when this worker last
+/// proposed it at `last` (Unix seconds): at once when it never did (a new definition, a
+/// restarted worker), then whenever a multiple of `minutes` since 00:00 UTC has passed.
 pub fn due(minutes: u64, now: i64, last: Option<i64>) -> bool {
     if minutes == 0 {
         return false;
@@ -115,10 +119,22 @@ impl JobHandler for JobRunner {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or_default();
-        let last = request.last_successful_run.as_ref().map(|t| t.seconds);
-        let proposals: Vec<pb::JobProposal> = defs
-            .iter()
-            .filter(|d| due(d.schedule_minutes, now, last))
+        let due_now: Vec<&Definition> = {
+            let mut proposed = self.proposed.lock().unwrap_or_else(|e| e.into_inner());
+            proposed.retain(|key, _| defs.iter().any(|d| schedule_key(d) == *key));
+            defs.iter()
+                .filter(|d| {
+                    let key = schedule_key(d);
+                    let due = due(d.schedule_minutes, now, proposed.get(&key).copied());
+                    if due {
+                        proposed.insert(key, now);
+                    }
+                    due
+                })
+                .collect()
+        };
+        let proposals: Vec<pb::JobProposal> = due_now
+            .into_iter()
             .map(|d| pb::JobProposal {
                 dedupe_key: format!("job:{}", d.name),
                 job_type: JOB_TYPE.to_string(),
@@ -254,6 +270,11 @@ impl JobHandler for JobRunner {
             }
         }
     }
+}
+
+/// What a schedule is remembered by: the definition's name and its pinned source.
+fn schedule_key(d: &Definition) -> String {
+    format!("{}\0{}", d.name, d.source.pin())
 }
 
 async fn report_event(progress: &ProgressSender, name: &str, event: OutputEvent) {
