@@ -21,6 +21,7 @@ pub enum Entry<'a> {
     Exec(&'a str, &'a [u8]),
     Dir(&'a str),
     Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
     Fifo(&'a str),
 }
 
@@ -39,6 +40,11 @@ pub fn tarball(entries: &[Entry<'_>]) -> Vec<u8> {
                 let bytes = target.as_bytes();
                 header.as_old_mut().linkname[..bytes.len()].copy_from_slice(bytes);
                 (n, tar::EntryType::Symlink, b"", 0o777)
+            }
+            Entry::Hardlink(n, target) => {
+                let bytes = target.as_bytes();
+                header.as_old_mut().linkname[..bytes.len()].copy_from_slice(bytes);
+                (n, tar::EntryType::Link, b"", 0o644)
             }
             Entry::Fifo(n) => (n, tar::EntryType::Fifo, b"", 0o644),
         };

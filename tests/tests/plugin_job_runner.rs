@@ -125,6 +125,9 @@ async fn an_https_tarball_is_unpacked_only_when_it_is_what_was_pinned_and_safe()
         ("/dotdot.tgz", tarball(&[Entry::File("ok.txt", b"ok"), Entry::File("../escaped", b"x")])),
         ("/absolute.tgz", tarball(&[Entry::File(&escape_target.to_string_lossy(), b"x")])),
         ("/symlink.tgz", tarball(&[Entry::Symlink("link", "../../../../../../etc"), Entry::File("link/passwd", b"x")])),
+        ("/hardlink.tgz", tarball(&[Entry::Hardlink("passwd", "/etc/passwd")])),
+        ("/hardlink-up.tgz", tarball(&[Entry::Hardlink("passwd", "../../etc/passwd")])),
+        ("/through-link.tgz", tarball(&[Entry::Dir("d"), Entry::Symlink("alias", "d"), Entry::File("alias/x", b"x")])),
         ("/fifo.tgz", tarball(&[Entry::Fifo("pipe")])),
     ];
     let big = vec![7u8; 4096];
@@ -411,6 +414,39 @@ async fn the_memory_limit_stops_a_hog() {
     roomy.memory_mb = 0;
     let report = run(&r, &roomy, &request(&[])).await;
     assert!(report.outcome.success(), "without the limit it runs: {}", artifact(&report, "stderr.log"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_ends_everything_the_sandboxed_run_started() {
+    let dir = TempDir::new("job-sandbox-timeout");
+    let r = runner(policy(dir.path()));
+    let name = local_tarball(dir.path(), "slow.tgz", &[Entry::File("slow.sh", b"sleep 300 &\nsleep 300\n")]);
+    let marker = format!("SLOW_MARKER=timeout-{}", std::process::id());
+    let def = definition(
+        "slow",
+        json!({
+            "source": {"kind": "tarball_path", "file": name},
+            "entry": "slow.sh",
+            "runtime": "shell",
+            "env": {"SLOW_MARKER": marker.split_once('=').unwrap().1},
+            "timeout_seconds": 1,
+        }),
+    );
+    let report = run(&r, &def, &request(&[])).await;
+    assert_eq!(report.outcome.ending, script_runner::run::Ending::TimedOut(Duration::from_secs(1)));
+    wait_for("every process of the run is gone", WAIT, || async {
+        let left: Vec<i32> = processes_with(&marker)
+            .into_iter()
+            .map(|(pid, _, _)| pid)
+            .filter(|pid| {
+                // A zombie nobody reaped yet is gone for this purpose.
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+            })
+            .collect();
+        left.is_empty().then_some(())
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------
