@@ -3,13 +3,15 @@
 //! from a server on loopback with a test CA (checksum, size, hostile entries and hosts
 //! refused), local tarballs only under their directory; each runtime's secret helper
 //! (the secret never in an environment or a command line, checked in `/proc`); in
-//! bubblewrap, writes outside the work dir fail, the network is off unless allowed, and
-//! the memory limit stops a hog; and, through a real admin, a structured result becomes
-//! output values and the artifacts are kept, capped and downloadable.
+//! bubblewrap, writes outside the work dir fail, the network is off unless allowed, the
+//! memory limit stops a hog and a timeout ends every process; without a sandbox a
+//! definition that requires one is refused; and, through a real admin, a structured
+//! result becomes output values and the artifacts are kept, capped and downloadable.
 //!
 //! These tests need `bwrap`, `git`, `python3` and `node`; `scripts/test` installs
-//! them. The runner is built with `--sandbox on`, so a machine without a working
-//! bubblewrap fails here instead of running unsandboxed.
+//! them. The runner is built with `--sandbox on` (but for the one test of `--sandbox
+//! off`), so a machine without a working bubblewrap fails here instead of running
+//! unsandboxed.
 
 use std::{
     collections::HashMap,
@@ -447,6 +449,30 @@ async fn a_timeout_ends_everything_the_sandboxed_run_started() {
         left.is_empty().then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_sandbox_definitions_that_require_it_are_refused_and_the_others_run_plainly() {
+    let dir = TempDir::new("job-no-sandbox");
+    let mut p = policy(dir.path());
+    p.sandbox = SandboxChoice::Off;
+    let r = runner(p);
+    assert!(r.describe().contains("no sandbox"), "{}", r.describe());
+    let name = local_tarball(
+        dir.path(),
+        "plain.tgz",
+        &[Entry::File("plain.sh", br#"echo "{\"sandboxed\": $PLUGHOST_SANDBOXED}""#)],
+    );
+    let source = json!({"kind": "tarball_path", "file": name});
+    let strict = definition("strict", json!({"source": source, "entry": "plain.sh", "runtime": "shell"}));
+    let err = r.run(&strict, &request(&[]), &CancellationToken::new(), None).await.unwrap_err();
+    assert!(err.contains("requires the sandbox and this worker has none"), "{err}");
+    let lax =
+        definition("lax", json!({"source": source, "entry": "plain.sh", "runtime": "shell", "require_sandbox": false}));
+    let report = run(&r, &lax, &request(&[])).await;
+    assert!(report.outcome.success(), "{}", artifact(&report, "stderr.log"));
+    assert!(!report.sandboxed);
+    assert_eq!(result(&report)["sandboxed"], 0);
 }
 
 // ---------------------------------------------------------------------------------
