@@ -213,9 +213,20 @@ pub struct LimitArgs {
     /// Seconds an HTTP client has to send a request's headers.
     #[arg(long, env = "PLUGHOST_HEADER_READ_TIMEOUT_SECONDS", default_value_t = CONNECTIONS.header_read_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_read_timeout_seconds: u64,
+    /// Artifacts kept per job (a job runner's logs, result and files); more are dropped.
+    #[arg(long, env = "PLUGHOST_MAX_ARTIFACTS_PER_JOB", default_value_t = ARTIFACTS.max_per_job as u64)]
+    pub max_artifacts_per_job: u64,
+    /// Bytes of one job's artifacts together; artifacts that would pass it are dropped.
+    #[arg(long, env = "PLUGHOST_MAX_ARTIFACT_BYTES_PER_JOB", default_value_t = ARTIFACTS.max_bytes_per_job)]
+    pub max_artifact_bytes_per_job: u64,
+    /// Artifacts are deleted this many days after they were kept (0 keeps them).
+    #[arg(long, env = "PLUGHOST_ARTIFACT_RETENTION_DAYS", default_value_t = 30)]
+    pub artifact_retention_days: u32,
 }
 
 static INPUT: std::sync::LazyLock<admin::InputLimits> = std::sync::LazyLock::new(admin::InputLimits::default);
+static ARTIFACTS: std::sync::LazyLock<admin::artifacts::ArtifactLimits> =
+    std::sync::LazyLock::new(admin::artifacts::ArtifactLimits::default);
 static CONNECTIONS: std::sync::LazyLock<admin::ConnectionLimits> =
     std::sync::LazyLock::new(admin::ConnectionLimits::default);
 
@@ -245,6 +256,12 @@ impl LimitArgs {
             max_per_peer: n(self.max_connections_per_peer),
             handshake_timeout: Duration::from_secs(self.handshake_timeout_seconds),
             header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+        };
+        c.artifacts = admin::artifacts::ArtifactLimits {
+            max_per_job: n(self.max_artifacts_per_job),
+            max_bytes_per_job: self.max_artifact_bytes_per_job,
+            retention: (self.artifact_retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(self.artifact_retention_days) * 86_400)),
         };
     }
 }

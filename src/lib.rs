@@ -37,7 +37,7 @@ pub enum Command {
     /// Run the admin server: worker gRPC, the /plugin pages and the JSON API.
     Admin(AdminArgs),
     /// Run a worker with the bundled plugins (sqlite_vacuum, file_archive, and script
-    /// with --allow-scripts) that dials an admin.
+    /// and job_runner with --allow-scripts) that dials an admin.
     Worker(WorkerArgs),
     /// Run the admin and the bundled workers in one process (workers still dial the
     /// admin over loopback gRPC).

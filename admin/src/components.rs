@@ -55,6 +55,8 @@ pub struct Components {
     /// What workers observed about their objects, and previews in flight.
     pub observations: crate::observations::Observations,
     pub audit: AuditTrail,
+    /// Files returned by job runs, kept per job (`artifacts.rs`).
+    pub artifacts: Arc<crate::artifacts::Artifacts>,
     pub(crate) run_now: RunNowLimiter,
     /// Cancelled when the admin begins to stop: no new dispatches or detections.
     pub shutdown: CancellationToken,
@@ -139,6 +141,7 @@ impl Components {
             send_timeout: config.send_timeout,
         });
         let run_now_max = config.run_now_max;
+        let artifacts = Arc::new(crate::artifacts::Artifacts::new(&config.data_dir, config.artifacts.clone()));
         let components = Components {
             config,
             auth,
@@ -158,6 +161,7 @@ impl Components {
             schedules,
             observations: Default::default(),
             audit,
+            artifacts,
             run_now: RunNowLimiter::new(run_now_max),
             shutdown,
             ready: AtomicBool::new(false),

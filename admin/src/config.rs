@@ -75,6 +75,8 @@ pub struct AdminConfig {
     pub audit_max_events: u64,
     /// Pruned audit events are appended here first, as JSONL files.
     pub audit_archive_dir: Option<PathBuf>,
+    /// How many of a job's artifacts are kept, how large, and for how long.
+    pub artifacts: crate::artifacts::ArtifactLimits,
     /// Most jobs one bulk replay may replay.
     pub replay_max: usize,
     /// When set, wide or destructive commands (bulk replay, global pauses, deleting a
@@ -235,6 +237,7 @@ impl AdminConfig {
             audit_retention_days: 365,
             audit_max_events: 1_000_000,
             audit_archive_dir: None,
+            artifacts: Default::default(),
             replay_max: 1_000,
             approval_token: None,
             run_now_max: RateCap { max: 60, window: Duration::from_secs(60) },

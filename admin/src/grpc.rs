@@ -185,7 +185,7 @@ async fn run_session(
         return;
     }
     if state.auth.mode == crate::auth::AuthMode::Off
-        && hello.capabilities.iter().any(|c| c.job_type == crate::auth::SCRIPT_JOB_TYPE)
+        && hello.capabilities.iter().any(|c| crate::auth::runs_operator_code(&c.job_type))
     {
         let message = "this admin runs with --auth off, so it refuses workers that offer scripts".to_string();
         tracing::warn!(worker_id = %crate::text::clip(&hello.worker_id, 64), "{message}");
@@ -337,6 +337,7 @@ async fn handle(state: &Arc<Components>, session: &Arc<WorkerSession>, warn: &Th
         }
         Body::JobCompleted(mut done) => {
             trim_activities(state, session, warn, &mut done.activities);
+            keep_artifacts(state, session, warn, &mut done).await;
             if let Some(reason) = input::trim_result(&mut done, limits) {
                 refused(state, session, warn, "job result", &reason);
             }
@@ -359,6 +360,28 @@ async fn handle(state: &Arc<Components>, session: &Arc<WorkerSession>, warn: &Th
                 inc(&state.monitor.ignored_messages);
             }
         }
+    }
+}
+
+/// Takes the artifacts out of a completion's result (before its size is checked) and
+/// keeps them when the completion is the job's current attempt; the job is completed
+/// only after they are written, so a finished job's artifacts are there to download.
+async fn keep_artifacts(state: &Components, session: &WorkerSession, warn: &Throttle, done: &mut pb::JobCompleted) {
+    let (files, refusals) = crate::artifacts::take(done.result.as_mut(), state.artifacts.limits());
+    if let Some(first) = refusals.first() {
+        refused(state, session, warn, "artifacts", &format!("{} dropped, the first because {first}", refusals.len()));
+    }
+    if files.is_empty() {
+        return;
+    }
+    let Some(job_id) = state.dispatcher.current_job_id(session, &done.request_id, &done.job_id) else {
+        return;
+    };
+    let artifacts = state.artifacts.clone();
+    let id = job_id.clone();
+    let saved = tokio::task::spawn_blocking(move || artifacts.save(&id, &files)).await;
+    if let Ok(Err(e)) | Err(e) = saved.map_err(std::io::Error::other) {
+        tracing::error!(job_id, error = %e, "the job's artifacts could not be kept");
     }
 }
 

@@ -9,6 +9,7 @@
 //! [`server::Admin`] wires it all together.
 
 pub mod address;
+pub mod artifacts;
 pub mod audit;
 pub mod auth;
 pub mod backoff;

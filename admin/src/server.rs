@@ -174,6 +174,7 @@ impl Admin {
             audit_retention: c.audit_retention(),
         };
         tasks.push(tokio::spawn(retention.run(stop.clone())));
+        tasks.push(tokio::spawn(c.artifacts.clone().run_retention(stop.clone())));
 
         c.set_ready();
         tracing::info!(%http_addr, %grpc_addr, "admin ready");

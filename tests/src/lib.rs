@@ -8,6 +8,7 @@ pub mod fake_admin;
 pub mod fake_worker;
 pub mod harness;
 pub mod http;
+pub mod job_sources;
 pub mod page_client;
 pub mod plugins;
 

@@ -89,12 +89,24 @@ pub(crate) async fn run(
     let progress = ProgressSender { work: work.clone(), outbox: shared.outbox.clone() };
     progress.send("started", Vec::new()).await;
     let cancel = work.cancel.clone();
-    let outcome = supervise(&work, async move { handler.execute(request, progress, cancel).await }).await;
-    let error_message = outcome.error_message();
+    // A `JobFailure` is a failure with a result: it passes through as a value.
+    let outcome = supervise(&work, async move {
+        match handler.execute(request, progress, cancel).await {
+            Ok(result) => Ok(Ok(result)),
+            Err(error) => error.downcast::<crate::JobFailure>().map(|failure| Err(*failure)),
+        }
+    })
+    .await;
+    let mut error_message = outcome.error_message();
     let (success, result) = match outcome {
-        Outcome::Done(result) => {
+        Outcome::Done(Ok(result)) => {
             tracing::info!(request_id = %work.request_id, job_id = %work.job_id, "job succeeded");
             (true, Some(result))
+        }
+        Outcome::Done(Err(failure)) => {
+            tracing::warn!(request_id = %work.request_id, job_id = %work.job_id, error = %failure.message, "job failed");
+            error_message = failure.message;
+            (false, Some(failure.result))
         }
         Outcome::CutShort(reason) => {
             // Not a failed attempt: no job_completed at all. The stream ends once the

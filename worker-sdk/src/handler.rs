@@ -9,6 +9,17 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// The result of a handler method.
 pub type HandlerResult<T> = Result<T, HandlerError>;
 
+/// A failed job that still has a result to report (its output values, such as logs a
+/// run left behind): return `Err(JobFailure { .. }.into())` from
+/// [`JobHandler::execute`], and the SDK sends `job_completed{success: false}` with
+/// `error_message` and `result` both set. Any other error sends no result.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct JobFailure {
+    pub message: String,
+    pub result: pb::JobResult,
+}
+
 /// One job type: what it can do, how it is configured, how it finds work and how it
 /// does it. Register one with [`Worker::handler`](crate::Worker::handler).
 ///
@@ -45,7 +56,7 @@ pub trait JobHandler: Send + Sync + 'static {
 
     /// Does one job, reporting progress through `progress`. `Ok` becomes
     /// `job_completed{success: true, result}`, `Err` becomes `success: false` with the
-    /// error's message.
+    /// error's message (and a result, for a [`JobFailure`]).
     async fn execute(
         &self,
         request: pb::ExecuteJobRequest,

@@ -114,7 +114,7 @@ pub use descriptor::{Descriptor, Field, Form, Runtime, Section};
 pub use detection::DetectionSender;
 pub use error::Error;
 pub use execution::ProgressSender;
-pub use handler::{HandlerError, HandlerResult, JobHandler};
+pub use handler::{HandlerError, HandlerResult, JobFailure, JobHandler};
 pub use proto;
 pub use proto::pb;
 pub use status::WorkerStatus;

@@ -73,6 +73,17 @@ pub struct Auth {
 /// offer it are refused: anyone who reaches the admin could run code through it.
 pub const SCRIPT_JOB_TYPE: &str = "script";
 
+/// The job type of the bundled job runner (job definitions from pinned sources): it runs
+/// operator code as the script runner does, and is guarded the same way.
+pub const JOB_RUNNER_JOB_TYPE: &str = "job_runner";
+
+/// Whether a job type runs operator-defined code: running it (a run, a retry, a
+/// schedule, a hand-made job, a replay) needs the admin role, and an admin with
+/// authentication off refuses workers that offer it.
+pub fn runs_operator_code(job_type: &str) -> bool {
+    job_type == SCRIPT_JOB_TYPE || job_type == JOB_RUNNER_JOB_TYPE
+}
+
 /// Where the first admin token is written.
 pub fn admin_token_path(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("plugin").join("admin.token")

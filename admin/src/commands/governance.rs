@@ -413,7 +413,7 @@ impl Components {
         if !job.dead_letter {
             return Ok(Some("not a dead letter".into()));
         }
-        if job.spec.job_type == crate::auth::SCRIPT_JOB_TYPE && actor.role() < Role::Admin {
+        if crate::auth::runs_operator_code(&job.spec.job_type) && actor.role() < Role::Admin {
             return Ok(Some("replaying a script job needs the admin role".into()));
         }
         if let Some(seq) = self.store.replayed_as(job.seq).map_err(store_err)? {

@@ -314,7 +314,7 @@ impl Command {
     /// rest an operator. `job_type_of` names the job
     /// type of a job (a retried script job runs its script again).
     pub fn required_role(&self, job_type_of: impl Fn(i64) -> Option<String>) -> Role {
-        let script = |t: &str| t == crate::auth::SCRIPT_JOB_TYPE;
+        let script = crate::auth::runs_operator_code;
         match self {
             Command::SaveConfig { .. } | Command::CreateToken { .. } | Command::RevokeToken { .. } => Role::Admin,
             Command::Detect { job_type, mode: DetectionMode::Run, .. } if script(job_type) => Role::Admin,

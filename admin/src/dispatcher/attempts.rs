@@ -52,6 +52,13 @@ impl Dispatcher {
         }
     }
 
+    /// The job id a completion is about, when it is the current attempt of that job on
+    /// this session's worker (what the artifacts it carries may be kept for).
+    pub fn current_job_id(&self, session: &WorkerSession, request_id: &str, job_id_hint: &str) -> Option<String> {
+        let t = self.lock();
+        self.current(&t, session, request_id, job_id_hint).map(crate::job::job_id)
+    }
+
     pub fn on_completed(&self, session: &WorkerSession, done: pb::JobCompleted) {
         let not_started = !done.success && done.error_message.trim() == AT_CAPACITY;
         self.complete(session, done, not_started);

@@ -5,6 +5,7 @@
 //! `router()`; `app` nests them.
 
 mod api;
+mod artifacts;
 pub mod auth;
 mod detection;
 mod error;
@@ -35,6 +36,7 @@ pub fn app(state: AppState) -> Router {
             api::router()
                 .merge(governance::router())
                 .merge(seaweed::router())
+                .merge(artifacts::router())
                 .merge(sse::router())
                 .layer(axum::middleware::from_fn(origin::reject_cross_site)),
         )

@@ -283,6 +283,8 @@ pub struct JobPage {
     pub parameters: Vec<Pair>,
     pub result_summary: String,
     pub result_values: Vec<Pair>,
+    /// The files the run returned, with their download links.
+    pub artifacts: Vec<crate::artifacts::ArtifactInfo>,
     pub not_before: Time,
     pub expires_at: Time,
     pub completed: Time,
@@ -321,6 +323,7 @@ pub async fn detail(
         parameters: pairs(&job.spec.parameters, forms::display),
         result_summary: job.result_summary.clone(),
         result_values: pairs(&job.result_values, forms::display),
+        artifacts: state.artifacts.list(&view.job_id),
         not_before: Time::at(job.spec.not_before),
         expires_at: Time::at(job.spec.expires_at),
         completed: Time::at(job.completed_at),
