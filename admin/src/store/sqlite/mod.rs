@@ -121,9 +121,13 @@ fn checkpoint_loop(conn: &Connection, shared: &(Mutex<CheckpointState>, Condvar)
             }
             s.wanted = false;
         }
-        if let Err(e) = conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE) {
-            // The next commit past the threshold asks again; the log only grows meanwhile.
-            tracing::warn!(path = %path.display(), error = %e, "WAL checkpoint failed");
+        match conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE) {
+            Ok(_) => {}
+            // Another connection is checkpointing (a passive checkpoint never waits): the next
+            // commit past the threshold asks again.
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
+            // Likewise; the log only grows meanwhile.
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "WAL checkpoint failed"),
         }
     }
 }
