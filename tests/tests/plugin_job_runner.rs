@@ -551,7 +551,7 @@ async fn a_definition_run_from_the_admin_returns_its_result_and_downloadable_cap
         (d["final"] == true).then_some(d)
     })
     .await;
-    assert_eq!(job["job"]["state"], "succeeded", "{job}");
+    assert_eq!(job["job"]["state"], "job_state_succeeded", "{job}");
     let result = &job["result"];
     assert_eq!(plugins::int_output(result, "rows"), 3, "{result}");
     assert_eq!(result["output_values"]["tables"]["list_value"]["values"][0]["string_value"], "users");
