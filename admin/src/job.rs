@@ -136,6 +136,9 @@ pub struct JobSpecData {
     pub detection_run: i64,
     /// The job this one replays (0: none): a dead letter replayed in bulk.
     pub replay_of: i64,
+    /// The cluster context the job was created with (a `run` body's, or `jobs/execute`'s),
+    /// laid over the admin's when it executes; None: the admin's alone.
+    pub cluster_context: Option<std::sync::Arc<pb::ClusterContext>>,
 }
 
 impl Job {

@@ -83,8 +83,9 @@ pub enum DetectionMode {
 /// requests). The default is a detection like a scheduled one.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DetectOptions {
-    /// Over the admin's cluster context for this detection only (each list wins when
-    /// non-empty, metadata merges: [`crate::cluster_context::merge`]).
+    /// Over the admin's cluster context for this detection and the jobs it creates (each
+    /// list wins when non-empty, metadata merges: [`crate::cluster_context::merge`]); the
+    /// jobs keep it (`JobSpecData::cluster_context`) and execute with it.
     pub cluster_context: Option<pb::ClusterContext>,
     /// Caps the jobs this detection creates (and the worker's `max_results`); never above
     /// the admin's per-detection ceiling.
@@ -615,6 +616,8 @@ impl Scheduler {
         let mut views = Vec::with_capacity(batch.proposals.len().min(LATEST_PROPOSALS));
         let mut offered = Vec::new();
         let (mut invalid, mut first_invalid) = (0, None);
+        // The jobs of a run asked with a cluster context execute with it too.
+        let context = r.options.cluster_context.clone().map(Arc::new);
         for p in batch.proposals {
             r.run.proposals += 1;
             let mut view = ProposalView {
@@ -650,7 +653,9 @@ impl Scheduler {
                     r.reported.push(p);
                 }
             } else {
-                offered.push((views.len(), NewJob { spec: new_spec(&job_type, key, p, r.run.id, now) }));
+                let spec =
+                    JobSpecData { cluster_context: context.clone(), ..new_spec(&job_type, key, p, r.run.id, now) };
+                offered.push((views.len(), NewJob { spec }));
             }
             views.push(view);
         }
@@ -816,6 +821,7 @@ pub(crate) fn new_spec(job_type: &str, dedupe_key: String, p: pb::JobProposal, r
         not_before,
         expires_at,
         detection_run: run_id,
+        cluster_context: None,
     }
 }
 

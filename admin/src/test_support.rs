@@ -44,6 +44,7 @@ impl Drop for TempDir {
 pub(crate) fn spec(key: &str, at: i64) -> crate::job::JobSpecData {
     crate::job::JobSpecData {
         replay_of: 0,
+        cluster_context: None,
         job_type: "t".into(),
         dedupe_key: key.into(),
         priority: proto::pb::JobPriority::Normal as i32,

@@ -239,6 +239,24 @@ async fn a_detect_or_run_body_sets_the_context_max_results_and_timeout_of_that_d
     assert_eq!(context_of(&two.cluster_context).filer_addresses, strings(&["old-name-f:8888"]));
     wait_run_done(&admin.http).await;
     assert_eq!(admin.jobs(&format!("job_type={T}&limit=500")).await.len(), jobs_before + 2);
+    // The run's jobs execute with its context too, laid over the admin's.
+    let executed = wait_for("the run's two jobs executed", WAIT, || async {
+        let mine: Vec<pb::ExecuteJobRequest> = worker
+            .inbox
+            .executions()
+            .into_iter()
+            .filter(|e| {
+                e.job.as_ref().is_some_and(|j| j.dedupe_key.starts_with(&format!("d{}-", two.detection_sequence)))
+            })
+            .collect();
+        (mine.len() == 2).then_some(mine)
+    })
+    .await;
+    for e in &executed {
+        let c = context_of(&e.cluster_context);
+        assert_eq!(c.filer_addresses, strings(&["old-name-f:8888"]), "execution {}", e.request_id);
+        assert_eq!(c.master_grpc_addresses, strings(&["flag-m:9333"]), "the admin's fills the rest");
+    }
 
     let plain = detect_via_api(&admin.http, &worker, "run", "").await;
     assert_eq!(plain.max_results, 5);

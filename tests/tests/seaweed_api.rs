@@ -107,7 +107,7 @@ fn array<'a>(what: &str, v: &'a Value) -> &'a Vec<Value> {
 struct Cluster {
     admin: TestAdmin,
     _dir: TempDir,
-    _worker: FakeWorker,
+    worker: FakeWorker,
 }
 
 /// An admin and a worker for `T` that proposes two jobs per detection (keys unique per
@@ -127,7 +127,7 @@ async fn cluster(name: &str, exec: impl Fn() -> Exec + Send + Sync + 'static) ->
         (http::get(&admin.http, &format!("/api/plugin/job-types/{T}/descriptor")).await.status == 200).then_some(())
     })
     .await;
-    Cluster { admin, _dir: dir, _worker: worker }
+    Cluster { admin, _dir: dir, worker }
 }
 
 fn with_path(mut p: pb::JobProposal) -> pb::JobProposal {
@@ -410,10 +410,20 @@ async fn jobs_execute_runs_one_job_and_answers_job_completed() {
         c.admin.get(&format!("/api/plugin/jobs/{}", v["job_id"].as_str().unwrap())).await["state"],
         "job_state_succeeded"
     );
+    // A cluster context for the job reaches its execution, over the admin's.
+    let body = json!({ "job": { "job_type": T, "dedupe_key": "with-context" },
+        "cluster_context": { "master_grpc_addresses": ["m:1"], "metadata": { "run": "one" } } });
+    let r = http::post_json(&c.admin.http, "/api/plugin/jobs/execute", &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let executed = c.worker.inbox.executions();
+    let last = executed.iter().find(|e| e.job.as_ref().is_some_and(|j| j.dedupe_key == "with-context")).unwrap();
+    let context = last.cluster_context.as_ref().expect("a cluster context");
+    assert_eq!(context.master_grpc_addresses, vec!["m:1".to_string()]);
+    assert_eq!(context.metadata.get("run").map(String::as_str), Some("one"));
     for (bad, status) in [
         (json!({}), 400),
         (json!({ "job": { "job_type": "" } }), 422),
-        (json!({ "job": { "job_type": T }, "cluster_context": { "master_grpc_addresses": ["m:1"] } }), 422),
+        (json!({ "job": { "job_type": T }, "cluster_context": "m:1" }), 400),
     ] {
         let r = http::post_json(&c.admin.http, "/api/plugin/jobs/execute", &bad).await;
         assert_eq!(r.status, status, "{bad}: {}", r.text());

@@ -500,6 +500,7 @@ impl Components {
         &self,
         job_type: String,
         mut proposal: proto::pb::JobProposal,
+        cluster_context: Option<proto::pb::ClusterContext>,
         rec: &Recorder<'_>,
     ) -> Result<Outcome, Refusal> {
         if self.configs.descriptor(&job_type).is_none() {
@@ -511,7 +512,10 @@ impl Components {
         proposal.job_type = job_type.clone();
         crate::input::check_proposal(&proposal, &self.config.limits).map_err(Refusal::Invalid)?;
         let key = proposal.dedupe_key.clone();
-        let spec = crate::scheduler::new_spec(&job_type, key.clone(), proposal, 0, self.clock.now_ms());
+        let spec = crate::job::JobSpecData {
+            cluster_context: cluster_context.map(std::sync::Arc::new),
+            ..crate::scheduler::new_spec(&job_type, key.clone(), proposal, 0, self.clock.now_ms())
+        };
         self.atomically(rec, || match self.dispatcher.admit(vec![NewJob { spec }], 1).pop() {
             Some(Admission::Created { job_id }) => {
                 let seq = crate::job::parse_job_id(&job_id).unwrap_or(0);
@@ -577,5 +581,7 @@ fn replay_spec(job: &Job, now: i64) -> JobSpecData {
         expires_at: 0,
         detection_run: 0,
         replay_of: job.seq,
+        // A replay runs where the dead letter was meant to.
+        cluster_context: s.cluster_context.clone(),
     }
 }

@@ -187,10 +187,12 @@ pub enum Command {
         limit: usize,
         dry_run: bool,
     },
-    /// Create one job by hand, deduplicated like a proposal.
+    /// Create one job by hand, deduplicated like a proposal; with a cluster context, it
+    /// executes with that laid over the admin's.
     EnqueueJob {
         job_type: String,
         proposal: pb::JobProposal,
+        cluster_context: Option<pb::ClusterContext>,
     },
     /// Ask a worker for a preview of an object (the one that last observed it, else any
     /// worker of the job type).
@@ -284,15 +286,19 @@ impl Command {
             Command::PreviewObject { request, .. } => {
                 json!({ "object_id": request.object_id, "format": request.format, "row_limit": request.row_limit })
             }
-            Command::EnqueueJob { proposal, .. } => {
+            Command::EnqueueJob { proposal, cluster_context, .. } => {
                 let mut names: Vec<&String> = proposal.parameters.keys().collect();
                 names.sort();
-                json!({
+                let mut params = json!({
                     "dedupe_key": proposal.dedupe_key,
                     "priority": crate::job::priority_name(if proposal.priority == 0 { pb::JobPriority::Normal as i32 } else { proposal.priority }),
                     "summary": proposal.summary,
                     "parameters": names,
-                })
+                });
+                if let Some(c) = cluster_context {
+                    params["cluster_context"] = proto::json::to_value_with(c, true).unwrap_or_default();
+                }
+                params
             }
         }
     }
@@ -319,7 +325,8 @@ impl Command {
             Command::SaveConfig { .. } | Command::CreateToken { .. } | Command::RevokeToken { .. } => Role::Admin,
             Command::Detect { job_type, mode: DetectionMode::Run, .. } if script(job_type) => Role::Admin,
             // Where the workers connect is the admin's configuration.
-            Command::Detect { options: DetectOptions { cluster_context: Some(_), .. }, .. } => Role::Admin,
+            Command::Detect { options: DetectOptions { cluster_context: Some(_), .. }, .. }
+            | Command::EnqueueJob { cluster_context: Some(_), .. } => Role::Admin,
             Command::RetryJob { seq } if job_type_of(*seq).is_some_and(|t| script(&t)) => Role::Admin,
             // A schedule or a hand-made job runs the operator scripts too.
             Command::SetSchedule { job_type, .. }
@@ -613,7 +620,9 @@ impl Components {
             Command::ReplayJobs { filter, limit, dry_run } => {
                 self.replay_jobs(actor, filter, limit, dry_run, rec).await
             }
-            Command::EnqueueJob { job_type, proposal } => self.enqueue_job(job_type, proposal, rec),
+            Command::EnqueueJob { job_type, proposal, cluster_context } => {
+                self.enqueue_job(job_type, proposal, cluster_context, rec)
+            }
             Command::PreviewObject { job_type, request } => self.preview_object(job_type, request).await,
         }
     }

@@ -56,7 +56,10 @@ async fn detection_request(w: &mut TestWorker) -> String {
 #[tokio::test]
 async fn each_command_is_audited_with_its_actor_target_and_outcome_refusals_included() {
     let rig = Rig::new(|_| {});
-    let created = rig.c.execute(&ops(), Command::EnqueueJob { job_type: "t".into(), proposal: proposal("a") }).await;
+    let created = rig
+        .c
+        .execute(&ops(), Command::EnqueueJob { job_type: "t".into(), proposal: proposal("a"), cluster_context: None })
+        .await;
     let Ok(Outcome::Job(job)) = created else { panic!("enqueued: {created:?}") };
     let seq = crate::job::parse_job_id(&job.job_id).unwrap();
     rig.c.execute(&ops(), Command::CancelJob { seq, reason: "not needed".into() }).await.unwrap();
@@ -123,7 +126,10 @@ async fn holds_survive_a_restart_and_a_held_type_keeps_its_jobs_pending() {
     assert_eq!(dispatch.unwrap().set_at, Rig::T0);
     rig.c.execute(&ops(), Command::SetDraining { worker_id: "w1".into(), draining: true }).await.unwrap();
     rig.c.execute(&ops(), Command::PauseSchedules { paused: true }).await.unwrap();
-    rig.c.execute(&ops(), Command::EnqueueJob { job_type: "t".into(), proposal: proposal("k") }).await.unwrap();
+    rig.c
+        .execute(&ops(), Command::EnqueueJob { job_type: "t".into(), proposal: proposal("k"), cluster_context: None })
+        .await
+        .unwrap();
     rig.c.store.settle().await;
     rig.c.dispatcher.dispatch_pass();
     assert!(w.is_quiet(), "a held type starts nothing");
@@ -300,7 +306,8 @@ async fn replay_honours_eligibility_the_limit_and_the_dry_run() {
 #[tokio::test]
 async fn enqueue_follows_the_dedupe_rules_and_checks_its_input() {
     let rig = Rig::new(|_| {});
-    let enqueue = |job_type: &str, p| Command::EnqueueJob { job_type: job_type.into(), proposal: p };
+    let enqueue =
+        |job_type: &str, p| Command::EnqueueJob { job_type: job_type.into(), proposal: p, cluster_context: None };
     let Ok(Outcome::Job(first)) = rig.c.execute(&ops(), enqueue("t", proposal("k"))).await else { panic!("first") };
     assert_eq!((first.state, first.summary.as_str(), first.priority), ("pending", "by hand k", "normal"));
     let dup = rig.c.execute(&ops(), enqueue("t", proposal("k"))).await;

@@ -138,7 +138,10 @@ impl Dispatcher {
             admin_runtime: Some(lane.runtime),
             admin_config_values: cfg.as_ref().map(|c| c.admin_config_values.clone()).unwrap_or_default(),
             worker_config_values: cfg.as_ref().map(|c| c.worker_config_values.clone()).unwrap_or_default(),
-            cluster_context: Some(p.cluster_context.current().as_ref().clone()),
+            cluster_context: Some(match &job.spec.cluster_context {
+                Some(own) => crate::cluster_context::merge(own, p.cluster_context.current().as_ref()),
+                None => p.cluster_context.current().as_ref().clone(),
+            }),
             attempt: job.attempts_total,
         };
         Some(crate::wire::envelope(&request_id, Body::ExecuteJobRequest(request)))

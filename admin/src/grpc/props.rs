@@ -431,6 +431,7 @@ impl World {
 fn spec(key: &str) -> JobSpecData {
     JobSpecData {
         replay_of: 0,
+        cluster_context: None,
         job_type: "t".into(),
         dedupe_key: key.into(),
         priority: pb::JobPriority::Normal as i32,

@@ -261,11 +261,13 @@ pub async fn execute(
             spec.job_type
         )));
     }
-    if body.cluster_context.as_ref().is_some_and(|c| !c.is_null() && c.as_object().is_none_or(|o| !o.is_empty())) {
-        return Err(ApiError::Unprocessable(
-            "a cluster_context for one job is not supported: jobs run with the admin's (--master, --filer, --cluster-context-file)".into(),
-        ));
-    }
+    let cluster_context = match body.cluster_context.filter(|v| !v.is_null()) {
+        None => None,
+        Some(v) => Some(
+            crate::cluster_context::from_json_value(v)
+                .map_err(|e| ApiError::BadRequest(crate::cluster_context::ClusterContextError::Value(e).to_string()))?,
+        ),
+    };
     let secs = match body.timeout_seconds {
         None | Some(0) => DEFAULT_EXECUTE_SECONDS,
         Some(n) if n < 0 => {
@@ -288,7 +290,7 @@ pub async fn execute(
         not_before: None,
         expires_at: None,
     };
-    let command = Command::EnqueueJob { job_type: spec.job_type.clone(), proposal };
+    let command = Command::EnqueueJob { job_type: spec.job_type.clone(), proposal, cluster_context };
     let Outcome::Job(view) = state.execute(&caller, command).await? else {
         return Err(ApiError::Internal("enqueue_job gave another outcome".into()));
     };

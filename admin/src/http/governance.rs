@@ -583,7 +583,7 @@ async fn enqueue(
 ) -> Result<Response, ApiError> {
     job_type_param(&t)?;
     let proposal = parse_new_job(json_body(&body)?)?;
-    match state.execute(&caller, Command::EnqueueJob { job_type: t, proposal }).await? {
+    match state.execute(&caller, Command::EnqueueJob { job_type: t, proposal, cluster_context: None }).await? {
         Outcome::Job(view) => {
             Ok((StatusCode::CREATED, Json(json!({ "job_id": view.job_id, "job": super::shapes::job(&view) })))
                 .into_response())

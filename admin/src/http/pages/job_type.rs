@@ -701,7 +701,10 @@ pub async fn enqueue(
     };
     let (status, error, duplicate_of) = match new_job(&kept, &field("priority")) {
         Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, message, String::new()),
-        Ok(proposal) => match state.execute(&caller, Command::EnqueueJob { job_type: t.clone(), proposal }).await {
+        Ok(proposal) => match state
+            .execute(&caller, Command::EnqueueJob { job_type: t.clone(), proposal, cluster_context: None })
+            .await
+        {
             Ok(Outcome::Job(view)) => {
                 let message = format!("Job {} created: it waits as pending until a worker takes it.", view.job_id);
                 return Ok(see_other(&format!("/plugin/jobs/{}", view.job_id), Ok(message)));

@@ -284,6 +284,25 @@ mod tests {
         store.close();
     }
 
+    #[tokio::test]
+    async fn a_jobs_cluster_context_is_kept_and_an_older_store_gets_the_column() {
+        let dir = temp_dir("job-context");
+        std::fs::create_dir_all(dir.0.join("plugin")).unwrap();
+        let old_schema = schema::SCHEMA.replace(",\n    cluster_context BLOB NOT NULL DEFAULT x''", "");
+        assert_ne!(old_schema, schema::SCHEMA, "the old schema lacks the column");
+        Connection::open(dir.0.join("plugin/state.db")).unwrap().execute_batch(&old_schema).unwrap();
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let context = proto::pb::ClusterContext { master_grpc_addresses: vec!["m:9333".into()], ..Default::default() };
+        let mut with = job(1, JobState::Pending, now_ms());
+        Arc::make_mut(&mut with.spec).cluster_context = Some(Arc::new(context.clone()));
+        store.write(Op::InsertJob(Arc::new(with)));
+        store.write(Op::InsertJob(Arc::new(job(2, JobState::Pending, now_ms()))));
+        store.settle().await;
+        assert_eq!(store.job(1).unwrap().unwrap().spec.cluster_context.as_deref(), Some(&context));
+        assert_eq!(store.job(2).unwrap().unwrap().spec.cluster_context, None, "none stays none");
+        store.close();
+    }
+
     #[test]
     fn a_batch_is_applied_all_or_nothing_and_the_error_says_what_failed() {
         let dir = temp_dir("atomic");

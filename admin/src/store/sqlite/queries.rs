@@ -422,6 +422,10 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
             expires_at: r.get(9)?,
             detection_run: r.get(10)?,
             replay_of: r.get(30)?,
+            cluster_context: {
+                let bytes: Vec<u8> = r.get(31)?;
+                (!bytes.is_empty()).then(|| Arc::new(pb::ClusterContext::decode(bytes.as_slice()).unwrap_or_default()))
+            },
         }),
         state: JobState::try_from(state).unwrap_or(JobState::Unspecified),
         attempts: r.get(12)?,

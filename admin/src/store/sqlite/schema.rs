@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     failed_on TEXT NOT NULL,
     stop_outcome INTEGER NOT NULL DEFAULT 0,
     stop_reason TEXT NOT NULL DEFAULT '',
-    replay_of INTEGER NOT NULL DEFAULT 0
+    replay_of INTEGER NOT NULL DEFAULT 0,
+    cluster_context BLOB NOT NULL DEFAULT x''
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_type_state ON jobs(job_type, state, seq);
@@ -118,7 +119,7 @@ CREATE TABLE IF NOT EXISTS meta (
 pub(super) const JOB_COLUMNS: &str = "seq, job_type, dedupe_key, priority, summary, detail, payload, created_at, not_before, \
      expires_at, detection_run, state, attempts, attempts_total, worker_id, request_id, progress, stage, message, \
      error, result_summary, result, updated_at, ready_at, assigned_at, completed_at, dead_letter, failed_on, \
-     stop_outcome, stop_reason, replay_of";
+     stop_outcome, stop_reason, replay_of, cluster_context";
 
 /// Indexes over columns that older stores lack: created after [`migrate`] added them.
 const LATE_INDEXES: &str = "
@@ -177,6 +178,9 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     if !columns.iter().any(|c| c == "replay_of") {
         conn.execute_batch("ALTER TABLE jobs ADD COLUMN replay_of INTEGER NOT NULL DEFAULT 0;")?;
+    }
+    if !columns.iter().any(|c| c == "cluster_context") {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN cluster_context BLOB NOT NULL DEFAULT x'';")?;
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
     {
         let mut insert = tx.prepare_cached(&format!(
             "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)"
+             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)"
         ))?;
         let mut update = tx.prepare_cached(
             "UPDATE jobs SET state = ?2, attempts = ?3, attempts_total = ?4, worker_id = ?5, request_id = ?6, \
@@ -81,6 +81,7 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                         job.stop.as_ref().map(|st| st.outcome as i32).unwrap_or(0),
                         job.stop.as_ref().map(|st| st.reason.as_str()).unwrap_or(""),
                         s.replay_of,
+                        s.cluster_context.as_ref().map(|c| c.encode_to_vec()).unwrap_or_default(),
                     ])?;
                 }
                 Write::UpdateJob(job) => {
