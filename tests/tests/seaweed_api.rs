@@ -445,5 +445,14 @@ async fn expire_answers_the_job_id_and_expired() {
     shaped("the expire answer", &v, EXPIRE, &[]);
     assert_eq!((v["job_id"].as_str(), v["expired"].as_bool()), (Some(id), Some(true)));
     shaped("its job", &v["job"], TRACKED_JOB, TRACKED_JOB_TIMES);
+    // A job that is no longer active is not expired again: `expired: false`, as SeaweedFS.
+    c.admin.wait_jobs("one job expired", &format!("job_type={T}&state=failed"), 1, "failed").await;
+    let r = http::post_json(&c.admin.http, &format!("/api/plugin/jobs/{id}/expire"), &json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!((v["job_id"].as_str(), v["expired"].as_bool()), (Some(id), Some(false)), "{v}");
+    assert_eq!(v["job"]["state"], "job_state_failed", "{v}");
+    let r = http::post_json(&c.admin.http, "/api/plugin/jobs/j999999/expire", &json!({})).await;
+    assert_eq!(r.status, 404, "no such job: {}", r.text());
     c.admin.stop().await;
 }

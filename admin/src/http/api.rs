@@ -586,10 +586,21 @@ async fn expire(
 ) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let reason = reason_from(&body, "expired by operator");
-    // SeaweedFS answers `{job_id, expired, job}`.
-    let Json(mut answer) = job_outcome(state.execute(&caller, Command::ExpireJob { seq, reason }).await?)?;
-    answer["expired"] = Value::Bool(true);
-    Ok(Json(answer))
+    // SeaweedFS answers `{job_id, expired, job}`, with `expired: false` for a job that is
+    // no longer active (the refusal is in the audit trail, its reason in `reason`).
+    match state.execute(&caller, Command::ExpireJob { seq, reason }).await.map_err(ApiError::from) {
+        Ok(outcome) => {
+            let Json(mut answer) = job_outcome(outcome)?;
+            answer["expired"] = Value::Bool(true);
+            Ok(Json(answer))
+        }
+        Err(ApiError::Conflict(reason)) => {
+            let job = state.dispatcher.job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
+            let view = job.view();
+            Ok(Json(json!({ "job_id": view.job_id, "expired": false, "reason": reason, "job": shapes::job(&view) })))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn retry(
