@@ -418,6 +418,43 @@ async fn the_memory_limit_stops_a_hog() {
     assert!(report.outcome.success(), "without the limit it runs: {}", artifact(&report, "stderr.log"));
 }
 
+/// Counts to `$N` in the shell (CPU all the way, in one process), then reports.
+const SPIN: &str = "i=0; while [ \"$i\" -lt \"$N\" ]; do i=$((i + 1)); done; echo '{\"spun\": true}'\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_time_limit_stops_a_spinner() {
+    let dir = TempDir::new("job-sandbox-cpu");
+    let r = runner(policy(dir.path()));
+    let name = local_tarball(dir.path(), "spin.tgz", &[Entry::File("spin.sh", SPIN.as_bytes())]);
+    let def = definition(
+        "spin",
+        json!({
+            "source": {"kind": "tarball_path", "file": name},
+            "entry": "spin.sh",
+            "runtime": "shell",
+            // Far more than a second of CPU: minutes.
+            "env": {"N": 1_000_000_000u64},
+            "cpu_seconds": 1,
+            "timeout_seconds": 60,
+        }),
+    );
+    let report = run(&r, &def, &request(&[])).await;
+    assert!(!report.outcome.success(), "the spinner must not get its CPU: {:?}", report.outcome);
+    assert!(
+        !matches!(report.outcome.ending, script_runner::run::Ending::TimedOut(_)),
+        "stopped by the CPU limit, not the timeout: {:?}",
+        report.outcome
+    );
+    assert!(report.result.is_none(), "{}", result(&report));
+
+    let mut unlimited = def.clone();
+    unlimited.cpu_seconds = 0;
+    unlimited.env = vec![("N".into(), "1000".into())];
+    let report = run(&r, &unlimited, &request(&[])).await;
+    assert!(report.outcome.success(), "without the limit it runs: {}", artifact(&report, "stderr.log"));
+    assert_eq!(result(&report)["spun"], true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_ends_everything_the_sandboxed_run_started() {
     let dir = TempDir::new("job-sandbox-timeout");

@@ -327,6 +327,8 @@ async fn descriptor_and_schema_are_proto_json_with_proto_names() {
     let c = succeeding("sw-descriptor").await;
     let d = c.admin.get(&format!("/api/plugin/job-types/{T}/descriptor")).await;
     shaped("the descriptor", &d, DESCRIPTOR, &[]);
+    // The worker sent no worker form: SeaweedFS writes the unset message as null.
+    assert_eq!(d.get("worker_config_form"), Some(&Value::Null), "{d}");
     let r = http::post_json(&c.admin.http, &format!("/api/plugin/job-types/{T}/schema?force_refresh=true"), &json!({}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
