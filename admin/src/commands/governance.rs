@@ -500,7 +500,7 @@ impl Components {
         &self,
         job_type: String,
         mut proposal: proto::pb::JobProposal,
-        cluster_context: Option<proto::pb::ClusterContext>,
+        cluster_context: Option<Box<proto::pb::ClusterContext>>,
         rec: &Recorder<'_>,
     ) -> Result<Outcome, Refusal> {
         if self.configs.descriptor(&job_type).is_none() {
@@ -513,7 +513,7 @@ impl Components {
         crate::input::check_proposal(&proposal, &self.config.limits).map_err(Refusal::Invalid)?;
         let key = proposal.dedupe_key.clone();
         let spec = crate::job::JobSpecData {
-            cluster_context: cluster_context.map(std::sync::Arc::new),
+            cluster_context: cluster_context.map(|c| std::sync::Arc::new(*c)),
             ..crate::scheduler::new_spec(&job_type, key.clone(), proposal, 0, self.clock.now_ms())
         };
         self.atomically(rec, || match self.dispatcher.admit(vec![NewJob { spec }], 1).pop() {

@@ -192,7 +192,7 @@ pub enum Command {
     EnqueueJob {
         job_type: String,
         proposal: pb::JobProposal,
-        cluster_context: Option<pb::ClusterContext>,
+        cluster_context: Option<Box<pb::ClusterContext>>,
     },
     /// Ask a worker for a preview of an object (the one that last observed it, else any
     /// worker of the job type).
@@ -296,7 +296,7 @@ impl Command {
                     "parameters": names,
                 });
                 if let Some(c) = cluster_context {
-                    params["cluster_context"] = proto::json::to_value_with(c, true).unwrap_or_default();
+                    params["cluster_context"] = proto::json::to_value_with(c.as_ref(), true).unwrap_or_default();
                 }
                 params
             }

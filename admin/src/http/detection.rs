@@ -290,7 +290,11 @@ pub async fn execute(
         not_before: None,
         expires_at: None,
     };
-    let command = Command::EnqueueJob { job_type: spec.job_type.clone(), proposal, cluster_context };
+    let command = Command::EnqueueJob {
+        job_type: spec.job_type.clone(),
+        proposal,
+        cluster_context: cluster_context.map(Box::new),
+    };
     let Outcome::Job(view) = state.execute(&caller, command).await? else {
         return Err(ApiError::Internal("enqueue_job gave another outcome".into()));
     };
