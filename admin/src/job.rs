@@ -19,6 +19,9 @@ pub fn timestamp_to_ms(ts: &pb::Timestamp) -> i64 {
 }
 
 /// Job ids are `j` followed by the store's row id, so lookups need no extra index.
+/// The outcome of an attempt that succeeded (a store may keep it in the job's row alone).
+pub const ATTEMPT_SUCCEEDED: &str = "succeeded";
+
 pub fn job_id(seq: i64) -> String {
     format!("j{seq}")
 }

@@ -206,7 +206,7 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
                     job.result_summary = clip(&result.summary, 2000);
                     job.result_values = result.output_values.clone();
                 }
-                fx.push(Effect::Attempt(attempt(job, "succeeded", "", now)));
+                fx.push(Effect::Attempt(attempt(job, crate::job::ATTEMPT_SUCCEEDED, "", now)));
                 finish(job, JobState::Succeeded, now, &mut fx);
             } else {
                 let error =

@@ -11,7 +11,7 @@ use super::schema::JOB_COLUMNS;
 use crate::{
     audit::{AuditEvent, AuditQuery},
     holds::{Hold, HoldKind},
-    job::{ActivityView, AttemptView, Job, JobSpecData, JobView, RunView, StopRequest},
+    job::{ATTEMPT_SUCCEEDED, ActivityView, AttemptView, Job, JobSpecData, JobView, RunView, StopRequest},
     schedules::CronSchedule,
     store::backend::{JobQuery, Loaded},
 };
@@ -303,7 +303,7 @@ pub(super) fn attempts(conn: &Connection, seq: i64) -> rusqlite::Result<Vec<Atte
                 request_id: r.get(2)?,
                 started_at: r.get(3)?,
                 ended_at: r.get(4)?,
-                outcome: SUCCEEDED.to_string(),
+                outcome: ATTEMPT_SUCCEEDED.to_string(),
                 error_message: String::new(),
             })
         })
@@ -314,14 +314,11 @@ pub(super) fn attempts(conn: &Connection, seq: i64) -> rusqlite::Result<Vec<Atte
     Ok(attempts)
 }
 
-/// The outcome of an attempt that succeeded.
-pub(super) const SUCCEEDED: &str = "succeeded";
-
 /// Whether an attempt record needs no row of its own: a succeeded attempt is the job's
 /// last, and the job's row (written in the same batch or an earlier one) holds every
 /// field of it (attempts_total, worker, request, assigned_at, completed_at).
 pub(super) fn implied_by_job_row(a: &AttemptView) -> bool {
-    a.outcome == SUCCEEDED && a.error_message.is_empty()
+    a.outcome == ATTEMPT_SUCCEEDED && a.error_message.is_empty()
 }
 
 pub(super) fn activities(
