@@ -29,12 +29,9 @@ const EVENT_BUFFER: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A listener could not bind; `listener` names it and the flag that sets it.
+    #[error("cannot listen on {addr} for {listener}: {source}")]
+    Bind { listener: String, addr: SocketAddr, source: std::io::Error },
     #[error("data dir: {0}")]
     Config(#[from] ConfigStoreError),
     #[error(transparent)]
@@ -87,16 +84,24 @@ impl Admin {
         // Before anything touches the data dir: one admin per data dir.
         let lock = DataDirLock::acquire(&config.data_dir)?;
         let (auth, first_token) = Auth::open(&config.data_dir, config.auth, clock.now_ms())?;
-        let http_listener = TcpListener::bind(config.http_addr)
-            .await
-            .map_err(|source| AdminError::Bind { addr: config.http_addr, source })?;
-        let grpc_listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .map_err(|source| AdminError::Bind { addr: config.grpc_addr, source })?;
-        let http_addr =
-            http_listener.local_addr().map_err(|source| AdminError::Bind { addr: config.http_addr, source })?;
-        let grpc_addr =
-            grpc_listener.local_addr().map_err(|source| AdminError::Bind { addr: config.grpc_addr, source })?;
+        let http_bind = |source| AdminError::Bind {
+            listener: "the HTTP listener (set --http-addr)".into(),
+            addr: config.http_addr,
+            source,
+        };
+        let grpc_bind = |source| AdminError::Bind {
+            listener: if config.grpc_addr_derived {
+                "the gRPC listener (HTTP port + 10000; set --grpc-addr)".into()
+            } else {
+                "the gRPC listener (set --grpc-addr)".into()
+            },
+            addr: config.grpc_addr,
+            source,
+        };
+        let http_listener = TcpListener::bind(config.http_addr).await.map_err(http_bind)?;
+        let grpc_listener = TcpListener::bind(config.grpc_addr).await.map_err(grpc_bind)?;
+        let http_addr = http_listener.local_addr().map_err(http_bind)?;
+        let grpc_addr = grpc_listener.local_addr().map_err(grpc_bind)?;
         let tls = match &config.grpc_tls {
             Some(files) => Some(crate::tls::server_config(files, &[b"h2"]).map_err(AdminError::Tls)?),
             None => None,
