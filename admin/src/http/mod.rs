@@ -4,25 +4,25 @@
 //! answers only loopback host names (`host.rs`, against DNS rebinding). Each area has its own
 //! `router()`; `app` nests them.
 
-mod api;
+pub(crate) mod api;
 mod artifacts;
 pub mod auth;
-mod detection;
+pub(crate) mod detection;
 mod error;
-mod governance;
+pub(crate) mod governance;
 mod host;
 mod ops;
 mod origin;
 mod pages;
 mod seaweed;
-mod shapes;
+pub(crate) mod shapes;
 mod sse;
 
 use std::sync::Arc;
 
 use axum::Router;
 
-pub use error::{ApiError, ApiQuery};
+pub use error::{ApiError, ApiQuery, INVALID_CONFIG};
 
 use crate::components::Components;
 
