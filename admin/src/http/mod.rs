@@ -29,6 +29,10 @@ use crate::components::Components;
 /// Shared by every handler.
 pub type AppState = Arc<Components>;
 
+/// The largest request body the API takes (and the largest request the gRPC admin API
+/// decodes).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 pub fn app(state: AppState) -> Router {
     Router::new()
         .nest(
@@ -42,7 +46,7 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(pages::router())
         .merge(ops::router())
-        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), host::check_host))
         .with_state(state)
