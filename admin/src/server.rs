@@ -4,7 +4,10 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use proto::pb::{self, admin_to_worker_message::Body, plugin_control_service_server::PluginControlServiceServer};
+use proto::{
+    admin_pb::admin_service_server::AdminServiceServer,
+    pb::{self, admin_to_worker_message::Body, plugin_control_service_server::PluginControlServiceServer},
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +20,7 @@ use crate::{
     datadir::{DataDirLock, LockError},
     events::EventBus,
     grpc::WorkerService,
+    grpc_admin::AdminApi,
     identity::Identity,
     listener::{Acceptor, Side},
     retention::Retention,
@@ -50,6 +54,8 @@ pub enum AdminError {
     SecretKey(#[from] SecretKeyError),
     #[error(transparent)]
     ClusterContext(#[from] crate::cluster_context::ClusterContextError),
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
     #[error("{what} stopped unexpectedly: {message}")]
     Task { what: &'static str, message: String },
 }
@@ -145,6 +151,15 @@ impl Admin {
         let service = PluginControlServiceServer::new(WorkerService::new(c.clone(), identity))
             .max_decoding_message_size(c.config.max_message_bytes)
             .max_encoding_message_size(c.config.max_message_bytes);
+        // Beside the worker protocol: the admin API, health checks and reflection.
+        let admin_api = AdminServiceServer::new(AdminApi::new(c.clone()))
+            .max_decoding_message_size(crate::grpc_admin::MAX_REQUEST_BYTES)
+            .max_encoding_message_size(c.config.max_message_bytes);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        // Not serving until the admin is ready (the watcher below says when).
+        crate::grpc_admin::health::set_all(&health, tonic_health::ServingStatus::NotServing).await;
+        let (reflection_v1, reflection_v1alpha) =
+            crate::grpc_admin::reflection().map_err(|e| AdminError::Reflection(e.to_string()))?;
         // TLS, connection caps and handshake deadlines are the accept loop's (`listener.rs`).
         let mut builder = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -153,8 +168,13 @@ impl Admin {
         let grpc_acceptor = Acceptor::new(Side::Grpc, grpc_listener, connection_limits.clone(), tls, c.monitor.clone());
         tasks.push(tokio::spawn(async move {
             let incoming = crate::listener::grpc_incoming(grpc_acceptor, token.clone());
-            if let Err(e) = builder.add_service(service).serve_with_incoming_shutdown(incoming, token.cancelled()).await
-            {
+            let router = builder
+                .add_service(service)
+                .add_service(admin_api)
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha);
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, token.cancelled()).await {
                 tracing::error!(error = %e, "gRPC server stopped");
             }
         }));
@@ -182,6 +202,7 @@ impl Admin {
         tasks.push(tokio::spawn(c.artifacts.clone().run_retention(stop.clone())));
 
         c.set_ready();
+        tasks.push(tokio::spawn(crate::grpc_admin::health::follow(health, c.clone())));
         tracing::info!(%http_addr, %grpc_addr, "admin ready");
         Ok(Admin { components, http_addr, grpc_addr, servers, tasks, first_token, _lock: lock })
     }

@@ -10,6 +10,10 @@ use serde_json::json;
 
 use crate::validator::FieldError;
 
+/// The error of an invalid config; which fields are wrong and why travel beside it
+/// (`field_errors`, and `google.rpc.BadRequest` details in the gRPC admin API).
+pub const INVALID_CONFIG: &str = "config is invalid";
+
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest(String),
@@ -40,7 +44,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
             ApiError::Invalid(fields) => {
-                (StatusCode::BAD_REQUEST, json!({ "error": "config is invalid", "field_errors": fields }))
+                (StatusCode::BAD_REQUEST, json!({ "error": INVALID_CONFIG, "field_errors": fields }))
             }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": m })),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),

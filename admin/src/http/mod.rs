@@ -4,30 +4,34 @@
 //! answers only loopback host names (`host.rs`, against DNS rebinding). Each area has its own
 //! `router()`; `app` nests them.
 
-mod api;
+pub(crate) mod api;
 mod artifacts;
 pub mod auth;
-mod detection;
+pub(crate) mod detection;
 mod error;
-mod governance;
+pub(crate) mod governance;
 mod host;
 mod ops;
 mod origin;
 mod pages;
 mod seaweed;
-mod shapes;
+pub(crate) mod shapes;
 mod sse;
 
 use std::sync::Arc;
 
 use axum::Router;
 
-pub use error::{ApiError, ApiQuery};
+pub use error::{ApiError, ApiQuery, INVALID_CONFIG};
 
 use crate::components::Components;
 
 /// Shared by every handler.
 pub type AppState = Arc<Components>;
+
+/// The largest request body the API takes (and the largest request the gRPC admin API
+/// decodes).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn app(state: AppState) -> Router {
     Router::new()
@@ -42,7 +46,7 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(pages::router())
         .merge(ops::router())
-        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), host::check_host))
         .with_state(state)
