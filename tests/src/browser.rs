@@ -200,6 +200,36 @@ impl Browser {
         self.set_window_size(1440, 1000).await;
     }
 
+    /// Emulates the system colour scheme (`"dark"` or `"light"`) for
+    /// `prefers-color-scheme`, through ChromeDriver's DevTools command endpoint.
+    pub async fn emulate_color_scheme(&self, scheme: &str) {
+        let params = json!({ "features": [{ "name": "prefers-color-scheme", "value": scheme }] });
+        self.call("POST", "/goog/cdp/execute", Some(json!({ "cmd": "Emulation.setEmulatedMedia", "params": params })))
+            .await;
+    }
+
+    /// Presses and releases one key as a user would (WebDriver actions), on whatever
+    /// has the focus.
+    pub async fn press_key(&self, key: &str) {
+        let actions = json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": [
+            { "type": "keyDown", "value": key }, { "type": "keyUp", "value": key }
+        ]}]});
+        self.call("POST", "/actions", Some(actions)).await;
+    }
+
+    /// Signs in on `base`'s login page with an API token and waits until the page says so.
+    pub async fn sign_in(&self, base: &str, token: &str) {
+        self.goto(&format!("{base}/plugin/login")).await;
+        self.type_into(&self.find("input[name='token']").await, token.trim()).await;
+        self.click(&self.find("form[action='/plugin/login'] button").await).await;
+        self.wait_for_script(
+            "signed in",
+            Duration::from_secs(30),
+            "return (document.getElementById('flash') || {}).textContent.startsWith('Signed in as')",
+        )
+        .await;
+    }
+
     /// Saves a PNG of the viewport.
     pub async fn screenshot(&self, path: &Path) {
         let b64 = self.call("GET", "/screenshot", None).await;
