@@ -610,7 +610,7 @@ async fn detection_results(
 #[into_params(parameter_in = Query)]
 pub struct JobsQuery {
     pub job_type: Option<String>,
-    /// SeaweedFS's scheduler lane (see `shapes::LANES`).
+    /// A SeaweedFS scheduler lane: `default`, `iceberg`, `lifecycle` or `lance`.
     pub lane: Option<String>,
     /// A job state, in any spelling (`pending`, `JOB_STATE_PENDING`, ...).
     pub state: Option<String>,
