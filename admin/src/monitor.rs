@@ -577,7 +577,8 @@ fn number(v: f64) -> String {
 
 /// Escapes a label value (`\`, `"`, line feed) or help text (`\`, line feed).
 fn escape(s: &str, quote: bool) -> std::borrow::Cow<'_, str> {
-    if !s.contains(['\\', '\n']) && !(quote && s.contains('"')) {
+    let special = |c: char| c == '\\' || c == '\n' || (quote && c == '"');
+    if !s.contains(special) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
