@@ -1,7 +1,9 @@
-//! Compiles `proto/plugin.proto` with protox (pure Rust: nobody needs `protoc`), then
-//! generates prost types and tonic client/server code from the descriptor set. The
-//! descriptor set is also written to OUT_DIR so prost-reflect can do proto JSON, and a
-//! small `names.rs` maps every generated message to its full protobuf name.
+//! Compiles `proto/plugin.proto` (the worker protocol) and `proto/admin.proto` (the admin
+//! API) with protox (pure Rust: nobody needs `protoc`), then generates prost types and
+//! tonic client/server code from the descriptor set. The descriptor set is also written
+//! to OUT_DIR, so prost-reflect can do proto JSON and the admin's reflection service can
+//! serve it, and a small `names.rs` maps every generated message of `plugin.proto` to its
+//! full protobuf name.
 
 use std::{env, fs, path::PathBuf};
 
@@ -9,10 +11,11 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/plugin.proto");
+    println!("cargo:rerun-if-changed=proto/admin.proto");
     let out = PathBuf::from(env::var("OUT_DIR")?);
 
-    let fds = protox::compile(["plugin.proto"], ["proto"])?;
-    fs::write(out.join("plugin_descriptor.bin"), fds.encode_to_vec())?;
+    let fds = protox::compile(["plugin.proto", "admin.proto"], ["proto"])?;
+    fs::write(out.join("descriptor_set.bin"), fds.encode_to_vec())?;
 
     let mut names = String::new();
     for file in fds.file.iter().filter(|f| f.package() == "plugin") {

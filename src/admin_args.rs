@@ -276,6 +276,7 @@ impl AdminArgs {
             a.set_port(a.port().saturating_add(admin::config::GRPC_PORT_OFFSET));
             a
         });
+        c.grpc_addr_derived = self.grpc_addr.is_none();
         c.heartbeat_interval = Duration::from_secs(self.heartbeat_seconds);
         c.history_retention =
             (self.history_retention_days > 0).then(|| Duration::from_secs(self.history_retention_days * 86_400));

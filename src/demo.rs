@@ -43,14 +43,20 @@ impl Demo {
     }
 }
 
-/// The sample script: settings from the environment, secrets from stdin.
+/// The sample script: settings from the environment, secrets from stdin, and about 30
+/// seconds of work in ten steps, each reported as progress (`plughost-progress`).
 const REPORT_SCRIPT: &str = r#"#!/bin/sh
 # Plughost demo script. Its settings arrive as environment variables; its secrets
-# arrive only on stdin, as one JSON object.
+# arrive only on stdin, as one JSON object. A stdout line "plughost-progress N message"
+# reports N percent done.
 secrets=$(cat)
 echo "demo report for $REPORT_DIR (attempt $PLUGHOST_ATTEMPT of job $PLUGHOST_JOB_ID)"
 echo "received ${#secrets} bytes of secrets on stdin (not shown)"
-for d in databases logs; do
+step=0
+for d in databases logs databases logs databases logs databases logs databases logs; do
+  step=$((step + 1))
+  sleep 3
+  echo "plughost-progress $((step * 10)) step $step of 10: measured $d"
   echo "$d: $(ls "$REPORT_DIR/$d" | wc -l) files, $(du -sk "$REPORT_DIR/$d" | cut -f1) KiB"
 done
 "#;
@@ -141,9 +147,9 @@ fn old_logs(dir: &Path) -> std::io::Result<()> {
     fs::write(dir.join("current.log"), "today's log stays until it is old enough\n")
 }
 
-/// The settings that point each offered plugin at the demo, with a short schedule for
-/// the script so that it shows up every minute.
-fn settings(demo: &Demo, job_type: &str) -> Option<(HashMap<String, pb::ConfigValue>, Option<i32>)> {
+/// The settings that point each offered plugin at the demo. Each job type detects once
+/// at once, then on its own schedule (hourly or less often): nothing repeats every minute.
+fn settings(demo: &Demo, job_type: &str) -> Option<HashMap<String, pb::ConfigValue>> {
     let path = |p: &Path| value::string_list([p.to_string_lossy().into_owned()]);
     let values: Vec<(&str, pb::ConfigValue)> = match job_type {
         sqlite_vacuum::JOB_TYPE => vec![("paths", path(&demo.databases)), ("min_size_bytes", value::int(64 * 1024))],
@@ -163,8 +169,7 @@ fn settings(demo: &Demo, job_type: &str) -> Option<(HashMap<String, pb::ConfigVa
         ],
         _ => return None,
     };
-    let interval = (job_type == script_runner::JOB_TYPE).then_some(1);
-    Some((values.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), interval))
+    Some(values.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
 /// Waits for each job type's descriptor, saves the demo settings through the admin's
@@ -173,7 +178,7 @@ fn settings(demo: &Demo, job_type: &str) -> Option<(HashMap<String, pb::ConfigVa
 pub async fn configure(state: &admin::Components, demo: &Demo, job_types: &[&str]) -> anyhow::Result<()> {
     let actor = Caller::new(Actor::Local("demo"));
     for job_type in job_types {
-        let Some((values, interval)) = settings(demo, job_type) else { continue };
+        let Some(values) = settings(demo, job_type) else { continue };
         let deadline = tokio::time::Instant::now() + DESCRIPTOR_WAIT;
         let saved = loop {
             if let Some(config) =
@@ -186,11 +191,6 @@ pub async fn configure(state: &admin::Components, demo: &Demo, job_types: &[&str
         };
         let mut config = (*saved).clone();
         config.admin_config_values.extend(values);
-        if let Some(minutes) = interval {
-            let mut runtime = config.admin_runtime.unwrap_or_else(|| state.configs.runtime(job_type));
-            runtime.detection_interval_minutes = minutes;
-            config.admin_runtime = Some(runtime);
-        }
         state
             .execute(&actor, Command::SaveConfig { config })
             .await

@@ -73,7 +73,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
     match runtime.block_on(run(cli)) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("plughost: {e:#}");
+            eprintln!("plughost: {}", worker_sdk::error::chain(e.as_ref()));
             1
         }
     }

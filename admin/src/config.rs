@@ -16,6 +16,9 @@ pub struct AdminConfig {
     pub data_dir: PathBuf,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// Whether `grpc_addr` is the HTTP address's port + 10000 rather than one the operator
+    /// set (error messages say which).
+    pub grpc_addr_derived: bool,
     /// Advertised to workers; a worker silent for three intervals is lost.
     pub heartbeat_interval: Duration,
     /// Advertised to workers as the first reconnect delay.
@@ -210,6 +213,7 @@ impl AdminConfig {
             data_dir: data_dir.into(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT)),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT + GRPC_PORT_OFFSET)),
+            grpc_addr_derived: true,
             heartbeat_interval: Duration::from_secs(5),
             reconnect_delay: Duration::from_secs(2),
             max_message_bytes: 16 * 1024 * 1024,
@@ -249,6 +253,7 @@ impl AdminConfig {
         let mut c = AdminConfig::new(data_dir);
         c.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         c.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.grpc_addr_derived = false;
         c
     }
 }

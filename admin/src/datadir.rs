@@ -20,7 +20,9 @@ pub struct DataDirLock {
 pub enum LockError {
     #[error("data dir {} is in use by another admin (pid {pid}); stop that admin or use another --data-dir", data_dir.display())]
     Held { data_dir: PathBuf, pid: String },
-    #[error("cannot lock data dir {}: {source}", path.display())]
+    #[error("cannot create {} (--data-dir): {source}", path.display())]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the lock file {} (--data-dir): {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -34,7 +36,7 @@ impl DataDirLock {
         let dir = data_dir.join("plugin");
         let path = dir.join("admin.lock");
         let io = |source| LockError::Io { path: path.clone(), source };
-        std::fs::create_dir_all(&dir).map_err(io)?;
+        std::fs::create_dir_all(&dir).map_err(|source| LockError::Create { path: dir.clone(), source })?;
         let mut file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
         match file.try_lock() {

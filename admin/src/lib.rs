@@ -5,7 +5,9 @@
 //! [`config_store`] keeps it with the operator's saved values (checked by the
 //! [`validator`]); the [`scheduler`] runs detections and turns proposals into jobs; the
 //! [`dispatcher`] hands jobs to executors and follows them to the end; the [`store`]
-//! makes every change durable before the [`events`] bus publishes it to [`http`].
+//! makes every change durable before the [`events`] bus publishes it to [`http`]. Operators
+//! reach it through [`http`] (the pages and the JSON API) and [`grpc_admin`] (the same
+//! API over gRPC), both translators onto the [`commands`] layer.
 //! [`server::Admin`] wires it all together.
 
 pub mod address;
@@ -26,6 +28,7 @@ pub mod dispatcher;
 pub mod events;
 pub mod fsutil;
 pub mod grpc;
+pub mod grpc_admin;
 pub mod holds;
 pub mod http;
 pub mod identity;

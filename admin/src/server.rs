@@ -4,7 +4,10 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use proto::pb::{self, admin_to_worker_message::Body, plugin_control_service_server::PluginControlServiceServer};
+use proto::{
+    admin_pb::admin_service_server::AdminServiceServer,
+    pb::{self, admin_to_worker_message::Body, plugin_control_service_server::PluginControlServiceServer},
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +20,7 @@ use crate::{
     datadir::{DataDirLock, LockError},
     events::EventBus,
     grpc::WorkerService,
+    grpc_admin::AdminApi,
     identity::Identity,
     listener::{Acceptor, Side},
     retention::Retention,
@@ -29,12 +33,9 @@ const EVENT_BUFFER: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A listener could not bind; `listener` names it and the flag that sets it.
+    #[error("cannot listen on {addr} for {listener}: {source}")]
+    Bind { listener: String, addr: SocketAddr, source: std::io::Error },
     #[error("data dir: {0}")]
     Config(#[from] ConfigStoreError),
     #[error(transparent)]
@@ -53,6 +54,8 @@ pub enum AdminError {
     SecretKey(#[from] SecretKeyError),
     #[error(transparent)]
     ClusterContext(#[from] crate::cluster_context::ClusterContextError),
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
     #[error("{what} stopped unexpectedly: {message}")]
     Task { what: &'static str, message: String },
 }
@@ -87,16 +90,24 @@ impl Admin {
         // Before anything touches the data dir: one admin per data dir.
         let lock = DataDirLock::acquire(&config.data_dir)?;
         let (auth, first_token) = Auth::open(&config.data_dir, config.auth, clock.now_ms())?;
-        let http_listener = TcpListener::bind(config.http_addr)
-            .await
-            .map_err(|source| AdminError::Bind { addr: config.http_addr, source })?;
-        let grpc_listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .map_err(|source| AdminError::Bind { addr: config.grpc_addr, source })?;
-        let http_addr =
-            http_listener.local_addr().map_err(|source| AdminError::Bind { addr: config.http_addr, source })?;
-        let grpc_addr =
-            grpc_listener.local_addr().map_err(|source| AdminError::Bind { addr: config.grpc_addr, source })?;
+        let http_bind = |source| AdminError::Bind {
+            listener: "the HTTP listener (set --http-addr)".into(),
+            addr: config.http_addr,
+            source,
+        };
+        let grpc_bind = |source| AdminError::Bind {
+            listener: if config.grpc_addr_derived {
+                "the gRPC listener (HTTP port + 10000; set --grpc-addr)".into()
+            } else {
+                "the gRPC listener (set --grpc-addr)".into()
+            },
+            addr: config.grpc_addr,
+            source,
+        };
+        let http_listener = TcpListener::bind(config.http_addr).await.map_err(http_bind)?;
+        let grpc_listener = TcpListener::bind(config.grpc_addr).await.map_err(grpc_bind)?;
+        let http_addr = http_listener.local_addr().map_err(http_bind)?;
+        let grpc_addr = grpc_listener.local_addr().map_err(grpc_bind)?;
         let tls = match &config.grpc_tls {
             Some(files) => Some(crate::tls::server_config(files, &[b"h2"]).map_err(AdminError::Tls)?),
             None => None,
@@ -140,6 +151,15 @@ impl Admin {
         let service = PluginControlServiceServer::new(WorkerService::new(c.clone(), identity))
             .max_decoding_message_size(c.config.max_message_bytes)
             .max_encoding_message_size(c.config.max_message_bytes);
+        // Beside the worker protocol: the admin API, health checks and reflection.
+        let admin_api = AdminServiceServer::new(AdminApi::new(c.clone()))
+            .max_decoding_message_size(crate::grpc_admin::MAX_REQUEST_BYTES)
+            .max_encoding_message_size(c.config.max_message_bytes);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        // Not serving until the admin is ready (the watcher below says when).
+        crate::grpc_admin::health::set_all(&health, tonic_health::ServingStatus::NotServing).await;
+        let (reflection_v1, reflection_v1alpha) =
+            crate::grpc_admin::reflection().map_err(|e| AdminError::Reflection(e.to_string()))?;
         // TLS, connection caps and handshake deadlines are the accept loop's (`listener.rs`).
         let mut builder = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -148,8 +168,13 @@ impl Admin {
         let grpc_acceptor = Acceptor::new(Side::Grpc, grpc_listener, connection_limits.clone(), tls, c.monitor.clone());
         tasks.push(tokio::spawn(async move {
             let incoming = crate::listener::grpc_incoming(grpc_acceptor, token.clone());
-            if let Err(e) = builder.add_service(service).serve_with_incoming_shutdown(incoming, token.cancelled()).await
-            {
+            let router = builder
+                .add_service(service)
+                .add_service(admin_api)
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha);
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, token.cancelled()).await {
                 tracing::error!(error = %e, "gRPC server stopped");
             }
         }));
@@ -177,6 +202,7 @@ impl Admin {
         tasks.push(tokio::spawn(c.artifacts.clone().run_retention(stop.clone())));
 
         c.set_ready();
+        tasks.push(tokio::spawn(crate::grpc_admin::health::follow(health, c.clone())));
         tracing::info!(%http_addr, %grpc_addr, "admin ready");
         Ok(Admin { components, http_addr, grpc_addr, servers, tasks, first_token, _lock: lock })
     }

@@ -127,6 +127,24 @@ pub fn validate_config(
     into_result(errors)
 }
 
+/// The labels of the visible required admin fields that `config` leaves empty: what an
+/// operator must fill in before the job type can do its work (a config bootstrapped from
+/// the descriptor's defaults may leave them so).
+pub fn missing_required(descriptor: &pb::JobTypeDescriptor, config: &pb::PersistedJobTypeConfig) -> Vec<String> {
+    let Err(errors) = validate_config(descriptor, config, Some(config)) else { return Vec::new() };
+    let form = descriptor.admin_config_form.as_ref();
+    errors
+        .iter()
+        .filter(|e| e.message.contains("is required"))
+        .filter_map(|e| e.field.strip_prefix("admin."))
+        .map(|name| {
+            crate::config_value::form_fields(form)
+                .find(|f| f.name == name && !f.label.is_empty())
+                .map_or_else(|| name.to_string(), |f| f.label.clone())
+        })
+        .collect()
+}
+
 /// Whether `name` may be a job type: `^[A-Za-z0-9_.-]+$`, 1 to 128 characters, and not
 /// `.` or `..` (a job type becomes a directory name in the data dir).
 pub fn is_valid_job_type(name: &str) -> bool {

@@ -1,8 +1,22 @@
 // Plughost pages: progressive enhancement only. Every page works without this file;
 // it adds (1) live updates over Server-Sent Events, (2) visible_when_* field visibility,
-// (3) local and relative times. No framework, nothing fetched from elsewhere.
+// (3) local and relative times, (4) "/" to focus the job search. No framework, nothing
+// fetched from elsewhere.
 (function () {
   "use strict";
+
+  // ---- "/" focuses the job search (the jobs page's own filter, else the header's) ----
+
+  document.addEventListener("keydown", function (e) {
+    if (e.key !== "/" || e.ctrlKey || e.metaKey || e.altKey) return;
+    var t = e.target;
+    if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+    var search = document.getElementById("filter-text") || document.getElementById("job-search");
+    if (!search) return;
+    e.preventDefault();
+    search.focus();
+    search.select();
+  });
 
   // ---- field visibility (visible_when_field / visible_when_equals) ----------------
 

@@ -21,6 +21,7 @@ import json
 import logging
 import queue
 import random
+import signal
 import socket
 import threading
 import time
@@ -35,6 +36,8 @@ from disk_usage import JOB_TYPE, Canceled, DiskUsage
 
 PROTOCOL_VERSION = "plugin.v1"
 VERSION = "0.1.0"
+# How long a stopping worker waits for the admin to end its half-closed stream.
+STOP_TIMEOUT = 5
 log = logging.getLogger("plughost-python-worker")
 
 
@@ -66,6 +69,7 @@ class PythonWorker:
         self.lock = threading.Lock()
         self.running = {}  # request_id -> Work
         self.outbox = None
+        self.call = None  # the stream's call, to cancel it when a stop is not answered
         self.stopping = threading.Event()
 
     # -- sending ----------------------------------------------------------------------
@@ -140,16 +144,19 @@ class PythonWorker:
             interval = max(1, first.hello.heartbeat_interval_seconds or 5)
             log.info("connected to %s (heartbeat every %ss)", target, interval)
             threading.Thread(target=self.beat, args=(interval, stream_done), daemon=True).start()
+            with self.lock:
+                self.call = responses
+            # Ends when the admin ends the stream, which it does once this worker
+            # half-closes it (stop()).
             for msg in responses:
                 self.dispatch(msg)
-                if self.stopping.is_set():
-                    break
             return max(1, first.hello.reconnect_delay_seconds or 1)
         finally:
             stream_done.set()
             with self.lock:
                 if self.outbox is outbox:
                     self.outbox = None
+                    self.call = None
             outbox.put(None)
             channel.close()
 
@@ -188,20 +195,17 @@ class PythonWorker:
             log.info("admin asked to shut down (%s)", msg.shutdown.reason)
             self.ack(rid, True)
             self.stopping.set()
-            threading.Thread(target=self.cancel_after, args=(grace,), daemon=True).start()
+            threading.Thread(target=self.stop_after, args=(grace,), daemon=True).start()
         elif kind == "request_object_preview":
             self.send(object_preview_response=pb.ObjectPreviewResponse(
                 request_id=rid, success=False, error_message="previews are not supported"))
         else:
             log.debug("ignoring %s", kind)
 
-    def cancel_after(self, grace):
+    def stop_after(self, grace):
+        """The admin's shutdown: running work gets `grace` seconds, then stops."""
         time.sleep(max(0, grace))
-        with self.lock:
-            works = list(self.running.values())
-        for w in works:
-            w.reason = "worker is shutting down"
-            w.cancel.set()
+        self.stop("the admin asked to shut down")
 
     def start_detection(self, rid, request):
         pb = self.pb
@@ -320,9 +324,35 @@ class PythonWorker:
                 log.warning("no stream to the admin (%s)", getattr(e, "details", lambda: e)())
             if self.stopping.is_set():
                 break
-            # Exponential backoff with full jitter, capped at 30 s.
-            time.sleep(random.uniform(0, min(30, delay * 2 ** min(failures, 5))))
+            # Exponential backoff with full jitter, capped at 30 s; a stop ends the wait.
+            self.stopping.wait(random.uniform(0, min(30, delay * 2 ** min(failures, 5))))
         return 0
+
+    def stop(self, reason):
+        """Stops for good: running work is canceled and the stream is half-closed, so
+        the admin ends it cleanly (and requeues what was running) instead of seeing the
+        connection drop."""
+        log.info("stopping (%s)", reason)
+        self.stopping.set()
+        with self.lock:
+            works = list(self.running.values())
+            outbox = self.outbox
+        for w in works:
+            w.reason = f"the worker is stopping ({reason})"
+            w.cancel.set()
+        if outbox is not None:
+            outbox.put(None)
+        timer = threading.Timer(STOP_TIMEOUT, self.cancel_call)
+        timer.daemon = True
+        timer.start()
+
+    def cancel_call(self):
+        """Ends the stream from this side when the admin did not end it after a stop."""
+        with self.lock:
+            call = self.call
+        if call is not None:
+            log.warning("the admin did not close the stream within %ss; canceling it", STOP_TIMEOUT)
+            call.cancel()
 
 
 def grpc_target(admin: str) -> str:
@@ -339,6 +369,21 @@ def grpc_target(admin: str) -> str:
         except Exception:
             return f"{host}:{int(port) + 10000}"
     return admin
+
+
+def local_address(target: str) -> str:
+    """The address this machine has toward the admin (the route's source IP, found
+    without sending anything), which the admin shows as the worker's address; the host
+    name when there is no route."""
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    try:
+        family = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0][0]
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((host, int(port)))
+            return s.getsockname()[0]
+    except (OSError, ValueError):
+        return socket.gethostname()
 
 
 def main(argv=None):
@@ -363,13 +408,19 @@ def main(argv=None):
         else:
             worker_id = f"python-{uuid.uuid4().hex[:12]}"
             id_file.write_text(worker_id + "\n")
-    worker = PythonWorker(pb, pb_grpc, worker_id, address=socket.gethostname())
     target = grpc_target(args.admin)
+    worker = PythonWorker(pb, pb_grpc, worker_id, address=local_address(target))
+
+    def on_signal(signum, _frame):
+        # Not in the handler itself: it may have interrupted this thread inside the
+        # outbox's lock, which stop() takes.
+        name = signal.Signals(signum).name
+        threading.Thread(target=worker.stop, args=(name,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     log.info("worker %s offers %s to %s", worker_id, JOB_TYPE, target)
-    try:
-        return worker.run(target)
-    except KeyboardInterrupt:
-        return 0
+    return worker.run(target)
 
 
 if __name__ == "__main__":

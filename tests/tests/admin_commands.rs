@@ -519,7 +519,7 @@ async fn canceling_a_running_job_through_the_api_and_the_form_ends_it_the_same_w
     assert_eq!(r.status, 200, "{}", r.text());
     let requested = r.json()["job"].clone();
     let client = ui.client().await;
-    let r = client.post(&format!("/plugin/jobs/{u}/cancel"), &[]).await;
+    let r = client.post(&format!("/plugin/jobs/{u}/cancel"), &[("confirm", "yes")]).await;
     // A running job ends when its worker confirms: both say so.
     assert_eq!((requested["state"].as_str(), requested["worker_id"].as_str()), (Some("job_state_running"), Some("w1")));
     assert_eq!(flash(&r), Ok(format!("Cancel requested: job {u} ends when worker w1 confirms.")));
@@ -536,7 +536,7 @@ async fn canceling_a_running_job_through_the_api_and_the_form_ends_it_the_same_w
     let r = http::post_json(api.http(), &format!("/api/plugin/jobs/{a}/cancel"), &json!({})).await;
     let refusal = api_refusal(&r, 409);
     assert!(refusal.contains("has already finished"), "{refusal}");
-    let r = client.post(&format!("/plugin/jobs/{u}/cancel"), &[]).await;
+    let r = client.post(&format!("/plugin/jobs/{u}/cancel"), &[("confirm", "yes")]).await;
     assert_eq!(flash(&r), Err(as_sentence(&refusal.replace(&a, &u))));
     assert_eq!(job_outcome(&api.job(&a).await), job_outcome(&a_job));
     assert_eq!(job_outcome(&ui.job(&u).await), job_outcome(&u_job));
@@ -560,7 +560,7 @@ async fn expiring_a_waiting_job_through_the_api_and_the_form_fails_it_the_same_w
     assert_eq!(r.status, 200, "{}", r.text());
     let expired = r.json()["job"].clone();
     let client = ui.client().await;
-    let r = client.post(&format!("/plugin/jobs/{u}/expire"), &[]).await;
+    let r = client.post(&format!("/plugin/jobs/{u}/expire"), &[("confirm", "yes")]).await;
     // A waiting job ends at once: both say so.
     assert_eq!(expired["state"], "job_state_failed", "{expired}");
     assert_eq!(flash(&r), Ok(format!("Job {u} was expired; it will not be retried.")));
@@ -579,7 +579,7 @@ async fn expiring_a_waiting_job_through_the_api_and_the_form_fails_it_the_same_w
     assert_eq!(answer["expired"], false, "{answer}");
     let refusal = answer["reason"].as_str().expect("the reason").to_string();
     assert!(refusal.contains("has already finished"), "{refusal}");
-    let r = client.post(&format!("/plugin/jobs/{u}/expire"), &[]).await;
+    let r = client.post(&format!("/plugin/jobs/{u}/expire"), &[("confirm", "yes")]).await;
     assert_eq!(flash(&r), Err(as_sentence(&refusal.replace(&a, &u))));
     assert_eq!(job_outcome(&api.job(&a).await), job_outcome(&a_job));
     assert_eq!(job_outcome(&ui.job(&u).await), job_outcome(&u_job));
@@ -587,7 +587,7 @@ async fn expiring_a_waiting_job_through_the_api_and_the_form_fails_it_the_same_w
     // Not a job at all: both answer "not found".
     let r = http::post_json(api.http(), "/api/plugin/jobs/j999999/expire", &json!({})).await;
     let refusal = api_refusal(&r, 404);
-    let r = client.post("/plugin/jobs/j999999/expire", &[]).await;
+    let r = client.post("/plugin/jobs/j999999/expire", &[("confirm", "yes")]).await;
     assert_eq!(flash(&r), Err(as_sentence(&refusal)));
     api.stop().await;
     ui.stop().await;
@@ -648,7 +648,7 @@ async fn draining_and_undraining_through_the_api_and_the_form_agree_and_both_ref
     let r = http::post_json(api.http(), "/api/plugin/workers/w1/drain", &json!({})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"worker_id": "w1", "draining": true}));
-    let r = client.post("/plugin/workers/w1/drain", &[("draining", "true")]).await;
+    let r = client.post("/plugin/workers/w1/drain", &[("draining", "true"), ("confirm", "yes")]).await;
     assert!(flash(&r).expect("drained").contains("is draining"));
     for side in [&api, &ui] {
         assert!(side.c().registry.is_draining("w1"));
@@ -674,7 +674,7 @@ async fn draining_and_undraining_through_the_api_and_the_form_agree_and_both_ref
     let r = http::post_json(api.http(), "/api/plugin/workers/nobody/drain", &json!({})).await;
     let refusal = api_refusal(&r, 404);
     assert!(refusal.contains("no connected worker"), "{refusal}");
-    let r = client.post("/plugin/workers/nobody/drain", &[("draining", "true")]).await;
+    let r = client.post("/plugin/workers/nobody/drain", &[("draining", "true"), ("confirm", "yes")]).await;
     let error = flash(&r).expect_err("the page refuses");
     assert!(error.contains("not connected"), "{error}");
     assert!(!api.c().registry.is_draining("nobody") && !ui.c().registry.is_draining("nobody"));

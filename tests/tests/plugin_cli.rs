@@ -146,13 +146,28 @@ async fn plughost_up_demo_runs_real_jobs_of_every_bundled_type() {
     .await;
     // The admin wrote its first token before it started listening.
     http::register_admin_token(&http_addr, &data);
-    wait_for("jobs of every bundled type succeeded", WAIT, || async {
+    // The demo script works for about 30 seconds, reporting progress as it goes.
+    let script_progress = wait_for("the demo script reporting progress", WAIT, || async {
+        let jobs = http::get(&http_addr, "/api/plugin/jobs?job_type=script&state=running").await;
+        let job = jobs.json().as_array()?.first()?.clone();
+        let progress = job["progress"].as_f64()?;
+        (progress > 0.0 && progress < 100.0).then_some(progress)
+    })
+    .await;
+    assert_eq!(script_progress % 10.0, 0.0, "the script reports whole steps of ten percent: {script_progress}");
+    wait_for("jobs of every bundled type succeeded", 2 * WAIT, || async {
         let vacuums = succeeded(&http_addr, "sqlite_vacuum").await;
         let archives = succeeded(&http_addr, "file_archive").await;
         let scripts = succeeded(&http_addr, "script").await;
         (vacuums >= 1 && archives >= 3 && scripts >= 1).then_some(())
     })
     .await;
+    // Nothing repeats every minute: each demo type detects hourly or less often.
+    for job_type in ["sqlite_vacuum", "file_archive", "script"] {
+        let config = http::get(&http_addr, &format!("/api/plugin/job-types/{job_type}/config")).await.json();
+        let minutes = config["admin_runtime"]["detection_interval_minutes"].as_i64().unwrap_or(0);
+        assert!(minutes >= 60, "{job_type} detects every {minutes} minutes: {config}");
+    }
     let logs = demo.join("logs");
     for n in 1..=3 {
         assert!(logs.join(format!("app-{n}.log.zst")).exists());
@@ -292,4 +307,45 @@ async fn a_restarted_up_demo_keeps_the_settings_the_operator_changed() {
     .await;
     assert_eq!(file_archive_config(&http_addr).await["format"]["string_value"], "gz");
     assert!(data.join("demo/logs/app-1.log").exists(), "the demo files were recreated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plughost_up_on_an_empty_data_dir_says_on_the_overview_what_to_configure_first() {
+    let dir = TempDir::new("cli-up-empty");
+    let data = dir.path().join("data");
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let _up = Killed(
+        plughost()
+            .args(["up", "--data-dir"])
+            .arg(&data)
+            .args(["--http-addr", &http_addr, "--grpc-addr", &format!("127.0.0.1:{grpc_port}")])
+            .args(["--heartbeat-seconds", "1"])
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the admin listening", WAIT, || async {
+        tokio::net::TcpStream::connect(&http_addr).await.ok().map(|_| ())
+    })
+    .await;
+    http::register_admin_token(&http_addr, &data);
+    let page = wait_for("both bundled descriptors on the overview", WAIT, || async {
+        let page = http::get(&http_addr, "/plugin").await.text();
+        (page.contains(">SQLite vacuum</a>: set Directories") && page.contains(">File archive</a>: set Directories"))
+            .then_some(page)
+    })
+    .await;
+    assert!(page.contains("Start here: configure these first"), "{page}");
+    assert!(page.contains("needs configuration"), "each such job type is marked in the table: {page}");
+
+    // Once its directories are set, a job type leaves the list.
+    let config = http::get(&http_addr, "/api/plugin/job-types/sqlite_vacuum/config").await.json();
+    let mut values = config["admin_config_values"].clone();
+    values["paths"] = plugins::string_list(&[dir.path().to_str().unwrap()]);
+    let body = json!({ "admin_config_values": values });
+    let r = http::put_json(&http_addr, "/api/plugin/job-types/sqlite_vacuum/config", &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = http::get(&http_addr, "/plugin").await.text();
+    assert!(!page.contains(">SQLite vacuum</a>: set Directories"), "{page}");
+    assert!(page.contains(">File archive</a>: set Directories"), "{page}");
 }

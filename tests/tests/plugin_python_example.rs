@@ -1,7 +1,8 @@
 //! The Python example worker (`plugins/python-example`, grpcio and the project's
 //! proto only), spawned as a real `python3` process against a real admin: it attaches,
 //! heartbeats, its descriptor is stored, its detection proposes, its job completes with
-//! progress, and a cancel from the admin stops its job.
+//! progress, a cancel from the admin stops its job, and SIGTERM ends it with a clean close
+//! of its stream.
 
 use std::{
     path::{Path, PathBuf},
@@ -131,5 +132,37 @@ async fn a_cancel_from_the_admin_stops_a_python_job() {
     let detail = plugins::detail(&admin, id).await;
     let attempts = detail["attempts"].as_array().unwrap();
     assert_eq!(attempts.last().unwrap()["outcome"], "canceled", "{attempts:?}");
+    admin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_python_worker_with_a_clean_close_and_it_sent_its_address() {
+    let dir = TempDir::new("python-sigterm");
+    let admin = TestAdmin::start(&dir.path().join("admin"), |_| {}).await;
+    let mut worker = PythonWorker::spawn(&admin, "py-term", dir.path());
+    let view = wait_for("the python worker attached", WAIT, || worker_view(&admin, "py-term")).await;
+    assert_eq!(view["address"], "127.0.0.1", "its address toward the admin: {view}");
+
+    let mut events = admin.components().events.subscribe_after(None).rx;
+    let pid = rustix::process::Pid::from_child(&worker.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    let reason = tests::within("the admin sees the worker leave", WAIT, async {
+        loop {
+            let event = events.recv().await.expect("the event bus is open");
+            if let admin::events::EventKind::WorkerLeft { worker_id, reason } = &event.kind
+                && worker_id == "py-term"
+            {
+                break reason.clone();
+            }
+        }
+    })
+    .await;
+    assert_eq!(reason, "stream closed by the worker", "a half-close, not a broken connection");
+    let status = wait_for("the python worker exits", WAIT, || {
+        let status = worker.child.try_wait().expect("try_wait");
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "SIGTERM is a clean exit: {status}");
     admin.stop().await;
 }

@@ -411,7 +411,9 @@ async fn holds_schedules_and_global_pauses_act_from_the_pages_with_confirmation_
 
     // A drained worker shows who drained it and since when.
     let (workers_client, _) = Client::open(&admin.http, "/plugin/workers").await;
-    let r = workers_client.post(&format!("/plugin/workers/{}/drain", worker.worker_id), &[("draining", "true")]).await;
+    let r = workers_client
+        .post(&format!("/plugin/workers/{}/drain", worker.worker_id), &[("draining", "true"), ("confirm", "yes")])
+        .await;
     assert!(flash(&r).is_ok(), "{:?}", flash(&r));
     let html = page(&admin, "/plugin/workers").await;
     let drain = &html[html.find("data-field=\"drain\"").expect("the drain's who and when")..];

@@ -546,24 +546,41 @@ async fn actions_answer_with_a_redirect_and_a_human_status() {
     assert_eq!(r.status, 303);
     assert_eq!(flash(&r), "Schema refreshed: descriptor version 1.");
 
+    // Draining asks first: the first post changes nothing and shows what will happen.
     let r = client.post("/plugin/workers/w1/drain", &[("draining", "true")]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("Drain worker w1?") && r.text().contains("Drain the worker"), "{}", r.text());
+    assert!(!admin.components().registry.is_draining("w1"), "nothing changed before the confirmation");
+    let r = client.post("/plugin/workers/w1/drain", &[("draining", "true"), ("confirm", "yes")]).await;
     assert_eq!(r.status, 303);
     assert_eq!(location(&r).split('?').next(), Some("/plugin/workers"));
     assert!(admin.components().registry.is_draining("w1"));
     let r = client.post("/plugin/workers/w1/drain", &[("draining", "false"), ("back", "/plugin")]).await;
     assert_eq!(location(&r).split('?').next(), Some("/plugin"));
     assert!(!admin.components().registry.is_draining("w1"));
-    let r = client.post("/plugin/workers/nobody/drain", &[("draining", "true")]).await;
+    let r = client.post("/plugin/workers/nobody/drain", &[("draining", "true"), ("confirm", "yes")]).await;
     assert!(location(&r).contains("error=") && flash(&r).contains("is not connected"), "{}", location(&r));
-    let r = client.post("/plugin/workers/w1/drain", &[("draining", "true"), ("back", "https://evil.example/")]).await;
+    let r = client
+        .post(
+            "/plugin/workers/w1/drain",
+            &[("draining", "true"), ("back", "https://evil.example/"), ("confirm", "yes")],
+        )
+        .await;
     assert_eq!(location(&r).split('?').next(), Some("/plugin/workers"), "no open redirect");
     client.post("/plugin/workers/w1/drain", &[("draining", "false")]).await;
 
+    // So does cancel (and expire).
     let r = client.post(&format!("/plugin/jobs/{job_id}/cancel"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains(&format!("Cancel job {job_id}?")), "{}", r.text());
+    let r = client.post(&format!("/plugin/jobs/{job_id}/expire"), &[]).await;
+    assert!(r.text().contains(&format!("Expire job {job_id}?")), "{}", r.text());
+    assert_eq!(admin.jobs(&format!("job_type={T}&state=canceled")).await.len(), 0, "nothing changed yet");
+    let r = client.post(&format!("/plugin/jobs/{job_id}/cancel"), &[("confirm", "yes")]).await;
     assert_eq!(r.status, 303);
     assert_eq!(location(&r).split('?').next(), Some(format!("/plugin/jobs/{job_id}").as_str()));
     admin.wait_jobs("the job is canceled", &format!("job_type={T}"), 1, "canceled").await;
-    let r = client.post(&format!("/plugin/jobs/{job_id}/cancel"), &[]).await;
+    let r = client.post(&format!("/plugin/jobs/{job_id}/cancel"), &[("confirm", "yes")]).await;
     assert!(flash(&r).contains("has already finished"), "a second cancel is explained: {}", flash(&r));
     let r = client.post(&format!("/plugin/jobs/{job_id}/retry"), &[("back", "/plugin/jobs?state=canceled")]).await;
     assert_eq!(location(&r).split("&ok=").next(), Some("/plugin/jobs?state=canceled"));

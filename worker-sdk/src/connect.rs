@@ -80,4 +80,28 @@ impl Dialer {
         let channel = endpoint.connect().await.map_err(|e| Error::transport(&uri, &e))?;
         Ok((channel, uri))
     }
+
+    /// A transport error on a gRPC address is often a gRPC client dialing the admin's
+    /// HTTP port. When the address answers HTTP/1 with the admin's status, the error
+    /// says so and names the two addresses that work; otherwise it is returned as is.
+    pub(crate) async fn explain(&self, error: Error) -> Error {
+        let (AdminAddress::Grpc { host, port }, Error::Transport { address, detail }) = (&self.address, &error) else {
+            return error;
+        };
+        let target = HttpTarget { host, port: *port, tls: self.tls.as_ref(), token: self.token.as_deref() };
+        match resolve::probe_http(target).await {
+            Some(grpc_port) => {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                Error::Transport {
+                    address: address.clone(),
+                    detail: format!(
+                        "{detail}; {host}:{port} is the admin's HTTP port, not its gRPC port: \
+                         use --admin {scheme}://{host}:{port} (the gRPC port is looked up) \
+                         or grpc://{host}:{grpc_port}"
+                    ),
+                }
+            }
+            None => error,
+        }
+    }
 }

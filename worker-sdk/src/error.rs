@@ -82,17 +82,20 @@ impl Error {
     /// source) is a transport error; one the admin sent is a stream error.
     pub(crate) fn call(address: &str, status: tonic::Status) -> Self {
         match std::error::Error::source(&status) {
-            Some(source) => Error::Transport {
-                address: address.to_string(),
-                detail: format!("{}: {}", status.message(), chain(source)),
-            },
+            Some(source) => {
+                let cause = chain(source);
+                let detail =
+                    if cause.starts_with(status.message()) { cause } else { format!("{}: {cause}", status.message()) };
+                Error::Transport { address: address.to_string(), detail }
+            }
             None => Error::Stream(status),
         }
     }
 }
 
-/// An error and all its sources, joined with ": ".
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+/// An error and all its sources, joined with ": ", each cause once (an error whose
+/// message already includes its source's is not followed by that source again).
+pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {

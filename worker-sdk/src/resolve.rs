@@ -48,6 +48,11 @@ pub(crate) async fn grpc_port(target: HttpTarget<'_>) -> Result<u16, Error> {
     }
 }
 
+/// The gRPC port a Plughost admin's HTTP listener at `target` names, if `target` is one.
+pub(crate) async fn probe_http(target: HttpTarget<'_>) -> Option<u16> {
+    tokio::time::timeout(LOOKUP_TIMEOUT, status_port(target)).await.ok()?.ok()
+}
+
 async fn status_port(target: HttpTarget<'_>) -> Result<u16, String> {
     let authority = format!("{}:{}", target.host, target.port);
     let tcp =

@@ -58,9 +58,12 @@ pub(crate) async fn run(cx: &mut SessionContext<'_>) -> Result<(), Error> {
     writer.send(Body::Hello(hello(shared))).await?;
 
     let (mut inbound, uri) = tokio::select! {
-        opened = open(cx.dialer, outbound) => opened,
+        opened = open(cx.dialer, outbound) => match opened {
+            Ok(opened) => opened,
+            Err(e) => return Err(cx.dialer.explain(e).await),
+        },
         _ = cx.stop.cancelled() => return Err(Error::Stopped),
-    }?;
+    };
     let admin_hello = tokio::select! {
         first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => match first {
             Err(_) => return Err(Error::Protocol(format!("no AdminHello within {HELLO_TIMEOUT:?}"))),

@@ -87,7 +87,7 @@ fn proto_json<M: prost::Message + proto::ProtoName>(m: &M) -> Result<Value, ApiE
     proto::json::to_value_with(m, true).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-fn job_type_param(t: &str) -> Result<(), ApiError> {
+pub(crate) fn job_type_param(t: &str) -> Result<(), ApiError> {
     if is_valid_job_type(t) {
         Ok(())
     } else {
@@ -95,7 +95,7 @@ fn job_type_param(t: &str) -> Result<(), ApiError> {
     }
 }
 
-fn job_seq(id: &str) -> Result<i64, ApiError> {
+pub(crate) fn job_seq(id: &str) -> Result<i64, ApiError> {
     parse_job_id(id).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))
 }
 
@@ -193,7 +193,7 @@ struct LaneQuery {
     lane: Option<String>,
 }
 
-fn lane_param(lane: Option<&str>) -> Result<Option<&'static str>, ApiError> {
+pub(crate) fn lane_param(lane: Option<&str>) -> Result<Option<&'static str>, ApiError> {
     shapes::parse_lane(lane).map_err(ApiError::BadRequest)
 }
 
@@ -249,15 +249,31 @@ async fn drain(
     Ok(Json(Draining { worker_id: id, draining }))
 }
 
-/// A bare array of SeaweedFS's `JobTypeInfo` (`job_type`, `display_name`, `weight`) with
-/// Plughost's counts and flags; `lane` keeps one lane's job types.
-#[utoipa::path(get, path = "/api/plugin/job-types", tag = "status", params(LaneQuery),
-    responses(
-        (status = 200, description = "known and offered job types, by name", body = Vec<schemas::JobTypeInfo>),
-        (status = 400, description = "an unknown lane", body = ErrorBody),
-    ))]
-async fn job_types(State(state): State<AppState>, ApiQuery(q): ApiQuery<LaneQuery>) -> Result<Json<Value>, ApiError> {
-    let lane = lane_param(q.lane.as_deref())?;
+/// One job type as the API lists it: SeaweedFS's `JobTypeInfo` (`job_type`,
+/// `display_name`, `weight`) with Plughost's counts and flags.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub(crate) struct JobTypeSummary {
+    pub job_type: String,
+    pub display_name: String,
+    pub weight: i32,
+    pub lane: &'static str,
+    pub description: String,
+    pub descriptor_version: u32,
+    pub has_descriptor: bool,
+    pub enabled: bool,
+    pub detectors: usize,
+    pub executors: usize,
+    pub pending: i64,
+    pub assigned: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub canceled: i64,
+}
+
+/// The job types with a descriptor or offered by a worker, by name; `lane` keeps one
+/// lane's. Shared by the JSON API and the gRPC admin API.
+pub(crate) fn job_type_summaries(state: &AppState, lane: Option<&str>) -> Vec<JobTypeSummary> {
     let offered = state.registry.job_types();
     let mut names = state.configs.job_types();
     for t in offered.keys() {
@@ -271,35 +287,48 @@ async fn job_types(State(state): State<AppState>, ApiQuery(q): ApiQuery<LaneQuer
     let count_of = |name: &str, s: JobState| {
         counts.iter().find(|((t, st), _)| t == name && *st == s).map(|(_, n)| *n).unwrap_or(0)
     };
-    let list: Vec<Value> = names
+    names
         .iter()
         .map(|name| {
             let d = state.configs.descriptor(name);
             let cap = offered.get(name);
-            let runtime = state.configs.runtime(name);
-            json!({
-                "job_type": name,
-                "display_name": d.as_ref().map(|d| d.display_name.clone()).filter(|s| !s.is_empty())
+            JobTypeSummary {
+                job_type: name.clone(),
+                display_name: d
+                    .as_ref()
+                    .map(|d| d.display_name.clone())
+                    .filter(|s| !s.is_empty())
                     .or_else(|| cap.map(|c| c.display_name.clone()).filter(|s| !s.is_empty()))
                     .unwrap_or_else(|| name.clone()),
-                "weight": cap.map(|c| c.weight).unwrap_or(0),
-                "lane": shapes::lane_of(name),
-                "description": d.as_ref().map(|d| d.description.clone()).unwrap_or_default(),
-                "descriptor_version": d.as_ref().map(|d| d.descriptor_version).unwrap_or(0),
-                "has_descriptor": d.is_some(),
-                "enabled": runtime.enabled,
-                "detectors": state.registry.detectors(name).len(),
-                "executors": state.registry.executors(name).len(),
-                "pending": count_of(name, JobState::Pending),
-                "assigned": count_of(name, JobState::Assigned),
-                "running": count_of(name, JobState::Running),
-                "succeeded": count_of(name, JobState::Succeeded),
-                "failed": count_of(name, JobState::Failed),
-                "canceled": count_of(name, JobState::Canceled),
-            })
+                weight: cap.map(|c| c.weight).unwrap_or(0),
+                lane: shapes::lane_of(name),
+                description: d.as_ref().map(|d| d.description.clone()).unwrap_or_default(),
+                descriptor_version: d.as_ref().map(|d| d.descriptor_version).unwrap_or(0),
+                has_descriptor: d.is_some(),
+                enabled: state.configs.runtime(name).enabled,
+                detectors: state.registry.detectors(name).len(),
+                executors: state.registry.executors(name).len(),
+                pending: count_of(name, JobState::Pending),
+                assigned: count_of(name, JobState::Assigned),
+                running: count_of(name, JobState::Running),
+                succeeded: count_of(name, JobState::Succeeded),
+                failed: count_of(name, JobState::Failed),
+                canceled: count_of(name, JobState::Canceled),
+            }
         })
-        .collect();
-    Ok(Json(Value::Array(list)))
+        .collect()
+}
+
+/// A bare array of [`JobTypeSummary`]; `lane` keeps one lane's job types.
+#[utoipa::path(get, path = "/api/plugin/job-types", tag = "status", params(LaneQuery),
+    responses(
+        (status = 200, description = "known and offered job types, by name", body = Vec<JobTypeSummary>),
+        (status = 400, description = "an unknown lane", body = ErrorBody),
+    ))]
+async fn job_types(State(state): State<AppState>, ApiQuery(q): ApiQuery<LaneQuery>) -> Result<Json<Value>, ApiError> {
+    let lane = lane_param(q.lane.as_deref())?;
+    let list = job_type_summaries(&state, lane);
+    Ok(Json(serde_json::to_value(list).map_err(|e| ApiError::Internal(e.to_string()))?))
 }
 
 /// The job type's descriptor, as its worker sent it (sensitive fields marked).
@@ -346,11 +375,16 @@ async fn refresh_schema(
     Ok(Json(proto_json(d.as_ref())?))
 }
 
-fn redacted_config(state: &AppState, t: &str) -> Result<Value, ApiError> {
+/// A job type's descriptor and its saved config with the sensitive values left out.
+pub(crate) fn redacted_config(
+    state: &AppState,
+    t: &str,
+) -> Result<(std::sync::Arc<pb::JobTypeDescriptor>, pb::PersistedJobTypeConfig), ApiError> {
     let d =
         state.configs.descriptor(t).ok_or_else(|| ApiError::NotFound(format!("no descriptor for job type {t:?}")))?;
     let c = state.configs.config(t).ok_or_else(|| ApiError::NotFound(format!("no config for job type {t:?}")))?;
-    proto_json(&redact(&d, &c))
+    let shown = redact(&d, &c);
+    Ok((d, shown))
 }
 
 /// The job type's saved config, sensitive values redacted.
@@ -362,7 +396,47 @@ fn redacted_config(state: &AppState, t: &str) -> Result<Value, ApiError> {
     ))]
 async fn get_config(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
-    Ok(Json(redacted_config(&state, &t)?))
+    Ok(Json(proto_json(&redacted_config(&state, &t)?.1)?))
+}
+
+/// Which top-level parts of a config a save replaces; the others keep their saved values.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ConfigParts {
+    pub admin_config_values: bool,
+    pub worker_config_values: bool,
+    pub admin_runtime: bool,
+}
+
+/// Saves the `parts` of `incoming` over job type `t`'s saved config through the command
+/// layer (sensitive fields left out of a value map keep their saved values; the config
+/// store validates the result) and answers the saved config, redacted. The one path of a
+/// config save for the JSON API and the gRPC admin API, so both validate alike and
+/// refuse with the same messages.
+pub(crate) async fn save_config_parts(
+    state: &AppState,
+    caller: &Caller,
+    t: &str,
+    incoming: pb::PersistedJobTypeConfig,
+    parts: ConfigParts,
+) -> Result<(std::sync::Arc<pb::JobTypeDescriptor>, pb::PersistedJobTypeConfig), ApiError> {
+    job_type_param(t)?;
+    let current = state.configs.config(t).ok_or_else(|| ApiError::NotFound(format!("no config for job type {t:?}")))?;
+    if !incoming.job_type.is_empty() && incoming.job_type != t {
+        return Err(ApiError::BadRequest(format!("body is for job type {:?}, not {t:?}", incoming.job_type)));
+    }
+    let mut next = (*current).clone();
+    if parts.admin_config_values {
+        next.admin_config_values = incoming.admin_config_values;
+    }
+    if parts.worker_config_values {
+        next.worker_config_values = incoming.worker_config_values;
+    }
+    if parts.admin_runtime {
+        next.admin_runtime = incoming.admin_runtime;
+    }
+    next.job_type = t.to_string();
+    state.execute(caller, Command::SaveConfig { config: next }).await?;
+    redacted_config(state, t)
 }
 
 /// Replaces the parts of the config present in the body; absent top-level parts keep
@@ -382,32 +456,24 @@ async fn put_config(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
-    let current =
-        state.configs.config(&t).ok_or_else(|| ApiError::NotFound(format!("no config for job type {t:?}")))?;
+    if state.configs.config(&t).is_none() {
+        return Err(ApiError::NotFound(format!("no config for job type {t:?}")));
+    }
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body is not JSON: {e}")))?;
     let Value::Object(fields) = &value else {
         return Err(ApiError::BadRequest("body must be a JSON object (a PersistedJobTypeConfig)".into()));
     };
     let has = |k: &str, camel: &str| fields.contains_key(k) || fields.contains_key(camel);
+    let parts = ConfigParts {
+        admin_config_values: has("admin_config_values", "adminConfigValues"),
+        worker_config_values: has("worker_config_values", "workerConfigValues"),
+        admin_runtime: has("admin_runtime", "adminRuntime"),
+    };
     let incoming: pb::PersistedJobTypeConfig =
         proto::json::from_value(value.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if !incoming.job_type.is_empty() && incoming.job_type != t {
-        return Err(ApiError::BadRequest(format!("body is for job type {:?}, not {t:?}", incoming.job_type)));
-    }
-    let mut next = (*current).clone();
-    if has("admin_config_values", "adminConfigValues") {
-        next.admin_config_values = incoming.admin_config_values;
-    }
-    if has("worker_config_values", "workerConfigValues") {
-        next.worker_config_values = incoming.worker_config_values;
-    }
-    if has("admin_runtime", "adminRuntime") {
-        next.admin_runtime = incoming.admin_runtime;
-    }
-    next.job_type = t.clone();
-    state.execute(&caller, Command::SaveConfig { config: next }).await?;
-    Ok(Json(redacted_config(&state, &t)?))
+    let (_, saved) = save_config_parts(&state, &caller, &t, incoming, parts).await?;
+    Ok(Json(proto_json(&saved)?))
 }
 
 /// The job type's recent runs (10 of each outcome): executions in SeaweedFS's fields,
@@ -712,6 +778,47 @@ struct DetailQuery {
     related_limit: Option<usize>,
 }
 
+/// Everything a job's detail shows, read once for the JSON API and the gRPC admin API.
+pub(crate) struct JobDetailParts {
+    pub job: crate::job::Job,
+    pub attempts: Vec<crate::job::AttemptView>,
+    /// Oldest first.
+    pub activities: Vec<crate::job::ActivityView>,
+    /// The execution's record, when the job type's recent run history has it.
+    pub run_record: Option<crate::job::RunView>,
+    /// Other jobs of the job type, newest first.
+    pub related: Vec<JobView>,
+}
+
+/// Reads a job's detail: `activity_limit` (500) and `related_limit` (20) are capped at
+/// 1,000 and 100.
+pub(crate) async fn job_detail_parts(
+    state: &AppState,
+    id: &str,
+    activity_limit: Option<usize>,
+    related_limit: Option<usize>,
+) -> Result<JobDetailParts, ApiError> {
+    let seq = job_seq(id)?;
+    let job = state.dispatcher.job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
+    let activity_limit = activity_limit.filter(|n| *n > 0).unwrap_or(500).min(1000);
+    let related_limit = related_limit.unwrap_or(20).min(100);
+    state.store.settle().await;
+    let attempts = state.dispatcher.attempts(seq)?;
+    let mut activities = state.store.activities(None, Some(id), None, activity_limit)?;
+    activities.reverse();
+    let (successes, errors) = state.store.runs(&job.spec.job_type, 10)?;
+    let run_record = successes.into_iter().chain(errors).find(|r| r.kind == "execution" && r.job_id == id);
+    let mut related = Vec::new();
+    if related_limit > 0 {
+        let query =
+            JobQuery { job_type: Some(job.spec.job_type.clone()), limit: related_limit + 1, ..Default::default() };
+        related = state.dispatcher.list_jobs(&query)?;
+        related.retain(|j| j.job_id != id);
+        related.truncate(related_limit);
+    }
+    Ok(JobDetailParts { job, attempts, activities, run_record, related })
+}
+
 /// SeaweedFS's `JobDetail` (`job`, `run_record`, `activities` oldest first,
 /// `related_jobs`, `last_updated`) with Plughost's `spec`, `result`, `attempts` and
 /// `final`. `activity_limit` (500) and `related_limit` (20) are capped at 1,000 and 100.
@@ -725,14 +832,9 @@ async fn job_detail(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<DetailQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let seq = job_seq(&id)?;
-    let job = state.dispatcher.job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
-    let activity_limit = q.activity_limit.filter(|n| *n > 0).unwrap_or(500).min(1000);
-    let related_limit = q.related_limit.unwrap_or(20).min(100);
-    state.store.settle().await;
-    let attempts: Vec<Value> = state
-        .dispatcher
-        .attempts(seq)?
+    let JobDetailParts { job, attempts, activities, run_record, related } =
+        job_detail_parts(&state, &id, q.activity_limit, q.related_limit).await?;
+    let attempts: Vec<Value> = attempts
         .into_iter()
         .map(|a| {
             let mut v = serde_json::to_value(&a).unwrap_or(Value::Null);
@@ -747,8 +849,6 @@ async fn job_detail(
             v
         })
         .collect();
-    let mut activities = state.store.activities(None, Some(&id), None, activity_limit)?;
-    activities.reverse();
     let spec = job.to_spec();
     let result = pb::JobResult { output_values: job.result_values.clone(), summary: job.result_summary.clone() };
     let mut detail = json!({
@@ -760,19 +860,11 @@ async fn job_detail(
         "attempts": attempts,
         "final": is_final(job.state),
     });
-    let (successes, errors) = state.store.runs(&job.spec.job_type, 10)?;
-    if let Some(run) = successes.iter().chain(errors.iter()).find(|r| r.kind == "execution" && r.job_id == id) {
+    if let Some(run) = &run_record {
         detail["run_record"] = shapes::run_record(run);
     }
-    if related_limit > 0 {
-        let query =
-            JobQuery { job_type: Some(job.spec.job_type.clone()), limit: related_limit + 1, ..Default::default() };
-        let related = state.dispatcher.list_jobs(&query)?;
-        let related: Vec<Value> =
-            related.iter().filter(|j| j.job_id != id).take(related_limit).map(shapes::job).collect();
-        if !related.is_empty() {
-            detail["related_jobs"] = Value::Array(related);
-        }
+    if !related.is_empty() {
+        detail["related_jobs"] = Value::Array(related.iter().map(shapes::job).collect());
     }
     Ok(Json(detail))
 }
@@ -811,12 +903,13 @@ struct Expired {
 }
 
 fn reason_from(body: &axum::body::Bytes, default: &str) -> String {
-    serde_json::from_slice::<ReasonBody>(body)
-        .ok()
-        .and_then(|b| b.reason)
-        .map(|r| crate::text::clip(r.trim(), 500))
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| default.to_string())
+    reason_or(serde_json::from_slice::<ReasonBody>(body).ok().and_then(|b| b.reason).as_deref(), default)
+}
+
+/// An operator's reason for a cancel or an expire: trimmed, cut at 500 bytes, `default`
+/// when empty.
+pub(crate) fn reason_or(reason: Option<&str>, default: &str) -> String {
+    reason.map(|r| crate::text::clip(r.trim(), 500)).filter(|r| !r.is_empty()).unwrap_or_else(|| default.to_string())
 }
 
 /// Cancels a job: a waiting one at once, a running one when its worker confirms or the
@@ -923,19 +1016,34 @@ async fn activities(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ActivitiesQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(t) = q.job_type.as_deref().filter(|t| !t.is_empty()) {
+    let (list, _) =
+        list_activities(&state, q.job_type.as_deref(), q.lane.as_deref(), q.job_id.as_deref(), q.before, q.limit)
+            .await?;
+    Ok(Json(Value::Array(list.iter().map(shapes::activity).collect())))
+}
+
+/// The activity timeline, newest first: `limit` (500, at most 1,000) older than
+/// `before`; empty filters are no filters. Also the next page's `before`, when the page
+/// was full.
+pub(crate) async fn list_activities(
+    state: &AppState,
+    job_type: Option<&str>,
+    lane: Option<&str>,
+    job_id: Option<&str>,
+    before: Option<i64>,
+    limit: Option<usize>,
+) -> Result<(Vec<crate::job::ActivityView>, Option<i64>), ApiError> {
+    let job_type = job_type.filter(|t| !t.is_empty());
+    if let Some(t) = job_type {
         job_type_param(t)?;
     }
-    let lane = lane_param(q.lane.as_deref())?;
+    let lane = lane_param(lane)?;
     state.store.settle().await;
-    let list = state.store.activities(
-        q.job_type.as_deref().filter(|t| !t.is_empty()),
-        q.job_id.as_deref().filter(|t| !t.is_empty()),
-        q.before,
-        q.limit.unwrap_or(500).clamp(1, 1000),
-    )?;
-    let list = list.iter().filter(|a| lane.is_none() || shapes::in_lane(&a.job_type, lane)).map(shapes::activity);
-    Ok(Json(Value::Array(list.collect())))
+    let limit = limit.unwrap_or(500).clamp(1, 1000);
+    let mut list = state.store.activities(job_type, job_id.filter(|t| !t.is_empty()), before, limit)?;
+    let next = (list.len() == limit).then(|| list.last().map(|a| a.id)).flatten();
+    list.retain(|a| lane.is_none() || shapes::in_lane(&a.job_type, lane));
+    Ok((list, next))
 }
 
 #[derive(Deserialize, Default, IntoParams)]

@@ -45,12 +45,22 @@ pub fn wait_limit(state: &AppState, job_type: &str, mode: DetectionMode, options
     WaitLimit { detection, run: detection.max(std::time::Duration::from_secs(run_secs)) }
 }
 
-/// Waits for the detection that serves a request, until `deadline`.
-async fn report(
+/// Why a request stopped waiting for its detection.
+#[derive(Debug)]
+pub enum WaitError {
+    /// The detection was not run: it was held, or the admin is stopping.
+    NotRun(String),
+    /// The detection did not finish by the deadline; it goes on.
+    TimedOut(String),
+}
+
+/// Waits for the detection that serves a request, until `deadline`. Shared by the JSON
+/// API and the gRPC admin API.
+pub async fn wait_report(
     job_type: &str,
     mut watch: DetectionWatch,
     deadline: Instant,
-) -> Result<Arc<DetectionReport>, Response> {
+) -> Result<Arc<DetectionReport>, WaitError> {
     loop {
         if let Some(r) = watch.borrow_and_update().clone() {
             return Ok(r);
@@ -58,20 +68,36 @@ async fn report(
         match tokio::time::timeout_at(deadline, watch.changed()).await {
             Ok(Ok(())) => continue,
             Ok(Err(_)) => {
-                let message = format!(
+                return Err(WaitError::NotRun(format!(
                     "the detection of {job_type:?} was not run: its detection was held, or the admin is stopping"
-                );
-                return Err(ApiError::Conflict(message).into_response());
+                )));
             }
             Err(_) => {
-                let body = json!({
-                    "job_type": job_type,
-                    "error": format!("the detection of {job_type:?} did not finish in time; it goes on, see GET job-types/{job_type}/runs"),
-                });
-                return Err((StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response());
+                return Err(WaitError::TimedOut(format!(
+                    "the detection of {job_type:?} did not finish in time; it goes on, see GET job-types/{job_type}/runs"
+                )));
             }
         }
     }
+}
+
+/// [`wait_report`], with its refusals as the JSON API answers them.
+async fn report(job_type: &str, watch: DetectionWatch, deadline: Instant) -> Result<Arc<DetectionReport>, Response> {
+    wait_report(job_type, watch, deadline).await.map_err(|e| match e {
+        WaitError::NotRun(message) => ApiError::Conflict(message).into_response(),
+        WaitError::TimedOut(message) => {
+            let body = json!({ "job_type": job_type, "error": message });
+            (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response()
+        }
+    })
+}
+
+/// A detection's proposals as the answers show them: highest priority first, then by
+/// `proposal_id`.
+pub fn sorted_proposals(r: &DetectionReport) -> Vec<pb::JobProposal> {
+    let mut proposals = r.proposals.clone();
+    proposals.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.proposal_id.cmp(&b.proposal_id)));
+    proposals
 }
 
 /// SeaweedFS's detect answer: `job_type`, `request_id`, `detector_worker_id`,
@@ -88,9 +114,7 @@ pub async fn detect_answer(
         Ok(r) => r,
         Err(response) => return Ok(response),
     };
-    let mut proposals = r.proposals.clone();
-    proposals.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.proposal_id.cmp(&b.proposal_id)));
-    let proposals: Vec<Value> = proposals
+    let proposals: Vec<Value> = sorted_proposals(&r)
         .iter()
         .map(|p| proto::json::to_value(p).map_err(|e| ApiError::Internal(e.to_string())))
         .collect::<Result<_, _>>()?;
@@ -101,7 +125,16 @@ pub async fn detect_answer(
         "total_proposals": r.run.proposals,
         "count": proposals.len(),
         "proposals": proposals,
-        "activities": detection_activities(state, job_type, &r).await?,
+        "activities": detector_activities(state, job_type, &r)
+            .await?
+            .iter()
+            .map(|a| {
+                let mut v = shapes::activity(a);
+                v["request_id"] = Value::String(r.request_id.clone());
+                v["worker_id"] = Value::String(r.worker_id.clone());
+                v
+            })
+            .collect::<Vec<_>>(),
         "mode": r.mode,
         "run": shapes::run_record(&r.run),
     });
@@ -117,9 +150,12 @@ fn finish(r: &DetectionReport, body: &mut Value) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, Json(body.take())).into_response()
 }
 
-/// The detector's activities during this detection (oldest first), as SeaweedFS's
-/// `JobActivity`.
-async fn detection_activities(state: &AppState, job_type: &str, r: &DetectionReport) -> Result<Vec<Value>, ApiError> {
+/// The detector's activities during this detection, oldest first.
+pub async fn detector_activities(
+    state: &AppState,
+    job_type: &str,
+    r: &DetectionReport,
+) -> Result<Vec<crate::job::ActivityView>, ApiError> {
     state.store.settle().await;
     let mut list = state.store.activities(Some(job_type), None, None, 500)?;
     list.retain(|a| {
@@ -129,15 +165,39 @@ async fn detection_activities(state: &AppState, job_type: &str, r: &DetectionRep
             && (r.run.ended_at == 0 || a.created_at <= r.run.ended_at)
     });
     list.reverse();
-    Ok(list
-        .iter()
-        .map(|a| {
-            let mut v = shapes::activity(a);
-            v["request_id"] = Value::String(r.request_id.clone());
-            v["worker_id"] = Value::String(r.worker_id.clone());
-            v
-        })
-        .collect())
+    Ok(list)
+}
+
+/// How a run's jobs ended (or not) when its answer was given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunCounts {
+    pub succeeded: usize,
+    pub failed: usize,
+    pub canceled: usize,
+    /// Still queued or running: they go on.
+    pub unfinished: usize,
+}
+
+impl RunCounts {
+    pub fn of(jobs: &[Job]) -> RunCounts {
+        let count = |s: pb::JobState| jobs.iter().filter(|j| j.state == s).count();
+        RunCounts {
+            succeeded: count(pb::JobState::Succeeded),
+            failed: count(pb::JobState::Failed),
+            canceled: count(pb::JobState::Canceled),
+            unfinished: jobs.iter().filter(|j| !is_final(j.state)).count(),
+        }
+    }
+
+    pub fn executed(&self) -> usize {
+        self.succeeded + self.failed + self.canceled
+    }
+}
+
+/// The run's jobs (as created by its detection), once each is final or at `deadline`.
+pub async fn run_jobs(state: &AppState, r: &DetectionReport, deadline: Instant) -> Vec<Job> {
+    let seqs: Vec<i64> = r.created_jobs.iter().filter_map(|id| parse_job_id(id)).collect();
+    wait_final(state, &seqs, deadline).await
 }
 
 /// SeaweedFS's run answer: `job_type`, `detected_count`, `ready_to_execute_count`,
@@ -160,21 +220,17 @@ pub async fn run_answer(
         let body = json!({ "job_type": job_type, "error": r.run.message, "request_id": r.request_id });
         return Ok((StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response());
     }
-    let seqs: Vec<i64> = r.created_jobs.iter().filter_map(|id| parse_job_id(id)).collect();
-    let jobs = wait_final(state, &seqs, run_deadline).await;
-    let count = |s: pb::JobState| jobs.iter().filter(|j| j.state == s).count();
-    let (succeeded, failed, canceled) =
-        (count(pb::JobState::Succeeded), count(pb::JobState::Failed), count(pb::JobState::Canceled));
+    let counts = RunCounts::of(&run_jobs(state, &r, run_deadline).await);
     let body = json!({
         "job_type": job_type,
         "detected_count": r.run.proposals,
         "ready_to_execute_count": r.created_jobs.len(),
         "skipped_active_count": r.deduplicated,
-        "executed_count": succeeded + failed + canceled,
-        "success_count": succeeded,
-        "error_count": failed,
-        "canceled_count": canceled,
-        "unfinished_count": jobs.iter().filter(|j| !is_final(j.state)).count(),
+        "executed_count": counts.executed(),
+        "success_count": counts.succeeded,
+        "error_count": counts.failed,
+        "canceled_count": counts.canceled,
+        "unfinished_count": counts.unfinished,
         "over_limit_count": r.over_limit,
         "invalid_count": r.invalid,
         "job_ids": r.created_jobs,

@@ -1,13 +1,18 @@
 //! `ApiError`: how handlers fail. It shows the user a clear message (and per-field errors
 //! for invalid config) as JSON, and keeps internals in the log.
 
-use super::openapi::ErrorBody;
-use crate::validator::FieldError;
 use axum::{
     Json,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+
+use super::openapi::ErrorBody;
+use crate::validator::FieldError;
+
+/// The error of an invalid config; which fields are wrong and why travel beside it
+/// (`field_errors`, and `google.rpc.BadRequest` details in the gRPC admin API).
+pub const INVALID_CONFIG: &str = "config is invalid";
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -41,7 +46,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(m) => error(StatusCode::CONFLICT, m),
             ApiError::Invalid(fields) => (
                 StatusCode::BAD_REQUEST,
-                ErrorBody { field_errors: Some(fields), ..ErrorBody::new("config is invalid".into()) },
+                ErrorBody { field_errors: Some(fields), ..ErrorBody::new(INVALID_CONFIG.into()) },
             ),
             ApiError::Unavailable(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
             ApiError::Forbidden(m) => error(StatusCode::FORBIDDEN, m),

@@ -6,12 +6,12 @@
 //! routes are registered through [`Routes`], which keeps their table, and the OpenAPI
 //! document (`openapi.rs`, `GET /api/plugin/openapi.json`) is checked against it.
 
-mod api;
+pub(crate) mod api;
 mod artifacts;
 pub mod auth;
-mod detection;
+pub(crate) mod detection;
 mod error;
-mod governance;
+pub(crate) mod governance;
 mod host;
 pub mod openapi;
 mod ops;
@@ -20,20 +20,24 @@ mod pages;
 pub mod routes;
 mod schemas;
 mod seaweed;
-mod shapes;
+pub(crate) mod shapes;
 mod sse;
 
 use std::sync::Arc;
 
 use axum::Router;
 
-pub use error::{ApiError, ApiQuery};
+pub use error::{ApiError, ApiQuery, INVALID_CONFIG};
 pub use routes::{Method, Routes};
 
 use crate::components::Components;
 
 /// Shared by every handler.
 pub type AppState = Arc<Components>;
+
+/// The largest request body the API takes (and the largest request the gRPC admin API
+/// decodes).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The JSON API under `/api/plugin` and the operations endpoints: every route the
 /// OpenAPI document describes (the pages are not in it).
@@ -59,7 +63,7 @@ pub fn app(state: AppState) -> Router {
     routes()
         .into_router()
         .merge(pages::router())
-        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), host::check_host))
         .with_state(state)

@@ -153,28 +153,6 @@ pub struct WorkerSession {
     pub metadata: HashMap<String, String>,
 }
 
-/// A job type as SeaweedFS's `JobTypeInfo`, with Plughost's counts and flags.
-#[derive(Serialize, ToSchema)]
-pub struct JobTypeInfo {
-    pub job_type: String,
-    pub display_name: String,
-    pub weight: i32,
-    pub lane: String,
-    pub description: String,
-    pub descriptor_version: i64,
-    pub has_descriptor: bool,
-    pub enabled: bool,
-    /// Connected workers that detect it, and that execute it.
-    pub detectors: usize,
-    pub executors: usize,
-    pub pending: i64,
-    pub assigned: i64,
-    pub running: i64,
-    pub succeeded: i64,
-    pub failed: i64,
-    pub canceled: i64,
-}
-
 /// A job type's run history: SeaweedFS's executions, and Plughost's runs of both kinds.
 #[derive(Serialize, ToSchema)]
 pub struct JobRunHistory {

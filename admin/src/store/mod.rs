@@ -37,10 +37,7 @@ mod writer;
 
 use std::{
     path::{Path, PathBuf},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use proto::pb::JobState;
@@ -77,8 +74,9 @@ pub enum StoreError {
 pub struct Store {
     path: PathBuf,
     queue: Arc<Queue>,
-    /// False while the writer cannot commit; `/readyz` reports it.
-    healthy: Arc<AtomicBool>,
+    /// False while the writer cannot commit; `/readyz` and the gRPC health service
+    /// report it.
+    healthy: watch::Receiver<bool>,
     committed: watch::Receiver<u64>,
     reader: Box<dyn Reader>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -107,8 +105,8 @@ impl Store {
         let loaded = backend.load().map_err(|source| StoreError::Backend { path: path.clone(), source })?;
         let queue = Arc::new(Queue::new());
         let (committed_tx, committed) = watch::channel(0u64);
-        let healthy = Arc::new(AtomicBool::new(true));
-        let writer = writer::spawn(backend, queue.clone(), healthy.clone(), committed_tx, events, path.clone())
+        let (healthy_tx, healthy) = watch::channel(true);
+        let writer = writer::spawn(backend, queue.clone(), healthy_tx, committed_tx, events, path.clone())
             .map_err(|source| StoreError::Io { path: path.clone(), source })?;
         let store = Arc::new(Store {
             path,
@@ -127,7 +125,13 @@ impl Store {
 
     /// False while the last batch failed to commit (it is being retried).
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        *self.healthy.borrow()
+    }
+
+    /// Follows [`Store::is_healthy`]: the receiver is told each time it changes (and
+    /// sees the channel closed once the writer has stopped).
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.healthy.clone()
     }
 
     /// Queues a write (and an event to publish once it is committed); returns its ticket.

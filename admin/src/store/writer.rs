@@ -7,10 +7,7 @@
 use std::{
     collections::HashMap,
     path::PathBuf,
-    sync::{
-        Arc, Condvar, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Condvar, Mutex},
     thread::JoinHandle,
     time::Duration,
 };
@@ -129,7 +126,7 @@ impl Queue {
 pub(super) fn spawn<B: Backend>(
     backend: B,
     queue: Arc<Queue>,
-    healthy: Arc<AtomicBool>,
+    healthy: watch::Sender<bool>,
     committed: watch::Sender<u64>,
     events: Arc<EventBus>,
     path: PathBuf,
@@ -149,8 +146,9 @@ pub(super) fn spawn<B: Backend>(
 struct Writer<B> {
     backend: B,
     queue: Arc<Queue>,
-    /// False while a batch cannot commit.
-    healthy: Arc<AtomicBool>,
+    /// False while a batch cannot commit; its receivers (`/readyz`, the gRPC health
+    /// service) are told when it changes.
+    healthy: watch::Sender<bool>,
     /// Takes each committed batch: marks it durable, publishes its events, frees it.
     publisher: Arc<Publisher>,
     /// Where the store lives, for the log.
@@ -168,11 +166,19 @@ impl<B: Backend> Writer<B> {
                 break;
             };
             drop(writes);
-            self.healthy.store(true, Ordering::Relaxed);
+            self.set_healthy(true);
             let committed = std::mem::replace(&mut batch, self.publisher.spare());
             self.publisher.hand_over(Committed { batch: committed, pruned });
         }
         self.publisher.close();
+    }
+
+    /// Only a change wakes the receivers; the writer is the one sender, so reading first
+    /// cannot race.
+    fn set_healthy(&self, healthy: bool) {
+        if *self.healthy.borrow() != healthy {
+            self.healthy.send_replace(healthy);
+        }
     }
 
     /// Applies a batch until it commits. A batch is durable only once it commits: on
@@ -196,7 +202,7 @@ impl<B: Backend> Writer<B> {
             attempt = attempt.saturating_add(1);
             let delay_ms = COMMIT_RETRY.ceiling_ms(attempt);
             let retry_in = Duration::from_millis(delay_ms.max(0) as u64);
-            self.healthy.store(false, Ordering::Relaxed);
+            self.set_healthy(false);
             tracing::error!(path = %self.path.display(), error = %e, ops, ?retry_in, "state store write failed");
             if self.queue.is_closed() && delay_ms >= COMMIT_RETRY.cap_ms {
                 tracing::error!(path = %self.path.display(), ops, "giving up on a batch at shutdown");
@@ -401,7 +407,7 @@ impl Coalescer {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     use proto::pb::JobState;
 
@@ -706,7 +712,7 @@ mod tests {
         let handle = spawn(
             memory.clone(),
             queue.clone(),
-            Arc::new(AtomicBool::new(true)),
+            watch::channel(true).0,
             committed_tx,
             Arc::new(EventBus::new(4)),
             PathBuf::from("memory"),

@@ -5,7 +5,10 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use script_runner::{output::OutputEvent, run::Ending};
+use script_runner::{
+    output::{OutputEvent, progress_line},
+    run::Ending,
+};
 use worker_sdk::{JobFailure, pb, prelude::*, values};
 
 use crate::{
@@ -282,7 +285,10 @@ async fn report_event(progress: &ProgressSender, name: &str, event: OutputEvent)
         OutputEvent::Started { pid } => {
             progress.progress(5.0, "running", &format!("definition {name} started as process {pid}")).await;
         }
-        OutputEvent::Line { stream, text } => progress.activity(format!("{}: {text}", stream.name())).await,
+        OutputEvent::Line { stream, text } => match progress_line(stream, &text) {
+            Some((percent, message)) => progress.progress(percent, "running", message).await,
+            None => progress.activity(format!("{}: {text}", stream.name())).await,
+        },
         OutputEvent::Truncated { limit } => {
             progress.activity(format!("output truncated at {limit} bytes; the rest is dropped")).await;
         }

@@ -8,7 +8,7 @@ use crate::{
     JOB_TYPE,
     command::{RunIdentity, ScriptCommand},
     descriptor,
-    output::OutputEvent,
+    output::{OutputEvent, progress_line},
     policy::ScriptPolicy,
     run::{RunSpec, run},
     settings::{self, ScriptSettings, Source},
@@ -142,7 +142,10 @@ async fn report(progress: &ProgressSender, name: &str, event: OutputEvent) {
         OutputEvent::Started { pid } => {
             progress.progress(0.0, "running", &format!("script {name} started as process {pid}")).await;
         }
-        OutputEvent::Line { stream, text } => progress.activity(format!("{}: {text}", stream.name())).await,
+        OutputEvent::Line { stream, text } => match progress_line(stream, &text) {
+            Some((percent, message)) => progress.progress(percent, "running", message).await,
+            None => progress.activity(format!("{}: {text}", stream.name())).await,
+        },
         OutputEvent::Truncated { limit } => {
             progress.activity(format!("output truncated at {limit} bytes; the rest is dropped")).await;
         }

@@ -42,6 +42,22 @@ pub enum OutputEvent {
     Truncated { limit: usize },
 }
 
+/// What starts a progress line on stdout: `plughost-progress <percent> [message]`.
+pub const PROGRESS_PREFIX: &str = "plughost-progress ";
+
+/// A stdout line that reports progress (`plughost-progress 40 copying part 2`): the
+/// percent (clamped to 0..=100) and the message. Any other line, or a percent that is
+/// not a number, is ordinary output.
+pub fn progress_line(stream: Stream, text: &str) -> Option<(f64, &str)> {
+    if stream != Stream::Stdout {
+        return None;
+    }
+    let rest = text.strip_prefix(PROGRESS_PREFIX)?.trim_start();
+    let (percent, message) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let percent: f64 = percent.trim_end_matches('%').parse().ok().filter(|p: &f64| p.is_finite())?;
+    Some((percent.clamp(0.0, 100.0), message.trim()))
+}
+
 /// The output budget of one run, and byte counts per stream.
 #[derive(Debug)]
 pub struct Budget {
@@ -172,6 +188,21 @@ mod tests {
 
     fn line(text: &str) -> OutputEvent {
         OutputEvent::Line { stream: Stream::Stdout, text: text.into() }
+    }
+
+    #[test]
+    fn a_progress_line_gives_a_clamped_percent_and_its_message_and_only_on_stdout() {
+        assert_eq!(
+            progress_line(Stream::Stdout, "plughost-progress 40 copying part 2"),
+            Some((40.0, "copying part 2"))
+        );
+        assert_eq!(progress_line(Stream::Stdout, "plughost-progress 12.5%"), Some((12.5, "")));
+        assert_eq!(progress_line(Stream::Stdout, "plughost-progress 250 over"), Some((100.0, "over")));
+        assert_eq!(progress_line(Stream::Stdout, "plughost-progress -3 under"), Some((0.0, "under")));
+        assert_eq!(progress_line(Stream::Stdout, "plughost-progress half done"), None);
+        assert_eq!(progress_line(Stream::Stdout, "plughost-progress NaN"), None);
+        assert_eq!(progress_line(Stream::Stdout, "progress 40"), None);
+        assert_eq!(progress_line(Stream::Stderr, "plughost-progress 40 copying"), None);
     }
 
     #[tokio::test]

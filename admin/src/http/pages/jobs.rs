@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::{
     Chrome, Flash, PageError, Time,
     activities::ActivityRow,
-    back_or, csrf,
+    back_or, confirm, csrf,
     forms::{self, Posted},
     human_duration, percent, percent_encode, see_other, sentence,
 };
@@ -362,7 +362,18 @@ pub async fn action(
         "retry" => Command::RetryJob { seq },
         _ => return Err(PageError::not_found(format!("Jobs have no action “{action}”."))),
     };
-    let view = match state.execute(&caller, command).await {
+    // Cancel and expire end the job: the first post only asks.
+    if action != "retry" && !confirm::confirmed(&pairs) {
+        let c = stop_confirmation(
+            &action,
+            &id,
+            &back,
+            &pairs,
+            command.needs_approval() && confirm::approval_configured(&state),
+        );
+        return Ok(confirm::render(&state, "jobs", c, None));
+    }
+    let view = match state.execute(&confirm::approved_caller(&caller, &pairs), command).await {
         Ok(Outcome::Job(view)) => Ok(view),
         Ok(_) => Err("The action gave no job.".to_string()),
         Err(e) => Err(sentence(&e.to_string())),
@@ -385,4 +396,42 @@ pub async fn action(
         _ => format!("Job {id} was requeued for a new round of attempts."),
     });
     Ok(see_other(&back, outcome))
+}
+
+/// What the confirmation of a cancel or an expiry says.
+fn stop_confirmation(
+    action: &str,
+    id: &str,
+    back: &str,
+    pairs: &[(String, String)],
+    needs_approval: bool,
+) -> confirm::Confirmation {
+    let (heading, what, label) = if action == "cancel" {
+        (
+            format!("Cancel job {id}?"),
+            "The job ends as canceled: a running attempt is told to stop, and a pending job is not started. It is \
+             not retried, but an operator can retry it later.",
+            "Cancel the job",
+        )
+    } else {
+        (
+            format!("Expire job {id}?"),
+            "The job ends as failed, without further retries: a running attempt is told to stop, and a pending job \
+             is not started.",
+            "Expire the job",
+        )
+    };
+    confirm::Confirmation {
+        heading,
+        what: vec![what.into()],
+        action: format!("/plugin/jobs/{}/{action}", percent_encode(id)),
+        hidden: confirm::carried(pairs),
+        confirm_label: label.into(),
+        danger: true,
+        cancel: back.to_string(),
+        cancel_label: "Keep the job".into(),
+        needs_approval,
+        replay: None,
+        can_confirm: true,
+    }
 }

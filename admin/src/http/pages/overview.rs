@@ -87,6 +87,9 @@ pub struct JobTypeRow {
     pub last_run: Option<RunRow>,
     pub detection_held: bool,
     pub dispatch_held: bool,
+    /// Labels of the required settings still empty: the job type cannot work until they
+    /// are set.
+    pub needs_configuration: Vec<String>,
 }
 
 impl JobTypeRow {
@@ -114,6 +117,11 @@ impl JobTypeRow {
             last_run: s.last_run.as_ref().map(RunRow::from_view),
             detection_held: state.holds.is_held(HoldKind::Detection, &s.job_type),
             dispatch_held: state.holds.is_held(HoldKind::JobDispatch, &s.job_type),
+            needs_configuration: descriptor
+                .as_ref()
+                .zip(state.configs.config(&s.job_type))
+                .map(|(d, c)| crate::validator::missing_required(d, &c))
+                .unwrap_or_default(),
         }
     }
 }
@@ -137,6 +145,8 @@ pub struct OverviewPage {
     pub dispatch_hold: Option<HoldView>,
     /// The global pause of schedules, if set.
     pub schedules_hold: Option<HoldView>,
+    /// Some job type needs configuration before it can work (the "Start here" list).
+    pub configure_first: bool,
 }
 
 pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> Result<Response, PageError> {
@@ -152,6 +162,7 @@ pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> 
     let page = OverviewPage {
         page: chrome,
         failed_jobs: job_types.iter().map(|t| t.counts.failed).sum(),
+        configure_first: job_types.iter().any(|t| !t.needs_configuration.is_empty()),
         slots_used: workers.iter().map(|w| i64::from(w.execution_used)).sum(),
         slots_total: workers.iter().map(|w| i64::from(w.execution_total)).sum(),
         workers,

@@ -10,7 +10,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{Chrome, Flash, PageError, Time, back_or, csrf, forms::Posted, holds::HoldView, jobs::posted, see_other};
+use super::{
+    Chrome, Flash, PageError, Time, back_or, confirm, csrf, forms::Posted, holds::HoldView, jobs::posted,
+    percent_encode, see_other,
+};
 use crate::{
     commands::{Command, Refusal},
     holds::{HoldKind, Holds},
@@ -149,9 +152,28 @@ pub async fn drain(
     let field = |k: &str| Posted(&pairs).first(k);
     let back = back_or(field("back"), "/plugin/workers");
     let draining = field("draining") != Some("false");
-    if let Err(Refusal::NotConnected(_)) =
-        state.execute(&caller, Command::SetDraining { worker_id: id.clone(), draining }).await
-    {
+    let command = Command::SetDraining { worker_id: id.clone(), draining };
+    // Draining takes a worker out of service: the first post only asks.
+    if draining && !confirm::confirmed(&pairs) {
+        let c = confirm::Confirmation {
+            heading: format!("Drain worker {id}?"),
+            what: vec![
+                format!("Worker “{id}” finishes the jobs it is running and gets no new ones until it is undrained."),
+                "Job types it alone executes wait as pending meanwhile.".into(),
+            ],
+            action: format!("/plugin/workers/{}/drain", percent_encode(&id)),
+            hidden: confirm::carried(&pairs),
+            confirm_label: "Drain the worker".into(),
+            danger: true,
+            cancel: back.clone(),
+            cancel_label: "Keep it working".into(),
+            needs_approval: command.needs_approval() && confirm::approval_configured(&state),
+            replay: None,
+            can_confirm: true,
+        };
+        return Ok(confirm::render(&state, "workers", c, None));
+    }
+    if let Err(Refusal::NotConnected(_)) = state.execute(&confirm::approved_caller(&caller, &pairs), command).await {
         return Ok(see_other(&back, Err(format!("Worker “{id}” is not connected, so it cannot be drained."))));
     }
     let message = if draining {
