@@ -81,7 +81,7 @@ impl Components {
         let monitor = Arc::new(Monitor::default());
         let ids = Arc::new(Ids::new(loaded.next_run_id));
         let journal = Journal::new(store.clone(), clock.clone(), loaded.next_activity_id);
-        let audit = AuditTrail::new(store.clone(), clock.clone(), monitor.clone(), loaded.next_audit_id);
+        let audit = AuditTrail::new(store.clone(), clock.clone(), loaded.next_audit_id);
         let holds = Holds::new(std::mem::take(&mut loaded.holds));
         for worker_id in holds.targets(HoldKind::Drain) {
             registry.set_draining(&worker_id, true);

@@ -15,7 +15,7 @@ use std::{
 use serde::Serialize;
 
 /// What is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldKind {
     /// No job of any type is started.
@@ -57,7 +57,7 @@ impl HoldKind {
 }
 
 /// One active hold: what, on what (empty for the global ones), who set it and when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Hold {
     pub kind: HoldKind,
     pub target: String,

@@ -524,7 +524,7 @@ mod tests {
         assert_eq!(g.lock().open.len(), 2, "a shed connection's slot was given back once");
         drop(a);
         assert!(g.admit(peer(4)).is_ok(), "a closed connection frees its slot");
-        let text = g.monitor.render(&[]);
+        let text = g.monitor.render(Vec::new());
         assert!(text.contains("plughost_connections_refused_total{listener=\"http\",reason=\"shed\"} 1"), "{text}");
     }
 
@@ -559,7 +559,7 @@ mod tests {
         g.watch_handshake(slow.state.clone(), peer(1));
         g.watch_handshake(quick.state.clone(), peer(2));
         tokio::time::timeout(Duration::from_secs(10), slow.state.close.cancelled()).await.expect("closed");
-        let text = g.monitor.render(&[]);
+        let text = g.monitor.render(Vec::new());
         assert!(text.contains("{listener=\"grpc\",reason=\"handshake_timeout\"} 1"), "{text}");
         assert!(!quick.state.close.is_cancelled());
     }

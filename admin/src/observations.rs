@@ -46,7 +46,7 @@ pub struct ObservationView {
 }
 
 /// A preview as the API and the pages show it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PreviewView {
     pub worker_id: String,
     pub columns: Vec<String>,

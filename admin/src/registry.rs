@@ -161,7 +161,7 @@ pub struct WorkerView {
     pub metadata: HashMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CapabilityView {
     pub job_type: String,
     pub can_detect: bool,

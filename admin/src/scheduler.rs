@@ -71,7 +71,7 @@ type DetectionWaiter = watch::Sender<Option<Arc<DetectionReport>>>;
 pub const MAX_PREVIEW_TIMEOUT_SECONDS: u32 = 5 * 60;
 pub const MAX_RUN_TIMEOUT_SECONDS: u32 = 30 * 60;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectionMode {
     Scheduled,
@@ -206,7 +206,7 @@ struct RunningDetection {
 }
 
 /// A proposal as the pages show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProposalView {
     pub proposal_id: String,
     pub dedupe_key: String,

@@ -53,7 +53,7 @@ use crate::runtime_config;
 
 /// One problem with one field. `field` is the field name; [`validate_config`] prefixes it
 /// with `admin.`, `worker.` or `runtime.`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -11,6 +11,8 @@ pub mod http;
 pub mod job_sources;
 pub mod page_client;
 pub mod plugins;
+pub mod prometheus;
+pub mod schema;
 
 use std::{
     future::Future,

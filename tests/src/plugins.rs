@@ -1,16 +1,63 @@
 //! Helpers for the bundled plugins' tests: real SQLite files (fragmented or not), a
-//! real SDK worker running plugin handlers against a test admin, and the job-type API
-//! calls those tests share (configure, run, read a job's detail).
+//! real SDK worker running plugin handlers against a test admin, a small job type of
+//! its own ([`Echo`]), and the job-type API calls those tests share (configure, run, read
+//! a job's detail).
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
-use worker_sdk::{CancellationToken, JobHandler, Worker, WorkerConfig};
+use worker_sdk::prelude::*;
 
 use crate::{harness::TestAdmin, http, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// A job type whose detection proposes `jobs` jobs (dedupe keys `echo-0`, `echo-1`, ...)
+/// and whose jobs succeed at once; `slots` execution slots, one detection slot.
+pub struct Echo {
+    pub job_type: &'static str,
+    pub jobs: usize,
+    pub slots: u32,
+}
+
+#[worker_sdk::async_trait]
+impl JobHandler for Echo {
+    fn capability(&self) -> pb::JobTypeCapability {
+        capability(self.job_type, "Echo").detect(1).execute(self.slots)
+    }
+
+    fn descriptor(&self) -> pb::JobTypeDescriptor {
+        Descriptor::new(self.job_type, "Echo").build()
+    }
+
+    async fn detect(
+        &self,
+        _r: pb::RunDetectionRequest,
+        out: DetectionSender,
+        _c: CancellationToken,
+    ) -> HandlerResult<()> {
+        let proposals = (0..self.jobs)
+            .map(|i| pb::JobProposal {
+                dedupe_key: format!("echo-{i}"),
+                summary: format!("echo {i}"),
+                ..Default::default()
+            })
+            .collect();
+        out.send(proposals).await?;
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        _r: pb::ExecuteJobRequest,
+        p: ProgressSender,
+        _c: CancellationToken,
+    ) -> HandlerResult<pb::JobResult> {
+        p.progress(100.0, "done", "echoed").await;
+        Ok(pb::JobResult { summary: "echoed".into(), ..Default::default() })
+    }
+}
 
 /// Creates an SQLite database at `path` with `kept` rows that stay and `dropped` rows
 /// in a table that is then dropped, so that its pages end up on the free list.

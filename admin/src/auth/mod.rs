@@ -18,7 +18,7 @@ pub use sessions::Sessions;
 pub use tokens::{TokenError, TokenInfo, TokenStore};
 
 /// What an identity may do; each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Viewer,

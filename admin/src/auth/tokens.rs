@@ -35,7 +35,7 @@ pub enum TokenError {
 }
 
 /// A token as listed: everything but the secret.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub name: String,
     pub role: Role,

@@ -65,7 +65,7 @@ impl ScheduleSpec {
 }
 
 /// A job type's schedule as the API and the pages show it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ScheduleView {
     pub job_type: String,
     /// `cron` or `interval`.
@@ -113,7 +113,7 @@ impl ReplayFilter {
 }
 
 /// What a bulk replay found and did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ReplayReport {
     pub dry_run: bool,
     /// Jobs the ids or the filter selected.
@@ -130,13 +130,13 @@ pub struct ReplayReport {
     pub scan_truncated: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Replayed {
     pub job_id: String,
     pub replay_of: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Ineligible {
     pub job_id: String,
     pub reason: String,

@@ -420,6 +420,34 @@ pub enum Refusal {
     Internal(String),
 }
 
+impl Refusal {
+    /// The kind of refusal, a static name: the `outcome` label of
+    /// `plughost_admin_commands_total` (beside `ok`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Config(_) => "config",
+            Refusal::Schema(_) => "schema",
+            Refusal::Detect(_) => "detect",
+            Refusal::Job(JobActionError::NotFound(_)) => "not_found",
+            Refusal::Job(JobActionError::Conflict { .. }) => "conflict",
+            Refusal::Job(JobActionError::Duplicate { .. }) | Refusal::Duplicate { .. } => "duplicate",
+            Refusal::NotConnected(_) => "not_connected",
+            Refusal::Forbidden { .. } => "forbidden",
+            Refusal::Token(_) => "token",
+            Refusal::Schedule(_) => "schedule",
+            Refusal::Preview(_) => "preview",
+            Refusal::ApprovalRequired { .. } => "approval_required",
+            Refusal::ApprovalWrong { .. } => "approval_wrong",
+            Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::Held(_) => "held",
+            Refusal::UnknownJobType(_) => "unknown_job_type",
+            Refusal::NoSchedule(_) => "no_schedule",
+            Refusal::Invalid(_) => "invalid",
+            Refusal::Internal(_) => "internal",
+        }
+    }
+}
+
 /// On-demand detections per job type within the cap's window.
 pub struct RunNowLimiter {
     cap: RateCap,
@@ -501,10 +529,14 @@ impl Components {
             Some(ticket) => ticket,
             None => rec.record(result.as_ref().err().map(|e| e.to_string())),
         };
-        if let Err(e) = self.store.durable(ticket).await {
-            tracing::error!(error = %e, command = name, "the audit event of a command could not be made durable");
-            return Err(Refusal::Internal(format!("the audit trail cannot be written: {e}")));
-        }
+        let result = match self.store.durable(ticket).await {
+            Ok(()) => result,
+            Err(e) => {
+                tracing::error!(error = %e, command = name, "the audit event of a command could not be made durable");
+                Err(Refusal::Internal(format!("the audit trail cannot be written: {e}")))
+            }
+        };
+        self.monitor.count_command(name, result.as_ref().map_or_else(Refusal::kind, |_| "ok"));
         match &result {
             Ok(_) => {
                 tracing::info!(actor = %actor, command = name, request_id = %caller.request_id, "command carried out")

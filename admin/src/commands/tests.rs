@@ -88,8 +88,9 @@ async fn each_command_is_audited_with_its_actor_target_and_outcome_refusals_incl
     assert_eq!(events[2].request_id, "req-ops");
     assert_eq!(events[3].params["dedupe_key"], "a");
     assert!(events.iter().all(|e| e.at == Rig::T0 && e.actor_kind != "local"));
-    assert_eq!(rig.c.monitor.commands_counted("cancel_job", "refused"), 1);
-    assert_eq!(rig.c.monitor.commands_counted("cancel_job", "done"), 1);
+    assert_eq!(rig.c.monitor.commands_counted("cancel_job", "not_found"), 1);
+    assert_eq!(rig.c.monitor.commands_counted("cancel_job", "ok"), 1);
+    assert_eq!(rig.c.monitor.commands_counted("pause_dispatch", "forbidden"), 1);
 }
 
 #[tokio::test]

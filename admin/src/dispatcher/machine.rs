@@ -28,6 +28,10 @@ use crate::{
     text::clip,
 };
 
+/// The outcome of an attempt record that ended without the job having run (it is
+/// requeued; the attempt is not counted).
+pub const REQUEUED: &str = "requeued";
+
 /// Upper bound of one retry backoff.
 pub const MAX_BACKOFF_MS: i64 = 3_600_000;
 
@@ -234,7 +238,7 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
                     NotStartedCause::AdminRestarted => (None, "requeued after admin restart".to_string()),
                 };
                 fx.extend(counter.map(Effect::Count));
-                fx.push(Effect::Attempt(attempt(job, "requeued", why, now)));
+                fx.push(Effect::Attempt(attempt(job, REQUEUED, why, now)));
                 requeue(job, false, 0, message, now);
             }
         }

@@ -15,7 +15,7 @@ mod placement;
 mod table;
 
 use std::{
-    sync::{Arc, Mutex, atomic::Ordering},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -34,7 +34,7 @@ use crate::{
     ids::Ids,
     job::{AttemptView, Job, JobSpecData, JobView},
     journal::Journal,
-    monitor::Monitor,
+    monitor::{Monitor, inc},
     registry::{Registry, WorkerSession},
     store::{JobQuery, Loaded, Op, Store, StoreError},
 };
@@ -216,14 +216,23 @@ impl Dispatcher {
         let p = self.parts();
         let stored = self.write_job(&job, false);
         let mut execute = false;
+        // Progress, the most frequent step, has no effects and so no metrics to look up.
+        let metrics = (!effects.is_empty()).then(|| t.metrics(&job.spec.job_type, &p.monitor));
         for effect in effects {
             match effect {
                 // An attempt's record is written with the job's state: when it ends (or the
                 // job is requeued or stopped), not when it starts (see `Job::must_be_stored`).
-                Effect::Attempt(attempt) if stored => {
-                    p.store.write(Op::Attempt { job_seq: job.seq, attempt });
+                Effect::Attempt(attempt) => {
+                    if attempt.ended_at > 0
+                        && attempt.outcome != machine::REQUEUED
+                        && let Some(m) = &metrics
+                    {
+                        m.run_duration.observe_ms(attempt.ended_at - attempt.started_at);
+                    }
+                    if stored {
+                        p.store.write(Op::Attempt { job_seq: job.seq, attempt });
+                    }
                 }
-                Effect::Attempt(_) => {}
                 Effect::Execute => execute = true,
                 Effect::Cancel { worker_id, request_id, reason } => {
                     if let Some(session) = p.registry.get(&worker_id) {
@@ -236,7 +245,11 @@ impl Dispatcher {
                         out.push((session, msg));
                     }
                 }
-                Effect::Count(counter) => p.monitor.count(counter),
+                Effect::Count(counter) => {
+                    if let Some(m) = &metrics {
+                        m.count(counter);
+                    }
+                }
             }
         }
         t.put(job, placed, now);
@@ -281,8 +294,9 @@ impl Dispatcher {
                     outcomes.push(Admission::OverLimit);
                     continue;
                 }
+                let m = t.metrics(&spec.job_type, &self.parts().monitor);
                 if !spec.dedupe_key.is_empty() && t.holder_of(&spec.job_type, &spec.dedupe_key).is_some() {
-                    self.parts().monitor.jobs_deduplicated.fetch_add(1, Ordering::Relaxed);
+                    inc(&m.deduplicated);
                     outcomes.push(Admission::Duplicate);
                     continue;
                 }
@@ -294,7 +308,7 @@ impl Dispatcher {
                 self.write_job(&job, true);
                 outcomes.push(Admission::Created { job_id: job.id() });
                 t.insert_new(job);
-                self.parts().monitor.jobs_created.fetch_add(1, Ordering::Relaxed);
+                inc(&m.created);
                 created.push(seq);
             }
         }

@@ -12,11 +12,12 @@ use super::{
     machine::{Input, Policy},
     table::JobTable,
 };
-use crate::registry::WorkerSession;
+use crate::{monitor::JobTypeMetrics, registry::WorkerSession};
 
 /// One job type's share of a placement round.
 struct Lane {
     job_type: String,
+    metrics: Arc<JobTypeMetrics>,
     runtime: pb::AdminRuntimeConfig,
     policy: Policy,
     weight: usize,
@@ -47,24 +48,24 @@ impl Dispatcher {
         next_wake
     }
 
-    fn lanes(&self, t: &JobTable, now: i64) -> Vec<Lane> {
-        let types: Vec<&String> =
-            t.queues.iter().filter(|(k, q)| !q.is_empty() && !self.is_type_held(k)).map(|(k, _)| k).collect();
+    fn lanes(&self, t: &mut JobTable, now: i64) -> Vec<Lane> {
+        let types: Vec<String> =
+            t.queues.iter().filter(|(k, q)| !q.is_empty() && !self.is_type_held(k)).map(|(k, _)| k.clone()).collect();
         let mut lanes = Vec::with_capacity(types.len());
         for job_type in types {
-            let runtime = self.parts().configs.runtime(job_type);
+            let runtime = self.parts().configs.runtime(&job_type);
             let per_worker = i64::from(runtime.per_worker_execution_concurrency);
             let mut weight = 1;
             let executors: Vec<(Arc<WorkerSession>, i64)> = self
                 .parts()
                 .registry
-                .executors(job_type)
+                .executors(&job_type)
                 .into_iter()
                 .filter(|s| t.full_until.get(&s.worker_id).is_none_or(|until| *until <= now))
                 .filter_map(|s| {
-                    weight = weight.max(s.capabilities.get(job_type).map(|c| c.weight.max(1) as usize).unwrap_or(1));
-                    let used = t.inflight.get(&s.worker_id).and_then(|m| m.get(job_type)).copied().unwrap_or(0);
-                    let mut cap = s.execution_slots(job_type);
+                    weight = weight.max(s.capabilities.get(&job_type).map(|c| c.weight.max(1) as usize).unwrap_or(1));
+                    let used = t.inflight.get(&s.worker_id).and_then(|m| m.get(&job_type)).copied().unwrap_or(0);
+                    let mut cap = s.execution_slots(&job_type);
                     if per_worker > 0 {
                         cap = cap.min(per_worker);
                     }
@@ -73,7 +74,8 @@ impl Dispatcher {
                 .collect();
             if !executors.is_empty() {
                 let policy = Policy::from_runtime(&runtime, self.parts().cancel_grace.as_millis() as i64);
-                lanes.push(Lane { job_type: job_type.clone(), runtime, policy, weight, executors });
+                let metrics = t.metrics(&job_type, &self.parts().monitor);
+                lanes.push(Lane { job_type, metrics, runtime, policy, weight, executors });
             }
         }
         lanes
@@ -123,7 +125,7 @@ impl Dispatcher {
     ) -> Option<pb::AdminToWorkerMessage> {
         let p = self.parts();
         let queued_at = t.active.get(&seq)?.queued_at;
-        p.monitor.dispatch_latency.observe((now - queued_at).max(0) as f64 / 1000.0);
+        lane.metrics.dispatch_latency.observe_ms(now - queued_at);
         let request_id = p.ids.request("exec");
         let input =
             Input::Assign { worker_id: &session.worker_id, session_id: session.session_id, request_id: &request_id };

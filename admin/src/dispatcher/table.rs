@@ -10,11 +10,15 @@
 use std::{
     cmp::Reverse,
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    sync::Arc,
 };
 
 use proto::pb::JobState;
 
-use crate::job::{Job, is_final};
+use crate::{
+    job::{Job, is_final},
+    monitor::{JobTypeMetrics, Monitor},
+};
 
 /// Recently finished jobs kept in memory, so a read right after completion does not
 /// depend on the store's batch having been committed.
@@ -51,6 +55,9 @@ pub struct JobTable {
     counts: HashMap<String, [i64; STATES]>,
     recent: HashMap<i64, Box<Job>>,
     recent_order: VecDeque<i64>,
+    /// job_type -> its metrics, fetched from the monitor once per job type, so counting a
+    /// job is a lookup here (under the table's lock, held anyway) and an atomic add.
+    metrics: HashMap<String, Arc<JobTypeMetrics>>,
     next_seq: i64,
     pub(super) rotate: usize,
 }
@@ -82,6 +89,16 @@ impl JobTable {
             }
         }
         JobTable { next_seq, counts, ..Default::default() }
+    }
+
+    /// The metrics of a job type (from the monitor the first time).
+    pub fn metrics(&mut self, job_type: &str, monitor: &Monitor) -> Arc<JobTypeMetrics> {
+        if let Some(m) = self.metrics.get(job_type) {
+            return m.clone();
+        }
+        let m = monitor.job_type(job_type);
+        self.metrics.insert(job_type.to_string(), m.clone());
+        m
     }
 
     pub fn next_seq(&mut self) -> i64 {

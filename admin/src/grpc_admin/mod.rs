@@ -162,8 +162,8 @@ impl AdminService for AdminApi {
             *jobs_by_state.entry(state_name(state).to_string()).or_insert(0) += n;
         }
         let status = api::AdminStatus {
-            version: env!("CARGO_PKG_VERSION").into(),
-            git_commit: option_env!("PLUGHOST_GIT_COMMIT").unwrap_or("unknown").into(),
+            version: crate::monitor::VERSION.into(),
+            git_commit: crate::monitor::GIT_COMMIT.into(),
             protocol_version: proto::PROTOCOL_VERSION.into(),
             worker_grpc_port: u32::from(s.grpc_port()),
             base_dir: s.config.data_dir.join("plugin").display().to_string(),

@@ -5,51 +5,83 @@
 use std::collections::HashMap;
 
 use axum::{
-    Extension, Json, Router,
+    Extension, Json,
     extract::{Path, State},
     http::StatusCode,
     response::IntoResponse,
-    routing::{get, post},
 };
 use proto::pb::{self, JobState};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiQuery, AppState, auth::Caller, shapes};
+use super::{ApiError, ApiQuery, AppState, auth::Caller, openapi::ErrorBody, routes::Routes, schemas, shapes};
 use crate::{
-    auth::Role,
+    auth::{Role, TokenInfo},
     commands::{Actor, Command, Outcome},
+    holds::Hold,
     job::{JobView, is_final, parse_job_id, parse_state, state_name},
     scheduler::{DetectOptions, DetectionMode},
     store::JobQuery,
     validator::{is_valid_job_type, redact},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/status", get(status))
-        .route("/workers", get(workers))
-        .route("/workers/{id}/drain", post(drain))
-        .route("/job-types", get(job_types))
-        .route("/job-types/{t}/descriptor", get(descriptor))
-        .route("/job-types/{t}/schema", post(refresh_schema))
-        .route("/job-types/{t}/config", get(get_config).put(put_config))
-        .route("/job-types/{t}/runs", get(runs))
-        .route("/job-types/{t}/detect", post(detect))
-        .route("/job-types/{t}/run", post(run))
-        .route("/job-types/{t}/detection-results", get(detection_results))
-        .route("/jobs", get(jobs))
-        .route("/jobs/{id}", get(job))
-        .route("/jobs/{id}/detail", get(job_detail))
-        .route("/jobs/{id}/cancel", post(cancel))
-        .route("/jobs/{id}/retry", post(retry))
-        .route("/jobs/{id}/expire", post(expire))
-        .route("/activities", get(activities))
-        .route("/scheduler-states", get(scheduler_states))
-        .route("/dispatch", post(dispatch_pause))
-        .route("/tokens", get(list_tokens).post(create_token))
-        .route("/tokens/{name}", axum::routing::delete(revoke_token))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/status", status)
+        .get("/workers", workers)
+        .post("/workers/{id}/drain", drain)
+        .get("/job-types", job_types)
+        .get("/job-types/{t}/descriptor", descriptor)
+        .post("/job-types/{t}/schema", refresh_schema)
+        .get("/job-types/{t}/config", get_config)
+        .put("/job-types/{t}/config", put_config)
+        .get("/job-types/{t}/runs", runs)
+        .post("/job-types/{t}/detect", detect)
+        .post("/job-types/{t}/run", run)
+        .get("/job-types/{t}/detection-results", detection_results)
+        .get("/jobs", jobs)
+        .get("/jobs/{id}", job)
+        .get("/jobs/{id}/detail", job_detail)
+        .post("/jobs/{id}/cancel", cancel)
+        .post("/jobs/{id}/retry", retry)
+        .post("/jobs/{id}/expire", expire)
+        .get("/activities", activities)
+        .get("/scheduler-states", scheduler_states)
+        .post("/dispatch", dispatch_pause)
+        .get("/tokens", list_tokens)
+        .post("/tokens", create_token)
+        .delete("/tokens/{name}", revoke_token)
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    status,
+    workers,
+    drain,
+    job_types,
+    descriptor,
+    refresh_schema,
+    get_config,
+    put_config,
+    runs,
+    detect,
+    run,
+    detection_results,
+    jobs,
+    job,
+    job_detail,
+    cancel,
+    retry,
+    expire,
+    activities,
+    scheduler_states,
+    dispatch_pause,
+    list_tokens,
+    create_token,
+    revoke_token,
+))]
+pub(super) struct Doc;
 
 fn proto_json<M: prost::Message + proto::ProtoName>(m: &M) -> Result<Value, ApiError> {
     proto::json::to_value_with(m, true).map_err(|e| ApiError::Internal(e.to_string()))
@@ -67,48 +99,97 @@ pub(crate) fn job_seq(id: &str) -> Result<i64, ApiError> {
     parse_job_id(id).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))
 }
 
+/// `GET status` with credentials.
+#[derive(Serialize, ToSchema)]
+struct Status {
+    enabled: bool,
+    worker_grpc_port: u16,
+    version: &'static str,
+    git_commit: &'static str,
+    protocol_version: &'static str,
+    configured: bool,
+    base_dir: String,
+    worker_count: usize,
+    ready: bool,
+    dispatch_paused: bool,
+    schedules_paused: bool,
+    holds: Vec<Hold>,
+    dead_letters: i64,
+    workers: usize,
+    job_types: usize,
+    active_jobs: usize,
+    /// Jobs by state name, over all job types.
+    jobs_by_state: HashMap<&'static str, i64>,
+    last_event_id: u64,
+    /// Proto JSON of the admin's `ClusterContext`.
+    cluster_context: Value,
+    cluster_context_file: Option<String>,
+    cluster_context_error: Option<String>,
+}
+
+/// `GET status` without credentials: what a worker needs to dial in.
+#[derive(Serialize, ToSchema)]
+struct PublicStatus {
+    enabled: bool,
+    worker_grpc_port: u16,
+    protocol_version: &'static str,
+    authentication_required: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum StatusAnswer {
+    Full(Box<Status>),
+    Public(PublicStatus),
+}
+
 /// The admin's state. Without credentials it shows only what a worker needs to dial in.
-async fn status(State(state): State<AppState>, caller: Option<Extension<Caller>>) -> Json<Value> {
+#[utoipa::path(get, path = "/api/plugin/status", tag = "status",
+    security((), ("bearer" = []), ("session" = []), ("client_certificate" = [])),
+    responses((status = 200, description = "the admin's state; without credentials, only what a worker needs", body = StatusAnswer)))]
+async fn status(State(state): State<AppState>, caller: Option<Extension<Caller>>) -> Json<StatusAnswer> {
     if caller.is_none() {
-        return Json(json!({
-            "enabled": true,
-            "worker_grpc_port": state.grpc_port(),
-            "protocol_version": proto::PROTOCOL_VERSION,
-            "authentication_required": true,
+        return Json(StatusAnswer::Public(PublicStatus {
+            enabled: true,
+            worker_grpc_port: state.grpc_port(),
+            protocol_version: proto::PROTOCOL_VERSION,
+            authentication_required: true,
         }));
     }
     let mut counts: HashMap<&'static str, i64> = HashMap::new();
     for ((_, s), n) in state.dispatcher.counts() {
         *counts.entry(state_name(s)).or_insert(0) += n;
     }
-    let active = state.dispatcher.active_len();
-    Json(json!({
-        "enabled": true,
-        "worker_grpc_port": state.grpc_port(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "git_commit": option_env!("PLUGHOST_GIT_COMMIT").unwrap_or("unknown"),
-        "protocol_version": proto::PROTOCOL_VERSION,
-        "configured": true,
-        "base_dir": state.config.data_dir.join("plugin").display().to_string(),
-        "worker_count": state.registry.len(),
-        "ready": state.is_ready(),
-        "dispatch_paused": state.dispatcher.is_paused(),
-        "schedules_paused": state.holds.schedules_paused(),
-        "holds": state.holds.list(),
-        "dead_letters": state.store.dead_letters().map(|d| d.iter().map(|(_, n)| n).sum::<i64>()).unwrap_or(0),
-        "workers": state.registry.len(),
-        "job_types": state.configs.job_types().len(),
-        "active_jobs": active,
-        "jobs_by_state": counts,
-        "last_event_id": state.events.last_id(),
-        "cluster_context": proto::json::to_value_with(state.cluster_context.current().as_ref(), true).unwrap_or(Value::Null),
-        "cluster_context_file": state.cluster_context.file().map(|p| p.display().to_string()),
-        "cluster_context_error": state.cluster_context.last_error(),
-    }))
+    Json(StatusAnswer::Full(Box::new(Status {
+        enabled: true,
+        worker_grpc_port: state.grpc_port(),
+        version: crate::monitor::VERSION,
+        git_commit: crate::monitor::GIT_COMMIT,
+        protocol_version: proto::PROTOCOL_VERSION,
+        configured: true,
+        base_dir: state.config.data_dir.join("plugin").display().to_string(),
+        worker_count: state.registry.len(),
+        ready: state.is_ready(),
+        dispatch_paused: state.dispatcher.is_paused(),
+        schedules_paused: state.holds.schedules_paused(),
+        holds: state.holds.list(),
+        dead_letters: state.store.dead_letters().map(|d| d.iter().map(|(_, n)| n).sum::<i64>()).unwrap_or(0),
+        workers: state.registry.len(),
+        job_types: state.configs.job_types().len(),
+        active_jobs: state.dispatcher.active_len(),
+        jobs_by_state: counts,
+        last_event_id: state.events.last_id(),
+        cluster_context: proto::json::to_value_with(state.cluster_context.current().as_ref(), true)
+            .unwrap_or(Value::Null),
+        cluster_context_file: state.cluster_context.file().map(|p| p.display().to_string()),
+        cluster_context_error: state.cluster_context.last_error(),
+    })))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LaneQuery {
+    /// Only this SeaweedFS scheduler lane: `default`, `iceberg`, `lifecycle` or `lance`.
     lane: Option<String>,
 }
 
@@ -118,6 +199,11 @@ pub(crate) fn lane_param(lane: Option<&str>) -> Result<Option<&'static str>, Api
 
 /// A bare array of workers, as SeaweedFS answers; `lane` keeps the workers that offer a
 /// job type of that lane.
+#[utoipa::path(get, path = "/api/plugin/workers", tag = "status", params(LaneQuery),
+    responses(
+        (status = 200, description = "connected workers, by worker id", body = Vec<schemas::WorkerSession>),
+        (status = 400, description = "an unknown lane", body = ErrorBody),
+    ))]
 async fn workers(State(state): State<AppState>, ApiQuery(q): ApiQuery<LaneQuery>) -> Result<Json<Value>, ApiError> {
     let lane = lane_param(q.lane.as_deref())?;
     let list: Vec<Value> = state
@@ -130,25 +216,42 @@ async fn workers(State(state): State<AppState>, ApiQuery(q): ApiQuery<LaneQuery>
     Ok(Json(Value::Array(list)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DrainQuery {
+    /// `false` ends the drain (default `true`).
     draining: Option<bool>,
 }
 
+#[derive(Serialize, ToSchema)]
+struct Draining {
+    worker_id: String,
+    draining: bool,
+}
+
+/// Drains a worker (it keeps its running jobs and gets no new work, also after it
+/// reconnects), or ends its drain.
+#[utoipa::path(post, path = "/api/plugin/workers/{id}/drain", tag = "operations",
+    params(("id" = String, Path, description = "a worker id"), DrainQuery),
+    responses(
+        (status = 200, description = "the worker's drain", body = Draining),
+        (status = 403, description = "the caller's role may not", body = ErrorBody),
+        (status = 404, description = "no connected worker with this id", body = ErrorBody),
+    ))]
 async fn drain(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<DrainQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Draining>, ApiError> {
     let draining = q.draining.unwrap_or(true);
     state.execute(&caller, Command::SetDraining { worker_id: id.clone(), draining }).await?;
-    Ok(Json(json!({ "worker_id": id, "draining": draining })))
+    Ok(Json(Draining { worker_id: id, draining }))
 }
 
 /// One job type as the API lists it: SeaweedFS's `JobTypeInfo` (`job_type`,
 /// `display_name`, `weight`) with Plughost's counts and flags.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
 pub(crate) struct JobTypeSummary {
     pub job_type: String,
     pub display_name: String,
@@ -217,12 +320,24 @@ pub(crate) fn job_type_summaries(state: &AppState, lane: Option<&str>) -> Vec<Jo
 }
 
 /// A bare array of [`JobTypeSummary`]; `lane` keeps one lane's job types.
+#[utoipa::path(get, path = "/api/plugin/job-types", tag = "status", params(LaneQuery),
+    responses(
+        (status = 200, description = "known and offered job types, by name", body = Vec<JobTypeSummary>),
+        (status = 400, description = "an unknown lane", body = ErrorBody),
+    ))]
 async fn job_types(State(state): State<AppState>, ApiQuery(q): ApiQuery<LaneQuery>) -> Result<Json<Value>, ApiError> {
     let lane = lane_param(q.lane.as_deref())?;
     let list = job_type_summaries(&state, lane);
     Ok(Json(serde_json::to_value(list).map_err(|e| ApiError::Internal(e.to_string()))?))
 }
 
+/// The job type's descriptor, as its worker sent it (sensitive fields marked).
+#[utoipa::path(get, path = "/api/plugin/job-types/{t}/descriptor", tag = "config", params(("t" = String, Path, description = "a job type (letters, digits, `_`, `.`, `-`)")),
+    responses(
+        (status = 200, description = "proto JSON of a `JobTypeDescriptor`", body = Value),
+        (status = 400, description = "not a valid job type name", body = ErrorBody),
+        (status = 404, description = "no descriptor for this job type", body = ErrorBody),
+    ))]
 async fn descriptor(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
     let d =
@@ -230,11 +345,22 @@ async fn descriptor(State(state): State<AppState>, Path(t): Path<String>) -> Res
     Ok(Json(proto_json(d.as_ref())?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SchemaQuery {
+    /// Ask the worker even when a descriptor is stored.
     force_refresh: Option<bool>,
 }
 
+/// Asks a worker for the job type's descriptor again.
+#[utoipa::path(post, path = "/api/plugin/job-types/{t}/schema", tag = "config", params(("t" = String, Path, description = "a job type (letters, digits, `_`, `.`, `-`)"), SchemaQuery),
+    responses(
+        (status = 200, description = "proto JSON of the `JobTypeDescriptor` now stored", body = Value),
+        (status = 400, description = "not a valid job type name", body = ErrorBody),
+        (status = 403, description = "the caller's role may not", body = ErrorBody),
+        (status = 409, description = "the worker answered with an error", body = ErrorBody),
+        (status = 503, description = "no worker could answer", body = ErrorBody),
+    ))]
 async fn refresh_schema(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -261,6 +387,13 @@ pub(crate) fn redacted_config(
     Ok((d, shown))
 }
 
+/// The job type's saved config, sensitive values redacted.
+#[utoipa::path(get, path = "/api/plugin/job-types/{t}/config", tag = "config", params(("t" = String, Path, description = "a job type (letters, digits, `_`, `.`, `-`)")),
+    responses(
+        (status = 200, description = "proto JSON of a `PersistedJobTypeConfig`, sensitive values redacted", body = Value),
+        (status = 400, description = "not a valid job type name", body = ErrorBody),
+        (status = 404, description = "no descriptor or config for this job type", body = ErrorBody),
+    ))]
 async fn get_config(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
     Ok(Json(proto_json(&redacted_config(&state, &t)?.1)?))
@@ -308,6 +441,14 @@ pub(crate) async fn save_config_parts(
 
 /// Replaces the parts of the config present in the body; absent top-level parts keep
 /// their saved values, and so do sensitive fields left out of the value maps.
+#[utoipa::path(put, path = "/api/plugin/job-types/{t}/config", tag = "config", params(("t" = String, Path, description = "a job type (letters, digits, `_`, `.`, `-`)")),
+    request_body(content = Value, description = "proto JSON of a `PersistedJobTypeConfig` (`admin_config_values`, `worker_config_values`, `admin_runtime`; each absent part keeps its saved value)"),
+    responses(
+        (status = 200, description = "the saved config, sensitive values redacted (proto JSON `PersistedJobTypeConfig`)", body = Value),
+        (status = 400, description = "not JSON, for another job type, or invalid (`field_errors` names each field)", body = ErrorBody),
+        (status = 403, description = "saving configs needs the admin role", body = ErrorBody),
+        (status = 404, description = "no config for this job type", body = ErrorBody),
+    ))]
 async fn put_config(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -335,6 +476,13 @@ async fn put_config(
     Ok(Json(proto_json(&saved)?))
 }
 
+/// The job type's recent runs (10 of each outcome): executions in SeaweedFS's fields,
+/// detections and executions in Plughost's.
+#[utoipa::path(get, path = "/api/plugin/job-types/{t}/runs", tag = "detection", params(("t" = String, Path, description = "a job type (letters, digits, `_`, `.`, `-`)")),
+    responses(
+        (status = 200, description = "recent runs", body = schemas::JobRunHistory),
+        (status = 400, description = "not a valid job type name", body = ErrorBody),
+    ))]
 async fn runs(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
     job_type_param(&t)?;
     state.store.settle().await;
@@ -358,13 +506,30 @@ async fn runs(State(state): State<AppState>, Path(t): Path<String>) -> Result<Js
     Ok(Json(answer))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WaitQuery {
     /// `false`: answer 202 once the detection is requested instead of waiting for it (a
     /// Plughost extension; SeaweedFS always waits).
     wait: Option<bool>,
 }
 
+/// A detection now, as a preview: its proposals, no jobs. Waits for it unless `wait=false`.
+#[utoipa::path(post, path = "/api/plugin/job-types/{t}/detect", tag = "detection", params(("t" = String, Path, description = "a job type (letters, digits, `_`, `.`, `-`)"), WaitQuery),
+    request_body(content = Option<DetectBody>, description = "optional options for this detection; no body is none"),
+    responses(
+        (status = 200, description = "the detection and its proposals", body = schemas::DetectAnswer),
+        (status = 202, description = "`wait=false`: the detection was requested", body = schemas::DetectionAccepted),
+        (status = 400, description = "a bad body or job type name", body = ErrorBody),
+        (status = 403, description = "the caller's role may not (a cluster context needs the admin role)", body = ErrorBody),
+        (status = 404, description = "no descriptor for this job type yet", body = ErrorBody),
+        (status = 409, description = "the job type's detection is held", body = ErrorBody),
+        (status = 422, description = "a negative max_results or timeout_seconds", body = ErrorBody),
+        (status = 429, description = "over the run-now cap (`Retry-After`)", body = ErrorBody),
+        (status = 500, description = "the detection failed (`error` says why)", body = schemas::DetectAnswer),
+        (status = 503, description = "no worker can detect this job type", body = ErrorBody),
+        (status = 504, description = "the detection did not finish in time; it goes on", body = schemas::DetectionFailed),
+    ))]
 async fn detect(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -375,6 +540,23 @@ async fn detect(
     start_detection(state, caller, t, DetectionMode::Preview, q, body).await
 }
 
+/// A detection now that creates jobs, then waits for them (unless `wait=false`) and
+/// counts how they ended.
+#[utoipa::path(post, path = "/api/plugin/job-types/{t}/run", tag = "detection", params(("t" = String, Path, description = "a job type (letters, digits, `_`, `.`, `-`)"), WaitQuery),
+    request_body(content = Option<DetectBody>, description = "optional options for this detection; no body is none"),
+    responses(
+        (status = 200, description = "the detection and its jobs", body = schemas::RunAnswer),
+        (status = 202, description = "`wait=false`: the detection was requested", body = schemas::DetectionAccepted),
+        (status = 400, description = "a bad body or job type name", body = ErrorBody),
+        (status = 403, description = "the caller's role may not (operator scripts and a cluster context need the admin role)", body = ErrorBody),
+        (status = 404, description = "no descriptor for this job type yet", body = ErrorBody),
+        (status = 409, description = "the job type's detection is held", body = ErrorBody),
+        (status = 422, description = "a negative max_results or timeout_seconds", body = ErrorBody),
+        (status = 429, description = "over the run-now cap (`Retry-After`)", body = ErrorBody),
+        (status = 500, description = "the detection failed", body = schemas::DetectionFailed),
+        (status = 503, description = "no worker can detect this job type", body = ErrorBody),
+        (status = 504, description = "the detection did not finish in time; it goes on", body = schemas::DetectionFailed),
+    ))]
 async fn run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -388,10 +570,11 @@ async fn run(
 /// The optional body of `detect` and `run`, with the field names of SeaweedFS's admin
 /// (`weed/admin/dash/plugin_api.go`). Unknown fields are refused: a misspelt option is an
 /// error, not a silent default.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DetectBody {
-    /// A `ClusterContext` in proto JSON, over the admin's for this detection.
+    /// A `ClusterContext` in proto JSON, over the admin's for this detection (the admin
+    /// role).
     cluster_context: Option<Value>,
     /// 0: the job type's own limit.
     max_results: Option<i64>,
@@ -468,20 +651,41 @@ async fn start_detection(
     }
 }
 
-async fn detection_results(State(state): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>, ApiError> {
-    job_type_param(&t)?;
-    Ok(Json(json!({ "job_type": t, "proposals": state.scheduler.latest_proposals(&t) })))
+#[derive(Serialize, ToSchema)]
+struct DetectionResults {
+    job_type: String,
+    proposals: Vec<crate::scheduler::ProposalView>,
 }
 
-#[derive(Deserialize, Default)]
+/// The proposals of the job type's latest detection and what became of each.
+#[utoipa::path(get, path = "/api/plugin/job-types/{t}/detection-results", tag = "detection", params(("t" = String, Path, description = "a job type (letters, digits, `_`, `.`, `-`)")),
+    responses(
+        (status = 200, description = "the latest detection's proposals", body = DetectionResults),
+        (status = 400, description = "not a valid job type name", body = ErrorBody),
+    ))]
+async fn detection_results(
+    State(state): State<AppState>,
+    Path(t): Path<String>,
+) -> Result<Json<DetectionResults>, ApiError> {
+    job_type_param(&t)?;
+    let proposals = state.scheduler.latest_proposals(&t);
+    Ok(Json(DetectionResults { job_type: t, proposals }))
+}
+
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobsQuery {
     pub job_type: Option<String>,
-    /// SeaweedFS's scheduler lane (see `shapes::LANES`).
+    /// A SeaweedFS scheduler lane: `default`, `iceberg`, `lifecycle` or `lance`.
     pub lane: Option<String>,
+    /// A job state, in any spelling (`pending`, `JOB_STATE_PENDING`, ...).
     pub state: Option<String>,
+    /// A substring of the summary, dedupe key or job id (any case).
     pub text: Option<String>,
     pub dead_letter: Option<bool>,
+    /// The last job id of the previous page.
     pub before: Option<String>,
+    /// 1 to 1,000 (100).
     pub limit: Option<usize>,
 }
 
@@ -528,6 +732,12 @@ pub async fn list_jobs(state: &AppState, q: &JobsQuery) -> Result<(Vec<JobView>,
 pub const NEXT_BEFORE_HEADER: &str = "x-plughost-next-before";
 
 /// A bare array of jobs, newest first; the next page's cursor is in `X-Plughost-Next-Before`.
+#[utoipa::path(get, path = "/api/plugin/jobs", tag = "jobs", params(JobsQuery),
+    responses(
+        (status = 200, description = "jobs, newest first", body = Vec<schemas::TrackedJob>,
+            headers(("x-plughost-next-before" = String, description = "the next page's `before`, when the page is full"))),
+        (status = 400, description = "a bad filter", body = ErrorBody),
+    ))]
 async fn jobs(State(state): State<AppState>, ApiQuery(q): ApiQuery<JobsQuery>) -> Result<impl IntoResponse, ApiError> {
     let (jobs, next) = list_jobs(&state, &q).await?;
     let body = Json(Value::Array(jobs.iter().map(shapes::job).collect()));
@@ -547,15 +757,24 @@ fn full_job(job: &crate::job::Job) -> Result<Value, ApiError> {
     Ok(shapes::job_with_values(&job.view(), parameters, outputs))
 }
 
+/// One job with its parameters and result values.
+#[utoipa::path(get, path = "/api/plugin/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "a job id (`j` and a number)")),
+    responses(
+        (status = 200, description = "the job", body = schemas::TrackedJob),
+        (status = 404, description = "no such job", body = ErrorBody),
+    ))]
 async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let seq = job_seq(&id)?;
     let job = state.dispatcher.job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
     Ok(Json(full_job(&job)?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DetailQuery {
+    /// Activities to show, at most 1,000 (500).
     activity_limit: Option<usize>,
+    /// Other jobs of the type to show, at most 100 (20).
     related_limit: Option<usize>,
 }
 
@@ -603,6 +822,11 @@ pub(crate) async fn job_detail_parts(
 /// SeaweedFS's `JobDetail` (`job`, `run_record`, `activities` oldest first,
 /// `related_jobs`, `last_updated`) with Plughost's `spec`, `result`, `attempts` and
 /// `final`. `activity_limit` (500) and `related_limit` (20) are capped at 1,000 and 100.
+#[utoipa::path(get, path = "/api/plugin/jobs/{id}/detail", tag = "jobs", params(("id" = String, Path, description = "a job id (`j` and a number)"), DetailQuery),
+    responses(
+        (status = 200, description = "the job and its history", body = schemas::JobDetail),
+        (status = 404, description = "no such job", body = ErrorBody),
+    ))]
 async fn job_detail(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -645,9 +869,37 @@ async fn job_detail(
     Ok(Json(detail))
 }
 
-#[derive(Deserialize, Default)]
+/// The optional body of cancel and expire (anything else is ignored).
+#[derive(Deserialize, Default, ToSchema)]
 struct ReasonBody {
+    /// Recorded with the job (at most 500 characters kept).
     reason: Option<String>,
+}
+
+/// A job after a command.
+#[derive(Serialize, ToSchema)]
+pub(super) struct JobAnswer {
+    job_id: String,
+    #[schema(value_type = schemas::TrackedJob)]
+    job: Value,
+}
+
+impl JobAnswer {
+    pub(super) fn of(view: &crate::job::JobView) -> JobAnswer {
+        JobAnswer { job_id: view.job_id.clone(), job: shapes::job(view) }
+    }
+}
+
+/// `expire`'s answer, as SeaweedFS's: `expired: false` with the reason for a job that is
+/// no longer active.
+#[derive(Serialize, ToSchema)]
+struct Expired {
+    job_id: String,
+    expired: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[schema(value_type = schemas::TrackedJob)]
+    job: Value,
 }
 
 fn reason_from(body: &axum::body::Bytes, default: &str) -> String {
@@ -660,67 +912,106 @@ pub(crate) fn reason_or(reason: Option<&str>, default: &str) -> String {
     reason.map(|r| crate::text::clip(r.trim(), 500)).filter(|r| !r.is_empty()).unwrap_or_else(|| default.to_string())
 }
 
+/// Cancels a job: a waiting one at once, a running one when its worker confirms or the
+/// grace period ends.
+#[utoipa::path(post, path = "/api/plugin/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "a job id (`j` and a number)")),
+    request_body(content = Option<ReasonBody>, description = "optional"),
+    responses(
+        (status = 200, description = "the job now", body = JobAnswer),
+        (status = 403, description = "the caller's role may not", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job has already finished", body = ErrorBody),
+    ))]
 async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobAnswer>, ApiError> {
     let seq = job_seq(&id)?;
     let reason = reason_from(&body, "canceled by operator");
     job_outcome(state.execute(&caller, Command::CancelJob { seq, reason }).await?)
 }
 
+/// Ends a job as FAILED without retry.
+#[utoipa::path(post, path = "/api/plugin/jobs/{id}/expire", tag = "jobs", params(("id" = String, Path, description = "a job id (`j` and a number)")),
+    request_body(content = Option<ReasonBody>, description = "optional"),
+    responses(
+        (status = 200, description = "the job now; `expired: false` with the reason when it was no longer active", body = Expired),
+        (status = 403, description = "the caller's role may not", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+    ))]
 async fn expire(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Expired>, ApiError> {
     let seq = job_seq(&id)?;
     let reason = reason_from(&body, "expired by operator");
     // SeaweedFS answers `{job_id, expired, job}`, with `expired: false` for a job that is
     // no longer active (the refusal is in the audit trail, its reason in `reason`).
     match state.execute(&caller, Command::ExpireJob { seq, reason }).await.map_err(ApiError::from) {
         Ok(outcome) => {
-            let Json(mut answer) = job_outcome(outcome)?;
-            answer["expired"] = Value::Bool(true);
-            Ok(Json(answer))
+            let Json(JobAnswer { job_id, job }) = job_outcome(outcome)?;
+            Ok(Json(Expired { job_id, expired: true, reason: None, job }))
         }
         Err(ApiError::Conflict(reason)) => {
             let job = state.dispatcher.job(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
             let view = job.view();
-            Ok(Json(json!({ "job_id": view.job_id, "expired": false, "reason": reason, "job": shapes::job(&view) })))
+            Ok(Json(Expired {
+                job_id: view.job_id.clone(),
+                expired: false,
+                reason: Some(reason),
+                job: shapes::job(&view),
+            }))
         }
         Err(e) => Err(e),
     }
 }
 
+/// Starts a new cycle of attempts for a FAILED or CANCELED job.
+#[utoipa::path(post, path = "/api/plugin/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path, description = "a job id (`j` and a number)")),
+    responses(
+        (status = 200, description = "the job now", body = JobAnswer),
+        (status = 403, description = "the caller's role may not", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "not failed or canceled, or an active job has its dedupe key", body = ErrorBody),
+    ))]
 async fn retry(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobAnswer>, ApiError> {
     let seq = job_seq(&id)?;
     job_outcome(state.execute(&caller, Command::RetryJob { seq }).await?)
 }
 
-fn job_outcome(outcome: Outcome) -> Result<Json<Value>, ApiError> {
+fn job_outcome(outcome: Outcome) -> Result<Json<JobAnswer>, ApiError> {
     match outcome {
-        Outcome::Job(view) => Ok(Json(json!({ "job_id": view.job_id, "job": shapes::job(&view) }))),
+        Outcome::Job(view) => Ok(Json(JobAnswer::of(&view))),
         _ => Err(ApiError::Internal("a job command gave another outcome".into())),
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ActivitiesQuery {
     job_type: Option<String>,
     lane: Option<String>,
     job_id: Option<String>,
+    /// The last activity id of the previous page.
     before: Option<i64>,
+    /// 1 to 1,000 (500).
     limit: Option<usize>,
 }
 
+/// The activity timeline, newest first.
+#[utoipa::path(get, path = "/api/plugin/activities", tag = "jobs", params(ActivitiesQuery),
+    responses(
+        (status = 200, description = "activities, newest first", body = Vec<schemas::JobActivity>),
+        (status = 400, description = "a bad filter", body = ErrorBody),
+    ))]
 async fn activities(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ActivitiesQuery>,
@@ -755,13 +1046,19 @@ pub(crate) async fn list_activities(
     Ok((list, next))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SchedulerStatesQuery {
     job_type: Option<String>,
     lane: Option<String>,
 }
 
 /// A bare array of SeaweedFS's `SchedulerJobTypeState`; `job_type` and `lane` filter.
+#[utoipa::path(get, path = "/api/plugin/scheduler-states", tag = "detection", params(SchedulerStatesQuery),
+    responses(
+        (status = 200, description = "each job type's scheduler state", body = Vec<schemas::SchedulerJobTypeState>),
+        (status = 400, description = "an unknown lane", body = ErrorBody),
+    ))]
 async fn scheduler_states(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<SchedulerStatesQuery>,
@@ -778,18 +1075,31 @@ async fn scheduler_states(
     Ok(Json(Value::Array(list)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DispatchQuery {
     paused: bool,
 }
 
+#[derive(Serialize, ToSchema)]
+struct DispatchPaused {
+    dispatch_paused: bool,
+}
+
+/// Pauses or resumes the dispatch of every job type (a persisted hold).
+#[utoipa::path(post, path = "/api/plugin/dispatch", tag = "operations", params(DispatchQuery),
+    responses(
+        (status = 200, description = "the pause now", body = DispatchPaused),
+        (status = 400, description = "`paused` is missing or not a boolean", body = ErrorBody),
+        (status = 403, description = "the caller's role may not, or the approval token is missing or wrong", body = ErrorBody),
+    ))]
 async fn dispatch_pause(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<DispatchQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DispatchPaused>, ApiError> {
     state.execute(&caller, Command::PauseDispatch { paused: q.paused }).await?;
-    Ok(Json(json!({ "dispatch_paused": q.paused })))
+    Ok(Json(DispatchPaused { dispatch_paused: q.paused }))
 }
 
 /// Token management needs the admin role, listing included: token names are who may do
@@ -804,21 +1114,56 @@ fn require_admin(actor: &Actor) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[derive(Serialize, ToSchema)]
+struct Tokens {
+    tokens: Vec<TokenInfo>,
+}
+
+/// The API tokens (never their secrets); the admin role.
+#[utoipa::path(get, path = "/api/plugin/tokens", tag = "operations",
+    responses(
+        (status = 200, description = "every token", body = Tokens),
+        (status = 403, description = "not the admin role", body = ErrorBody),
+    ))]
 async fn list_tokens(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Tokens>, ApiError> {
     require_admin(&caller.actor)?;
     let tokens = state.auth.tokens.list().map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Json(json!({ "tokens": tokens })))
+    Ok(Json(Tokens { tokens }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct NewToken {
     name: String,
+    /// `viewer`, `operator` or `admin`.
     role: String,
 }
 
+#[derive(Serialize, ToSchema)]
+struct CreatedToken {
+    name: String,
+    role: Role,
+    /// Unix ms.
+    created_at: i64,
+    /// The token itself, shown this once.
+    token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Revoked {
+    revoked: TokenInfo,
+}
+
+/// Issues an API token; the admin role.
+#[utoipa::path(post, path = "/api/plugin/tokens", tag = "operations", request_body = NewToken,
+    responses(
+        (status = 201, description = "the new token, its secret shown once", body = CreatedToken),
+        (status = 400, description = "a bad body, name or role", body = ErrorBody),
+        (status = 403, description = "not the admin role", body = ErrorBody),
+        (status = 409, description = "a token with this name exists", body = ErrorBody),
+    ))]
 async fn create_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -831,19 +1176,27 @@ async fn create_token(
     match state.execute(&caller, Command::CreateToken { name: req.name, role }).await? {
         Outcome::TokenCreated { info, token } => Ok((
             StatusCode::CREATED,
-            Json(json!({ "name": info.name, "role": info.role, "created_at": info.created_at, "token": token })),
+            Json(CreatedToken { name: info.name, role: info.role, created_at: info.created_at, token }),
         )),
         _ => Err(ApiError::Internal("create_token gave another outcome".into())),
     }
 }
 
+/// Revokes an API token; its page sessions end too. The admin role.
+#[utoipa::path(delete, path = "/api/plugin/tokens/{name}", tag = "operations",
+    params(("name" = String, Path, description = "the token's name")),
+    responses(
+        (status = 200, description = "the revoked token", body = Revoked),
+        (status = 403, description = "not the admin role", body = ErrorBody),
+        (status = 404, description = "no token with this name", body = ErrorBody),
+    ))]
 async fn revoke_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     match state.execute(&caller, Command::RevokeToken { name }).await? {
-        Outcome::TokenRevoked(info) => Ok(Json(json!({ "revoked": info }))),
+        Outcome::TokenRevoked(info) => Ok(Json(Revoked { revoked: info })),
         _ => Err(ApiError::Internal("revoke_token gave another outcome".into())),
     }
 }

@@ -5,19 +5,38 @@
 //! `_` and `-`, so it needs no quoting.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::header,
     response::{IntoResponse, Response},
-    routing::get,
 };
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, openapi::ErrorBody, routes::Routes};
 use crate::job::parse_job_id;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/jobs/{id}/artifacts", get(list)).route("/jobs/{id}/artifacts/{name}", get(download))
+pub fn routes() -> Routes {
+    Routes::new().get("/jobs/{id}/artifacts", list).get("/jobs/{id}/artifacts/{name}", download)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, download))]
+pub(super) struct Doc;
+
+#[derive(Serialize, ToSchema)]
+struct Artifacts {
+    job_id: String,
+    artifacts: Vec<Artifact>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Artifact {
+    name: String,
+    size_bytes: u64,
+    created_at_ms: i64,
+    /// Where to download it.
+    url: String,
 }
 
 fn known_job(state: &AppState, id: &str) -> Result<(), ApiError> {
@@ -25,27 +44,39 @@ fn known_job(state: &AppState, id: &str) -> Result<(), ApiError> {
     state.dispatcher.job(seq).map(|_| ()).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))
 }
 
-async fn list(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// The artifacts kept for the job's current attempt.
+#[utoipa::path(get, path = "/api/plugin/jobs/{id}/artifacts", tag = "jobs",
+    params(("id" = String, Path, description = "a job id")),
+    responses(
+        (status = 200, description = "the job's artifacts", body = Artifacts),
+        (status = 404, description = "no such job", body = ErrorBody),
+    ))]
+async fn list(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Artifacts>, ApiError> {
     known_job(&state, &id)?;
     let artifacts = state.artifacts.clone();
     let job_id = id.clone();
     let list = tokio::task::spawn_blocking(move || artifacts.list(&job_id))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let items: Vec<Value> = list
+    let artifacts = list
         .iter()
-        .map(|a| {
-            json!({
-                "name": a.name,
-                "size_bytes": a.size_bytes,
-                "created_at_ms": a.created_at_ms,
-                "url": format!("/api/plugin/jobs/{id}/artifacts/{}", a.name),
-            })
+        .map(|a| Artifact {
+            name: a.name.clone(),
+            size_bytes: a.size_bytes,
+            created_at_ms: a.created_at_ms,
+            url: format!("/api/plugin/jobs/{id}/artifacts/{}", a.name),
         })
         .collect();
-    Ok(Json(json!({ "job_id": id, "artifacts": items })))
+    Ok(Json(Artifacts { job_id: id, artifacts }))
 }
 
+/// One artifact, as an attachment.
+#[utoipa::path(get, path = "/api/plugin/jobs/{id}/artifacts/{name}", tag = "jobs",
+    params(("id" = String, Path, description = "a job id"), ("name" = String, Path, description = "the artifact's name")),
+    responses(
+        (status = 200, description = "the artifact's bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "no such job or artifact", body = ErrorBody),
+    ))]
 async fn download(
     State(state): State<AppState>,
     Path((id, name)): Path<(String, String)>,

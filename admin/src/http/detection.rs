@@ -282,12 +282,13 @@ const MAX_EXECUTE_SECONDS: u64 = 10 * 60;
 
 /// The body of `POST jobs/execute`, with SeaweedFS's field names. `attempt` is accepted
 /// and not used: the dispatcher numbers attempts.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteBody {
     /// A `JobSpec` in proto JSON; `job_type` is required, `job_id`, `created_at` and
     /// `scheduled_at` are Plughost's to set.
     job: Option<Value>,
+    /// A `ClusterContext` in proto JSON over the admin's for this job (the admin role).
     cluster_context: Option<Value>,
     #[serde(rename = "attempt")]
     _attempt: Option<i32>,
@@ -300,6 +301,17 @@ pub struct ExecuteBody {
 /// `activities`, `completed_at`) with Plughost's `state` and `attempt`; a failed or
 /// canceled job answers 500 with `error` and that `completion`, as SeaweedFS does. A job
 /// not finished within `timeout_seconds` (90 s; at most 600) is canceled and answered 504.
+#[utoipa::path(post, path = "/api/plugin/jobs/execute", tag = "seaweedfs", request_body = ExecuteBody,
+    responses(
+        (status = 200, description = "the job succeeded", body = super::schemas::JobCompletedAnswer),
+        (status = 400, description = "a bad body", body = super::openapi::ErrorBody),
+        (status = 403, description = "the caller's role may not", body = super::openapi::ErrorBody),
+        (status = 404, description = "no such job type", body = super::openapi::ErrorBody),
+        (status = 409, description = "an active job has the same dedupe key (`job_id`)", body = super::openapi::ErrorBody),
+        (status = 422, description = "an invalid job type or timeout", body = super::openapi::ErrorBody),
+        (status = 500, description = "the job failed or was canceled", body = super::schemas::JobFailedAnswer),
+        (status = 504, description = "the job did not finish in time and was canceled", body = super::schemas::JobTimedOutAnswer),
+    ))]
 pub async fn execute(
     axum::extract::State(state): axum::extract::State<AppState>,
     axum::Extension(caller): axum::Extension<super::auth::Caller>,

@@ -6,8 +6,8 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde_json::json;
 
+use super::openapi::ErrorBody;
 use crate::validator::FieldError;
 
 /// The error of an invalid config; which fields are wrong and why travel beside it
@@ -39,28 +39,30 @@ pub enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let error = |status: StatusCode, m: String| (status, ErrorBody::new(m));
         let (status, body) = match self {
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({ "error": m })),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
-            ApiError::Invalid(fields) => {
-                (StatusCode::BAD_REQUEST, json!({ "error": INVALID_CONFIG, "field_errors": fields }))
-            }
-            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": m })),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),
-            ApiError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "error": m })),
+            ApiError::BadRequest(m) => error(StatusCode::BAD_REQUEST, m),
+            ApiError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
+            ApiError::Conflict(m) => error(StatusCode::CONFLICT, m),
+            ApiError::Invalid(fields) => (
+                StatusCode::BAD_REQUEST,
+                ErrorBody { field_errors: Some(fields), ..ErrorBody::new(INVALID_CONFIG.into()) },
+            ),
+            ApiError::Unavailable(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
+            ApiError::Forbidden(m) => error(StatusCode::FORBIDDEN, m),
+            ApiError::Unprocessable(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
             ApiError::ConflictWithJob { message, job_id } => {
-                (StatusCode::CONFLICT, json!({ "error": message, "job_id": job_id }))
+                (StatusCode::CONFLICT, ErrorBody { job_id: Some(job_id), ..ErrorBody::new(message) })
             }
             ApiError::TooMany { message, retry_after_secs } => {
                 let retry = retry_after_secs.to_string();
-                let body = Json(json!({ "error": message, "retry_after_seconds": retry_after_secs }));
+                let body = Json(ErrorBody { retry_after_seconds: Some(retry_after_secs), ..ErrorBody::new(message) });
                 return (StatusCode::TOO_MANY_REQUESTS, [(axum::http::header::RETRY_AFTER, retry)], body)
                     .into_response();
             }
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error in an HTTP handler");
-                (StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": "internal error; see the admin's log" }))
+                error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the admin's log".into())
             }
         };
         (status, Json(body)).into_response()

@@ -3,41 +3,60 @@
 //! the command layer, so it is authorised, audited and the same as from the pages.
 
 use axum::{
-    Extension, Json, Router,
+    Extension, Json,
     body::{Body, Bytes},
     extract::{Path, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post, put},
 };
 use proto::pb;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiQuery, AppState, auth::Caller};
+use super::{ApiError, ApiQuery, AppState, api::JobAnswer, auth::Caller, openapi::ErrorBody, routes::Routes, schemas};
 use crate::{
     audit::{AuditEvent, AuditQuery},
-    commands::{Command, Outcome, ReplayFilter, ScheduleSpec},
+    commands::{Command, Outcome, ReplayFilter, ReplayReport, ScheduleSpec, ScheduleView},
+    holds::Hold,
     job::parse_job_id,
     store::MAX_PAGE,
     text::parse_time,
     validator::is_valid_job_type,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/audit", get(audit))
-        .route("/audit/export", get(export))
-        .route("/holds", get(holds))
-        .route("/job-types/{t}/hold", post(hold))
-        .route("/schedules", get(schedules))
-        .route("/schedules/pause", post(pause_schedules))
-        .route("/job-types/{t}/schedule", put(set_schedule).delete(delete_schedule))
-        .route("/jobs/replay", post(replay))
-        .route("/job-types/{t}/jobs", post(enqueue))
-        .route("/observations", get(observations))
-        .route("/job-types/{t}/preview", post(preview))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/audit", audit)
+        .get("/audit/export", export)
+        .get("/holds", holds)
+        .post("/job-types/{t}/hold", hold)
+        .get("/schedules", schedules)
+        .post("/schedules/pause", pause_schedules)
+        .put("/job-types/{t}/schedule", set_schedule)
+        .delete("/job-types/{t}/schedule", delete_schedule)
+        .post("/jobs/replay", replay)
+        .post("/job-types/{t}/jobs", enqueue)
+        .get("/observations", observations)
+        .post("/job-types/{t}/preview", preview)
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    audit,
+    export,
+    holds,
+    hold,
+    schedules,
+    pause_schedules,
+    set_schedule,
+    delete_schedule,
+    replay,
+    enqueue,
+    observations,
+    preview,
+))]
+pub(super) struct Doc;
 
 /// An object id as a path: a JSON list of parts, or a string with `/` between them.
 pub fn object_path(value: &Value) -> Result<Vec<String>, ApiError> {
@@ -53,9 +72,11 @@ pub fn object_path(value: &Value) -> Result<Vec<String>, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ObservationsQuery {
     job_type: Option<String>,
+    /// An object id path (`db/table`): the objects under it.
     object: Option<String>,
     /// SeaweedFS's filter: the object format, any case.
     format: Option<String>,
@@ -64,6 +85,11 @@ struct ObservationsQuery {
 /// `GET observations?job_type&object&format`: a bare array (as SeaweedFS answers) of the
 /// newest observation of each object, newest first; `object` (`db/table`) keeps the
 /// objects under that path, `format` those of one format.
+#[utoipa::path(get, path = "/api/plugin/observations", tag = "seaweedfs", params(ObservationsQuery),
+    responses(
+        (status = 200, description = "the newest observation of each object, newest first", body = Vec<schemas::Observation>),
+        (status = 400, description = "a bad job type", body = ErrorBody),
+    ))]
 async fn observations(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ObservationsQuery>,
@@ -82,13 +108,36 @@ async fn observations(
     Ok(Json(Value::Array(list.map(super::shapes::observation).collect())))
 }
 
-/// `POST job-types/{t}/preview` with `{"object_id": ..., "format": ..., "row_limit": N}`.
+/// The body of `preview`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PreviewBody {
+    /// A list of path parts, or a string like `db/table`.
+    #[schema(value_type = Value)]
+    object_id: Vec<String>,
+    format: Option<String>,
+    /// Above 0 (the worker's default when absent).
+    row_limit: Option<i32>,
+}
+
+/// `POST job-types/{t}/preview` with `{"object_id": ..., "format": ..., "row_limit": N}`:
+/// asks the worker that last observed the object (else any worker of the job type).
+#[utoipa::path(post, path = "/api/plugin/job-types/{t}/preview", tag = "seaweedfs", params(("t" = String, Path, description = "a job type (letters, digits, `_`, `.`, `-`)")),
+    request_body = PreviewBody,
+    responses(
+        (status = 200, description = "the preview", body = crate::observations::PreviewView),
+        (status = 400, description = "a bad body", body = ErrorBody),
+        (status = 403, description = "the caller's role may not", body = ErrorBody),
+        (status = 404, description = "no such job type", body = ErrorBody),
+        (status = 422, description = "the worker could not preview the object, or the object id is empty", body = ErrorBody),
+        (status = 503, description = "no worker could answer in time", body = ErrorBody),
+    ))]
 async fn preview(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::observations::PreviewView>, ApiError> {
     job_type_param(&t)?;
     let value = json_body(&body)?;
     let object_id = object_path(value.get("object_id").unwrap_or(&Value::Null))?;
@@ -103,7 +152,7 @@ async fn preview(
     };
     let request = pb::RequestObjectPreview { object_id, format, row_limit };
     match state.execute(&caller, Command::PreviewObject { job_type: t, request }).await? {
-        Outcome::Preview(view) => Ok(Json(serde_json::to_value(*view).map_err(|e| ApiError::Internal(e.to_string()))?)),
+        Outcome::Preview(view) => Ok(Json(*view)),
         _ => Err(ApiError::Internal("preview_object gave another outcome".into())),
     }
 }
@@ -127,16 +176,22 @@ fn bad_time(field: &str, e: String) -> ApiError {
     ApiError::BadRequest(format!("{field}: {e}"))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     pub action: Option<String>,
     pub target: Option<String>,
     pub actor: Option<String>,
+    /// `done` or `refused`.
     pub outcome: Option<String>,
+    /// Unix ms or RFC 3339.
     pub since: Option<String>,
+    /// Unix ms or RFC 3339.
     pub until: Option<String>,
+    /// The last event id of the previous page.
     pub before: Option<i64>,
     pub limit: Option<usize>,
+    /// Export only: `jsonl` (default), `json` or `csv`.
     pub format: Option<String>,
 }
 
@@ -179,18 +234,31 @@ pub fn may_read_audit(caller: &Caller) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[derive(Serialize, ToSchema)]
+struct AuditPage {
+    events: Vec<AuditEvent>,
+    /// `before` for the next page, when this one is full.
+    next_before: Option<i64>,
+}
+
 /// `GET audit`: newest first, `limit` at a time; `before=<last id>` for the next page.
+#[utoipa::path(get, path = "/api/plugin/audit", tag = "operations", params(AuditParams),
+    responses(
+        (status = 200, description = "audit events, newest first", body = AuditPage),
+        (status = 400, description = "a bad filter", body = ErrorBody),
+        (status = 403, description = "reading the audit trail needs the operator role", body = ErrorBody),
+    ))]
 async fn audit(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiQuery(p): ApiQuery<AuditParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     may_read_audit(&caller)?;
     let query = p.query()?;
     state.store.settle().await;
     let events = state.store.audit(&query)?;
-    let next = (events.len() == query.limit).then(|| events.last().map(|e| e.id)).flatten();
-    Ok(Json(json!({ "events": events, "next_before": next })))
+    let next_before = (events.len() == query.limit).then(|| events.last().map(|e| e.id)).flatten();
+    Ok(Json(AuditPage { events, next_before }))
 }
 
 /// The export formats.
@@ -272,6 +340,18 @@ pub fn csv_row(e: &AuditEvent) -> String {
 
 /// `GET audit/export?format=jsonl|json|csv`: every matching event, newest first, at most
 /// `--audit-export-max`, streamed a page at a time.
+#[utoipa::path(get, path = "/api/plugin/audit/export", tag = "operations", params(AuditParams),
+    responses(
+        (status = 200, description = "every matching event, newest first, as an attachment",
+            headers(("x-plughost-export-truncated" = bool, description = "more events matched than were exported")),
+            content(
+                (Vec<AuditEvent> = "application/json"),
+                (String = "application/x-ndjson"),
+                (String = "text/csv"),
+            )),
+        (status = 400, description = "a bad filter or format", body = ErrorBody),
+        (status = 403, description = "reading the audit trail needs the operator role", body = ErrorBody),
+    ))]
 async fn export(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -351,17 +431,22 @@ async fn export(
         .into_response())
 }
 
-/// Every active hold, with who set it and when.
-pub fn holds_json(state: &AppState) -> Value {
-    json!({
-        "holds": state.holds.list(),
-        "dispatch_paused": state.holds.dispatch_paused(),
-        "schedules_paused": state.holds.schedules_paused(),
-    })
+#[derive(Serialize, ToSchema)]
+struct HoldsAnswer {
+    holds: Vec<Hold>,
+    dispatch_paused: bool,
+    schedules_paused: bool,
 }
 
-async fn holds(State(state): State<AppState>) -> Json<Value> {
-    Json(holds_json(&state))
+/// Every active hold, with who set it and when.
+#[utoipa::path(get, path = "/api/plugin/holds", tag = "operations",
+    responses((status = 200, description = "the active holds", body = HoldsAnswer)))]
+async fn holds(State(state): State<AppState>) -> Json<HoldsAnswer> {
+    Json(HoldsAnswer {
+        holds: state.holds.list(),
+        dispatch_paused: state.holds.dispatch_paused(),
+        schedules_paused: state.holds.schedules_paused(),
+    })
 }
 
 fn optional_bool(map: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
@@ -372,13 +457,48 @@ fn optional_bool(map: &Map<String, Value>, key: &str) -> Result<Option<bool>, Ap
     }
 }
 
+/// The body of `hold`: true holds, false releases, absent keeps.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct HoldBody {
+    detection: Option<bool>,
+    dispatch: Option<bool>,
+}
+
+/// A job type's hold of one kind.
+#[derive(Serialize, ToSchema)]
+struct HoldState {
+    held: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    set_by: Option<String>,
+    /// Unix ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    set_at: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct JobTypeHolds {
+    job_type: String,
+    detection: HoldState,
+    dispatch: HoldState,
+}
+
 /// `POST job-types/{t}/hold` with `{"detection": bool, "dispatch": bool}`.
+#[utoipa::path(post, path = "/api/plugin/job-types/{t}/hold", tag = "operations", params(("t" = String, Path, description = "a job type (letters, digits, `_`, `.`, `-`)")),
+    request_body = HoldBody,
+    responses(
+        (status = 200, description = "the job type's holds now", body = JobTypeHolds),
+        (status = 400, description = "a bad body or job type name", body = ErrorBody),
+        (status = 403, description = "the caller's role may not", body = ErrorBody),
+        (status = 404, description = "no such job type", body = ErrorBody),
+        (status = 422, description = "neither detection nor dispatch given", body = ErrorBody),
+    ))]
 async fn hold(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobTypeHolds>, ApiError> {
     job_type_param(&t)?;
     let value = json_body(&body)?;
     let Value::Object(map) = &value else {
@@ -393,65 +513,114 @@ async fn hold(
         dispatch: optional_bool(map, "dispatch")?,
     };
     match state.execute(&caller, command).await? {
-        Outcome::JobTypeHolds { job_type, detection, dispatch } => Ok(Json(json!({
-            "job_type": job_type,
-            "detection": hold_json(detection),
-            "dispatch": hold_json(dispatch),
-        }))),
+        Outcome::JobTypeHolds { job_type, detection, dispatch } => {
+            Ok(Json(JobTypeHolds { job_type, detection: hold_state(detection), dispatch: hold_state(dispatch) }))
+        }
         _ => Err(ApiError::Internal("hold_job_type gave another outcome".into())),
     }
 }
 
-fn hold_json(hold: Option<crate::holds::Hold>) -> Value {
+fn hold_state(hold: Option<Hold>) -> HoldState {
     match hold {
-        Some(h) => json!({ "held": true, "set_by": h.set_by, "set_at": h.set_at }),
-        None => json!({ "held": false }),
+        Some(h) => HoldState { held: true, set_by: Some(h.set_by), set_at: Some(h.set_at) },
+        None => HoldState { held: false, set_by: None, set_at: None },
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PausedQuery {
     paused: bool,
 }
 
+#[derive(Serialize, ToSchema)]
+struct SchedulesPaused {
+    schedules_paused: bool,
+}
+
+/// Pauses or resumes every scheduled detection (on-demand ones still run).
+#[utoipa::path(post, path = "/api/plugin/schedules/pause", tag = "operations", params(PausedQuery),
+    responses(
+        (status = 200, description = "the pause now", body = SchedulesPaused),
+        (status = 400, description = "`paused` is missing or not a boolean", body = ErrorBody),
+        (status = 403, description = "the caller's role may not, or the approval token is missing or wrong", body = ErrorBody),
+    ))]
 async fn pause_schedules(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<PausedQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SchedulesPaused>, ApiError> {
     state.execute(&caller, Command::PauseSchedules { paused: q.paused }).await?;
-    Ok(Json(json!({ "schedules_paused": q.paused })))
+    Ok(Json(SchedulesPaused { schedules_paused: q.paused }))
 }
 
-async fn schedules(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "paused": state.holds.schedules_paused(), "schedules": state.schedule_views() }))
+#[derive(Serialize, ToSchema)]
+struct Schedules {
+    /// All schedules are paused.
+    paused: bool,
+    schedules: Vec<ScheduleView>,
 }
 
-fn schedule_outcome(outcome: Outcome) -> Result<Json<Value>, ApiError> {
+/// Each job type's schedule, with its previous and next fire time.
+#[utoipa::path(get, path = "/api/plugin/schedules", tag = "operations",
+    responses((status = 200, description = "every job type's schedule", body = Schedules)))]
+async fn schedules(State(state): State<AppState>) -> Json<Schedules> {
+    Json(Schedules { paused: state.holds.schedules_paused(), schedules: state.schedule_views() })
+}
+
+fn schedule_outcome(outcome: Outcome) -> Result<Json<ScheduleView>, ApiError> {
     match outcome {
-        Outcome::Schedule(view) => {
-            Ok(Json(serde_json::to_value(*view).map_err(|e| ApiError::Internal(e.to_string()))?))
-        }
+        Outcome::Schedule(view) => Ok(Json(*view)),
         _ => Err(ApiError::Internal("a schedule command gave another outcome".into())),
     }
 }
 
+/// The body of `PUT job-types/{t}/schedule`: a cron expression (5 fields, or 6 with
+/// seconds first, or `@daily` and the like) in a time zone (UTC), or an interval (which
+/// also removes a cron schedule).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ScheduleBody {
+    cron: Option<String>,
+    /// An IANA time zone name.
+    time_zone: Option<String>,
+    interval_minutes: Option<i64>,
+}
+
+/// Detect on a cron expression, or on an interval.
+#[utoipa::path(put, path = "/api/plugin/job-types/{t}/schedule", tag = "operations", params(("t" = String, Path, description = "a job type (letters, digits, `_`, `.`, `-`)")),
+    request_body = ScheduleBody,
+    responses(
+        (status = 200, description = "the schedule now", body = ScheduleView),
+        (status = 400, description = "not JSON, or a bad job type name", body = ErrorBody),
+        (status = 403, description = "the caller's role may not (operator scripts need the admin role)", body = ErrorBody),
+        (status = 404, description = "no such job type", body = ErrorBody),
+        (status = 422, description = "an invalid expression, time zone or interval", body = ErrorBody),
+    ))]
 async fn set_schedule(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ScheduleView>, ApiError> {
     job_type_param(&t)?;
     let schedule = ScheduleSpec::from_json(&json_body(&body)?).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     schedule_outcome(state.execute(&caller, Command::SetSchedule { job_type: t, schedule }).await?)
 }
 
+/// Removes the job type's cron schedule: it detects on its interval again.
+#[utoipa::path(delete, path = "/api/plugin/job-types/{t}/schedule", tag = "operations", params(("t" = String, Path, description = "a job type (letters, digits, `_`, `.`, `-`)")),
+    responses(
+        (status = 200, description = "the schedule now", body = ScheduleView),
+        (status = 400, description = "a bad job type name", body = ErrorBody),
+        (status = 403, description = "the caller's role may not, or the approval token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "no such job type, or it has no cron schedule", body = ErrorBody),
+    ))]
 async fn delete_schedule(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(t): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ScheduleView>, ApiError> {
     job_type_param(&t)?;
     schedule_outcome(state.execute(&caller, Command::DeleteSchedule { job_type: t }).await?)
 }
@@ -518,17 +687,44 @@ pub fn replay_command(value: &Value) -> Result<Command, ApiError> {
     })
 }
 
-/// `POST jobs/replay`.
+/// The body of `jobs/replay`: `ids`, or a filter; unknown fields are refused.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ReplayBody {
+    job_type: Option<String>,
+    /// A substring of the summary, dedupe key or job id (any case).
+    text: Option<String>,
+    error_contains: Option<String>,
+    /// Finished at or after: Unix ms or RFC 3339.
+    #[schema(value_type = Option<Value>)]
+    since: Option<String>,
+    /// Finished before: Unix ms or RFC 3339.
+    #[schema(value_type = Option<Value>)]
+    until: Option<String>,
+    /// Job ids to replay instead of a filter.
+    ids: Option<Vec<String>>,
+    /// At most `--replay-max`.
+    limit: Option<u64>,
+    /// Report what would be replayed, replay nothing.
+    dry_run: Option<bool>,
+}
+
+/// `POST jobs/replay`: each eligible dead letter becomes a new job.
+#[utoipa::path(post, path = "/api/plugin/jobs/replay", tag = "jobs", request_body = ReplayBody,
+    responses(
+        (status = 200, description = "what matched, what was replayed and why the rest was not", body = ReplayReport),
+        (status = 400, description = "a bad body", body = ErrorBody),
+        (status = 403, description = "the caller's role may not, or the approval token is missing or wrong", body = ErrorBody),
+        (status = 422, description = "over the replay limit", body = ErrorBody),
+    ))]
 async fn replay(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReplayReport>, ApiError> {
     let command = replay_command(&json_body(&body)?)?;
     match state.execute(&caller, command).await? {
-        Outcome::Replay(report) => {
-            Ok(Json(serde_json::to_value(*report).map_err(|e| ApiError::Internal(e.to_string()))?))
-        }
+        Outcome::Replay(report) => Ok(Json(*report)),
         _ => Err(ApiError::Internal("replay_jobs gave another outcome".into())),
     }
 }
@@ -574,7 +770,39 @@ fn parse_priority(p: &str) -> Result<i32, ApiError> {
     })
 }
 
+/// The body of `POST job-types/{t}/jobs`: a `JobProposal` in proto JSON, with
+/// `priority` also as a plain name and the times also as Unix ms.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct NewJobBody {
+    /// Proto JSON `ConfigValue`s by name.
+    parameters: Option<std::collections::HashMap<String, Value>>,
+    summary: Option<String>,
+    detail: Option<String>,
+    labels: Option<std::collections::HashMap<String, String>>,
+    dedupe_key: Option<String>,
+    /// `low`, `normal`, `high`, `critical` (or 1 to 4).
+    #[schema(value_type = Option<Value>)]
+    priority: Option<String>,
+    /// Unix ms or RFC 3339.
+    #[schema(value_type = Option<Value>)]
+    not_before: Option<String>,
+    /// Unix ms or RFC 3339.
+    #[schema(value_type = Option<Value>)]
+    expires_at: Option<String>,
+}
+
 /// `POST job-types/{t}/jobs`: one job by hand.
+#[utoipa::path(post, path = "/api/plugin/job-types/{t}/jobs", tag = "jobs", params(("t" = String, Path, description = "a job type (letters, digits, `_`, `.`, `-`)")),
+    request_body = NewJobBody,
+    responses(
+        (status = 201, description = "the new job", body = JobAnswer),
+        (status = 400, description = "not JSON, or a bad job type name", body = ErrorBody),
+        (status = 403, description = "the caller's role may not (operator scripts and a cluster context need the admin role)", body = ErrorBody),
+        (status = 404, description = "no such job type", body = ErrorBody),
+        (status = 409, description = "an active job has the same dedupe key (`job_id`)", body = ErrorBody),
+        (status = 422, description = "the job is not valid", body = ErrorBody),
+    ))]
 async fn enqueue(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -584,16 +812,15 @@ async fn enqueue(
     job_type_param(&t)?;
     let proposal = parse_new_job(json_body(&body)?)?;
     match state.execute(&caller, Command::EnqueueJob { job_type: t, proposal, cluster_context: None }).await? {
-        Outcome::Job(view) => {
-            Ok((StatusCode::CREATED, Json(json!({ "job_id": view.job_id, "job": super::shapes::job(&view) })))
-                .into_response())
-        }
+        Outcome::Job(view) => Ok((StatusCode::CREATED, Json(JobAnswer::of(&view))).into_response()),
         _ => Err(ApiError::Internal("enqueue_job gave another outcome".into())),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn event(reason: &str, params: Value) -> AuditEvent {

@@ -2,24 +2,25 @@
 //! `GET scheduler-status` and `POST jobs/execute`. Their answers have SeaweedFS's shapes
 //! (`shapes.rs`); what Plughost does differently is said beside each handler.
 
-use axum::{
-    Json, Router,
-    extract::State,
-    routing::{get, post},
-};
+use axum::{Json, extract::State};
 use proto::pb::JobState;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::IntoParams;
 
-use super::{ApiError, ApiQuery, AppState, shapes};
+use super::{ApiError, ApiQuery, AppState, openapi::ErrorBody, routes::Routes, schemas, shapes};
 use crate::store::JobQuery;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/lanes", get(lanes))
-        .route("/scheduler-status", get(scheduler_status))
-        .route("/jobs/execute", post(super::detection::execute))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/lanes", lanes)
+        .get("/scheduler-status", scheduler_status)
+        .post("/jobs/execute", super::detection::execute)
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(lanes, scheduler_status, super::detection::execute))]
+pub(super) struct Doc;
 
 /// How often the scheduler looks at every job type at the least: it never sleeps longer.
 const SCHEDULER_TICK_SECONDS: i64 = 1;
@@ -30,6 +31,8 @@ const MAX_IN_PROCESS: usize = 1000;
 /// `GET lanes`: a bare array of SeaweedFS's lanes (`lane`, `idle_sleep_sec`, `job_types`,
 /// `status`). Plughost schedules each job type on its own timer, so a lane never waits
 /// for another and never sleeps longer than the scheduler's tick.
+#[utoipa::path(get, path = "/api/plugin/lanes", tag = "seaweedfs",
+    responses((status = 200, description = "SeaweedFS's lanes and their status", body = Vec<schemas::SchedulerLane>)))]
 async fn lanes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let known = state.configs.job_types();
     let mut out = Vec::with_capacity(shapes::LANES.len());
@@ -44,13 +47,20 @@ async fn lanes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(Value::Array(out)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LaneQuery {
+    /// `default`, `iceberg`, `lifecycle` or `lance`; absent: all.
     lane: Option<String>,
 }
 
 /// `GET scheduler-status[?lane=]`: `{enabled, scheduler}` as SeaweedFS answers (it adds
 /// `lock` when it runs under a cluster lock; Plughost has none).
+#[utoipa::path(get, path = "/api/plugin/scheduler-status", tag = "seaweedfs", params(LaneQuery),
+    responses(
+        (status = 200, description = "the scheduler's status", body = schemas::SchedulerStatusAnswer),
+        (status = 400, description = "an unknown lane", body = ErrorBody),
+    ))]
 async fn scheduler_status(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<LaneQuery>,

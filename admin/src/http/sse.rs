@@ -6,22 +6,26 @@
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
-    Router,
     extract::State,
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
-    routing::get,
 };
 use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError};
 
-use super::{ApiQuery, AppState};
+use super::{ApiQuery, AppState, routes::Routes};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/events", get(events))
+pub fn routes() -> Routes {
+    Routes::new().get("/events", events)
 }
 
-#[derive(serde::Deserialize)]
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(events))]
+pub(super) struct Doc;
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// Replay the events after this id (the `Last-Event-ID` header wins).
     last_event_id: Option<u64>,
 }
 
@@ -30,6 +34,11 @@ fn to_sse(e: &crate::events::Event) -> Event {
     Event::default().id(e.id.to_string()).event(e.kind.name()).data(data)
 }
 
+/// The event bus as Server-Sent Events (the event's kind as the SSE event name, its
+/// JSON as data; `reset` when a replay cannot be complete), with `Last-Event-ID` replay.
+#[utoipa::path(get, path = "/api/plugin/events", tag = "events",
+    params(EventsQuery, ("last-event-id" = Option<String>, Header, description = "replay the events after this id")),
+    responses((status = 200, description = "an endless event stream", content_type = "text/event-stream", body = String)))]
 async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,

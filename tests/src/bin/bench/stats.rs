@@ -41,21 +41,29 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    /// Parses `name`'s buckets, sum and count (a histogram without labels besides `le`).
+    /// Parses `name`'s buckets, sum and count, added up over its series (the admin keeps
+    /// one per job type: `{job_type="...",le="..."}`), so the bench sees every job.
     pub fn parse(text: &str, name: &str) -> Option<Histogram> {
-        let bucket_prefix = format!("{name}_bucket{{le=\"");
+        let bucket = format!("{name}_bucket");
+        let (sum, count) = (format!("{name}_sum"), format!("{name}_count"));
         let mut h = Histogram::default();
         let mut seen = false;
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix(&bucket_prefix) {
-                let (le, value) = rest.split_once("\"}")?;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, labels) = series.split_once('{').unwrap_or((series, ""));
+            if metric == bucket {
+                let le = labels.split("le=\"").nth(1)?.split('"').next()?;
                 let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
-                h.buckets.push((le, value.trim().parse::<f64>().ok()? as u64));
+                let n = value.trim().parse::<f64>().ok()? as u64;
+                match h.buckets.iter_mut().find(|(l, _)| *l == le) {
+                    Some((_, total)) => *total += n,
+                    None => h.buckets.push((le, n)),
+                }
                 seen = true;
-            } else if let Some(v) = line.strip_prefix(&format!("{name}_sum ")) {
-                h.sum = v.trim().parse().ok()?;
-            } else if let Some(v) = line.strip_prefix(&format!("{name}_count ")) {
-                h.count = v.trim().parse::<f64>().ok()? as u64;
+            } else if metric == sum {
+                h.sum += value.trim().parse::<f64>().ok()?;
+            } else if metric == count {
+                h.count += value.trim().parse::<f64>().ok()? as u64;
             }
         }
         seen.then_some(h)
@@ -118,6 +126,16 @@ mod tests {
         assert_eq!(d.quantile_upper(1.0), f64::INFINITY);
         assert_eq!(d.quantile_upper(0.5), 0.005);
         assert_eq!(counter(TEXT, "c_total"), Some(42.0));
+    }
+
+    #[test]
+    fn a_histogram_with_series_per_job_type_is_added_up() {
+        let text = "# TYPE h histogram\nh_bucket{job_type=\"a\",le=\"0.001\"} 2\nh_bucket{job_type=\"a\",le=\"+Inf\"} 3\n\
+            h_sum{job_type=\"a\"} 0.5\nh_count{job_type=\"a\"} 3\nh_bucket{job_type=\"b\",le=\"0.001\"} 1\n\
+            h_bucket{job_type=\"b\",le=\"+Inf\"} 4\nh_sum{job_type=\"b\"} 1.5\nh_count{job_type=\"b\"} 4\n";
+        let h = Histogram::parse(text, "h").unwrap();
+        assert_eq!(h.buckets, vec![(0.001, 3), (f64::INFINITY, 7)]);
+        assert_eq!((h.count, h.sum), (7, 2.0));
     }
 
     #[test]
