@@ -17,6 +17,8 @@ mod pages;
 mod seaweed;
 pub(crate) mod shapes;
 mod sse;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
