@@ -108,7 +108,7 @@ impl WaitReason {
                 format!("all {executors} workers that can execute {job_type} are draining")
             }
             WaitReason::ConcurrencyReached { running, max } => {
-                format!("{job_type} is at its global concurrency limit ({running} of {max} running)")
+                format!("the global concurrency limit of {job_type} is reached ({running} of {max} running)")
             }
             WaitReason::SlotsFull { used, total, executors } => format!(
                 "all execution slots for {job_type} are busy ({used} of {total} in use on {})",

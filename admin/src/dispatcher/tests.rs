@@ -295,7 +295,7 @@ async fn an_explanation_follows_the_dispatchers_own_state_and_ready_means_the_ne
     // One slot of two is free, but the type's global concurrency is 1.
     assert_eq!(reason(&rig, b), (W::ConcurrencyReached { running: 1, max: 1 }, vec![]));
     let explained = rig.c.dispatcher.explain(b).unwrap();
-    assert_eq!(explained.message(), "t is at its global concurrency limit (1 of 1 running)");
+    assert_eq!(explained.message(), "the global concurrency limit of t is reached (1 of 1 running)");
 
     // A failed attempt waits for its backoff.
     rig.c.dispatcher.on_completed(&w.session, completed(&req.request_id, false, "boom"));

@@ -71,7 +71,9 @@ impl JobRow {
             state: j.state,
             priority: j.priority,
             progress: percent(j.progress_percent),
-            stage: j.stage.clone(),
+            // A finished job's stage is no longer true (jobs stored before the dispatcher
+            // cleared it at the end still carry one).
+            stage: if is_final(state) { String::new() } else { j.stage.clone() },
             message: j.message.clone(),
             error: j.error_message.clone(),
             worker_id: j.worker_id.clone(),
