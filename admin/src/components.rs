@@ -77,7 +77,7 @@ impl Components {
         events: Arc<EventBus>,
         mut loaded: Loaded,
     ) -> (Components, usize) {
-        let registry = Arc::new(Registry::new(config.heartbeat_interval));
+        let registry = Arc::new(Registry::with_clock(config.heartbeat_interval, clock.clone()));
         let monitor = Arc::new(Monitor::default());
         let ids = Arc::new(Ids::new(loaded.next_run_id));
         let journal = Journal::new(store.clone(), clock.clone(), loaded.next_activity_id);

@@ -25,6 +25,7 @@ use crate::{
     text::clip,
     throttle::Throttle,
     wire::envelope,
+    worker_history::LeftBecause,
 };
 
 /// How long a new stream may take to send its hello.
@@ -204,9 +205,11 @@ async fn run_session(
 
     // Kept to end the stream with a status of our own (the session's sender closes with ABORTED).
     let status_tx = tx.clone();
-    let session = Arc::new(WorkerSession::new(state.registry.next_session_id(), hello, tx, state.clock.now_ms()));
+    let peer = auth.conn.as_ref().map(|c| c.peer);
+    let session =
+        Arc::new(WorkerSession::new(state.registry.next_session_id(), hello, tx, state.clock.now_ms()).with_peer(peer));
     if let Some(old) = state.registry.register(session.clone()) {
-        old.close("replaced by a newer stream with the same worker_id");
+        old.close(LeftBecause::Replaced, "replaced by a newer stream with the same worker_id");
     }
     let reply = pb::AdminHello {
         accepted: true,
@@ -215,7 +218,8 @@ async fn run_session(
         reconnect_delay_seconds: state.config.reconnect_delay.as_secs().max(1) as i32,
     };
     session.send(envelope("", AdminBody::Hello(reply)), state.config.send_timeout);
-    tracing::info!(worker_id = %session.worker_id, address = %session.hello.address, "worker connected");
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    tracing::info!(worker_id = %session.worker_id, address = %session.hello.address, %peer, "worker connected");
     state.events.publish(EventKind::WorkerJoined {
         worker_id: session.worker_id.clone(),
         address: session.hello.address.clone(),
@@ -226,22 +230,28 @@ async fn run_session(
     state.scheduler.wake();
 
     let warn = Throttle::new(5, Duration::from_secs(10));
-    let reason = loop {
+    let (because, reason) = loop {
         tokio::select! {
             biased;
-            _ = session.kill.cancelled() => break session.close_reason().unwrap_or_else(|| "closed by the admin".into()),
+            _ = session.kill.cancelled() => {
+                break session.close_cause().unwrap_or_else(|| (LeftBecause::ClosedByAdmin, "closed by the admin".into()))
+            }
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => {
                     session.touch(state.clock.now_ms());
                     handle(&state, &session, &warn, m).await;
                 }
-                Ok(None) => break "stream closed by the worker".to_string(),
+                Ok(None) => {
+                    let because =
+                        if state.registry.is_draining(&session.worker_id) { LeftBecause::Drained } else { LeftBecause::Closed };
+                    break (because, "stream closed by the worker".to_string());
+                }
                 Err(status) => {
                     if let Some(over) = over_size(&status, limit) {
                         tracing::warn!(worker_id = %session.worker_id, limit, "worker sent a message over the size limit; ending its stream");
                         let _ = status_tx.send_timeout(Err(Box::new(over)), state.config.send_timeout).await;
                     }
-                    break format!("stream error: {}", status.message());
+                    break (LeftBecause::StreamError, format!("stream error: {}", status.message()));
                 }
             },
         }
@@ -253,6 +263,7 @@ async fn run_session(
     state.dispatcher.on_worker_gone(&session.worker_id, session.session_id, &reason);
     state.scheduler.on_detector_gone(&session.worker_id, session.session_id, lost, &reason);
     state.schemas.expire_schema_requests(Some((&session.worker_id, session.session_id)));
+    state.registry.record_departure(&session, because, &reason);
     if lost {
         tracing::info!(worker_id = %session.worker_id, %reason, "worker left");
         state.events.publish(EventKind::WorkerLeft { worker_id: session.worker_id.clone(), reason });
@@ -291,7 +302,14 @@ async fn handle(state: &Arc<Components>, session: &Arc<WorkerSession>, warn: &Th
             inc(&state.monitor.heartbeats);
             session.beat(state.clock.now_ms());
             match input::check_heartbeat(&hb, limits) {
-                Ok(()) => session.set_heartbeat(hb),
+                Ok(()) => {
+                    state.registry.record_slot_use(
+                        &session.worker_id,
+                        hb.execution_slots_used,
+                        hb.execution_slots_total,
+                    );
+                    session.set_heartbeat(hb)
+                }
                 Err(reason) => refused(state, session, warn, "heartbeat", &reason),
             }
         }

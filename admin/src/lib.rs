@@ -56,6 +56,7 @@ pub mod throttle;
 pub mod tls;
 pub mod validator;
 pub mod wire;
+pub mod worker_history;
 
 #[cfg(test)]
 mod proptest_support;

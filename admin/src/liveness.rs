@@ -15,6 +15,7 @@ use crate::{
     clock::SharedClock,
     events::{EventBus, EventKind},
     registry::Registry,
+    worker_history::LeftBecause,
 };
 
 /// How often the slot summary is published at most.
@@ -116,7 +117,7 @@ impl Liveness {
             let limit_ms = self.registry.silence_limit_ms(&s);
             if silent > limit_ms {
                 tracing::warn!(worker_id = %s.worker_id, silent_ms = silent, limit_ms, "worker lost: no heartbeat");
-                s.close(&format!("no heartbeat for {} s", silent / 1000));
+                s.close(LeftBecause::Lost, &format!("no heartbeat for {} s", silent / 1000));
                 lost += 1;
             }
         }

@@ -1,9 +1,11 @@
 //! The registry of live worker sessions: who is connected, what each can do, when each
 //! was last heard from, and whether it is draining. One session per worker_id: a second
-//! stream with the same id replaces the first.
+//! stream with the same id replaces the first. It also remembers the workers that left
+//! during the last day and each worker's slot use over the last hour (`worker_history`).
 
 use std::{
     collections::{HashMap, HashSet},
+    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicI64, AtomicU64, Ordering},
@@ -18,7 +20,11 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::liveness::{self, Cadence};
+use crate::{
+    clock::SharedClock,
+    liveness::{self, Cadence},
+    worker_history::{Departure, Departures, LeftBecause, SlotSeries, SlotUse},
+};
 
 /// What goes into a worker's outbound queue. Boxed, so the queue's buffer holds pointers:
 /// an idle stream's preallocated block is half a KiB instead of ~20 KiB of messages.
@@ -32,6 +38,8 @@ pub struct WorkerSession {
     pub hello: pb::WorkerHello,
     pub capabilities: HashMap<String, pb::JobTypeCapability>,
     pub connected_at: i64,
+    /// The TCP peer the stream came from (unknown only for sessions made in tests).
+    pub peer: Option<SocketAddr>,
     last_seen: AtomicI64,
     heartbeat: Mutex<pb::WorkerHeartbeat>,
     /// When its heartbeats arrive, which liveness judges it by.
@@ -39,7 +47,7 @@ pub struct WorkerSession {
     tx: Outbound,
     /// Cancelled to end the stream (replaced, lost, not reading).
     pub kill: CancellationToken,
-    kill_reason: Mutex<Option<String>>,
+    kill_reason: Mutex<Option<(LeftBecause, String)>>,
 }
 
 impl WorkerSession {
@@ -51,6 +59,7 @@ impl WorkerSession {
             hello,
             capabilities,
             connected_at: now,
+            peer: None,
             last_seen: AtomicI64::new(now),
             heartbeat: Mutex::new(pb::WorkerHeartbeat::default()),
             cadence: Mutex::new(Cadence::new(now)),
@@ -58,6 +67,12 @@ impl WorkerSession {
             kill: CancellationToken::new(),
             kill_reason: Mutex::new(None),
         }
+    }
+
+    /// The session with the TCP peer its stream came from.
+    pub fn with_peer(mut self, peer: Option<SocketAddr>) -> Self {
+        self.peer = peer;
+        self
     }
 
     pub fn touch(&self, now: i64) {
@@ -99,10 +114,10 @@ impl WorkerSession {
     }
 
     /// Ends the stream; the first reason given is the one reported.
-    pub fn close(&self, reason: &str) {
+    pub fn close(&self, because: LeftBecause, reason: &str) {
         let mut r = self.kill_reason.lock().expect("kill reason lock");
         if r.is_none() {
-            *r = Some(reason.to_string());
+            *r = Some((because, reason.to_string()));
         }
         drop(r);
         let _ = self.tx.try_send(Err(Box::new(Status::aborted(reason.to_string()))));
@@ -110,6 +125,11 @@ impl WorkerSession {
     }
 
     pub fn close_reason(&self) -> Option<String> {
+        self.close_cause().map(|(_, reason)| reason)
+    }
+
+    /// Why the admin closed the stream, and its words for it.
+    pub fn close_cause(&self) -> Option<(LeftBecause, String)> {
         self.kill_reason.lock().expect("kill reason lock").clone()
     }
 
@@ -124,7 +144,7 @@ impl WorkerSession {
                 tokio::spawn(async move {
                     if session.tx.send_timeout(Ok(msg), send_timeout).await.is_err() && !session.kill.is_cancelled() {
                         tracing::warn!(worker_id = %session.worker_id, "worker is not reading its stream; disconnecting");
-                        session.close("worker did not read its stream in time");
+                        session.close(LeftBecause::Lost, "worker did not read its stream in time");
                     }
                 });
                 true
@@ -139,7 +159,10 @@ impl WorkerSession {
 pub struct WorkerView {
     pub worker_id: String,
     pub worker_instance_id: String,
+    /// The address its hello gave (empty when it gave none: see `peer_address`).
     pub address: String,
+    /// The TCP peer its stream came from.
+    pub peer_address: String,
     pub worker_version: String,
     pub protocol_version: String,
     pub job_types: Vec<String>,
@@ -159,6 +182,9 @@ pub struct WorkerView {
     pub execution_slots_total: i32,
     pub running_work: usize,
     pub metadata: HashMap<String, String>,
+    /// Its execution slot use over the last hour, from its heartbeats.
+    #[serde(rename = "slot_use_last_hour")]
+    pub slot_use: SlotUse,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -178,6 +204,11 @@ pub struct Registry {
     next_session: AtomicU64,
     /// The heartbeat interval the admin advertises (at least 1 s).
     heartbeat_interval: Duration,
+    /// For the departures and the slot-use series.
+    clock: SharedClock,
+    departures: Departures,
+    /// worker_id -> slot use per minute, kept an hour past the worker's last heartbeat.
+    slot_use: DashMap<String, SlotSeries>,
 }
 
 impl Default for Registry {
@@ -188,12 +219,20 @@ impl Default for Registry {
 }
 
 impl Registry {
+    /// A registry on the wall clock.
     pub fn new(heartbeat_interval: Duration) -> Registry {
+        Registry::with_clock(heartbeat_interval, crate::clock::system())
+    }
+
+    pub fn with_clock(heartbeat_interval: Duration, clock: SharedClock) -> Registry {
         Registry {
             sessions: DashMap::new(),
             draining: Mutex::new(HashSet::new()),
             next_session: AtomicU64::new(0),
             heartbeat_interval: heartbeat_interval.max(Duration::from_secs(1)),
+            clock,
+            departures: Departures::default(),
+            slot_use: DashMap::new(),
         }
     }
 
@@ -252,12 +291,52 @@ impl Registry {
 
     /// Connected, non-draining workers that can execute this job type.
     pub fn executors(&self, job_type: &str) -> Vec<Arc<WorkerSession>> {
+        self.execution_candidates(job_type).into_iter().filter(|(_, draining)| !draining).map(|(s, _)| s).collect()
+    }
+
+    /// Connected workers that can execute this job type, each with whether it is draining.
+    pub fn execution_candidates(&self, job_type: &str) -> Vec<(Arc<WorkerSession>, bool)> {
         let draining = self.draining.lock().expect("draining lock").clone();
         self.sessions
             .iter()
-            .filter(|e| e.value().can_execute(job_type) && !draining.contains(e.key()))
-            .map(|e| e.value().clone())
+            .filter(|e| e.value().can_execute(job_type))
+            .map(|e| (e.value().clone(), draining.contains(e.key())))
             .collect()
+    }
+
+    /// Records a heartbeat's execution slot use in the worker's series.
+    pub fn record_slot_use(&self, worker_id: &str, used: i32, total: i32) {
+        let now = self.clock.now_ms();
+        match self.slot_use.get_mut(worker_id) {
+            Some(mut series) => series.record(used, total, now),
+            None => self.slot_use.entry(worker_id.to_string()).or_default().record(used, total, now),
+        }
+    }
+
+    /// Remembers a session whose stream ended, and forgets the slot use of workers gone
+    /// for more than the series' window.
+    pub fn record_departure(&self, s: &WorkerSession, because: LeftBecause, reason: &str) {
+        let now = self.clock.now_ms();
+        let mut job_types: Vec<String> = s.capabilities.keys().cloned().collect();
+        job_types.sort();
+        let departure = Departure {
+            worker_id: s.worker_id.clone(),
+            address: s.hello.address.clone(),
+            peer_address: s.peer.map(|p| p.to_string()).unwrap_or_default(),
+            job_types,
+            connected_at: s.connected_at,
+            last_seen: s.last_seen(),
+            left_at: now,
+            because,
+            reason: reason.to_string(),
+        };
+        self.departures.record(departure, now);
+        self.slot_use.retain(|id, series| series.is_recent(now) || self.sessions.contains_key(id));
+    }
+
+    /// The workers that left during the last day, newest first.
+    pub fn departures(&self) -> Vec<Departure> {
+        self.departures.list(self.clock.now_ms())
     }
 
     /// Connected, non-draining workers that can detect this job type.
@@ -301,6 +380,7 @@ impl Registry {
             worker_id: s.worker_id.clone(),
             worker_instance_id: s.hello.worker_instance_id.clone(),
             address: s.hello.address.clone(),
+            peer_address: s.peer.map(|p| p.to_string()).unwrap_or_default(),
             worker_version: s.hello.worker_version.clone(),
             protocol_version: s.hello.protocol_version.clone(),
             job_types: caps.iter().map(|c| c.job_type.clone()).collect(),
@@ -316,6 +396,11 @@ impl Registry {
             execution_slots_total: hb.execution_slots_total,
             running_work: hb.running_work.len(),
             metadata: s.hello.metadata.clone(),
+            slot_use: self
+                .slot_use
+                .get(&s.worker_id)
+                .map(|series| series.summary(self.clock.now_ms()))
+                .unwrap_or_else(|| SlotSeries::default().summary(self.clock.now_ms())),
         }
     }
 

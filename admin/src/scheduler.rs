@@ -540,7 +540,11 @@ impl Scheduler {
             }
         }
         let summary = if success {
-            format!("detection found {} proposals, created {} jobs", r.run.proposals, r.run.jobs_created)
+            format!(
+                "detection found {}, created {}",
+                crate::text::plural(r.run.proposals, "proposal"),
+                crate::text::plural(r.run.jobs_created, "job")
+            )
         } else {
             format!("detection failed: {}", r.run.message)
         };

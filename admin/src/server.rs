@@ -251,7 +251,7 @@ impl Admin {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for s in c.registry.sessions() {
-            s.close("admin is shutting down");
+            s.close(crate::worker_history::LeftBecause::AdminShutdown, "admin is shutting down");
         }
         self.servers.cancel();
         for t in self.tasks {

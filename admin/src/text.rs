@@ -13,6 +13,11 @@ pub fn clip(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+/// A count with its noun: `1 attempt`, `2 attempts` (nouns that take an `s`).
+pub fn plural(n: i64, noun: &str) -> String {
+    if n == 1 { format!("{n} {noun}") } else { format!("{n} {noun}s") }
+}
+
 /// A Unix-ms time as RFC 3339 UTC to the second (`2026-11-27T12:00:00Z`).
 pub fn time_label(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -40,6 +45,13 @@ mod tests {
         assert_eq!(super::parse_time("2026-01-02T04:04:05+01:00"), Ok(1_767_323_045_000));
         assert_eq!(super::parse_time(" 42 "), Ok(42));
         assert!(super::parse_time("yesterday").unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn counts_take_the_plural_unless_one() {
+        assert_eq!(super::plural(1, "attempt"), "1 attempt");
+        assert_eq!(super::plural(0, "attempt"), "0 attempts");
+        assert_eq!(super::plural(2, "job"), "2 jobs");
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct FakeWorkerSpec {
     /// Never answer detection requests (for detection timeouts).
     pub detect_hangs: bool,
     pub token: Option<String>,
+    /// The address its hello gives ("" for none: the admin then shows the connection's).
+    pub address: String,
 }
 
 impl FakeWorkerSpec {
@@ -77,7 +79,14 @@ impl FakeWorkerSpec {
             heartbeat_every: None,
             detect_hangs: false,
             token: None,
+            address: "127.0.0.1:0".into(),
         }
+    }
+
+    /// Says hello with this address ("" for none).
+    pub fn address(mut self, address: &str) -> Self {
+        self.address = address.to_string();
+        self
     }
 
     /// Heartbeats every `period`, ignoring the advertised interval.
@@ -273,7 +282,7 @@ impl FakeWorker {
         let hello = pb::WorkerHello {
             worker_id: spec.worker_id.clone(),
             worker_instance_id: format!("{}-instance", spec.worker_id),
-            address: "127.0.0.1:0".into(),
+            address: spec.address.clone(),
             worker_version: "test".into(),
             protocol_version: proto::PROTOCOL_VERSION.into(),
             capabilities: spec.capabilities.clone(),

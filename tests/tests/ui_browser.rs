@@ -257,7 +257,7 @@ async fn an_operator_edits_settings_and_watches_a_run_live_in_a_real_browser() {
         "the page to settle after the run",
         "document.querySelector('#lr-status [data-stat=\"succeeded\"]').textContent === '1' \
          && !document.querySelector('#lr-jobs .col-actions form') \
-         && document.querySelector('#lr-runs').textContent.includes('execution')",
+         && document.querySelector('#lr-runs').textContent.includes('job run')",
     )
     .await;
 

@@ -407,6 +407,10 @@ pub enum Refusal {
     /// Refused because of an operator's hold.
     #[error("{0}")]
     Held(String),
+    /// A detection of a job type whose required settings are empty: it could find
+    /// nothing, so it is not started.
+    #[error("{name} needs configuration: set {}", missing.join(", "))]
+    NeedsConfiguration { job_type: String, name: String, missing: Vec<String> },
     #[error("no job type {0:?} (no worker has offered it)")]
     UnknownJobType(String),
     #[error("job type {0:?} has no cron schedule")]
@@ -440,6 +444,7 @@ impl Refusal {
             Refusal::ApprovalWrong { .. } => "approval_wrong",
             Refusal::RateLimited { .. } => "rate_limited",
             Refusal::Held(_) => "held",
+            Refusal::NeedsConfiguration { .. } => "needs_configuration",
             Refusal::UnknownJobType(_) => "unknown_job_type",
             Refusal::NoSchedule(_) => "no_schedule",
             Refusal::Invalid(_) => "invalid",
@@ -548,8 +553,9 @@ impl Components {
         result
     }
 
-    /// The checks before a command runs: the actor's role, the approval token, the
-    /// run-now cap.
+    /// The checks before a command runs: the actor's role, the approval token, the job
+    /// type's required settings (a detection, run or preview, of a job type that needs
+    /// configuration would find nothing), the run-now cap.
     fn admit_command(&self, caller: &Caller, command: &Command) -> Result<(), Refusal> {
         let name = command.name();
         let actor = &caller.actor;
@@ -568,6 +574,9 @@ impl Components {
                 Some(_) => {}
             }
         }
+        if let Command::Detect { job_type, .. } = command {
+            self.check_configured(job_type)?;
+        }
         if let Command::Detect { job_type, .. } = command
             && let Err(retry_after_secs) = self.run_now.take(job_type, self.clock.now_ms())
         {
@@ -578,6 +587,19 @@ impl Components {
             });
         }
         Ok(())
+    }
+
+    /// Refuses a job type whose required settings are empty (see
+    /// [`crate::validator::missing_required`]), naming them by their labels.
+    fn check_configured(&self, job_type: &str) -> Result<(), Refusal> {
+        let Some(descriptor) = self.configs.descriptor(job_type) else { return Ok(()) };
+        let Some(config) = self.configs.config(job_type) else { return Ok(()) };
+        let missing = crate::validator::missing_required(&descriptor, &config);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let name = if descriptor.display_name.is_empty() { job_type } else { &descriptor.display_name };
+        Err(Refusal::NeedsConfiguration { job_type: job_type.to_string(), name: name.to_string(), missing })
     }
 
     /// Runs `f` and records the audit event in the same store bundle, so whatever `f`

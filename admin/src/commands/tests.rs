@@ -261,6 +261,41 @@ async fn run_now_is_capped_per_job_type_within_its_window() {
 }
 
 #[tokio::test]
+async fn a_detection_of_a_job_type_needing_configuration_is_refused_audited_and_not_counted_against_the_cap() {
+    let rig = Rig::with_config(
+        |_| {},
+        |c| c.run_now_max = crate::config::RateCap { max: 1, window: Duration::from_secs(60) },
+    );
+    let field = pb::ConfigField {
+        name: "directories".into(),
+        label: "Directories".into(),
+        field_type: pb::ConfigFieldType::String as i32,
+        required: true,
+        ..Default::default()
+    };
+    let mut d = crate::test_support::descriptor_with(vec![field]);
+    d.display_name = "SQLite vacuum".into();
+    rig.c.configs.save_descriptor(d).unwrap();
+    let mut w = rig.worker("w1", 1);
+    let detect = |mode| Command::Detect { job_type: "t".into(), mode, options: Default::default() };
+    for mode in [DetectionMode::Run, DetectionMode::Preview, DetectionMode::Run] {
+        let refused = rig.c.execute(&ops(), detect(mode)).await;
+        let Err(e @ Refusal::NeedsConfiguration { .. }) = refused else { panic!("{mode:?}: {refused:?}") };
+        assert_eq!(e.to_string(), "SQLite vacuum needs configuration: set Directories");
+    }
+    let events = trail(&rig).await;
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e.outcome == "refused" && e.reason.contains("set Directories")), "{events:?}");
+
+    let mut config = (*rig.c.configs.config("t").unwrap()).clone();
+    config.admin_config_values.insert("directories".into(), crate::test_support::cv::s("/data"));
+    rig.c.execute(&caller("root", Role::Admin), Command::SaveConfig { config }).await.unwrap();
+    rig.c.execute(&ops(), detect(DetectionMode::Run)).await.expect("configured, it runs; the refusals took no slot");
+    rig.c.scheduler.scheduler_pass();
+    detection_request(&mut w).await;
+}
+
+#[tokio::test]
 async fn replay_honours_eligibility_the_limit_and_the_dry_run() {
     let rig = Rig::new(|_| {});
     dead_letter(&rig, 1, "a").await;

@@ -35,6 +35,9 @@ pub const REQUEUED: &str = "requeued";
 /// Upper bound of one retry backoff.
 pub const MAX_BACKOFF_MS: i64 = 3_600_000;
 
+/// The error of a job whose `expires_at` passed before it started.
+pub const EXPIRED: &str = "expired before it started";
+
 /// The job type's settings a transition needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
@@ -202,8 +205,8 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
                 // A worker that finished the work before honouring the cancel reports the
                 // truth: the job succeeded, and the branch below records that.
                 fx.push(Effect::Attempt(attempt(job, "canceled", &clip(error, 2000), now)));
+                finish(job, stop.outcome, stop.reason.clone(), now, &mut fx);
                 job.error = stop.reason;
-                finish(job, stop.outcome, now, &mut fx);
             } else if success {
                 job.progress = 100.0;
                 if let Some(result) = result {
@@ -211,7 +214,12 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
                     job.result_values = result.output_values.clone();
                 }
                 fx.push(Effect::Attempt(attempt(job, crate::job::ATTEMPT_SUCCEEDED, "", now)));
-                finish(job, JobState::Succeeded, now, &mut fx);
+                let message = if job.result_summary.is_empty() {
+                    format!("succeeded after {}", crate::text::plural(i64::from(job.attempts), "attempt"))
+                } else {
+                    job.result_summary.clone()
+                };
+                finish(job, JobState::Succeeded, message, now, &mut fx);
             } else {
                 let error =
                     if error.is_empty() { "failed without an error message".to_string() } else { clip(error, 2000) };
@@ -229,8 +237,8 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
                     _ => why,
                 };
                 fx.push(Effect::Attempt(attempt(job, "canceled", error, now)));
+                finish(job, stop.outcome, stop.reason.clone(), now, &mut fx);
                 job.error = stop.reason;
-                finish(job, stop.outcome, now, &mut fx);
             } else {
                 let (counter, message) = match cause {
                     NotStartedCause::Refused => (Some(Counter::RequeuedRefused), format!("requeued: {why}")),
@@ -253,8 +261,8 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
                     "the worker did not confirm within the grace period",
                     now,
                 )));
+                finish(job, stop.outcome, stop.reason.clone(), now, &mut fx);
                 job.error = stop.reason;
-                finish(job, stop.outcome, now, &mut fx);
             } else {
                 let policy = policy();
                 let reason = format!("execution timed out after {} s", policy.execution_timeout_ms / 1000);
@@ -271,14 +279,14 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
             if job.state != JobState::Pending {
                 return Err(Refused::Stale);
             }
-            job.error = "expired before it started".into();
+            job.error = EXPIRED.into();
             fx.push(Effect::Count(Counter::Expired));
-            finish(job, JobState::Failed, now, &mut fx);
+            finish(job, JobState::Failed, EXPIRED.into(), now, &mut fx);
         }
         Input::Stop { outcome, reason } => match job.state {
             JobState::Pending => {
                 job.error = reason.to_string();
-                finish(job, outcome, now, &mut fx);
+                finish(job, outcome, reason.to_string(), now, &mut fx);
             }
             JobState::Assigned | JobState::Running => {
                 fx.push(Effect::Cancel {
@@ -347,15 +355,18 @@ fn fail_attempt(job: &mut Job, error: &str, outcome: &str, policy: &Policy, at: 
     } else {
         fx.push(Effect::Count(Counter::DeadLettered));
         job.dead_letter = true;
-        job.message = format!("dead-lettered after {} attempts", job.attempts);
-        finish(job, JobState::Failed, at.now, fx);
+        let message = format!("dead-lettered after {}", crate::text::plural(i64::from(job.attempts), "attempt"));
+        finish(job, JobState::Failed, message, at.now, fx);
     }
 }
 
-/// Ends the job (for good, or for this cycle of attempts).
-fn finish(job: &mut Job, state: JobState, now: i64, fx: &mut Effects) {
+/// Ends the job (for good, or for this cycle of attempts) with its final message; a stage
+/// the worker reported while it ran no longer applies.
+fn finish(job: &mut Job, state: JobState, message: String, now: i64, fx: &mut Effects) {
     debug_assert!(is_final(state));
     job.state = state;
+    job.stage.clear();
+    job.message = message;
     job.updated_at = now;
     job.completed_at = now;
     job.stop = None;

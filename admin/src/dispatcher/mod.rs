@@ -1,6 +1,7 @@
 //! Dispatcher: owns the table of active jobs and makes every change to a job after its
 //! creation: admitting new jobs, matching ready jobs to executor slots (`placement`),
-//! following attempts (`attempts`), and operators' stops and retries (`actions`). Each
+//! following attempts (`attempts`), operators' stops and retries (`actions`), and
+//! saying why a job waits (`explain`). Each
 //! change is one step of the pure state machine (`machine`); this module applies the
 //! step's effects.
 //!
@@ -10,6 +11,7 @@
 
 mod actions;
 mod attempts;
+mod explain;
 pub mod machine;
 mod placement;
 mod table;
@@ -24,13 +26,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use actions::JobActionError;
+pub use explain::{Explanation, WaitReason};
 pub use table::JobTable;
 
 use crate::{
     clock::SharedClock,
     config_store::ConfigStore,
     events::{EventKind, JobEvent},
-    holds::{HoldKind, Holds},
+    holds::Holds,
     ids::Ids,
     job::{AttemptView, Job, JobSpecData, JobView},
     journal::Journal,
@@ -143,11 +146,6 @@ impl Dispatcher {
     /// Whether an operator paused all dispatch (a persisted hold).
     pub fn is_paused(&self) -> bool {
         self.parts().holds.dispatch_paused()
-    }
-
-    /// Whether an operator holds this job type's dispatch.
-    pub fn is_type_held(&self, job_type: &str) -> bool {
-        self.parts().holds.is_held(HoldKind::JobDispatch, job_type)
     }
 
     fn is_stopping(&self) -> bool {

@@ -2,6 +2,10 @@
 //! capability weight; within a type, highest priority then oldest first; a job goes to
 //! the non-draining executor with the most free slots, ties rotating, preferring one
 //! that has not failed the job. Per-type global concurrency and per-worker caps hold.
+//!
+//! The rules that decide whether a job can be placed at all (the dispatch gates,
+//! [`Capacity`], [`concurrency_reached`]) are also what `explain.rs` tells an operator,
+//! so they live here once, as functions both call.
 
 use std::sync::Arc;
 
@@ -9,10 +13,11 @@ use proto::pb::{self, admin_to_worker_message::Body};
 
 use super::{
     Dispatcher, Outbox,
+    explain::WaitReason,
     machine::{Input, Policy},
     table::JobTable,
 };
-use crate::{monitor::JobTypeMetrics, registry::WorkerSession};
+use crate::{holds::HoldKind, monitor::JobTypeMetrics, registry::WorkerSession};
 
 /// One job type's share of a placement round.
 struct Lane {
@@ -23,6 +28,33 @@ struct Lane {
     weight: usize,
     /// Executors with free slots, and how many.
     executors: Vec<(Arc<WorkerSession>, i64)>,
+}
+
+/// A job type's executors as placement sees them at one moment.
+pub(super) struct Capacity {
+    /// Connected workers that can execute the job type, draining ones included.
+    pub connected: usize,
+    pub draining: usize,
+    /// Slots of the non-draining executors (each capped by the per-worker limit), and how
+    /// many are taken: by the admin's attempts in flight there, or all of an executor's
+    /// while it said it is full.
+    pub total: i64,
+    pub used: i64,
+    /// Non-draining executors with a free slot, and how many.
+    pub free: Vec<(Arc<WorkerSession>, i64)>,
+    /// The largest capability weight among the non-draining executors (at least 1).
+    pub weight: usize,
+}
+
+/// The job type's global concurrency limit, when its jobs in flight reach it.
+pub(super) fn concurrency_reached(
+    t: &JobTable,
+    job_type: &str,
+    runtime: &pb::AdminRuntimeConfig,
+) -> Option<WaitReason> {
+    let max = i64::from(runtime.global_execution_concurrency);
+    let running = t.running.get(job_type).copied().unwrap_or(0);
+    (running >= max).then_some(WaitReason::ConcurrencyReached { running, max })
 }
 
 impl Dispatcher {
@@ -39,7 +71,7 @@ impl Dispatcher {
                 // Only a job still PENDING expires; the machine refuses the others.
                 let _ = self.transition(&mut t, seq, Input::ExpiryPassed, now, &mut out);
             }
-            if !self.is_stopping() && !self.is_paused() {
+            if self.dispatch_gate().is_none() {
                 self.assign_ready(&mut t, now, &mut out);
             }
             next_wake = t.next_wake();
@@ -48,30 +80,75 @@ impl Dispatcher {
         next_wake
     }
 
+    /// Why no job of any type is assigned now: the admin is stopping, or an operator
+    /// paused all dispatch.
+    pub(super) fn dispatch_gate(&self) -> Option<WaitReason> {
+        if self.is_stopping() {
+            return Some(WaitReason::AdminStopping);
+        }
+        let hold = self.parts().holds.get(HoldKind::Dispatch, "")?;
+        Some(WaitReason::DispatchPaused { by: hold.set_by, since: hold.set_at })
+    }
+
+    /// Why no job of this type is assigned now: an operator holds its dispatch.
+    pub(super) fn type_gate(&self, job_type: &str) -> Option<WaitReason> {
+        let hold = self.parts().holds.get(HoldKind::JobDispatch, job_type)?;
+        Some(WaitReason::TypeHeld { by: hold.set_by, since: hold.set_at })
+    }
+
+    /// The job type's executors and their free slots at `now`.
+    pub(super) fn capacity(
+        &self,
+        t: &JobTable,
+        job_type: &str,
+        runtime: &pb::AdminRuntimeConfig,
+        now: i64,
+    ) -> Capacity {
+        let per_worker = i64::from(runtime.per_worker_execution_concurrency);
+        let candidates = self.parts().registry.execution_candidates(job_type);
+        let mut c = Capacity {
+            connected: candidates.len(),
+            draining: 0,
+            total: 0,
+            used: 0,
+            free: Vec::with_capacity(candidates.len()),
+            weight: 1,
+        };
+        for (s, draining) in candidates {
+            if draining {
+                c.draining += 1;
+                continue;
+            }
+            let mut cap = s.execution_slots(job_type);
+            if per_worker > 0 {
+                cap = cap.min(per_worker);
+            }
+            c.total += cap;
+            if t.full_until.get(&s.worker_id).is_some_and(|until| *until > now) {
+                c.used += cap;
+                continue;
+            }
+            c.weight = c.weight.max(s.capabilities.get(job_type).map(|c| c.weight.max(1) as usize).unwrap_or(1));
+            let used = t.inflight.get(&s.worker_id).and_then(|m| m.get(job_type)).copied().unwrap_or(0);
+            c.used += used.min(cap);
+            if cap - used > 0 {
+                c.free.push((s, cap - used));
+            }
+        }
+        c
+    }
+
     fn lanes(&self, t: &mut JobTable, now: i64) -> Vec<Lane> {
-        let types: Vec<String> =
-            t.queues.iter().filter(|(k, q)| !q.is_empty() && !self.is_type_held(k)).map(|(k, _)| k.clone()).collect();
+        let types: Vec<String> = t
+            .queues
+            .iter()
+            .filter(|(k, q)| !q.is_empty() && self.type_gate(k).is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut lanes = Vec::with_capacity(types.len());
         for job_type in types {
             let runtime = self.parts().configs.runtime(&job_type);
-            let per_worker = i64::from(runtime.per_worker_execution_concurrency);
-            let mut weight = 1;
-            let executors: Vec<(Arc<WorkerSession>, i64)> = self
-                .parts()
-                .registry
-                .executors(&job_type)
-                .into_iter()
-                .filter(|s| t.full_until.get(&s.worker_id).is_none_or(|until| *until <= now))
-                .filter_map(|s| {
-                    weight = weight.max(s.capabilities.get(&job_type).map(|c| c.weight.max(1) as usize).unwrap_or(1));
-                    let used = t.inflight.get(&s.worker_id).and_then(|m| m.get(&job_type)).copied().unwrap_or(0);
-                    let mut cap = s.execution_slots(&job_type);
-                    if per_worker > 0 {
-                        cap = cap.min(per_worker);
-                    }
-                    (cap - used > 0).then(|| (s, cap - used))
-                })
-                .collect();
+            let Capacity { free: executors, weight, .. } = self.capacity(t, &job_type, &runtime, now);
             if !executors.is_empty() {
                 let policy = Policy::from_runtime(&runtime, self.parts().cancel_grace.as_millis() as i64);
                 let metrics = t.metrics(&job_type, &self.parts().monitor);
@@ -89,8 +166,7 @@ impl Dispatcher {
             progress = false;
             for lane in lanes.iter_mut() {
                 for _ in 0..lane.weight {
-                    let limit = i64::from(lane.runtime.global_execution_concurrency);
-                    if t.running.get(&lane.job_type).copied().unwrap_or(0) >= limit {
+                    if concurrency_reached(t, &lane.job_type, &lane.runtime).is_some() {
                         break;
                     }
                     let Some(&key) = t.queues.get(&lane.job_type).and_then(|q| q.first()) else { break };

@@ -72,8 +72,14 @@ pub struct Placed {
 
 impl Placed {
     pub fn of(job: &Job) -> Placed {
-        Placed { state: job.state, ready_at: job.ready_at.max(job.spec.not_before), deadline: job.deadline }
+        Placed { state: job.state, ready_at: waits_until(job), deadline: job.deadline }
     }
+}
+
+/// When a PENDING job may be dispatched: the later of its `not_before` and the end of its
+/// retry backoff (`ready_at`). Until then it sits in the delayed set.
+pub fn waits_until(job: &Job) -> i64 {
+    job.ready_at.max(job.spec.not_before)
 }
 
 fn in_attempt(state: JobState) -> bool {
@@ -231,7 +237,7 @@ impl JobTable {
         if job.spec.expires_at > 0 {
             self.expiries.insert((job.spec.expires_at, seq));
         }
-        let ready_at = job.ready_at.max(job.spec.not_before);
+        let ready_at = waits_until(job);
         if ready_at > now {
             self.delayed.insert((ready_at, seq));
         } else {
@@ -398,6 +404,21 @@ impl JobTable {
     #[cfg(test)]
     pub fn is_placed(&self, seq: i64) -> bool {
         self.queues.values().any(|q| q.iter().any(|k| k.1 == seq)) || self.delayed.iter().any(|d| d.1 == seq)
+    }
+
+    /// Whether a PENDING job is in its ready queue or the delayed set: false only while its
+    /// first write is not durable yet (see [`JobTable::make_ready`]).
+    pub fn is_queued(&self, job: &Job) -> bool {
+        let key = (Reverse(job.spec.priority), job.seq);
+        self.delayed.contains(&(waits_until(job), job.seq))
+            || self.queues.get(&job.spec.job_type).is_some_and(|q| q.contains(&key))
+    }
+
+    /// How many jobs are ahead of this one in its ready queue; `None` when it is not in it.
+    pub fn ahead_of(&self, job: &Job) -> Option<usize> {
+        let key = (Reverse(job.spec.priority), job.seq);
+        let q = self.queues.get(&job.spec.job_type)?;
+        q.contains(&key).then(|| q.range(..key).count())
     }
 
     /// The jobs out on executors (ASSIGNED or RUNNING), in no particular order.

@@ -247,3 +247,121 @@ async fn listings_show_jobs_in_flight_though_the_store_holds_them_as_pending() {
     assert_eq!(attempts.iter().map(|a| (a.attempt, a.outcome.as_str())).collect::<Vec<_>>(), vec![(1, "succeeded")]);
     assert_eq!(rig.c.store.job(running).unwrap().unwrap().state, JobState::Succeeded);
 }
+
+fn hold(kind: crate::holds::HoldKind, target: &str) -> crate::holds::Hold {
+    crate::holds::Hold { kind, target: target.into(), set_by: "ops".into(), set_at: Rig::T0 - 1000 }
+}
+
+fn reason(rig: &Rig, seq: i64) -> (super::WaitReason, Vec<super::WaitReason>) {
+    let e = rig.c.dispatcher.explain(seq).expect("an explanation");
+    (e.reason, e.also)
+}
+
+#[tokio::test]
+async fn an_explanation_follows_the_dispatchers_own_state_and_ready_means_the_next_pass_assigns_it() {
+    use super::WaitReason as W;
+    use crate::holds::HoldKind;
+    let rig = Rig::new(|d| {
+        d.global_execution_concurrency = 1;
+        d.retry_backoff_seconds = 10;
+    });
+    let a = admit(&rig, "a", 0, 0).await;
+    assert_eq!(reason(&rig, a), (W::NoExecutor, vec![]));
+
+    // Gates come first; what else holds the job back is listed after.
+    rig.c.holds.apply(HoldKind::Dispatch, "", Some(hold(HoldKind::Dispatch, "")));
+    rig.c.holds.apply(HoldKind::JobDispatch, "t", Some(hold(HoldKind::JobDispatch, "t")));
+    let paused = W::DispatchPaused { by: "ops".into(), since: Rig::T0 - 1000 };
+    let held = W::TypeHeld { by: "ops".into(), since: Rig::T0 - 1000 };
+    assert_eq!(reason(&rig, a), (paused, vec![held.clone(), W::NoExecutor]));
+    rig.c.holds.apply(HoldKind::Dispatch, "", None);
+    assert_eq!(reason(&rig, a), (held, vec![W::NoExecutor]));
+    rig.c.holds.apply(HoldKind::JobDispatch, "t", None);
+
+    let mut w = rig.worker("w1", 2);
+    rig.c.registry.set_draining("w1", true);
+    assert_eq!(reason(&rig, a), (W::AllDraining { executors: 1 }, vec![]));
+    rig.c.dispatcher.dispatch_pass();
+    assert!(w.is_quiet(), "a draining worker gets nothing");
+    rig.c.registry.set_draining("w1", false);
+
+    let b = admit(&rig, "b", 0, 0).await;
+    assert_eq!(reason(&rig, a), (W::Ready { ahead: 0 }, vec![]));
+    assert_eq!(reason(&rig, b), (W::Ready { ahead: 1 }, vec![]));
+    rig.c.dispatcher.dispatch_pass();
+    let req = execute_request(&mut w).await;
+    assert_eq!(req.job.unwrap().job_id, crate::job::job_id(a), "the ready job went at the next pass");
+    assert_eq!(reason(&rig, a), (W::InFlight { worker_id: "w1".into(), stopping: false }, vec![]));
+    // One slot of two is free, but the type's global concurrency is 1.
+    assert_eq!(reason(&rig, b), (W::ConcurrencyReached { running: 1, max: 1 }, vec![]));
+    let explained = rig.c.dispatcher.explain(b).unwrap();
+    assert_eq!(explained.message(), "the global concurrency limit of t is reached (1 of 1 running)");
+
+    // A failed attempt waits for its backoff.
+    rig.c.dispatcher.on_completed(&w.session, completed(&req.request_id, false, "boom"));
+    let ready_at = rig.c.dispatcher.job(a).unwrap().ready_at;
+    assert_eq!(reason(&rig, a).0, W::RetryBackoff { until: ready_at, failed_attempt: 1 });
+    assert!(ready_at > Rig::T0);
+
+    let later = admit(&rig, "later", Rig::T0 + 3_600_000, 0).await;
+    assert_eq!(reason(&rig, later).0, W::NotBefore { until: Rig::T0 + 3_600_000 });
+    let doomed = admit(&rig, "doomed", Rig::T0 + 3_600_000, Rig::T0 + 60_000).await;
+    rig.clock.advance(60_000);
+    assert_eq!(reason(&rig, doomed), (W::Expired { at: Rig::T0 + 60_000 }, vec![]), "the pass expires it first");
+    rig.c.dispatcher.dispatch_pass();
+    assert_eq!(state(&rig, doomed), JobState::Failed);
+    assert_eq!(reason(&rig, doomed).0, W::Expired { at: Rig::T0 + 60_000 }, "and it says so once expired");
+    assert!(rig.c.dispatcher.explain(i64::MAX / 2).is_none());
+}
+
+#[tokio::test]
+async fn a_job_waiting_for_a_busy_executor_says_how_many_slots_are_in_use() {
+    use super::WaitReason as W;
+    let rig = Rig::new(|_| {});
+    let mut w = rig.worker("w1", 1);
+    let a = admit(&rig, "a", 0, 0).await;
+    let b = admit(&rig, "b", 0, 0).await;
+    rig.c.dispatcher.dispatch_pass();
+    let req = execute_request(&mut w).await;
+    assert_eq!(reason(&rig, b), (W::SlotsFull { used: 1, total: 1, executors: 1 }, vec![]));
+    let shown = rig.c.dispatcher.explain_pending(&[a, b]);
+    assert_eq!(shown.keys().copied().collect::<Vec<_>>(), vec![b], "only pending jobs are explained in a list");
+    // An executor that says it is full counts as busy until it may be asked again.
+    rig.c.dispatcher.on_completed(&w.session, completed(&req.request_id, false, AT_CAPACITY));
+    assert_eq!(reason(&rig, a).0, W::SlotsFull { used: 1, total: 1, executors: 1 });
+    rig.clock.advance(1000);
+    assert_eq!(reason(&rig, a).0, W::Ready { ahead: 0 });
+    let done = rig.c.dispatcher.job(a).unwrap();
+    assert_eq!(done.message, "requeued: executor is at capacity");
+}
+
+#[tokio::test]
+async fn a_finished_job_keeps_its_final_message_and_no_stage() {
+    let rig = Rig::new(|d| d.retry_limit = 0);
+    let mut w = rig.worker("w1", 2);
+    let ok = admit(&rig, "ok", 0, 0).await;
+    let bad = admit(&rig, "bad", 0, 0).await;
+    rig.c.dispatcher.dispatch_pass();
+    for _ in 0..2 {
+        let req = execute_request(&mut w).await;
+        let progress = pb::JobProgressUpdate {
+            request_id: req.request_id.clone(),
+            progress_percent: 40.0,
+            stage: "measuring".into(),
+            message: "page 4 of 10".into(),
+            ..Default::default()
+        };
+        rig.c.dispatcher.on_progress(&w.session, progress);
+        let success = req.job.unwrap().job_id == crate::job::job_id(ok);
+        rig.c.dispatcher.on_completed(&w.session, completed(&req.request_id, success, "disk full"));
+    }
+    let ok = rig.c.dispatcher.job(ok).unwrap();
+    assert_eq!(
+        (ok.state, ok.stage.as_str(), ok.message.as_str()),
+        (JobState::Succeeded, "", "succeeded after 1 attempt")
+    );
+    let bad = rig.c.dispatcher.job(bad).unwrap();
+    assert_eq!((bad.state, bad.stage.as_str()), (JobState::Failed, ""));
+    assert_eq!((bad.message.as_str(), bad.error.as_str()), ("dead-lettered after 1 attempt", "disk full"));
+    assert_eq!(reason(&rig, bad.seq).0, super::WaitReason::Finished { dead_letter: true });
+}

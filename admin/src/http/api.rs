@@ -30,6 +30,7 @@ pub fn routes() -> Routes {
     Routes::new()
         .get("/status", status)
         .get("/workers", workers)
+        .get("/workers/departed", departed_workers)
         .post("/workers/{id}/drain", drain)
         .get("/job-types", job_types)
         .get("/job-types/{t}/descriptor", descriptor)
@@ -43,6 +44,7 @@ pub fn routes() -> Routes {
         .get("/jobs", jobs)
         .get("/jobs/{id}", job)
         .get("/jobs/{id}/detail", job_detail)
+        .get("/jobs/{id}/explain", explain)
         .post("/jobs/{id}/cancel", cancel)
         .post("/jobs/{id}/retry", retry)
         .post("/jobs/{id}/expire", expire)
@@ -58,6 +60,7 @@ pub fn routes() -> Routes {
 #[openapi(paths(
     status,
     workers,
+    departed_workers,
     drain,
     job_types,
     descriptor,
@@ -71,6 +74,7 @@ pub fn routes() -> Routes {
     jobs,
     job,
     job_detail,
+    explain,
     cancel,
     retry,
     expire,
@@ -214,6 +218,28 @@ async fn workers(State(state): State<AppState>, ApiQuery(q): ApiQuery<LaneQuery>
         .map(shapes::worker)
         .collect();
     Ok(Json(Value::Array(list)))
+}
+
+/// The workers that left during the last day, newest first: `{departed: [...]}`, each
+/// with `worker_id`, `address`, `peer_address`, `job_types`, `connected_at`, `last_seen`,
+/// `left_at` (RFC 3339), `because` (a code) and `reason` (the admin's words).
+#[utoipa::path(get, path = "/api/plugin/workers/departed", tag = "status",
+    responses((status = 200, description = "workers that left during the last day, newest first", body = schemas::DepartedWorkers)))]
+async fn departed_workers(State(state): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = state
+        .registry
+        .departures()
+        .iter()
+        .map(|d| {
+            let mut v = serde_json::to_value(d).unwrap_or(Value::Null);
+            for (key, ms) in [("connected_at", d.connected_at), ("last_seen", d.last_seen), ("left_at", d.left_at)] {
+                v[key] = shapes::time(ms).map(Value::String).unwrap_or(Value::Null);
+            }
+            v["because_label"] = Value::String(d.because.label().to_string());
+            v
+        })
+        .collect();
+    Json(json!({ "departed": list }))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -867,6 +893,55 @@ async fn job_detail(
         detail["related_jobs"] = Value::Array(related.iter().map(shapes::job).collect());
     }
     Ok(Json(detail))
+}
+
+/// Why a job is waiting, from the dispatcher's own state: `{job_id, job_type, state,
+/// blocked, reason, message, until?, ...details, also: [{reason, message}], at}`.
+#[utoipa::path(get, path = "/api/plugin/jobs/{id}/explain", tag = "jobs", params(("id" = String, Path, description = "a job id (`j` and a number)")),
+    responses(
+        (status = 200, description = "why the job waits, or that nothing holds it back", body = schemas::Explanation),
+        (status = 404, description = "no such job", body = ErrorBody),
+    ))]
+async fn explain(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let seq = job_seq(&id)?;
+    let explanation = state.dispatcher.explain(seq).ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
+    Ok(Json(explanation_json(&explanation)))
+}
+
+/// An explanation as the JSON API answers it; times are RFC 3339.
+pub(crate) fn explanation_json(e: &crate::dispatcher::Explanation) -> Value {
+    use crate::dispatcher::WaitReason as W;
+    let mut v = json!({
+        "job_id": e.job_id,
+        "job_type": e.job_type,
+        "state": state_name(e.state),
+        "blocked": e.blocked(),
+        "reason": e.reason.code(),
+        "message": e.message(),
+        "also": e.also.iter().map(|r| json!({ "reason": r.code(), "message": e.message_of(r) })).collect::<Vec<_>>(),
+        "at": shapes::time(e.at),
+    });
+    if let Some(until) = e.reason.until().and_then(shapes::time) {
+        v["until"] = Value::String(until);
+    }
+    let details = match &e.reason {
+        W::RetryBackoff { failed_attempt, .. } => json!({ "failed_attempt": failed_attempt }),
+        W::Expired { at } => json!({ "expired_at": shapes::time(*at) }),
+        W::DispatchPaused { by, since } | W::TypeHeld { by, since } => {
+            json!({ "by": by, "since": shapes::time(*since) })
+        }
+        W::AllDraining { executors } => json!({ "draining": executors }),
+        W::ConcurrencyReached { running, max } => json!({ "running": running, "max": max }),
+        W::SlotsFull { used, total, executors } => json!({ "used": used, "total": total, "executors": executors }),
+        W::Ready { ahead } => json!({ "ahead": ahead }),
+        W::InFlight { worker_id, stopping } => json!({ "worker_id": worker_id, "stopping": stopping }),
+        W::Finished { dead_letter } => json!({ "dead_letter": dead_letter }),
+        W::Saving | W::NotBefore { .. } | W::AdminStopping | W::NoExecutor => json!({}),
+    };
+    if let (Value::Object(out), Value::Object(extra)) = (&mut v, details) {
+        out.extend(extra);
+    }
+    v
 }
 
 /// The optional body of cancel and expire (anything else is ignored).

@@ -120,7 +120,7 @@ impl From<crate::commands::Refusal> for ApiError {
             R::Preview(_) => ApiError::Unavailable(e.to_string()),
             R::ApprovalRequired { .. } | R::ApprovalWrong { .. } => ApiError::Forbidden(e.to_string()),
             R::RateLimited { retry_after_secs, .. } => ApiError::TooMany { message: e.to_string(), retry_after_secs },
-            R::Held(_) => ApiError::Conflict(e.to_string()),
+            R::Held(_) | R::NeedsConfiguration { .. } => ApiError::Conflict(e.to_string()),
             R::UnknownJobType(_) | R::NoSchedule(_) => ApiError::NotFound(e.to_string()),
             R::Duplicate { ref job_id } => ApiError::ConflictWithJob { job_id: job_id.clone(), message: e.to_string() },
             R::Internal(m) => ApiError::Internal(m),

@@ -22,6 +22,8 @@ mod schemas;
 mod seaweed;
 pub(crate) mod shapes;
 mod sse;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

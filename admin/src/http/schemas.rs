@@ -410,3 +410,78 @@ pub struct JobTimedOutAnswer {
     pub error: String,
     pub job_id: String,
 }
+
+/// Why a job waits (`GET jobs/{id}/explain`), from the dispatcher's own state. The
+/// reason's details are added beside the fixed fields.
+#[derive(Serialize, ToSchema)]
+pub struct Explanation {
+    pub job_id: String,
+    pub job_type: String,
+    pub state: String,
+    /// Something other than the next dispatch pass holds the job back.
+    pub blocked: bool,
+    /// `not_before`, `retry_backoff`, `expired`, `dispatch_paused`, `type_held`,
+    /// `no_executor`, `all_draining`, `concurrency_reached`, `slots_full`, `ready`,
+    /// `saving`, `admin_stopping`, `in_flight` or `finished`.
+    pub reason: String,
+    /// The reason in the admin's words.
+    pub message: String,
+    /// Until when, for reasons that end at a time.
+    pub until: Option<String>,
+    /// What would still hold the job back once the first reason is gone.
+    pub also: Vec<ExplanationAlso>,
+    pub at: Option<String>,
+    /// Details of `retry_backoff`.
+    pub failed_attempt: Option<i32>,
+    /// Details of `expired`.
+    pub expired_at: Option<String>,
+    /// Who paused or held dispatch (`dispatch_paused`, `type_held`), and since when.
+    pub by: Option<String>,
+    pub since: Option<String>,
+    /// `all_draining`: how many executors drain.
+    pub draining: Option<i64>,
+    /// `concurrency_reached`.
+    pub running: Option<i64>,
+    pub max: Option<i64>,
+    /// `slots_full`.
+    pub used: Option<i64>,
+    pub total: Option<i64>,
+    pub executors: Option<i64>,
+    /// `ready`: jobs ahead of this one.
+    pub ahead: Option<i64>,
+    /// `in_flight`.
+    pub worker_id: Option<String>,
+    pub stopping: Option<bool>,
+    /// `finished`.
+    pub dead_letter: Option<bool>,
+}
+
+/// One more reason of an [`Explanation`].
+#[derive(Serialize, ToSchema)]
+pub struct ExplanationAlso {
+    pub reason: String,
+    pub message: String,
+}
+
+/// The workers that left during the last day (`GET workers/departed`), newest first.
+#[derive(Serialize, ToSchema)]
+pub struct DepartedWorkers {
+    pub departed: Vec<DepartedWorker>,
+}
+
+/// A worker that left.
+#[derive(Serialize, ToSchema)]
+pub struct DepartedWorker {
+    pub worker_id: String,
+    pub address: String,
+    /// The address its connection came from.
+    pub peer_address: String,
+    pub job_types: Vec<String>,
+    pub connected_at: Option<String>,
+    pub last_seen: Option<String>,
+    pub left_at: Option<String>,
+    /// Why, as a code, its label and in the admin's words.
+    pub because: String,
+    pub because_label: String,
+    pub reason: String,
+}

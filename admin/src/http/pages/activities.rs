@@ -23,6 +23,8 @@ pub struct ActivityRow {
     pub job_type: String,
     pub job_id: String,
     pub source: &'static str,
+    /// `source` as the pages say it (a worker that named no source is "worker").
+    pub source_label: &'static str,
     pub stage: String,
     pub message: String,
 }
@@ -34,6 +36,7 @@ impl ActivityRow {
             job_type: a.job_type.clone(),
             job_id: a.job_id.clone(),
             source: a.source,
+            source_label: if a.source == "unspecified" { "worker" } else { a.source },
             stage: a.stage.clone(),
             message: a.message.clone(),
         }

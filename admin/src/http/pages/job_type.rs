@@ -45,6 +45,8 @@ pub struct ProposalRow {
     pub dedupe_key: String,
     pub priority: &'static str,
     pub outcome: &'static str,
+    /// `outcome` in words.
+    pub outcome_label: String,
     pub job_id: String,
 }
 
@@ -62,6 +64,12 @@ pub struct StatusView {
     pub interval_minutes: i32,
     pub last_success: Time,
     pub counts: Counts,
+    /// Labels of the required settings still empty: detections are refused until set.
+    pub needs_configuration: Vec<String>,
+    /// No connected worker offers the job type.
+    pub no_worker: bool,
+    /// Its dispatch or detection is held, or all dispatch is paused.
+    pub paused: bool,
 }
 
 /// The job type's schedule, as its card shows it.
@@ -256,6 +264,15 @@ async fn build(
         interval_minutes: runtime.detection_interval_minutes,
         last_success: Time::at(scheduler.as_ref().map(|s| s.last_success_at).unwrap_or(0)),
         counts: Counts::of(state, t),
+        needs_configuration: descriptor
+            .as_deref()
+            .filter(|_| entry.config.is_some())
+            .map(|d| crate::validator::missing_required(d, &config))
+            .unwrap_or_default(),
+        no_worker: capability.is_none(),
+        paused: state.holds.dispatch_paused()
+            || state.holds.is_held(HoldKind::JobDispatch, t)
+            || state.holds.is_held(HoldKind::Detection, t),
     };
 
     state.store.settle().await;
@@ -264,6 +281,7 @@ async fn build(
     let (recent, _) =
         api::list_jobs(state, &api::JobsQuery { job_type: Some(t.to_string()), limit: Some(10), ..Default::default() })
             .await?;
+    let recent_jobs = JobRow::with_why(state, &recent);
 
     let display_name = descriptor
         .as_ref()
@@ -323,12 +341,13 @@ async fn build(
                 // The admin gives a proposal without a priority the normal one.
                 priority: if p.priority == "unspecified" { "normal" } else { p.priority },
                 outcome: p.outcome,
+                outcome_label: super::words(p.outcome),
                 job_id: p.job_id.clone(),
             })
             .collect(),
         successes: successes.iter().map(RunRow::from_view).collect(),
         failures: failures.iter().map(RunRow::from_view).collect(),
-        recent_jobs: recent.iter().map(JobRow::from_view).collect(),
+        recent_jobs,
     })
 }
 

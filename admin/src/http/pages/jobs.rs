@@ -51,6 +51,13 @@ pub struct JobRow {
     pub can_retry: bool,
     /// The job this one replays (empty when it is no replay).
     pub replay_of: String,
+    /// For a PENDING job: what keeps it waiting, in a few words, and as a sentence.
+    pub why: String,
+    pub why_long: String,
+    /// Whether `why` is a blocker (false: it is ready).
+    pub why_blocked: bool,
+    /// `attempt` with its noun: "1 attempt", "2 attempts".
+    pub attempts_text: String,
 }
 
 impl JobRow {
@@ -64,7 +71,9 @@ impl JobRow {
             state: j.state,
             priority: j.priority,
             progress: percent(j.progress_percent),
-            stage: j.stage.clone(),
+            // A finished job's stage is no longer true (jobs stored before the dispatcher
+            // cleared it at the end still carry one).
+            stage: if is_final(state) { String::new() } else { j.stage.clone() },
             message: j.message.clone(),
             error: j.error_message.clone(),
             worker_id: j.worker_id.clone(),
@@ -75,6 +84,52 @@ impl JobRow {
             active: !is_final(state),
             can_retry: matches!(state, JobState::Failed | JobState::Canceled),
             replay_of: j.replay_of.clone().unwrap_or_default(),
+            why: String::new(),
+            why_long: String::new(),
+            why_blocked: false,
+            attempts_text: crate::text::plural(i64::from(j.attempt), "attempt"),
+        }
+    }
+
+    /// Rows for `views`, the PENDING ones with what keeps them waiting (one look at the
+    /// dispatcher for the whole list).
+    pub fn with_why(state: &AppState, views: &[JobView]) -> Vec<JobRow> {
+        let pending: Vec<i64> =
+            views.iter().filter(|v| v.state == "pending").filter_map(|v| parse_job_id(&v.job_id)).collect();
+        let why = state.dispatcher.explain_pending(&pending);
+        views
+            .iter()
+            .map(|v| {
+                let mut row = JobRow::from_view(v);
+                if let Some(e) = parse_job_id(&v.job_id).and_then(|seq| why.get(&seq)) {
+                    row.why = e.reason.short();
+                    row.why_long = sentence(&e.message());
+                    row.why_blocked = e.blocked();
+                }
+                row
+            })
+            .collect()
+    }
+}
+
+/// The "why is this job waiting?" box of a PENDING job's page.
+pub struct WhyBox {
+    pub code: &'static str,
+    pub blocked: bool,
+    pub message: String,
+    pub until: Time,
+    /// What else holds it back, as sentences.
+    pub also: Vec<String>,
+}
+
+impl WhyBox {
+    fn of(e: &crate::dispatcher::Explanation) -> WhyBox {
+        WhyBox {
+            code: e.reason.code(),
+            blocked: e.blocked(),
+            message: sentence(&e.message()),
+            until: Time::at(e.reason.until().unwrap_or(0)),
+            also: e.also.iter().map(|r| sentence(&e.message_of(r))).collect(),
         }
     }
 }
@@ -184,7 +239,7 @@ pub async fn list(
         replay_all,
         replay_all_label: if capped { format!("{replay_all}+") } else { replay_all.to_string() },
         page: chrome,
-        jobs: jobs.iter().map(JobRow::from_view).collect(),
+        jobs: JobRow::with_why(&state, &jobs),
         job_types: job_type_choices(&state, &selected_type),
         states: [
             JobState::Pending,
@@ -240,6 +295,8 @@ pub struct AttemptRow {
     pub ended: Time,
     pub took: String,
     pub outcome: String,
+    /// `outcome` in words.
+    pub outcome_label: String,
     pub error: String,
 }
 
@@ -256,6 +313,7 @@ impl AttemptRow {
                 "—".into()
             },
             outcome: a.outcome.clone(),
+            outcome_label: super::words(&a.outcome),
             error: a.error_message.clone(),
         }
     }
@@ -266,10 +324,16 @@ pub struct Pair {
     pub value: String,
 }
 
-fn pairs<V>(map: &std::collections::HashMap<String, V>, show: impl Fn(&V) -> String) -> Vec<Pair> {
-    let mut list: Vec<Pair> = map.iter().map(|(k, v)| Pair { key: k.clone(), value: show(v) }).collect();
+fn pairs<V>(map: &std::collections::HashMap<String, V>, show: impl Fn(&str, &V) -> String) -> Vec<Pair> {
+    let mut list: Vec<Pair> = map.iter().map(|(k, v)| Pair { key: k.clone(), value: show(k, v) }).collect();
     list.sort_by(|a, b| a.key.cmp(&b.key));
     list
+}
+
+/// Parameters and result values, each shown as its name suggests (bytes, ratios,
+/// durations; see [`super::display_named`]).
+fn named_pairs(map: &std::collections::HashMap<String, proto::pb::ConfigValue>) -> Vec<Pair> {
+    pairs(map, |name, v| super::display_named(name, v, forms::display))
 }
 
 #[derive(Template, WebTemplate)]
@@ -284,7 +348,7 @@ pub struct JobPage {
     pub result_summary: String,
     pub result_values: Vec<Pair>,
     /// The files the run returned, with their download links.
-    pub artifacts: Vec<crate::artifacts::ArtifactInfo>,
+    pub artifacts: Vec<ArtifactRow>,
     pub not_before: Time,
     pub expires_at: Time,
     pub completed: Time,
@@ -293,6 +357,16 @@ pub struct JobPage {
     pub here: String,
     /// The replay of this job, if it was replayed.
     pub replayed_as: String,
+    /// Why it waits, for a PENDING job.
+    pub why: Option<WhyBox>,
+}
+
+/// A file a job's run returned.
+pub struct ArtifactRow {
+    pub name: String,
+    pub size_bytes: u64,
+    /// The size as people read it.
+    pub size: String,
 }
 
 pub async fn detail(
@@ -309,6 +383,13 @@ pub async fn detail(
     let activities = state.store.activities(None, Some(&id), None, 200)?;
     let replayed_as = state.store.replayed_as(seq)?.map(crate::job::job_id).unwrap_or_default();
     let view = job.view();
+    let why = (job.state == JobState::Pending).then(|| state.dispatcher.explain(seq)).flatten().map(|e| WhyBox::of(&e));
+    let artifacts = state
+        .artifacts
+        .list(&view.job_id)
+        .into_iter()
+        .map(|a| ArtifactRow { size: super::human_bytes(a.size_bytes), size_bytes: a.size_bytes, name: a.name })
+        .collect();
     let display_name = state
         .configs
         .descriptor(&view.job_type)
@@ -319,11 +400,12 @@ pub async fn detail(
         page: chrome,
         display_name,
         detail: job.spec.detail.clone(),
-        labels: pairs(&job.spec.labels, String::clone),
-        parameters: pairs(&job.spec.parameters, forms::display),
+        labels: pairs(&job.spec.labels, |_, v| v.clone()),
+        parameters: named_pairs(&job.spec.parameters),
         result_summary: job.result_summary.clone(),
-        result_values: pairs(&job.result_values, forms::display),
-        artifacts: state.artifacts.list(&view.job_id),
+        result_values: named_pairs(&job.result_values),
+        artifacts,
+        why,
         not_before: Time::at(job.spec.not_before),
         expires_at: Time::at(job.spec.expires_at),
         completed: Time::at(job.completed_at),

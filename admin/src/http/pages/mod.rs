@@ -365,6 +365,80 @@ pub fn human_duration(ms: i64) -> String {
     format!("{} h {} min", s / 3600, s % 3600 / 60)
 }
 
+/// A byte count as people read it: `512 B`, `1.5 KiB`, `12.3 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// A whole number with thousands separators: `1,572,864`.
+pub fn grouped(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A named value (a job's parameter or result) shown as its name says: byte counts
+/// (`*_bytes`) as sizes, ratios (`*ratio*`) as percentages, durations as durations,
+/// `*_unix_nanos` and `*_unix_ms` as times; anything else as `fallback` shows it.
+pub fn display_named(
+    name: &str,
+    v: &proto::pb::ConfigValue,
+    fallback: fn(&proto::pb::ConfigValue) -> String,
+) -> String {
+    use proto::pb::config_value::Kind;
+    let name = name.to_ascii_lowercase();
+    let is_bytes = name == "bytes" || name.ends_with("_bytes") || name.starts_with("bytes_");
+    match &v.kind {
+        Some(Kind::Int64Value(n)) if is_bytes && *n >= 1024 => {
+            format!("{} ({} bytes)", human_bytes(n.unsigned_abs()), grouped(*n))
+        }
+        Some(Kind::Int64Value(n)) if is_bytes => format!("{n} B"),
+        Some(Kind::DoubleValue(r)) if name.contains("ratio") && r.is_finite() => {
+            let pct = r * 100.0;
+            if (pct - pct.round()).abs() < 0.05 { format!("{} %", pct.round()) } else { format!("{pct:.1} %") }
+        }
+        Some(Kind::Int64Value(n)) if name.ends_with("_unix_nanos") => Time::at(n / 1_000_000).text,
+        Some(Kind::Int64Value(n)) if name.ends_with("_unix_ms") => Time::at(*n).text,
+        Some(Kind::DurationValue(d)) => {
+            human_duration(d.seconds.saturating_mul(1000).saturating_add(i64::from(d.nanos) / 1_000_000))
+        }
+        _ => fallback(v),
+    }
+}
+
+/// An internal code (`over_limit`, `timed_out`) in words.
+pub fn words(code: &str) -> String {
+    code.replace('_', " ")
+}
+
+/// A run record's kind as the pages say it.
+pub fn run_kind_label(kind: &str) -> String {
+    match kind {
+        "detection_preview" => "preview".into(),
+        "execution" => "job run".into(),
+        other => words(other),
+    }
+}
+
 /// A progress percentage for display and for a `<progress>` element.
 pub fn percent(p: f64) -> String {
     if !p.is_finite() {
@@ -393,6 +467,31 @@ mod tests {
         assert_eq!(back_or(Some("/plugin//evil.example"), "/plugin"), "/plugin");
         assert_eq!(back_or(Some("/plugin\\..\\x"), "/plugin"), "/plugin");
         assert_eq!(back_or(None, "/plugin/workers"), "/plugin/workers");
+    }
+
+    #[test]
+    fn numbers_read_as_sizes_ratios_durations_and_words() {
+        use proto::pb::{self, config_value::Kind};
+        let v = |k: Kind| pb::ConfigValue { kind: Some(k) };
+        let shown = |name: &str, k: Kind| display_named(name, &v(k), |_| "raw".into());
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12_900_000), "12.3 MiB");
+        assert_eq!(grouped(1_572_864), "1,572,864");
+        assert_eq!(grouped(-1000), "-1,000");
+        assert_eq!(shown("reclaimed_bytes", Kind::Int64Value(1_572_864)), "1.5 MiB (1,572,864 bytes)");
+        assert_eq!(shown("bytes_before", Kind::Int64Value(100)), "100 B");
+        assert_eq!(shown("free_ratio", Kind::DoubleValue(0.375)), "37.5 %");
+        assert_eq!(shown("ratio", Kind::DoubleValue(0.5)), "50 %");
+        assert_eq!(shown("elapsed", Kind::DurationValue(pb::Duration { seconds: 75, nanos: 0 })), "1 min 15 s");
+        assert_eq!(
+            shown("modified_unix_nanos", Kind::Int64Value(1_700_000_123_456_000_000)),
+            "2023-11-14 22:15:23 UTC"
+        );
+        assert_eq!(shown("page_size", Kind::Int64Value(4096)), "raw");
+        assert_eq!(run_kind_label("detection_preview"), "preview");
+        assert_eq!(run_kind_label("execution"), "job run");
+        assert_eq!(words("over_limit"), "over limit");
     }
 
     #[test]

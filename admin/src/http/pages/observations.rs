@@ -41,7 +41,7 @@ impl ObservationRow {
             .iter()
             .map(|(k, json)| {
                 let shown = proto::json::from_value::<pb::ConfigValue>(json.clone())
-                    .map(|value| forms::display(&value))
+                    .map(|value| super::display_named(k, &value, forms::display))
                     .unwrap_or_else(|_| json.to_string());
                 (k.clone(), shown)
             })

@@ -22,6 +22,8 @@ use crate::{holds::HoldKind, http::AppState, job::RunView, scheduler::SchedulerS
 /// One detection run or execution, as the run history and the overview show it.
 pub struct RunRow {
     pub kind: String,
+    /// `kind` as the pages say it.
+    pub kind_label: String,
     pub success: bool,
     pub ended: Time,
     pub took: String,
@@ -36,6 +38,7 @@ impl RunRow {
     pub fn from_view(r: &RunView) -> RunRow {
         RunRow {
             kind: r.kind.clone(),
+            kind_label: super::run_kind_label(&r.kind),
             success: r.success,
             ended: Time::at(r.ended_at),
             took: if r.ended_at > 0 { human_duration(r.ended_at - r.started_at) } else { "running".into() },
@@ -87,6 +90,8 @@ pub struct JobTypeRow {
     pub last_run: Option<RunRow>,
     pub detection_held: bool,
     pub dispatch_held: bool,
+    /// No connected worker offers it.
+    pub no_worker: bool,
     /// Labels of the required settings still empty: the job type cannot work until they
     /// are set.
     pub needs_configuration: Vec<String>,
@@ -117,6 +122,7 @@ impl JobTypeRow {
             last_run: s.last_run.as_ref().map(RunRow::from_view),
             detection_held: state.holds.is_held(HoldKind::Detection, &s.job_type),
             dispatch_held: state.holds.is_held(HoldKind::JobDispatch, &s.job_type),
+            no_worker: s.detectors == 0 && s.executors == 0,
             needs_configuration: descriptor
                 .as_ref()
                 .zip(state.configs.config(&s.job_type))

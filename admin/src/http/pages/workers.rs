@@ -19,12 +19,16 @@ use crate::{
     holds::{HoldKind, Holds},
     http::{AppState, auth::Caller},
     registry::WorkerView,
+    worker_history::{Departure, SlotUse},
 };
 
 pub struct WorkerRow {
     pub worker_id: String,
     pub instance: String,
+    /// The address its hello gave, else the TCP peer its stream came from.
     pub address: String,
+    /// Whether `address` is the TCP peer (the worker gave none).
+    pub address_is_peer: bool,
     pub version: String,
     pub protocol: String,
     pub job_types: Vec<String>,
@@ -42,6 +46,85 @@ pub struct WorkerRow {
     /// Who drained the worker and when (the persisted drain hold), when draining.
     pub drain: Option<HoldView>,
     pub metadata: Vec<(String, String)>,
+    /// Its slot use over the last hour, in words and as a figure.
+    pub slot_use: SlotUseView,
+}
+
+/// A worker's execution slot use over the last hour: a line of numbers and a small bar
+/// chart (one bar per minute, its height the minute's peak against the slots offered).
+pub struct SlotUseView {
+    /// "peak 3 of 4 · average 1.5", or empty before the first heartbeat.
+    pub text: String,
+    pub bars: Vec<Bar>,
+}
+
+/// One minute's bar of a [`SlotUseView`], in the figure's units (120 x 24).
+pub struct Bar {
+    pub x: i64,
+    pub y: i64,
+    pub height: i64,
+}
+
+/// The figure's height in its units.
+const FIGURE_HEIGHT: i64 = 24;
+
+impl SlotUseView {
+    pub fn of(u: &SlotUse) -> SlotUseView {
+        if u.samples == 0 {
+            return SlotUseView { text: String::new(), bars: Vec::new() };
+        }
+        let average = if (u.average_used - u.average_used.round()).abs() < 0.05 {
+            format!("{}", u.average_used.round())
+        } else {
+            format!("{:.1}", u.average_used)
+        };
+        let bars = u
+            .per_minute
+            .iter()
+            .enumerate()
+            .filter_map(|(i, peak)| {
+                let peak = i64::from((*peak)?);
+                let total = i64::from(u.total.max(1));
+                // An idle minute still gets a sliver: it had heartbeats, unlike a gap.
+                let height = (peak.min(total) * FIGURE_HEIGHT / total).max(1);
+                Some(Bar { x: i as i64 * 2, y: FIGURE_HEIGHT - height, height })
+            })
+            .collect();
+        SlotUseView { text: format!("peak {} of {} · average {average}", u.peak_used, u.total), bars }
+    }
+}
+
+/// A worker that left during the last day.
+pub struct DepartedRow {
+    pub worker_id: String,
+    pub address: String,
+    pub peer_address: String,
+    pub job_types: Vec<String>,
+    pub connected: Time,
+    pub last_seen: Time,
+    pub left: Time,
+    /// A code (`lost`, `replaced`, ...) and its words.
+    pub because: &'static str,
+    pub because_label: &'static str,
+    /// The admin's own words.
+    pub reason: String,
+}
+
+impl DepartedRow {
+    fn from_departure(d: &Departure) -> DepartedRow {
+        DepartedRow {
+            worker_id: d.worker_id.clone(),
+            address: d.address.clone(),
+            peer_address: d.peer_address.clone(),
+            job_types: d.job_types.clone(),
+            connected: Time::at(d.connected_at),
+            last_seen: Time::at(d.last_seen),
+            left: Time::at(d.left_at),
+            because: d.because.as_str(),
+            because_label: d.because.label(),
+            reason: d.reason.clone(),
+        }
+    }
 }
 
 pub struct CapabilityRow {
@@ -59,7 +142,8 @@ impl WorkerRow {
         WorkerRow {
             worker_id: w.worker_id.clone(),
             instance: w.worker_instance_id.clone(),
-            address: w.address.clone(),
+            address: if w.address.is_empty() { w.peer_address.clone() } else { w.address.clone() },
+            address_is_peer: w.address.is_empty() && !w.peer_address.is_empty(),
             version: w.worker_version.clone(),
             protocol: w.protocol_version.clone(),
             job_types: w.job_types.clone(),
@@ -100,6 +184,7 @@ impl WorkerRow {
             draining: w.draining,
             drain: None,
             metadata,
+            slot_use: SlotUseView::of(&w.slot_use),
         }
     }
 
@@ -130,13 +215,16 @@ fn seconds(ms: i64) -> String {
 pub struct WorkersPage {
     pub page: Chrome,
     pub workers: Vec<WorkerRow>,
+    /// Workers that left during the last day, newest first.
+    pub departed: Vec<DepartedRow>,
 }
 
 pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> Response {
     let page = Chrome::new(&state, "Workers", "workers", &flash);
     let mut workers: Vec<WorkerRow> = state.registry.views().iter().map(WorkerRow::from_view).collect();
     WorkerRow::add_drains(&mut workers, &state.holds);
-    WorkersPage { page, workers }.into_response()
+    let departed = state.registry.departures().iter().map(DepartedRow::from_departure).collect();
+    WorkersPage { page, workers, departed }.into_response()
 }
 
 /// `POST /plugin/workers/{id}/drain` with `draining=true|false`.
@@ -205,5 +293,18 @@ mod tests {
         let view = registry.view(&session);
         assert_eq!(view.heartbeat_interval_observed_ms, Some(15_300), "the longest recent gap");
         assert_eq!(view.lost_after_silence_ms, 45_900);
+    }
+
+    #[test]
+    fn slot_use_reads_as_peak_and_average_and_draws_a_bar_per_minute_with_heartbeats() {
+        let mut per_minute = vec![None; 60];
+        per_minute[58] = Some(0);
+        per_minute[59] = Some(2);
+        let u = SlotUse { peak_used: 2, average_used: 1.5, total: 4, samples: 4, per_minute };
+        let v = SlotUseView::of(&u);
+        assert_eq!(v.text, "peak 2 of 4 · average 1.5");
+        let bars: Vec<(i64, i64, i64)> = v.bars.iter().map(|b| (b.x, b.y, b.height)).collect();
+        assert_eq!(bars, vec![(116, 23, 1), (118, 12, 12)], "an idle minute is a sliver, a gap is nothing");
+        assert!(SlotUseView::of(&SlotUse::default()).text.is_empty());
     }
 }
