@@ -137,6 +137,8 @@ async fn real_answers_fit_the_schemas_the_document_gives_them() {
         ("/api/plugin/jobs", format!("/api/plugin/jobs?job_type={t}")),
         ("/api/plugin/jobs/{id}", format!("/api/plugin/jobs/{job_id}")),
         ("/api/plugin/jobs/{id}/detail", format!("/api/plugin/jobs/{job_id}/detail")),
+        ("/api/plugin/jobs/{id}/explain", format!("/api/plugin/jobs/{job_id}/explain")),
+        ("/api/plugin/workers/departed", "/api/plugin/workers/departed".into()),
         ("/api/plugin/jobs/{id}/artifacts", format!("/api/plugin/jobs/{job_id}/artifacts")),
         ("/api/plugin/activities", "/api/plugin/activities".into()),
         ("/api/plugin/scheduler-states", "/api/plugin/scheduler-states".into()),
