@@ -11,12 +11,14 @@ pub(crate) mod detection;
 mod error;
 pub(crate) mod governance;
 mod host;
+mod job_log;
 mod ops;
 mod origin;
 mod pages;
 mod seaweed;
 pub(crate) mod shapes;
 mod sse;
+pub(crate) mod trends;
 
 use std::sync::Arc;
 
@@ -41,6 +43,8 @@ pub fn app(state: AppState) -> Router {
                 .merge(governance::router())
                 .merge(seaweed::router())
                 .merge(artifacts::router())
+                .merge(trends::router())
+                .merge(job_log::router())
                 .merge(sse::router())
                 .layer(axum::middleware::from_fn(origin::reject_cross_site)),
         )
