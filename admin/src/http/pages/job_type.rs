@@ -22,12 +22,13 @@ use proto::pb;
 use super::{
     Chrome, Flash, PageError, Time,
     audit::typed_time,
+    charts::TrendsView,
     confirm::{self, Confirmation},
     csrf,
     forms::{self, FormView, Posted, RuntimeView, Source, Which},
     holds::HoldView,
     jobs::{Choice, JobRow, posted},
-    overview::{Counts, RunRow},
+    overview::{Counts, RunRow, WindowQuery},
     percent_encode, see_other, sentence,
 };
 use crate::{
@@ -37,6 +38,7 @@ use crate::{
     http::{ApiError, AppState, api, auth::Caller, governance::parse_new_job},
     scheduler::DetectionMode,
     schedules::MAX_INTERVAL_MINUTES,
+    trends::Window,
     validator::{FieldError, is_valid_job_type, validate_config},
 };
 
@@ -171,6 +173,8 @@ pub struct JobTypePage {
     /// What its workers last observed of each object (the newest first).
     pub observations: Vec<super::observations::ObservationRow>,
     pub observations_total: usize,
+    /// The job type's trends over the chosen window.
+    pub trends: TrendsView,
 }
 
 /// A save that failed: what was posted and why it was refused.
@@ -199,8 +203,15 @@ pub async fn page(
     State(state): State<AppState>,
     Path(t): Path<String>,
     Query(flash): Query<Flash>,
+    Query(window): Query<WindowQuery>,
 ) -> Result<Response, PageError> {
-    Ok(build(&state, &t, &flash, None).await?.into_response())
+    Ok(build(&state, &t, &flash, None, window.window()).await?.into_response())
+}
+
+/// The job type's trends section over `window`.
+fn trends(state: &AppState, t: &str, window: Window) -> TrendsView {
+    let series = crate::http::trends::series(state, Some(t), window);
+    TrendsView::build(&series, window, &page_path(t), &format!("/api/plugin/job-types/{}/series", percent_encode(t)))
 }
 
 async fn build(
@@ -208,6 +219,7 @@ async fn build(
     t: &str,
     flash: &Flash,
     rejected: Option<Rejected<'_>>,
+    window: Window,
 ) -> Result<JobTypePage, PageError> {
     if !known(state, t) {
         return Err(unknown(t));
@@ -283,6 +295,7 @@ async fn build(
     };
     let (observations, observations_total) = super::observations::rows(state, t);
     Ok(JobTypePage {
+        trends: trends(state, t, window),
         observations,
         observations_total,
         detection_hold: HoldView::of(state.holds.get(HoldKind::Detection, t)),
@@ -434,7 +447,7 @@ async fn finish_save(
         }
     }
     let flash = Flash { ok: None, error: Some(format!("Nothing was saved: {}", fix_message(errors.len()))) };
-    let page = build(state, t, &flash, Some(Rejected { form: which, posted, errors })).await?;
+    let page = build(state, t, &flash, Some(Rejected { form: which, posted, errors }), Window::Hour).await?;
     Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
 }
 
@@ -548,7 +561,7 @@ async fn again(
     adjust: impl FnOnce(&mut JobTypePage),
 ) -> Result<Response, PageError> {
     let flash = Flash { ok: None, error: Some(flash_error) };
-    let mut page = build(state, t, &flash, None).await?;
+    let mut page = build(state, t, &flash, None, Window::Hour).await?;
     adjust(&mut page);
     Ok((status, page).into_response())
 }
