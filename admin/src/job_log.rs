@@ -75,8 +75,11 @@ pub struct Limits {
 impl Limits {
     /// "the newest 200 lines, at most 64 KiB".
     pub fn describe(self) -> String {
-        let size =
-            if self.bytes % 1024 == 0 { format!("{} KiB", self.bytes / 1024) } else { format!("{} bytes", self.bytes) };
+        let size = if self.bytes.is_multiple_of(1024) {
+            format!("{} KiB", self.bytes / 1024)
+        } else {
+            format!("{} bytes", self.bytes)
+        };
         format!("the newest {} lines, at most {size}", self.lines)
     }
 }

@@ -130,7 +130,7 @@ impl Hist {
         if octave == 0 {
             return (1.0, 2.0);
         }
-        if (i - 1) % 2 == 0 { (base, base * 1.5) } else { (base * 1.5, base * 2.0) }
+        if (i - 1).is_multiple_of(2) { (base, base * 1.5) } else { (base * 1.5, base * 2.0) }
     }
 
     fn add(&mut self, ms: i64) {

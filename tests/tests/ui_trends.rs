@@ -230,7 +230,7 @@ async fn script_setup(name: &str) -> ScriptSetup {
     tests::init_tracing();
     let dir = TempDir::new(name);
     let admin = TestAdmin::start(&dir.path().join("admin"), |_| {}).await;
-    let runner = ScriptRunner::new(ScriptPolicy::allowed(&dir.path().join("scripts")));
+    let runner = ScriptRunner::new(ScriptPolicy::allowed(dir.path().join("scripts")));
     let worker = PluginWorker::start(admin.grpc, "script-worker", &dir.path().join("worker"), vec![Arc::new(runner)]);
     plugins::wait_descriptor(&admin, SCRIPT).await;
     ScriptSetup { _dir: dir, admin, worker }
@@ -266,9 +266,7 @@ fn entries(log: &str) -> Vec<(String, String)> {
     log.lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| {
-            let mut parts = l.splitn(2, ' ');
-            let _time = parts.next().unwrap();
-            let rest = parts.next().unwrap();
+            let (_time, rest) = l.split_once(' ').unwrap();
             let (stream, text) = rest.split_once(' ').unwrap();
             (stream.to_string(), text.trim_start().to_string())
         })

@@ -8,14 +8,40 @@
 use super::{Time, percent_encode};
 use crate::trends::{Point, Series, Window};
 
-/// The SVG's coordinate system: `viewBox="0 0 600 170"`; the plot sits inside margins
-/// for the y labels (left) and the x labels (bottom).
-const WIDTH: f64 = 600.0;
-const LEFT: f64 = 48.0;
-const RIGHT: f64 = 8.0;
-const TOP: f64 = 10.0;
-const PLOT_HEIGHT: f64 = 130.0;
+/// The SVG's coordinate system (about the size a chart is shown at, so its text keeps
+/// its size): the plot sits inside margins for the y labels (left) and the x labels
+/// (bottom).
+const WIDTH: f64 = 420.0;
+const LEFT: f64 = 50.0;
+const RIGHT: f64 = 6.0;
+const TOP: f64 = 8.0;
+const PLOT_HEIGHT: f64 = 112.0;
 const PLOT_WIDTH: f64 = WIDTH - LEFT - RIGHT;
+
+/// The fixed parts of every chart's frame, as the template writes them (from the
+/// constants above).
+pub struct Frame {
+    pub view_box: &'static str,
+    /// The grid lines' ends.
+    pub x1: &'static str,
+    pub x2: &'static str,
+    /// Where the y labels end and the x labels sit.
+    pub y_label_x: &'static str,
+    pub x_label_y: &'static str,
+    /// The middle of the plot, for the note of an empty chart.
+    pub note_x: &'static str,
+    pub note_y: &'static str,
+}
+
+pub const FRAME: Frame = Frame {
+    view_box: "0 0 420 144",
+    x1: "50",
+    x2: "414",
+    y_label_x: "44",
+    x_label_y: "137",
+    note_x: "232",
+    note_y: "64",
+};
 
 /// A label on an axis, at `at` (x for the x axis, y for the y axis).
 pub struct Tick {
@@ -62,6 +88,7 @@ pub struct Figure {
 }
 
 pub struct Chart {
+    pub frame: &'static Frame,
     /// The element id: `trend-finished`, `trend-queue`, `trend-wait`, `trend-run`,
     /// `trend-slots`.
     pub id: &'static str,
@@ -287,12 +314,18 @@ fn y_ticks(top: f64, label: impl Fn(f64) -> String) -> Vec<Tick> {
     [0.0, 0.5, 1.0].iter().map(|f| Tick { at: n(y_of(top * f, top)), label: label(top * f), anchor: "end" }).collect()
 }
 
+/// A duration on the y axis: "2.5 ms" below 10 ms, else as [`short_duration`].
+fn duration_label(v: f64) -> String {
+    if v < 10.0 && v.fract() != 0.0 { format!("{v:.1} ms") } else { short_duration(v.round() as i64) }
+}
+
 fn count_label(v: f64) -> String {
     if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") }
 }
 
 fn chart(id: &'static str, title: String, description: String, axis: &XAxis) -> Chart {
     Chart {
+        frame: &FRAME,
         id,
         title,
         description,
@@ -387,7 +420,7 @@ fn queue_chart(series: &Series, axis: &XAxis, span: &str) -> Chart {
         Figure { key: "queue-max", label: "peak", value: opt(t.queue_depth_max) },
     ];
     c.empty = points.iter().all(|p| p.queue_depth.is_none());
-    c.empty_note = "Not sampled yet: the queue is sampled every few seconds while the admin runs.".into();
+    c.empty_note = "Not sampled yet: the queue is sampled every few seconds.".into();
     c
 }
 
@@ -409,7 +442,7 @@ fn duration_chart(
     let mut c = chart(id, title.into(), format!("{what} of the jobs that finished in each bucket over {span}"), axis);
     let max = points.iter().filter_map(|p| values(p).1).max().unwrap_or(0);
     let top = round_up(max as f64);
-    c.y_ticks = y_ticks(top, |v| short_duration(v.round() as i64));
+    c.y_ticks = y_ticks(top, duration_label);
     for (class, pick) in [("p95", 1usize), ("p50", 0usize)] {
         let mut run: Vec<(f64, f64, String)> = Vec::new();
         let flush = |run: &mut Vec<(f64, f64, String)>, c: &mut Chart| {
@@ -502,7 +535,7 @@ fn slots_chart(series: &Series, axis: &XAxis, span: &str) -> Chart {
         Figure { key: "slots-total", label: "offered now", value: opt(t.slots_total_now) },
     ];
     c.empty = points.iter().all(|p| p.slots_total.is_none());
-    c.empty_note = "Not sampled yet: slots are sampled every few seconds while the admin runs.".into();
+    c.empty_note = "Not sampled yet: slots are sampled every few seconds.".into();
     c
 }
 
@@ -550,6 +583,16 @@ mod tests {
             run_p50_ms: None,
             run_p95_ms: None,
         }
+    }
+
+    #[test]
+    fn the_frame_follows_the_coordinates() {
+        assert_eq!(FRAME.view_box, format!("0 0 {WIDTH} {}", TOP + PLOT_HEIGHT + 24.0));
+        assert_eq!((FRAME.x1, FRAME.x2), (n(LEFT).as_str(), n(WIDTH - RIGHT).as_str()));
+        assert_eq!(FRAME.y_label_x, n(LEFT - 6.0));
+        assert_eq!(FRAME.note_x, n(LEFT + PLOT_WIDTH / 2.0));
+        assert_eq!(FRAME.note_y, n(TOP + PLOT_HEIGHT / 2.0));
+        assert_eq!(duration_label(2.5), "2.5 ms");
     }
 
     #[test]
