@@ -1,4 +1,5 @@
-//! The job type page: the descriptor's summary, the admin and worker forms rendered from
+//! The job type page: the descriptor's summary, its trends (`?window=1h|24h`,
+//! `charts.rs`), the admin and worker forms rendered from
 //! the descriptor, the runtime settings, the actions (refresh schema, detect, run), the
 //! job type's holds and schedule (cron or interval), a form to enqueue a job by hand, the
 //! latest detection results, the run history and the latest jobs.

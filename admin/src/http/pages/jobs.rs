@@ -1,5 +1,6 @@
 //! The jobs pages: the list with filters (job type, state, text, dead-lettered) and keyset
-//! pagination that stays fast for 100k+ jobs, the job detail page, and the cancel, retry
+//! pagination that stays fast for 100k+ jobs, the job detail page (with the job's log,
+//! `job_log.rs`, as a live panel), and the cancel, retry
 //! and expire actions. Dead letters in the list can be selected for a bulk replay
 //! (`replay.rs`).
 

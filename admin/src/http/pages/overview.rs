@@ -1,6 +1,7 @@
 //! The overview at `/plugin`: workers, job types with their scheduling and job counts,
-//! the dead-letter count, every active hold with the controls of the global pauses, and
-//! the latest activities, all kept live over SSE by the page script.
+//! the dead-letter count, every active hold with the controls of the global pauses, all
+//! job types' trends (`?window=1h|24h`, `charts.rs`), and the latest activities (the feed:
+//! without jobs' output lines), all kept live over SSE by the page script.
 
 use askama::Template;
 use askama_web::WebTemplate;
