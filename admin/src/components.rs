@@ -30,6 +30,7 @@ use crate::{
     schedules::Schedules,
     schema::{SchemaCoordinator, SchemaParts},
     store::{Loaded, Store},
+    trends::Trends,
 };
 
 pub struct Components {
@@ -55,6 +56,8 @@ pub struct Components {
     /// What workers observed about their objects, and previews in flight.
     pub observations: crate::observations::Observations,
     pub audit: AuditTrail,
+    /// The charts' series per job type, fed by the event bus (`trends.rs`).
+    pub trends: Arc<Trends>,
     /// Files returned by job runs, kept per job (`artifacts.rs`).
     pub artifacts: Arc<crate::artifacts::Artifacts>,
     pub(crate) run_now: RunNowLimiter,
@@ -88,6 +91,11 @@ impl Components {
         }
         let schedules = Schedules::new(std::mem::take(&mut loaded.schedules));
         let shutdown = CancellationToken::new();
+        // Before the dispatcher: it may finish jobs (stopped ones) as it loads them.
+        let trends = Trends::new(clock.clone());
+        if events.observe_with(trends.clone()).is_err() {
+            tracing::warn!("the event bus already has an observer; the trends follow nothing");
+        }
         let cluster_context = Arc::new(ClusterContextSource::new(
             crate::cluster_context::from_flags(
                 &config.master_addresses,
@@ -161,6 +169,7 @@ impl Components {
             schedules,
             observations: Default::default(),
             audit,
+            trends,
             artifacts,
             run_now: RunNowLimiter::new(run_now_max),
             shutdown,

@@ -14,7 +14,7 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use serde::Serialize;
@@ -105,9 +105,19 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// Follows every event as it is published, on the publishing thread (for job events,
+/// the store's publisher thread), before subscribers get it. It must be quick and must
+/// not block: a slow observer holds up every event behind it. Unlike a subscriber, it
+/// never lags and never misses an event.
+pub trait Observer: Send + Sync + 'static {
+    fn observe(&self, kind: &EventKind);
+}
+
 pub struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
     ring: Mutex<Ring>,
+    /// The one observer (the trends, `trends.rs`), set once at start.
+    observer: OnceLock<Arc<dyn Observer>>,
 }
 
 struct Ring {
@@ -134,7 +144,14 @@ impl EventBus {
                 events: VecDeque::with_capacity(capacity),
                 capacity: capacity.max(16),
             }),
+            observer: OnceLock::new(),
         }
+    }
+
+    /// Sets the observer; called once at start, before anything is published. A second
+    /// observer is refused (returned).
+    pub fn observe_with(&self, observer: Arc<dyn Observer>) -> Result<(), Arc<dyn Observer>> {
+        self.observer.set(observer)
     }
 
     /// Makes this run's ids start above `previous`, the highest id an earlier run is
@@ -151,6 +168,10 @@ impl EventBus {
     }
 
     pub fn publish(&self, kind: EventKind) {
+        // Outside the ring's lock: the observer's work never holds up subscribers.
+        if let Some(observer) = self.observer.get() {
+            observer.observe(&kind);
+        }
         let mut ring = self.ring.lock().expect("event ring lock");
         let event = Arc::new(Event { id: ring.next_id, at: crate::job::now_ms(), kind });
         ring.next_id += 1;

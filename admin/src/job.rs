@@ -287,6 +287,18 @@ pub struct ActivityView {
     pub message: String,
 }
 
+/// What an output line's message starts with: the script and job runners send each line
+/// of a script's stdout and stderr as an activity `stdout: <line>` or `stderr: <line>`.
+pub const OUTPUT_PREFIXES: [&str; 2] = ["stdout: ", "stderr: "];
+
+/// Whether an activity is a line of a job's output: a job's executor activity whose
+/// message starts with one of [`OUTPUT_PREFIXES`]. Output lines are kept like every
+/// activity, but the activity feed leaves them out (a job's log shows them); the store's
+/// feed query says the same in SQL.
+pub fn is_output(a: &ActivityView) -> bool {
+    a.source == "executor" && !a.job_id.is_empty() && OUTPUT_PREFIXES.iter().any(|p| a.message.starts_with(p))
+}
+
 pub fn source_name(source: i32) -> &'static str {
     match pb::ActivitySource::try_from(source).unwrap_or(pb::ActivitySource::Unspecified) {
         pb::ActivitySource::Unspecified => "unspecified",

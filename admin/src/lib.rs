@@ -5,7 +5,8 @@
 //! [`config_store`] keeps it with the operator's saved values (checked by the
 //! [`validator`]); the [`scheduler`] runs detections and turns proposals into jobs; the
 //! [`dispatcher`] hands jobs to executors and follows them to the end; the [`store`]
-//! makes every change durable before the [`events`] bus publishes it to [`http`]. Operators
+//! makes every change durable before the [`events`] bus publishes it to [`http`] and to
+//! the [`trends`] (the charts' series); a job's output is read back as its [`job_log`]. Operators
 //! reach it through [`http`] (the pages and the JSON API) and [`grpc_admin`] (the same
 //! API over gRPC), both translators onto the [`commands`] layer.
 //! [`server::Admin`] wires it all together.
@@ -35,6 +36,7 @@ pub mod identity;
 pub mod ids;
 pub mod input;
 pub mod job;
+pub mod job_log;
 pub mod journal;
 pub mod listener;
 pub mod liveness;
@@ -54,6 +56,7 @@ pub mod store;
 pub mod text;
 pub mod throttle;
 pub mod tls;
+pub mod trends;
 pub mod validator;
 pub mod wire;
 pub mod worker_history;

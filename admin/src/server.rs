@@ -200,6 +200,9 @@ impl Admin {
         };
         tasks.push(tokio::spawn(retention.run(stop.clone())));
         tasks.push(tokio::spawn(c.artifacts.clone().run_retention(stop.clone())));
+        tasks.push(tokio::spawn(c.trends.clone().run(c.dispatcher.clone(), c.registry.clone(), stop.clone())));
+        // In the background: the charts show the earlier runs' jobs once it is done.
+        tokio::spawn(c.trends.clone().rebuild(c.store.clone()));
 
         c.set_ready();
         tasks.push(tokio::spawn(crate::grpc_admin::health::follow(health, c.clone())));

@@ -1,7 +1,7 @@
 // Plughost pages: progressive enhancement only. Every page works without this file;
 // it adds (1) live updates over Server-Sent Events, (2) visible_when_* field visibility,
-// (3) local and relative times, (4) "/" to focus the job search. No framework, nothing
-// fetched from elsewhere.
+// (3) local and relative times, (4) "/" to focus the job search, (5) logs that follow
+// their newest line. No framework, nothing fetched from elsewhere.
 (function () {
   "use strict";
 
@@ -108,6 +108,18 @@
     history.replaceState(null, "", location.pathname + (q ? "?" + q : "") + location.hash);
   }
 
+  // ---- logs ------------------------------------------------------------------------
+
+  // A log box (data-tail) shows its newest lines: scrolled to the bottom at first, and
+  // kept there as lines arrive unless the reader scrolled up.
+  function atBottom(box) {
+    return box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+  }
+  function toBottom(root) {
+    root.querySelectorAll("[data-tail]").forEach(function (box) { box.scrollTop = box.scrollHeight; });
+  }
+  toBottom(document);
+
   // ---- live updates ----------------------------------------------------------------
 
   var regions = Array.prototype.slice.call(document.querySelectorAll("[data-live], [data-live-reveal]"));
@@ -146,14 +158,34 @@
     return true;
   }
 
+  // A line of a job's output (the feed leaves these out; the job's log shows them).
+  function isOutput(a) {
+    return a.source === "executor" && !!a.job_id && /^(stdout|stderr): /.test(a.message || "");
+  }
+
   // Regions are refreshed by fetching this page again and swapping in their new HTML
   // (rendered and escaped by the server). At most one fetch runs at a time; events that
   // arrive meanwhile are folded into the next one.
+  // A region with data-live-every="<ms>" (the charts) is refreshed at most that often.
   var dirty = new Set();
   var timer = null;
   var inFlight = false;
+  var lastRefresh = {};
+  var deferred = {};
 
   function schedule(region) {
+    var every = Number(region.dataset.liveEvery) || 0;
+    var wait = every ? (lastRefresh[region.id] || 0) + every - Date.now() : 0;
+    if (wait > 0) {
+      if (!deferred[region.id]) {
+        deferred[region.id] = setTimeout(function () {
+          delete deferred[region.id];
+          schedule(region);
+        }, wait);
+      }
+      return;
+    }
+    lastRefresh[region.id] = Date.now();
     dirty.add(region.id);
     if (!timer && !inFlight) timer = setTimeout(refresh, 250);
   }
@@ -175,12 +207,20 @@
           // Boxes the operator ticked (rows selected for a replay) stay ticked.
           var ticked = {};
           now.querySelectorAll('input[type="checkbox"][id]').forEach(function (b) { ticked[b.id] = b.checked; });
+          // Boxes opened by the reader stay open; a log at its bottom stays there.
+          var open = {};
+          now.querySelectorAll("details").forEach(function (d, i) { open[i] = d.open; });
+          var following = Array.prototype.map.call(now.querySelectorAll("[data-tail]"), atBottom);
           // Keep a region's place and identity; take its new contents.
           now.replaceChildren.apply(now, Array.from(next.childNodes).map(function (n) {
             return document.importNode(n, true);
           }));
           now.querySelectorAll('input[type="checkbox"][id]').forEach(function (b) {
             if (Object.prototype.hasOwnProperty.call(ticked, b.id)) b.checked = ticked[b.id];
+          });
+          now.querySelectorAll("details").forEach(function (d, i) { if (open[i]) d.open = true; });
+          now.querySelectorAll("[data-tail]").forEach(function (box, i) {
+            if (following[i] !== false) box.scrollTop = box.scrollHeight;
           });
           renderTimes(now);
         });
@@ -230,8 +270,10 @@
     var about = subject(name, data);
     var known = false;
     if (name === "job") known = updateJobRows(data.job);
+    var output = name === "activity" && isOutput(data.activity);
     regions.forEach(function (region) {
       if (!concerns(region, about)) return;
+      if (output && region.hasAttribute("data-live-no-output")) return;
       if (words(region.dataset.liveReveal).indexOf(name) >= 0) {
         region.hidden = false;
         return;

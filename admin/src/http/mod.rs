@@ -13,6 +13,7 @@ pub(crate) mod detection;
 mod error;
 pub(crate) mod governance;
 mod host;
+mod job_log;
 pub mod openapi;
 mod ops;
 mod origin;
@@ -24,6 +25,7 @@ pub(crate) mod shapes;
 mod sse;
 #[cfg(test)]
 mod tests;
+pub(crate) mod trends;
 
 use std::sync::Arc;
 
@@ -48,6 +50,8 @@ pub fn routes() -> Routes {
         .merge(governance::routes())
         .merge(seaweed::routes())
         .merge(artifacts::routes())
+        .merge(trends::routes())
+        .merge(job_log::routes())
         .merge(sse::routes())
         .merge(ops::api_routes())
         .merge(openapi::routes());

@@ -140,6 +140,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
         super::governance::Doc::openapi(),
         super::seaweed::Doc::openapi(),
         super::artifacts::Doc::openapi(),
+        super::trends::Doc::openapi(),
+        super::job_log::Doc::openapi(),
         super::sse::Doc::openapi(),
         super::ops::Doc::openapi(),
         Doc::openapi(),

@@ -84,6 +84,23 @@ pub struct Loaded {
     pub schedules: Vec<CronSchedule>,
 }
 
+/// A job that finished, as the trends count it (`trends.rs`): its outcome, when it ended,
+/// and the times of its last attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedJob {
+    pub job_type: String,
+    /// SUCCEEDED, FAILED or CANCELED.
+    pub state: JobState,
+    pub created_at: i64,
+    pub not_before: i64,
+    /// When its last attempt started (0: it never started).
+    pub assigned_at: i64,
+    pub completed_at: i64,
+    pub attempts_total: i32,
+    /// It ended out of an attempt on a worker (the job names the worker).
+    pub had_worker: bool,
+}
+
 /// Filters for listing jobs, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct JobQuery {
@@ -207,6 +224,21 @@ pub trait Reader: Send + Sync + 'static {
         before_id: Option<i64>,
         limit: usize,
     ) -> Result<Vec<ActivityView>, BackendError>;
+
+    /// Like [`Reader::activities`], without the output lines of jobs (see
+    /// [`crate::job::is_output`]): the activity feed the pages show. Output lines stay
+    /// stored; a job's log reads them with [`Reader::activities`].
+    fn feed(
+        &self,
+        job_type: Option<&str>,
+        job_id: Option<&str>,
+        before_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ActivityView>, BackendError>;
+
+    /// Visits every job in a final state with `since <= completed_at < until`, in no
+    /// particular order. Runs once at start (the trends' rebuild), so it may scan.
+    fn finished_jobs(&self, since: i64, until: i64, visit: &mut dyn FnMut(FinishedJob)) -> Result<(), BackendError>;
 
     /// The newest `limit` finished detection runs of a job type with this outcome,
     /// newest first.

@@ -43,7 +43,7 @@ use std::{
 use proto::pb::JobState;
 use tokio::sync::watch;
 
-pub use self::backend::{Backend, BackendError, JobQuery, Loaded, MAX_PAGE, Op, Pruned, Reader, Write};
+pub use self::backend::{Backend, BackendError, FinishedJob, JobQuery, Loaded, MAX_PAGE, Op, Pruned, Reader, Write};
 use self::writer::Queue;
 use crate::{
     audit::{AuditEvent, AuditQuery},
@@ -201,6 +201,22 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<ActivityView>, StoreError> {
         self.reader.activities(job_type, job_id, before_id, limit.clamp(1, MAX_PAGE)).map_err(|e| self.backend_error(e))
+    }
+
+    /// The activity feed: [`Store::activities`] without the jobs' output lines.
+    pub fn feed(
+        &self,
+        job_type: Option<&str>,
+        job_id: Option<&str>,
+        before_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ActivityView>, StoreError> {
+        self.reader.feed(job_type, job_id, before_id, limit.clamp(1, MAX_PAGE)).map_err(|e| self.backend_error(e))
+    }
+
+    /// See [`Reader::finished_jobs`].
+    pub fn finished_jobs(&self, since: i64, until: i64, visit: &mut dyn FnMut(FinishedJob)) -> Result<(), StoreError> {
+        self.reader.finished_jobs(since, until, visit).map_err(|e| self.backend_error(e))
     }
 
     /// Audit events matching `q`, newest first.

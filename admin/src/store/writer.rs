@@ -416,7 +416,7 @@ mod tests {
         audit::{AuditEvent, AuditQuery},
         job::{ActivityView, AttemptView, Job, JobView, RunView, now_ms},
         store::{
-            BackendError, JobQuery, Loaded, Reader, Store,
+            BackendError, FinishedJob, JobQuery, Loaded, Reader, Store,
             tests::{attempt, job},
         },
     };
@@ -634,6 +634,18 @@ mod tests {
             _: usize,
         ) -> Result<Vec<ActivityView>, BackendError> {
             Ok(Vec::new())
+        }
+        fn feed(
+            &self,
+            _: Option<&str>,
+            _: Option<&str>,
+            _: Option<i64>,
+            _: usize,
+        ) -> Result<Vec<ActivityView>, BackendError> {
+            Ok(Vec::new())
+        }
+        fn finished_jobs(&self, _: i64, _: i64, _: &mut dyn FnMut(FinishedJob)) -> Result<(), BackendError> {
+            Ok(())
         }
         fn detection_runs(&self, _: &str, _: bool, _: usize) -> Result<Vec<RunView>, BackendError> {
             Ok(Vec::new())

@@ -1,5 +1,6 @@
 //! The activities timeline: what the admin, detectors and executors reported, newest
-//! first, filtered by job type or job, paged by id.
+//! first, filtered by job type or job, paged by id. The jobs' output lines are left out
+//! (the store's feed); each job's log has them.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -78,7 +79,7 @@ pub async fn page(
         Vec::new()
     } else {
         state.store.settle().await;
-        state.store.activities(job_type.as_deref(), job_id.as_deref(), filter.before, PAGE_SIZE)?
+        state.store.feed(job_type.as_deref(), job_id.as_deref(), filter.before, PAGE_SIZE)?
     };
     let mut base = Vec::new();
     if let Some(t) = &job_type {

@@ -1,4 +1,5 @@
-//! The job type page: the descriptor's summary, the admin and worker forms rendered from
+//! The job type page: the descriptor's summary, its trends (`?window=1h|24h`,
+//! `charts.rs`), the admin and worker forms rendered from
 //! the descriptor, the runtime settings, the actions (refresh schema, detect, run), the
 //! job type's holds and schedule (cron or interval), a form to enqueue a job by hand, the
 //! latest detection results, the run history and the latest jobs.
@@ -22,12 +23,13 @@ use proto::pb;
 use super::{
     Chrome, Flash, PageError, Time,
     audit::typed_time,
+    charts::TrendsView,
     confirm::{self, Confirmation},
     csrf,
     forms::{self, FormView, Posted, RuntimeView, Source, Which},
     holds::HoldView,
     jobs::{Choice, JobRow, posted},
-    overview::{Counts, RunRow},
+    overview::{Counts, RunRow, WindowQuery},
     percent_encode, see_other, sentence,
 };
 use crate::{
@@ -37,6 +39,7 @@ use crate::{
     http::{ApiError, AppState, api, auth::Caller, governance::parse_new_job},
     scheduler::DetectionMode,
     schedules::MAX_INTERVAL_MINUTES,
+    trends::Window,
     validator::{FieldError, is_valid_job_type, validate_config},
 };
 
@@ -179,6 +182,8 @@ pub struct JobTypePage {
     /// What its workers last observed of each object (the newest first).
     pub observations: Vec<super::observations::ObservationRow>,
     pub observations_total: usize,
+    /// The job type's trends over the chosen window.
+    pub trends: TrendsView,
 }
 
 /// A save that failed: what was posted and why it was refused.
@@ -207,8 +212,15 @@ pub async fn page(
     State(state): State<AppState>,
     Path(t): Path<String>,
     Query(flash): Query<Flash>,
+    Query(window): Query<WindowQuery>,
 ) -> Result<Response, PageError> {
-    Ok(build(&state, &t, &flash, None).await?.into_response())
+    Ok(build(&state, &t, &flash, None, window.window()).await?.into_response())
+}
+
+/// The job type's trends section over `window`.
+fn trends(state: &AppState, t: &str, window: Window) -> TrendsView {
+    let series = crate::http::trends::series(state, Some(t), window);
+    TrendsView::build(&series, window, &page_path(t), &format!("/api/plugin/job-types/{}/series", percent_encode(t)))
 }
 
 async fn build(
@@ -216,6 +228,7 @@ async fn build(
     t: &str,
     flash: &Flash,
     rejected: Option<Rejected<'_>>,
+    window: Window,
 ) -> Result<JobTypePage, PageError> {
     if !known(state, t) {
         return Err(unknown(t));
@@ -301,6 +314,7 @@ async fn build(
     };
     let (observations, observations_total) = super::observations::rows(state, t);
     Ok(JobTypePage {
+        trends: trends(state, t, window),
         observations,
         observations_total,
         detection_hold: HoldView::of(state.holds.get(HoldKind::Detection, t)),
@@ -453,7 +467,7 @@ async fn finish_save(
         }
     }
     let flash = Flash { ok: None, error: Some(format!("Nothing was saved: {}", fix_message(errors.len()))) };
-    let page = build(state, t, &flash, Some(Rejected { form: which, posted, errors })).await?;
+    let page = build(state, t, &flash, Some(Rejected { form: which, posted, errors }), Window::Hour).await?;
     Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
 }
 
@@ -567,7 +581,7 @@ async fn again(
     adjust: impl FnOnce(&mut JobTypePage),
 ) -> Result<Response, PageError> {
     let flash = Flash { ok: None, error: Some(flash_error) };
-    let mut page = build(state, t, &flash, None).await?;
+    let mut page = build(state, t, &flash, None, Window::Hour).await?;
     adjust(&mut page);
     Ok((status, page).into_response())
 }

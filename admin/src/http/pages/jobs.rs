@@ -1,5 +1,6 @@
 //! The jobs pages: the list with filters (job type, state, text, dead-lettered) and keyset
-//! pagination that stays fast for 100k+ jobs, the job detail page, and the cancel, retry
+//! pagination that stays fast for 100k+ jobs, the job detail page (with the job's log,
+//! `job_log.rs`, as a live panel), and the cancel, retry
 //! and expire actions. Dead letters in the list can be selected for a bulk replay
 //! (`replay.rs`).
 
@@ -15,9 +16,7 @@ use proto::pb::JobState;
 use serde::Deserialize;
 
 use super::{
-    Chrome, Flash, PageError, Time,
-    activities::ActivityRow,
-    back_or, confirm, csrf,
+    Chrome, Flash, PageError, Time, back_or, confirm, csrf,
     forms::{self, Posted},
     human_duration, percent, percent_encode, see_other, sentence,
 };
@@ -25,6 +24,7 @@ use crate::{
     commands::{Command, Outcome},
     http::{AppState, api, auth::Caller},
     job::{AttemptView, JobView, is_final, parse_job_id, parse_state},
+    job_log::{self, JobLog, LogLine},
 };
 
 /// Jobs per page of the list.
@@ -319,6 +319,26 @@ impl AttemptRow {
     }
 }
 
+/// One line of a job's log panel.
+pub struct LogRow {
+    pub at: Time,
+    /// stdout, stderr, worker or admin
+    pub stream: &'static str,
+    pub stage: String,
+    pub text: String,
+}
+
+impl LogRow {
+    fn from_line(l: &LogLine) -> LogRow {
+        LogRow {
+            at: Time::at(l.at),
+            stream: l.stream.name(),
+            stage: if l.stream == job_log::Stream::Worker { l.stage.clone() } else { String::new() },
+            text: l.text.clone(),
+        }
+    }
+}
+
 pub struct Pair {
     pub key: String,
     pub value: String,
@@ -353,7 +373,11 @@ pub struct JobPage {
     pub expires_at: Time,
     pub completed: Time,
     pub attempts: Vec<AttemptRow>,
-    pub activities: Vec<ActivityRow>,
+    /// The newest lines of the job's log (at most [`job_log::PANEL`]), oldest first.
+    pub log: Vec<LogRow>,
+    /// Older lines of the log were left out; `log_note` says how much it keeps.
+    pub log_truncated: bool,
+    pub log_note: String,
     pub here: String,
     /// The replay of this job, if it was replayed.
     pub replayed_as: String,
@@ -380,7 +404,7 @@ pub async fn detail(
     let job = state.dispatcher.job(seq).ok_or_else(missing)?;
     state.store.settle().await;
     let attempts = state.dispatcher.attempts(seq)?;
-    let activities = state.store.activities(None, Some(&id), None, 200)?;
+    let log = JobLog::read(&state.store, &job.id(), job_log::PANEL)?;
     let replayed_as = state.store.replayed_as(seq)?.map(crate::job::job_id).unwrap_or_default();
     let view = job.view();
     let why = (job.state == JobState::Pending).then(|| state.dispatcher.explain(seq)).flatten().map(|e| WhyBox::of(&e));
@@ -410,7 +434,9 @@ pub async fn detail(
         expires_at: Time::at(job.spec.expires_at),
         completed: Time::at(job.completed_at),
         attempts: attempts.iter().map(AttemptRow::from_view).collect(),
-        activities: activities.iter().map(ActivityRow::from_view).collect(),
+        log: log.lines.iter().map(LogRow::from_line).collect(),
+        log_truncated: log.truncated,
+        log_note: log.truncation_note(),
         here: format!("/plugin/jobs/{}", view.job_id),
         replayed_as,
         job: JobRow::from_view(&view),

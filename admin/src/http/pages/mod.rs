@@ -16,6 +16,7 @@
 mod activities;
 mod assets;
 mod audit;
+mod charts;
 mod confirm;
 mod csrf;
 mod forms;

@@ -1,6 +1,7 @@
 //! The overview at `/plugin`: workers, job types with their scheduling and job counts,
-//! the dead-letter count, every active hold with the controls of the global pauses, and
-//! the latest activities, all kept live over SSE by the page script.
+//! the dead-letter count, every active hold with the controls of the global pauses, all
+//! job types' trends (`?window=1h|24h`, `charts.rs`), and the latest activities (the feed:
+//! without jobs' output lines), all kept live over SSE by the page script.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -9,10 +10,12 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use proto::pb::JobState;
+use serde::Deserialize;
 
 use super::{
     Chrome, Flash, PageError, Time,
     activities::ActivityRow,
+    charts::TrendsView,
     holds::{HoldRow, HoldView},
     human_duration,
     workers::WorkerRow,
@@ -153,16 +156,37 @@ pub struct OverviewPage {
     pub schedules_hold: Option<HoldView>,
     /// Some job type needs configuration before it can work (the "Start here" list).
     pub configure_first: bool,
+    /// All job types' trends over the chosen window.
+    pub trends: TrendsView,
 }
 
-pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> Result<Response, PageError> {
+/// `?window=1h|24h` of the pages with trends; anything else shows the last hour.
+#[derive(Debug, Default, Deserialize)]
+pub struct WindowQuery {
+    pub window: Option<String>,
+}
+
+impl WindowQuery {
+    pub fn window(&self) -> crate::trends::Window {
+        self.window.as_deref().and_then(crate::trends::Window::parse).unwrap_or(crate::trends::Window::Hour)
+    }
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    Query(flash): Query<Flash>,
+    Query(window): Query<WindowQuery>,
+) -> Result<Response, PageError> {
     let chrome = Chrome::new(&state, "Overview", "overview", &flash);
+    let window = window.window();
+    let series = crate::http::trends::series(&state, None, window);
     let mut workers: Vec<WorkerRow> = state.registry.views().iter().map(WorkerRow::from_view).collect();
     WorkerRow::add_drains(&mut workers, &state.holds);
     let job_types: Vec<JobTypeRow> =
         state.scheduler.scheduler_states().iter().map(|s| JobTypeRow::build(&state, s)).collect();
     state.store.settle().await;
-    let activities = state.store.activities(None, None, None, 15)?;
+    // The feed: the jobs' output lines are in their logs, not here.
+    let activities = state.store.feed(None, None, None, 15)?;
     let active_jobs = state.dispatcher.active_len();
     let dead_letters = state.store.dead_letters()?.iter().map(|(_, n)| n).sum();
     let page = OverviewPage {
@@ -179,6 +203,7 @@ pub async fn page(State(state): State<AppState>, Query(flash): Query<Flash>) -> 
         holds: state.holds.list().iter().map(HoldRow::from_hold).collect(),
         dispatch_hold: HoldView::of(state.holds.get(HoldKind::Dispatch, "")),
         schedules_hold: HoldView::of(state.holds.get(HoldKind::Schedules, "")),
+        trends: TrendsView::build(&series, window, "/plugin", "/api/plugin/series"),
     };
     Ok(page.into_response())
 }

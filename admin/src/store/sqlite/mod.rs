@@ -3,6 +3,16 @@
 //! queries, which WAL lets run beside the writer. rusqlite's errors stop here: they leave
 //! as the source of a [`BackendError`] that says what was being done.
 
+/// The condition that keeps an activity in the feed: it is not an output line of a job
+/// (an executor's activity whose message starts with `stdout: ` or `stderr: `; see
+/// [`crate::job::is_output`], which says the same in Rust). One text, so the feed's
+/// queries use the partial indexes built on it (SQLite matches them word for word).
+macro_rules! not_output {
+    () => {
+        "NOT (source = 'executor' AND job_id <> '' AND substr(message, 1, 8) IN ('stdout: ', 'stderr: '))"
+    };
+}
+
 mod queries;
 mod schema;
 mod writes;
@@ -17,7 +27,7 @@ use rusqlite::Connection;
 use crate::{
     audit::{AuditEvent, AuditQuery},
     job::{ActivityView, AttemptView, Job, JobView, RunView},
-    store::backend::{Backend, BackendError, JobQuery, Loaded, Pruned, Reader, Write},
+    store::backend::{Backend, BackendError, FinishedJob, JobQuery, Loaded, Pruned, Reader, Write},
 };
 
 /// Read connections kept for reuse; more may be open at once under load.
@@ -193,6 +203,20 @@ impl Reader for SqliteReader {
         self.read("cannot list activities", |c| queries::activities(c, job_type, job_id, before_id, limit))
     }
 
+    fn feed(
+        &self,
+        job_type: Option<&str>,
+        job_id: Option<&str>,
+        before_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ActivityView>, BackendError> {
+        self.read("cannot list activities", |c| queries::feed(c, job_type, job_id, before_id, limit))
+    }
+
+    fn finished_jobs(&self, since: i64, until: i64, visit: &mut dyn FnMut(FinishedJob)) -> Result<(), BackendError> {
+        self.read("cannot read the finished jobs", |c| queries::finished_jobs(c, since, until, visit))
+    }
+
     fn detection_runs(&self, job_type: &str, success: bool, limit: usize) -> Result<Vec<RunView>, BackendError> {
         self.read("cannot list detection runs", |c| queries::detection_runs(c, job_type, success, limit))
     }
@@ -242,7 +266,7 @@ mod tests {
     use super::*;
     use crate::{
         events::EventBus,
-        job::{AttemptView, StopRequest, now_ms},
+        job::{ActivityView, AttemptView, StopRequest, now_ms},
         store::{
             Op, Store, StoreError,
             tests::{job, temp_dir},
@@ -408,5 +432,101 @@ mod tests {
         assert!(source.source().is_some_and(|s| s.is::<rusqlite::Error>()));
         assert!(err.to_string().contains("no such table"), "{err}");
         store.close();
+    }
+
+    fn activity(id: i64, job_id: &str, source: &'static str, message: &str) -> ActivityView {
+        ActivityView {
+            id,
+            created_at: 1_000 + id,
+            job_type: if id % 2 == 0 { "a".into() } else { "b".into() },
+            job_id: job_id.into(),
+            source,
+            stage: String::new(),
+            message: message.into(),
+        }
+    }
+
+    /// The feed's SQL filter and `job::is_output` decide alike.
+    #[test]
+    fn the_feed_leaves_out_exactly_the_output_lines() {
+        let dir = temp_dir("feed");
+        let path = dir.0.join("state.db");
+        let (mut backend, reader) = open(&path).unwrap();
+        let all = [
+            activity(1, "j1", "executor", "stdout: hello"),
+            activity(2, "j1", "executor", "stderr: oops"),
+            activity(3, "j1", "executor", "copying"),
+            activity(4, "", "executor", "stdout: no job"),
+            activity(5, "j1", "admin", "stdout: an admin note"),
+            activity(6, "j2", "detector", "stderr: a detector"),
+            activity(7, "j2", "executor", "stdout:tight"),
+            activity(8, "j2", "executor", "STDOUT: loud"),
+            activity(9, "j2", "executor", "stdout: "),
+            activity(10, "j2", "executor", " stdout: indented"),
+        ];
+        let writes: Vec<Write<'_>> = all.iter().map(Write::Activity).collect();
+        backend.apply(&writes).unwrap();
+        let expected = |f: &dyn Fn(&ActivityView) -> bool| -> Vec<i64> {
+            all.iter().rev().filter(|a| !crate::job::is_output(a) && f(a)).map(|a| a.id).collect()
+        };
+        let ids = |v: Vec<ActivityView>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
+        assert_eq!(ids(reader.feed(None, None, None, 100).unwrap()), expected(&|_| true));
+        assert_eq!(ids(reader.feed(None, None, None, 100).unwrap()), vec![10, 8, 7, 6, 5, 4, 3]);
+        assert_eq!(ids(reader.feed(Some("a"), None, None, 100).unwrap()), expected(&|a| a.job_type == "a"));
+        assert_eq!(ids(reader.feed(None, Some("j1"), None, 100).unwrap()), expected(&|a| a.job_id == "j1"));
+        assert_eq!(ids(reader.feed(None, None, Some(6), 2).unwrap()), vec![5, 4]);
+        assert_eq!(reader.activities(None, None, None, 100).unwrap().len(), 10, "output lines stay stored");
+    }
+
+    /// The feed's queries read from the partial indexes, so a flood of output lines is
+    /// never walked through to find the newest feed entries.
+    #[test]
+    fn the_feed_reads_from_its_partial_indexes() {
+        let dir = temp_dir("feed-plan");
+        let path = dir.0.join("state.db");
+        let (_backend, _reader) = open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let plan = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map(args, |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let overall = plan(&queries::activities_sql(true, false, false, false), &[&15]);
+        assert!(overall.contains("activities_feed"), "{overall}");
+        let by_type = plan(&queries::activities_sql(true, true, false, true), &[&"t", &100, &15]);
+        assert!(by_type.contains("activities_feed_by_type"), "{by_type}");
+    }
+
+    #[test]
+    fn finished_jobs_are_those_in_a_final_state_that_completed_in_the_range() {
+        let dir = temp_dir("finished");
+        let path = dir.0.join("state.db");
+        let (mut backend, reader) = open(&path).unwrap();
+        let mut jobs = Vec::new();
+        for (seq, state, completed_at) in [
+            (1, JobState::Succeeded, 1_000),
+            (2, JobState::Failed, 2_000),
+            (3, JobState::Canceled, 2_999),
+            (4, JobState::Succeeded, 3_000),
+            (5, JobState::Succeeded, 999),
+            (6, JobState::Pending, 0),
+        ] {
+            let mut j = job(seq, state, 500);
+            (j.completed_at, j.assigned_at, j.attempts_total) = (completed_at, 700, 1);
+            j.worker_id = if seq == 3 { String::new() } else { "w1".into() };
+            jobs.push(j);
+        }
+        backend.apply(&jobs.iter().map(Write::InsertJob).collect::<Vec<_>>()).unwrap();
+        let mut seen = Vec::new();
+        reader.finished_jobs(1_000, 3_000, &mut |f| seen.push((f.state, f.completed_at, f.had_worker))).unwrap();
+        seen.sort_by_key(|s| s.1);
+        assert_eq!(
+            seen,
+            vec![
+                (JobState::Succeeded, 1_000, true),
+                (JobState::Failed, 2_000, true),
+                (JobState::Canceled, 2_999, false)
+            ]
+        );
     }
 }

@@ -13,7 +13,7 @@ use crate::{
     holds::{Hold, HoldKind},
     job::{ATTEMPT_SUCCEEDED, ActivityView, AttemptView, Job, JobSpecData, JobView, RunView, StopRequest},
     schedules::CronSchedule,
-    store::backend::{JobQuery, Loaded},
+    store::backend::{FinishedJob, JobQuery, Loaded},
 };
 
 /// What the admin needs to resume: the jobs that are not final, the counts per
@@ -328,23 +328,56 @@ pub(super) fn activities(
     before_id: Option<i64>,
     limit: usize,
 ) -> rusqlite::Result<Vec<ActivityView>> {
+    list_activities(conn, job_type, job_id, before_id, limit, false)
+}
+
+/// The activity feed: [`activities`] without the jobs' output lines. The filter is the
+/// partial indexes' condition word for word, so SQLite reads the feed from them and
+/// never walks past a flood of output lines.
+pub(super) fn feed(
+    conn: &Connection,
+    job_type: Option<&str>,
+    job_id: Option<&str>,
+    before_id: Option<i64>,
+    limit: usize,
+) -> rusqlite::Result<Vec<ActivityView>> {
+    list_activities(conn, job_type, job_id, before_id, limit, true)
+}
+
+/// The SQL of an activities listing with the filters given; its parameters are, in
+/// order, the job type, the job id, the `before` id (each only when filtered on) and the
+/// limit.
+pub(super) fn activities_sql(feed_only: bool, job_type: bool, job_id: bool, before_id: bool) -> String {
     let mut sql =
         "SELECT id, created_at, job_type, job_id, source, stage, message FROM activities WHERE 1=1".to_string();
+    if feed_only {
+        sql.push_str(concat!(" AND ", not_output!()));
+    }
+    let mut n = 0;
+    for (on, term) in [(job_type, "job_type = ?"), (job_id, "job_id = ?"), (before_id, "id < ?")] {
+        if on {
+            n += 1;
+            sql.push_str(&format!(" AND {term}{n}"));
+        }
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", n + 1));
+    sql
+}
+
+fn list_activities(
+    conn: &Connection,
+    job_type: Option<&str>,
+    job_id: Option<&str>,
+    before_id: Option<i64>,
+    limit: usize,
+    feed_only: bool,
+) -> rusqlite::Result<Vec<ActivityView>> {
+    let sql = activities_sql(feed_only, job_type.is_some(), job_id.is_some(), before_id.is_some());
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    if let Some(t) = job_type {
-        args.push(t.to_string().into());
-        sql.push_str(&format!(" AND job_type = ?{}", args.len()));
-    }
-    if let Some(j) = job_id {
-        args.push(j.to_string().into());
-        sql.push_str(&format!(" AND job_id = ?{}", args.len()));
-    }
-    if let Some(b) = before_id {
-        args.push(b.into());
-        sql.push_str(&format!(" AND id < ?{}", args.len()));
-    }
+    args.extend(job_type.map(|t| t.to_string().into()));
+    args.extend(job_id.map(|j| j.to_string().into()));
+    args.extend(before_id.map(Into::into));
     args.push((limit as i64).into());
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
         Ok(ActivityView {
@@ -358,6 +391,41 @@ pub(super) fn activities(
         })
     })?;
     rows.collect()
+}
+
+/// Visits the jobs in a final state that completed in `[since, until)`. There is no
+/// index on `completed_at` (it would cost every job's final write): this scans the jobs
+/// table once, which the trends' rebuild does once, in the background, at start.
+pub(super) fn finished_jobs(
+    conn: &Connection,
+    since: i64,
+    until: i64,
+    visit: &mut dyn FnMut(FinishedJob),
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT job_type, state, created_at, not_before, assigned_at, completed_at, attempts_total, worker_id <> '' \
+         FROM jobs WHERE completed_at >= ?1 AND completed_at < ?2 AND state IN (?3, ?4, ?5)",
+    )?;
+    let mut rows = stmt.query(params![
+        since,
+        until,
+        JobState::Succeeded as i32,
+        JobState::Failed as i32,
+        JobState::Canceled as i32
+    ])?;
+    while let Some(r) = rows.next()? {
+        visit(FinishedJob {
+            job_type: r.get(0)?,
+            state: JobState::try_from(r.get::<_, i32>(1)?).unwrap_or(JobState::Unspecified),
+            created_at: r.get(2)?,
+            not_before: r.get(3)?,
+            assigned_at: r.get(4)?,
+            completed_at: r.get(5)?,
+            attempts_total: r.get(6)?,
+            had_worker: r.get(7)?,
+        });
+    }
+    Ok(())
 }
 
 pub(super) fn detection_runs(

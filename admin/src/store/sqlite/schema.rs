@@ -121,11 +121,23 @@ pub(super) const JOB_COLUMNS: &str = "seq, job_type, dedupe_key, priority, summa
      error, result_summary, result, updated_at, ready_at, assigned_at, completed_at, dead_letter, failed_on, \
      stop_outcome, stop_reason, replay_of, cluster_context";
 
-/// Indexes over columns that older stores lack: created after [`migrate`] added them.
-const LATE_INDEXES: &str = "
+/// Indexes over columns that older stores lack: created after [`migrate`] added them;
+/// and the activity feed's (an older store gets them built once, at its first start).
+/// The feed's indexes hold only activities that are not output lines, so an output line
+/// costs no entry in them, and the newest feed entries are found however many output
+/// lines came after them.
+const LATE_INDEXES: &str = concat!(
+    "
 CREATE INDEX IF NOT EXISTS jobs_by_replay ON jobs(replay_of) WHERE replay_of > 0;
 CREATE INDEX IF NOT EXISTS jobs_dead_letters ON jobs(job_type) WHERE dead_letter = 1;
-";
+CREATE INDEX IF NOT EXISTS activities_feed ON activities(id) WHERE ",
+    not_output!(),
+    ";
+CREATE INDEX IF NOT EXISTS activities_feed_by_type ON activities(job_type, id) WHERE ",
+    not_output!(),
+    ";
+"
+);
 
 /// How long a connection waits for a lock before it reports the database busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
