@@ -1,8 +1,8 @@
 //! Trends and logs in a real headless Chromium (over WebDriver, as `ui_browser.rs`),
 //! against a real admin and the bundled script runner on a real SDK worker: an operator
 //! watches a running script's log tail grow on its job page, then watches the job type's
-//! chart count the job once it finishes, neither page reloading. Screenshots land in
-//! target/screenshots/.
+//! chart count the job once it finishes, neither page reloading; and reads a waiting
+//! job's reason change when the worker attaches. Screenshots land in target/screenshots/.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -32,12 +32,8 @@ async fn until(browser: &Browser, what: &str, expr: &str) -> Value {
 }
 
 async fn sign_in(browser: &Browser, base: &str, data_dir: &Path) {
-    browser.goto(&format!("{base}/plugin/login")).await;
     let token = std::fs::read_to_string(data_dir.join("plugin/admin.token")).expect("the first admin token");
-    browser.type_into(&browser.find("input[name='token']").await, token.trim()).await;
-    browser.click(&browser.find("form[action='/plugin/login'] button").await).await;
-    until(browser, "signed in", "((document.getElementById('flash') || {}).textContent || '').startsWith('Signed in')")
-        .await;
+    browser.sign_in(base, &token).await;
 }
 
 /// The texts of the log panel's lines, as "stream text".
@@ -121,6 +117,78 @@ async fn a_log_tail_and_a_chart_update_live_while_a_script_runs_and_finishes() {
     browser.screenshot_page(&screenshot_path("overview_trends.png"), 2400).await;
 
     browser.quit();
+    worker.stop().await;
+    admin.stop().await;
+}
+
+/// The reason code of the job page's "why is this job waiting" box ("" once it is gone).
+const WHY: &str = "((document.getElementById('why-waiting') || { dataset: {} }).dataset.reason || '')";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_jobs_reason_changes_live_when_a_worker_attaches() {
+    let dir = TempDir::new("ui-why");
+    let data = dir.path().join("admin");
+    let scripts = dir.path().join("scripts");
+    let admin = TestAdmin::start(&data, |_| {}).await;
+    let start_worker = || {
+        let runner = ScriptRunner::new(ScriptPolicy::allowed(&scripts));
+        PluginWorker::start(admin.grpc, "script-worker", &dir.path().join("worker"), vec![Arc::new(runner)])
+    };
+    // The worker brings the job type and its one slot, then leaves.
+    let worker = start_worker();
+    plugins::wait_descriptor(&admin, "script").await;
+    let script = json!({
+        "name": plugins::string("gated"),
+        "interpreter": plugins::string("sh"),
+        "source": plugins::string("inline"),
+        "script": plugins::string(GATED),
+    });
+    plugins::configure(&admin, "script", script).await;
+    worker.stop().await;
+    wait_for("the worker gone", WAIT, || async {
+        admin.get("/api/plugin/workers").await.as_array().is_some_and(|w| w.is_empty()).then_some(())
+    })
+    .await;
+
+    // Two jobs by hand: nobody can run them.
+    let mut ids = Vec::new();
+    for key in ["first", "second"] {
+        let body = json!({ "parameters": {}, "dedupe_key": key, "summary": format!("job {key}") });
+        let r = tests::http::post_json(&admin.http, "/api/plugin/job-types/script/jobs", &body).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        ids.push(r.json()["job"]["job_id"].as_str().unwrap().to_string());
+    }
+
+    let browser = Browser::start().await;
+    let base = format!("http://{}", admin.http);
+    sign_in(&browser, &base, &data).await;
+    browser.goto(&format!("{base}/plugin/jobs/{}", ids[1])).await;
+    until(&browser, "no executor", &format!("{WHY} === 'no_executor'")).await;
+    let message =
+        browser.script("return document.querySelector('#why-waiting .why-message').textContent", vec![]).await;
+    assert!(message.as_str().unwrap().to_lowercase().contains("no connected worker"), "{message}");
+    browser.screenshot(&screenshot_path("job_waiting_no_executor.png")).await;
+    browser.script("window.plughostMarker = 'not reloaded'; return true", vec![]).await;
+    until(&browser, "the live connection", "document.getElementById('live-status').textContent === 'live'").await;
+
+    // The worker attaches: the first job takes its only slot, and the second one's page
+    // says so without a reload.
+    let worker = start_worker();
+    // Its one slot is taken, which is also the job type's global concurrency of 1: the
+    // page says what the dispatcher says, without a reload.
+    let reason = wait_for("the first job running", WAIT, || async {
+        let e = admin.get(&format!("/api/plugin/jobs/{}/explain", ids[1])).await;
+        let reason = e["reason"].as_str()?.to_string();
+        ["concurrency_reached", "slots_full"].contains(&reason.as_str()).then_some(reason)
+    })
+    .await;
+    until(&browser, "the reason to change", &format!("{WHY} === '{reason}'")).await;
+    let message =
+        browser.script("return document.querySelector('#why-waiting .why-message').textContent", vec![]).await;
+    assert!(message.as_str().unwrap().contains("1 of 1"), "{message}");
+    assert_eq!(browser.script("return window.plughostMarker", vec![]).await, "not reloaded");
+    browser.screenshot(&screenshot_path("job_waiting_busy.png")).await;
+
     worker.stop().await;
     admin.stop().await;
 }
