@@ -244,6 +244,62 @@ pub fn unit_words(unit: &str) -> &'static str {
     }
 }
 
+/// The units a duration input offers, smallest first, with their names in words: the
+/// select of the forms' duration widget. A runtime setting offers the tail of this list
+/// that starts at its stored unit ([`duration_units_from`]).
+pub const DURATION_CHOICES: &[(&str, &str)] =
+    &[("ms", "milliseconds"), ("s", "seconds"), ("min", "minutes"), ("h", "hours"), ("d", "days")];
+
+/// The units of [`DURATION_CHOICES`] from `smallest` up (all of them for an unknown unit).
+pub fn duration_units_from(smallest: &str) -> &'static [(&'static str, &'static str)] {
+    let from = DURATION_CHOICES.iter().position(|(u, _)| *u == smallest).unwrap_or(0);
+    &DURATION_CHOICES[from..]
+}
+
+/// The amount and the largest of `units` that shows `nanos` exactly as a whole number;
+/// the smallest unit (with a fraction if need be) when none does, and for zero.
+pub fn duration_display_in(nanos: i128, units: &[(&'static str, &'static str)]) -> (String, &'static str) {
+    let smallest = units.first().map(|(u, _)| *u).unwrap_or("s");
+    if nanos != 0 {
+        for (unit, _) in units.iter().rev() {
+            let per = unit_named(unit).1;
+            if nanos % per == 0 {
+                return ((nanos / per).to_string(), unit);
+            }
+        }
+    }
+    let per = unit_named(smallest).1;
+    if nanos % per == 0 {
+        ((nanos / per).to_string(), smallest)
+    } else {
+        (format!("{}", nanos as f64 / per as f64), smallest)
+    }
+}
+
+/// What the duration widget posts (an amount and a unit of [`DURATION_UNITS`]) as a
+/// duration: `Ok(None)` when the amount is blank, the message for an amount that is not a
+/// number or a duration beyond protobuf's limit. The config forms and the runtime
+/// settings form both read their duration inputs through this.
+pub fn parse_duration_input(amount: &str, unit: &str) -> Result<Option<pb::Duration>, String> {
+    let amount = amount.trim();
+    if amount.is_empty() {
+        return Ok(None);
+    }
+    let (unit, nanos_per) = unit_named(unit);
+    let n: f64 = amount
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite())
+        .ok_or_else(|| format!("must be a number of {}", unit_words(unit)))?;
+    duration_from_nanos(n * nanos_per as f64).map(Some)
+}
+
+/// An amount of a unit of [`DURATION_UNITS`] in words: "1 minute", "90 seconds".
+pub fn in_words(amount: &str, unit: &str) -> String {
+    let plural = unit_words(unit);
+    if amount == "1" { format!("1 {}", plural.trim_end_matches('s')) } else { format!("{amount} {plural}") }
+}
+
 /// "250ms", "30s", "5m", "5min", "2h", "1d" or a bare number of seconds, in nanoseconds.
 pub fn parse_duration_text(s: &str) -> Option<f64> {
     let s = s.trim();
@@ -423,6 +479,25 @@ mod tests {
         assert_eq!(seconds_text(3 * NANOS_PER_SECOND), "3");
         assert_eq!(unit_named("min"), ("min", 60 * NANOS_PER_SECOND));
         assert_eq!(unit_named("weeks"), ("s", NANOS_PER_SECOND));
+    }
+
+    #[test]
+    fn a_duration_input_reads_an_amount_of_a_unit_and_shows_in_the_largest_exact_unit() {
+        assert_eq!(parse_duration_input(" 1.5 ", "min"), Ok(Some(pb::Duration { seconds: 90, nanos: 0 })));
+        assert_eq!(parse_duration_input("", "h"), Ok(None));
+        assert_eq!(parse_duration_input("soon", "h"), Err("must be a number of hours".into()));
+        assert_eq!(parse_duration_input("2", "fortnights"), Ok(Some(pb::Duration { seconds: 2, nanos: 0 })));
+        assert!(parse_duration_input("1e300", "d").is_err());
+        let from_seconds = duration_units_from("s");
+        assert_eq!(from_seconds.iter().map(|(u, _)| *u).collect::<Vec<_>>(), ["s", "min", "h", "d"]);
+        assert_eq!(duration_units_from("nope").len(), DURATION_CHOICES.len());
+        let minutes = duration_units_from("min");
+        assert_eq!(duration_display_in(0, minutes), ("0".into(), "min"));
+        assert_eq!(duration_display_in(7200 * NANOS_PER_SECOND, minutes), ("2".into(), "h"));
+        assert_eq!(duration_display_in(90 * NANOS_PER_SECOND, minutes), ("1.5".into(), "min"));
+        assert_eq!(duration_display_in(90 * NANOS_PER_SECOND, from_seconds), ("90".into(), "s"));
+        assert_eq!(in_words("1", "h"), "1 hour");
+        assert_eq!(in_words("7", "d"), "7 days");
     }
 
     #[test]

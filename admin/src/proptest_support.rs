@@ -308,8 +308,8 @@ pub(crate) fn descriptor(constraints: Constraints) -> impl Strategy<Value = pb::
 }
 
 /// What a browser (or anyone) may post for a descriptor's forms: pairs named after the
-/// pool's fields in either form, their duration units and "clear" boxes, and others, in
-/// any order, with repeats.
+/// pool's fields in either form, their duration units, "clear" boxes and key/value rows,
+/// and others, in any order, with repeats.
 pub(crate) fn posted() -> impl Strategy<Value = Vec<(String, String)>> {
     let mut names: Vec<String> = Vec::new();
     for prefix in ["admin", "worker"] {
@@ -318,6 +318,9 @@ pub(crate) fn posted() -> impl Strategy<Value = Vec<(String, String)>> {
             names.push(format!("{prefix}.{n}"));
             names.push(format!("unit:{prefix}.{n}"));
             names.push(format!("clear:{prefix}.{n}"));
+            names.push(format!("key:{prefix}.{n}"));
+            names.push(format!("value:{prefix}.{n}"));
+            names.push(format!("remove:{prefix}.{n}"));
         }
     }
     names.extend(["x".to_string(), String::new(), "admin.".to_string()]);

@@ -51,8 +51,8 @@ pub struct SwitchSetting {
 
 #[derive(Debug)]
 pub struct NumberSetting {
-    /// The unit, in words: "minutes", "jobs".
-    pub unit: &'static str,
+    /// What the number counts: things ("jobs") or a duration in whole seconds or minutes.
+    pub unit: Unit,
     /// The accepted range (the validator's). Zero is allowed everywhere (it means "use the
     /// fallback" or has a meaning of its own, see [`Zero`]); the upper bounds catch typos
     /// (a timeout in milliseconds, a year-long interval) rather than encode policy.
@@ -62,6 +62,57 @@ pub struct NumberSetting {
     pub zero: Zero,
     pub get: fn(&pb::AdminRuntimeConfig) -> i32,
     pub set: fn(&mut pb::AdminRuntimeConfig, i32),
+}
+
+/// What a number setting counts. A duration is stored as a whole number of its unit
+/// (the field names say which: `_seconds`, `_minutes`); the runtime form edits it with the
+/// duration widget of the config forms (an amount and a unit from the stored one up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Things, named in words: "jobs", "retries".
+    Count(&'static str),
+    /// A duration in whole seconds.
+    Seconds,
+    /// A duration in whole minutes.
+    Minutes,
+}
+
+impl Unit {
+    /// The unit in words, plural: "jobs", "seconds", "minutes".
+    pub fn words(self) -> &'static str {
+        match self {
+            Unit::Count(words) => words,
+            Unit::Seconds => "seconds",
+            Unit::Minutes => "minutes",
+        }
+    }
+
+    /// A duration's stored unit as [`crate::config_value::DURATION_UNITS`] names it (`s`,
+    /// `min`); `None` for a count.
+    pub fn duration_unit(self) -> Option<&'static str> {
+        match self {
+            Unit::Count(_) => None,
+            Unit::Seconds => Some("s"),
+            Unit::Minutes => Some("min"),
+        }
+    }
+
+    /// `v` of this unit as a duration in nanoseconds; `None` for a count.
+    pub fn nanos(self, v: i64) -> Option<i128> {
+        self.duration_unit().map(|u| i128::from(v) * crate::config_value::unit_named(u).1)
+    }
+
+    /// `v` for messages: a count as the bare number ("100"), a duration with its unit and,
+    /// when a larger unit shows it exactly, in that unit too: "604800 seconds (7 days)".
+    pub fn amount_text(self, v: i64) -> String {
+        use crate::config_value::{duration_display_in, duration_units_from, in_words};
+        let Some((unit, nanos)) = self.duration_unit().zip(self.nanos(v)) else {
+            return v.to_string();
+        };
+        let stored = in_words(&v.to_string(), unit);
+        let (amount, larger) = duration_display_in(nanos, duration_units_from(unit));
+        if larger == unit { stored } else { format!("{stored} ({})", in_words(&amount, larger)) }
+    }
 }
 
 /// What zero (the value of a field nobody set) means for a number setting.
@@ -100,7 +151,7 @@ pub const RUNTIME_SETTINGS: &[RuntimeSetting] = &[
         help: "How often the scheduler asks a detector for work while the job type is enabled.",
         why: "frequent enough to notice work, cheap enough for a detector that scans a cluster",
         kind: SettingKind::Number(NumberSetting {
-            unit: "minutes",
+            unit: Unit::Minutes,
             min: 0,
             max: 525_600, // one year
             fallback: 10,
@@ -115,7 +166,7 @@ pub const RUNTIME_SETTINGS: &[RuntimeSetting] = &[
         help: "How long one detection may run before it is cancelled.",
         why: "a scan that takes longer is stuck more often than it is slow",
         kind: SettingKind::Number(NumberSetting {
-            unit: "seconds",
+            unit: Unit::Seconds,
             min: 0,
             max: WEEK_SECONDS,
             fallback: 60,
@@ -130,7 +181,7 @@ pub const RUNTIME_SETTINGS: &[RuntimeSetting] = &[
         help: "Proposals beyond this many are left for the next detection.",
         why: "one detection cannot flood the queue; the next round picks up the rest",
         kind: SettingKind::Number(NumberSetting {
-            unit: "jobs",
+            unit: Unit::Count("jobs"),
             min: 0,
             max: 1_000_000,
             fallback: 1000,
@@ -145,7 +196,7 @@ pub const RUNTIME_SETTINGS: &[RuntimeSetting] = &[
         help: "How many jobs of this type may run at once across all workers.",
         why: "per job type, across all workers: bounds the load one job type puts on the cluster",
         kind: SettingKind::Number(NumberSetting {
-            unit: "jobs",
+            unit: Unit::Count("jobs"),
             min: 0,
             max: 10_000,
             fallback: 64,
@@ -160,7 +211,7 @@ pub const RUNTIME_SETTINGS: &[RuntimeSetting] = &[
         help: "How many jobs of this type one worker may run at once.",
         why: "no per-worker cap: a worker is limited only by the slots it advertises",
         kind: SettingKind::Number(NumberSetting {
-            unit: "jobs",
+            unit: Unit::Count("jobs"),
             min: 0,
             max: 10_000,
             fallback: 0,
@@ -175,7 +226,7 @@ pub const RUNTIME_SETTINGS: &[RuntimeSetting] = &[
         help: "How often a failed job is tried again before it is dead-lettered.",
         why: "transient failures get a few chances, a broken job is dead-lettered soon",
         kind: SettingKind::Number(NumberSetting {
-            unit: "retries",
+            unit: Unit::Count("retries"),
             min: 0,
             max: 100,
             fallback: 3,
@@ -190,7 +241,7 @@ pub const RUNTIME_SETTINGS: &[RuntimeSetting] = &[
         help: "How long a failed job waits before its next attempt.",
         why: "long enough for a restarted worker or a flapping peer to settle",
         kind: SettingKind::Number(NumberSetting {
-            unit: "seconds",
+            unit: Unit::Seconds,
             min: 0,
             max: DAY_SECONDS,
             fallback: 10,
@@ -205,7 +256,7 @@ pub const RUNTIME_SETTINGS: &[RuntimeSetting] = &[
         help: "A cap on each attempt's execution timeout: an attempt is cancelled after the smaller of the two.",
         why: "no cap beyond the execution timeout",
         kind: SettingKind::Number(NumberSetting {
-            unit: "seconds",
+            unit: Unit::Seconds,
             min: 0,
             max: WEEK_SECONDS,
             fallback: 0,
@@ -220,7 +271,7 @@ pub const RUNTIME_SETTINGS: &[RuntimeSetting] = &[
         help: "How long one attempt may run before it is cancelled.",
         why: "per attempt: generous for bulk work, but a hung attempt is eventually cancelled",
         kind: SettingKind::Number(NumberSetting {
-            unit: "seconds",
+            unit: Unit::Seconds,
             min: 0,
             max: WEEK_SECONDS,
             fallback: 3600,
@@ -357,7 +408,7 @@ pub fn docs_table() -> String {
                 ("", "on or off".to_string(), if w.fallback { "on" } else { "off" }.to_string(), "")
             }
             SettingKind::Number(n) => (
-                n.unit,
+                n.unit.words(),
                 format!("{} to {}", n.min, n.max),
                 n.fallback.to_string(),
                 match n.zero {
@@ -465,7 +516,9 @@ mod tests {
             if let Some(n) = s.number() {
                 assert!(n.min <= n.fallback && n.fallback <= n.max, "{}", s.name);
                 assert!(n.min <= 0, "{}: zero is always accepted", s.name);
-                assert!(!n.unit.is_empty(), "{}", s.name);
+                assert!(!n.unit.words().is_empty(), "{}", s.name);
+                let duration = s.name.ends_with("_seconds") || s.name.ends_with("_minutes");
+                assert_eq!(n.unit.duration_unit().is_some(), duration, "{}: the name says the unit", s.name);
             }
         }
     }
@@ -493,6 +546,19 @@ mod tests {
             "| `execution_timeout_seconds` | Execution timeout | seconds | 0 to 604800 | 3600 | the fallback |"
         ));
         assert_eq!(table.lines().count(), RUNTIME_SETTINGS.len() + 4);
+    }
+
+    #[test]
+    fn amounts_read_with_their_unit_and_a_larger_one_that_shows_them_exactly() {
+        assert_eq!(Unit::Count("retries").amount_text(100), "100");
+        assert_eq!(Unit::Seconds.amount_text(WEEK_SECONDS.into()), "604800 seconds (7 days)");
+        assert_eq!(Unit::Seconds.amount_text(90), "90 seconds");
+        assert_eq!(Unit::Seconds.amount_text(1), "1 second");
+        assert_eq!(Unit::Minutes.amount_text(0), "0 minutes");
+        assert_eq!(Unit::Minutes.amount_text(525_600), "525600 minutes (365 days)");
+        assert_eq!(Unit::Minutes.amount_text(60), "60 minutes (1 hour)");
+        assert_eq!(Unit::Minutes.nanos(2), Some(120_000_000_000));
+        assert_eq!(Unit::Count("jobs").nanos(2), None);
     }
 
     #[test]

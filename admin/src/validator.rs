@@ -115,9 +115,9 @@ pub fn validate_config(
         for (setting, n) in runtime_config::number_settings() {
             let value = (n.get)(runtime);
             let message = if value < n.min {
-                format!("must be at least {}", n.min)
+                format!("must be at least {}", n.unit.amount_text(n.min.into()))
             } else if value > n.max {
-                format!("must be at most {}", n.max)
+                format!("must be at most {}", n.unit.amount_text(n.max.into()))
             } else {
                 continue;
             };
@@ -1075,7 +1075,9 @@ mod tests {
             ]
         );
         assert_eq!(errors[5].message, "must be at most 100");
-        assert_eq!(errors[0].message, "must be at least 0");
+        assert_eq!(errors[0].message, "must be at least 0 minutes");
+        assert_eq!(errors[2].message, "must be at least 0", "a count has no unit");
+        assert_eq!(errors[7].message, "must be at most 604800 seconds (7 days)", "a duration says its unit");
     }
 
     #[test]

@@ -1,9 +1,14 @@
 // Plughost pages: progressive enhancement only. Every page works without this file;
 // it adds (1) live updates over Server-Sent Events, (2) visible_when_* field visibility,
 // (3) local and relative times, (4) "/" to focus the job search, (5) logs that follow
-// their newest line. No framework, nothing fetched from elsewhere.
+// their newest line, (6) tabs that switch without a reload (the job type page), (7) an
+// "Add row" button for key/value editors. No framework, nothing fetched from elsewhere.
 (function () {
   "use strict";
+
+  // Set by the live updates below: called with a panel swapped in by a tab switch and the
+  // event id the server rendered it at.
+  var onSwap = function () {};
 
   // ---- "/" focuses the job search (the jobs page's own filter, else the header's) ----
 
@@ -53,13 +58,45 @@
     });
   }
 
-  document.querySelectorAll("form").forEach(function (form) {
-    if (!form.querySelector("[data-visible-when-field]")) return;
-    form.classList.add("js-visibility");
-    applyVisibility(form);
-    form.addEventListener("input", function () { applyVisibility(form); });
-    form.addEventListener("change", function () { applyVisibility(form); });
-  });
+  function setUpVisibility(root) {
+    root.querySelectorAll("form").forEach(function (form) {
+      if (!form.querySelector("[data-visible-when-field]")) return;
+      form.classList.add("js-visibility");
+      applyVisibility(form);
+      form.addEventListener("input", function () { applyVisibility(form); });
+      form.addEventListener("change", function () { applyVisibility(form); });
+    });
+  }
+  setUpVisibility(document);
+
+  // ---- key/value editors: "Add row" copies an empty row ------------------------------
+
+  function setUpKeyValues(root) {
+    root.querySelectorAll("[data-kv]").forEach(function (kv) {
+      var add = kv.querySelector("[data-kv-add]");
+      if (!add || add.dataset.ready) return;
+      add.dataset.ready = "1";
+      add.hidden = false;
+      add.addEventListener("click", function () {
+        var empty = kv.querySelector(".kv-row[data-kv-empty]");
+        if (!empty) return;
+        var row = empty.cloneNode(true);
+        var n = kv.querySelectorAll(".kv-row").length + 1;
+        row.classList.remove("kv-invalid");
+        row.querySelectorAll("input").forEach(function (input) {
+          input.value = "";
+          input.removeAttribute("id");
+          input.removeAttribute("aria-invalid");
+          input.removeAttribute("aria-describedby");
+          var label = input.getAttribute("aria-label");
+          if (label) input.setAttribute("aria-label", label.replace(/row \d+$/, "row " + n));
+        });
+        kv.insertBefore(row, add);
+        row.querySelector("input").focus();
+      });
+    });
+  }
+  setUpKeyValues(document);
 
   // ---- times ---------------------------------------------------------------------
 
@@ -108,6 +145,51 @@
     history.replaceState(null, "", location.pathname + (q ? "?" + q : "") + location.hash);
   }
 
+  // ---- tabs: a tab's page fetched and its panel swapped in ----------------------------
+
+  // The tab bar (data-tabs names the panel) holds plain links: without this script each
+  // one loads its tab's page. Here the panel is swapped instead, and the address follows
+  // (replaceState: Back still leaves the page, as it would have before the switch).
+  var tabBar = document.querySelector("[data-tabs]");
+  var tabRequest = 0;
+  function switchTab(href) {
+    var panel = document.getElementById(tabBar.dataset.tabs);
+    var mine = ++tabRequest;
+    if (panel) panel.classList.add("loading");
+    fetch(href, { headers: { "Accept": "text/html" }, credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (html) {
+        if (mine !== tabRequest) return;
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var next = doc.getElementById(tabBar.dataset.tabs);
+        var nextBar = doc.querySelector("[data-tabs]");
+        if (!panel || !next || !nextBar) { location.href = href; return; }
+        history.replaceState(null, "", href);
+        document.title = doc.title;
+        // A status shown for an earlier action does not belong to the new tab.
+        var flash = document.getElementById("flash");
+        if (flash) flash.remove();
+        var fresh = document.importNode(next, true);
+        panel.replaceWith(fresh);
+        tabBar.replaceChildren.apply(tabBar, Array.from(nextBar.childNodes).map(function (n) {
+          return document.importNode(n, true);
+        }));
+        document.querySelectorAll("a[data-here]").forEach(function (a) { a.href = href; });
+        enhance(fresh);
+        onSwap(fresh, Number(doc.body.dataset.lastEventId) || 0);
+      })
+      .catch(function () { if (mine === tabRequest) location.href = href; });
+  }
+  if (tabBar && window.fetch && window.DOMParser && window.history && history.replaceState) {
+    tabBar.addEventListener("click", function (e) {
+      var a = e.target.closest("a[data-tab]");
+      if (!a || e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return;
+      e.preventDefault();
+      if (a.getAttribute("aria-current") === "page") return;
+      switchTab(a.href);
+    });
+  }
+
   // ---- logs ------------------------------------------------------------------------
 
   // A log box (data-tail) shows its newest lines: scrolled to the bottom at first, and
@@ -120,11 +202,29 @@
   }
   toBottom(document);
 
+  // What a swapped-in panel needs of the above.
+  function enhance(root) {
+    renderTimes(root);
+    setUpVisibility(root);
+    setUpKeyValues(root);
+    toBottom(root);
+  }
+
   // ---- live updates ----------------------------------------------------------------
 
-  var regions = Array.prototype.slice.call(document.querySelectorAll("[data-live], [data-live-reveal]"));
+  // Looked up on every event: a tab switch brings other regions.
+  function liveRegions() {
+    return Array.prototype.slice.call(document.querySelectorAll("[data-live], [data-live-reveal]"));
+  }
   var hasJobRows = document.querySelector("[data-job-row]") !== null;
-  if (!window.EventSource || !window.fetch || (regions.length === 0 && !hasJobRows)) return;
+  if (!window.EventSource || !window.fetch || (liveRegions().length === 0 && !hasJobRows)) return;
+
+  // The newest event this page has handled: a panel rendered before it missed it.
+  var lastSeen = Number(document.body.dataset.lastEventId) || 0;
+  onSwap = function (panel, renderedAt) {
+    if (lastSeen <= renderedAt) return;
+    panel.querySelectorAll("[data-live][id]").forEach(schedule);
+  };
 
   var status = document.getElementById("live-status");
   function setStatus(text, cls) {
@@ -260,7 +360,7 @@
       setTimeout(function () { row.classList.remove("flash-row"); }, 600);
       // A new state may change the row's actions: re-render the regions holding it.
       if (changed) {
-        regions.forEach(function (r) { if (r.contains(row) && r.id) schedule(r); });
+        liveRegions().forEach(function (r) { if (r.contains(row) && r.id) schedule(r); });
       }
     });
     return rows.length > 0;
@@ -271,7 +371,7 @@
     var known = false;
     if (name === "job") known = updateJobRows(data.job);
     var output = name === "activity" && isOutput(data.activity);
-    regions.forEach(function (region) {
+    liveRegions().forEach(function (region) {
       if (!concerns(region, about)) return;
       if (output && region.hasAttribute("data-live-no-output")) return;
       if (words(region.dataset.liveReveal).indexOf(name) >= 0) {
@@ -296,12 +396,13 @@
     source.addEventListener(name, function (e) {
       var data;
       try { data = JSON.parse(e.data); } catch (err) { return; }
+      lastSeen = Math.max(lastSeen, Number(e.lastEventId) || 0);
       handle(name, data);
     });
   });
   // The admin could not replay what this page missed: refresh every live region.
   source.addEventListener("reset", function () {
-    regions.forEach(function (r) { if (r.id && r.hasAttribute("data-live")) schedule(r); });
+    liveRegions().forEach(function (r) { if (r.id && r.hasAttribute("data-live")) schedule(r); });
   });
   window.addEventListener("pagehide", function () { source.close(); });
 })();

@@ -101,6 +101,7 @@ pub fn percent_decode(raw: &str) -> String {
 /// `?error=`, `None` when it carries neither.
 pub fn flash_status(r: &Response) -> Option<Result<String, String>> {
     let loc = location(r);
+    let loc = loc.split('#').next().unwrap_or_default();
     let query = loc.split_once('?').map(|(_, q)| q).unwrap_or_default();
     query.split('&').find_map(|kv| {
         kv.strip_prefix("ok=")

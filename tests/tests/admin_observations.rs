@@ -136,9 +136,9 @@ async fn observations_are_kept_served_and_shown_and_a_preview_comes_back_from_th
     assert_eq!(audit["events"].as_array().unwrap().len(), 3, "previews are commands: {audit}");
 
     let page_path = format!("/plugin/job-types/{T}");
-    let (client, page) = Client::open(&admin.http, &page_path).await;
+    let (client, page) = Client::open(&admin.http, &format!("{page_path}?tab=history")).await;
     let html = page.text();
-    assert!(html.contains("db/a") && html.contains("db/b"), "the job type page lists the observed objects");
+    assert!(html.contains("db/a") && html.contains("db/b"), "the job type page's history lists the observed objects");
     let r = client.post(&format!("{page_path}/preview"), &[("object", "db/b"), ("format", "lance")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let html = r.text();

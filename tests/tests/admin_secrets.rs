@@ -87,13 +87,19 @@ async fn is_sensitive(admin: &TestAdmin) -> bool {
     fields.iter().any(|f| f["name"] == "api_token" && f["sensitive"] == true)
 }
 
-/// What an operator can see of the job type: the config API and the job type's page.
+/// What an operator can see of the job type: the config API and the job type's page, all
+/// of its tabs.
 async fn visible(admin: &TestAdmin) -> String {
     let api = http::get(&admin.http, &config_path()).await;
     assert_eq!(api.status, 200, "{}", api.text());
-    let page = http::get(&admin.http, &format!("/plugin/job-types/{T}")).await;
-    assert_eq!(page.status, 200, "{}", page.text());
-    format!("{}\n{}", api.text(), page.text())
+    let mut shown = api.text();
+    for tab in ["status", "configuration", "runtime", "history"] {
+        let page = http::get(&admin.http, &format!("/plugin/job-types/{T}?tab={tab}")).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        shown.push('\n');
+        shown.push_str(&page.text());
+    }
+    shown
 }
 
 /// The HTML of the form field whose input is named `name`.
@@ -155,7 +161,7 @@ async fn a_descriptor_that_drops_the_sensitive_flag_does_not_reveal_the_saved_se
     let shown = visible(&admin).await;
     assert!(!shown.contains(CANARY), "the secret stays hidden in the API and the page");
     assert!(is_sensitive(&admin).await, "the field is still shown as sensitive");
-    let page = http::get(&admin.http, &format!("/plugin/job-types/{T}")).await.text();
+    let page = http::get(&admin.http, &format!("/plugin/job-types/{T}?tab=configuration")).await.text();
     let block = field_block(&page, "admin.api_token");
     assert!(block.contains("type=\"password\"") && block.contains("value=\"\""), "never filled in: {block}");
 

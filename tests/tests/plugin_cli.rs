@@ -178,7 +178,7 @@ async fn plughost_up_demo_runs_real_jobs_of_every_bundled_type() {
     for (job_type, label) in
         [("sqlite_vacuum", "Free-page ratio"), ("file_archive", "Older than"), ("script", "Secrets")]
     {
-        let page = http::get(&http_addr, &format!("/plugin/job-types/{job_type}")).await;
+        let page = http::get(&http_addr, &format!("/plugin/job-types/{job_type}?tab=configuration")).await;
         assert_eq!(page.status, 200, "{job_type}: {}", page.text());
         assert!(page.text().contains(label), "the {job_type} page shows its {label:?} field");
         assert!(!page.text().contains("demo-token-not-for-production"), "the secret is never rendered");

@@ -1,7 +1,8 @@
 //! The /plugin pages in a real headless Chromium (driven over WebDriver), against a real
 //! admin with a real worker built on the worker SDK: an operator opens the overview, goes
-//! to the job type, saves a setting, gets an out-of-range value refused next to its field,
-//! runs the job type and watches the job's state and progress change without reloading.
+//! to the job type, switches its tabs in place, saves a setting, gets an out-of-range value
+//! refused next to its field, runs the job type and watches the job's state and progress
+//! change without reloading, and a tab switched to in place keeps following events.
 //! Screenshots land in target/screenshots/.
 
 use std::{
@@ -12,12 +13,12 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tests::{
     TempDir,
     browser::{Browser, screenshot_path},
     harness::TestAdmin,
-    wait_for,
+    http, wait_for,
 };
 use tokio::sync::watch;
 use worker_sdk::{
@@ -180,8 +181,20 @@ async fn an_operator_edits_settings_and_watches_a_run_live_in_a_real_browser() {
     until(&browser, "the overview lists the worker", "document.querySelector('[data-worker=\"rack-worker-1\"]')").await;
     let link = browser.find(&format!("#lr-types a[href=\"/plugin/job-types/{JT}\"]")).await;
     browser.click(&link).await;
-    until(&browser, "the job type page", "document.querySelector('[name=\"admin.batch_size\"]')").await;
+    until(&browser, "the job type page", "document.querySelector('#tab-status[aria-current=\"page\"]')").await;
     assert!(browser.url().await.ends_with(&format!("/plugin/job-types/{JT}")));
+
+    // Its tabs switch without a reload, and the address says which one is shown.
+    browser.script("window.plughostMarker = 'not reloaded'; return true", vec![]).await;
+    browser.click(&browser.find("#tab-configuration").await).await;
+    until(&browser, "the configuration tab", "document.querySelector('[name=\"admin.batch_size\"]')").await;
+    assert!(browser.url().await.ends_with(&format!("/plugin/job-types/{JT}?tab=configuration")));
+    assert_eq!(browser.script("return window.plughostMarker", vec![]).await, "not reloaded");
+    assert_eq!(
+        browser.script("return document.querySelector('#job-type-tabs [aria-current]').id", vec![]).await,
+        "tab-configuration"
+    );
+    assert!(browser.find_all("#action-run").await.is_empty(), "the status tab's content is gone");
 
     // Change a field and save: persisted.
     let input = browser.find("[name='admin.batch_size']").await;
@@ -223,7 +236,7 @@ async fn an_operator_edits_settings_and_watches_a_run_live_in_a_real_browser() {
     browser.screenshot(&screenshot_path("job_type_error.png")).await;
 
     // visible_when: the report path shows only while the mode is "safe".
-    browser.goto(&format!("{base}/plugin/job-types/{JT}")).await;
+    browser.goto(&format!("{base}/plugin/job-types/{JT}?tab=configuration")).await;
     let report_hidden = "document.querySelector('[name=\"admin.report_path\"]').closest('.field').hidden";
     assert_eq!(browser.script(&format!("return {report_hidden};"), vec![]).await, false);
     browser.click(&browser.find("[name='admin.mode'] option[value='fast']").await).await;
@@ -233,6 +246,8 @@ async fn an_operator_edits_settings_and_watches_a_run_live_in_a_real_browser() {
 
     // Run: the job appears, and its state and progress change on the page, live.
     propose.store(true, Ordering::SeqCst);
+    browser.click(&browser.find("#tab-status").await).await;
+    until(&browser, "the status tab", "document.getElementById('action-run')").await;
     browser.click(&browser.find("#action-run").await).await;
     until(
         &browser,
@@ -252,18 +267,34 @@ async fn an_operator_edits_settings_and_watches_a_run_live_in_a_real_browser() {
         "not reloaded",
         "the page changed without a reload"
     );
+    assert!(browser.url().await.contains(&format!("/plugin/job-types/{JT}?tab=status")), "back on the status tab");
     until(
         &browser,
         "the page to settle after the run",
         "document.querySelector('#lr-status [data-stat=\"succeeded\"]').textContent === '1' \
-         && !document.querySelector('#lr-jobs .col-actions form') \
-         && document.querySelector('#lr-runs').textContent.includes('job run')",
+         && !document.querySelector('#lr-jobs .col-actions form')",
     )
     .await;
 
     // Screenshots of the pages as an operator sees them.
     browser.script("window.scrollTo(0, 0); return true", vec![]).await;
     browser.screenshot_page(&screenshot_path("job_type.png"), 3200).await;
+    // The history tab, switched to in place, has the run.
+    browser.click(&browser.find("#tab-history").await).await;
+    until(
+        &browser,
+        "the run in the history tab",
+        "(document.querySelector('#lr-runs') || {textContent: ''}).textContent.includes('job run')",
+    )
+    .await;
+    assert_eq!(browser.script("return window.plughostMarker", vec![]).await, "not reloaded");
+    // Its live region follows events like one the page was loaded with.
+    let detections = "document.querySelectorAll('#lr-runs .badge.ok').length";
+    let before = browser.script(&format!("return {detections}"), vec![]).await.as_u64().unwrap();
+    let r = http::post_json(&admin.http, &format!("/api/plugin/job-types/{JT}/detect?wait=false"), &json!({})).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    until(&browser, "the new detection in the history, live", &format!("{detections} > {before}")).await;
+    assert_eq!(browser.script("return window.plughostMarker", vec![]).await, "not reloaded");
     let job_id = admin.jobs(&format!("job_type={JT}")).await[0]["job_id"].as_str().unwrap().to_string();
     browser.goto(&format!("{base}/plugin/jobs/{job_id}")).await;
     until(&browser, "the job page", "document.querySelector('#lr-attempts .badge')").await;

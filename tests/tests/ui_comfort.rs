@@ -1,11 +1,14 @@
 //! Every /plugin page in a real headless Chromium, as an operator on any screen sees it:
 //! light and dark (the system's colour scheme, emulated), and 400 px wide (nothing wider
 //! than the screen; tables scroll inside their card), with a screenshot of each into
-//! target/screenshots/ (`page-<name>.png`, `page-<name>-dark.png`, `page-<name>-400.png`);
-//! and `/` focuses the job search, on the jobs page its own filter.
+//! target/screenshots/ (`page-<name>.png`, `page-<name>-dark.png`, `page-<name>-400.png`;
+//! each tab of the job type page as `page-job-type-<tab>`, and the script job type's
+//! configuration with its key/value rows as `page-job-type-script-configuration`); and `/`
+//! focuses the job search, on the jobs page its own filter.
 
 use std::{sync::Arc, time::Duration};
 
+use script_runner::{ScriptPolicy, ScriptRunner};
 use serde_json::json;
 use tests::{
     TempDir,
@@ -41,13 +44,25 @@ async fn every_page_reads_in_light_and_dark_and_at_400_px_and_slash_focuses_the_
     let data = dir.path().join("databases");
     std::fs::create_dir_all(&data).unwrap();
     plugins::fragmented_database(&data.join("app.db"), 200, 2000);
+    let scripts = ScriptRunner::new(ScriptPolicy::allowed(dir.path().join("scripts")));
     let worker = PluginWorker::start(
         admin.grpc,
         "vacuum-worker-1",
         &dir.path().join("worker"),
-        vec![Arc::new(sqlite_vacuum::SqliteVacuum)],
+        vec![Arc::new(sqlite_vacuum::SqliteVacuum), Arc::new(scripts)],
     );
     plugins::wait_descriptor(&admin, T).await;
+    plugins::wait_descriptor(&admin, "script").await;
+    // Saved environment and secrets, so the key/value rows show entries, not only blanks.
+    let script = json!({
+        "name": plugins::string("nightly-report"),
+        "interpreter": plugins::string("sh"),
+        "source": plugins::string("inline"),
+        "script": plugins::string("echo report"),
+        "env": plugins::string_map(&[("REPORT_DAYS", "7"), ("REPORT_FORMAT", "a rather long value to see it wrap")]),
+        "secrets": plugins::string_map(&[("api_token", "not-shown")]),
+    });
+    plugins::configure(&admin, "script", script).await;
     let values = json!({ "paths": plugins::string_list(&[data.to_str().unwrap()]), "min_size_bytes": plugins::int(1) });
     plugins::configure(&admin, T, values).await;
     plugins::run(&admin, T).await;
@@ -61,7 +76,11 @@ async fn every_page_reads_in_light_and_dark_and_at_400_px_and_slash_focuses_the_
 
     let pages = [
         ("overview", "/plugin".to_string()),
-        ("job-type", format!("/plugin/job-types/{T}")),
+        ("job-type-status", format!("/plugin/job-types/{T}?tab=status")),
+        ("job-type-configuration", format!("/plugin/job-types/{T}?tab=configuration")),
+        ("job-type-runtime", format!("/plugin/job-types/{T}?tab=runtime")),
+        ("job-type-history", format!("/plugin/job-types/{T}?tab=history")),
+        ("job-type-script-configuration", "/plugin/job-types/script?tab=configuration".to_string()),
         ("jobs", "/plugin/jobs".to_string()),
         ("job", format!("/plugin/jobs/{job_id}")),
         ("workers", "/plugin/workers".to_string()),
@@ -96,6 +115,35 @@ async fn every_page_reads_in_light_and_dark_and_at_400_px_and_slash_focuses_the_
         }
         browser.screenshot(&screenshot_path(&format!("page-{name}-400.png"))).await;
     }
+
+    // The key/value editor's button adds a row to type a new entry into, and it saves.
+    browser.set_window_size(1440, 1000).await;
+    browser.goto(&format!("{base}/plugin/job-types/script?tab=configuration")).await;
+    let env_rows = "return document.querySelectorAll('input[name=\"key:admin.env\"]').length";
+    let before = browser.script(env_rows, vec![]).await.as_u64().unwrap();
+    let add = browser.find("[data-kv-add]").await;
+    assert_eq!(browser.property(&add, "hidden").await, false, "the script shows the button");
+    browser.click(&add).await;
+    browser.wait_for_script("a new row", WAIT, &format!("{env_rows} === {}", before + 1)).await;
+    let focused = "return document.activeElement && document.activeElement.name";
+    assert_eq!(browser.script(focused, vec![]).await, "key:admin.env", "the new row's name has the focus");
+    let keys = browser.find_all("input[name='key:admin.env']").await;
+    let values = browser.find_all("input[name='value:admin.env']").await;
+    browser.type_into(keys.last().unwrap(), "ADDED_BY_ROW").await;
+    browser.type_into(values.last().unwrap(), "yes").await;
+    browser.click(&browser.find("#save-config").await).await;
+    browser
+        .wait_for_script(
+            "the saved notice",
+            WAIT,
+            "return (document.getElementById('flash') || {}).textContent === 'Configuration saved.'",
+        )
+        .await;
+    let saved = admin.get("/api/plugin/job-types/script/config").await;
+    let env = &saved["admin_config_values"]["env"]["map_value"]["fields"];
+    assert_eq!(env["ADDED_BY_ROW"]["string_value"], "yes", "{saved}");
+    assert_eq!(env["REPORT_DAYS"]["string_value"], "7", "the other entries stay");
+    assert!(!saved.to_string().contains("not-shown"), "the secret stays redacted");
 
     // "/" focuses the header's job search on any page, and the jobs page's own filter there.
     browser.set_window_size(1440, 1000).await;

@@ -368,7 +368,7 @@ async fn holds_schedules_and_global_pauses_act_from_the_pages_with_confirmation_
         (&s["kind"], &s["cron"], &s["time_zone"]),
         (&json!("cron"), &json!("0 3 * * *"), &json!("Europe/Berlin"))
     );
-    let html = page(&admin, &path).await;
+    let html = page(&admin, &format!("{path}?tab=runtime")).await;
     assert!(html.contains("<dd class=\"mono\" id=\"schedule-cron\">0 3 * * *</dd>"));
     assert!(html.contains(&format!("data-ms=\"{}\"", s["next_fire_at"].as_i64().unwrap())), "the next fire time");
 

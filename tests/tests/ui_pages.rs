@@ -85,7 +85,10 @@ async fn every_page_renders_as_html_with_a_worker_attached() {
 
     let pages: Vec<(String, &str)> = vec![
         ("/plugin".into(), "Test test_job"),
-        (format!("/plugin/job-types/{T}"), "Threshold"),
+        (format!("/plugin/job-types/{T}"), "Detect only"),
+        (format!("/plugin/job-types/{T}?tab=configuration"), "Threshold"),
+        (format!("/plugin/job-types/{T}?tab=runtime"), "Runtime settings"),
+        (format!("/plugin/job-types/{T}?tab=history"), "Run history"),
         ("/plugin/jobs".into(), "job for alpha"),
         (format!("/plugin/jobs?job_type={T}&state=succeeded&text=alpha"), "job for alpha"),
         ("/plugin/jobs?dead_letter=true".into(), "No job matches these filters."),
@@ -133,7 +136,7 @@ async fn every_page_renders_as_html_with_a_worker_attached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saving_the_configuration_form_persists_the_values() {
     let (_dir, admin, _worker) = admin_with(FakeWorkerSpec::new("w1", T, 1)).await;
-    let (client, page) = Client::open(&admin.http, &format!("/plugin/job-types/{T}")).await;
+    let (client, page) = Client::open(&admin.http, &format!("/plugin/job-types/{T}?tab=configuration")).await;
     let html = page.text();
     assert!(field_block(&html, "admin.threshold").contains("value=\"10\""), "the default is shown");
     assert!(field_block(&html, "admin.threshold").contains("min=\"0\" max=\"100\""), "the range is on the input");
@@ -141,7 +144,7 @@ async fn saving_the_configuration_form_persists_the_values() {
     let mut events = Sse::open(&admin.http, "/api/plugin/events", None).await;
     let r = client.post(&format!("/plugin/job-types/{T}/config"), &[("admin.threshold", "42")]).await;
     assert_eq!(r.status, 303, "{}", r.text());
-    assert!(location(&r).starts_with(&format!("/plugin/job-types/{T}?ok=")), "{}", location(&r));
+    assert!(location(&r).starts_with(&format!("/plugin/job-types/{T}?tab=configuration&ok=")), "{}", location(&r));
     assert_eq!(flash(&r), "Configuration saved.");
     assert_eq!(int_of(saved(&admin, T).admin_config_values.get("threshold")), Some(42));
     assert_eq!(saved(&admin, T).updated_by, "admin", "the actor is the name of the token the page was used with");
@@ -151,7 +154,7 @@ async fn saving_the_configuration_form_persists_the_values() {
     let threshold = &api["admin_config_values"]["threshold"]["int64_value"];
     assert!(threshold == "42" || threshold == 42, "the API sees the saved value: {api}");
 
-    let page = client.get(&format!("/plugin/job-types/{T}")).await.text();
+    let page = client.get(&format!("/plugin/job-types/{T}?tab=configuration")).await.text();
     assert!(field_block(&page, "admin.threshold").contains("value=\"42\""), "the page shows the saved value");
     admin.stop().await;
 }
@@ -184,7 +187,7 @@ async fn an_invalid_value_is_shown_next_to_its_field_with_the_input_kept_and_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_settings_save_and_out_of_range_values_are_refused() {
     let (_dir, admin, _worker) = admin_with(FakeWorkerSpec::new("w1", T, 1)).await;
-    let (client, page) = Client::open(&admin.http, &format!("/plugin/job-types/{T}")).await;
+    let (client, page) = Client::open(&admin.http, &format!("/plugin/job-types/{T}?tab=runtime")).await;
     assert!(page.text().contains("name=\"runtime.retry_limit\" value=\"2\""), "the descriptor's default shows");
 
     let path = format!("/plugin/job-types/{T}/runtime");
@@ -278,7 +281,7 @@ async fn a_sensitive_value_never_appears_in_pages_api_or_events() {
     let mut spec = FakeWorkerSpec::new("w1", T, 1);
     spec.descriptors.insert(T.into(), secret_descriptor());
     let (_dir, admin, _worker) = admin_with(spec).await;
-    let (client, page) = Client::open(&admin.http, &format!("/plugin/job-types/{T}")).await;
+    let (client, page) = Client::open(&admin.http, &format!("/plugin/job-types/{T}?tab=configuration")).await;
     let html = page.text();
     assert!(!html.contains("DEFAULT-SECRET-1234"), "the bootstrapped secret is not shown");
     let block = field_block(&html, "worker.api_token");
@@ -311,6 +314,9 @@ async fn a_sensitive_value_never_appears_in_pages_api_or_events() {
     for path in [
         "/plugin".to_string(),
         format!("/plugin/job-types/{T}"),
+        format!("/plugin/job-types/{T}?tab=configuration"),
+        format!("/plugin/job-types/{T}?tab=runtime"),
+        format!("/plugin/job-types/{T}?tab=history"),
         "/plugin/activities".to_string(),
         "/plugin/workers".to_string(),
         "/plugin/jobs".to_string(),
@@ -361,6 +367,9 @@ async fn a_descriptor_with_markup_in_its_text_renders_inert() {
     for (path, shows_it) in [
         ("/plugin".to_string(), true),
         (format!("/plugin/job-types/{T}"), true),
+        (format!("/plugin/job-types/{T}?tab=configuration"), true),
+        (format!("/plugin/job-types/{T}?tab=runtime"), true),
+        (format!("/plugin/job-types/{T}?tab=history"), true),
         ("/plugin/jobs".to_string(), true),
         (format!("/plugin/jobs/{job_id}"), true),
         ("/plugin/workers".to_string(), true),
@@ -427,7 +436,7 @@ async fn every_field_type_renders_its_control_and_round_trips_through_the_form()
     let mut spec = FakeWorkerSpec::new("w1", T, 1);
     spec.descriptors.insert(T.into(), all_types_descriptor());
     let (_dir, admin, _worker) = admin_with(spec).await;
-    let (client, page) = Client::open(&admin.http, &format!("/plugin/job-types/{T}")).await;
+    let (client, page) = Client::open(&admin.http, &format!("/plugin/job-types/{T}?tab=configuration")).await;
     let html = page.text();
     assert!(field_block(&html, "admin.flag").contains("type=\"checkbox\""));
     // Found by a screenshot: a toggle once also rendered an empty textarea of its name.
@@ -496,7 +505,7 @@ async fn every_field_type_renders_its_control_and_round_trips_through_the_form()
     assert_eq!(kind("fixed"), Some(Kind::StringValue("constant".into())), "read-only keeps its value");
 
     // Shown again, every value comes back in its control.
-    let html = client.get(&format!("/plugin/job-types/{T}")).await.text();
+    let html = client.get(&format!("/plugin/job-types/{T}?tab=configuration")).await.text();
     assert!(field_block(&html, "admin.flag").contains(" checked"));
     let wait = field_block(&html, "admin.wait");
     assert!(wait.contains("value=\"2\"") && wait.contains("value=\"h\" selected"), "{wait}");
@@ -537,7 +546,8 @@ async fn actions_answer_with_a_redirect_and_a_human_status() {
     let (client, _) = Client::open(&admin.http, &jt).await;
 
     let r = client.post(&format!("{jt}/detect"), &[]).await;
-    assert_eq!((r.status, location(&r).starts_with(&format!("{jt}?ok="))), (303, true), "{}", location(&r));
+    // Without a `back`, an action goes to the tab its form is on.
+    assert_eq!((r.status, location(&r).starts_with(&format!("{jt}?tab=status&ok="))), (303, true), "{}", location(&r));
     assert!(flash(&r).starts_with("Detection started"), "{}", flash(&r));
     let r = client.post(&format!("{jt}/run"), &[]).await;
     assert_eq!(r.status, 303);

@@ -2,7 +2,8 @@
 //! real components with a manual clock (`test_support::Rig`), a viewer's token and worker
 //! sessions registered in the registry: the explain route, the job page's "why is this job
 //! waiting?" box and the list's short form, the job type's "needs configuration" status
-//! and its refused Run now, and the workers page's departures, peer address and slot use.
+//! and its refused Run now, its tabs and the tab a form comes back to, and the workers
+//! page's departures, peer address and slot use.
 
 use std::net::SocketAddr;
 
@@ -199,6 +200,56 @@ async fn a_job_type_with_an_empty_required_setting_says_so_and_its_run_now_is_re
     assert!(!get(&rig, &admin, "/plugin/job-types/t").await.body.contains("id=\"needs-configuration\""));
     let r = call(&rig, &admin, "POST", "/api/plugin/job-types/t/run?wait=false", "{}").await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "configured, it runs: {}", r.body);
+}
+
+/// The tab a job type page shows.
+fn tab_of(html: &str) -> &str {
+    let at = html.find("id=\"tab-panel\" data-tab=\"").expect("the tab panel") + "id=\"tab-panel\" data-tab=\"".len();
+    &html[at..at + html[at..].find('"').unwrap()]
+}
+
+#[tokio::test]
+async fn the_job_type_tabs_say_what_needs_the_operator_and_a_form_comes_back_to_its_tab() {
+    let rig = Rig::new(|_| {});
+    rig.c.configs.save_descriptor(needs_directories()).expect("descriptor");
+    let admin = token(&rig, "root", Role::Admin);
+    let _w = rig.worker("w1", 1);
+
+    let page = get(&rig, &admin, "/plugin/job-types/t?tab=runtime").await;
+    assert_eq!((page.status, tab_of(&page.body)), (StatusCode::OK, "runtime"));
+    assert!(
+        page.body.contains("Configuration <span class=\"tab-note\">needs configuration</span></a>"),
+        "the tab that needs the operator says so from any tab"
+    );
+    assert!(!page.body.contains("id=\"config-form\""), "only the runtime tab is rendered");
+
+    // Refused: the form's own tab again, whatever tab the page was on.
+    let r = call(&rig, &admin, "POST", "/plugin/job-types/t/config", "csrf=CSRF&admin.directories=").await;
+    assert_eq!((r.status, tab_of(&r.body)), (StatusCode::UNPROCESSABLE_ENTITY, "configuration"));
+    assert!(r.body.contains("Is required."), "{}", r.body);
+    let body = "csrf=CSRF&runtime.enabled=true&runtime.detection_interval_minutes=45&unit%3Aruntime.detection_interval_minutes=s";
+    let r = call(&rig, &admin, "POST", "/plugin/job-types/t/runtime", body).await;
+    assert_eq!((r.status, tab_of(&r.body)), (StatusCode::UNPROCESSABLE_ENTITY, "runtime"));
+    assert!(r.body.contains("Must be a whole number of minutes."), "{}", r.body);
+
+    // Saved: back where the form was posted from.
+    let back = "%2Fplugin%2Fjob-types%2Ft%3Ftab%3Dconfiguration";
+    let r = call(
+        &rig,
+        &admin,
+        "POST",
+        "/plugin/job-types/t/config",
+        &format!("csrf=CSRF&admin.directories=%2Fdata&back={back}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(
+        r.location.starts_with("/plugin/job-types/t?tab=configuration&ok=Configuration%20saved."),
+        "{}",
+        r.location
+    );
+    let page = get(&rig, &admin, "/plugin/job-types/t?tab=runtime").await;
+    assert!(!page.body.contains("tab-note"), "configured: nothing needs the operator");
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use super::{
     confirm::{self, Confirmation},
     csrf,
     forms::Posted,
+    job_type_page,
     jobs::posted,
     percent_encode, see_other, sentence,
 };
@@ -203,7 +204,8 @@ async fn global(
 }
 
 /// `POST /plugin/job-types/{t}/hold` with `detection=true|false` and/or
-/// `dispatch=true|false`: holds or releases one job type, at once.
+/// `dispatch=true|false`: holds or releases one job type, at once, and goes `back` (else
+/// to the job type's Status tab).
 pub async fn job_type(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -220,7 +222,7 @@ pub async fn job_type(
         Some(_) => Err(PageError::bad_request(format!("The form's {k} must be true or false."))),
     };
     let (detection, dispatch) = (flag("detection")?, flag("dispatch")?);
-    let page = format!("/plugin/job-types/{}", percent_encode(&t));
+    let page = back_or(Posted(&pairs).first("back"), &job_type_page(&t, "status"));
     let outcome = match state.execute(&caller, Command::HoldJobType { job_type: t.clone(), detection, dispatch }).await
     {
         Ok(Outcome::JobTypeHolds { .. }) => {

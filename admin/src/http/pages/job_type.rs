@@ -1,8 +1,19 @@
-//! The job type page: the descriptor's summary, its trends (`?window=1h|24h`,
-//! `charts.rs`), the admin and worker forms rendered from
-//! the descriptor, the runtime settings, the actions (refresh schema, detect, run), the
-//! job type's holds and schedule (cron or interval), a form to enqueue a job by hand, the
-//! latest detection results, the run history and the latest jobs.
+//! The job type page, in four tabs (`?tab=`, plain links; Status when absent or
+//! unknown), each rendered on its own by the server:
+//!
+//! - **Status**: the scheduling status and the notices (needs configuration, no worker,
+//!   waits for an operator), Run now and Detect only with the latest detection results
+//!   beside them, the holds, the trends (`?window=1h|24h`, `charts.rs`), the latest jobs
+//!   and a form to enqueue a job by hand;
+//! - **Configuration**: the admin and worker forms rendered from the descriptor, and
+//!   Refresh schema;
+//! - **Runtime**: the runtime settings and the schedule (cron or interval);
+//! - **History**: the run history and the observations.
+//!
+//! Every form on a tab posts `back`, that tab's address, and its action sends the browser
+//! back there (else to the tab the form belongs to); a form refused with errors comes back
+//! on its own tab. The page script switches tabs without a reload by fetching the tab's
+//! page and swapping its panel (and the address, with `history.replaceState`).
 //!
 //! Saving validates with the admin's one validator (through the config store); when it
 //! fails, the page comes back with status 422, each error next to its field and the
@@ -20,14 +31,18 @@ use axum::{
 };
 use proto::pb;
 
+use serde::Deserialize;
+
 use super::{
     Chrome, Flash, PageError, Time,
     audit::typed_time,
+    back_or,
     charts::TrendsView,
     confirm::{self, Confirmation},
     csrf,
-    forms::{self, FormView, Posted, RuntimeView, Source, Which},
+    forms::{self, FormView, Posted, RuntimeView, Source, UnitChoice, Which, duration_in, unit_choices},
     holds::HoldView,
+    job_type_page,
     jobs::{Choice, JobRow, posted},
     overview::{Counts, RunRow, WindowQuery},
     percent_encode, see_other, sentence,
@@ -35,13 +50,67 @@ use super::{
 use crate::{
     commands::{Command, Outcome, Refusal, ScheduleSpec, ScheduleView},
     config_store::ConfigStoreError,
+    config_value::{duration_display_in, duration_units_from, in_words},
     holds::HoldKind,
     http::{ApiError, AppState, api, auth::Caller, governance::parse_new_job},
+    runtime_config::Unit,
     scheduler::DetectionMode,
     schedules::MAX_INTERVAL_MINUTES,
     trends::Window,
     validator::{FieldError, is_valid_job_type, validate_config},
 };
+
+/// A tab of the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Status,
+    Configuration,
+    Runtime,
+    History,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 4] = [Tab::Status, Tab::Configuration, Tab::Runtime, Tab::History];
+
+    /// Its name in `?tab=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tab::Status => "status",
+            Tab::Configuration => "configuration",
+            Tab::Runtime => "runtime",
+            Tab::History => "history",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Tab::Status => "Status",
+            Tab::Configuration => "Configuration",
+            Tab::Runtime => "Runtime",
+            Tab::History => "History",
+        }
+    }
+
+    /// The tab `?tab=` names; Status for none or an unknown name.
+    pub fn parse(name: Option<&str>) -> Tab {
+        Tab::ALL.into_iter().find(|t| Some(t.name()) == name).unwrap_or(Tab::Status)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TabQuery {
+    pub tab: Option<String>,
+}
+
+/// A link of the tab bar.
+pub struct TabLink {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub href: String,
+    pub current: bool,
+    /// A word beside the label that needs the operator ("" for none).
+    pub note: &'static str,
+}
 
 pub struct ProposalRow {
     pub summary: String,
@@ -114,8 +183,11 @@ impl ScheduleCard {
 pub struct ScheduleForm {
     pub cron: String,
     pub time_zone: String,
+    /// The interval's amount, in the unit selected in `interval_units`.
     pub interval: String,
-    pub max_interval: i64,
+    pub interval_units: Vec<UnitChoice>,
+    /// The longest interval, in words.
+    pub max_interval: String,
     /// Which form failed: `cron`, `interval` or empty.
     pub failed: &'static str,
     pub error: String,
@@ -148,7 +220,10 @@ pub struct JobTypePage {
     pub job_type: String,
     /// The job type, percent-encoded for links.
     pub job_type_q: String,
-    /// This page's address, for the job actions' way back.
+    /// The tab shown: status, configuration, runtime or history.
+    pub tab: &'static str,
+    pub tabs: Vec<TabLink>,
+    /// This tab's address: every form on it posts it as `back`.
     pub here: String,
     pub display_name: String,
     pub description: String,
@@ -182,8 +257,8 @@ pub struct JobTypePage {
     /// What its workers last observed of each object (the newest first).
     pub observations: Vec<super::observations::ObservationRow>,
     pub observations_total: usize,
-    /// The job type's trends over the chosen window.
-    pub trends: TrendsView,
+    /// The job type's trends over the chosen window (Status only).
+    pub trends: Option<TrendsView>,
 }
 
 /// A save that failed: what was posted and why it was refused.
@@ -213,8 +288,28 @@ pub async fn page(
     Path(t): Path<String>,
     Query(flash): Query<Flash>,
     Query(window): Query<WindowQuery>,
+    Query(tab): Query<TabQuery>,
 ) -> Result<Response, PageError> {
-    Ok(build(&state, &t, &flash, None, window.window()).await?.into_response())
+    let tab = Tab::parse(tab.tab.as_deref());
+    Ok(build(&state, &t, &flash, None, window.window(), tab).await?.into_response())
+}
+
+/// The address of tab `tab` (Status keeps the trends' window when it is not the default).
+fn tab_path(t: &str, tab: Tab, window: Window) -> String {
+    let path = job_type_page(t, tab.name());
+    if tab == Tab::Status && window != Window::Hour { format!("{path}&window={}", window.name()) } else { path }
+}
+
+/// Where a form of tab `home` sends the browser back to: its posted `back`, else `home`.
+fn back_to(t: &str, pairs: &[(String, String)], home: Tab) -> String {
+    back_or(Posted(pairs).first("back"), &job_type_page(t, home.name()))
+}
+
+/// The schedule's interval form: `minutes` in the largest unit that shows it exactly.
+fn interval_input(minutes: i64) -> (String, Vec<UnitChoice>) {
+    let units = duration_units_from("min");
+    let (amount, unit) = Unit::Minutes.nanos(minutes).map(|n| duration_display_in(n, units)).unwrap_or_default();
+    (amount, unit_choices(units, unit))
 }
 
 /// The job type's trends section over `window`.
@@ -229,6 +324,7 @@ async fn build(
     flash: &Flash,
     rejected: Option<Rejected<'_>>,
     window: Window,
+    tab: Tab,
 ) -> Result<JobTypePage, PageError> {
     if !known(state, t) {
         return Err(unknown(t));
@@ -288,13 +384,16 @@ async fn build(
             || state.holds.is_held(HoldKind::Detection, t),
     };
 
+    // Each tab reads only what it shows.
     state.store.settle().await;
-    let (successes, failures) = state.store.runs(t, 10)?;
-    let proposals = state.scheduler.latest_proposals(t);
-    let (recent, _) =
-        api::list_jobs(state, &api::JobsQuery { job_type: Some(t.to_string()), limit: Some(10), ..Default::default() })
-            .await?;
-    let recent_jobs = JobRow::with_why(state, &recent);
+    let (successes, failures) = if tab == Tab::History { state.store.runs(t, 10)? } else { Default::default() };
+    let proposals = if tab == Tab::Status { state.scheduler.latest_proposals(t) } else { Vec::new() };
+    let recent_jobs = if tab == Tab::Status {
+        let query = api::JobsQuery { job_type: Some(t.to_string()), limit: Some(10), ..Default::default() };
+        JobRow::with_why(state, &api::list_jobs(state, &query).await?.0)
+    } else {
+        Vec::new()
+    };
 
     let display_name = descriptor
         .as_ref()
@@ -304,17 +403,42 @@ async fn build(
         .unwrap_or_else(|| t.to_string());
     chrome.title = display_name.clone();
     let schedule = state.schedule_view(t).map(ScheduleCard::from_view);
+    let (interval, interval_units) = interval_input(schedule.as_ref().map(|s| s.interval_minutes).unwrap_or(0));
     let schedule_form = ScheduleForm {
         cron: schedule.as_ref().map(|s| s.cron.clone()).unwrap_or_default(),
         time_zone: schedule.as_ref().map(|s| s.time_zone.clone()).filter(|z| !z.is_empty()).unwrap_or("UTC".into()),
-        interval: schedule.as_ref().map(|s| s.interval_minutes.to_string()).unwrap_or_default(),
-        max_interval: MAX_INTERVAL_MINUTES,
+        interval: if schedule.is_some() { interval } else { String::new() },
+        interval_units,
+        max_interval: Unit::Minutes
+            .nanos(MAX_INTERVAL_MINUTES)
+            .map(|n| {
+                let (amount, unit) = duration_display_in(n, duration_units_from("min"));
+                in_words(&amount, unit)
+            })
+            .unwrap_or_default(),
         failed: "",
         error: String::new(),
     };
-    let (observations, observations_total) = super::observations::rows(state, t);
+    let (observations, observations_total) =
+        if tab == Tab::History { super::observations::rows(state, t) } else { (Vec::new(), 0) };
+    let tabs = Tab::ALL
+        .into_iter()
+        .map(|each| TabLink {
+            name: each.name(),
+            label: each.label(),
+            href: tab_path(t, each, window),
+            current: each == tab,
+            note: match each {
+                Tab::Configuration if !status.needs_configuration.is_empty() => "needs configuration",
+                Tab::Runtime if status.awaits_operator => "enable it",
+                _ => "",
+            },
+        })
+        .collect();
     Ok(JobTypePage {
-        trends: trends(state, t, window),
+        trends: (tab == Tab::Status).then(|| trends(state, t, window)),
+        tab: tab.name(),
+        tabs,
         observations,
         observations_total,
         detection_hold: HoldView::of(state.holds.get(HoldKind::Detection, t)),
@@ -327,7 +451,7 @@ async fn build(
         page: chrome,
         job_type: t.to_string(),
         job_type_q: percent_encode(t),
-        here: page_path(t),
+        here: tab_path(t, tab, window),
         description: descriptor
             .as_ref()
             .map(|d| d.description.clone())
@@ -403,7 +527,19 @@ pub async fn save_config(
     // Absent: the config store keeps the saved runtime settings.
     next.admin_runtime = None;
     let rejected = Rejected { form: "config", posted, errors };
-    finish_save(&state, &caller, &t, &descriptor, &saved, next, rejected, "Configuration saved.").await
+    let back = back_to(&t, &pairs, Tab::Configuration);
+    finish_save(
+        &state,
+        &caller,
+        &t,
+        &descriptor,
+        &saved,
+        next,
+        rejected,
+        (Tab::Configuration, &back),
+        "Configuration saved.",
+    )
+    .await
 }
 
 /// `POST /plugin/job-types/{t}/runtime`: the runtime settings form.
@@ -422,11 +558,23 @@ pub async fn save_runtime(
     let mut next = (*saved).clone();
     next.admin_runtime = Some(runtime);
     let rejected = Rejected { form: "runtime", posted, errors };
-    finish_save(&state, &caller, &t, &descriptor, &saved, next, rejected, "Runtime settings saved.").await
+    let back = back_to(&t, &pairs, Tab::Runtime);
+    finish_save(
+        &state,
+        &caller,
+        &t,
+        &descriptor,
+        &saved,
+        next,
+        rejected,
+        (Tab::Runtime, &back),
+        "Runtime settings saved.",
+    )
+    .await
 }
 
-/// Saves `next` when parsing found no errors; otherwise (or when the validator refuses)
-/// shows the page again with every error in one round.
+/// Saves `next` when parsing found no errors and goes `back`; otherwise (or when the
+/// validator refuses) shows the form's tab again with every error in one round.
 #[allow(clippy::too_many_arguments)]
 async fn finish_save(
     state: &AppState,
@@ -436,12 +584,13 @@ async fn finish_save(
     saved: &pb::PersistedJobTypeConfig,
     next: pb::PersistedJobTypeConfig,
     rejected: Rejected<'_>,
+    (tab, back): (Tab, &str),
     done: &str,
 ) -> Result<Response, PageError> {
     let Rejected { form: which, posted, mut errors } = rejected;
     if errors.is_empty() {
         match save(state, caller, t, next).await {
-            Ok(()) => return Ok(see_other(&page_path(t), Ok(done.to_string()))),
+            Ok(()) => return Ok(see_other(back, Ok(done.to_string()))),
             Err(Refusal::Config(ConfigStoreError::Invalid(fields))) => errors = fields,
             Err(Refusal::Config(ConfigStoreError::UnknownJobType(_))) => return Err(unknown(t)),
             Err(e @ Refusal::Forbidden { .. }) => {
@@ -467,7 +616,7 @@ async fn finish_save(
         }
     }
     let flash = Flash { ok: None, error: Some(format!("Nothing was saved: {}", fix_message(errors.len()))) };
-    let page = build(state, t, &flash, Some(Rejected { form: which, posted, errors }), Window::Hour).await?;
+    let page = build(state, t, &flash, Some(Rejected { form: which, posted, errors }), Window::Hour, tab).await?;
     Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
 }
 
@@ -511,7 +660,7 @@ pub async fn refresh_schema(
         Ok(_) => Err("The schema refresh gave no descriptor.".to_string()),
         Err(e) => Err(sentence(&e.to_string())),
     };
-    Ok(see_other(&page_path(&t), outcome))
+    Ok(see_other(&back_to(&t, &pairs, Tab::Configuration), outcome))
 }
 
 /// `POST /plugin/job-types/{t}/detect`: a detection whose proposals are only shown.
@@ -556,7 +705,7 @@ async fn start(
         Ok(outcome) => {
             let queued = matches!(outcome, Outcome::DetectionRequested { queued: true, .. });
             let what = if mode == DetectionMode::Run {
-                "Run started: the detection's proposals become jobs, which show up below as they progress"
+                "Run started: the detection's proposals become jobs, which show up under Latest jobs as they progress"
             } else {
                 "Detection started: its proposals show up under Latest detection results; no jobs are created"
             };
@@ -568,26 +717,28 @@ async fn start(
         }
         Err(e) => Err(sentence(&e.to_string())),
     };
-    Ok(see_other(&page_path(&t), outcome))
+    Ok(see_other(&back_to(&t, &pairs, Tab::Status), outcome))
 }
 
-/// The page again, with the status of a form that was refused and the flash error that
-/// points at it.
+/// The page again on `tab`, with the status of a form that was refused and the flash
+/// error that points at it.
 async fn again(
     state: &AppState,
     t: &str,
     status: StatusCode,
     flash_error: String,
+    tab: Tab,
     adjust: impl FnOnce(&mut JobTypePage),
 ) -> Result<Response, PageError> {
     let flash = Flash { ok: None, error: Some(flash_error) };
-    let mut page = build(state, t, &flash, None, Window::Hour).await?;
+    let mut page = build(state, t, &flash, None, Window::Hour, tab).await?;
     adjust(&mut page);
     Ok((status, page).into_response())
 }
 
 /// `POST /plugin/job-types/{t}/schedule` with `kind=cron` (`cron`, `time_zone`) or
-/// `kind=interval` (`interval_minutes`).
+/// `kind=interval` (`interval_minutes`, an amount of `unit:interval_minutes`: min, h or
+/// d; minutes when absent).
 pub async fn set_schedule(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -602,6 +753,8 @@ pub async fn set_schedule(
     }
     let field = |k: &str| Posted(&pairs).first(k).map(|v| v.trim().to_string()).unwrap_or_default();
     let (cron, time_zone, interval) = (field("cron"), field("time_zone"), field("interval_minutes"));
+    let unit = Posted(&pairs).first("unit:interval_minutes").unwrap_or("min").to_string();
+    let back = back_to(&t, &pairs, Tab::Runtime);
     let kind: &'static str = match field("kind").as_str() {
         "cron" => "cron",
         "interval" => "interval",
@@ -611,10 +764,17 @@ pub async fn set_schedule(
         let zone = if time_zone.is_empty() { serde_json::Value::Null } else { time_zone.clone().into() };
         ScheduleSpec::from_json(&serde_json::json!({ "cron": cron, "time_zone": zone })).map_err(|e| e.to_string())
     } else {
-        interval
-            .parse::<i64>()
-            .map(|minutes| ScheduleSpec::Interval { minutes })
-            .map_err(|_| format!("the interval must be a whole number of minutes, not “{interval}”"))
+        // The runtime settings' duration input, read the same way (the interval is the
+        // runtime setting `detection_interval_minutes`).
+        match duration_in(&interval, &unit, Unit::Minutes) {
+            Ok(Some(minutes)) => Ok(ScheduleSpec::Interval { minutes }),
+            Ok(None) => Err("the interval is empty: give a number of minutes, hours or days".to_string()),
+            Err(message) => Err(format!("the interval {message}")),
+        }
+    };
+    let minutes = match &spec {
+        Ok(ScheduleSpec::Interval { minutes }) => *minutes,
+        _ => 0,
     };
     let result = match spec {
         Ok(schedule) => state.execute(&caller, Command::SetSchedule { job_type: t.clone(), schedule }).await,
@@ -626,22 +786,24 @@ pub async fn set_schedule(
                 let zone = if time_zone.is_empty() { "UTC" } else { time_zone.as_str() };
                 format!("Schedule saved: “{t}” detects on the cron expression “{cron}” ({zone}).")
             } else {
-                let unit = if interval == "1" { "minute" } else { "minutes" };
-                format!("Schedule saved: “{t}” detects every {interval} {unit}.")
+                let (amount, unit) = interval_input(minutes);
+                let unit = unit.iter().find(|u| u.selected).map(|u| u.value).unwrap_or("min");
+                format!("Schedule saved: “{t}” detects every {}.", in_words(&amount, unit))
             };
-            return Ok(see_other(&page_path(&t), Ok(message)));
+            return Ok(see_other(&back, Ok(message)));
         }
         Err(Refusal::Config(ConfigStoreError::Invalid(fields))) => {
             fields.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; ")
         }
         Err(e @ (Refusal::Schedule(_) | Refusal::Invalid(_))) => e.to_string(),
-        Err(e) => return Ok(see_other(&page_path(&t), Err(sentence(&e.to_string())))),
+        Err(e) => return Ok(see_other(&back, Err(sentence(&e.to_string())))),
     };
     again(
         &state,
         &t,
         StatusCode::UNPROCESSABLE_ENTITY,
         "Nothing was saved: the schedule needs fixing (see below).".into(),
+        Tab::Runtime,
         |page| {
             page.schedule_form.failed = kind;
             page.schedule_form.error = sentence(&error);
@@ -649,7 +811,10 @@ pub async fn set_schedule(
                 page.schedule_form.cron = cron;
                 page.schedule_form.time_zone = time_zone;
             } else {
+                let units = duration_units_from("min");
+                let shown = units.iter().map(|(u, _)| *u).find(|u| *u == unit).unwrap_or("min");
                 page.schedule_form.interval = interval;
+                page.schedule_form.interval_units = unit_choices(units, shown);
             }
         },
     )
@@ -670,7 +835,7 @@ pub async fn delete_schedule(
     if !known(&state, &t) {
         return Err(unknown(&t));
     }
-    let page = page_path(&t);
+    let page = back_to(&t, &pairs, Tab::Runtime);
     let Some(view) = state.schedule_view(&t).filter(|v| v.kind == "cron") else {
         return Ok(see_other(&page, Err(format!("Job type “{t}” has no cron schedule to remove."))));
     };
@@ -683,7 +848,7 @@ pub async fn delete_schedule(
             view.cron.as_deref().unwrap_or_default(),
             view.time_zone.as_deref().unwrap_or("UTC"),
         )],
-        action: format!("{page}/schedule/delete"),
+        action: format!("/plugin/job-types/{}/schedule/delete", percent_encode(&t)),
         hidden: confirm::carried(&pairs),
         confirm_label: "Remove cron schedule".into(),
         danger: true,
@@ -752,7 +917,7 @@ pub async fn enqueue(
             Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, sentence(&e.to_string()), String::new()),
         },
     };
-    again(&state, &t, status, "No job was created: see the form below.".into(), |page| {
+    again(&state, &t, status, "No job was created: see the form below.".into(), Tab::Status, |page| {
         page.enqueue = EnqueueForm { error, duplicate_of, ..kept };
     })
     .await

@@ -4,7 +4,9 @@
 //! page, redirects with a flash status, and time formatting.
 //!
 //! **Invariant:** every page works without JavaScript (plain links and forms); the one
-//! embedded script only adds live updates over SSE and field visibility.
+//! embedded script only adds live updates over SSE, field visibility, switching the job
+//! type page's tabs in place (each tab is a server-rendered page of its own) and an "Add
+//! row" button for key/value editors.
 //!
 //! **Invariant:** every mutating form carries the CSRF token ([`csrf`]) and answers with
 //! a 303 redirect carrying a flash status, or with the page itself and inline errors;
@@ -165,12 +167,20 @@ pub fn see_other(path: &str, outcome: Result<String, String>) -> Response {
         Ok(m) => ("ok", m),
         Err(m) => ("error", m),
     };
+    // The status goes into the query, before a fragment (`...?tab=history#observations`).
+    let (path, fragment) = path.split_at(path.find('#').unwrap_or(path.len()));
     let sep = if path.contains('?') { '&' } else { '?' };
-    let location = format!("{path}{sep}{key}={}", percent_encode(message));
+    let location = format!("{path}{sep}{key}={}{fragment}", percent_encode(message));
     match HeaderValue::from_str(&location) {
         Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
         Err(_) => Redirect::to("/plugin").into_response(),
     }
+}
+
+/// The address of a job type's page on one of its tabs (`status`, `configuration`,
+/// `runtime`, `history`): where its forms send the browser back to.
+pub fn job_type_page(job_type: &str, tab: &str) -> String {
+    format!("/plugin/job-types/{}?tab={tab}", percent_encode(job_type))
 }
 
 /// Where an action may send the browser back to: a page of this admin (`/plugin...`),
@@ -459,6 +469,17 @@ mod tests {
         assert_eq!(utc_parts(1_700_000_123_456), ("2023-11-14".into(), "22:15:23".into()));
         assert_eq!(utc_parts(951_782_400_000), ("2000-02-29".into(), "00:00:00".into()));
         assert_eq!(Time::at(0).text, "—");
+    }
+
+    #[test]
+    fn a_redirects_status_goes_into_the_query_before_the_fragment() {
+        let at = |r: Response| r.headers()[header::LOCATION].to_str().unwrap().to_string();
+        assert_eq!(
+            at(see_other("/plugin/x?tab=history#observations", Ok("ok".into()))),
+            "/plugin/x?tab=history&ok=ok#observations"
+        );
+        assert_eq!(at(see_other("/plugin/x", Err("no".into()))), "/plugin/x?error=no");
+        assert_eq!(job_type_page("a b", "runtime"), "/plugin/job-types/a%20b?tab=runtime");
     }
 
     #[test]

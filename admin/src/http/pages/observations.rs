@@ -86,7 +86,8 @@ pub async fn preview(
     let pairs = posted(form)?;
     csrf::check(&headers, &pairs)?;
     let job_type_q = super::percent_encode(&t);
-    let back = format!("/plugin/job-types/{job_type_q}#observations");
+    let back =
+        super::back_or(Posted(&pairs).first("back"), &format!("{}#observations", super::job_type_page(&t, "history")));
     let path = Posted(&pairs).first("object").unwrap_or_default().trim().to_string();
     let object_id: Vec<String> = path.split('/').filter(|p| !p.is_empty()).map(String::from).collect();
     let format = Posted(&pairs).first("format").unwrap_or_default().to_string();

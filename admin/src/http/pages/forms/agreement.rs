@@ -76,6 +76,14 @@ fn browser_post(view: &FormView) -> Vec<(String, String)> {
                 push(&format!("unit:{}", f.name), f.unit);
             }
             "password" if f.sensitive => push(&f.name, ""),
+            // Every row posts its name and value (a secret's value blank); no Remove box
+            // is ticked.
+            "kv" => {
+                for r in &f.rows {
+                    push(&format!("key:{}", f.name), &r.key);
+                    push(&format!("value:{}", f.name), &r.value);
+                }
+            }
             _ => push(&f.name, &f.value),
         }
     }
@@ -183,6 +191,13 @@ fn every_kind_of_field() -> Vec<(pb::ConfigField, pb::ConfigValue)> {
         .into(),
     };
     add(field("object", Type::Object, Widget::Unspecified), v(Kind::MapValue(object)));
+    let named = |pairs: &[(&str, &str)]| {
+        v(Kind::MapValue(pb::ValueMap { fields: pairs.iter().map(|(k, x)| (k.to_string(), s(x))).collect() }))
+    };
+    add(field("map", Type::Object, Widget::Textarea), named(&[("A", "1"), ("B", " two ")]));
+    let mut secret_map = field("secret_map", Type::Object, Widget::Textarea);
+    secret_map.sensitive = true;
+    add(secret_map, named(&[("token", "s3cret")]));
     add(field("bytes", Type::Bytes, Widget::Unspecified), v(Kind::BytesValue(vec![0, 1, 254, 255])));
 
     let mut secret = field("sensitive", Type::String, Widget::Password);

@@ -7,13 +7,14 @@
 //!
 //! | field                        | control | posted as |
 //! |------------------------------|---------|-----------|
-//! | sensitive (any type)         | password, never filled in | blank = unchanged; the "clear" box saves an empty value |
+//! | sensitive (but OBJECT)       | password, never filled in | blank = unchanged; the "clear" box saves an empty value |
 //! | BOOL                         | checkbox (a SELECT widget: select) | a hidden `false` plus the box's `true` |
 //! | INT64, DOUBLE                | number with min/max/step, or select when it has options | text |
 //! | STRING, UNSPECIFIED          | text; textarea, password or select by widget | text |
 //! | ENUM                         | select (text when it lists no options) | text |
 //! | DURATION                     | number plus a unit select | `name` and `unit:name` |
 //! | LIST                         | checkboxes when it has options, else one item per line | repeated `name` / text |
+//! | OBJECT of named strings      | key/value rows (sensitive OBJECT: always) | `key:name`, `value:name` per row, `remove:name` ([`kv`]) |
 //! | OBJECT                       | JSON textarea | text |
 //! | BYTES                        | base64 textarea | text |
 //!
@@ -28,6 +29,7 @@
 //! the validator ignores hidden fields. Visibility, value keys, durations and "keep
 //! unchanged" are [`crate::config_value`]'s, shared with the validator.
 
+mod kv;
 mod parse;
 mod render;
 mod runtime;
@@ -43,7 +45,7 @@ use proto::pb::{self, ConfigFieldType as Type, ConfigWidget as Widget, config_va
 
 pub use parse::parse_form;
 pub use render::{FormView, display, form_view};
-pub use runtime::{RuntimeView, parse_runtime, runtime_view};
+pub use runtime::{RuntimeView, duration_in, parse_runtime, runtime_view};
 
 use super::sentence;
 use crate::{
@@ -68,6 +70,18 @@ impl<'a> Posted<'a> {
     pub fn has(self, name: &str) -> bool {
         self.0.iter().any(|(k, _)| k == name)
     }
+}
+
+/// One unit of a duration input's select.
+pub struct UnitChoice {
+    pub value: &'static str,
+    pub words: &'static str,
+    pub selected: bool,
+}
+
+/// The select of a duration input offering `units`, with `shown` selected.
+pub fn unit_choices(units: &[(&'static str, &'static str)], shown: &str) -> Vec<UnitChoice> {
+    units.iter().map(|(value, words)| UnitChoice { value, words, selected: *value == shown }).collect()
 }
 
 /// Where the inputs' contents come from.
@@ -121,7 +135,7 @@ impl Which {
 /// The control that shows a field (see the module docs).
 fn control_of(f: &pb::ConfigField) -> &'static str {
     if f.sensitive {
-        return "password";
+        return if f.field_type() == Type::Object { "kv" } else { "password" };
     }
     let has_options = !f.options.is_empty();
     match (f.field_type(), f.widget()) {
@@ -321,6 +335,25 @@ mod tests {
         assert_eq!(kind(&v, "ports"), Some(Kind::Int64List(pb::Int64List { values: vec![80, 443] })));
         let (_, errors) = parse_form(Which::Admin, &d, &saved, Posted(&post(&[("admin.ports", "80\nhttp")])));
         assert_eq!(errors[0].message, "item 2 must be a whole number");
+    }
+
+    #[test]
+    fn a_duration_fields_range_reads_in_words_and_its_unit_select_offers_every_unit() {
+        let mut wait = field("wait", Type::Duration, Widget::Duration);
+        wait.min_value =
+            Some(pb::ConfigValue { kind: Some(Kind::DurationValue(pb::Duration { seconds: 1, nanos: 0 })) });
+        wait.max_value = Some(pb::ConfigValue { kind: Some(Kind::Int64Value(86_400)) });
+        let mut quick = field("quick", Type::Duration, Widget::Duration);
+        quick.min_value =
+            Some(pb::ConfigValue { kind: Some(Kind::DurationValue(pb::Duration { seconds: 0, nanos: 250_000_000 })) });
+        let d = descriptor(vec![wait, quick]);
+        let view = form_view(Which::Admin, &d, &HashMap::new(), Source::Saved, &HashMap::new()).unwrap();
+        let (wait, quick) = (&view.sections[0].fields[0], &view.sections[0].fields[1]);
+        assert_eq!(wait.hint, "From 1 second to 1 day.");
+        assert_eq!(quick.hint, "At least 250 milliseconds.");
+        let units: Vec<&str> = wait.units.iter().map(|u| u.value).collect();
+        assert_eq!(units, ["ms", "s", "min", "h", "d"]);
+        assert_eq!(wait.units.iter().filter(|u| u.selected).map(|u| u.value).collect::<Vec<_>>(), ["s"]);
     }
 
     #[test]

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use base64::Engine;
 use proto::pb::{self, ConfigFieldType as Type, config_value::Kind};
 
-use super::{ItemKind, Posted, Which, control_of, list_item_kind};
+use super::{ItemKind, Posted, Which, control_of, kv, list_item_kind};
 use crate::{
     config_value::{
-        distinct_fields, duration_from_nanos, is_visible, keep_unchanged, parse_duration_text, present, unit_named,
-        unit_words,
+        distinct_fields, duration_from_nanos, is_visible, keep_unchanged, parse_duration_input, parse_duration_text,
+        present,
     },
     validator::FieldError,
 };
@@ -64,6 +64,13 @@ fn parse_field(
     posted: Posted<'_>,
 ) -> Result<Option<Kind>, String> {
     let field_type = f.field_type();
+    // A map field reads the rows of its key/value editor when the page showed one, and
+    // JSON text otherwise (see `kv`).
+    if field_type == Type::Object
+        && let Some(rows) = kv::posted_rows(posted, name)
+    {
+        return kv::parse(f, &rows, posted, name, current);
+    }
     match control_of(f) {
         "checkbox" => {
             let mut seen = posted.all(name).peekable();
@@ -86,7 +93,9 @@ fn parse_field(
             Some(text) if text.is_empty() && field_type != Type::String && field_type != Type::Unspecified => Ok(None),
             Some(text) => parse_text(f, field_type, text, current).map(Some),
         },
-        "password" => {
+        // A secret map posted as JSON text (a client without the editor's rows) is read
+        // like any other secret.
+        "password" | "kv" => {
             let text = posted.first(name).unwrap_or_default();
             if text.is_empty() {
                 if posted.has(&format!("clear:{name}")) {
@@ -100,19 +109,11 @@ fn parse_field(
             }
             parse_text(f, field_type, text, current).map(Some)
         }
-        "duration" => {
-            let amount = posted.first(name).unwrap_or_default().trim();
-            if amount.is_empty() {
-                return Ok(None);
-            }
-            let (unit, nanos_per) = unit_named(posted.first(&format!("unit:{name}")).unwrap_or("s"));
-            let n: f64 = amount
-                .parse()
-                .ok()
-                .filter(|n: &f64| n.is_finite())
-                .ok_or_else(|| format!("must be a number of {}", unit_words(unit)))?;
-            duration_from_nanos(n * nanos_per as f64).map(|d| Some(Kind::DurationValue(d)))
-        }
+        "duration" => parse_duration_input(
+            posted.first(name).unwrap_or_default(),
+            posted.first(&format!("unit:{name}")).unwrap_or("s"),
+        )
+        .map(|d| d.map(Kind::DurationValue)),
         "select" | "number" | "json" | "base64" | "lines" | "text" | "textarea" => {
             let Some(text) = posted.first(name) else {
                 return Ok(None);

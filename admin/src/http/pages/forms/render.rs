@@ -7,10 +7,14 @@ use std::collections::{HashMap, HashSet};
 use base64::Engine;
 use proto::pb::{self, ConfigFieldType as Type, config_value::Kind};
 
-use super::{ItemKind, Source, Which, control_of, list_item_kind, sentence};
+use super::{
+    ItemKind, Source, UnitChoice, Which, control_of,
+    kv::{self, KvRow},
+    list_item_kind, sentence, unit_choices,
+};
 use crate::config_value::{
-    distinct_fields, duration_display, duration_nanos, duration_text, list_keys, present, seconds_text, unit_named,
-    value_key,
+    DURATION_CHOICES, NANOS_PER_SECOND, distinct_fields, duration_display, duration_display_in, duration_nanos,
+    duration_text, in_words, list_keys, present, unit_named, value_key,
 };
 
 /// One form (admin or worker) ready for the template.
@@ -36,7 +40,8 @@ pub struct FieldView {
     pub description: String,
     pub help: String,
     pub placeholder: String,
-    /// checkbox, select, checkboxes, text, textarea, number, duration, password, lines, json, base64
+    /// checkbox, select, checkboxes, text, textarea, number, duration, password, lines, json,
+    /// base64, kv
     pub control: &'static str,
     pub required: bool,
     pub read_only: bool,
@@ -47,6 +52,10 @@ pub struct FieldView {
     pub options: Vec<OptionView>,
     /// A duration's unit: ms, s, min, h or d.
     pub unit: &'static str,
+    /// A duration's unit select (`unit` selected).
+    pub units: Vec<UnitChoice>,
+    /// A map's rows (the "kv" control).
+    pub rows: Vec<KvRow>,
     pub min: String,
     pub max: String,
     pub step: &'static str,
@@ -121,8 +130,15 @@ fn field_view(
     errors: &HashMap<String, Vec<String>>,
     labels: &HashMap<&str, &str>,
 ) -> FieldView {
-    let control = control_of(f);
     let name = format!("{prefix}.{}", f.name);
+    // A map field is edited as rows where rows show it exactly, and as what was posted when
+    // the page comes back with errors.
+    let control = match (control_of(f), source) {
+        ("json", Source::Posted(p)) if kv::posted_rows(p, &name).is_some() => "kv",
+        ("json", Source::Posted(p)) if p.has(&name) => "json",
+        ("json", _) if kv::fits(f, current) => "kv",
+        (control, _) => control,
+    };
     let field_type = f.field_type();
     let mut v = FieldView {
         id: format!("f-{prefix}-{index}"),
@@ -138,6 +154,8 @@ fn field_view(
         checked: false,
         options: Vec::new(),
         unit: "s",
+        units: Vec::new(),
+        rows: Vec::new(),
         min: String::new(),
         max: String::new(),
         step: if field_type == Type::Double { "any" } else { "1" },
@@ -201,6 +219,21 @@ fn field_view(
     if matches!(control, "select" | "checkboxes") {
         v.options = options_of(f, &selected, control == "select");
     }
+    if control == "duration" {
+        v.units = unit_choices(DURATION_CHOICES, v.unit);
+    }
+    if control == "kv" {
+        let posted = match source {
+            Source::Posted(p) if !f.read_only => Some((p, v.name.as_str())),
+            _ => None,
+        };
+        v.rows = kv::rows(f, current, posted);
+        if let Source::Posted(p) = source
+            && f.sensitive
+        {
+            v.retype_secret = p.all(&format!("value:{}", v.name)).any(|x| !x.is_empty());
+        }
+    }
     if control == "number" {
         v.min = f.min_value.as_ref().and_then(|b| b.kind.as_ref()).and_then(value_key).unwrap_or_default();
         v.max = f.max_value.as_ref().and_then(|b| b.kind.as_ref()).and_then(value_key).unwrap_or_default();
@@ -245,27 +278,40 @@ fn hint(f: &pb::ConfigField, control: &str, field_type: Type, v: &FieldView) -> 
             format!("One item per line{items}.")
         }
         "json" => "A JSON object, for example {\"key\": \"value\"}.".into(),
+        "kv" if f.read_only => String::new(),
+        "kv" if f.sensitive => "Saved values are never shown: leave a value blank to keep it, type one to replace it, \
+                                or tick Remove to delete the name. Add a name with its value in an empty row."
+            .into(),
+        "kv" => "One name and its value per row; clear both to remove an entry.".into(),
         "base64" => "Bytes, base64-encoded.".into(),
         _ => String::new(),
     }
 }
 
 fn range_hint(f: &pb::ConfigField) -> String {
-    let bound = |b: &Option<pb::ConfigValue>| b.as_ref().and_then(|b| b.kind.as_ref()).and_then(bound_text);
-    let unit = if f.field_type() == Type::Duration { " s" } else { "" };
+    let duration = f.field_type() == Type::Duration;
+    let bound = |b: &Option<pb::ConfigValue>| {
+        b.as_ref().and_then(|b| b.kind.as_ref()).and_then(|k| if duration { duration_bound(k) } else { value_key(k) })
+    };
     match (bound(&f.min_value), bound(&f.max_value)) {
-        (Some(lo), Some(hi)) => format!("From {lo}{unit} to {hi}{unit}."),
-        (Some(lo), None) => format!("At least {lo}{unit}."),
-        (None, Some(hi)) => format!("At most {hi}{unit}."),
+        (Some(lo), Some(hi)) => format!("From {lo} to {hi}."),
+        (Some(lo), None) => format!("At least {lo}."),
+        (None, Some(hi)) => format!("At most {hi}."),
         (None, None) => String::new(),
     }
 }
 
-fn bound_text(kind: &Kind) -> Option<String> {
-    match kind {
-        Kind::DurationValue(d) => Some(seconds_text(duration_nanos(d))),
-        other => value_key(other),
-    }
+/// A duration field's bound in words, in the largest unit that shows it exactly: "1
+/// second", "1 day" (a number bound is in seconds, as the validator reads it).
+fn duration_bound(kind: &Kind) -> Option<String> {
+    let nanos = match kind {
+        Kind::DurationValue(d) => duration_nanos(d),
+        Kind::Int64Value(s) => i128::from(*s) * NANOS_PER_SECOND,
+        Kind::DoubleValue(s) if s.is_finite() => (s * NANOS_PER_SECOND as f64) as i128,
+        _ => return None,
+    };
+    let (amount, unit) = duration_display_in(nanos, DURATION_CHOICES);
+    Some(in_words(&amount, unit))
 }
 
 fn options_of(f: &pb::ConfigField, selected: &[String], single: bool) -> Vec<OptionView> {
