@@ -7,7 +7,13 @@ use std::{
     fs::{File, OpenOptions, TryLockError},
     io::{Read, Seek, Write},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
+
+/// How long a start waits for a data dir's lock before it says who holds it, and how
+/// often it tries meanwhile.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+const LOCK_RETRY: Duration = Duration::from_millis(20);
 
 /// Held while the admin runs; dropping it releases the data dir.
 #[derive(Debug)]
@@ -39,7 +45,16 @@ impl DataDirLock {
         std::fs::create_dir_all(&dir).map_err(|source| LockError::Create { path: dir.clone(), source })?;
         let mut file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
-        match file.try_lock() {
+        // A holder that just let go can still hold the lock for a moment: a process forked
+        // by it (to run a worker, a script, a test's child) shares the lock until that
+        // process executes its program. So a refusal is only final after LOCK_WAIT.
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut locked = file.try_lock();
+        while matches!(locked, Err(TryLockError::WouldBlock)) && Instant::now() < deadline {
+            std::thread::sleep(LOCK_RETRY);
+            locked = file.try_lock();
+        }
+        match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut pid = String::new();
