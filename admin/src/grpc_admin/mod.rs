@@ -71,6 +71,26 @@ impl AdminApi {
         }
     }
 
+    /// Asks the command layer for a detection of `t` (Detect and Run share this), noting
+    /// when, and how long its answers may take.
+    async fn request_detection(
+        &self,
+        caller: &Caller,
+        t: &str,
+        mode: DetectionMode,
+        options: DetectOptions,
+    ) -> Result<Requested, Status> {
+        self.bound(caller, &[("job_type", t)], &[])?;
+        json_api::job_type_param(t).map_err(refused(caller))?;
+        let started = Instant::now();
+        let limit = detection::wait_limit(&self.state, t, mode, &options);
+        let command = Command::Detect { job_type: t.to_string(), mode, options };
+        let Outcome::DetectionRequested { queued, report } = self.execute(caller, command).await? else {
+            return Err(refused(caller)(other_outcome(if mode == DetectionMode::Run { "run" } else { "detect" })));
+        };
+        Ok(Requested { queued, report, started, limit })
+    }
+
     async fn execute(&self, caller: &Caller, command: Command) -> Result<Outcome, Status> {
         self.state.execute(caller, command).await.map_err(|e| with_request_id(refusal(e), &caller.request_id))
     }
@@ -129,6 +149,15 @@ fn config_parts(
 }
 
 /// A detection's options from a detect or run request (0 is "the job type's own").
+/// A detection the command layer accepted: whether it was queued behind another, its
+/// report to come, when it was asked for and how long its answers may take.
+struct Requested {
+    queued: bool,
+    report: crate::scheduler::DetectionWatch,
+    started: Instant,
+    limit: detection::WaitLimit,
+}
+
 fn detect_options(
     cluster_context: Option<pb::ClusterContext>,
     max_results: u32,
@@ -321,15 +350,9 @@ impl AdminService for AdminApi {
         let caller = identify(&self.state, &request, "Detect")?;
         let r = request.into_inner();
         let t = r.job_type;
-        self.bound(&caller, &[("job_type", &t)], &[])?;
-        json_api::job_type_param(&t).map_err(refused(&caller))?;
         let options = detect_options(r.cluster_context, r.max_results, r.timeout_seconds);
-        let started = Instant::now();
-        let limit = detection::wait_limit(&self.state, &t, DetectionMode::Preview, &options);
-        let command = Command::Detect { job_type: t.clone(), mode: DetectionMode::Preview, options };
-        let Outcome::DetectionRequested { queued, report } = self.execute(&caller, command).await? else {
-            return Err(refused(&caller)(other_outcome("detect")));
-        };
+        let Requested { queued, report, started, limit } =
+            self.request_detection(&caller, &t, DetectionMode::Preview, options).await?;
         let mut answer = api::DetectResponse { job_type: t.clone(), queued, ..Default::default() };
         if r.no_wait {
             return Ok(reply(&caller, answer));
@@ -353,15 +376,9 @@ impl AdminService for AdminApi {
         let caller = identify(&self.state, &request, "Run")?;
         let r = request.into_inner();
         let t = r.job_type;
-        self.bound(&caller, &[("job_type", &t)], &[])?;
-        json_api::job_type_param(&t).map_err(refused(&caller))?;
         let options = detect_options(r.cluster_context, r.max_results, r.timeout_seconds);
-        let started = Instant::now();
-        let limit = detection::wait_limit(&self.state, &t, DetectionMode::Run, &options);
-        let command = Command::Detect { job_type: t.clone(), mode: DetectionMode::Run, options };
-        let Outcome::DetectionRequested { queued, report } = self.execute(&caller, command).await? else {
-            return Err(refused(&caller)(other_outcome("run")));
-        };
+        let Requested { queued, report, started, limit } =
+            self.request_detection(&caller, &t, DetectionMode::Run, options).await?;
         let mut answer = api::RunResponse { job_type: t.clone(), queued, ..Default::default() };
         if r.no_wait {
             return Ok(reply(&caller, answer));
