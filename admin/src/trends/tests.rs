@@ -145,7 +145,7 @@ async fn finished_jobs(rig: &Rig, n: u64) -> Series {
             .list_jobs(&Default::default())
             .unwrap_or_default()
             .iter()
-            .map(|j| (j.job_id.clone(), j.state.clone()))
+            .map(|j| (j.job_id.clone(), j.state))
             .collect();
         assert!(
             tokio::time::Instant::now() < deadline,
