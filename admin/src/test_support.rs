@@ -235,3 +235,34 @@ pub(crate) mod cv {
         v(Kind::Int64List(pb::Int64List { values: xs.to_vec() }))
     }
 }
+
+/// A fresh, empty database on the test PostgreSQL server (`PLUGHOST_TEST_POSTGRES`, which
+/// `scripts/test` starts), named after `tag`; returns its URL. Each call makes a new one,
+/// so tests never see each other's rows.
+pub(crate) fn postgres_database(tag: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let server = std::env::var("PLUGHOST_TEST_POSTGRES").expect(
+        "PLUGHOST_TEST_POSTGRES is not set: run the tests through ./scripts/test, which starts a PostgreSQL \
+         server for them, or set it to a server's URL (postgres://user@host:port/db)",
+    );
+    let tag: String = tag.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    let name = format!("t_{tag}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let create = format!("CREATE DATABASE {name}");
+    let url = server.clone();
+    // A thread of its own: the caller may be inside a tokio runtime already.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let (client, connection) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to the test PostgreSQL");
+            let driver = tokio::spawn(connection);
+            client.batch_execute(&create).await.expect("create a test database");
+            drop(client);
+            let _ = driver.await;
+        })
+    })
+    .join()
+    .expect("create a test database");
+    let (base, _) = server.rsplit_once('/').expect("PLUGHOST_TEST_POSTGRES ends in /<database>");
+    format!("{base}/{name}")
+}
