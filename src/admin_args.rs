@@ -15,6 +15,22 @@ pub struct AdminArgs {
     /// Where descriptors, configs and the job store live.
     #[arg(long, env = "PLUGHOST_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// The job store: `sqlite` (the default: `<data-dir>/plugin/state.db`, one admin) or a
+    /// PostgreSQL URL, `postgres://user@host:port/database` (several admins share it and
+    /// one leads at a time; `?sslmode=require` for TLS, with --store-ca).
+    #[arg(long, env = "PLUGHOST_STORE", default_value = "sqlite")]
+    pub store: String,
+    /// PEM CA that signed the PostgreSQL server's certificate (with sslmode=require).
+    #[arg(long, env = "PLUGHOST_STORE_CA")]
+    pub store_ca: Option<PathBuf>,
+    /// With PostgreSQL: the leader lease's time to live, in seconds. The leader renews it
+    /// every third of that; a standby takes over at most this long after the leader died.
+    #[arg(long, env = "PLUGHOST_LEASE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_seconds: u64,
+    /// With PostgreSQL: the HTTP address (host:port, or a URL) standbys send operators
+    /// and workers to while this admin leads. Defaults to --http-addr.
+    #[arg(long, env = "PLUGHOST_ADVERTISE_HTTP")]
+    pub advertise_http: Option<String>,
     /// HTTP listener (pages, JSON API, SSE, metrics): IP:port or host:port (`localhost`
     /// binds 127.0.0.1; another name is resolved at start). Loopback by default.
     #[arg(long, env = "PLUGHOST_HTTP_ADDR", default_value = "127.0.0.1:23646", value_parser = ListenAddr::parse)]
@@ -309,6 +325,9 @@ impl AdminArgs {
             (_, Some(file)) => admin::SecretKeySource::File(file.clone()),
             _ => admin::SecretKeySource::DataDir,
         };
+        c.store = store_location(&self.store, self.store_ca.as_deref())?;
+        c.lease_ttl = Duration::from_secs(self.lease_seconds);
+        c.advertise_http = self.advertise_http.as_ref().map(|a| a.trim().to_string()).filter(|a| !a.is_empty());
         self.limits.apply(&mut c);
         self.cluster.apply(&mut c);
         self.governance.apply(&mut c)?;
@@ -316,10 +335,46 @@ impl AdminArgs {
     }
 }
 
+/// `--store`: `sqlite`, or a PostgreSQL URL.
+fn store_location(store: &str, ca: Option<&std::path::Path>) -> anyhow::Result<admin::config::StoreLocation> {
+    let store = store.trim();
+    if store.is_empty() || store == "sqlite" {
+        if ca.is_some() {
+            anyhow::bail!("--store-ca is for a PostgreSQL store; --store is sqlite");
+        }
+        return Ok(admin::config::StoreLocation::Sqlite);
+    }
+    if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+        return Ok(admin::config::StoreLocation::Postgres { url: store.to_string(), ca: ca.map(Into::into) });
+    }
+    anyhow::bail!("--store must be sqlite or a postgres:// URL (such as postgres://plughost@db:5432/plughost)")
+}
+
 /// `plughost admin`: runs the admin until Ctrl-C or SIGTERM.
 pub async fn run_admin(config: admin::AdminConfig) -> anyhow::Result<()> {
+    if matches!(config.store, admin::config::StoreLocation::Postgres { .. }) {
+        return run_one_of_several(config).await;
+    }
     let admin = admin::Admin::start(config).await?;
     println!("plughost admin: http://{}/plugin  (workers dial {})", admin.http_addr(), admin.grpc_addr());
+    if let Some(hint) = admin.sign_in_hint() {
+        println!("plughost admin: {hint}");
+    }
+    crate::signal::shutdown_signal().await;
+    tracing::info!("stopping");
+    admin.shutdown().await;
+    Ok(())
+}
+
+/// `plughost admin --store postgres://…`: a standby until this admin takes the leader
+/// lease, then the leader until it loses it (and a standby again) or stops.
+async fn run_one_of_several(config: admin::AdminConfig) -> anyhow::Result<()> {
+    let admin = admin::ha::HaAdmin::start(config, admin::clock::system()).await?;
+    println!(
+        "plughost admin: http://{}/plugin  (workers dial {}; one of several on PostgreSQL: standby until it leads)",
+        admin.http_addr(),
+        admin.grpc_addr()
+    );
     if let Some(hint) = admin.sign_in_hint() {
         println!("plughost admin: {hint}");
     }

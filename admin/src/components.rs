@@ -66,6 +66,10 @@ pub struct Components {
     ready: AtomicBool,
     /// The gRPC port workers should dial (after binding, so port 0 resolves).
     grpc_port: AtomicU16,
+    /// Whether this admin may still act as the leader (always, with SQLite).
+    pub lease: Arc<crate::ha::LeaseGate>,
+    /// With PostgreSQL: this term's epoch and the group's lease counters.
+    ha: std::sync::OnceLock<crate::ha::Term>,
 }
 
 impl Components {
@@ -81,6 +85,7 @@ impl Components {
         mut loaded: Loaded,
     ) -> (Components, usize) {
         let registry = Arc::new(Registry::with_clock(config.heartbeat_interval, clock.clone()));
+        let lease = crate::ha::LeaseGate::always();
         let monitor = Arc::new(Monitor::default());
         let ids = Arc::new(Ids::new(loaded.next_run_id));
         let journal = Journal::new(store.clone(), clock.clone(), loaded.next_activity_id);
@@ -118,6 +123,7 @@ impl Components {
                 send_timeout: config.send_timeout,
                 cluster_context: cluster_context.clone(),
                 stopping: shutdown.clone(),
+                lease: lease.clone(),
             },
             &mut loaded,
         );
@@ -175,6 +181,8 @@ impl Components {
             shutdown,
             ready: AtomicBool::new(false),
             grpc_port: AtomicU16::new(0),
+            lease,
+            ha: std::sync::OnceLock::new(),
         };
         (components, requeued)
     }
@@ -211,5 +219,14 @@ impl Components {
 
     pub(crate) fn set_grpc_port(&self, port: u16) {
         self.grpc_port.store(port, Ordering::Relaxed);
+    }
+
+    /// With PostgreSQL: the term this admin leads in (None with SQLite).
+    pub fn term(&self) -> Option<&crate::ha::Term> {
+        self.ha.get()
+    }
+
+    pub(crate) fn set_term(&self, term: crate::ha::Term) {
+        let _ = self.ha.set(term);
     }
 }

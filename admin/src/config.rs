@@ -87,7 +87,32 @@ pub struct AdminConfig {
     pub approval_token: Option<String>,
     /// Per job type cap on on-demand detections (run now, preview).
     pub run_now_max: RateCap,
+    /// Where the job store lives.
+    pub store: StoreLocation,
+    /// With PostgreSQL: the leader lease's time to live.
+    pub lease_ttl: Duration,
+    /// With PostgreSQL: the HTTP address this admin gives standbys and operators while it
+    /// leads (`--advertise-http`); the HTTP listener's address when unset.
+    pub advertise_http: Option<String>,
 }
+
+/// Where the job store lives.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreLocation {
+    /// SQLite at `<data>/plugin/state.db`: one admin.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database several admins share; one of them leads at a time.
+    Postgres {
+        /// `postgres://user[:password]@host[:port]/database[?sslmode=require]`.
+        url: String,
+        /// PEM CA that signed the database's certificate (with `sslmode=require`).
+        ca: Option<PathBuf>,
+    },
+}
+
+/// The leader lease's default time to live.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// At most `max` events per `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +270,9 @@ impl AdminConfig {
             replay_max: 1_000,
             approval_token: None,
             run_now_max: RateCap { max: 60, window: Duration::from_secs(60) },
+            store: StoreLocation::Sqlite,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            advertise_http: None,
         }
     }
 

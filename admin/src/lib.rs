@@ -30,6 +30,7 @@ pub mod events;
 pub mod fsutil;
 pub mod grpc;
 pub mod grpc_admin;
+pub mod ha;
 pub mod holds;
 pub mod http;
 pub mod identity;

@@ -115,12 +115,17 @@ impl WorkerSession {
 
     /// Ends the stream; the first reason given is the one reported.
     pub fn close(&self, because: LeftBecause, reason: &str) {
+        self.close_with(because, reason, Status::aborted(reason.to_string()));
+    }
+
+    /// Ends the stream with `status` as the worker's answer.
+    pub fn close_with(&self, because: LeftBecause, reason: &str, status: Status) {
         let mut r = self.kill_reason.lock().expect("kill reason lock");
         if r.is_none() {
             *r = Some((because, reason.to_string()));
         }
         drop(r);
-        let _ = self.tx.try_send(Err(Box::new(Status::aborted(reason.to_string()))));
+        let _ = self.tx.try_send(Err(Box::new(status)));
         self.kill.cancel();
     }
 

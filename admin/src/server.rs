@@ -67,9 +67,9 @@ pub struct Admin {
     grpc_addr: SocketAddr,
     servers: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-    /// The first admin token, when this start created it.
-    first_token: Option<String>,
-    _lock: DataDirLock,
+    /// The data dir lock, the tokens and the listeners (shared with the terms before and
+    /// after this one when the admin is one of several).
+    prepared: Arc<Prepared>,
 }
 
 impl Admin {
@@ -79,43 +79,24 @@ impl Admin {
 
     /// Starts with a given clock (tests drive time-dependent behaviour with a manual one).
     pub async fn start_with_clock(config: AdminConfig, clock: SharedClock) -> Result<Admin, AdminError> {
-        if config.auth == AuthMode::Off {
-            if !config.http_addr.ip().is_loopback() || !config.grpc_addr.ip().is_loopback() {
-                return Err(AdminError::AuthOff("is allowed only when both listeners are on loopback addresses"));
-            }
-            if config.scripts_allowed {
-                return Err(AdminError::AuthOff("is not allowed while scripts are allowed"));
-            }
-        }
-        // Before anything touches the data dir: one admin per data dir.
-        let lock = DataDirLock::acquire(&config.data_dir)?;
-        let (auth, first_token) = Auth::open(&config.data_dir, config.auth, clock.now_ms())?;
-        let http_bind = |source| AdminError::Bind {
-            listener: "the HTTP listener (set --http-addr)".into(),
-            addr: config.http_addr,
-            source,
-        };
-        let grpc_bind = |source| AdminError::Bind {
-            listener: if config.grpc_addr_derived {
-                "the gRPC listener (HTTP port + 10000; set --grpc-addr)".into()
-            } else {
-                "the gRPC listener (set --grpc-addr)".into()
-            },
-            addr: config.grpc_addr,
-            source,
-        };
-        let http_listener = TcpListener::bind(config.http_addr).await.map_err(http_bind)?;
-        let grpc_listener = TcpListener::bind(config.grpc_addr).await.map_err(grpc_bind)?;
-        let http_addr = http_listener.local_addr().map_err(http_bind)?;
-        let grpc_addr = grpc_listener.local_addr().map_err(grpc_bind)?;
-        let tls = match &config.grpc_tls {
-            Some(files) => Some(crate::tls::server_config(files, &[b"h2"]).map_err(AdminError::Tls)?),
-            None => None,
-        };
-        let http_tls = match &config.http_tls {
-            Some(files) => Some(crate::tls::server_config(files, &[b"http/1.1"]).map_err(AdminError::Tls)?),
-            None => None,
-        };
+        let prepared = Arc::new(Prepared::open(&config, &clock).await?);
+        Admin::start_term(config, clock, prepared, None).await
+    }
+
+    /// Starts serving on `prepared`'s listeners. `term` is the leader lease this admin
+    /// holds when its store is PostgreSQL: every store write is fenced by its epoch, and
+    /// the dispatcher stops at the lease's deadline.
+    pub(crate) async fn start_term(
+        config: AdminConfig,
+        clock: SharedClock,
+        prepared: Arc<Prepared>,
+        term: Option<(crate::ha::Term, tokio::time::Instant)>,
+    ) -> Result<Admin, AdminError> {
+        let (http_listener, grpc_listener) = prepared.listeners()?;
+        let (http_addr, grpc_addr) = (prepared.http_addr, prepared.grpc_addr);
+        let tls = prepared.grpc_tls.clone();
+        let http_tls = prepared.http_tls.clone();
+        let auth = prepared.auth.clone();
 
         let events = Arc::new(EventBus::new(EVENT_BUFFER));
         let data_dir = config.data_dir.clone();
@@ -130,8 +111,8 @@ impl Admin {
             .map_err(|e| AdminError::Task { what: "opening the config store", message: e.to_string() })??,
         );
         let identity = Arc::new(Identity::open(&config.data_dir, &config.worker_tokens).map_err(AdminError::Identity)?);
-        let connection_limits = crate::listener::fit_to_open_files(&config.connections);
-        let (store, loaded) = Store::open(&config.data_dir, events.clone())?;
+        let connection_limits = prepared.limits.clone();
+        let (store, loaded) = open_store(&config, term.as_ref().map(|(t, _)| t.epoch), events.clone()).await?;
         // Event ids go on above the earlier runs' (SSE clients may hold one of theirs).
         events.resume_after(loaded.max_event_id);
         store.write(Op::EventIds { up_to: events.last_id() });
@@ -140,6 +121,11 @@ impl Admin {
         // A context file that cannot be used is a start error, before any request is built.
         components.cluster_context.reload()?;
         components.set_grpc_port(grpc_addr.port());
+        if let Some((term, deadline)) = term {
+            // Before any loop starts: nothing is dispatched past the lease's deadline.
+            components.lease.extend(deadline);
+            components.set_term(term);
+        }
         if requeued > 0 {
             tracing::info!(requeued, "jobs that were running when the admin stopped are requeued");
         }
@@ -207,7 +193,7 @@ impl Admin {
         c.set_ready();
         tasks.push(tokio::spawn(crate::grpc_admin::health::follow(health, c.clone())));
         tracing::info!(%http_addr, %grpc_addr, "admin ready");
-        Ok(Admin { components, http_addr, grpc_addr, servers, tasks, first_token, _lock: lock })
+        Ok(Admin { components, http_addr, grpc_addr, servers, tasks, prepared })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -220,7 +206,7 @@ impl Admin {
 
     /// When this start created the first admin token: a link that signs in with it.
     pub fn sign_in_hint(&self) -> Option<String> {
-        let token = self.first_token.as_ref()?;
+        let token = self.prepared.first_token.as_ref()?;
         let scheme = if self.components.config.http_tls.is_some() { "https" } else { "http" };
         Some(format!(
             "first start: an admin token was written to {}; sign in at {scheme}://{}/plugin/login with it ({token})",
@@ -266,6 +252,141 @@ impl Admin {
         let store = c.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!("admin stopped");
+    }
+}
+
+/// What an admin sets up once, before it serves: the data dir lock, the API tokens, both
+/// listeners bound and their TLS. An admin that is one of several keeps these across its
+/// terms as leader and standby, so its addresses never change.
+pub(crate) struct Prepared {
+    _lock: DataDirLock,
+    pub(crate) auth: Arc<Auth>,
+    /// The first admin token, when this start created it.
+    pub(crate) first_token: Option<String>,
+    http: std::net::TcpListener,
+    grpc: std::net::TcpListener,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) grpc_addr: SocketAddr,
+    pub(crate) grpc_tls: Option<rustls::ServerConfig>,
+    pub(crate) http_tls: Option<rustls::ServerConfig>,
+    pub(crate) limits: crate::config::ConnectionLimits,
+}
+
+impl Prepared {
+    pub(crate) async fn open(config: &AdminConfig, clock: &SharedClock) -> Result<Prepared, AdminError> {
+        if config.auth == AuthMode::Off {
+            if !config.http_addr.ip().is_loopback() || !config.grpc_addr.ip().is_loopback() {
+                return Err(AdminError::AuthOff("is allowed only when both listeners are on loopback addresses"));
+            }
+            if config.scripts_allowed {
+                return Err(AdminError::AuthOff("is not allowed while scripts are allowed"));
+            }
+        }
+        // Before anything touches the data dir: one admin per data dir.
+        let lock = DataDirLock::acquire(&config.data_dir)?;
+        let (auth, first_token) = Auth::open(&config.data_dir, config.auth, clock.now_ms())?;
+        let http_bind = |source| AdminError::Bind {
+            listener: "the HTTP listener (set --http-addr)".into(),
+            addr: config.http_addr,
+            source,
+        };
+        let grpc_bind = |source| AdminError::Bind {
+            listener: if config.grpc_addr_derived {
+                "the gRPC listener (HTTP port + 10000; set --grpc-addr)".into()
+            } else {
+                "the gRPC listener (set --grpc-addr)".into()
+            },
+            addr: config.grpc_addr,
+            source,
+        };
+        let http = TcpListener::bind(config.http_addr).await.map_err(http_bind)?;
+        let grpc = TcpListener::bind(config.grpc_addr).await.map_err(grpc_bind)?;
+        let http_addr = http.local_addr().map_err(http_bind)?;
+        let grpc_addr = grpc.local_addr().map_err(grpc_bind)?;
+        let grpc_tls = match &config.grpc_tls {
+            Some(files) => Some(crate::tls::server_config(files, &[b"h2"]).map_err(AdminError::Tls)?),
+            None => None,
+        };
+        let http_tls = match &config.http_tls {
+            Some(files) => Some(crate::tls::server_config(files, &[b"http/1.1"]).map_err(AdminError::Tls)?),
+            None => None,
+        };
+        Ok(Prepared {
+            _lock: lock,
+            auth,
+            first_token,
+            http: http.into_std().map_err(http_bind)?,
+            grpc: grpc.into_std().map_err(grpc_bind)?,
+            http_addr,
+            grpc_addr,
+            grpc_tls,
+            http_tls,
+            limits: crate::listener::fit_to_open_files(&config.connections),
+        })
+    }
+
+    /// Listeners on the bound sockets for one term's servers: when the term ends and
+    /// drops them, the sockets stay open here, so the next term serves the same addresses.
+    pub(crate) fn listeners(&self) -> Result<(TcpListener, TcpListener), AdminError> {
+        let share = |listener: &std::net::TcpListener, addr: SocketAddr, name: &str| {
+            let bind = |source| AdminError::Bind { listener: name.into(), addr, source };
+            let copy = listener.try_clone().map_err(bind)?;
+            copy.set_nonblocking(true).map_err(bind)?;
+            TcpListener::from_std(copy).map_err(bind)
+        };
+        Ok((share(&self.http, self.http_addr, "the HTTP listener")?, share(&self.grpc, self.grpc_addr, "the gRPC listener")?))
+    }
+}
+
+/// Opens the job store the config names: SQLite in the data dir, or PostgreSQL with every
+/// write fenced by `epoch`.
+async fn open_store(
+    config: &AdminConfig,
+    epoch: Option<i64>,
+    events: Arc<EventBus>,
+) -> Result<(Arc<Store>, crate::store::Loaded), AdminError> {
+    match &config.store {
+        crate::config::StoreLocation::Sqlite => Ok(Store::open(&config.data_dir, events)?),
+        crate::config::StoreLocation::Postgres { url, ca } => {
+            // Several admins may share the database: only a lease holder writes to it.
+            let Some(epoch) = epoch else {
+                return Err(AdminError::Task {
+                    what: "opening the PostgreSQL store",
+                    message: "a PostgreSQL store is opened by the leader lease's holder (admin::ha::HaAdmin)".into(),
+                });
+            };
+            let epoch = Some(epoch);
+            let target = crate::store::PgTarget::parse(url, ca.as_deref()).map_err(StoreError::from)?;
+            // The backend blocks on its own runtime while it loads: not on this one.
+            tokio::task::spawn_blocking(move || Store::open_postgres(&target, epoch, events))
+                .await
+                .map_err(|e| AdminError::Task { what: "opening the PostgreSQL store", message: e.to_string() })?
+                .map_err(AdminError::from)
+        }
+    }
+}
+
+impl Admin {
+    /// Ends this term at once because the admin no longer leads (its lease was lost or
+    /// could not be renewed in time): nothing more is dispatched, the workers' streams
+    /// are closed with "not the leader" so they move on, and what the store had not
+    /// committed is dropped, not retried: the new leader requeues those jobs from what
+    /// was committed.
+    pub(crate) async fn step_down(self, reason: &str) {
+        let c = self.components.clone();
+        c.lease.revoke();
+        c.shutdown.cancel();
+        let status = crate::ha::not_leader(reason, None);
+        for s in c.registry.sessions() {
+            s.close_with(crate::worker_history::LeftBecause::AdminShutdown, reason, status.clone());
+        }
+        self.servers.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        let store = c.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.abandon()).await;
+        tracing::warn!(reason, "stepped down: no longer the leader");
     }
 }
 

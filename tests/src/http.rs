@@ -105,6 +105,14 @@ pub async fn get(addr: &str, path: &str) -> Response {
     request(addr, "GET", path, &[], Vec::new()).await
 }
 
+/// [`get`] for a server that may be down, restarting or paused: `None` instead of a
+/// failure when it does not answer within 5 s.
+pub async fn try_get(addr: &str, path: &str) -> Option<Response> {
+    let (addr, path) = (addr.to_string(), path.to_string());
+    let attempt = tokio::spawn(async move { get(&addr, &path).await });
+    tokio::time::timeout(Duration::from_secs(5), attempt).await.ok()?.ok()
+}
+
 pub async fn post_json(addr: &str, path: &str, body: &Value) -> Response {
     request(addr, "POST", path, &[("content-type", "application/json")], body.to_string().into_bytes()).await
 }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod job_sources;
 pub mod page_client;
 pub mod plugins;
+pub mod postgres;
 pub mod prometheus;
 pub mod schema;
 

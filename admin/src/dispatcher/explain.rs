@@ -27,6 +27,9 @@ pub enum WaitReason {
     Expired { at: i64 },
     /// The admin is shutting down and dispatches nothing new.
     AdminStopping,
+    /// This admin's leader lease is not confirmed (PostgreSQL store): it dispatches
+    /// nothing until it has renewed it, or steps down.
+    LeaseUnconfirmed,
     /// An operator paused all dispatch.
     DispatchPaused { by: String, since: i64 },
     /// An operator holds the dispatch of the job's type.
@@ -57,6 +60,7 @@ impl WaitReason {
             WaitReason::RetryBackoff { .. } => "retry_backoff",
             WaitReason::Expired { .. } => "expired",
             WaitReason::AdminStopping => "admin_stopping",
+            WaitReason::LeaseUnconfirmed => "lease_unconfirmed",
             WaitReason::DispatchPaused { .. } => "dispatch_paused",
             WaitReason::TypeHeld { .. } => "type_held",
             WaitReason::NoExecutor => "no_executor",
@@ -94,6 +98,9 @@ impl WaitReason {
             }
             WaitReason::Expired { at } => format!("expired at {} before it started; it will not run", time_label(*at)),
             WaitReason::AdminStopping => "the admin is shutting down and starts no new jobs".into(),
+            WaitReason::LeaseUnconfirmed => {
+                "this admin could not renew its leader lease in time and starts no new jobs".into()
+            }
             WaitReason::DispatchPaused { by, since } => {
                 format!("all dispatch is paused (by {by} since {})", time_label(*since))
             }
@@ -136,6 +143,7 @@ impl WaitReason {
             WaitReason::RetryBackoff { until, .. } => format!("retry at {}", time_label(*until)),
             WaitReason::Expired { .. } => "expired".into(),
             WaitReason::AdminStopping => "admin stopping".into(),
+            WaitReason::LeaseUnconfirmed => "lease unconfirmed".into(),
             WaitReason::DispatchPaused { .. } => "dispatch paused".into(),
             WaitReason::TypeHeld { .. } => "dispatch held".into(),
             WaitReason::NoExecutor => "no worker".into(),

@@ -64,6 +64,9 @@ pub struct DispatcherParts {
     pub cluster_context: Arc<crate::cluster_context::ClusterContextSource>,
     /// Cancelled when the admin begins to stop: nothing new is dispatched.
     pub stopping: CancellationToken,
+    /// Whether this admin still leads (always, with SQLite): checked before each pass
+    /// assigns jobs and again before its messages go out.
+    pub lease: Arc<crate::ha::LeaseGate>,
 }
 
 /// A handle to the dispatcher; clones share it.
@@ -271,6 +274,14 @@ impl Dispatcher {
     }
 
     fn flush(&self, out: Outbox) {
+        if !self.parts().lease.holds() {
+            // The lease may have passed to another admin since the pass began: a message
+            // from here could start a job that admin starts too.
+            if !out.is_empty() {
+                tracing::warn!(messages = out.len(), "leader lease not confirmed; messages to workers are dropped");
+            }
+            return;
+        }
         let timeout = self.parts().send_timeout;
         for (session, msg) in out {
             session.send(msg, timeout);

@@ -86,6 +86,9 @@ impl Dispatcher {
         if self.is_stopping() {
             return Some(WaitReason::AdminStopping);
         }
+        if !self.parts().lease.holds() {
+            return Some(WaitReason::LeaseUnconfirmed);
+        }
         let hold = self.parts().holds.get(HoldKind::Dispatch, "")?;
         Some(WaitReason::DispatchPaused { by: hold.set_by, since: hold.set_at })
     }

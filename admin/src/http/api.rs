@@ -129,6 +129,10 @@ struct Status {
     cluster_context: Value,
     cluster_context_file: Option<String>,
     cluster_context_error: Option<String>,
+    /// `single` (SQLite), `leader` or `standby` (PostgreSQL: one of several admins).
+    role: &'static str,
+    /// The leader lease's epoch (PostgreSQL only).
+    epoch: Option<i64>,
 }
 
 /// `GET status` without credentials: what a worker needs to dial in.
@@ -138,6 +142,10 @@ struct PublicStatus {
     worker_grpc_port: u16,
     protocol_version: &'static str,
     authentication_required: bool,
+    /// `single` (SQLite), `leader` or `standby` (PostgreSQL: one of several admins).
+    role: &'static str,
+    /// The leader lease's epoch (PostgreSQL only).
+    epoch: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -158,6 +166,8 @@ async fn status(State(state): State<AppState>, caller: Option<Extension<Caller>>
             worker_grpc_port: state.grpc_port(),
             protocol_version: proto::PROTOCOL_VERSION,
             authentication_required: true,
+            role: role(&state),
+            epoch: state.term().map(|t| t.epoch),
         }));
     }
     let mut counts: HashMap<&'static str, i64> = HashMap::new();
@@ -187,7 +197,13 @@ async fn status(State(state): State<AppState>, caller: Option<Extension<Caller>>
             .unwrap_or(Value::Null),
         cluster_context_file: state.cluster_context.file().map(|p| p.display().to_string()),
         cluster_context_error: state.cluster_context.last_error(),
+        role: role(&state),
+        epoch: state.term().map(|t| t.epoch),
     })))
+}
+
+fn role(state: &AppState) -> &'static str {
+    if state.term().is_some() { "leader" } else { "single" }
 }
 
 #[derive(Deserialize, Default, IntoParams)]

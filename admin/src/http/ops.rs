@@ -38,11 +38,14 @@ async fn healthz() -> &'static str {
     ))]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if !state.store.is_healthy() {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the state store cannot commit\n")
+        (StatusCode::SERVICE_UNAVAILABLE, std::borrow::Cow::Borrowed("not ready: the state store cannot commit\n"))
     } else if state.is_ready() {
-        (StatusCode::OK, "ready\n")
+        match state.term() {
+            Some(term) => (StatusCode::OK, format!("ready: leader, epoch {}\n", term.epoch).into()),
+            None => (StatusCode::OK, "ready\n".into()),
+        }
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
     }
 }
 
@@ -84,6 +87,9 @@ pub fn snapshot(state: &AppState) -> MetricsSnapshot {
         jobs.push(&[("job_type", job_type.as_str()), ("state", state_name(s))], n as f64);
     }
     gauges.push(jobs);
+    if let Some(term) = state.term() {
+        gauges.extend(crate::ha::lease_metrics(&term.group));
+    }
     state.monitor.snapshot(gauges)
 }
 

@@ -1,0 +1,117 @@
+//! PostgreSQL for the high-availability tests: databases on the suite's shared server
+//! (`PLUGHOST_TEST_POSTGRES`, which `scripts/test` starts) and servers of a test's own,
+//! which it may stop and start again (`PLUGHOST_TEST_PG_BIN` names the binaries).
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use crate::TempDir;
+
+const HOW: &str = "run the tests through ./scripts/test, which starts PostgreSQL for them";
+
+fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var("PLUGHOST_TEST_PG_BIN").unwrap_or_else(|_| panic!("PLUGHOST_TEST_PG_BIN is not set: {HOW}"));
+    PathBuf::from(dir).join(name)
+}
+
+fn is_root() -> bool {
+    // The effective uid of this process, from /proc (no libc call).
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// A command run as the unprivileged `postgres` user when the tests run as root
+/// (PostgreSQL refuses to run as root).
+fn as_postgres(program: PathBuf) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(mut command: Command, what: &str) {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(out.status.success(), "{what}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// A fresh database on the suite's server; returns its URL.
+pub fn database(tag: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let server = std::env::var("PLUGHOST_TEST_POSTGRES").unwrap_or_else(|_| panic!("PLUGHOST_TEST_POSTGRES is not set: {HOW}"));
+    let name = format!("it_{tag}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let mut psql = Command::new(bin("psql"));
+    psql.args(["-v", "ON_ERROR_STOP=1", "-q", "-d", &server, "-c", &format!("CREATE DATABASE {name}")]);
+    run(psql, "create a test database");
+    let (base, _) = server.rsplit_once('/').expect("PLUGHOST_TEST_POSTGRES ends in /<database>");
+    format!("{base}/{name}")
+}
+
+/// A PostgreSQL server of the test's own, on a free loopback port, in a temp dir.
+pub struct PgServer {
+    dir: TempDir,
+    pub port: u16,
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let dir = TempDir::new("pg");
+        if is_root() {
+            run(
+                {
+                    let mut c = Command::new("chown");
+                    c.args(["-R", "postgres"]).arg(dir.path());
+                    c
+                },
+                "give the temp dir to the postgres user",
+            );
+        }
+        let mut initdb = as_postgres(bin("initdb"));
+        initdb.arg("-D").arg(dir.path().join("data")).args(["-U", "postgres", "-A", "trust", "--no-sync"]);
+        run(initdb, "initdb");
+        let server = PgServer { dir, port: crate::harness::free_port() };
+        server.resume();
+        server
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server again on the same port and data (after [`PgServer::stop`]).
+    pub fn resume(&self) {
+        let mut start = as_postgres(bin("pg_ctl"));
+        start
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .args(["-w", "-s", "-o"])
+            .arg(format!("-h 127.0.0.1 -p {} -k {} -c fsync=off", self.port, self.dir.path().display()));
+        start.arg("start");
+        run(start, "start PostgreSQL");
+    }
+
+    /// Stops the server at once, as a crash would (connections are cut).
+    pub fn stop(&self) {
+        let mut stop = as_postgres(bin("pg_ctl"));
+        stop.arg("-D").arg(self.dir.path().join("data")).args(["-m", "immediate", "-s", "stop"]);
+        run(stop, "stop PostgreSQL");
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let mut stop = as_postgres(bin("pg_ctl"));
+        stop.arg("-D").arg(self.dir.path().join("data")).args(["-m", "immediate", "-s", "stop"]);
+        let _ = stop.output();
+    }
+}

@@ -1,0 +1,298 @@
+//! High availability on PostgreSQL, with real admin processes, a real PostgreSQL server
+//! and a real SDK worker given every admin's address: a standby takes over from a leader
+//! killed mid-run (no job lost, none succeeding twice, attempts untouched), a paused
+//! leader is fenced and steps down, a standby answers mutations with 503 and the
+//! leader's address, and a database that goes away stops the admin until it returns.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tests::{
+    harness::{AdminProcess, data_dir, free_port},
+    http,
+    postgres::{PgServer, database},
+    wait_for,
+};
+use worker_sdk::prelude::*;
+
+const JOBS: usize = 40;
+
+fn bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_plughost-under-test"))
+}
+
+/// One admin of the group: a process on its own data dir, on PostgreSQL, with a 2 s lease.
+struct Member {
+    process: AdminProcess,
+    _dir: tests::TempDir,
+}
+
+impl Member {
+    fn spawn(url: &str, name: &str) -> Member {
+        let (dir, data) = data_dir(&format!("ha-{name}"));
+        let (http_port, grpc_port) = (free_port(), free_port());
+        let child = std::process::Command::new(bin())
+            .args(["admin", "--data-dir"])
+            .arg(&data)
+            .args(["--http-addr", &format!("127.0.0.1:{http_port}"), "--grpc-addr", &format!("127.0.0.1:{grpc_port}")])
+            .args(["--heartbeat-seconds", "1", "--store", url, "--lease-seconds", "2"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn plughost admin");
+        let process = AdminProcess {
+            child,
+            http: format!("127.0.0.1:{http_port}"),
+            grpc: std::net::SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+        };
+        Member { process, _dir: dir }.with_token(&data)
+    }
+
+    fn with_token(self, data: &std::path::Path) -> Member {
+        // The admin writes its first token before it listens.
+        let token = data.join("plugin").join("admin.token");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !token.exists() {
+            assert!(std::time::Instant::now() < deadline, "no admin token at {}", token.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        http::register_admin_token(&self.process.http, data);
+        self
+    }
+
+    fn http(&self) -> &str {
+        &self.process.http
+    }
+
+    async fn status(&self) -> Option<Value> {
+        let r = http::try_get(self.http(), "/api/plugin/status").await?;
+        (r.status == 200).then(|| r.json())
+    }
+
+    /// Waits until this admin says it has `role`; returns its status.
+    async fn wait_role(&self, role: &str) -> Value {
+        wait_for(&format!("{} to be {role}", self.http()), Duration::from_secs(60), || async {
+            self.status().await.filter(|s| s["role"] == role)
+        })
+        .await
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.process.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill -{signal}");
+    }
+}
+
+/// Proposes JOBS jobs in its first detection only; records every execution by job.
+struct Batch {
+    proposed: std::sync::atomic::AtomicBool,
+    executions: Arc<Mutex<HashMap<String, usize>>>,
+    delay: Duration,
+}
+
+#[worker_sdk::async_trait]
+impl JobHandler for Batch {
+    fn capability(&self) -> pb::JobTypeCapability {
+        capability("batch", "Batch").detect(1).execute(2)
+    }
+
+    fn descriptor(&self) -> pb::JobTypeDescriptor {
+        Descriptor::new("batch", "Batch").runtime(Runtime::default().interval_minutes(600).retry_limit(0)).build()
+    }
+
+    async fn detect(&self, _r: pb::RunDetectionRequest, out: DetectionSender, _c: CancellationToken) -> HandlerResult<()> {
+        if self.proposed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let proposals = (0..JOBS)
+            .map(|i| pb::JobProposal { dedupe_key: format!("item-{i}"), summary: format!("item {i}"), ..Default::default() })
+            .collect();
+        out.send(proposals).await?;
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        r: pb::ExecuteJobRequest,
+        progress: ProgressSender,
+        cancel: CancellationToken,
+    ) -> HandlerResult<pb::JobResult> {
+        let key = r.job.map(|j| j.dedupe_key).unwrap_or_default();
+        *self.executions.lock().unwrap().entry(key).or_default() += 1;
+        progress.progress(50.0, "working", "").await;
+        tokio::select! {
+            _ = tokio::time::sleep(self.delay) => {}
+            _ = cancel.cancelled() => return Err("canceled".into()),
+        }
+        Ok(pb::JobResult { summary: "ok".into(), ..Default::default() })
+    }
+}
+
+fn start_worker(
+    members: &[&Member],
+    delay: Duration,
+) -> (Arc<Mutex<HashMap<String, usize>>>, CancellationToken, tokio::task::JoinHandle<Result<(), WorkerError>>, tests::TempDir)
+{
+    let work = tests::TempDir::new("ha-worker");
+    let admins: Vec<String> = members.iter().map(|m| format!("grpc://{}", m.process.grpc)).collect();
+    let mut config = WorkerConfig::new(admins.join(","), work.path());
+    config.max_reconnect_delay = Duration::from_secs(1);
+    let executions = Arc::new(Mutex::new(HashMap::new()));
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(config).handler(Batch {
+        proposed: Default::default(),
+        executions: executions.clone(),
+        delay,
+    });
+    let task = tokio::spawn(worker.run(shutdown.clone()));
+    (executions, shutdown, task, work)
+}
+
+async fn jobs(http_addr: &str) -> Vec<Value> {
+    let r = http::get(http_addr, "/api/plugin/jobs?limit=1000").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json().as_array().cloned().unwrap()
+}
+
+async fn succeeded(http_addr: &str) -> usize {
+    jobs(http_addr).await.iter().filter(|j| j["state"] == "job_state_succeeded").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_from_a_killed_leader_and_every_job_succeeds_exactly_once() {
+    let url = database("failover");
+    let a = Member::spawn(&url, "a");
+    let status = a.wait_role("leader").await;
+    assert_eq!(status["epoch"], 1, "{status}");
+    let mut b = Member::spawn(&url, "b");
+    let standby = b.wait_role("standby").await;
+    assert_eq!(standby["leader_http"], a.http(), "the standby names the leader: {standby}");
+
+    // A standby refuses changes with the leader's address, and is not ready.
+    let r = http::post_json(b.http(), "/api/plugin/dispatch/pause", &serde_json::json!({})).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["leader"], format!("http://{}", a.http()));
+    assert!(r.json()["error"].as_str().unwrap().contains("standby; the leader is http://"), "{}", r.text());
+    let ready = http::get(b.http(), "/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert!(ready.text().contains("standby"), "{}", ready.text());
+
+    // The worker is given the standby first: it moves on to the leader at once.
+    let (executions, shutdown, worker, _work) = start_worker(&[&b, &a], Duration::from_millis(200));
+    let a_http = a.http().to_string();
+    wait_for("a few jobs done on the first leader", Duration::from_secs(60), || async {
+        (succeeded(&a_http).await >= 5).then_some(())
+    })
+    .await;
+    let mut a = a;
+    a.process.kill();
+
+    let status = b.wait_role("leader").await;
+    assert_eq!(status["epoch"], 2, "the takeover bumped the epoch: {status}");
+    let b_http = b.http().to_string();
+    let finished = wait_for("every job finished on the new leader", Duration::from_secs(120), || async {
+        let j = jobs(&b_http).await;
+        (j.len() == JOBS && j.iter().all(|j| j["state"] == "job_state_succeeded")).then_some(j)
+    })
+    .await;
+    let keys: std::collections::HashSet<&str> = finished.iter().map(|j| j["dedupe_key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), JOBS, "no job lost, none doubled");
+    for j in &finished {
+        assert_eq!(j["attempt"], 1, "the failover used no attempt: {j}");
+    }
+    let runs = executions.lock().unwrap().clone();
+    assert_eq!(runs.len(), JOBS, "every job ran");
+    let workers = http::get(b.http(), "/api/plugin/workers").await.json();
+    assert_eq!(workers.as_array().unwrap().len(), 1, "the worker followed the new leader: {workers}");
+    let metrics = http::get(b.http(), "/metrics").await.text();
+    assert!(metrics.contains("plughost_lease_acquisitions_total 1"), "{metrics}");
+    assert!(metrics.contains("plughost_leader 1"), "{metrics}");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), worker).await;
+    b.process.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_fenced_out_and_steps_down_when_it_resumes() {
+    let url = database("fence");
+    let a = Member::spawn(&url, "a");
+    a.wait_role("leader").await;
+    let b = Member::spawn(&url, "b");
+    b.wait_role("standby").await;
+    let (executions, shutdown, worker, _work) = start_worker(&[&a, &b], Duration::from_millis(300));
+    let a_http = a.http().to_string();
+    wait_for("jobs running on the first leader", Duration::from_secs(60), || async {
+        (succeeded(&a_http).await >= 3).then_some(())
+    })
+    .await;
+
+    a.signal("STOP");
+    let status = b.wait_role("leader").await;
+    assert_eq!(status["epoch"], 2, "{status}");
+    a.signal("CONT");
+    // The old leader finds its lease gone (or its next write refused) and steps down.
+    let status = a.wait_role("standby").await;
+    assert_eq!(status["leader_http"], b.http(), "it names the new leader: {status}");
+    let metrics = http::get(a.http(), "/metrics").await.text();
+    assert!(metrics.contains("plughost_lease_losses_total 1"), "{metrics}");
+    assert!(metrics.contains("plughost_leader 0"), "{metrics}");
+
+    let b_http = b.http().to_string();
+    let finished = wait_for("every job finished on the new leader", Duration::from_secs(120), || async {
+        let j = jobs(&b_http).await;
+        (j.len() == JOBS && j.iter().all(|j| j["state"] == "job_state_succeeded")).then_some(j)
+    })
+    .await;
+    let keys: std::collections::HashSet<&str> = finished.iter().map(|j| j["dedupe_key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), JOBS, "no job lost, none doubled");
+    // The standby's read API serves the same jobs from the database.
+    let from_standby = http::get(a.http(), "/api/plugin/jobs?limit=1000").await;
+    assert_eq!(from_standby.status, 200, "{}", from_standby.text());
+    assert_eq!(from_standby.json().as_array().unwrap().len(), JOBS);
+    assert_eq!(executions.lock().unwrap().len(), JOBS);
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), worker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_goes_away_stops_the_admin_until_it_returns() {
+    let server = PgServer::start();
+    let a = Member::spawn(&server.url(), "alone");
+    a.wait_role("leader").await;
+    assert_eq!(http::get(a.http(), "/readyz").await.status, 200);
+
+    server.stop();
+    let a_http = a.http().to_string();
+    let text = wait_for("/readyz to fail", Duration::from_secs(60), || async {
+        let r = http::try_get(&a_http, "/readyz").await?;
+        (r.status == 503).then(|| r.text())
+    })
+    .await;
+    assert!(text.contains("not ready"), "{text}");
+    let status = a.wait_role("standby").await;
+    assert_eq!(status["database_reachable"], false, "{status}");
+
+    server.resume();
+    let status = a.wait_role("leader").await;
+    assert_eq!(status["epoch"], 2, "it took the lease again: {status}");
+    wait_for("/readyz to pass again", Duration::from_secs(60), || async {
+        let r = http::try_get(&a_http, "/readyz").await?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    // It dispatches again: a worker's jobs run to the end.
+    let (_executions, shutdown, worker, _work) = start_worker(&[&a], Duration::from_millis(10));
+    wait_for("every job finished after the database returned", Duration::from_secs(120), || async {
+        (succeeded(&a_http).await == JOBS).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), worker).await;
+}
