@@ -79,7 +79,7 @@
 //! config values), [`status`]; internally `worker` (the reconnect loop), `session`
 //! (one stream), `dispatch` (one admin request), `heartbeat`, `slots`, `tracker`
 //! (running work), `supervise` (one handler call), `connect` and `resolve` (dialing),
-//! `identity`, `backoff`.
+//! `identity`, `backoff`, `rotation` (which admin address next).
 
 pub mod capability;
 pub mod config;
@@ -100,6 +100,7 @@ mod heartbeat;
 mod identity;
 mod random;
 mod resolve;
+mod rotation;
 mod session;
 mod shared;
 mod slots;
