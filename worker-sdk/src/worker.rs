@@ -80,7 +80,9 @@ impl Worker {
     /// `shutdown` (both: `Ok` after running work drained), or a fatal error (the admin
     /// rejected the worker, bad configuration or TLS settings). Dropped streams are
     /// retried with exponential backoff and full jitter; running work carries on and
-    /// its messages go out on the next stream.
+    /// its messages go out on the next stream. With several admin addresses, the worker
+    /// moves on at once from one that is down or a standby, and backs off only after a
+    /// round of all of them (see the crate docs).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let status = self.status.clone();
         let result = self.serve(shutdown).await;
