@@ -13,7 +13,9 @@ pub struct WorkerArgs {
     /// The admin: its HTTP address (host:port, as `weed worker -admin` takes it, or
     /// http://host:port or https://host:port; the gRPC port is looked up from
     /// /api/plugin/status, else it is the HTTP port + 10000) or its gRPC address
-    /// (grpc://host:port, or grpcs://host:port with --tls-ca).
+    /// (grpc://host:port, or grpcs://host:port with --tls-ca). Several admins sharing
+    /// one database: a comma-separated list (a,b,c); the worker streams to the leader,
+    /// moving on at once from an admin that is down or a standby.
     #[arg(long, env = "PLUGHOST_ADMIN", default_value = "http://127.0.0.1:23646")]
     pub admin: String,
     /// The worker's own directory: its id file, and by default its scripts directory.
@@ -52,13 +54,31 @@ pub enum AdminAddressError {
     BadPort(String),
     #[error("--admin {0:?} is not host:port; write an IPv6 address in brackets, such as [::1]:23646")]
     Shape(String),
+    #[error("--admin {0:?} has an empty entry; separate the admins' addresses with single commas")]
+    EmptyEntry(String),
 }
 
-/// `--admin` in the form the SDK reads. A bare `host:port` is the admin's HTTP address,
+/// `--admin` in the form the SDK reads: one address, or a comma-separated list of them
+/// (whitespace around the commas allowed), each entry converted on its own and the
+/// list joined with commas again. A bare `host:port` is the admin's HTTP address,
 /// as in SeaweedFS's `weed worker -admin=localhost:23646`, so it becomes
 /// `http://host:port` (the SDK reads a bare address as gRPC, which its programs rely
 /// on); an address with a scheme goes to the SDK as written, and the SDK checks it.
+/// An error about one entry names that entry.
 pub fn sdk_admin_address(admin: &str) -> Result<String, AdminAddressError> {
+    if !admin.contains(',') {
+        return sdk_admin_entry(admin);
+    }
+    let entries: Vec<&str> = admin.split(',').map(str::trim).collect();
+    if entries.iter().any(|e| e.is_empty()) {
+        return Err(AdminAddressError::EmptyEntry(admin.trim().to_string()));
+    }
+    let converted: Result<Vec<String>, _> = entries.into_iter().map(sdk_admin_entry).collect();
+    Ok(converted?.join(","))
+}
+
+/// One `--admin` address in the form the SDK reads.
+fn sdk_admin_entry(admin: &str) -> Result<String, AdminAddressError> {
     let admin = admin.trim();
     if admin.contains("://") {
         return Ok(admin.to_string());
@@ -143,6 +163,27 @@ mod tests {
     }
 
     #[test]
+    fn a_list_converts_each_entry_and_allows_whitespace_around_the_commas() {
+        assert_eq!(
+            sdk_admin_address("10.0.0.5:23646, grpc://10.0.0.6:33646 ,https://admin-c").unwrap(),
+            "http://10.0.0.5:23646,grpc://10.0.0.6:33646,https://admin-c"
+        );
+        assert_eq!(sdk_admin_address("a:1/,[::1]:2").unwrap(), "http://a:1,http://[::1]:2");
+    }
+
+    #[test]
+    fn a_bad_entry_in_a_list_is_named_and_an_empty_entry_is_refused() {
+        assert_eq!(sdk_admin_address("a:1, b"), Err(AdminAddressError::NoPort("b".into())));
+        assert_eq!(sdk_admin_address("a:1,b:0"), Err(AdminAddressError::BadPort("b:0".into())));
+        assert_eq!(sdk_admin_address("::1:2,a:1"), Err(AdminAddressError::Shape("::1:2".into())));
+        for bad in ["a:1,,b:2", "a:1,", ",a:1", " , ", "a:1, ,b:2"] {
+            assert_eq!(sdk_admin_address(bad), Err(AdminAddressError::EmptyEntry(bad.trim().into())), "{bad}");
+        }
+        let err = sdk_admin_address("a:1,,b:2").unwrap_err().to_string();
+        assert!(err.contains("\"a:1,,b:2\" has an empty entry"), "{err}");
+    }
+
+    #[test]
     fn the_cli_turns_a_bare_admin_into_an_http_address_and_refuses_a_portless_one() {
         use clap::Parser;
         let dir = std::env::temp_dir().join(format!("plughost-worker-args-{}", std::process::id()));
@@ -158,6 +199,11 @@ mod tests {
         let bad = WorkerArgs { admin: "localhost".into(), ..args };
         let err = bad.worker().err().expect("a portless admin is refused").to_string();
         assert!(err.contains("has no port"), "{err}");
+        let list = WorkerArgs { admin: "localhost:1, grpc://127.0.0.1:2".into(), ..bad.clone() };
+        assert!(list.worker().is_ok());
+        let bad_entry = WorkerArgs { admin: "localhost:1,localhost".into(), ..bad };
+        let err = bad_entry.worker().err().expect("a portless entry is refused").to_string();
+        assert!(err.contains("--admin \"localhost\" has no port"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

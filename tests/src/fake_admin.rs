@@ -5,9 +5,18 @@
 //! becomes a [`FakeSession`]: the test reads what the worker sent from `inbound`,
 //! writes what the admin says to `outbound`, and sees the request metadata. The admin
 //! can be stopped (every open stream ends with UNAVAILABLE, the port is released) and
-//! restarted on the same port, which is how reconnect tests take it away.
+//! restarted on the same port, which is how reconnect tests take it away. It can also
+//! play a standby admin of a high-availability pair ([`FakeAdmin::set_standby`]): it
+//! refuses streams the way a standby does and ends open ones the way a leader that lost
+//! its lease does; [`FakeAdmin::record_attempts`] logs every stream call, in order
+//! across several fake admins.
 
-use std::{net::SocketAddr, pin::Pin, time::Duration};
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use proto::pb::{
     self,
@@ -63,6 +72,49 @@ pub struct FakeAdmin {
     sessions_tx: mpsc::Sender<FakeSession>,
     sessions: mpsc::Receiver<FakeSession>,
     running: Option<Running>,
+    role: Arc<Mutex<Role>>,
+}
+
+/// One `WorkerStream` call, as [`FakeAdmin::record_attempts`] logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The label given to `record_attempts`.
+    pub admin: String,
+    /// Refused as a standby (else the stream was opened).
+    pub refused: bool,
+}
+
+/// Leader or standby, and where stream calls are logged.
+#[derive(Default)]
+struct Role {
+    /// `Some(leader)`: a standby, naming `leader` (the leader's gRPC `host:port`) if set.
+    standby: Option<Option<String>>,
+    /// Canceled when this admin becomes a standby: its open streams end.
+    demoted: CancellationToken,
+    journal: Option<(String, mpsc::UnboundedSender<Attempt>)>,
+}
+
+impl Role {
+    fn record(&self, refused: bool) {
+        if let Some((admin, journal)) = &self.journal {
+            let _ = journal.send(Attempt { admin: admin.clone(), refused });
+        }
+    }
+}
+
+/// What a standby admin answers to any call: UNAVAILABLE, "not the leader: ...", the
+/// metadata `plughost-role: standby` and, when known, `plughost-leader: host:port`.
+pub fn not_the_leader(leader: Option<&str>) -> Status {
+    let message = match leader {
+        Some(leader) => format!("not the leader: this admin is a standby; the leader is {leader}"),
+        None => "not the leader: this admin is a standby; the leader is not known".to_string(),
+    };
+    let mut status = Status::unavailable(message);
+    status.metadata_mut().insert("plughost-role", "standby".parse().expect("ascii"));
+    if let Some(leader) = leader {
+        status.metadata_mut().insert("plughost-leader", leader.parse().expect("an ascii host:port"));
+    }
+    status
 }
 
 struct Running {
@@ -80,6 +132,7 @@ impl FakeAdmin {
             sessions_tx,
             sessions,
             running: None,
+            role: Arc::default(),
         };
         admin.serve().await;
         admin
@@ -94,7 +147,7 @@ impl FakeAdmin {
         let listener = tokio::net::TcpListener::bind(self.addr).await.expect("bind the fake admin");
         self.addr = listener.local_addr().expect("local addr");
         let stop = CancellationToken::new();
-        let service = FakeService { sessions: self.sessions_tx.clone(), stop: stop.clone() };
+        let service = FakeService { sessions: self.sessions_tx.clone(), stop: stop.clone(), role: self.role.clone() };
         let mut builder = Server::builder();
         if let Some(tls) = &self.options.tls {
             let mut config = ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
@@ -154,6 +207,28 @@ impl FakeAdmin {
         self.stop().await;
         self.serve().await;
     }
+
+    /// Becomes a standby naming `leader` (a gRPC `host:port`) or no leader: open
+    /// streams end with [`not_the_leader`] (a leader losing its lease), and every new
+    /// stream call is refused with it.
+    pub fn set_standby(&self, leader: Option<&str>) {
+        let mut role = self.role.lock().expect("the role lock");
+        role.standby = Some(leader.map(str::to_string));
+        role.demoted.cancel();
+    }
+
+    /// Takes streams again (the default).
+    pub fn set_leader(&self) {
+        let mut role = self.role.lock().expect("the role lock");
+        role.standby = None;
+        role.demoted = CancellationToken::new();
+    }
+
+    /// Logs every stream call from now on to `journal`, labelled `label`; give several
+    /// fake admins one journal to see the order of a worker's attempts across them.
+    pub fn record_attempts(&self, label: &str, journal: mpsc::UnboundedSender<Attempt>) {
+        self.role.lock().expect("the role lock").journal = Some((label.to_string(), journal));
+    }
 }
 
 impl Drop for FakeAdmin {
@@ -167,6 +242,7 @@ impl Drop for FakeAdmin {
 struct FakeService {
     sessions: mpsc::Sender<FakeSession>,
     stop: CancellationToken,
+    role: Arc<Mutex<Role>>,
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::AdminToWorkerMessage, Status>> + Send>>;
@@ -179,6 +255,14 @@ impl PluginControlService for FakeService {
         &self,
         request: Request<Streaming<pb::WorkerToAdminMessage>>,
     ) -> Result<Response<Self::WorkerStreamStream>, Status> {
+        let demoted = {
+            let role = self.role.lock().expect("the role lock");
+            role.record(role.standby.is_some());
+            if let Some(leader) = &role.standby {
+                return Err(not_the_leader(leader.as_deref()));
+            }
+            role.demoted.clone()
+        };
         let metadata = request.metadata().clone();
         let mut from_worker = request.into_inner();
         let (inbound_tx, inbound) = mpsc::channel(1024);
@@ -208,12 +292,18 @@ impl PluginControlService for FakeService {
         });
 
         let stop = self.stop.clone();
+        let role = self.role.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     biased;
                     _ = stop.cancelled() => {
                         let _ = response_tx.send(Err(Status::unavailable("the fake admin stopped"))).await;
+                        break;
+                    }
+                    _ = demoted.cancelled() => {
+                        let leader = role.lock().expect("the role lock").standby.clone().flatten();
+                        let _ = response_tx.send(Err(not_the_leader(leader.as_deref()))).await;
                         break;
                     }
                     message = outbound_rx.recv() => match message {

@@ -1,5 +1,6 @@
-//! Worker settings (`WorkerConfig`) and the parsing of the admin address, which may
-//! name either the admin's HTTP listener or its gRPC listener.
+//! Worker settings (`WorkerConfig`) and the parsing of the admin address (or the
+//! comma-separated list of them), each of which may name either the admin's HTTP
+//! listener or its gRPC listener.
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
@@ -14,6 +15,12 @@ pub struct WorkerConfig {
     ///   port + 10000 when that lookup fails;
     /// - `grpc://host:port`, `grpcs://host:port` or a bare `host:port`: the gRPC
     ///   address, used as is (TLS when `tls` is set).
+    ///
+    /// Several admins sharing one database (one leader, the others standbys): list
+    /// them separated by commas, such as `grpc://a:33646,grpc://b:33646` (whitespace
+    /// around the commas is ignored; each entry is read as above). The worker tries
+    /// them in order and moves on at once from one that is down or is a standby; it
+    /// waits (the reconnect backoff) only after a whole round found no leader.
     pub admin: String,
     /// A stable identity. `None`: read `<working_dir>/worker_id`, or generate one and
     /// persist it there, so a restarted worker is recognised as the same worker.
@@ -83,6 +90,19 @@ pub(crate) enum AdminAddress {
     Http { host: String, port: u16, https: bool },
     /// The gRPC listener itself.
     Grpc { host: String, port: u16 },
+}
+
+/// The entries of `admin`: one address, or several separated by commas, each trimmed.
+/// An empty entry (`a,,b`, a trailing comma) is an error; an empty `admin` is one empty
+/// entry, which the address parser refuses with its own message.
+pub(crate) fn admin_list(admin: &str) -> Result<Vec<&str>, Error> {
+    let entries: Vec<&str> = admin.split(',').map(str::trim).collect();
+    if entries.len() > 1 && entries.iter().any(|e| e.is_empty()) {
+        return Err(Error::Config(format!(
+            "admin address list {admin:?} has an empty entry; separate the addresses with single commas"
+        )));
+    }
+    Ok(entries)
 }
 
 impl AdminAddress {
@@ -172,6 +192,20 @@ mod tests {
             AdminAddress::parse("https://admin.example", true).unwrap(),
             AdminAddress::Http { host: "admin.example".into(), port: 443, https: true }
         );
+    }
+
+    #[test]
+    fn a_list_is_split_at_commas_and_trimmed() {
+        assert_eq!(admin_list("grpc://a:1").unwrap(), vec!["grpc://a:1"]);
+        assert_eq!(
+            admin_list(" grpc://a:1 , http://b:2/,[::1]:3 ").unwrap(),
+            vec!["grpc://a:1", "http://b:2/", "[::1]:3"]
+        );
+        assert_eq!(admin_list("").unwrap(), vec![""]);
+        for bad in ["a:1,,b:2", "a:1,", ",a:1", " , "] {
+            let err = admin_list(bad).unwrap_err();
+            assert!(err.to_string().contains("has an empty entry"), "{bad}: {err}");
+        }
     }
 
     #[test]

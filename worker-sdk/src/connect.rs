@@ -1,7 +1,8 @@
 //! Dialing the admin: the gRPC address (looked up first for an HTTP admin address),
-//! TLS, and the bearer token that goes on the stream.
+//! TLS, and the bearer token that goes on the stream. One [`Dialer`] per configured
+//! admin address.
 
-use std::time::Duration;
+use std::{sync::Mutex, time::Duration};
 
 use tonic::{
     metadata::{Ascii, MetadataValue},
@@ -10,7 +11,7 @@ use tonic::{
 
 use crate::{
     Error, TlsConfig,
-    config::AdminAddress,
+    config::{AdminAddress, admin_list},
     error::chain,
     resolve::{self, HttpTarget},
 };
@@ -19,10 +20,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 pings find an admin that vanished without closing the connection.
 const KEEPALIVE: Duration = Duration::from_secs(20);
 
-/// Everything needed to open a connection to the admin, checked once at start.
-#[derive(Debug, Clone)]
+/// Everything needed to open a connection to one admin address, checked once at start.
+#[derive(Debug)]
 pub(crate) struct Dialer {
+    /// The address as configured, for logs.
+    label: String,
     address: AdminAddress,
+    /// `host:port` of the gRPC listener last dialed (an HTTP address's looked-up port),
+    /// to recognise this admin when a standby names the leader.
+    dialed: Mutex<Option<String>>,
     tls: Option<TlsConfig>,
     token: Option<String>,
     authorization: Option<MetadataValue<Ascii>>,
@@ -42,7 +48,29 @@ impl Dialer {
                     .map_err(|_| Error::Config("the token has characters a header cannot carry".into()))
             })
             .transpose()?;
-        Ok(Dialer { address, tls, token, authorization })
+        Ok(Dialer { label: admin.trim().to_string(), address, dialed: Mutex::new(None), tls, token, authorization })
+    }
+
+    /// One dialer per entry of `admin` (one address, or a comma-separated list).
+    pub(crate) fn list(admin: &str, tls: Option<TlsConfig>, token: Option<String>) -> Result<Vec<Self>, Error> {
+        admin_list(admin)?.into_iter().map(|entry| Dialer::new(entry, tls.clone(), token.clone())).collect()
+    }
+
+    /// The address as configured.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Whether `leader` (the `host:port` a standby named) is this admin's gRPC
+    /// listener: the configured gRPC address, or the one an HTTP address led to.
+    pub(crate) fn is_at(&self, leader: &str) -> bool {
+        let leader = leader.trim().to_ascii_lowercase();
+        let configured = match &self.address {
+            AdminAddress::Grpc { host, port } => Some(format!("{host}:{port}")),
+            AdminAddress::Http { .. } => None,
+        };
+        let dialed = self.dialed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        [configured, dialed].into_iter().flatten().any(|a| a.to_ascii_lowercase() == leader)
     }
 
     /// The `authorization` metadata for the stream, when a token is set.
@@ -64,6 +92,7 @@ impl Dialer {
                 (host.as_str(), resolve::grpc_port(target).await?)
             }
         };
+        *self.dialed.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{host}:{port}"));
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let uri = format!("{scheme}://{host}:{port}");
         let mut endpoint = Endpoint::from_shared(uri.clone())

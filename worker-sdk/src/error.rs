@@ -1,6 +1,11 @@
 //! The SDK's error type, and which errors end the worker (fatal) versus which make it
 //! reconnect (retryable).
 
+/// The response metadata by which a standby admin says what it is.
+const ROLE_HEADER: &str = "plughost-role";
+/// The response metadata by which a standby admin names the leader's gRPC `host:port`.
+const LEADER_HEADER: &str = "plughost-leader";
+
 /// Why a worker stopped, a stream ended, or a reply could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -70,6 +75,31 @@ impl Error {
         }
     }
 
+    /// True when the admin answered as a standby: `UNAVAILABLE` with the metadata
+    /// `plughost-role: standby` or a message starting with "not the leader". A leader
+    /// that lost its lease closes its streams the same way. Retryable: the worker moves
+    /// on to its next admin address.
+    pub fn is_not_the_leader(&self) -> bool {
+        let Error::Stream(status) = self else { return false };
+        let standby = status
+            .metadata()
+            .get(ROLE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|role| role.trim().eq_ignore_ascii_case("standby"));
+        status.code() == tonic::Code::Unavailable && (standby || status.message().starts_with("not the leader"))
+    }
+
+    /// The leader's gRPC `host:port` a not-the-leader answer named
+    /// (`plughost-leader` metadata), if it named one.
+    pub(crate) fn leader_hint(&self) -> Option<&str> {
+        if !self.is_not_the_leader() {
+            return None;
+        }
+        let Error::Stream(status) = self else { return None };
+        let leader = status.metadata().get(LEADER_HEADER)?.to_str().ok()?.trim();
+        (!leader.is_empty()).then_some(leader)
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
     }
@@ -121,5 +151,31 @@ mod tests {
         assert!(!Error::StreamClosed.is_fatal());
         assert!(!Error::Stream(tonic::Status::unavailable("gone")).is_fatal());
         assert!(!Error::Protocol("x".into()).is_fatal());
+    }
+
+    fn standby(message: &str, metadata: &[(&'static str, &str)]) -> Error {
+        let mut status = tonic::Status::unavailable(message);
+        for (key, value) in metadata {
+            status.metadata_mut().insert(*key, value.parse().unwrap());
+        }
+        Error::Stream(status)
+    }
+
+    #[test]
+    fn a_standby_is_known_by_its_role_or_its_message_and_may_name_the_leader() {
+        let by_message = standby("not the leader: this admin is a standby; the leader is 10.0.0.5:33646", &[]);
+        assert!(by_message.is_not_the_leader() && !by_message.is_fatal());
+        assert_eq!(by_message.leader_hint(), None);
+        let by_role = standby("standing by", &[("plughost-role", "standby"), ("plughost-leader", "10.0.0.5:33646")]);
+        assert!(by_role.is_not_the_leader());
+        assert_eq!(by_role.leader_hint(), Some("10.0.0.5:33646"));
+        let empty_hint = standby("not the leader", &[("plughost-leader", " ")]);
+        assert_eq!(empty_hint.leader_hint(), None);
+        // Another code, or an UNAVAILABLE that says nothing of leadership, is an ordinary drop.
+        assert!(!standby("the fake admin stopped", &[]).is_not_the_leader());
+        let mut internal = tonic::Status::internal("not the leader");
+        internal.metadata_mut().insert("plughost-role", "standby".parse().unwrap());
+        assert!(!Error::Stream(internal).is_not_the_leader());
+        assert!(!Error::StreamClosed.is_not_the_leader());
     }
 }

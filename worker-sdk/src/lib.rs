@@ -73,13 +73,38 @@
 //! }
 //! ```
 //!
+//! # Several admins: following the leader
+//!
+//! Admins sharing one database elect one leader, and only the leader takes worker
+//! streams; a standby answers with gRPC `UNAVAILABLE`, a message starting with
+//! `not the leader`, the metadata `plughost-role: standby` and, when it knows,
+//! `plughost-leader: <host:port>` (the leader's gRPC listener). A leader that loses
+//! its lease ends its streams the same way. Give the worker every admin, separated by
+//! commas: `WorkerConfig::new("grpc://10.0.0.5:33646,grpc://10.0.0.6:33646", dir)`
+//! (each entry is read like a single address, `http://` ones included). The worker:
+//!
+//! - tries the addresses in order and moves on **at once** from one that refuses the
+//!   connection, fails TLS or the hello, or answers "not the leader";
+//! - goes next to the leader a standby names, when that address is in the list;
+//! - waits for the reconnect backoff only after a whole round (every address tried
+//!   once) gave no session;
+//! - after an established session ends (the admin went away or stepped down), starts
+//!   a new round at the next address, the old one last.
+//!
+//! Each move is logged at info level with the address and the reason. A single
+//! address behaves as before: the backoff follows every failure and every dropped
+//! session. Fatal errors (a rejected worker or token, bad settings) stop the worker
+//! whichever admin sent them. Workers that take a single address can reach a pair
+//! behind a virtual IP, a DNS name with an A record per admin, or a TCP load
+//! balancer whose health check is the admin's `/readyz`.
+//!
 //! Modules, one concept each: [`config`] and [`tls`] (settings), [`error`], [`handler`]
 //! (the trait), [`detection`] and [`execution`] (the reply paths handed to handlers),
 //! [`capability`](mod@capability), [`descriptor`], [`value`] and [`values`] (building and reading
 //! config values), [`status`]; internally `worker` (the reconnect loop), `session`
 //! (one stream), `dispatch` (one admin request), `heartbeat`, `slots`, `tracker`
 //! (running work), `supervise` (one handler call), `connect` and `resolve` (dialing),
-//! `identity`, `backoff`.
+//! `identity`, `backoff`, `rotation` (which admin address next).
 
 pub mod capability;
 pub mod config;
@@ -100,6 +125,7 @@ mod heartbeat;
 mod identity;
 mod random;
 mod resolve;
+mod rotation;
 mod session;
 mod shared;
 mod slots;

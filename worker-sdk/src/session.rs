@@ -78,7 +78,7 @@ pub(crate) async fn run(cx: &mut SessionContext<'_>) -> Result<(), Error> {
         return Err(Error::Rejected { message: admin_hello.message });
     }
     let interval = heartbeat::interval(&admin_hello);
-    tracing::info!(worker_id = %shared.worker_id, heartbeat = ?interval, message = %admin_hello.message, "connected to the admin");
+    tracing::info!(worker_id = %shared.worker_id, admin = %uri, heartbeat = ?interval, admin_message = %admin_hello.message, "connected to the admin");
     cx.accepted = Some(admin_hello);
     shared.status.send_replace(WorkerStatus::Connected { heartbeat_interval: interval });
 

@@ -13,7 +13,8 @@ pub enum WorkerStatus {
     /// The admin accepted the hello; work flows.
     Connected { heartbeat_interval: Duration },
     /// The last attempt failed or the stream dropped; the next attempt follows after
-    /// `retry_in`. `failures` counts attempts since the last accepted session.
+    /// `retry_in` (zero when the worker moves on to its next admin address at once).
+    /// `failures` counts attempts since the last accepted session.
     Disconnected { error: String, retry_in: Duration, failures: u32 },
     /// Shutting down: no new work, waiting for running work.
     Draining,

@@ -1,5 +1,6 @@
-//! `Worker`: registers handlers, then keeps a session with the admin alive: reconnects
-//! with backoff after a drop, stops for good on fatal errors, drains on shutdown.
+//! `Worker`: registers handlers, then keeps a session with the admin alive: walks the
+//! admin addresses to find the leader (`rotation`), reconnects with backoff after a
+//! round without a session, stops for good on fatal errors, drains on shutdown.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -14,6 +15,7 @@ use crate::{
     backoff::Backoff,
     connect::Dialer,
     identity,
+    rotation::{Pace, Rotation},
     session::{self, SessionContext},
     shared::{Body, OUTBOX_CAPACITY, Shared},
     slots::Slots,
@@ -78,7 +80,9 @@ impl Worker {
     /// `shutdown` (both: `Ok` after running work drained), or a fatal error (the admin
     /// rejected the worker, bad configuration or TLS settings). Dropped streams are
     /// retried with exponential backoff and full jitter; running work carries on and
-    /// its messages go out on the next stream.
+    /// its messages go out on the next stream. With several admin addresses, the worker
+    /// moves on at once from one that is down or a standby, and backs off only after a
+    /// round of all of them (see the crate docs).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let status = self.status.clone();
         let result = self.serve(shutdown).await;
@@ -92,7 +96,7 @@ impl Worker {
     async fn serve(self, shutdown: CancellationToken) -> Result<(), Error> {
         let worker_id = self.worker_id()?;
         let (handlers, capabilities) = register(&self.handlers)?;
-        let dialer = Dialer::new(&self.config.admin, self.config.tls.clone(), self.config.token.clone())?;
+        let dialers = Dialer::list(&self.config.admin, self.config.tls.clone(), self.config.token.clone())?;
         let (outbox, mut outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
         let max_delay = self.config.max_reconnect_delay;
         let shared = Arc::new(Shared {
@@ -110,6 +114,7 @@ impl Worker {
         tracing::info!(worker_id = %shared.worker_id, admin = %shared.config.admin, "worker starting");
 
         let mut backoff = Backoff::new(INITIAL_RECONNECT_DELAY, max_delay);
+        let mut rotation = Rotation::new(dialers.len());
         let mut carry = VecDeque::new();
         let mut failures = 0u32;
         loop {
@@ -117,10 +122,11 @@ impl Worker {
                 drain_offline(&shared, &mut outbox_rx).await;
                 return Ok(());
             }
+            let dialer = &dialers[rotation.current()];
             shared.status.send_replace(WorkerStatus::Connecting { attempt: failures + 1 });
             let mut cx = SessionContext {
                 shared: &shared,
-                dialer: &dialer,
+                dialer,
                 outbox: &mut outbox_rx,
                 carry: &mut carry,
                 stop: &shutdown,
@@ -136,14 +142,37 @@ impl Worker {
             if shutdown.is_cancelled() || shared.draining.is_cancelled() {
                 continue;
             }
-            if let Some(hello) = accepted {
-                let base = u64::try_from(hello.reconnect_delay_seconds).ok().filter(|s| *s > 0);
-                backoff.reset(base.map_or(INITIAL_RECONNECT_DELAY, Duration::from_secs));
-                failures = 0;
-            }
+            let leader = named_leader(&dialers, &error);
+            let (pace, why) = match accepted {
+                Some(hello) => {
+                    let base = u64::try_from(hello.reconnect_delay_seconds).ok().filter(|s| *s > 0);
+                    backoff.reset(base.map_or(INITIAL_RECONNECT_DELAY, Duration::from_secs));
+                    failures = 0;
+                    (rotation.ended(leader), "the session ended")
+                }
+                None if error.is_not_the_leader() => (rotation.failed(leader), "not the leader"),
+                None => (rotation.failed(leader), "no session"),
+            };
             failures += 1;
+            let next = dialers[rotation.current()].label();
+            if pace == Pace::Now {
+                tracing::info!(admin = %dialer.label(), %why, error = %error, %next, "trying the next admin address");
+                shared.status.send_replace(WorkerStatus::Disconnected {
+                    error: error.to_string(),
+                    retry_in: Duration::ZERO,
+                    failures,
+                });
+                continue;
+            }
             let retry_in = backoff.next_delay();
-            tracing::warn!(error = %error, ?retry_in, "no stream to the admin; retrying");
+            if dialers.len() == 1 {
+                tracing::warn!(error = %error, ?retry_in, "no stream to the admin; retrying");
+            } else {
+                tracing::warn!(
+                    admin = %dialer.label(), %why, error = %error, ?retry_in, %next,
+                    "no admin address gave a session this round; retrying"
+                );
+            }
             shared.status.send_replace(WorkerStatus::Disconnected { error: error.to_string(), retry_in, failures });
             tokio::select! {
                 _ = tokio::time::sleep(retry_in) => {}
@@ -151,6 +180,16 @@ impl Worker {
             }
         }
     }
+}
+
+/// The index of the admin address a not-the-leader answer named, when it is one of ours.
+fn named_leader(dialers: &[Dialer], error: &Error) -> Option<usize> {
+    let hint = error.leader_hint()?;
+    let index = dialers.iter().position(|d| d.is_at(hint));
+    if index.is_none() && dialers.len() > 1 {
+        tracing::info!(leader = %hint, "the admin named a leader that is not among the admin addresses");
+    }
+    index
 }
 
 /// Handlers by job type, and their capabilities, checked: at least one handler, valid
