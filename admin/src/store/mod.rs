@@ -1,6 +1,16 @@
-//! Durable state: jobs, attempts, activities and run history. Today it lives in SQLite
-//! at `<data>/plugin/state.db` (WAL, synchronous=FULL); the database is behind the
-//! [`Backend`] and [`Reader`] traits, and nothing of it shows in [`Store`]'s API.
+//! Durable state: jobs, attempts, activities and run history. It lives in one of two
+//! backends behind the [`Backend`] and [`Reader`] traits, and nothing of either shows in
+//! [`Store`]'s API:
+//!
+//! - **SQLite** (`sqlite`, [`Store::open`]): `<data>/plugin/state.db` (WAL,
+//!   synchronous=FULL), for a single admin.
+//! - **PostgreSQL** (`postgres`, [`Store::open_postgres`]): a database shared by several
+//!   admins of which one, the leader, writes. Its batches are fenced by the leader's
+//!   lease epoch: once another admin has taken the lease, a batch is refused, the writer
+//!   stops and [`Store::fenced`] turns true. Standbys read through a [`StoreReader`]
+//!   ([`StoreReader::open_postgres`]).
+//!
+//! How writes go:
 //!
 //! - **Group commit.** One writer thread (`writer`) owns the write side of the backend
 //!   and applies operations in batches: it takes everything queued, has the backend write
@@ -16,26 +26,44 @@
 //!   its events, in commit order, and frees the batch, while the writer commits the next. Callers that must know an
 //!   operation is durable (a job before it may be dispatched) wait on its ticket
 //!   ([`Store::durable`]).
-//! - **Retry.** A batch that fails to commit (disk full, I/O error) is retried with the
-//!   admin's backoff (100 ms doubling to 5 s); it is never reported durable before it
-//!   commits, nothing queued after it becomes durable either, and [`Store::is_healthy`]
-//!   is false meanwhile (`/readyz` reports it).
+//! - **Retry.** A batch that fails to commit (disk full, I/O error, a lost connection) is
+//!   retried with the admin's backoff (100 ms doubling to 5 s); it is never reported
+//!   durable before it commits, nothing queued after it becomes durable either, and
+//!   [`Store::is_healthy`] is false meanwhile (`/readyz` reports it). A fenced batch is
+//!   not retried: it and everything queued are dropped, never durable
+//!   ([`StoreError::Fenced`]), and the store stays unhealthy.
 //! - **Reads** go to the backend's [`Reader`], which runs beside the writer (SQLite: a
-//!   pool of read connections under WAL). [`Store::settle`] first gives read-your-writes.
+//!   pool of read connections under WAL; PostgreSQL: a reader thread with a few
+//!   connections). [`Store::settle`] first gives read-your-writes. The read methods are
+//!   [`StoreReader`]'s, which a [`Store`] derefs to.
 //!
 //! The queue to the writer is unbounded on purpose: producers hold the job table's lock
 //! and must not block; the flow is bounded upstream, because jobs only enter after the
 //! store has made them durable, and each job produces a handful of updates.
 //!
 //! Modules: `backend` (the traits and the backend-neutral types), `writer` (the
-//! writer thread and the coalescing), `sqlite` (the SQLite backend: schema and
+//! writer thread and the coalescing), `sqlite` and `postgres` (the backends: schema and
 //! migrations, writes, queries).
 
+/// The condition that keeps an activity in the feed: it is not an output line of a job
+/// (an executor's activity whose message starts with `stdout: ` or `stderr: `; see
+/// [`crate::job::is_output`], which says the same in Rust). One text, so the feed's
+/// queries use the partial indexes built on it (SQLite matches them word for
+/// word; PostgreSQL proves the index's predicate from the query's, which this makes trivial).
+/// Both backends use it.
+macro_rules! not_output {
+    () => {
+        "NOT (source = 'executor' AND job_id <> '' AND substr(message, 1, 8) IN ('stdout: ', 'stderr: '))"
+    };
+}
+
 mod backend;
+pub mod postgres;
 mod sqlite;
 mod writer;
 
 use std::{
+    ops::Deref,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -44,6 +72,7 @@ use proto::pb::JobState;
 use tokio::sync::watch;
 
 pub use self::backend::{Backend, BackendError, FinishedJob, JobQuery, Loaded, MAX_PAGE, Op, Pruned, Reader, Write};
+pub use self::postgres::PgTarget;
 use self::writer::Queue;
 use crate::{
     audit::{AuditEvent, AuditQuery},
@@ -69,17 +98,31 @@ pub enum StoreError {
     },
     #[error("state store is closed")]
     Closed,
+    /// The write was dropped, never committed: another admin took the lease (see
+    /// [`Store::fenced`]).
+    #[error("state store is fenced: another admin holds the lease, so this write was dropped")]
+    Fenced,
 }
 
 pub struct Store {
-    path: PathBuf,
     queue: Arc<Queue>,
     /// False while the writer cannot commit; `/readyz` and the gRPC health service
     /// report it.
     healthy: watch::Receiver<bool>,
+    /// True once a batch was refused as fenced; the writer has stopped.
+    fenced: watch::Receiver<bool>,
     committed: watch::Receiver<u64>,
-    reader: Box<dyn Reader>,
+    reads: StoreReader,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The store's reads ([`StoreReader`]'s methods) are a [`Store`]'s too.
+impl Deref for Store {
+    type Target = StoreReader;
+
+    fn deref(&self) -> &StoreReader {
+        &self.reads
+    }
 }
 
 impl Store {
@@ -91,6 +134,23 @@ impl Store {
         let path = dir.join("state.db");
         let (backend, reader) =
             sqlite::open(&path).map_err(|source| StoreError::Backend { path: path.clone(), source })?;
+        Store::start(path, backend, reader, events)
+    }
+
+    /// Opens the PostgreSQL database `target` names: creates or migrates its schema, loads
+    /// what the admin needs to resume, and starts the writer thread. With `fence_epoch`,
+    /// the migrations and every batch first check, in their transaction, that the lease
+    /// (`plughost_lease`, see [`postgres::ensure_lease_table`]) still has this epoch, and
+    /// refuse to write otherwise; the store's [`Store::path`] is the redacted URL. May be
+    /// called from inside a tokio runtime (the backend runs its own).
+    pub fn open_postgres(
+        target: &PgTarget,
+        fence_epoch: Option<i64>,
+        events: Arc<EventBus>,
+    ) -> Result<(Arc<Store>, Loaded), StoreError> {
+        let path = PathBuf::from(target.redacted());
+        let (backend, reader) =
+            postgres::open(target, fence_epoch).map_err(|source| StoreError::Backend { path: path.clone(), source })?;
         Store::start(path, backend, reader, events)
     }
 
@@ -106,24 +166,22 @@ impl Store {
         let queue = Arc::new(Queue::new());
         let (committed_tx, committed) = watch::channel(0u64);
         let (healthy_tx, healthy) = watch::channel(true);
-        let writer = writer::spawn(backend, queue.clone(), healthy_tx, committed_tx, events, path.clone())
+        let (fenced_tx, fenced) = watch::channel(false);
+        let writer = writer::spawn(backend, queue.clone(), healthy_tx, fenced_tx, committed_tx, events, path.clone())
             .map_err(|source| StoreError::Io { path: path.clone(), source })?;
         let store = Arc::new(Store {
-            path,
             queue,
             healthy,
+            fenced,
             committed,
-            reader: Box::new(reader),
+            reads: StoreReader { path, reader: Box::new(reader) },
             writer: Mutex::new(Some(writer)),
         });
         Ok((store, loaded))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// False while the last batch failed to commit (it is being retried).
+    /// False while the last batch failed to commit (it is being retried), and for good
+    /// once the store is fenced.
     pub fn is_healthy(&self) -> bool {
         *self.healthy.borrow()
     }
@@ -132,6 +190,14 @@ impl Store {
     /// sees the channel closed once the writer has stopped).
     pub fn health(&self) -> watch::Receiver<bool> {
         self.healthy.clone()
+    }
+
+    /// True once the backend refused a batch because another admin holds the lease: the
+    /// writer has stopped, dropped everything queued, and takes no more writes. It never
+    /// turns false again; wait for it with `wait_for(|f| *f)` (the channel closes when the
+    /// writer stops, fenced or not, and keeps its last value).
+    pub fn fenced(&self) -> watch::Receiver<bool> {
+        self.fenced.clone()
     }
 
     /// Queues a write (and an event to publish once it is committed); returns its ticket.
@@ -144,9 +210,14 @@ impl Store {
     }
 
     /// Waits until the write with this ticket (and every earlier one) is committed.
+    /// [`StoreError::Fenced`] when it was dropped because the store is fenced,
+    /// [`StoreError::Closed`] when it was dropped at close.
     pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
         let mut rx = self.committed.clone();
-        rx.wait_for(|c| *c >= ticket).await.map(|_| ()).map_err(|_| StoreError::Closed)
+        rx.wait_for(|c| *c >= ticket)
+            .await
+            .map(|_| ())
+            .map_err(|_| if *self.fenced.borrow() { StoreError::Fenced } else { StoreError::Closed })
     }
 
     /// Waits for everything queued so far to be committed, so a read that follows sees
@@ -174,6 +245,30 @@ impl Store {
         if let Some(handle) = self.writer.lock().expect("writer lock").take() {
             let _ = handle.join();
         }
+    }
+}
+
+/// The store's read side alone: the history and listing queries over a backend's
+/// [`Reader`]. A [`Store`] derefs to one; a standby, which must not write, opens one by
+/// itself ([`StoreReader::open_postgres`]).
+pub struct StoreReader {
+    path: PathBuf,
+    reader: Box<dyn Reader>,
+}
+
+impl StoreReader {
+    /// Reads the PostgreSQL database `target` names, without migrating or writing
+    /// anything (a standby's view of the leader's store).
+    pub fn open_postgres(target: &PgTarget) -> Result<StoreReader, StoreError> {
+        let path = PathBuf::from(target.redacted());
+        let reader =
+            postgres::open_reader(target).map_err(|source| StoreError::Backend { path: path.clone(), source })?;
+        Ok(StoreReader { path, reader: Box::new(reader) })
+    }
+
+    /// Where the store lives: the database file, or PostgreSQL's redacted URL.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn backend_error(&self, source: BackendError) -> StoreError {

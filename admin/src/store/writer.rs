@@ -103,6 +103,17 @@ impl Queue {
         self.ready.notify_one();
     }
 
+    /// Closes the queue and drops everything in it: none of it will ever be durable (its
+    /// tickets' waiters see the store closed, prune reports are never sent).
+    fn discard(&self) -> usize {
+        let dropped = {
+            let mut q = self.state.lock().expect("store queue lock");
+            q.closed = true;
+            std::mem::take(&mut q.items)
+        };
+        dropped.len()
+    }
+
     fn is_closed(&self) -> bool {
         self.state.lock().expect("store queue lock").closed
     }
@@ -127,6 +138,7 @@ pub(super) fn spawn<B: Backend>(
     backend: B,
     queue: Arc<Queue>,
     healthy: watch::Sender<bool>,
+    fenced: watch::Sender<bool>,
     committed: watch::Sender<u64>,
     events: Arc<EventBus>,
     path: PathBuf,
@@ -136,7 +148,7 @@ pub(super) fn spawn<B: Backend>(
         let (publisher, events) = (publisher.clone(), events.clone());
         std::thread::Builder::new().name("plughost-events".into()).spawn(move || publisher.run(&committed, &events))?
     };
-    let writer = Writer { backend, queue, healthy, publisher, path };
+    let writer = Writer { backend, queue, healthy, fenced, publisher, path };
     std::thread::Builder::new().name("plughost-store".into()).spawn(move || {
         writer.run();
         let _ = publishing.join();
@@ -149,6 +161,9 @@ struct Writer<B> {
     /// False while a batch cannot commit; its receivers (`/readyz`, the gRPC health
     /// service) are told when it changes.
     healthy: watch::Sender<bool>,
+    /// Set once the backend refused a batch as fenced (another admin holds the lease):
+    /// the writer has stopped and dropped everything queued.
+    fenced: watch::Sender<bool>,
     /// Takes each committed batch: marks it durable, publishes its events, frees it.
     publisher: Arc<Publisher>,
     /// Where the store lives, for the log.
@@ -184,7 +199,8 @@ impl<B: Backend> Writer<B> {
     /// Applies a batch until it commits. A batch is durable only once it commits: on
     /// failure (disk full, I/O error) it is retried with backoff, and until then nothing
     /// after it counts as durable, so no new job is dispatched and no event claims a change
-    /// that was not stored. None when it gives up at shutdown.
+    /// that was not stored. None when it gives up at shutdown, or when the batch is fenced:
+    /// then it is never retried, and the writer drops it and everything queued after it.
     fn commit(&mut self, writes: &[Write<'_>], ops: usize) -> Option<Vec<Pruned>> {
         let mut attempt = 0i32;
         loop {
@@ -196,6 +212,19 @@ impl<B: Backend> Writer<B> {
                         "one prune report per prune"
                     );
                     return Some(pruned);
+                }
+                Err(e) if e.is_fenced() => {
+                    self.set_healthy(false);
+                    // Before the queue is dropped and the publisher stops, so a waiter that
+                    // sees the store close already sees why.
+                    self.fenced.send_replace(true);
+                    let dropped = self.queue.discard();
+                    tracing::error!(
+                        path = %self.path.display(), error = %e, ops, dropped,
+                        "state store write fenced: another admin holds the lease; this batch and everything \
+                         queued after it are dropped, and the store takes no more writes"
+                    );
+                    return None;
                 }
                 Err(e) => e,
             };
@@ -725,6 +754,7 @@ mod tests {
             memory.clone(),
             queue.clone(),
             watch::channel(true).0,
+            watch::channel(false).0,
             committed_tx,
             Arc::new(EventBus::new(4)),
             PathBuf::from("memory"),

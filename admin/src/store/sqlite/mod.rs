@@ -3,16 +3,6 @@
 //! queries, which WAL lets run beside the writer. rusqlite's errors stop here: they leave
 //! as the source of a [`BackendError`] that says what was being done.
 
-/// The condition that keeps an activity in the feed: it is not an output line of a job
-/// (an executor's activity whose message starts with `stdout: ` or `stderr: `; see
-/// [`crate::job::is_output`], which says the same in Rust). One text, so the feed's
-/// queries use the partial indexes built on it (SQLite matches them word for word).
-macro_rules! not_output {
-    () => {
-        "NOT (source = 'executor' AND job_id <> '' AND substr(message, 1, 8) IN ('stdout: ', 'stderr: '))"
-    };
-}
-
 mod queries;
 mod schema;
 mod writes;
