@@ -58,6 +58,8 @@ macro_rules! not_output {
 }
 
 mod backend;
+#[cfg(test)]
+mod backend_tests;
 pub mod postgres;
 mod sqlite;
 mod writer;
@@ -399,6 +401,172 @@ pub(crate) mod tests {
         TempDir::new(&format!("store-{name}"))
     }
 
+    /// The backends every store test runs against.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Which {
+        Sqlite,
+        Postgres,
+    }
+
+    /// Where a test's store lives: a fresh directory (SQLite: `<dir>/plugin/state.db`) or
+    /// a fresh database (PostgreSQL). Opening it again opens the same store.
+    pub(crate) enum Place {
+        Dir(TempDir),
+        Database(String),
+    }
+
+    impl Place {
+        pub(crate) fn new(which: Which, tag: &str) -> Place {
+            match which {
+                Which::Sqlite => Place::Dir(temp_dir(tag)),
+                Which::Postgres => Place::Database(crate::test_support::postgres_database(tag)),
+            }
+        }
+
+        pub(crate) fn which(&self) -> Which {
+            match self {
+                Place::Dir(_) => Which::Sqlite,
+                Place::Database(_) => Which::Postgres,
+            }
+        }
+
+        /// The PostgreSQL database's target (panics for SQLite).
+        pub(crate) fn target(&self) -> PgTarget {
+            match self {
+                Place::Database(url) => PgTarget::parse(url, None).unwrap(),
+                Place::Dir(_) => panic!("not a PostgreSQL place"),
+            }
+        }
+
+        /// The PostgreSQL database's URL (panics for SQLite).
+        pub(crate) fn url(&self) -> &str {
+            match self {
+                Place::Database(url) => url,
+                Place::Dir(_) => panic!("not a PostgreSQL place"),
+            }
+        }
+
+        fn sqlite_path(dir: &TempDir) -> PathBuf {
+            dir.0.join("plugin/state.db")
+        }
+
+        pub(crate) fn try_open(&self, events: Arc<EventBus>) -> Result<(Arc<Store>, Loaded), StoreError> {
+            match self {
+                Place::Dir(dir) => Store::open(&dir.0, events),
+                Place::Database(_) => Store::open_postgres(&self.target(), None, events),
+            }
+        }
+
+        /// Opens the store (the same one each time), unfenced.
+        pub(crate) fn open(&self, events: Arc<EventBus>) -> (Arc<Store>, Loaded) {
+            self.try_open(events).unwrap()
+        }
+
+        /// The backend's two sides alone, without a store around them.
+        pub(crate) fn backend(&self) -> (Box<dyn Backend>, Box<dyn Reader>) {
+            match self {
+                Place::Dir(dir) => {
+                    std::fs::create_dir_all(dir.0.join("plugin")).unwrap();
+                    let (b, r) = sqlite::open(&Self::sqlite_path(dir)).unwrap();
+                    (Box::new(b), Box::new(r))
+                }
+                Place::Database(_) => {
+                    let (b, r) = postgres::open(&self.target(), None).unwrap();
+                    (Box::new(b), Box::new(r))
+                }
+            }
+        }
+
+        /// Runs SQL on a connection of its own (the one for this backend's dialect).
+        pub(crate) fn exec(&self, sqlite: &str, postgres: &str) {
+            match self {
+                Place::Dir(dir) => {
+                    rusqlite::Connection::open(Self::sqlite_path(dir)).unwrap().execute_batch(sqlite).unwrap()
+                }
+                Place::Database(url) => {
+                    let (url, sql) = (url.clone(), postgres.to_string());
+                    pg_side(url, move |client| async move { client.batch_execute(&sql).await.unwrap() });
+                }
+            }
+        }
+
+        /// The first column of the first row of `sql`, an integer (both dialects alike).
+        pub(crate) fn count(&self, sql: &str) -> i64 {
+            match self {
+                Place::Dir(dir) => rusqlite::Connection::open(Self::sqlite_path(dir))
+                    .unwrap()
+                    .query_row(sql, [], |r| r.get(0))
+                    .unwrap(),
+                Place::Database(url) => {
+                    let (url, sql) = (url.clone(), sql.to_string());
+                    pg_side(
+                        url,
+                        move |client| async move { client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) },
+                    )
+                }
+            }
+        }
+
+        /// Whether `e` is this backend's driver error (PostgreSQL's wrapped, so it shows
+        /// the server's message, with the driver's as its source).
+        pub(crate) fn is_driver_error(&self, e: &(dyn std::error::Error + 'static)) -> bool {
+            match self {
+                Place::Dir(_) => e.is::<rusqlite::Error>(),
+                Place::Database(_) => {
+                    e.is::<postgres::PgError>() && e.source().is_some_and(|s| s.is::<tokio_postgres::Error>())
+                }
+            }
+        }
+    }
+
+    /// Runs `f` with a connection to `url` on a thread and runtime of its own (the caller
+    /// may be inside a runtime).
+    pub(crate) fn pg_side<T, F, Fut>(url: String, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(tokio_postgres::Client) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T>,
+    {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(connection);
+                f(client).await
+            })
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// For each test body `async fn name(which: Which)`, a module `name` with a test per
+    /// backend (`name::sqlite`, `name::postgres`).
+    macro_rules! on_both_backends {
+        ($($test:ident),* $(,)?) => {$(
+            mod $test {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$test(super::Which::Sqlite).await
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    super::$test(super::Which::Postgres).await
+                }
+            }
+        )*};
+    }
+    pub(crate) use on_both_backends;
+
+    on_both_backends!(
+        updates_in_one_batch_leave_the_newest_state_and_survive_a_reopen,
+        events_are_published_only_after_their_batch_commits,
+        prune_removes_old_finished_history_and_keeps_active_jobs,
+        the_highest_event_id_remembered_is_loaded_at_the_next_start,
+        job_queries_filter_and_page_newest_first,
+        the_in_memory_filter_agrees_with_the_store_query,
+        history_queries_return_attempts_activities_and_runs,
+    );
+
     pub(crate) fn job(seq: i64, state: JobState, updated_at: i64) -> Job {
         let mut spec = crate::test_support::spec(&format!("k{seq}"), updated_at);
         spec.summary = format!("job {seq}");
@@ -422,11 +590,10 @@ pub(crate) mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn updates_in_one_batch_leave_the_newest_state_and_survive_a_reopen() {
-        let dir = temp_dir("coalesce");
+    async fn updates_in_one_batch_leave_the_newest_state_and_survive_a_reopen(which: Which) {
+        let place = Place::new(which, "coalesce");
         let events = Arc::new(EventBus::new(64));
-        let (store, loaded) = Store::open(&dir.0, events.clone()).unwrap();
+        let (store, loaded) = place.open(events.clone());
         assert!(loaded.active.is_empty());
         let now = now_ms();
         store.write(Op::InsertJob(Arc::new(job(1, JobState::Pending, now))));
@@ -445,18 +612,17 @@ pub(crate) mod tests {
         assert!(got.spec.parameters.contains_key("p"));
         store.close();
 
-        let (store, loaded) = Store::open(&dir.0, events).unwrap();
+        let (store, loaded) = place.open(events);
         assert_eq!(loaded.active.iter().map(|j| j.seq).collect::<Vec<_>>(), vec![2], "only non-final jobs load");
         assert_eq!(loaded.next_job_seq, 3);
         assert_eq!(loaded.counts.get(&("t".to_string(), JobState::Succeeded as i32)), Some(&1));
         store.close();
     }
 
-    #[tokio::test]
-    async fn events_are_published_only_after_their_batch_commits() {
-        let dir = temp_dir("publish");
+    async fn events_are_published_only_after_their_batch_commits(which: Which) {
+        let place = Place::new(which, "publish");
         let events = Arc::new(EventBus::new(64));
-        let (store, _) = Store::open(&dir.0, events.clone()).unwrap();
+        let (store, _) = place.open(events.clone());
         let mut sub = events.subscribe_after(None);
         let j = job(7, JobState::Pending, now_ms());
         let j = Arc::new(j);
@@ -470,10 +636,9 @@ pub(crate) mod tests {
         store.close();
     }
 
-    #[tokio::test]
-    async fn prune_removes_old_finished_history_and_keeps_active_jobs() {
-        let dir = temp_dir("prune");
-        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+    async fn prune_removes_old_finished_history_and_keeps_active_jobs(which: Which) {
+        let place = Place::new(which, "prune");
+        let (store, _) = place.open(Arc::new(EventBus::new(16)));
         let old = now_ms() - 10 * 86_400_000;
         store.write(Op::InsertJob(Arc::new(job(1, JobState::Succeeded, old))));
         store.write(Op::InsertJob(Arc::new(job(2, JobState::Pending, old))));
@@ -488,29 +653,27 @@ pub(crate) mod tests {
         let report = rx.await.unwrap();
         assert_eq!(report, [(("t".to_string(), JobState::Succeeded as i32), 2)].into());
         store.close();
-        let (store, loaded) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let (store, loaded) = place.open(Arc::new(EventBus::new(16)));
         assert_eq!(loaded.next_job_seq, 5, "the pruned newest job's id is not handed out again");
         store.close();
     }
 
-    #[tokio::test]
-    async fn the_highest_event_id_remembered_is_loaded_at_the_next_start() {
-        let dir = temp_dir("event-ids");
-        let (store, loaded) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+    async fn the_highest_event_id_remembered_is_loaded_at_the_next_start(which: Which) {
+        let place = Place::new(which, "event-ids");
+        let (store, loaded) = place.open(Arc::new(EventBus::new(16)));
         assert_eq!(loaded.max_event_id, 0, "nothing remembered yet");
         store.write(Op::EventIds { up_to: 1_700_000_000_000_123 });
         store.write(Op::EventIds { up_to: 1_700_000_000_000_100 });
         store.settle().await;
         store.close();
-        let (store, loaded) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let (store, loaded) = place.open(Arc::new(EventBus::new(16)));
         assert_eq!(loaded.max_event_id, 1_700_000_000_000_123, "a lower id never replaces a higher one");
         store.close();
     }
 
-    #[tokio::test]
-    async fn job_queries_filter_and_page_newest_first() {
-        let dir = temp_dir("query");
-        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+    async fn job_queries_filter_and_page_newest_first(which: Which) {
+        let place = Place::new(which, "query");
+        let (store, _) = place.open(Arc::new(EventBus::new(16)));
         for seq in 1..=25 {
             let state = if seq % 5 == 0 { JobState::Failed } else { JobState::Succeeded };
             store.write(Op::InsertJob(Arc::new(job(seq, state, now_ms()))));
@@ -531,10 +694,9 @@ pub(crate) mod tests {
     }
 
     /// `JobQuery::matches` (for jobs listed from memory) decides as the SQL query does.
-    #[tokio::test]
-    async fn the_in_memory_filter_agrees_with_the_store_query() {
-        let dir = temp_dir("matches");
-        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+    async fn the_in_memory_filter_agrees_with_the_store_query(which: Which) {
+        let place = Place::new(which, "matches");
+        let (store, _) = place.open(Arc::new(EventBus::new(16)));
         let states = [JobState::Pending, JobState::Running, JobState::Succeeded, JobState::Failed];
         let mut jobs = Vec::new();
         for seq in 1..=40i64 {
@@ -572,10 +734,9 @@ pub(crate) mod tests {
         store.close();
     }
 
-    #[tokio::test]
-    async fn history_queries_return_attempts_activities_and_runs() {
-        let dir = temp_dir("history");
-        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+    async fn history_queries_return_attempts_activities_and_runs(which: Which) {
+        let place = Place::new(which, "history");
+        let (store, _) = place.open(Arc::new(EventBus::new(16)));
         let now = now_ms();
         let mut done = job(1, JobState::Succeeded, now);
         (done.completed_at, done.attempts_total) = (now, 2);

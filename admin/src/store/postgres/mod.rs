@@ -87,7 +87,7 @@ impl PgTarget {
             )));
         }
         let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| BackendError::with_source(format!("cannot parse the store URL {shown}"), e))?;
+            .map_err(|e| pg_error(format!("cannot parse the store URL {shown}"), e))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -118,7 +118,7 @@ impl PgTarget {
     /// Opens a connection; its driver is spawned on the current tokio runtime (so call
     /// this inside one).
     pub async fn connect(&self) -> Result<Client, BackendError> {
-        let failed = |e| BackendError::with_source(format!("cannot connect to PostgreSQL at {}", self.redacted), e);
+        let failed = |e| pg_error(format!("cannot connect to PostgreSQL at {}", self.redacted), e);
         match &self.tls {
             Some(tls) => {
                 let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
@@ -185,7 +185,35 @@ pub fn redacted(url: &str) -> String {
 /// the migrations' advisory lock. The election calls it before it competes (before the
 /// store's migrations, which run once it has won).
 pub async fn ensure_lease_table(client: &Client) -> Result<(), BackendError> {
-    schema::ensure_lease_table(client).await.map_err(|e| BackendError::with_source("cannot create the lease table", e))
+    schema::ensure_lease_table(client).await.map_err(|e| pg_error("cannot create the lease table", e))
+}
+
+/// A driver error as the backend reports it: tokio-postgres says only `db error` of an
+/// error the server sent, so this shows the server's message after it. The driver's
+/// error is its source.
+#[derive(Debug)]
+pub struct PgError(pub tokio_postgres::Error);
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use std::error::Error;
+        match (self.0.as_db_error(), self.0.source()) {
+            (Some(db), _) => write!(f, "{}: {db}", self.0),
+            (None, Some(cause)) => write!(f, "{}: {cause}", self.0),
+            (None, None) => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// A [`BackendError`] saying what failed, with the driver's error as its cause.
+fn pg_error(what: impl Into<String>, e: tokio_postgres::Error) -> BackendError {
+    BackendError::with_source(what, PgError(e))
 }
 
 /// A connection and its prepared statements.
@@ -250,7 +278,7 @@ impl From<BackendError> for Failure {
 impl Failure {
     fn into_backend(self, what: &str) -> BackendError {
         match self {
-            Failure::Pg(e) => BackendError::with_source(what, e),
+            Failure::Pg(e) => pg_error(what, e),
             Failure::Backend(e) => e,
             Failure::Fenced { held, current } => BackendError::fenced(held, current),
         }
@@ -377,7 +405,7 @@ impl Backend for PgBackend {
     fn load(&mut self) -> Result<Loaded, BackendError> {
         self.run(|mut conn, _| async move {
             let out = queries::load(&mut conn).await;
-            (conn, out.map_err(|e| BackendError::with_source("cannot load the stored state", e)))
+            (conn, out.map_err(|e| pg_error("cannot load the stored state", e)))
         })
     }
 
@@ -413,10 +441,7 @@ impl Pool {
         }
         let conn = Conn::open(&self.target).await?;
         let timeout = format!("SET statement_timeout = {}", READ_TIMEOUT.as_millis());
-        conn.client
-            .batch_execute(&timeout)
-            .await
-            .map_err(|e| BackendError::with_source("cannot set up a read connection", e))?;
+        conn.client.batch_execute(&timeout).await.map_err(|e| pg_error("cannot set up a read connection", e))?;
         Ok(conn)
     }
 
@@ -473,7 +498,7 @@ impl PgReader {
                     let conn = pool.take().await?;
                     let (conn, out) = query(conn).await;
                     pool.give_back(conn, out.is_err());
-                    out.map_err(|e| BackendError::with_source(what, e))
+                    out.map_err(|e| pg_error(what, e))
                 }
                 .await;
                 let _ = answer.send(out);
