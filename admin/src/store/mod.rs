@@ -423,13 +423,6 @@ pub(crate) mod tests {
             }
         }
 
-        pub(crate) fn which(&self) -> Which {
-            match self {
-                Place::Dir(_) => Which::Sqlite,
-                Place::Database(_) => Which::Postgres,
-            }
-        }
-
         /// The PostgreSQL database's target (panics for SQLite).
         pub(crate) fn target(&self) -> PgTarget {
             match self {

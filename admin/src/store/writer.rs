@@ -599,6 +599,8 @@ mod tests {
     struct Memory {
         inner: Arc<Mutex<MemoryState>>,
         failures_left: Arc<AtomicU32>,
+        /// Refuse every batch as fenced.
+        fenced: Arc<std::sync::atomic::AtomicBool>,
     }
 
     #[derive(Default)]
@@ -606,6 +608,7 @@ mod tests {
         jobs: HashMap<i64, Job>,
         batches: Vec<Vec<(&'static str, i64, String)>>,
         prunes: usize,
+        fenced_tries: usize,
     }
 
     impl Backend for Memory {
@@ -622,6 +625,10 @@ mod tests {
         }
 
         fn apply(&mut self, writes: &[Write<'_>]) -> Result<Vec<Pruned>, BackendError> {
+            if self.fenced.load(Ordering::SeqCst) {
+                self.inner.lock().unwrap().fenced_tries += 1;
+                return Err(BackendError::fenced(1, Some(2)));
+            }
             if self.failures_left.load(Ordering::SeqCst) > 0 {
                 self.failures_left.fetch_sub(1, Ordering::SeqCst);
                 return Err(BackendError::with_source("cannot write a batch", std::io::Error::other("injected")));
@@ -786,6 +793,37 @@ mod tests {
         assert_eq!(sub.rx.recv().await.unwrap().kind.name(), "job");
         assert_eq!(memory.inner.lock().unwrap().batches.len(), 1, "one batch committed, after the failures");
         store.close();
+    }
+
+    #[tokio::test]
+    async fn a_fenced_batch_is_never_retried_and_it_and_everything_after_it_are_dropped() {
+        let memory = Memory::default();
+        let events = Arc::new(EventBus::new(64));
+        let store = start(&memory, events.clone());
+        let mut sub = events.subscribe_after(None);
+        let first = store.write(Op::InsertJob(with(1, JobState::Pending, 0.0)));
+        store.durable(first).await.unwrap();
+        assert!(!*store.fenced().borrow());
+
+        memory.fenced.store(true, Ordering::SeqCst);
+        let j = with(2, JobState::Pending, 0.0);
+        let refused =
+            store.submit(Some(Op::InsertJob(j.clone())), Some(EventKind::Job { job: crate::events::JobEvent(j) }));
+        let result = tokio::time::timeout(Duration::from_secs(10), store.durable(refused)).await.unwrap();
+        assert!(matches!(result, Err(crate::store::StoreError::Fenced)), "{result:?}");
+        assert!(*store.fenced().borrow());
+        assert!(!store.is_healthy());
+        let late = store.write(Op::InsertJob(with(3, JobState::Pending, 0.0)));
+        assert!(matches!(store.durable(late).await, Err(crate::store::StoreError::Fenced)));
+
+        // A writer still retrying would commit now, and close would wait for it.
+        memory.fenced.store(false, Ordering::SeqCst);
+        store.close();
+        let s = memory.inner.lock().unwrap();
+        assert_eq!(s.fenced_tries, 1, "a fenced batch is tried once");
+        assert_eq!(s.batches.len(), 1, "only the batch before the fence committed");
+        assert!(sub.rx.try_recv().is_err(), "nothing of the fenced batch is published");
+        assert!(!store.is_healthy(), "a fenced store stays unhealthy");
     }
 
     #[tokio::test]
