@@ -143,7 +143,7 @@ impl Store {
     /// what the admin needs to resume, and starts the writer thread. With `fence_epoch`,
     /// the migrations and every batch first check, in their transaction, that the lease
     /// (`plughost_lease`, see [`postgres::ensure_lease_table`]) still has this epoch, and
-    /// refuse to write otherwise; the store's [`Store::path`] is the redacted URL. May be
+    /// refuse to write otherwise; the store's [`StoreReader::path`] is the redacted URL. May be
     /// called from inside a tokio runtime (the backend runs its own).
     pub fn open_postgres(
         target: &PgTarget,
@@ -300,7 +300,7 @@ impl StoreReader {
         self.reader.activities(job_type, job_id, before_id, limit.clamp(1, MAX_PAGE)).map_err(|e| self.backend_error(e))
     }
 
-    /// The activity feed: [`Store::activities`] without the jobs' output lines.
+    /// The activity feed: [`StoreReader::activities`] without the jobs' output lines.
     pub fn feed(
         &self,
         job_type: Option<&str>,

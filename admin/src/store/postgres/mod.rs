@@ -832,7 +832,8 @@ mod tests {
         let place = Place::new(Which::Postgres, "lease-table");
         let (a, b) = (side(&place).await, side(&place).await);
         let (x, y) = tokio::join!(ensure_lease_table(&a), ensure_lease_table(&b));
-        (x.unwrap(), y.unwrap());
+        x.unwrap();
+        y.unwrap();
         ensure_lease_table(&a).await.unwrap();
         a.execute("INSERT INTO plughost_lease (id, holder, epoch, expires_at) VALUES (1, 'a', 1, now())", &[])
             .await
