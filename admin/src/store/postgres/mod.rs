@@ -99,7 +99,7 @@ impl PgTarget {
                          certificate with --store-ca"
                     )));
                 };
-                config.ssl_mode(SslMode::Require);
+                // The URL's mode stands: `prefer` may fall back to no TLS, `require` may not.
                 Some(Arc::new(tls_config(ca)?))
             }
             _ => {
@@ -354,7 +354,7 @@ pub fn open_reader(target: &PgTarget) -> Result<PgReader, BackendError> {
 }
 
 /// The writer side: a runtime of its own and one connection, opened again when lost.
-pub struct PgBackend {
+pub(crate) struct PgBackend {
     /// Always Some until dropped.
     rt: Option<tokio::runtime::Runtime>,
     target: PgTarget,
