@@ -245,7 +245,8 @@ pub(crate) fn postgres_database(tag: &str) -> String {
         "PLUGHOST_TEST_POSTGRES is not set: run the tests through ./scripts/test, which starts a PostgreSQL \
          server for them, or set it to a server's URL (postgres://user@host:port/db)",
     );
-    let tag: String = tag.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    let tag: String =
+        tag.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
     let name = format!("t_{tag}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
     let create = format!("CREATE DATABASE {name}");
     let url = server.clone();

@@ -279,15 +279,33 @@ pub trait Reader: Send + Sync + 'static {
 pub struct BackendError {
     message: String,
     source: Option<Box<dyn Error + Send + Sync + 'static>>,
+    fenced: bool,
 }
 
 impl BackendError {
     pub fn new(message: impl Into<String>) -> Self {
-        BackendError { message: message.into(), source: None }
+        BackendError { message: message.into(), source: None, fenced: false }
     }
 
     pub fn with_source(message: impl Into<String>, source: impl Into<Box<dyn Error + Send + Sync + 'static>>) -> Self {
-        BackendError { message: message.into(), source: Some(source.into()) }
+        BackendError { message: message.into(), source: Some(source.into()), fenced: false }
+    }
+
+    /// A batch refused because this admin no longer holds the lease it wrote under: the
+    /// lease's epoch is `current` (None: there is no lease), not `held`. Retrying cannot
+    /// help; the writer stops (see [`BackendError::is_fenced`]).
+    pub fn fenced(held: i64, current: Option<i64>) -> Self {
+        let now = current.map_or_else(|| "there is no lease".to_string(), |c| format!("the lease's epoch is now {c}"));
+        BackendError {
+            message: format!("fenced: this admin writes under lease epoch {held}, but {now}"),
+            source: None,
+            fenced: true,
+        }
+    }
+
+    /// Whether this is a [`BackendError::fenced`] refusal: another admin took over.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
     }
 
     /// What the backend was doing, without the cause.
@@ -324,6 +342,10 @@ mod tests {
         let bare = BackendError::new("closed");
         assert_eq!(bare.to_string(), "closed");
         assert!(bare.source().is_none());
+        assert!(!bare.is_fenced() && !e.is_fenced());
+        let fenced = BackendError::fenced(3, Some(4));
+        assert!(fenced.is_fenced());
+        assert_eq!(fenced.to_string(), "fenced: this admin writes under lease epoch 3, but the lease's epoch is now 4");
     }
 
     #[test]

@@ -1,6 +1,16 @@
-//! Durable state: jobs, attempts, activities and run history. Today it lives in SQLite
-//! at `<data>/plugin/state.db` (WAL, synchronous=FULL); the database is behind the
-//! [`Backend`] and [`Reader`] traits, and nothing of it shows in [`Store`]'s API.
+//! Durable state: jobs, attempts, activities and run history. It lives in one of two
+//! backends behind the [`Backend`] and [`Reader`] traits, and nothing of either shows in
+//! [`Store`]'s API:
+//!
+//! - **SQLite** (`sqlite`, [`Store::open`]): `<data>/plugin/state.db` (WAL,
+//!   synchronous=FULL), for a single admin.
+//! - **PostgreSQL** (`postgres`, [`Store::open_postgres`]): a database shared by several
+//!   admins of which one, the leader, writes. Its batches are fenced by the leader's
+//!   lease epoch: once another admin has taken the lease, a batch is refused, the writer
+//!   stops and [`Store::fenced`] turns true. Standbys read through a [`StoreReader`]
+//!   ([`StoreReader::open_postgres`]).
+//!
+//! How writes go:
 //!
 //! - **Group commit.** One writer thread (`writer`) owns the write side of the backend
 //!   and applies operations in batches: it takes everything queued, has the backend write
@@ -16,26 +26,46 @@
 //!   its events, in commit order, and frees the batch, while the writer commits the next. Callers that must know an
 //!   operation is durable (a job before it may be dispatched) wait on its ticket
 //!   ([`Store::durable`]).
-//! - **Retry.** A batch that fails to commit (disk full, I/O error) is retried with the
-//!   admin's backoff (100 ms doubling to 5 s); it is never reported durable before it
-//!   commits, nothing queued after it becomes durable either, and [`Store::is_healthy`]
-//!   is false meanwhile (`/readyz` reports it).
+//! - **Retry.** A batch that fails to commit (disk full, I/O error, a lost connection) is
+//!   retried with the admin's backoff (100 ms doubling to 5 s); it is never reported
+//!   durable before it commits, nothing queued after it becomes durable either, and
+//!   [`Store::is_healthy`] is false meanwhile (`/readyz` reports it). A fenced batch is
+//!   not retried: it and everything queued are dropped, never durable
+//!   ([`StoreError::Fenced`]), and the store stays unhealthy.
 //! - **Reads** go to the backend's [`Reader`], which runs beside the writer (SQLite: a
-//!   pool of read connections under WAL). [`Store::settle`] first gives read-your-writes.
+//!   pool of read connections under WAL; PostgreSQL: a reader thread with a few
+//!   connections). [`Store::settle`] first gives read-your-writes. The read methods are
+//!   [`StoreReader`]'s, which a [`Store`] derefs to.
 //!
 //! The queue to the writer is unbounded on purpose: producers hold the job table's lock
 //! and must not block; the flow is bounded upstream, because jobs only enter after the
 //! store has made them durable, and each job produces a handful of updates.
 //!
 //! Modules: `backend` (the traits and the backend-neutral types), `writer` (the
-//! writer thread and the coalescing), `sqlite` (the SQLite backend: schema and
+//! writer thread and the coalescing), `sqlite` and `postgres` (the backends: schema and
 //! migrations, writes, queries).
 
+/// The condition that keeps an activity in the feed: it is not an output line of a job
+/// (an executor's activity whose message starts with `stdout: ` or `stderr: `; see
+/// [`crate::job::is_output`], which says the same in Rust). One text, so the feed's
+/// queries use the partial indexes built on it (SQLite matches them word for
+/// word; PostgreSQL proves the index's predicate from the query's, which this makes trivial).
+/// Both backends use it.
+macro_rules! not_output {
+    () => {
+        "NOT (source = 'executor' AND job_id <> '' AND substr(message, 1, 8) IN ('stdout: ', 'stderr: '))"
+    };
+}
+
 mod backend;
+#[cfg(test)]
+mod backend_tests;
+pub mod postgres;
 mod sqlite;
 mod writer;
 
 use std::{
+    ops::Deref,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -44,6 +74,7 @@ use proto::pb::JobState;
 use tokio::sync::watch;
 
 pub use self::backend::{Backend, BackendError, FinishedJob, JobQuery, Loaded, MAX_PAGE, Op, Pruned, Reader, Write};
+pub use self::postgres::PgTarget;
 use self::writer::Queue;
 use crate::{
     audit::{AuditEvent, AuditQuery},
@@ -69,17 +100,31 @@ pub enum StoreError {
     },
     #[error("state store is closed")]
     Closed,
+    /// The write was dropped, never committed: another admin took the lease (see
+    /// [`Store::fenced`]).
+    #[error("state store is fenced: another admin holds the lease, so this write was dropped")]
+    Fenced,
 }
 
 pub struct Store {
-    path: PathBuf,
     queue: Arc<Queue>,
     /// False while the writer cannot commit; `/readyz` and the gRPC health service
     /// report it.
     healthy: watch::Receiver<bool>,
+    /// True once a batch was refused as fenced; the writer has stopped.
+    fenced: watch::Receiver<bool>,
     committed: watch::Receiver<u64>,
-    reader: Box<dyn Reader>,
+    reads: StoreReader,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The store's reads ([`StoreReader`]'s methods) are a [`Store`]'s too.
+impl Deref for Store {
+    type Target = StoreReader;
+
+    fn deref(&self) -> &StoreReader {
+        &self.reads
+    }
 }
 
 impl Store {
@@ -91,6 +136,23 @@ impl Store {
         let path = dir.join("state.db");
         let (backend, reader) =
             sqlite::open(&path).map_err(|source| StoreError::Backend { path: path.clone(), source })?;
+        Store::start(path, backend, reader, events)
+    }
+
+    /// Opens the PostgreSQL database `target` names: creates or migrates its schema, loads
+    /// what the admin needs to resume, and starts the writer thread. With `fence_epoch`,
+    /// the migrations and every batch first check, in their transaction, that the lease
+    /// (`plughost_lease`, see [`postgres::ensure_lease_table`]) still has this epoch, and
+    /// refuse to write otherwise; the store's [`StoreReader::path`] is the redacted URL. May be
+    /// called from inside a tokio runtime (the backend runs its own).
+    pub fn open_postgres(
+        target: &PgTarget,
+        fence_epoch: Option<i64>,
+        events: Arc<EventBus>,
+    ) -> Result<(Arc<Store>, Loaded), StoreError> {
+        let path = PathBuf::from(target.redacted());
+        let (backend, reader) =
+            postgres::open(target, fence_epoch).map_err(|source| StoreError::Backend { path: path.clone(), source })?;
         Store::start(path, backend, reader, events)
     }
 
@@ -106,24 +168,22 @@ impl Store {
         let queue = Arc::new(Queue::new());
         let (committed_tx, committed) = watch::channel(0u64);
         let (healthy_tx, healthy) = watch::channel(true);
-        let writer = writer::spawn(backend, queue.clone(), healthy_tx, committed_tx, events, path.clone())
+        let (fenced_tx, fenced) = watch::channel(false);
+        let writer = writer::spawn(backend, queue.clone(), healthy_tx, fenced_tx, committed_tx, events, path.clone())
             .map_err(|source| StoreError::Io { path: path.clone(), source })?;
         let store = Arc::new(Store {
-            path,
             queue,
             healthy,
+            fenced,
             committed,
-            reader: Box::new(reader),
+            reads: StoreReader { path, reader: Box::new(reader) },
             writer: Mutex::new(Some(writer)),
         });
         Ok((store, loaded))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// False while the last batch failed to commit (it is being retried).
+    /// False while the last batch failed to commit (it is being retried), and for good
+    /// once the store is fenced.
     pub fn is_healthy(&self) -> bool {
         *self.healthy.borrow()
     }
@@ -132,6 +192,14 @@ impl Store {
     /// sees the channel closed once the writer has stopped).
     pub fn health(&self) -> watch::Receiver<bool> {
         self.healthy.clone()
+    }
+
+    /// True once the backend refused a batch because another admin holds the lease: the
+    /// writer has stopped, dropped everything queued, and takes no more writes. It never
+    /// turns false again; wait for it with `wait_for(|f| *f)` (the channel closes when the
+    /// writer stops, fenced or not, and keeps its last value).
+    pub fn fenced(&self) -> watch::Receiver<bool> {
+        self.fenced.clone()
     }
 
     /// Queues a write (and an event to publish once it is committed); returns its ticket.
@@ -144,9 +212,14 @@ impl Store {
     }
 
     /// Waits until the write with this ticket (and every earlier one) is committed.
+    /// [`StoreError::Fenced`] when it was dropped because the store is fenced,
+    /// [`StoreError::Closed`] when it was dropped at close.
     pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
         let mut rx = self.committed.clone();
-        rx.wait_for(|c| *c >= ticket).await.map(|_| ()).map_err(|_| StoreError::Closed)
+        rx.wait_for(|c| *c >= ticket)
+            .await
+            .map(|_| ())
+            .map_err(|_| if *self.fenced.borrow() { StoreError::Fenced } else { StoreError::Closed })
     }
 
     /// Waits for everything queued so far to be committed, so a read that follows sees
@@ -174,6 +247,30 @@ impl Store {
         if let Some(handle) = self.writer.lock().expect("writer lock").take() {
             let _ = handle.join();
         }
+    }
+}
+
+/// The store's read side alone: the history and listing queries over a backend's
+/// [`Reader`]. A [`Store`] derefs to one; a standby, which must not write, opens one by
+/// itself ([`StoreReader::open_postgres`]).
+pub struct StoreReader {
+    path: PathBuf,
+    reader: Box<dyn Reader>,
+}
+
+impl StoreReader {
+    /// Reads the PostgreSQL database `target` names, without migrating or writing
+    /// anything (a standby's view of the leader's store).
+    pub fn open_postgres(target: &PgTarget) -> Result<StoreReader, StoreError> {
+        let path = PathBuf::from(target.redacted());
+        let reader =
+            postgres::open_reader(target).map_err(|source| StoreError::Backend { path: path.clone(), source })?;
+        Ok(StoreReader { path, reader: Box::new(reader) })
+    }
+
+    /// Where the store lives: the database file, or PostgreSQL's redacted URL.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn backend_error(&self, source: BackendError) -> StoreError {
@@ -203,7 +300,7 @@ impl Store {
         self.reader.activities(job_type, job_id, before_id, limit.clamp(1, MAX_PAGE)).map_err(|e| self.backend_error(e))
     }
 
-    /// The activity feed: [`Store::activities`] without the jobs' output lines.
+    /// The activity feed: [`StoreReader::activities`] without the jobs' output lines.
     pub fn feed(
         &self,
         job_type: Option<&str>,
@@ -304,6 +401,165 @@ pub(crate) mod tests {
         TempDir::new(&format!("store-{name}"))
     }
 
+    /// The backends every store test runs against.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Which {
+        Sqlite,
+        Postgres,
+    }
+
+    /// Where a test's store lives: a fresh directory (SQLite: `<dir>/plugin/state.db`) or
+    /// a fresh database (PostgreSQL). Opening it again opens the same store.
+    pub(crate) enum Place {
+        Dir(TempDir),
+        Database(String),
+    }
+
+    impl Place {
+        pub(crate) fn new(which: Which, tag: &str) -> Place {
+            match which {
+                Which::Sqlite => Place::Dir(temp_dir(tag)),
+                Which::Postgres => Place::Database(crate::test_support::postgres_database(tag)),
+            }
+        }
+
+        /// The PostgreSQL database's target (panics for SQLite).
+        pub(crate) fn target(&self) -> PgTarget {
+            match self {
+                Place::Database(url) => PgTarget::parse(url, None).unwrap(),
+                Place::Dir(_) => panic!("not a PostgreSQL place"),
+            }
+        }
+
+        /// The PostgreSQL database's URL (panics for SQLite).
+        pub(crate) fn url(&self) -> &str {
+            match self {
+                Place::Database(url) => url,
+                Place::Dir(_) => panic!("not a PostgreSQL place"),
+            }
+        }
+
+        fn sqlite_path(dir: &TempDir) -> PathBuf {
+            dir.0.join("plugin/state.db")
+        }
+
+        pub(crate) fn try_open(&self, events: Arc<EventBus>) -> Result<(Arc<Store>, Loaded), StoreError> {
+            match self {
+                Place::Dir(dir) => Store::open(&dir.0, events),
+                Place::Database(_) => Store::open_postgres(&self.target(), None, events),
+            }
+        }
+
+        /// Opens the store (the same one each time), unfenced.
+        pub(crate) fn open(&self, events: Arc<EventBus>) -> (Arc<Store>, Loaded) {
+            self.try_open(events).unwrap()
+        }
+
+        /// The backend's two sides alone, without a store around them.
+        pub(crate) fn backend(&self) -> (Box<dyn Backend>, Box<dyn Reader>) {
+            match self {
+                Place::Dir(dir) => {
+                    std::fs::create_dir_all(dir.0.join("plugin")).unwrap();
+                    let (b, r) = sqlite::open(&Self::sqlite_path(dir)).unwrap();
+                    (Box::new(b), Box::new(r))
+                }
+                Place::Database(_) => {
+                    let (b, r) = postgres::open(&self.target(), None).unwrap();
+                    (Box::new(b), Box::new(r))
+                }
+            }
+        }
+
+        /// Runs SQL on a connection of its own (the one for this backend's dialect).
+        pub(crate) fn exec(&self, sqlite: &str, postgres: &str) {
+            match self {
+                Place::Dir(dir) => {
+                    rusqlite::Connection::open(Self::sqlite_path(dir)).unwrap().execute_batch(sqlite).unwrap()
+                }
+                Place::Database(url) => {
+                    let (url, sql) = (url.clone(), postgres.to_string());
+                    pg_side(url, move |client| async move { client.batch_execute(&sql).await.unwrap() });
+                }
+            }
+        }
+
+        /// The first column of the first row of `sql`, an integer (both dialects alike).
+        pub(crate) fn count(&self, sql: &str) -> i64 {
+            match self {
+                Place::Dir(dir) => rusqlite::Connection::open(Self::sqlite_path(dir))
+                    .unwrap()
+                    .query_row(sql, [], |r| r.get(0))
+                    .unwrap(),
+                Place::Database(url) => {
+                    let (url, sql) = (url.clone(), sql.to_string());
+                    pg_side(
+                        url,
+                        move |client| async move { client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) },
+                    )
+                }
+            }
+        }
+
+        /// Whether `e` is this backend's driver error (PostgreSQL's wrapped, so it shows
+        /// the server's message, with the driver's as its source).
+        pub(crate) fn is_driver_error(&self, e: &(dyn std::error::Error + 'static)) -> bool {
+            match self {
+                Place::Dir(_) => e.is::<rusqlite::Error>(),
+                Place::Database(_) => {
+                    e.is::<postgres::PgError>() && e.source().is_some_and(|s| s.is::<tokio_postgres::Error>())
+                }
+            }
+        }
+    }
+
+    /// Runs `f` with a connection to `url` on a thread and runtime of its own (the caller
+    /// may be inside a runtime).
+    pub(crate) fn pg_side<T, F, Fut>(url: String, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(tokio_postgres::Client) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T>,
+    {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(connection);
+                f(client).await
+            })
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// For each test body `async fn name(which: Which)`, a module `name` with a test per
+    /// backend (`name::sqlite`, `name::postgres`).
+    macro_rules! on_both_backends {
+        ($($test:ident),* $(,)?) => {$(
+            mod $test {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$test(super::Which::Sqlite).await
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    super::$test(super::Which::Postgres).await
+                }
+            }
+        )*};
+    }
+    pub(crate) use on_both_backends;
+
+    on_both_backends!(
+        updates_in_one_batch_leave_the_newest_state_and_survive_a_reopen,
+        events_are_published_only_after_their_batch_commits,
+        prune_removes_old_finished_history_and_keeps_active_jobs,
+        the_highest_event_id_remembered_is_loaded_at_the_next_start,
+        job_queries_filter_and_page_newest_first,
+        the_in_memory_filter_agrees_with_the_store_query,
+        history_queries_return_attempts_activities_and_runs,
+    );
+
     pub(crate) fn job(seq: i64, state: JobState, updated_at: i64) -> Job {
         let mut spec = crate::test_support::spec(&format!("k{seq}"), updated_at);
         spec.summary = format!("job {seq}");
@@ -327,11 +583,10 @@ pub(crate) mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn updates_in_one_batch_leave_the_newest_state_and_survive_a_reopen() {
-        let dir = temp_dir("coalesce");
+    async fn updates_in_one_batch_leave_the_newest_state_and_survive_a_reopen(which: Which) {
+        let place = Place::new(which, "coalesce");
         let events = Arc::new(EventBus::new(64));
-        let (store, loaded) = Store::open(&dir.0, events.clone()).unwrap();
+        let (store, loaded) = place.open(events.clone());
         assert!(loaded.active.is_empty());
         let now = now_ms();
         store.write(Op::InsertJob(Arc::new(job(1, JobState::Pending, now))));
@@ -350,18 +605,17 @@ pub(crate) mod tests {
         assert!(got.spec.parameters.contains_key("p"));
         store.close();
 
-        let (store, loaded) = Store::open(&dir.0, events).unwrap();
+        let (store, loaded) = place.open(events);
         assert_eq!(loaded.active.iter().map(|j| j.seq).collect::<Vec<_>>(), vec![2], "only non-final jobs load");
         assert_eq!(loaded.next_job_seq, 3);
         assert_eq!(loaded.counts.get(&("t".to_string(), JobState::Succeeded as i32)), Some(&1));
         store.close();
     }
 
-    #[tokio::test]
-    async fn events_are_published_only_after_their_batch_commits() {
-        let dir = temp_dir("publish");
+    async fn events_are_published_only_after_their_batch_commits(which: Which) {
+        let place = Place::new(which, "publish");
         let events = Arc::new(EventBus::new(64));
-        let (store, _) = Store::open(&dir.0, events.clone()).unwrap();
+        let (store, _) = place.open(events.clone());
         let mut sub = events.subscribe_after(None);
         let j = job(7, JobState::Pending, now_ms());
         let j = Arc::new(j);
@@ -375,10 +629,9 @@ pub(crate) mod tests {
         store.close();
     }
 
-    #[tokio::test]
-    async fn prune_removes_old_finished_history_and_keeps_active_jobs() {
-        let dir = temp_dir("prune");
-        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+    async fn prune_removes_old_finished_history_and_keeps_active_jobs(which: Which) {
+        let place = Place::new(which, "prune");
+        let (store, _) = place.open(Arc::new(EventBus::new(16)));
         let old = now_ms() - 10 * 86_400_000;
         store.write(Op::InsertJob(Arc::new(job(1, JobState::Succeeded, old))));
         store.write(Op::InsertJob(Arc::new(job(2, JobState::Pending, old))));
@@ -393,29 +646,27 @@ pub(crate) mod tests {
         let report = rx.await.unwrap();
         assert_eq!(report, [(("t".to_string(), JobState::Succeeded as i32), 2)].into());
         store.close();
-        let (store, loaded) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let (store, loaded) = place.open(Arc::new(EventBus::new(16)));
         assert_eq!(loaded.next_job_seq, 5, "the pruned newest job's id is not handed out again");
         store.close();
     }
 
-    #[tokio::test]
-    async fn the_highest_event_id_remembered_is_loaded_at_the_next_start() {
-        let dir = temp_dir("event-ids");
-        let (store, loaded) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+    async fn the_highest_event_id_remembered_is_loaded_at_the_next_start(which: Which) {
+        let place = Place::new(which, "event-ids");
+        let (store, loaded) = place.open(Arc::new(EventBus::new(16)));
         assert_eq!(loaded.max_event_id, 0, "nothing remembered yet");
         store.write(Op::EventIds { up_to: 1_700_000_000_000_123 });
         store.write(Op::EventIds { up_to: 1_700_000_000_000_100 });
         store.settle().await;
         store.close();
-        let (store, loaded) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        let (store, loaded) = place.open(Arc::new(EventBus::new(16)));
         assert_eq!(loaded.max_event_id, 1_700_000_000_000_123, "a lower id never replaces a higher one");
         store.close();
     }
 
-    #[tokio::test]
-    async fn job_queries_filter_and_page_newest_first() {
-        let dir = temp_dir("query");
-        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+    async fn job_queries_filter_and_page_newest_first(which: Which) {
+        let place = Place::new(which, "query");
+        let (store, _) = place.open(Arc::new(EventBus::new(16)));
         for seq in 1..=25 {
             let state = if seq % 5 == 0 { JobState::Failed } else { JobState::Succeeded };
             store.write(Op::InsertJob(Arc::new(job(seq, state, now_ms()))));
@@ -436,10 +687,9 @@ pub(crate) mod tests {
     }
 
     /// `JobQuery::matches` (for jobs listed from memory) decides as the SQL query does.
-    #[tokio::test]
-    async fn the_in_memory_filter_agrees_with_the_store_query() {
-        let dir = temp_dir("matches");
-        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+    async fn the_in_memory_filter_agrees_with_the_store_query(which: Which) {
+        let place = Place::new(which, "matches");
+        let (store, _) = place.open(Arc::new(EventBus::new(16)));
         let states = [JobState::Pending, JobState::Running, JobState::Succeeded, JobState::Failed];
         let mut jobs = Vec::new();
         for seq in 1..=40i64 {
@@ -477,10 +727,9 @@ pub(crate) mod tests {
         store.close();
     }
 
-    #[tokio::test]
-    async fn history_queries_return_attempts_activities_and_runs() {
-        let dir = temp_dir("history");
-        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+    async fn history_queries_return_attempts_activities_and_runs(which: Which) {
+        let place = Place::new(which, "history");
+        let (store, _) = place.open(Arc::new(EventBus::new(16)));
         let now = now_ms();
         let mut done = job(1, JobState::Succeeded, now);
         (done.completed_at, done.attempts_total) = (now, 2);

@@ -103,6 +103,17 @@ impl Queue {
         self.ready.notify_one();
     }
 
+    /// Closes the queue and drops everything in it: none of it will ever be durable (its
+    /// tickets' waiters see the store closed, prune reports are never sent).
+    fn discard(&self) -> usize {
+        let dropped = {
+            let mut q = self.state.lock().expect("store queue lock");
+            q.closed = true;
+            std::mem::take(&mut q.items)
+        };
+        dropped.len()
+    }
+
     fn is_closed(&self) -> bool {
         self.state.lock().expect("store queue lock").closed
     }
@@ -127,6 +138,7 @@ pub(super) fn spawn<B: Backend>(
     backend: B,
     queue: Arc<Queue>,
     healthy: watch::Sender<bool>,
+    fenced: watch::Sender<bool>,
     committed: watch::Sender<u64>,
     events: Arc<EventBus>,
     path: PathBuf,
@@ -136,7 +148,7 @@ pub(super) fn spawn<B: Backend>(
         let (publisher, events) = (publisher.clone(), events.clone());
         std::thread::Builder::new().name("plughost-events".into()).spawn(move || publisher.run(&committed, &events))?
     };
-    let writer = Writer { backend, queue, healthy, publisher, path };
+    let writer = Writer { backend, queue, healthy, fenced, publisher, path };
     std::thread::Builder::new().name("plughost-store".into()).spawn(move || {
         writer.run();
         let _ = publishing.join();
@@ -149,6 +161,9 @@ struct Writer<B> {
     /// False while a batch cannot commit; its receivers (`/readyz`, the gRPC health
     /// service) are told when it changes.
     healthy: watch::Sender<bool>,
+    /// Set once the backend refused a batch as fenced (another admin holds the lease):
+    /// the writer has stopped and dropped everything queued.
+    fenced: watch::Sender<bool>,
     /// Takes each committed batch: marks it durable, publishes its events, frees it.
     publisher: Arc<Publisher>,
     /// Where the store lives, for the log.
@@ -184,7 +199,8 @@ impl<B: Backend> Writer<B> {
     /// Applies a batch until it commits. A batch is durable only once it commits: on
     /// failure (disk full, I/O error) it is retried with backoff, and until then nothing
     /// after it counts as durable, so no new job is dispatched and no event claims a change
-    /// that was not stored. None when it gives up at shutdown.
+    /// that was not stored. None when it gives up at shutdown, or when the batch is fenced:
+    /// then it is never retried, and the writer drops it and everything queued after it.
     fn commit(&mut self, writes: &[Write<'_>], ops: usize) -> Option<Vec<Pruned>> {
         let mut attempt = 0i32;
         loop {
@@ -196,6 +212,19 @@ impl<B: Backend> Writer<B> {
                         "one prune report per prune"
                     );
                     return Some(pruned);
+                }
+                Err(e) if e.is_fenced() => {
+                    self.set_healthy(false);
+                    // Before the queue is dropped and the publisher stops, so a waiter that
+                    // sees the store close already sees why.
+                    self.fenced.send_replace(true);
+                    let dropped = self.queue.discard();
+                    tracing::error!(
+                        path = %self.path.display(), error = %e, ops, dropped,
+                        "state store write fenced: another admin holds the lease; this batch and everything \
+                         queued after it are dropped, and the store takes no more writes"
+                    );
+                    return None;
                 }
                 Err(e) => e,
             };
@@ -570,6 +599,8 @@ mod tests {
     struct Memory {
         inner: Arc<Mutex<MemoryState>>,
         failures_left: Arc<AtomicU32>,
+        /// Refuse every batch as fenced.
+        fenced: Arc<std::sync::atomic::AtomicBool>,
     }
 
     #[derive(Default)]
@@ -577,6 +608,7 @@ mod tests {
         jobs: HashMap<i64, Job>,
         batches: Vec<Vec<(&'static str, i64, String)>>,
         prunes: usize,
+        fenced_tries: usize,
     }
 
     impl Backend for Memory {
@@ -593,6 +625,10 @@ mod tests {
         }
 
         fn apply(&mut self, writes: &[Write<'_>]) -> Result<Vec<Pruned>, BackendError> {
+            if self.fenced.load(Ordering::SeqCst) {
+                self.inner.lock().unwrap().fenced_tries += 1;
+                return Err(BackendError::fenced(1, Some(2)));
+            }
             if self.failures_left.load(Ordering::SeqCst) > 0 {
                 self.failures_left.fetch_sub(1, Ordering::SeqCst);
                 return Err(BackendError::with_source("cannot write a batch", std::io::Error::other("injected")));
@@ -725,6 +761,7 @@ mod tests {
             memory.clone(),
             queue.clone(),
             watch::channel(true).0,
+            watch::channel(false).0,
             committed_tx,
             Arc::new(EventBus::new(4)),
             PathBuf::from("memory"),
@@ -756,6 +793,37 @@ mod tests {
         assert_eq!(sub.rx.recv().await.unwrap().kind.name(), "job");
         assert_eq!(memory.inner.lock().unwrap().batches.len(), 1, "one batch committed, after the failures");
         store.close();
+    }
+
+    #[tokio::test]
+    async fn a_fenced_batch_is_never_retried_and_it_and_everything_after_it_are_dropped() {
+        let memory = Memory::default();
+        let events = Arc::new(EventBus::new(64));
+        let store = start(&memory, events.clone());
+        let mut sub = events.subscribe_after(None);
+        let first = store.write(Op::InsertJob(with(1, JobState::Pending, 0.0)));
+        store.durable(first).await.unwrap();
+        assert!(!*store.fenced().borrow());
+
+        memory.fenced.store(true, Ordering::SeqCst);
+        let j = with(2, JobState::Pending, 0.0);
+        let refused =
+            store.submit(Some(Op::InsertJob(j.clone())), Some(EventKind::Job { job: crate::events::JobEvent(j) }));
+        let result = tokio::time::timeout(Duration::from_secs(10), store.durable(refused)).await.unwrap();
+        assert!(matches!(result, Err(crate::store::StoreError::Fenced)), "{result:?}");
+        assert!(*store.fenced().borrow());
+        assert!(!store.is_healthy());
+        let late = store.write(Op::InsertJob(with(3, JobState::Pending, 0.0)));
+        assert!(matches!(store.durable(late).await, Err(crate::store::StoreError::Fenced)));
+
+        // A writer still retrying would commit now, and close would wait for it.
+        memory.fenced.store(false, Ordering::SeqCst);
+        store.close();
+        let s = memory.inner.lock().unwrap();
+        assert_eq!(s.fenced_tries, 1, "a fenced batch is tried once");
+        assert_eq!(s.batches.len(), 1, "only the batch before the fence committed");
+        assert!(sub.rx.try_recv().is_err(), "nothing of the fenced batch is published");
+        assert!(!store.is_healthy(), "a fenced store stays unhealthy");
     }
 
     #[tokio::test]

@@ -3,16 +3,6 @@
 //! queries, which WAL lets run beside the writer. rusqlite's errors stop here: they leave
 //! as the source of a [`BackendError`] that says what was being done.
 
-/// The condition that keeps an activity in the feed: it is not an output line of a job
-/// (an executor's activity whose message starts with `stdout: ` or `stderr: `; see
-/// [`crate::job::is_output`], which says the same in Rust). One text, so the feed's
-/// queries use the partial indexes built on it (SQLite matches them word for word).
-macro_rules! not_output {
-    () => {
-        "NOT (source = 'executor' AND job_id <> '' AND substr(message, 1, 8) IN ('stdout: ', 'stderr: '))"
-    };
-}
-
 mod queries;
 mod schema;
 mod writes;
@@ -259,37 +249,17 @@ impl Reader for SqliteReader {
 
 #[cfg(test)]
 mod tests {
-    use std::error::Error;
-
     use proto::pb::JobState;
 
     use super::*;
     use crate::{
         events::EventBus,
-        job::{ActivityView, AttemptView, StopRequest, now_ms},
+        job::{StopRequest, now_ms},
         store::{
-            Op, Store, StoreError,
+            Op, Store,
             tests::{job, temp_dir},
         },
     };
-
-    #[tokio::test]
-    async fn a_batch_that_cannot_commit_is_retried_and_never_reported_durable_before_it_commits() {
-        let dir = temp_dir("retry");
-        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
-        let side = Connection::open(store.path()).unwrap();
-        side.execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON jobs BEGIN SELECT RAISE(ABORT, 'injected'); END;")
-            .unwrap();
-        let ticket = store.write(Op::InsertJob(Arc::new(job(1, JobState::Pending, now_ms()))));
-        let early = tokio::time::timeout(std::time::Duration::from_millis(300), store.durable(ticket)).await;
-        assert!(early.is_err(), "not durable while the commit fails");
-        assert!(!store.is_healthy());
-        side.execute_batch("DROP TRIGGER refuse;").unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(30), store.durable(ticket)).await.unwrap().unwrap();
-        assert!(store.job(1).unwrap().is_some(), "the retried batch landed");
-        assert!(store.is_healthy());
-        store.close();
-    }
 
     #[tokio::test]
     async fn a_store_written_before_stop_requests_were_kept_is_migrated_on_open() {
@@ -327,74 +297,6 @@ mod tests {
         store.close();
     }
 
-    #[test]
-    fn a_batch_is_applied_all_or_nothing_and_the_error_says_what_failed() {
-        let dir = temp_dir("atomic");
-        let path = dir.0.join("state.db");
-        let (mut backend, reader) = open(&path).unwrap();
-        let side = Connection::open(&path).unwrap();
-        side.execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON jobs WHEN NEW.seq = 2 BEGIN SELECT RAISE(ABORT, 'injected'); END;",
-        )
-        .unwrap();
-        let (one, two) = (job(1, JobState::Pending, now_ms()), job(2, JobState::Pending, now_ms()));
-        let err = backend.apply(&[Write::InsertJob(&one), Write::InsertJob(&two)]).unwrap_err();
-        assert_eq!(err.message(), "cannot write a batch");
-        assert!(err.to_string().contains("injected"), "{err}");
-        assert!(err.source().is_some_and(|s| s.is::<rusqlite::Error>()), "the driver's error is the source");
-        assert!(reader.job(1).unwrap().is_none(), "job 1 was rolled back with job 2");
-
-        side.execute_batch("DROP TRIGGER refuse;").unwrap();
-        let pruned = backend.apply(&[Write::InsertJob(&one), Write::InsertJob(&two)]).unwrap();
-        assert!(pruned.is_empty());
-        assert!(reader.job(1).unwrap().is_some() && reader.job(2).unwrap().is_some(), "the same batch applies later");
-    }
-
-    #[test]
-    fn a_succeeded_attempt_is_held_by_its_job_row_and_listed_with_the_others() {
-        let dir = temp_dir("implied-attempt");
-        let path = dir.0.join("state.db");
-        let (mut backend, reader) = open(&path).unwrap();
-        let mut j = job(1, JobState::Succeeded, 5_000);
-        (j.attempts, j.attempts_total, j.worker_id, j.request_id) = (2, 2, "w2".into(), "r2".into());
-        (j.assigned_at, j.completed_at) = (4_000, 5_000);
-        let failed =
-            AttemptView { ended_at: 3_000, error_message: "boom".into(), ..crate::store::tests::attempt(1, "failed") };
-        let succeeded = AttemptView {
-            attempt: 2,
-            worker_id: "w2".into(),
-            request_id: "r2".into(),
-            started_at: 4_000,
-            ended_at: 5_000,
-            outcome: "succeeded".into(),
-            error_message: String::new(),
-        };
-        backend
-            .apply(&[
-                Write::InsertJob(&j),
-                Write::Attempt { job_seq: 1, attempt: &failed },
-                Write::Attempt { job_seq: 1, attempt: &succeeded },
-            ])
-            .unwrap();
-        let rows: i64 =
-            Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0)).unwrap();
-        assert_eq!(rows, 1, "only the failed attempt has a row of its own");
-        let listed = reader.attempts(1).unwrap();
-        let describe = |a: &AttemptView| {
-            (
-                a.attempt,
-                a.worker_id.clone(),
-                a.request_id.clone(),
-                a.started_at,
-                a.ended_at,
-                a.outcome.clone(),
-                a.error_message.clone(),
-            )
-        };
-        assert_eq!(listed.iter().map(describe).collect::<Vec<_>>(), vec![describe(&failed), describe(&succeeded)]);
-        assert!(reader.attempts(2).unwrap().is_empty(), "no job, no attempts");
-    }
-
     #[tokio::test]
     async fn a_long_log_is_copied_into_the_database_beside_the_writer() {
         let dir = temp_dir("checkpoint");
@@ -420,64 +322,6 @@ mod tests {
         store.close();
     }
 
-    #[tokio::test]
-    async fn a_failed_query_is_a_backend_error_with_the_driver_error_as_its_source() {
-        let dir = temp_dir("query-error");
-        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
-        Connection::open(store.path()).unwrap().execute_batch("DROP TABLE attempts;").unwrap();
-        let err = store.attempts(1).unwrap_err();
-        let StoreError::Backend { path, source } = &err else { panic!("not a backend error: {err:?}") };
-        assert_eq!(path, store.path());
-        assert_eq!(source.message(), "cannot read a job's attempts");
-        assert!(source.source().is_some_and(|s| s.is::<rusqlite::Error>()));
-        assert!(err.to_string().contains("no such table"), "{err}");
-        store.close();
-    }
-
-    fn activity(id: i64, job_id: &str, source: &'static str, message: &str) -> ActivityView {
-        ActivityView {
-            id,
-            created_at: 1_000 + id,
-            job_type: if id % 2 == 0 { "a".into() } else { "b".into() },
-            job_id: job_id.into(),
-            source,
-            stage: String::new(),
-            message: message.into(),
-        }
-    }
-
-    /// The feed's SQL filter and `job::is_output` decide alike.
-    #[test]
-    fn the_feed_leaves_out_exactly_the_output_lines() {
-        let dir = temp_dir("feed");
-        let path = dir.0.join("state.db");
-        let (mut backend, reader) = open(&path).unwrap();
-        let all = [
-            activity(1, "j1", "executor", "stdout: hello"),
-            activity(2, "j1", "executor", "stderr: oops"),
-            activity(3, "j1", "executor", "copying"),
-            activity(4, "", "executor", "stdout: no job"),
-            activity(5, "j1", "admin", "stdout: an admin note"),
-            activity(6, "j2", "detector", "stderr: a detector"),
-            activity(7, "j2", "executor", "stdout:tight"),
-            activity(8, "j2", "executor", "STDOUT: loud"),
-            activity(9, "j2", "executor", "stdout: "),
-            activity(10, "j2", "executor", " stdout: indented"),
-        ];
-        let writes: Vec<Write<'_>> = all.iter().map(Write::Activity).collect();
-        backend.apply(&writes).unwrap();
-        let expected = |f: &dyn Fn(&ActivityView) -> bool| -> Vec<i64> {
-            all.iter().rev().filter(|a| !crate::job::is_output(a) && f(a)).map(|a| a.id).collect()
-        };
-        let ids = |v: Vec<ActivityView>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
-        assert_eq!(ids(reader.feed(None, None, None, 100).unwrap()), expected(&|_| true));
-        assert_eq!(ids(reader.feed(None, None, None, 100).unwrap()), vec![10, 8, 7, 6, 5, 4, 3]);
-        assert_eq!(ids(reader.feed(Some("a"), None, None, 100).unwrap()), expected(&|a| a.job_type == "a"));
-        assert_eq!(ids(reader.feed(None, Some("j1"), None, 100).unwrap()), expected(&|a| a.job_id == "j1"));
-        assert_eq!(ids(reader.feed(None, None, Some(6), 2).unwrap()), vec![5, 4]);
-        assert_eq!(reader.activities(None, None, None, 100).unwrap().len(), 10, "output lines stay stored");
-    }
-
     /// The feed's queries read from the partial indexes, so a flood of output lines is
     /// never walked through to find the newest feed entries.
     #[test]
@@ -495,38 +339,5 @@ mod tests {
         assert!(overall.contains("activities_feed"), "{overall}");
         let by_type = plan(&queries::activities_sql(true, true, false, true), &[&"t", &100, &15]);
         assert!(by_type.contains("activities_feed_by_type"), "{by_type}");
-    }
-
-    #[test]
-    fn finished_jobs_are_those_in_a_final_state_that_completed_in_the_range() {
-        let dir = temp_dir("finished");
-        let path = dir.0.join("state.db");
-        let (mut backend, reader) = open(&path).unwrap();
-        let mut jobs = Vec::new();
-        for (seq, state, completed_at) in [
-            (1, JobState::Succeeded, 1_000),
-            (2, JobState::Failed, 2_000),
-            (3, JobState::Canceled, 2_999),
-            (4, JobState::Succeeded, 3_000),
-            (5, JobState::Succeeded, 999),
-            (6, JobState::Pending, 0),
-        ] {
-            let mut j = job(seq, state, 500);
-            (j.completed_at, j.assigned_at, j.attempts_total) = (completed_at, 700, 1);
-            j.worker_id = if seq == 3 { String::new() } else { "w1".into() };
-            jobs.push(j);
-        }
-        backend.apply(&jobs.iter().map(Write::InsertJob).collect::<Vec<_>>()).unwrap();
-        let mut seen = Vec::new();
-        reader.finished_jobs(1_000, 3_000, &mut |f| seen.push((f.state, f.completed_at, f.had_worker))).unwrap();
-        seen.sort_by_key(|s| s.1);
-        assert_eq!(
-            seen,
-            vec![
-                (JobState::Succeeded, 1_000, true),
-                (JobState::Failed, 2_000, true),
-                (JobState::Canceled, 2_999, false)
-            ]
-        );
     }
 }

@@ -1,0 +1,338 @@
+//! Applying one coalesced batch to PostgreSQL in one transaction, with prepared
+//! statements cached on the connection. With a fence epoch the transaction first takes a
+//! share lock on the lease row and checks its epoch (see [`super::fence_check`]).
+
+use std::sync::LazyLock;
+
+use prost::Message;
+use proto::pb::{self, JobState};
+use tokio_postgres::types::ToSql;
+
+use super::{Conn, Failure, fence_check, schema::JOB_COLUMNS};
+use crate::{
+    job::Job,
+    store::backend::{Pruned, Write},
+};
+
+/// Insert or replace a job: every column is set again on a conflict.
+static INSERT_JOB: LazyLock<String> = LazyLock::new(|| {
+    let columns: Vec<&str> = JOB_COLUMNS.split(',').map(str::trim).collect();
+    let placeholders: Vec<String> = (1..=columns.len()).map(|n| format!("${n}")).collect();
+    let updates: Vec<String> = columns.iter().skip(1).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+    format!(
+        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({}) ON CONFLICT (seq) DO UPDATE SET {}",
+        placeholders.join(", "),
+        updates.join(", ")
+    )
+});
+
+const UPDATE_JOB: &str = "UPDATE jobs SET state = $2, attempts = $3, attempts_total = $4, worker_id = $5, \
+     request_id = $6, progress = $7, stage = $8, message = $9, error = $10, result_summary = $11, result = $12, \
+     updated_at = $13, ready_at = $14, assigned_at = $15, completed_at = $16, dead_letter = $17, failed_on = $18, \
+     stop_outcome = $19, stop_reason = $20 WHERE seq = $1";
+
+const ATTEMPT: &str = "INSERT INTO attempts (job_seq, attempt, worker_id, request_id, started_at, ended_at, outcome, \
+     error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_seq, attempt) DO UPDATE SET \
+     worker_id = EXCLUDED.worker_id, request_id = EXCLUDED.request_id, started_at = EXCLUDED.started_at, \
+     ended_at = EXCLUDED.ended_at, outcome = EXCLUDED.outcome, error = EXCLUDED.error";
+
+const ACTIVITY: &str = "INSERT INTO activities (id, created_at, job_type, job_id, source, stage, message) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET created_at = EXCLUDED.created_at, \
+     job_type = EXCLUDED.job_type, job_id = EXCLUDED.job_id, source = EXCLUDED.source, stage = EXCLUDED.stage, \
+     message = EXCLUDED.message";
+
+const RUN: &str = "INSERT INTO runs (id, job_type, kind, job_id, worker_id, started_at, ended_at, success, message, \
+     proposals, jobs_created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO UPDATE SET \
+     job_type = EXCLUDED.job_type, kind = EXCLUDED.kind, job_id = EXCLUDED.job_id, worker_id = EXCLUDED.worker_id, \
+     started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, success = EXCLUDED.success, \
+     message = EXCLUDED.message, proposals = EXCLUDED.proposals, jobs_created = EXCLUDED.jobs_created";
+
+const AUDIT: &str = "INSERT INTO audit (id, at, actor, actor_kind, action, target, params, outcome, reason, \
+     request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at, \
+     actor = EXCLUDED.actor, actor_kind = EXCLUDED.actor_kind, action = EXCLUDED.action, target = EXCLUDED.target, \
+     params = EXCLUDED.params, outcome = EXCLUDED.outcome, reason = EXCLUDED.reason, request_id = EXCLUDED.request_id";
+
+const HOLD_SET: &str = "INSERT INTO holds (kind, target, set_by, set_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (kind, target) DO UPDATE SET set_by = EXCLUDED.set_by, set_at = EXCLUDED.set_at";
+
+const HOLD_LIFT: &str = "DELETE FROM holds WHERE kind = $1 AND target = $2";
+
+const SCHEDULE_SET: &str = "INSERT INTO schedules (job_type, cron, time_zone, set_by, set_at, last_fired_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_type) DO UPDATE SET cron = EXCLUDED.cron, \
+     time_zone = EXCLUDED.time_zone, set_by = EXCLUDED.set_by, set_at = EXCLUDED.set_at, \
+     last_fired_at = EXCLUDED.last_fired_at";
+
+const SCHEDULE_DELETE: &str = "DELETE FROM schedules WHERE job_type = $1";
+
+const SCHEDULE_FIRED: &str = "UPDATE schedules SET last_fired_at = $2 WHERE job_type = $1";
+
+/// Remembers a counter in `meta` unless a higher value is remembered already.
+const META_MAX: &str = "INSERT INTO meta (key, value) VALUES ($1, $2) \
+     ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, EXCLUDED.value)";
+
+const MAX_AUDIT_ID: &str = "SELECT COALESCE(MAX(id), 0)::bigint FROM audit";
+const PRUNE_AUDIT: &str = "DELETE FROM audit WHERE id <= $1";
+const MAX_JOB_SEQ: &str = "SELECT COALESCE(MAX(seq), 0)::bigint FROM jobs";
+const FINISHED: &str = "state IN ($1, $2, $3) AND updated_at < $4";
+
+/// Writes one batch in one transaction and commits it. Returns what each prune deleted,
+/// in batch order. On error the transaction is rolled back before this returns (its locks,
+/// the lease row's included, are not held while the writer waits to retry). With
+/// `fence`, nothing is written unless the lease's epoch is `fence` (then
+/// [`Failure::Fenced`]).
+pub(super) async fn apply(conn: &mut Conn, writes: &[Write<'_>], fence: Option<i64>) -> Result<Vec<Pruned>, Failure> {
+    let Conn { client, statements } = conn;
+    let tx = client.transaction().await?;
+    match write_all(&tx, statements, writes, fence).await {
+        Ok(pruned) => {
+            tx.commit().await?;
+            Ok(pruned)
+        }
+        Err(e) => {
+            // Best effort: on a broken connection the server rolls back by itself.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_all(
+    tx: &tokio_postgres::Transaction<'_>,
+    statements: &mut super::Statements,
+    writes: &[Write<'_>],
+    fence: Option<i64>,
+) -> Result<Vec<Pruned>, Failure> {
+    if let Some(held) = fence {
+        fence_check(tx, Some(statements), held).await?;
+    }
+    let mut pruned = Vec::new();
+    for write in writes {
+        match *write {
+            Write::InsertJob(job) => {
+                let s = &job.spec;
+                let payload =
+                    pb::JobSpec { parameters: s.parameters.clone(), labels: s.labels.clone(), ..Default::default() }
+                        .encode_to_vec();
+                let result = result_bytes(job);
+                let failed_on = encode_failed_on(&job.failed_on);
+                let (stop_outcome, stop_reason) = stop(job);
+                let context = s.cluster_context.as_ref().map(|c| c.encode_to_vec()).unwrap_or_default();
+                let state = job.state as i32;
+                let params: [&(dyn ToSql + Sync); 32] = [
+                    &job.seq,
+                    &s.job_type,
+                    &s.dedupe_key,
+                    &s.priority,
+                    &s.summary,
+                    &s.detail,
+                    &payload,
+                    &s.created_at,
+                    &s.not_before,
+                    &s.expires_at,
+                    &s.detection_run,
+                    &state,
+                    &job.attempts,
+                    &job.attempts_total,
+                    &job.worker_id,
+                    &job.request_id,
+                    &job.progress,
+                    &job.stage,
+                    &job.message,
+                    &job.error,
+                    &job.result_summary,
+                    &result,
+                    &job.updated_at,
+                    &job.ready_at,
+                    &job.assigned_at,
+                    &job.completed_at,
+                    &job.dead_letter,
+                    &failed_on,
+                    &stop_outcome,
+                    &stop_reason,
+                    &s.replay_of,
+                    &context,
+                ];
+                let stmt = statements.get_tx(tx, &INSERT_JOB).await?;
+                tx.execute(&stmt, &params).await?;
+            }
+            Write::UpdateJob(job) => {
+                let result = result_bytes(job);
+                let failed_on = encode_failed_on(&job.failed_on);
+                let (stop_outcome, stop_reason) = stop(job);
+                let state = job.state as i32;
+                let params: [&(dyn ToSql + Sync); 20] = [
+                    &job.seq,
+                    &state,
+                    &job.attempts,
+                    &job.attempts_total,
+                    &job.worker_id,
+                    &job.request_id,
+                    &job.progress,
+                    &job.stage,
+                    &job.message,
+                    &job.error,
+                    &job.result_summary,
+                    &result,
+                    &job.updated_at,
+                    &job.ready_at,
+                    &job.assigned_at,
+                    &job.completed_at,
+                    &job.dead_letter,
+                    &failed_on,
+                    &stop_outcome,
+                    &stop_reason,
+                ];
+                let stmt = statements.get_tx(tx, UPDATE_JOB).await?;
+                tx.execute(&stmt, &params).await?;
+            }
+            Write::Attempt { attempt: a, .. } if super::queries::implied_by_job_row(a) => {}
+            Write::Attempt { job_seq, attempt: a } => {
+                let stmt = statements.get_tx(tx, ATTEMPT).await?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &job_seq,
+                        &a.attempt,
+                        &a.worker_id,
+                        &a.request_id,
+                        &a.started_at,
+                        &a.ended_at,
+                        &a.outcome,
+                        &a.error_message,
+                    ],
+                )
+                .await?;
+            }
+            Write::Activity(a) => {
+                let stmt = statements.get_tx(tx, ACTIVITY).await?;
+                tx.execute(&stmt, &[&a.id, &a.created_at, &a.job_type, &a.job_id, &a.source, &a.stage, &a.message])
+                    .await?;
+            }
+            Write::Run(r) => {
+                let stmt = statements.get_tx(tx, RUN).await?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &r.id,
+                        &r.job_type,
+                        &r.kind,
+                        &r.job_id,
+                        &r.worker_id,
+                        &r.started_at,
+                        &r.ended_at,
+                        &r.success,
+                        &r.message,
+                        &r.proposals,
+                        &r.jobs_created,
+                    ],
+                )
+                .await?;
+            }
+            Write::Prune { before_ms } => pruned.push(prune(tx, statements, before_ms).await?),
+            Write::Audit(e) => {
+                let stmt = statements.get_tx(tx, AUDIT).await?;
+                let params = e.params.to_string();
+                tx.execute(
+                    &stmt,
+                    &[
+                        &e.id,
+                        &e.at,
+                        &e.actor,
+                        &e.actor_kind,
+                        &e.action,
+                        &e.target,
+                        &params,
+                        &e.outcome,
+                        &e.reason,
+                        &e.request_id,
+                    ],
+                )
+                .await?;
+            }
+            Write::Hold { hold, active: true } => {
+                let stmt = statements.get_tx(tx, HOLD_SET).await?;
+                tx.execute(&stmt, &[&hold.kind.as_str(), &hold.target, &hold.set_by, &hold.set_at]).await?;
+            }
+            Write::Hold { hold, active: false } => {
+                let stmt = statements.get_tx(tx, HOLD_LIFT).await?;
+                tx.execute(&stmt, &[&hold.kind.as_str(), &hold.target]).await?;
+            }
+            Write::Schedule { job_type, cron: Some(c) } => {
+                let stmt = statements.get_tx(tx, SCHEDULE_SET).await?;
+                tx.execute(&stmt, &[&job_type, &c.cron, &c.time_zone, &c.set_by, &c.set_at, &c.last_fired_at]).await?;
+            }
+            Write::Schedule { job_type, cron: None } => {
+                let stmt = statements.get_tx(tx, SCHEDULE_DELETE).await?;
+                tx.execute(&stmt, &[&job_type]).await?;
+            }
+            Write::ScheduleFired { job_type, at } => {
+                let stmt = statements.get_tx(tx, SCHEDULE_FIRED).await?;
+                tx.execute(&stmt, &[&job_type, &at]).await?;
+            }
+            Write::PruneAudit { up_to_id } => {
+                let max = statements.get_tx(tx, MAX_AUDIT_ID).await?;
+                let max: i64 = tx.query_one(&max, &[]).await?.try_get(0)?;
+                let remember = statements.get_tx(tx, META_MAX).await?;
+                tx.execute(&remember, &[&"max_audit_id", &max]).await?;
+                let delete = statements.get_tx(tx, PRUNE_AUDIT).await?;
+                tx.execute(&delete, &[&up_to_id]).await?;
+            }
+            Write::EventIds { up_to } => {
+                let stmt = statements.get_tx(tx, META_MAX).await?;
+                tx.execute(&stmt, &[&"max_event_id", &i64::try_from(up_to).unwrap_or(i64::MAX)]).await?;
+            }
+        }
+    }
+    Ok(pruned)
+}
+
+/// Deletes old finished jobs (with their attempts), activities and runs; returns the
+/// deleted jobs' counts. The newest job id is remembered first, so it is never reused.
+async fn prune(
+    tx: &tokio_postgres::Transaction<'_>,
+    statements: &mut super::Statements,
+    before_ms: i64,
+) -> Result<Pruned, tokio_postgres::Error> {
+    let (succeeded, failed, canceled) =
+        (JobState::Succeeded as i32, JobState::Failed as i32, JobState::Canceled as i32);
+    let finished: [&(dyn ToSql + Sync); 4] = [&succeeded, &failed, &canceled, &before_ms];
+    let max = statements.get_tx(tx, MAX_JOB_SEQ).await?;
+    let max: i64 = tx.query_one(&max, &[]).await?.try_get(0)?;
+    let remember = statements.get_tx(tx, META_MAX).await?;
+    tx.execute(&remember, &[&"max_job_seq", &max]).await?;
+    let counts = statements
+        .get_tx(tx, &format!("SELECT job_type, state, COUNT(*) FROM jobs WHERE {FINISHED} GROUP BY job_type, state"))
+        .await?;
+    let mut report = Pruned::new();
+    for row in tx.query(&counts, &finished).await? {
+        report.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
+    }
+    let attempts = statements
+        .get_tx(tx, &format!("DELETE FROM attempts WHERE job_seq IN (SELECT seq FROM jobs WHERE {FINISHED})"))
+        .await?;
+    tx.execute(&attempts, &finished).await?;
+    let jobs = statements.get_tx(tx, &format!("DELETE FROM jobs WHERE {FINISHED}")).await?;
+    tx.execute(&jobs, &finished).await?;
+    let activities = statements.get_tx(tx, "DELETE FROM activities WHERE created_at < $1").await?;
+    tx.execute(&activities, &[&before_ms]).await?;
+    let runs = statements.get_tx(tx, "DELETE FROM runs WHERE ended_at > 0 AND ended_at < $1").await?;
+    tx.execute(&runs, &[&before_ms]).await?;
+    Ok(report)
+}
+
+/// A job's stop request as stored: its outcome (0: none) and reason.
+fn stop(job: &Job) -> (i32, &str) {
+    job.stop.as_ref().map_or((0, ""), |st| (st.outcome as i32, st.reason.as_str()))
+}
+
+fn result_bytes(job: &Job) -> Vec<u8> {
+    if job.result_values.is_empty() {
+        return Vec::new();
+    }
+    pb::JobResult { output_values: job.result_values.clone(), summary: String::new() }.encode_to_vec()
+}
+
+/// Workers a job failed on, one per line.
+fn encode_failed_on(list: &[String]) -> String {
+    list.join("\n")
+}
