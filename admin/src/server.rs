@@ -356,7 +356,8 @@ async fn open_store(
                 });
             };
             let epoch = Some(epoch);
-            let target = crate::store::PgTarget::parse(url, ca.as_deref()).map_err(StoreError::from)?;
+            let target = crate::store::PgTarget::parse(url, ca.as_deref())
+                .map_err(|source| StoreError::Backend { path: crate::store::postgres::redacted(url).into(), source })?;
             // The backend blocks on its own runtime while it loads: not on this one.
             tokio::task::spawn_blocking(move || Store::open_postgres(&target, epoch, events))
                 .await

@@ -73,6 +73,15 @@ impl Member {
         (r.status == 200).then(|| r.json())
     }
 
+    /// Waits until this admin stands by and names `leader` as the leader.
+    async fn wait_standby_behind(&self, leader: &Member) -> Value {
+        let what = format!("{} to stand by behind {}", self.http(), leader.http());
+        wait_for(&what, Duration::from_secs(60), || async {
+            self.status().await.filter(|s| s["role"] == "standby" && s["leader_http"] == leader.http())
+        })
+        .await
+    }
+
     /// Waits until this admin says it has `role`; returns its status.
     async fn wait_role(&self, role: &str) -> Value {
         wait_for(&format!("{} to be {role}", self.http()), Duration::from_secs(60), || async {
@@ -135,11 +144,15 @@ impl JobHandler for Batch {
     }
 }
 
-fn start_worker(
-    members: &[&Member],
-    delay: Duration,
-) -> (Arc<Mutex<HashMap<String, usize>>>, CancellationToken, tokio::task::JoinHandle<Result<(), WorkerError>>, tests::TempDir)
-{
+/// A running SDK worker: executions by dedupe key, its stop, its task and its dir.
+type RunningWorker = (
+    Arc<Mutex<HashMap<String, usize>>>,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), worker_sdk::Error>>,
+    tests::TempDir,
+);
+
+fn start_worker(members: &[&Member], delay: Duration) -> RunningWorker {
     let work = tests::TempDir::new("ha-worker");
     let admins: Vec<String> = members.iter().map(|m| format!("grpc://{}", m.process.grpc)).collect();
     let mut config = WorkerConfig::new(admins.join(","), work.path());
@@ -172,8 +185,8 @@ async fn a_standby_takes_over_from_a_killed_leader_and_every_job_succeeds_exactl
     let status = a.wait_role("leader").await;
     assert_eq!(status["epoch"], 1, "{status}");
     let mut b = Member::spawn(&url, "b");
-    let standby = b.wait_role("standby").await;
-    assert_eq!(standby["leader_http"], a.http(), "the standby names the leader: {standby}");
+    let standby = b.wait_standby_behind(&a).await;
+    assert_eq!(standby["epoch"], 1, "{standby}");
 
     // A standby refuses changes with the leader's address, and is not ready.
     let r = http::post_json(b.http(), "/api/plugin/dispatch/pause", &serde_json::json!({})).await;
@@ -225,7 +238,7 @@ async fn a_paused_leader_is_fenced_out_and_steps_down_when_it_resumes() {
     let a = Member::spawn(&url, "a");
     a.wait_role("leader").await;
     let b = Member::spawn(&url, "b");
-    b.wait_role("standby").await;
+    b.wait_standby_behind(&a).await;
     let (executions, shutdown, worker, _work) = start_worker(&[&a, &b], Duration::from_millis(300));
     let a_http = a.http().to_string();
     wait_for("jobs running on the first leader", Duration::from_secs(60), || async {
@@ -237,14 +250,15 @@ async fn a_paused_leader_is_fenced_out_and_steps_down_when_it_resumes() {
     let status = b.wait_role("leader").await;
     assert_eq!(status["epoch"], 2, "{status}");
     a.signal("CONT");
-    // The old leader finds its lease gone (or its next write refused) and steps down.
-    let status = a.wait_role("standby").await;
-    assert_eq!(status["leader_http"], b.http(), "it names the new leader: {status}");
+    // The old leader finds its lease gone (or its next write refused), steps down, and
+    // names the new leader.
+    let status = a.wait_standby_behind(&b).await;
+    assert_eq!(status["epoch"], 2, "{status}");
+    let b_http = b.http().to_string();
     let metrics = http::get(a.http(), "/metrics").await.text();
     assert!(metrics.contains("plughost_lease_losses_total 1"), "{metrics}");
     assert!(metrics.contains("plughost_leader 0"), "{metrics}");
 
-    let b_http = b.http().to_string();
     let finished = wait_for("every job finished on the new leader", Duration::from_secs(120), || async {
         let j = jobs(&b_http).await;
         (j.len() == JOBS && j.iter().all(|j| j["state"] == "job_state_succeeded")).then_some(j)

@@ -196,6 +196,7 @@ async fn a_restarted_admin_requeues_the_jobs_that_were_out_without_using_an_atte
         send_timeout: std::time::Duration::from_secs(1),
         cluster_context: rig.c.cluster_context.clone(),
         stopping: Default::default(),
+        lease: crate::ha::LeaseGate::always(),
     };
     let (restarted, requeued) = super::Dispatcher::new(parts, &mut loaded);
     assert_eq!(requeued, 1);

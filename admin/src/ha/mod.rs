@@ -163,7 +163,7 @@ pub fn not_leader(reason: &str, leader_grpc: Option<&str>) -> tonic::Status {
     };
     let mut status = tonic::Status::unavailable(message);
     status.metadata_mut().insert(ROLE_HEADER, tonic::metadata::MetadataValue::from_static("standby"));
-    if let Some(value) = leader_grpc.and_then(|l| l.parse().ok()) {
+    if let Some(value) = leader_grpc.filter(|l| !l.is_empty()).and_then(|l| l.parse().ok()) {
         status.metadata_mut().insert(LEADER_HEADER, value);
     }
     status
@@ -208,7 +208,10 @@ impl HaAdmin {
         let StoreLocation::Postgres { url, ca } = &config.store else {
             return Err(AdminError::Task { what: "high availability", message: "needs a PostgreSQL store".into() });
         };
-        let target = PgTarget::parse(url, ca.as_deref()).map_err(crate::store::StoreError::from)?;
+        let target = PgTarget::parse(url, ca.as_deref()).map_err(|source| crate::store::StoreError::Backend {
+            path: crate::store::postgres::redacted(url).into(),
+            source,
+        })?;
         let prepared = Arc::new(Prepared::open(&config, &clock).await?);
         let http = config.advertise_http.clone().unwrap_or_else(|| prepared.http_addr.to_string());
         let grpc = advertised_grpc(&http, prepared.grpc_addr);
@@ -349,6 +352,8 @@ impl Campaign {
                     self.group.update(|v| {
                         v.role = "standby";
                         v.error = Some(reason.clone());
+                        // Not this admin any more; the next look at the lease says who.
+                        (v.leader_http, v.leader_grpc) = (String::new(), String::new());
                     });
                     admin.step_down(&reason).await;
                 }
@@ -395,7 +400,7 @@ impl Campaign {
                 .await
                 .map_err(|_| format!("no connection to {} within {:?}", self.target.redacted(), self.lease.ttl()))?
                 .map_err(|e| e.to_string())?;
-            crate::store::ensure_lease_table(&client).await.map_err(|e| e.to_string())?;
+            crate::store::postgres::ensure_lease_table(&client).await.map_err(|e| e.to_string())?;
             self.db = Some(client);
         }
         Ok(())

@@ -237,10 +237,8 @@ async fn jobs(State(s): State<Standby>, headers: HeaderMap, Query(q): Query<Jobs
     }
     let query = JobQuery { job_type: q.job_type, limit: q.limit.unwrap_or(100), ..Default::default() };
     match s.read(move |r| r.jobs(&query)).await {
-        Ok(views) => {
-            Json(json!({ "jobs": views.iter().map(crate::http::shapes::job).collect::<Vec<_>>(), "role": "standby" }))
-                .into_response()
-        }
+        // A bare array, as the leader answers.
+        Ok(views) => Json(views.iter().map(crate::http::shapes::job).collect::<Vec<_>>()).into_response(),
         Err(response) => response,
     }
 }

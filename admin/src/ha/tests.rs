@@ -10,7 +10,7 @@ use super::{
 async fn client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
     tokio::spawn(connection);
-    crate::store::ensure_lease_table(&client).await.expect("lease table");
+    crate::store::postgres::ensure_lease_table(&client).await.expect("lease table");
     client
 }
 

@@ -952,7 +952,7 @@ pub(crate) fn explanation_json(e: &crate::dispatcher::Explanation) -> Value {
         W::Ready { ahead } => json!({ "ahead": ahead }),
         W::InFlight { worker_id, stopping } => json!({ "worker_id": worker_id, "stopping": stopping }),
         W::Finished { dead_letter } => json!({ "dead_letter": dead_letter }),
-        W::Saving | W::NotBefore { .. } | W::AdminStopping | W::NoExecutor => json!({}),
+        W::Saving | W::NotBefore { .. } | W::AdminStopping | W::LeaseUnconfirmed | W::NoExecutor => json!({}),
     };
     if let (Value::Object(out), Value::Object(extra)) = (&mut v, details) {
         out.extend(extra);

@@ -241,6 +241,18 @@ impl Store {
         self.queue.last_ticket()
     }
 
+    /// Stops the writer without committing what is queued, and without waiting for it:
+    /// for an admin that stepped down, whose writes the database would refuse anyway (or
+    /// could not take: the database is gone). None of it becomes durable.
+    pub fn abandon(&self) {
+        let dropped = self.queue.abandon();
+        if dropped > 0 {
+            tracing::warn!(dropped, "state store abandoned; queued writes dropped");
+        }
+        // Detached: a writer in the middle of a retry's sleep ends by itself.
+        drop(self.writer.lock().expect("writer lock").take());
+    }
+
     /// Stops the writer after it has committed everything queued.
     pub fn close(&self) {
         self.queue.close();

@@ -41,6 +41,8 @@ struct QueueState {
     items: Vec<Queued>,
     next_ticket: u64,
     closed: bool,
+    /// The writer gives up the batch it is retrying ([`Queue::abandon`]).
+    abandoned: bool,
     /// Open [`Bundle`]s: while one is open the writer takes nothing, so everything pushed
     /// inside it lands in one batch.
     bundles: usize,
@@ -62,7 +64,7 @@ impl Drop for Bundle<'_> {
 impl Queue {
     pub(super) fn new() -> Queue {
         Queue {
-            state: Mutex::new(QueueState { items: Vec::new(), next_ticket: 1, closed: false, bundles: 0 }),
+            state: Mutex::new(QueueState { items: Vec::new(), next_ticket: 1, closed: false, abandoned: false, bundles: 0 }),
             ready: Condvar::new(),
         }
     }
@@ -116,6 +118,23 @@ impl Queue {
 
     fn is_closed(&self) -> bool {
         self.state.lock().expect("store queue lock").closed
+    }
+
+    /// Closes the queue, drops everything in it and tells the writer to give up the batch
+    /// it is retrying: the admin stepped down and its writes no longer matter.
+    pub(super) fn abandon(&self) -> usize {
+        let dropped = {
+            let mut q = self.state.lock().expect("store queue lock");
+            q.closed = true;
+            q.abandoned = true;
+            std::mem::take(&mut q.items)
+        };
+        self.ready.notify_one();
+        dropped.len()
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.state.lock().expect("store queue lock").abandoned
     }
 
     /// Waits for work and swaps it into `batch` (which must be empty). False once the
@@ -233,6 +252,10 @@ impl<B: Backend> Writer<B> {
             let retry_in = Duration::from_millis(delay_ms.max(0) as u64);
             self.set_healthy(false);
             tracing::error!(path = %self.path.display(), error = %e, ops, ?retry_in, "state store write failed");
+            if self.queue.is_abandoned() {
+                tracing::warn!(path = %self.path.display(), ops, "a batch that could not commit is dropped: the store was abandoned");
+                return None;
+            }
             if self.queue.is_closed() && delay_ms >= COMMIT_RETRY.cap_ms {
                 tracing::error!(path = %self.path.display(), ops, "giving up on a batch at shutdown");
                 return None;
