@@ -70,6 +70,8 @@ pub struct Components {
     pub lease: Arc<crate::ha::LeaseGate>,
     /// With PostgreSQL: this term's epoch and the group's lease counters.
     ha: std::sync::OnceLock<crate::ha::Term>,
+    /// On a standby's read-only view: what the pages say about it.
+    standby: std::sync::OnceLock<String>,
 }
 
 impl Components {
@@ -183,6 +185,7 @@ impl Components {
             grpc_port: AtomicU16::new(0),
             lease,
             ha: std::sync::OnceLock::new(),
+            standby: std::sync::OnceLock::new(),
         };
         (components, requeued)
     }
@@ -228,5 +231,15 @@ impl Components {
 
     pub(crate) fn set_term(&self, term: crate::ha::Term) {
         let _ = self.ha.set(term);
+    }
+
+    /// On a standby's read-only view of the store, the words the pages show about it
+    /// ("standby; the leader is ..."); None on an admin that serves.
+    pub fn standby(&self) -> Option<&str> {
+        self.standby.get().map(String::as_str)
+    }
+
+    pub(crate) fn set_standby(&self, words: String) {
+        let _ = self.standby.set(words);
     }
 }

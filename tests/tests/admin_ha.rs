@@ -266,10 +266,25 @@ async fn a_paused_leader_is_fenced_out_and_steps_down_when_it_resumes() {
     .await;
     let keys: std::collections::HashSet<&str> = finished.iter().map(|j| j["dedupe_key"].as_str().unwrap()).collect();
     assert_eq!(keys.len(), JOBS, "no job lost, none doubled");
-    // The standby's read API serves the same jobs from the database.
-    let from_standby = http::get(a.http(), "/api/plugin/jobs?limit=1000").await;
-    assert_eq!(from_standby.status, 200, "{}", from_standby.text());
-    assert_eq!(from_standby.json().as_array().unwrap().len(), JOBS);
+    // The standby's reads come from the database (a view at most a few seconds old): the
+    // same jobs through the JSON API, and the pages with a notice naming the leader.
+    let a_http = a.http().to_string();
+    let from_standby = wait_for("the standby's view to show every job finished", Duration::from_secs(30), || async {
+        let r = http::get(&a_http, "/api/plugin/jobs?limit=1000").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json().as_array().cloned().unwrap();
+        (j.len() == JOBS && j.iter().all(|j| j["state"] == "job_state_succeeded")).then_some(j)
+    })
+    .await;
+    assert_eq!(from_standby.len(), JOBS);
+    let one = from_standby[0]["job_id"].as_str().unwrap();
+    let job = http::get(a.http(), &format!("/api/plugin/jobs/{one}")).await;
+    assert_eq!(job.status, 200, "{}", job.text());
+    for page in ["/plugin", "/plugin/jobs", &format!("/plugin/jobs/{one}"), "/plugin/audit"] {
+        let r = http::get(a.http(), page).await;
+        assert_eq!(r.status, 200, "{page}: {}", r.text());
+        assert!(r.text().contains(&format!("standby; the leader is http://{}", b.http())), "{page}: {}", r.text());
+    }
     assert_eq!(executions.lock().unwrap().len(), JOBS);
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(20), worker).await;

@@ -366,3 +366,31 @@ async fn a_finished_job_keeps_its_final_message_and_no_stage() {
     assert_eq!((bad.message.as_str(), bad.error.as_str()), ("dead-lettered after 1 attempt", "disk full"));
     assert_eq!(reason(&rig, bad.seq).0, super::WaitReason::Finished { dead_letter: true });
 }
+
+#[tokio::test]
+async fn past_the_lease_deadline_nothing_is_assigned_or_sent_and_the_explanation_says_why() {
+    let rig = Rig::new(|_| {});
+    let mut w = rig.worker("w1", 2);
+    let seq = admit(&rig, "a", 0, 0).await;
+    // A leader whose last renewal's deadline has passed (a paused process that resumed).
+    rig.c.lease.extend(tokio::time::Instant::now() - std::time::Duration::from_millis(1));
+    rig.c.dispatcher.dispatch_pass();
+    assert!(w.is_quiet(), "no execute request after the deadline");
+    assert_eq!(state(&rig, seq), JobState::Pending);
+    let e = rig.c.dispatcher.explain(seq).expect("an explanation");
+    assert_eq!(e.reason.code(), "lease_unconfirmed");
+    assert_eq!(e.message(), "this admin could not renew its leader lease in time and starts no new jobs");
+
+    // A renewal moves the deadline: the job goes out at the next pass.
+    rig.c.lease.extend(tokio::time::Instant::now() + std::time::Duration::from_secs(60));
+    rig.c.dispatcher.dispatch_pass();
+    let req = execute_request(&mut w).await;
+    assert_eq!(req.job.unwrap().job_id, crate::job::job_id(seq));
+
+    // A revoked gate (the term is over) assigns nothing again.
+    let second = admit(&rig, "b", 0, 0).await;
+    rig.c.lease.revoke();
+    rig.c.dispatcher.dispatch_pass();
+    assert!(w.is_quiet(), "nothing is sent once the term is over");
+    assert_eq!(state(&rig, second), JobState::Pending);
+}

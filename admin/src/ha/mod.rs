@@ -364,7 +364,7 @@ impl Campaign {
     /// Serves as a standby until this admin takes the lease (`None`: it is stopping).
     async fn stand_by(&mut self) -> Option<Held> {
         self.group.update(|v| v.role = "standby");
-        let server = match standby::serve(&self.prepared, &self.config, self.group.clone(), self.target.clone()) {
+        let server = match standby::serve(&self.prepared, &self.config, self.clock.clone(), self.group.clone(), self.target.clone()) {
             Ok(server) => server,
             Err(error) => {
                 tracing::error!(error = %error, "cannot serve as a standby");

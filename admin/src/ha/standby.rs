@@ -1,35 +1,49 @@
 //! What a standby serves on the admin's listeners while another admin leads.
 //!
 //! HTTP: `/healthz`; `/readyz` (503: a standby takes no work); `/api/plugin/status` (the
-//! role, the epoch, the leader's addresses); `/metrics` (the lease counters); the job
-//! list and job details read from the database (`/api/plugin/jobs`,
-//! `/api/plugin/jobs/{id}`, with an API token); a `/plugin` page that says who leads and
-//! lists the newest jobs. Everything else, every mutation included, answers 503 with the
-//! leader's address. gRPC: every call is refused with "not the leader".
+//! role, the epoch, the leader's addresses); `/metrics` (the lease's metrics). Every other
+//! read (the pages and the JSON API's GETs, with the same authentication as on a leader)
+//! is served by the ordinary HTTP app over a read-only view of the database: components
+//! assembled from the state the leader last committed (`Store::snapshot_postgres`),
+//! rebuilt when a request finds it older than [`VIEW_AGE`], with no loop running and no
+//! write possible. The pages carry a "standby; the leader is ..." notice. Signing in and
+//! out works; every other mutation answers 503 with the leader's address. gRPC: every call
+//! is refused with "not the leader".
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    extract::{Request, State},
+    http::{HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
-use serde::Deserialize;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use super::{Group, GroupView};
 use crate::{
     AdminConfig,
-    auth::{Auth, AuthMode},
+    auth::AuthMode,
+    clock::SharedClock,
+    components::Components,
+    config_store::ConfigStore,
+    events::EventBus,
     listener::{Acceptor, Side},
     monitor::Monitor,
+    secret_box::SecretBox,
     server::{AdminError, Prepared},
-    store::{JobQuery, PgTarget, StoreReader},
+    store::{PgTarget, Store},
 };
+
+/// How old the read-only view may be before a request rebuilds it.
+pub(super) const VIEW_AGE: Duration = Duration::from_secs(3);
 
 /// The standby's servers; [`StandbyServer::stop`] ends them (the sockets stay bound).
 pub(super) struct StandbyServer {
@@ -41,7 +55,7 @@ impl StandbyServer {
     pub(super) async fn stop(self) {
         self.stop.cancel();
         for task in self.tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
     }
 }
@@ -49,42 +63,58 @@ impl StandbyServer {
 #[derive(Clone)]
 struct Standby {
     group: Arc<Group>,
-    auth: Arc<Auth>,
-    target: PgTarget,
-    /// Opened on first use, and again after it failed.
-    reader: Arc<Mutex<Option<Arc<StoreReader>>>>,
+    auth_on: bool,
     grpc_port: u16,
+    view: Arc<View>,
+}
+
+/// The read-only view and what it is built from.
+struct View {
+    config: AdminConfig,
+    clock: SharedClock,
+    prepared: Arc<Prepared>,
+    target: PgTarget,
+    group: Arc<Group>,
+    /// The HTTP app over the newest view, and when it was built. One build at a time.
+    current: tokio::sync::Mutex<Option<(Instant, Router)>>,
 }
 
 pub(super) fn serve(
-    prepared: &Prepared,
+    prepared: &Arc<Prepared>,
     config: &AdminConfig,
+    clock: SharedClock,
     group: Arc<Group>,
     target: PgTarget,
 ) -> Result<StandbyServer, AdminError> {
     let (http, grpc) = prepared.listeners()?;
     let stop = CancellationToken::new();
     let monitor = Arc::new(Monitor::default());
+    let view = View {
+        config: config.clone(),
+        clock,
+        prepared: prepared.clone(),
+        target,
+        group: group.clone(),
+        current: tokio::sync::Mutex::new(None),
+    };
     let state = Standby {
         group: group.clone(),
-        auth: prepared.auth.clone(),
-        target,
-        reader: Arc::default(),
+        auth_on: prepared.auth.mode == AuthMode::On,
         grpc_port: prepared.grpc_addr.port(),
+        view: Arc::new(view),
     };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/plugin/status", get(status))
-        .route("/api/plugin/jobs", get(jobs))
-        .route("/api/plugin/jobs/{id}", get(job))
-        .route("/plugin", get(page))
         .fallback(elsewhere)
         .with_state(state);
-    let http_acceptor = Acceptor::new(Side::Http, http, prepared.limits.clone(), prepared.http_tls.clone(), monitor.clone());
+    let http_acceptor =
+        Acceptor::new(Side::Http, http, prepared.limits.clone(), prepared.http_tls.clone(), monitor.clone());
     let header_read_timeout = config.connections.header_read_timeout;
-    let mut tasks = vec![tokio::spawn(crate::listener::serve_http(http_acceptor, app, header_read_timeout, stop.clone()))];
+    let mut tasks =
+        vec![tokio::spawn(crate::listener::serve_http(http_acceptor, app, header_read_timeout, stop.clone()))];
 
     // gRPC: one route that refuses every call, whatever the service.
     let refuse = Router::new().fallback(move || {
@@ -141,7 +171,7 @@ async fn status(State(s): State<Standby>) -> Json<serde_json::Value> {
         "enabled": true,
         "worker_grpc_port": s.grpc_port,
         "protocol_version": proto::PROTOCOL_VERSION,
-        "authentication_required": s.auth.mode == AuthMode::On,
+        "authentication_required": s.auth_on,
         "ready": false,
         "role": view.role,
         "epoch": view.epoch,
@@ -156,14 +186,31 @@ async fn metrics(State(s): State<Standby>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// Everything a standby does not serve: 503 with the leader's address.
-async fn elsewhere(State(s): State<Standby>, method: Method) -> Response {
+/// Whether a request only reads (or signs in or out, which changes nothing stored).
+fn is_read(method: &Method, path: &str) -> bool {
+    method == Method::GET || method == Method::HEAD || (method == Method::POST && matches!(path, "/plugin/login" | "/plugin/logout"))
+}
+
+/// Reads go to the read-only view; everything else gets 503 with the leader's address.
+async fn elsewhere(State(s): State<Standby>, request: Request) -> Response {
     let view = s.group.view();
-    let leader = leader_url(&view);
-    let what = if method == Method::GET || method == Method::HEAD { "this is served by the leader" } else { "changes go to the leader" };
+    if !is_read(request.method(), request.uri().path()) {
+        return unavailable(&view, "changes go to the leader");
+    }
+    match s.view.app().await {
+        Ok(app) => match app.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        Err(error) => unavailable(&view, &format!("the database cannot be read ({error})")),
+    }
+}
+
+fn unavailable(view: &GroupView, what: &str) -> Response {
+    let leader = leader_url(view);
     let mut response = (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "error": format!("{}: {what}", standby_words(&view)), "role": "standby", "leader": leader })),
+        Json(json!({ "error": format!("{}: {what}", standby_words(view)), "role": "standby", "leader": leader })),
     )
         .into_response();
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -173,108 +220,47 @@ async fn elsewhere(State(s): State<Standby>, method: Method) -> Response {
     response
 }
 
-impl Standby {
-    /// The caller presented an API token this admin knows (or authentication is off).
-    fn signed_in(&self, headers: &HeaderMap) -> bool {
-        if self.auth.mode == AuthMode::Off {
-            return true;
+impl View {
+    /// The app over a view no older than [`VIEW_AGE`], built now if need be.
+    async fn app(&self) -> Result<Router, String> {
+        let mut current = self.current.lock().await;
+        if let Some((built, app)) = current.as_ref()
+            && built.elapsed() < VIEW_AGE
+        {
+            return Ok(app.clone());
         }
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        bearer.is_some_and(|t| self.auth.tokens.verify(t).is_some())
+        let app = self.build().await?;
+        *current = Some((Instant::now(), app.clone()));
+        Ok(app)
     }
 
-    fn reader(&self) -> Result<Arc<StoreReader>, String> {
-        let mut slot = self.reader.lock().expect("standby reader lock");
-        if let Some(reader) = slot.as_ref() {
-            return Ok(reader.clone());
-        }
-        let reader = Arc::new(StoreReader::open_postgres(&self.target).map_err(|e| e.to_string())?);
-        *slot = Some(reader.clone());
-        Ok(reader)
-    }
-
-    /// Runs a read on a blocking thread; a failed read drops the reader so the next
-    /// request opens it again.
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&StoreReader) -> Result<T, crate::store::StoreError> + Send + 'static,
-    ) -> Result<T, Response> {
-        let me = self.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let reader = me.reader()?;
-            f(&reader).map_err(|e| {
-                *me.reader.lock().expect("standby reader lock") = None;
-                e.to_string()
-            })
+    async fn build(&self) -> Result<Router, String> {
+        let target = self.target.clone();
+        let (data_dir, key) = (self.config.data_dir.clone(), self.config.secret_key.clone());
+        let (store, loaded, configs) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let (store, loaded) = Store::snapshot_postgres(&target).map_err(|e| e.to_string())?;
+            let sealer = SecretBox::open_source(&key, &data_dir).map_err(|e| e.to_string())?;
+            let configs = ConfigStore::open(&data_dir, sealer).map_err(|e| e.to_string())?;
+            Ok((store, loaded, configs))
         })
         .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        outcome.map_err(|error| {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": format!("the database cannot be read: {error}") })))
-                .into_response()
-        })
+        .map_err(|e| e.to_string())??;
+        let events = Arc::new(EventBus::new(64));
+        events.resume_after(loaded.max_event_id);
+        let (components, _) = Components::assemble(
+            self.config.clone(),
+            self.prepared.auth.clone(),
+            self.clock.clone(),
+            Arc::new(configs),
+            store,
+            events,
+            loaded,
+        );
+        components.set_grpc_port(self.prepared.grpc_addr.port());
+        components.set_standby(standby_words(&self.group.view()));
+        // Nothing runs on a view (no loop is started, its store writes nothing), and its
+        // dispatcher could send nothing even if asked.
+        components.lease.revoke();
+        Ok(crate::http::app(Arc::new(components)))
     }
-}
-
-fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, Json(json!({ "error": "an API token is required (authorization: Bearer <token>)" })))
-        .into_response()
-}
-
-#[derive(Deserialize)]
-struct JobsQuery {
-    job_type: Option<String>,
-    limit: Option<usize>,
-}
-
-async fn jobs(State(s): State<Standby>, headers: HeaderMap, Query(q): Query<JobsQuery>) -> Response {
-    if !s.signed_in(&headers) {
-        return unauthorized();
-    }
-    let query = JobQuery { job_type: q.job_type, limit: q.limit.unwrap_or(100), ..Default::default() };
-    match s.read(move |r| r.jobs(&query)).await {
-        // A bare array, as the leader answers.
-        Ok(views) => Json(views.iter().map(crate::http::shapes::job).collect::<Vec<_>>()).into_response(),
-        Err(response) => response,
-    }
-}
-
-async fn job(State(s): State<Standby>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if !s.signed_in(&headers) {
-        return unauthorized();
-    }
-    let Some(seq) = crate::job::parse_job_id(&id) else {
-        return (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no job {id:?}") }))).into_response();
-    };
-    match s.read(move |r| r.job(seq)).await {
-        Ok(Some(job)) => Json(crate::http::shapes::job(&job.view())).into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no job {id:?}") }))).into_response(),
-        Err(response) => response,
-    }
-}
-
-#[derive(askama::Template, askama_web::WebTemplate)]
-#[template(path = "standby.html")]
-struct StandbyPage {
-    words: String,
-    epoch: i64,
-    leader: Option<String>,
-    jobs: Vec<crate::job::JobView>,
-}
-
-/// `/plugin` on a standby: who leads, and (with an API token) the newest jobs.
-async fn page(State(s): State<Standby>, headers: HeaderMap) -> Response {
-    let view = s.group.view();
-    let mut jobs = Vec::new();
-    if s.signed_in(&headers) {
-        let query = JobQuery { limit: 50, ..Default::default() };
-        if let Ok(views) = s.read(move |r| r.jobs(&query)).await {
-            jobs = views;
-        }
-    }
-    StandbyPage { words: standby_words(&view), epoch: view.epoch, leader: leader_url(&view), jobs }.into_response()
 }

@@ -203,7 +203,13 @@ async fn status(State(state): State<AppState>, caller: Option<Extension<Caller>>
 }
 
 fn role(state: &AppState) -> &'static str {
-    if state.term().is_some() { "leader" } else { "single" }
+    if state.standby().is_some() {
+        "standby"
+    } else if state.term().is_some() {
+        "leader"
+    } else {
+        "single"
+    }
 }
 
 #[derive(Deserialize, Default, IntoParams)]

@@ -156,6 +156,31 @@ impl Store {
         Store::start(path, backend, reader, events)
     }
 
+    /// A read-only store over PostgreSQL for a standby's pages: the state as the leader last
+    /// committed it and the database's queries. It writes nothing: every write is dropped
+    /// and never becomes durable (waiting for one returns at once with
+    /// [`StoreError::Closed`]).
+    pub fn snapshot_postgres(target: &PgTarget) -> Result<(Arc<Store>, Loaded), StoreError> {
+        let path = PathBuf::from(target.redacted());
+        let (loaded, reader) =
+            postgres::open_snapshot(target).map_err(|source| StoreError::Backend { path: path.clone(), source })?;
+        let queue = Arc::new(Queue::new());
+        queue.abandon();
+        // The senders go at once: nothing will ever commit.
+        let (_, committed) = watch::channel(0u64);
+        let (_, healthy) = watch::channel(true);
+        let (_, fenced) = watch::channel(false);
+        let store = Arc::new(Store {
+            queue,
+            healthy,
+            fenced,
+            committed,
+            reads: StoreReader { path, reader: Box::new(reader) },
+            writer: Mutex::new(None),
+        });
+        Ok((store, loaded))
+    }
+
     /// Starts a store over any backend: loads what the admin needs to resume, then hands
     /// the writer side to the writer thread. `path` names the store in errors and logs.
     pub(crate) fn start<B: Backend, R: Reader>(

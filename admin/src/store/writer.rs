@@ -76,7 +76,9 @@ impl Queue {
         let ticket = q.next_ticket;
         q.next_ticket += 1;
         if q.closed {
-            tracing::warn!(ticket, "state store is closed; a write was dropped");
+            if !q.abandoned {
+                tracing::warn!(ticket, "state store is closed; a write was dropped");
+            }
             return ticket;
         }
         q.items.push(Queued { ticket, op, event });

@@ -122,6 +122,8 @@ pub struct Chrome {
     pub auth_off: bool,
     /// Show the sign-out button.
     pub can_sign_out: bool,
+    /// On a standby: "standby; the leader is ..." (the page is a read-only view).
+    pub standby: Option<String>,
 }
 
 impl Chrome {
@@ -131,6 +133,7 @@ impl Chrome {
         chrome.last_event_id = state.events.last_id();
         chrome.auth_off = state.auth.mode == crate::auth::AuthMode::Off;
         chrome.can_sign_out = !chrome.auth_off && !nav.is_empty();
+        chrome.standby = state.standby().map(str::to_string);
         chrome
     }
 
@@ -146,6 +149,7 @@ impl Chrome {
             last_event_id: 0,
             auth_off: false,
             can_sign_out: false,
+            standby: None,
         }
     }
 }

@@ -353,6 +353,15 @@ pub fn open_reader(target: &PgTarget) -> Result<PgReader, BackendError> {
     Ok(reader)
 }
 
+/// What a standby's read-only view of the store needs: the state as the leader last
+/// committed it (no migration, no write, no fence) and a reader.
+pub(crate) fn open_snapshot(target: &PgTarget) -> Result<(Loaded, PgReader), BackendError> {
+    let mut backend = PgBackend { rt: Some(runtime()?), target: target.clone(), conn: None, fence: None };
+    let loaded = backend.load()?;
+    drop(backend);
+    Ok((loaded, PgReader::start(target.clone())?))
+}
+
 /// The writer side: a runtime of its own and one connection, opened again when lost.
 pub(crate) struct PgBackend {
     /// Always Some until dropped.
