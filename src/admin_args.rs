@@ -421,6 +421,29 @@ mod tests {
     }
 
     #[test]
+    fn the_store_is_sqlite_or_a_postgres_url() {
+        let config = admin_args(&[]).unwrap().to_config().unwrap();
+        assert_eq!(config.store, admin::config::StoreLocation::Sqlite);
+        let config = admin_args(&["--store", "postgres://plughost@db:5432/plughost", "--store-ca", "/etc/ca.pem"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert_eq!(
+            config.store,
+            admin::config::StoreLocation::Postgres {
+                url: "postgres://plughost@db:5432/plughost".into(),
+                ca: Some("/etc/ca.pem".into())
+            }
+        );
+        assert_eq!(config.lease_ttl, Duration::from_secs(10));
+        let err = admin_args(&["--store", "mysql://db"]).unwrap().to_config().unwrap_err().to_string();
+        assert_eq!(err, "--store must be sqlite or a postgres:// URL (such as postgres://plughost@db:5432/plughost)");
+        let err = admin_args(&["--store-ca", "/etc/ca.pem"]).unwrap().to_config().unwrap_err().to_string();
+        assert_eq!(err, "--store-ca is for a PostgreSQL store; --store is sqlite");
+        assert!(admin_args(&["--lease-seconds", "1"]).is_err(), "a lease under 2 s is refused");
+    }
+
+    #[test]
     fn a_bad_http_address_is_refused_with_the_reason() {
         for (text, reason) in [
             ("localhost", "is not host:port"),

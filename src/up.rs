@@ -37,6 +37,12 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     let job_types = plugins.job_types()?;
 
     let mut config = args.admin.to_config()?;
+    if matches!(config.store, admin::config::StoreLocation::Postgres { .. }) {
+        anyhow::bail!(
+            "plughost up runs one admin on SQLite; to share a PostgreSQL store, run `plughost admin --store ...` \
+             and `plughost worker` separately"
+        );
+    }
     config.scripts_allowed = plugins.allow_scripts;
     // The bundled worker uses the first token (without its worker_id pattern, if any).
     let token =
