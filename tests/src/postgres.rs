@@ -13,7 +13,8 @@ use crate::TempDir;
 const HOW: &str = "run the tests through ./scripts/test, which starts PostgreSQL for them";
 
 fn bin(name: &str) -> PathBuf {
-    let dir = std::env::var("PLUGHOST_TEST_PG_BIN").unwrap_or_else(|_| panic!("PLUGHOST_TEST_PG_BIN is not set: {HOW}"));
+    let dir =
+        std::env::var("PLUGHOST_TEST_PG_BIN").unwrap_or_else(|_| panic!("PLUGHOST_TEST_PG_BIN is not set: {HOW}"));
     PathBuf::from(dir).join(name)
 }
 
@@ -39,13 +40,19 @@ fn as_postgres(program: PathBuf) -> Command {
 
 fn run(mut command: Command, what: &str) {
     let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(out.status.success(), "{what}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A fresh database on the suite's server; returns its URL.
 pub fn database(tag: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let server = std::env::var("PLUGHOST_TEST_POSTGRES").unwrap_or_else(|_| panic!("PLUGHOST_TEST_POSTGRES is not set: {HOW}"));
+    let server =
+        std::env::var("PLUGHOST_TEST_POSTGRES").unwrap_or_else(|_| panic!("PLUGHOST_TEST_POSTGRES is not set: {HOW}"));
     let name = format!("it_{tag}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
     let mut psql = Command::new(bin("psql"));
     psql.args(["-v", "ON_ERROR_STOP=1", "-q", "-d", &server, "-c", &format!("CREATE DATABASE {name}")]);

@@ -116,12 +116,21 @@ impl JobHandler for Batch {
         Descriptor::new("batch", "Batch").runtime(Runtime::default().interval_minutes(600).retry_limit(0)).build()
     }
 
-    async fn detect(&self, _r: pb::RunDetectionRequest, out: DetectionSender, _c: CancellationToken) -> HandlerResult<()> {
+    async fn detect(
+        &self,
+        _r: pb::RunDetectionRequest,
+        out: DetectionSender,
+        _c: CancellationToken,
+    ) -> HandlerResult<()> {
         if self.proposed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
         let proposals = (0..JOBS)
-            .map(|i| pb::JobProposal { dedupe_key: format!("item-{i}"), summary: format!("item {i}"), ..Default::default() })
+            .map(|i| pb::JobProposal {
+                dedupe_key: format!("item-{i}"),
+                summary: format!("item {i}"),
+                ..Default::default()
+            })
             .collect();
         out.send(proposals).await?;
         Ok(())
@@ -159,11 +168,8 @@ fn start_worker(members: &[&Member], delay: Duration) -> RunningWorker {
     config.max_reconnect_delay = Duration::from_secs(1);
     let executions = Arc::new(Mutex::new(HashMap::new()));
     let shutdown = CancellationToken::new();
-    let worker = Worker::new(config).handler(Batch {
-        proposed: Default::default(),
-        executions: executions.clone(),
-        delay,
-    });
+    let worker =
+        Worker::new(config).handler(Batch { proposed: Default::default(), executions: executions.clone(), delay });
     let task = tokio::spawn(worker.run(shutdown.clone()));
     (executions, shutdown, task, work)
 }

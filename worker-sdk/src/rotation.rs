@@ -10,6 +10,9 @@
 //! established session ends, a new round starts at the next address: the old leader
 //! is likely gone, so it comes last. A single address is a round of one, so it waits
 //! for the backoff after every failure and every dropped session, as it always did.
+//! A round in which a standby answered waits only a quarter to one second, whatever the
+//! backoff has grown to (`Worker::run`): the group is up and its next leader is at most
+//! one lease away.
 
 /// Whether the next attempt may start at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -177,12 +177,24 @@ pub fn lease_metrics(group: &Group) -> Vec<crate::monitor::MetricFamily> {
     vec![
         MetricFamily::new("plughost_leader", MetricKind::Gauge, "1 while this admin holds the leader lease, else 0")
             .with(&[], if view.role == "leader" { 1.0 } else { 0.0 }),
-        MetricFamily::new("plughost_lease_epoch", MetricKind::Gauge, "the leader lease's epoch, as this admin last saw it")
-            .with(&[], view.epoch as f64),
-        MetricFamily::new("plughost_lease_acquisitions_total", MetricKind::Counter, "times this admin took the leader lease")
-            .with(&[], group.acquisitions.load(Ordering::Relaxed) as f64),
-        MetricFamily::new("plughost_lease_losses_total", MetricKind::Counter, "times this admin lost the leader lease and stepped down")
-            .with(&[], group.losses.load(Ordering::Relaxed) as f64),
+        MetricFamily::new(
+            "plughost_lease_epoch",
+            MetricKind::Gauge,
+            "the leader lease's epoch, as this admin last saw it",
+        )
+        .with(&[], view.epoch as f64),
+        MetricFamily::new(
+            "plughost_lease_acquisitions_total",
+            MetricKind::Counter,
+            "times this admin took the leader lease",
+        )
+        .with(&[], group.acquisitions.load(Ordering::Relaxed) as f64),
+        MetricFamily::new(
+            "plughost_lease_losses_total",
+            MetricKind::Counter,
+            "times this admin lost the leader lease and stepped down",
+        )
+        .with(&[], group.losses.load(Ordering::Relaxed) as f64),
     ]
 }
 
@@ -277,7 +289,9 @@ fn advertised_grpc(http: &str, grpc: std::net::SocketAddr) -> String {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "admin".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "admin".into())
 }
 
 /// How a term ended.
@@ -320,21 +334,25 @@ impl Campaign {
                 v.leader_grpc = self.lease.grpc_addr().to_string();
             });
             tracing::info!(epoch = held.epoch, "took the leader lease");
-            let admin =
-                match Admin::start_term(self.config.clone(), self.clock.clone(), self.prepared.clone(), Some((term, deadline)))
-                    .await
-                {
-                    Ok(admin) => admin,
-                    Err(error) => {
-                        tracing::error!(error = %error, "cannot start as the leader; giving the lease up");
-                        self.release(&held).await;
-                        self.group.update(|v| v.error = Some(format!("cannot start as the leader: {error}")));
-                        tokio::select! {
-                            _ = self.stop.cancelled() => return,
-                            _ = tokio::time::sleep(self.lease.ttl()) => continue,
-                        }
+            let admin = match Admin::start_term(
+                self.config.clone(),
+                self.clock.clone(),
+                self.prepared.clone(),
+                Some((term, deadline)),
+            )
+            .await
+            {
+                Ok(admin) => admin,
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot start as the leader; giving the lease up");
+                    self.release(&held).await;
+                    self.group.update(|v| v.error = Some(format!("cannot start as the leader: {error}")));
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(self.lease.ttl()) => continue,
                     }
-                };
+                }
+            };
             let _ = self.leader.send(Some(admin.components().clone()));
             let ended = self.lead(held, &admin).await;
             let _ = self.leader.send(None);
@@ -364,7 +382,13 @@ impl Campaign {
     /// Serves as a standby until this admin takes the lease (`None`: it is stopping).
     async fn stand_by(&mut self) -> Option<Held> {
         self.group.update(|v| v.role = "standby");
-        let server = match standby::serve(&self.prepared, &self.config, self.clock.clone(), self.group.clone(), self.target.clone()) {
+        let server = match standby::serve(
+            &self.prepared,
+            &self.config,
+            self.clock.clone(),
+            self.group.clone(),
+            self.target.clone(),
+        ) {
             Ok(server) => server,
             Err(error) => {
                 tracing::error!(error = %error, "cannot serve as a standby");

@@ -188,7 +188,9 @@ async fn metrics(State(s): State<Standby>) -> Response {
 
 /// Whether a request only reads (or signs in or out, which changes nothing stored).
 fn is_read(method: &Method, path: &str) -> bool {
-    method == Method::GET || method == Method::HEAD || (method == Method::POST && matches!(path, "/plugin/login" | "/plugin/logout"))
+    method == Method::GET
+        || method == Method::HEAD
+        || (method == Method::POST && matches!(path, "/plugin/login" | "/plugin/logout"))
 }
 
 /// Reads go to the read-only view; everything else gets 503 with the leader's address.

@@ -64,7 +64,13 @@ impl Drop for Bundle<'_> {
 impl Queue {
     pub(super) fn new() -> Queue {
         Queue {
-            state: Mutex::new(QueueState { items: Vec::new(), next_ticket: 1, closed: false, abandoned: false, bundles: 0 }),
+            state: Mutex::new(QueueState {
+                items: Vec::new(),
+                next_ticket: 1,
+                closed: false,
+                abandoned: false,
+                bundles: 0,
+            }),
             ready: Condvar::new(),
         }
     }
