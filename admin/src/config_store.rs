@@ -275,7 +275,7 @@ impl ConfigStore {
             }
         }
         info!(store = %table.redacted(), job_types = entries.len(), "config store loaded");
-        Ok(Self::with(Persistence::Postgres(table), entries, sealer))
+        Ok(Self::with(Persistence::Postgres(Box::new(table)), entries, sealer))
     }
 
     fn with(persistence: Persistence, entries: BTreeMap<String, Slot>, sealer: SecretBox) -> Self {
@@ -725,7 +725,7 @@ enum Persistence {
     Files { root: PathBuf },
     /// The `job_types` table of a PostgreSQL database; every save fenced by the lease
     /// epoch the table was opened under.
-    Postgres(JobTypeTable),
+    Postgres(Box<JobTypeTable>),
 }
 
 impl Persistence {
@@ -1444,5 +1444,246 @@ mod tests {
         let mut d = descriptor("other", 1);
         d.worker_default_values.insert("region".into(), s("plughost-enc:v1:AAAA"));
         assert!(matches!(store.save_descriptor(d), Err(ConfigStoreError::BadDescriptor { .. })));
+    }
+
+    // ---- PostgreSQL -----------------------------------------------------------------------
+
+    /// A fresh database whose lease is held at `epoch` (the lease table as the election
+    /// creates it), and its target.
+    fn leased_database(tag: &str, epoch: i64) -> (String, PgTarget) {
+        let url = crate::test_support::postgres_database(tag);
+        crate::store::tests::pg_side(url.clone(), move |client| async move {
+            crate::store::postgres::ensure_lease_table(&client).await.unwrap();
+            client
+                .execute(
+                    "INSERT INTO plughost_lease (id, holder, epoch, expires_at) \
+                     VALUES (1, 'me', $1, now() + interval '1 minute')",
+                    &[&epoch],
+                )
+                .await
+                .unwrap();
+        });
+        let target = PgTarget::parse(&url, None).unwrap();
+        (url, target)
+    }
+
+    /// Another admin takes over: the lease's epoch becomes `epoch`.
+    fn take_over(url: &str, epoch: i64) {
+        crate::store::tests::pg_side(url.to_string(), move |client| async move {
+            client.execute("UPDATE plughost_lease SET epoch = $1 WHERE id = 1", &[&epoch]).await.unwrap();
+        });
+    }
+
+    /// Every row of `job_types`, by name: (job type, descriptor, config, updated_at).
+    type Row = (String, Option<Vec<u8>>, Option<Vec<u8>>, i64);
+    fn rows(url: &str) -> Vec<Row> {
+        crate::store::tests::pg_side(url.to_string(), |client| async move {
+            let rows = client
+                .query("SELECT job_type, descriptor, config, updated_at FROM job_types ORDER BY job_type", &[])
+                .await
+                .unwrap();
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+        })
+    }
+
+    fn contains(bytes: &[u8], needle: &str) -> bool {
+        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    /// A config with secrets in both forms and a changed limit, saved by alice.
+    fn save_secrets(store: &ConfigStore, limit: i64) -> Arc<pb::PersistedJobTypeConfig> {
+        let mut c = (*store.config("vacuum").unwrap()).clone();
+        c.admin_config_values.insert("limit".into(), i(limit));
+        c.admin_config_values.insert("api_key".into(), s("canary-api-key"));
+        c.worker_config_values.insert("password".into(), s("canary-password"));
+        store.save_config(c, "alice").unwrap()
+    }
+
+    #[test]
+    fn a_new_leader_sees_the_descriptors_and_configs_saved_on_the_old_one() {
+        let (url, target) = leased_database("configs-shared", 1);
+        let (dir_a, dir_b) = (TempDir::new("pg-leader-a"), TempDir::new("pg-leader-b"));
+        let a = ConfigStore::open_postgres(&target, 1, &dir_a.0, sealer()).unwrap();
+        assert!(a.job_types().is_empty());
+        a.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let saved = save_secrets(&a, 42);
+        assert_eq!(saved.admin_config_values["api_key"], s("canary-api-key"), "in memory: plaintext");
+        assert!(!dir_a.0.join("plugin/job_types/vacuum").exists(), "nothing is written to the data dir");
+
+        // In the row: the worker's descriptor, the config with its secrets sealed.
+        let stored = rows(&url);
+        assert_eq!(stored.len(), 1);
+        let (job_type, descriptor_bytes, config_bytes, _) = &stored[0];
+        assert_eq!(job_type, "vacuum");
+        let descriptor_bytes = descriptor_bytes.as_deref().unwrap();
+        assert_eq!(pb::JobTypeDescriptor::decode(descriptor_bytes).unwrap(), descriptor("vacuum", 1));
+        let config_bytes = config_bytes.as_deref().unwrap();
+        assert!(!contains(config_bytes, "canary-"), "no secret in clear in the row");
+        assert!(contains(config_bytes, "plughost-enc:v1:"));
+        let sealed = pb::PersistedJobTypeConfig::decode(config_bytes).unwrap();
+        assert_eq!(sealed.admin_config_values["limit"], i(42));
+        assert_eq!(sealed.updated_by, "alice");
+
+        // Another admin takes over, with its own (empty) data dir and the same key.
+        take_over(&url, 2);
+        let b = ConfigStore::open_postgres(&target, 2, &dir_b.0, sealer()).unwrap();
+        assert_eq!(b.job_types(), ["vacuum"]);
+        assert_eq!(b.descriptor("vacuum"), a.descriptor("vacuum"));
+        assert_eq!(b.config("vacuum").unwrap(), saved, "secrets opened again");
+        assert!(field_of(&b.descriptor("vacuum").unwrap(), "api_key").sensitive);
+        assert!(!b.needs_descriptor("vacuum", Some(1)));
+        // And goes on saving under its epoch.
+        let again = save_secrets(&b, 43);
+        assert_eq!(again.admin_config_values["limit"], i(43));
+        let printed = format!("{b:?}");
+        assert!(printed.contains("vacuum") && !printed.contains("canary"), "{printed}");
+
+        // An admin with another key refuses to start, naming the table, never the secret.
+        let other = SecretBox::from_key(&[9; 32], "other key");
+        let err = ConfigStore::open_postgres(&target, 2, &dir_b.0, other).unwrap_err();
+        assert!(matches!(err, ConfigStoreError::Secret { error: OpenError::Unauthentic, .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("(table job_types)") && message.contains("\"vacuum\""), "{message}");
+        assert!(!message.contains("canary"));
+    }
+
+    #[test]
+    fn a_save_under_a_stale_epoch_is_refused_and_changes_nothing() {
+        let (url, target) = leased_database("configs-fenced", 1);
+        let dir = TempDir::new("pg-fenced");
+        let store = ConfigStore::open_postgres(&target, 1, &dir.0, sealer()).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let saved = save_secrets(&store, 20);
+        let before = rows(&url);
+
+        take_over(&url, 2);
+        let mut c = (*saved).clone();
+        c.admin_config_values.insert("limit".into(), i(77));
+        let err = store.save_config(c, "mallory").unwrap_err();
+        assert!(err.is_fenced(), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("fenced") && message.contains("epoch 1") && message.contains("now 2"), "{message}");
+        assert!(matches!(crate::http::ApiError::from(err), crate::http::ApiError::Unavailable(_)));
+        let err = store.save_descriptor(descriptor("vacuum", 2)).unwrap_err();
+        assert!(err.is_fenced(), "{err:?}");
+        let err = store.save_descriptor(descriptor("balance", 1)).unwrap_err();
+        assert!(err.is_fenced(), "{err:?}");
+
+        assert_eq!(rows(&url), before, "nothing is written");
+        assert_eq!(store.config("vacuum").unwrap(), saved, "nor changed in memory");
+        assert_eq!(store.descriptor("vacuum").unwrap().descriptor_version, 1);
+        assert_eq!(store.job_types(), ["vacuum"]);
+        // Opening under the old epoch is refused too (the migrations check it first).
+        let err = ConfigStore::open_postgres(&target, 1, &dir.0, sealer()).unwrap_err();
+        assert!(err.is_fenced(), "{err:?}");
+    }
+
+    #[test]
+    fn the_data_dir_is_imported_once_into_an_empty_table_and_never_over_stored_job_types() {
+        let (url, target) = leased_database("configs-import", 1);
+        let dir = TempDir::new("pg-import");
+        let files = ConfigStore::open(&dir.0, sealer()).unwrap();
+        files.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        files.save_descriptor(descriptor("balance", 3)).unwrap();
+        let from_files = save_secrets(&files, 30);
+        drop(files);
+
+        let store = ConfigStore::open_postgres(&target, 1, &dir.0, sealer()).unwrap();
+        assert_eq!(store.job_types(), ["balance", "vacuum"]);
+        assert_eq!(store.config("vacuum").unwrap(), from_files);
+        assert_eq!(store.descriptor("balance").unwrap().descriptor_version, 3);
+        let imported = rows(&url);
+        assert_eq!(imported.len(), 2);
+        assert!(imported.iter().all(|(_, _, config, _)| !contains(config.as_deref().unwrap(), "canary-")));
+        // The leader saves on; the data dir changes behind it (another job type, a config).
+        let saved = save_secrets(&store, 55);
+        drop(store);
+        let files = ConfigStore::open(&dir.0, sealer()).unwrap();
+        files.save_descriptor(descriptor("ec", 1)).unwrap();
+        save_secrets(&files, 99);
+        drop(files);
+        let stored = rows(&url);
+
+        // The next term (a restart, or another admin with this data dir) imports nothing.
+        take_over(&url, 2);
+        let store = ConfigStore::open_postgres(&target, 2, &dir.0, sealer()).unwrap();
+        assert_eq!(store.job_types(), ["balance", "vacuum"], "no second import");
+        assert_eq!(store.config("vacuum").unwrap(), saved, "the stored config stands");
+        assert_eq!(rows(&url), stored);
+
+        // An import into a table that holds a job type stores nothing, whatever it brings.
+        let table = JobTypeTable::open(&target, 2).unwrap();
+        let row = JobTypeRow {
+            job_type: "vacuum".into(),
+            descriptor: Some(descriptor("vacuum", 9).encode_to_vec()),
+            config: None,
+        };
+        let other = JobTypeRow { job_type: "ec".into(), ..row.clone() };
+        assert_eq!(table.import(&[row.clone(), other.clone()]).unwrap(), 0);
+        assert_eq!(rows(&url), stored);
+
+        // On an empty table it is one fenced transaction: under a stale epoch, nothing.
+        let (url, target) = leased_database("configs-import-fenced", 1);
+        let table = JobTypeTable::open(&target, 1).unwrap();
+        assert!(table.is_empty().unwrap());
+        take_over(&url, 2);
+        let err = table.import(&[row.clone(), other.clone()]).unwrap_err();
+        assert!(err.is_fenced(), "{err}");
+        assert!(rows(&url).is_empty());
+        let table = JobTypeTable::open(&target, 2).unwrap();
+        assert_eq!(table.import(&[row, other]).unwrap(), 2);
+        assert_eq!(rows(&url).len(), 2);
+    }
+
+    #[test]
+    fn a_row_with_secrets_in_clear_is_sealed_when_the_store_opens_it() {
+        let (url, target) = leased_database("configs-clear-row", 1);
+        let dir = TempDir::new("pg-clear");
+        let clear = pb::PersistedJobTypeConfig {
+            job_type: "vacuum".into(),
+            descriptor_version: 1,
+            admin_config_values: [("api_key".to_string(), s("old-clear-secret")), ("limit".to_string(), i(7))].into(),
+            ..Default::default()
+        };
+        let table = JobTypeTable::open(&target, 1).unwrap();
+        table.save("vacuum", Some(&descriptor("vacuum", 1).encode_to_vec()), Some(&clear.encode_to_vec())).unwrap();
+        drop(table);
+
+        let store = ConfigStore::open_postgres(&target, 1, &dir.0, sealer()).unwrap();
+        assert_eq!(*store.config("vacuum").unwrap(), clear);
+        let stored = rows(&url);
+        let config = stored[0].2.as_deref().unwrap();
+        assert!(!contains(config, "old-clear-secret") && contains(config, "plughost-enc:v1:"));
+        assert!(stored[0].1.is_some(), "the descriptor is kept");
+        let again = ConfigStore::open_postgres(&target, 1, &dir.0, sealer()).unwrap();
+        assert_eq!(*again.config("vacuum").unwrap(), clear);
+        assert_eq!(rows(&url), stored, "sealed once");
+    }
+
+    /// Callers save from `spawn_blocking` threads, which are inside the admin's runtime.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn saves_work_from_blocking_threads_of_a_runtime() {
+        let (url, target) = leased_database("configs-runtime", 1);
+        let dir = TempDir::new("pg-runtime");
+        let store = Arc::new(
+            tokio::task::spawn_blocking(move || ConfigStore::open_postgres(&target, 1, &dir.0, sealer()).unwrap())
+                .await
+                .unwrap(),
+        );
+        let saves: Vec<_> = ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|t| {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.save_descriptor(descriptor(t, 1)).map(|_| ()))
+            })
+            .collect();
+        for save in saves {
+            save.await.unwrap().unwrap();
+        }
+        assert_eq!(store.job_types(), ["a", "b", "c", "d"]);
+        let url2 = url.clone();
+        let names = tokio::task::spawn_blocking(move || rows(&url2)).await.unwrap();
+        assert_eq!(names.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["a", "b", "c", "d"]);
+        drop(url);
     }
 }

@@ -802,7 +802,7 @@ mod tests {
         };
         let all: Vec<i32> = (1..=schema::MIGRATIONS.len() as i32).collect();
         assert_eq!(versions().await, all);
-        for table in ["jobs", "attempts", "activities", "runs", "audit", "holds", "schedules", "meta"] {
+        for table in ["jobs", "attempts", "activities", "runs", "audit", "holds", "schedules", "meta", "job_types"] {
             assert!(exists(&client, table).await, "{table}");
         }
         assert!(exists(&client, "activities_feed").await && exists(&client, "activities_feed_by_type").await);
