@@ -348,10 +348,7 @@ impl Prepared {
             copy.set_nonblocking(true).map_err(bind)?;
             TcpListener::from_std(copy).map_err(bind)
         };
-        Ok((
-            share(&self.http, self.http_addr, "the HTTP listener")?,
-            share(&self.grpc, self.grpc_addr, "the gRPC listener")?,
-        ))
+        Ok((share(&self.http, self.http_addr, "the HTTP listener")?, share(&self.grpc, self.grpc_addr, "the gRPC listener")?))
     }
 }
 
