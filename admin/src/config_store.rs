@@ -1,6 +1,11 @@
-//! Job type descriptors and saved configs: held in memory, persisted in the data dir.
+//! Job type descriptors and saved configs: held in memory, persisted in the data dir
+//! ([`ConfigStore::open`]) or, when admins share a PostgreSQL store, in its `job_types`
+//! table ([`ConfigStore::open_postgres`]), so that every admin that leads sees the job
+//! types and the configs operators saved on the one before. Only the persistence differs
+//! (the private `Persistence` seam); what is held in memory, and every method but the
+//! opening, is the same for both.
 //!
-//! Layout (the one SeaweedFS's admin uses, so an existing data dir can be pointed at):
+//! Files: the layout SeaweedFS's admin uses, so an existing data dir can be pointed at:
 //!
 //! ```text
 //! <data>/plugin/job_types/<job_type>/descriptor.pb   JobTypeDescriptor (protobuf, authoritative)
@@ -12,16 +17,28 @@
 //! **Invariant:** the `.pb` file is authoritative; the `.json` file is read only when the
 //! `.pb` file is missing (a hand-written file, or another admin's data dir).
 //!
-//! **Invariant:** a failed save changes nothing, in memory or on disk: everything is
-//! validated and encoded first, every file is written atomically, and if a later file of
-//! the same save fails, the files already written get their old contents back.
+//! PostgreSQL: one row per job type in `job_types` (migration 2 of the job store's schema,
+//! see `store::postgres::job_types`) with the bytes the `.pb` files hold: the worker's
+//! descriptor and the config with its secrets sealed. A save is one transaction that
+//! first checks the leader's lease epoch exactly as every batch of the job store does; a
+//! save under an epoch that is no longer the lease's stores nothing and fails
+//! ([`ConfigStoreError::is_fenced`]). Saves run on the caller's thread (callers use
+//! `spawn_blocking`), on a connection and current-thread runtime the store owns. The
+//! first leader to find the table empty imports its own data dir's job types into it, in
+//! one fenced transaction, once: a stored job type is never overwritten by an import.
+//!
+//! **Invariant:** a failed save changes nothing, in memory or on disk (or in the
+//! database): everything is validated and encoded first, every file is written
+//! atomically, and if a later file of the same save fails, the files already written get
+//! their old contents back; a row is written in one transaction.
 //!
 //! **Invariant:** saved values are never logged or printed by `Debug`, and only
 //! [`validator::redact`]ed configs leave the admin.
 //!
-//! **Invariant:** no config file holds a secret in clear. The values of fields that hold
-//! secrets are sealed with the admin's key ([`config_secrets`]) in `config.pb` and
-//! `config.json` (written owner-only all the same); in memory the config holds the
+//! **Invariant:** no config file or row holds a secret in clear. The values of fields that
+//! hold secrets are sealed with the admin's key ([`config_secrets`]) in `config.pb` and
+//! `config.json` (written owner-only all the same) and in the row's `config`; every admin
+//! sharing a database must therefore have the same key. In memory the config holds the
 //! plaintext, which the scheduler and dispatcher send to workers. A config written by an
 //! older build, with sensitive values in clear, is sealed when the store opens it, and a
 //! sealed value that does not open (a wrong key, an altered file) stops the store from
@@ -30,11 +47,11 @@
 //! **Invariant:** a field that holds a secret stays sensitive, whatever a later
 //! descriptor says, until an operator saves a new value for it: [`ConfigStore::descriptor`]
 //! and [`ConfigStore::entry`] give the descriptor the admin shows (the worker's, with such
-//! fields marked sensitive); the files keep the worker's own.
+//! fields marked sensitive); the files and rows keep the worker's own.
 //!
 //! All methods are synchronous and hold the std locks only briefly; none is held across
 //! an `.await` because there is none. Saves are serialised by a writer mutex, so readers
-//! keep reading the previous state while files are being written.
+//! keep reading the previous state while files (or the row) are being written.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -52,6 +69,8 @@ use crate::config_value;
 use crate::fsutil;
 use crate::runtime_config;
 use crate::secret_box::{OpenError, SealError, SecretBox};
+use crate::store::BackendError;
+use crate::store::postgres::{JobTypeRow, JobTypeTable, PgTarget};
 use crate::validator::{self, FieldError};
 
 const DESCRIPTOR_PB: &str = "descriptor.pb";
@@ -64,7 +83,8 @@ pub const BOOTSTRAP_USER: &str = "bootstrap";
 
 /// Why a descriptor or config could not be loaded or saved. `InvalidJobType`,
 /// `UnknownJobType`, `Invalid` and `BadDescriptor` are the caller's input; `Io`, `Decode`
-/// and `Json` are the data dir's.
+/// and `Json` are the data dir's; `Database` is PostgreSQL's (a fenced save among them:
+/// see [`ConfigStoreError::is_fenced`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigStoreError {
     #[error("invalid job type name {0:?}")]
@@ -104,6 +124,21 @@ pub enum ConfigStoreError {
         #[source]
         source: SealError,
     },
+    /// `database` is the redacted URL.
+    #[error("job types in PostgreSQL at {database}: {source}")]
+    Database {
+        database: String,
+        #[source]
+        source: BackendError,
+    },
+}
+
+impl ConfigStoreError {
+    /// Whether PostgreSQL refused a save because this admin no longer holds the lease
+    /// epoch it writes under: another admin leads, and nothing was saved.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, ConfigStoreError::Database { source, .. } if source.is_fenced())
+    }
 }
 
 /// What the store knows about one job type. Either part may be missing: a config whose
@@ -148,20 +183,25 @@ impl Slot {
     }
 }
 
-/// Descriptors and saved configs of every job type, backed by the data dir.
+/// Descriptors and saved configs of every job type, backed by the data dir or by
+/// PostgreSQL.
 pub struct ConfigStore {
-    /// `<data>/plugin/job_types`
-    root: PathBuf,
+    persistence: Persistence,
     entries: RwLock<BTreeMap<String, Slot>>,
-    /// Serialises saves (file writes plus the in-memory swap).
+    /// Serialises saves (the files' or the row's write plus the in-memory swap).
     writer: Mutex<()>,
-    /// Seals secret values for the files.
+    /// Seals secret values for the files and rows.
     sealer: SecretBox,
 }
 
 impl fmt::Debug for ConfigStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConfigStore").field("root", &self.root).field("job_types", &self.job_types()).finish()
+        let mut d = f.debug_struct("ConfigStore");
+        match &self.persistence {
+            Persistence::Files { root } => d.field("root", root),
+            Persistence::Postgres(table) => d.field("database", &table.redacted()),
+        };
+        d.field("job_types", &self.job_types()).finish()
     }
 }
 
@@ -175,30 +215,71 @@ impl ConfigStore {
     pub fn open(data_dir: &Path, sealer: SecretBox) -> Result<Self, ConfigStoreError> {
         let root = data_dir.join("plugin").join("job_types");
         fs::create_dir_all(&root).map_err(|source| io_error(&root, source))?;
+        let entries = load_dir(&root, &sealer)?;
+        info!(root = %root.display(), job_types = entries.len(), "config store loaded");
+        Ok(Self::with(Persistence::Files { root }, entries, sealer))
+    }
+
+    /// Opens the `job_types` table of the PostgreSQL database `target` names (creating
+    /// or migrating the schema, as the job store does) and loads every job type in it.
+    /// Every save is then one transaction that first checks that the lease's epoch is
+    /// still `fence_epoch`, and fails with a fenced [`ConfigStoreError::Database`]
+    /// otherwise. Values are sealed with `sealer` as in the files, so every admin sharing
+    /// the database needs the same key.
+    ///
+    /// When the table is empty, what `<data_dir>/plugin/job_types` holds is imported
+    /// first (as [`ConfigStore::open`] would load it), in one fenced transaction that
+    /// stores nothing if the table is no longer empty: once per database, never over a
+    /// stored job type. Rows that cannot be decoded are skipped with a warning, like
+    /// unreadable files; a sealed value that does not open stops the store from opening.
+    /// Blocks on a runtime of its own (from inside a runtime, on a scoped thread): call it
+    /// from a blocking thread.
+    pub fn open_postgres(
+        target: &PgTarget,
+        fence_epoch: i64,
+        data_dir: &Path,
+        sealer: SecretBox,
+    ) -> Result<Self, ConfigStoreError> {
+        let database = |source| ConfigStoreError::Database { database: target.redacted().to_string(), source };
+        let table = JobTypeTable::open(target, fence_epoch).map_err(database)?;
+        if table.is_empty().map_err(database)? {
+            let root = data_dir.join("plugin").join("job_types");
+            let found = if root.is_dir() { load_dir(&root, &sealer)? } else { BTreeMap::new() };
+            let rows = found
+                .iter()
+                .map(|(job_type, slot)| slot_row(&sealer, job_type, slot))
+                .collect::<Result<Vec<_>, _>>()?;
+            let imported = table.import(&rows).map_err(database)?;
+            info!(from = %root.display(), store = %table.redacted(), imported, "job types imported from the data dir");
+        }
+        // Named in the errors of a sealed value that does not open.
+        let at = PathBuf::from(format!("{} (table job_types)", table.redacted()));
         let mut entries = BTreeMap::new();
-        for dirent in fs::read_dir(&root).map_err(|source| io_error(&root, source))? {
-            let dirent = match dirent {
-                Ok(dirent) => dirent,
-                Err(error) => {
-                    warn!(dir = %root.display(), %error, "cannot list a job type directory");
-                    continue;
-                }
+        for row in table.load().map_err(database)? {
+            let job_type = row.job_type;
+            if !validator::is_valid_job_type(&job_type) {
+                warn!(job_type, "skipping a stored job type with an invalid name");
+                continue;
+            }
+            let descriptor = row.descriptor.and_then(|bytes| decode_logged::<pb::JobTypeDescriptor>(&job_type, &bytes));
+            let config = row
+                .config
+                .and_then(|bytes| decode_logged::<pb::PersistedJobTypeConfig>(&job_type, &bytes))
+                .map(|config| (config, at.clone()));
+            let reseal = |config: &pb::PersistedJobTypeConfig, secrets: &SecretFields| {
+                let sealed = seal(&sealer, config, secrets)?;
+                table.save(&job_type, None, Some(&sealed)).map_err(database)
             };
-            let path = dirent.path();
-            if !path.is_dir() {
-                continue;
-            }
-            let name = dirent.file_name().to_string_lossy().into_owned();
-            if !validator::is_valid_job_type(&name) {
-                warn!(dir = %path.display(), "skipping a job type directory with an invalid name");
-                continue;
-            }
-            if let Some(slot) = load_entry(&name, &path, &sealer)? {
-                entries.insert(name, slot);
+            if let Some(slot) = make_slot(&job_type, descriptor, config, &sealer, reseal)? {
+                entries.insert(job_type, slot);
             }
         }
-        info!(root = %root.display(), job_types = entries.len(), "config store loaded");
-        Ok(Self { root, entries: RwLock::new(entries), writer: Mutex::new(()), sealer })
+        info!(store = %table.redacted(), job_types = entries.len(), "config store loaded");
+        Ok(Self::with(Persistence::Postgres(Box::new(table)), entries, sealer))
+    }
+
+    fn with(persistence: Persistence, entries: BTreeMap<String, Slot>, sealer: SecretBox) -> Self {
+        Self { persistence, entries: RwLock::new(entries), writer: Mutex::new(()), sealer }
     }
 
     /// The known job types, sorted.
@@ -260,18 +341,13 @@ impl ConfigStore {
         };
         let secrets = config_secrets::secret_fields(Some(&descriptor), &config, &old.secrets, saved);
 
-        let dir = self.root.join(&job_type);
-        let mut files = Vec::new();
-        if saved != Some(&config) || secrets != old.secrets {
-            files.extend(config_files(&self.sealer, &dir, &config, &secrets)?);
-        }
-        files.push(PendingFile::new(dir.join(DESCRIPTOR_PB), descriptor.encode_to_vec(), false));
-        files.push(PendingFile::new(
-            dir.join(DESCRIPTOR_JSON),
-            json_bytes(&dir.join(DESCRIPTOR_JSON), &descriptor)?,
-            false,
-        ));
-        write_all_or_nothing(&files)?;
+        let config_changed = saved != Some(&config) || secrets != old.secrets;
+        self.persistence.save(
+            &self.sealer,
+            &job_type,
+            Some(&descriptor),
+            config_changed.then_some((&config, &secrets)),
+        )?;
 
         let config = Arc::new(config);
         info!(job_type, descriptor_version = descriptor.descriptor_version, "descriptor saved");
@@ -316,8 +392,7 @@ impl ConfigStore {
         config.updated_at = Some(proto::now());
         config.updated_by = updated_by.to_string();
 
-        let dir = self.root.join(&job_type);
-        write_all_or_nothing(&config_files(&self.sealer, &dir, &config, &secrets)?)?;
+        self.persistence.save(&self.sealer, &job_type, None, Some((&config, &secrets)))?;
 
         let config = Arc::new(config);
         info!(job_type, updated_by, "config saved");
@@ -359,32 +434,77 @@ fn json_bytes<M: Message + ProtoName>(path: &Path, msg: &M) -> Result<Vec<u8>, C
 
 // ---- loading ------------------------------------------------------------------------
 
+/// Loads every job type in `root` (`<data>/plugin/job_types`). Directories with invalid
+/// names and unreadable files are skipped with a warning; a sealed value that does not
+/// open is an error.
+fn load_dir(root: &Path, sealer: &SecretBox) -> Result<BTreeMap<String, Slot>, ConfigStoreError> {
+    let mut entries = BTreeMap::new();
+    for dirent in fs::read_dir(root).map_err(|source| io_error(root, source))? {
+        let dirent = match dirent {
+            Ok(dirent) => dirent,
+            Err(error) => {
+                warn!(dir = %root.display(), %error, "cannot list a job type directory");
+                continue;
+            }
+        };
+        let path = dirent.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let name = dirent.file_name().to_string_lossy().into_owned();
+        if !validator::is_valid_job_type(&name) {
+            warn!(dir = %path.display(), "skipping a job type directory with an invalid name");
+            continue;
+        }
+        if let Some(slot) = load_entry(&name, &path, sealer)? {
+            entries.insert(name, slot);
+        }
+    }
+    Ok(entries)
+}
+
 /// Loads one job type directory; `None` when there is nothing usable in it. Sealed
 /// values are opened; sensitive values found in clear are sealed in the files now.
 fn load_entry(job_type: &str, dir: &Path, sealer: &SecretBox) -> Result<Option<Slot>, ConfigStoreError> {
     remove_temp_files(dir);
 
-    let descriptor = load_logged::<pb::JobTypeDescriptor>(job_type, dir, DESCRIPTOR_PB, DESCRIPTOR_JSON)
-        .map(|(d, _)| d)
-        .filter(|d| {
-            let matches = d.job_type == job_type;
-            if !matches {
-                warn!(job_type, "skipping a descriptor that names another job type");
-            }
-            matches
-        });
-    let config =
-        load_logged::<pb::PersistedJobTypeConfig>(job_type, dir, CONFIG_PB, CONFIG_JSON).and_then(|(mut c, path)| {
-            if c.job_type.is_empty() {
-                c.job_type = job_type.to_string();
-            }
-            if c.job_type == job_type {
-                Some((c, path))
-            } else {
-                warn!(job_type, "skipping a config that names another job type");
-                None
-            }
-        });
+    let descriptor =
+        load_logged::<pb::JobTypeDescriptor>(job_type, dir, DESCRIPTOR_PB, DESCRIPTOR_JSON).map(|(d, _)| d);
+    let config = load_logged::<pb::PersistedJobTypeConfig>(job_type, dir, CONFIG_PB, CONFIG_JSON);
+    make_slot(job_type, descriptor, config, sealer, |config, secrets| {
+        write_all_or_nothing(&config_files(sealer, dir, config, secrets)?)
+    })
+}
+
+/// One job type's slot from what was stored (`config` with where it was read, for
+/// errors); `None` when there is nothing usable. A descriptor or config that names
+/// another job type is skipped with a warning. Sealed values are opened; when sensitive
+/// values were found in clear, `reseal` stores the config again with them sealed.
+fn make_slot(
+    job_type: &str,
+    descriptor: Option<pb::JobTypeDescriptor>,
+    config: Option<(pb::PersistedJobTypeConfig, PathBuf)>,
+    sealer: &SecretBox,
+    reseal: impl FnOnce(&pb::PersistedJobTypeConfig, &SecretFields) -> Result<(), ConfigStoreError>,
+) -> Result<Option<Slot>, ConfigStoreError> {
+    let descriptor = descriptor.filter(|d| {
+        let matches = d.job_type == job_type;
+        if !matches {
+            warn!(job_type, "skipping a descriptor that names another job type");
+        }
+        matches
+    });
+    let config = config.and_then(|(mut c, path)| {
+        if c.job_type.is_empty() {
+            c.job_type = job_type.to_string();
+        }
+        if c.job_type == job_type {
+            Some((c, path))
+        } else {
+            warn!(job_type, "skipping a config that names another job type");
+            None
+        }
+    });
     let (config, secrets) = match config {
         None => (None, SecretFields::default()),
         Some((config, path)) => {
@@ -399,7 +519,7 @@ fn load_entry(job_type: &str, dir: &Path, sealer: &SecretBox) -> Result<Option<S
                 })?;
             let secrets = config_secrets::secret_fields(descriptor.as_ref(), &config, &sealed, Some(&config));
             if secrets != sealed {
-                write_all_or_nothing(&config_files(sealer, dir, &config, &secrets)?)?;
+                reseal(&config, &secrets)?;
                 info!(job_type, "sensitive values saved in clear by an older build are now encrypted");
             }
             (Some(Arc::new(config)), secrets)
@@ -409,6 +529,17 @@ fn load_entry(job_type: &str, dir: &Path, sealer: &SecretBox) -> Result<Option<S
         return Ok(None);
     }
     Ok(Some(Slot::new(descriptor.map(Arc::new), config, secrets)))
+}
+
+/// A message decoded from a stored row, or `None` with a warning (like an unreadable file).
+fn decode_logged<M: Message + Default>(job_type: &str, bytes: &[u8]) -> Option<M> {
+    match M::decode(bytes) {
+        Ok(msg) => Some(msg),
+        Err(error) => {
+            warn!(job_type, %error, "skipping an undecodable stored part of a job type");
+            None
+        }
+    }
 }
 
 /// The message and the file it came from, or `None` (with a warning if it was unreadable).
@@ -585,6 +716,75 @@ fn migrate_values(
 }
 
 // ---- writing --------------------------------------------------------------------------
+
+/// Where the store keeps what it holds: the seam between the in-memory state and its
+/// persistence. Both keep the same encodings: the worker's descriptor, and the config
+/// with the values of its secret fields sealed.
+enum Persistence {
+    /// Files in `root` (`<data>/plugin/job_types`), one directory per job type.
+    Files { root: PathBuf },
+    /// The `job_types` table of a PostgreSQL database; every save fenced by the lease
+    /// epoch the table was opened under.
+    Postgres(Box<JobTypeTable>),
+}
+
+impl Persistence {
+    /// Stores a job type's new descriptor and/or config (`None`: unchanged), all of it
+    /// or nothing.
+    fn save(
+        &self,
+        sealer: &SecretBox,
+        job_type: &str,
+        descriptor: Option<&pb::JobTypeDescriptor>,
+        config: Option<(&pb::PersistedJobTypeConfig, &SecretFields)>,
+    ) -> Result<(), ConfigStoreError> {
+        match self {
+            Persistence::Files { root } => {
+                let dir = root.join(job_type);
+                let mut files = Vec::new();
+                if let Some((config, secrets)) = config {
+                    files.extend(config_files(sealer, &dir, config, secrets)?);
+                }
+                if let Some(descriptor) = descriptor {
+                    files.push(PendingFile::new(dir.join(DESCRIPTOR_PB), descriptor.encode_to_vec(), false));
+                    files.push(PendingFile::new(
+                        dir.join(DESCRIPTOR_JSON),
+                        json_bytes(&dir.join(DESCRIPTOR_JSON), descriptor)?,
+                        false,
+                    ));
+                }
+                write_all_or_nothing(&files)
+            }
+            Persistence::Postgres(table) => {
+                let config = config.map(|(config, secrets)| seal(sealer, config, secrets)).transpose()?;
+                let descriptor = descriptor.map(Message::encode_to_vec);
+                table
+                    .save(job_type, descriptor.as_deref(), config.as_deref())
+                    .map_err(|source| ConfigStoreError::Database { database: table.redacted().to_string(), source })
+            }
+        }
+    }
+}
+
+/// `config` encoded with the values of `secrets` sealed: the bytes of `config.pb`.
+fn seal(
+    sealer: &SecretBox,
+    config: &pb::PersistedJobTypeConfig,
+    secrets: &SecretFields,
+) -> Result<Vec<u8>, ConfigStoreError> {
+    config_secrets::seal_config(sealer, config, secrets)
+        .map(|sealed| sealed.encode_to_vec())
+        .map_err(|source| ConfigStoreError::Seal { job_type: config.job_type.clone(), source })
+}
+
+/// A loaded job type as a `job_types` row: the worker's descriptor and the sealed config.
+fn slot_row(sealer: &SecretBox, job_type: &str, slot: &Slot) -> Result<JobTypeRow, ConfigStoreError> {
+    Ok(JobTypeRow {
+        job_type: job_type.to_string(),
+        descriptor: slot.sent.as_ref().map(|d| d.encode_to_vec()),
+        config: slot.entry.config.as_ref().map(|c| seal(sealer, c, &slot.secrets)).transpose()?,
+    })
+}
 
 /// One file of a save: its new contents, and whether it may hold secrets.
 struct PendingFile {
@@ -1244,5 +1444,246 @@ mod tests {
         let mut d = descriptor("other", 1);
         d.worker_default_values.insert("region".into(), s("plughost-enc:v1:AAAA"));
         assert!(matches!(store.save_descriptor(d), Err(ConfigStoreError::BadDescriptor { .. })));
+    }
+
+    // ---- PostgreSQL -----------------------------------------------------------------------
+
+    /// A fresh database whose lease is held at `epoch` (the lease table as the election
+    /// creates it), and its target.
+    fn leased_database(tag: &str, epoch: i64) -> (String, PgTarget) {
+        let url = crate::test_support::postgres_database(tag);
+        crate::store::tests::pg_side(url.clone(), move |client| async move {
+            crate::store::postgres::ensure_lease_table(&client).await.unwrap();
+            client
+                .execute(
+                    "INSERT INTO plughost_lease (id, holder, epoch, expires_at) \
+                     VALUES (1, 'me', $1, now() + interval '1 minute')",
+                    &[&epoch],
+                )
+                .await
+                .unwrap();
+        });
+        let target = PgTarget::parse(&url, None).unwrap();
+        (url, target)
+    }
+
+    /// Another admin takes over: the lease's epoch becomes `epoch`.
+    fn take_over(url: &str, epoch: i64) {
+        crate::store::tests::pg_side(url.to_string(), move |client| async move {
+            client.execute("UPDATE plughost_lease SET epoch = $1 WHERE id = 1", &[&epoch]).await.unwrap();
+        });
+    }
+
+    /// Every row of `job_types`, by name: (job type, descriptor, config, updated_at).
+    type Row = (String, Option<Vec<u8>>, Option<Vec<u8>>, i64);
+    fn rows(url: &str) -> Vec<Row> {
+        crate::store::tests::pg_side(url.to_string(), |client| async move {
+            let rows = client
+                .query("SELECT job_type, descriptor, config, updated_at FROM job_types ORDER BY job_type", &[])
+                .await
+                .unwrap();
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+        })
+    }
+
+    fn contains(bytes: &[u8], needle: &str) -> bool {
+        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    /// A config with secrets in both forms and a changed limit, saved by alice.
+    fn save_secrets(store: &ConfigStore, limit: i64) -> Arc<pb::PersistedJobTypeConfig> {
+        let mut c = (*store.config("vacuum").unwrap()).clone();
+        c.admin_config_values.insert("limit".into(), i(limit));
+        c.admin_config_values.insert("api_key".into(), s("canary-api-key"));
+        c.worker_config_values.insert("password".into(), s("canary-password"));
+        store.save_config(c, "alice").unwrap()
+    }
+
+    #[test]
+    fn a_new_leader_sees_the_descriptors_and_configs_saved_on_the_old_one() {
+        let (url, target) = leased_database("configs-shared", 1);
+        let (dir_a, dir_b) = (TempDir::new("pg-leader-a"), TempDir::new("pg-leader-b"));
+        let a = ConfigStore::open_postgres(&target, 1, &dir_a.0, sealer()).unwrap();
+        assert!(a.job_types().is_empty());
+        a.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let saved = save_secrets(&a, 42);
+        assert_eq!(saved.admin_config_values["api_key"], s("canary-api-key"), "in memory: plaintext");
+        assert!(!dir_a.0.join("plugin/job_types/vacuum").exists(), "nothing is written to the data dir");
+
+        // In the row: the worker's descriptor, the config with its secrets sealed.
+        let stored = rows(&url);
+        assert_eq!(stored.len(), 1);
+        let (job_type, descriptor_bytes, config_bytes, _) = &stored[0];
+        assert_eq!(job_type, "vacuum");
+        let descriptor_bytes = descriptor_bytes.as_deref().unwrap();
+        assert_eq!(pb::JobTypeDescriptor::decode(descriptor_bytes).unwrap(), descriptor("vacuum", 1));
+        let config_bytes = config_bytes.as_deref().unwrap();
+        assert!(!contains(config_bytes, "canary-"), "no secret in clear in the row");
+        assert!(contains(config_bytes, "plughost-enc:v1:"));
+        let sealed = pb::PersistedJobTypeConfig::decode(config_bytes).unwrap();
+        assert_eq!(sealed.admin_config_values["limit"], i(42));
+        assert_eq!(sealed.updated_by, "alice");
+
+        // Another admin takes over, with its own (empty) data dir and the same key.
+        take_over(&url, 2);
+        let b = ConfigStore::open_postgres(&target, 2, &dir_b.0, sealer()).unwrap();
+        assert_eq!(b.job_types(), ["vacuum"]);
+        assert_eq!(b.descriptor("vacuum"), a.descriptor("vacuum"));
+        assert_eq!(b.config("vacuum").unwrap(), saved, "secrets opened again");
+        assert!(field_of(&b.descriptor("vacuum").unwrap(), "api_key").sensitive);
+        assert!(!b.needs_descriptor("vacuum", Some(1)));
+        // And goes on saving under its epoch.
+        let again = save_secrets(&b, 43);
+        assert_eq!(again.admin_config_values["limit"], i(43));
+        let printed = format!("{b:?}");
+        assert!(printed.contains("vacuum") && !printed.contains("canary"), "{printed}");
+
+        // An admin with another key refuses to start, naming the table, never the secret.
+        let other = SecretBox::from_key(&[9; 32], "other key");
+        let err = ConfigStore::open_postgres(&target, 2, &dir_b.0, other).unwrap_err();
+        assert!(matches!(err, ConfigStoreError::Secret { error: OpenError::Unauthentic, .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("(table job_types)") && message.contains("\"vacuum\""), "{message}");
+        assert!(!message.contains("canary"));
+    }
+
+    #[test]
+    fn a_save_under_a_stale_epoch_is_refused_and_changes_nothing() {
+        let (url, target) = leased_database("configs-fenced", 1);
+        let dir = TempDir::new("pg-fenced");
+        let store = ConfigStore::open_postgres(&target, 1, &dir.0, sealer()).unwrap();
+        store.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        let saved = save_secrets(&store, 20);
+        let before = rows(&url);
+
+        take_over(&url, 2);
+        let mut c = (*saved).clone();
+        c.admin_config_values.insert("limit".into(), i(77));
+        let err = store.save_config(c, "mallory").unwrap_err();
+        assert!(err.is_fenced(), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("fenced") && message.contains("epoch 1") && message.contains("now 2"), "{message}");
+        assert!(matches!(crate::http::ApiError::from(err), crate::http::ApiError::Unavailable(_)));
+        let err = store.save_descriptor(descriptor("vacuum", 2)).unwrap_err();
+        assert!(err.is_fenced(), "{err:?}");
+        let err = store.save_descriptor(descriptor("balance", 1)).unwrap_err();
+        assert!(err.is_fenced(), "{err:?}");
+
+        assert_eq!(rows(&url), before, "nothing is written");
+        assert_eq!(store.config("vacuum").unwrap(), saved, "nor changed in memory");
+        assert_eq!(store.descriptor("vacuum").unwrap().descriptor_version, 1);
+        assert_eq!(store.job_types(), ["vacuum"]);
+        // Opening under the old epoch is refused too (the migrations check it first).
+        let err = ConfigStore::open_postgres(&target, 1, &dir.0, sealer()).unwrap_err();
+        assert!(err.is_fenced(), "{err:?}");
+    }
+
+    #[test]
+    fn the_data_dir_is_imported_once_into_an_empty_table_and_never_over_stored_job_types() {
+        let (url, target) = leased_database("configs-import", 1);
+        let dir = TempDir::new("pg-import");
+        let files = ConfigStore::open(&dir.0, sealer()).unwrap();
+        files.save_descriptor(descriptor("vacuum", 1)).unwrap();
+        files.save_descriptor(descriptor("balance", 3)).unwrap();
+        let from_files = save_secrets(&files, 30);
+        drop(files);
+
+        let store = ConfigStore::open_postgres(&target, 1, &dir.0, sealer()).unwrap();
+        assert_eq!(store.job_types(), ["balance", "vacuum"]);
+        assert_eq!(store.config("vacuum").unwrap(), from_files);
+        assert_eq!(store.descriptor("balance").unwrap().descriptor_version, 3);
+        let imported = rows(&url);
+        assert_eq!(imported.len(), 2);
+        assert!(imported.iter().all(|(_, _, config, _)| !contains(config.as_deref().unwrap(), "canary-")));
+        // The leader saves on; the data dir changes behind it (another job type, a config).
+        let saved = save_secrets(&store, 55);
+        drop(store);
+        let files = ConfigStore::open(&dir.0, sealer()).unwrap();
+        files.save_descriptor(descriptor("ec", 1)).unwrap();
+        save_secrets(&files, 99);
+        drop(files);
+        let stored = rows(&url);
+
+        // The next term (a restart, or another admin with this data dir) imports nothing.
+        take_over(&url, 2);
+        let store = ConfigStore::open_postgres(&target, 2, &dir.0, sealer()).unwrap();
+        assert_eq!(store.job_types(), ["balance", "vacuum"], "no second import");
+        assert_eq!(store.config("vacuum").unwrap(), saved, "the stored config stands");
+        assert_eq!(rows(&url), stored);
+
+        // An import into a table that holds a job type stores nothing, whatever it brings.
+        let table = JobTypeTable::open(&target, 2).unwrap();
+        let row = JobTypeRow {
+            job_type: "vacuum".into(),
+            descriptor: Some(descriptor("vacuum", 9).encode_to_vec()),
+            config: None,
+        };
+        let other = JobTypeRow { job_type: "ec".into(), ..row.clone() };
+        assert_eq!(table.import(&[row.clone(), other.clone()]).unwrap(), 0);
+        assert_eq!(rows(&url), stored);
+
+        // On an empty table it is one fenced transaction: under a stale epoch, nothing.
+        let (url, target) = leased_database("configs-import-fenced", 1);
+        let table = JobTypeTable::open(&target, 1).unwrap();
+        assert!(table.is_empty().unwrap());
+        take_over(&url, 2);
+        let err = table.import(&[row.clone(), other.clone()]).unwrap_err();
+        assert!(err.is_fenced(), "{err}");
+        assert!(rows(&url).is_empty());
+        let table = JobTypeTable::open(&target, 2).unwrap();
+        assert_eq!(table.import(&[row, other]).unwrap(), 2);
+        assert_eq!(rows(&url).len(), 2);
+    }
+
+    #[test]
+    fn a_row_with_secrets_in_clear_is_sealed_when_the_store_opens_it() {
+        let (url, target) = leased_database("configs-clear-row", 1);
+        let dir = TempDir::new("pg-clear");
+        let clear = pb::PersistedJobTypeConfig {
+            job_type: "vacuum".into(),
+            descriptor_version: 1,
+            admin_config_values: [("api_key".to_string(), s("old-clear-secret")), ("limit".to_string(), i(7))].into(),
+            ..Default::default()
+        };
+        let table = JobTypeTable::open(&target, 1).unwrap();
+        table.save("vacuum", Some(&descriptor("vacuum", 1).encode_to_vec()), Some(&clear.encode_to_vec())).unwrap();
+        drop(table);
+
+        let store = ConfigStore::open_postgres(&target, 1, &dir.0, sealer()).unwrap();
+        assert_eq!(*store.config("vacuum").unwrap(), clear);
+        let stored = rows(&url);
+        let config = stored[0].2.as_deref().unwrap();
+        assert!(!contains(config, "old-clear-secret") && contains(config, "plughost-enc:v1:"));
+        assert!(stored[0].1.is_some(), "the descriptor is kept");
+        let again = ConfigStore::open_postgres(&target, 1, &dir.0, sealer()).unwrap();
+        assert_eq!(*again.config("vacuum").unwrap(), clear);
+        assert_eq!(rows(&url), stored, "sealed once");
+    }
+
+    /// Callers save from `spawn_blocking` threads, which are inside the admin's runtime.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn saves_work_from_blocking_threads_of_a_runtime() {
+        let (url, target) = leased_database("configs-runtime", 1);
+        let dir = TempDir::new("pg-runtime");
+        let store = Arc::new(
+            tokio::task::spawn_blocking(move || ConfigStore::open_postgres(&target, 1, &dir.0, sealer()).unwrap())
+                .await
+                .unwrap(),
+        );
+        let saves: Vec<_> = ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|t| {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.save_descriptor(descriptor(t, 1)).map(|_| ()))
+            })
+            .collect();
+        for save in saves {
+            save.await.unwrap().unwrap();
+        }
+        assert_eq!(store.job_types(), ["a", "b", "c", "d"]);
+        let url2 = url.clone();
+        let names = tokio::task::spawn_blocking(move || rows(&url2)).await.unwrap();
+        assert_eq!(names.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["a", "b", "c", "d"]);
+        drop(url);
     }
 }

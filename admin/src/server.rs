@@ -101,11 +101,25 @@ impl Admin {
         let events = Arc::new(EventBus::new(EVENT_BUFFER));
         let data_dir = config.data_dir.clone();
         let key = config.secret_key.clone();
+        // With PostgreSQL the lease holder keeps the job types in the database (every save
+        // fenced by the term's epoch, as the job store's writes), so the next leader sees them.
+        let database = match (&config.store, &term) {
+            (crate::config::StoreLocation::Postgres { url, ca }, Some((term, _))) => {
+                let target = crate::store::PgTarget::parse(url, ca.as_deref()).map_err(|source| {
+                    StoreError::Backend { path: crate::store::postgres::redacted(url).into(), source }
+                })?;
+                Some((target, term.epoch))
+            }
+            _ => None,
+        };
         let configs = Arc::new(
             tokio::task::spawn_blocking(move || -> Result<ConfigStore, AdminError> {
                 // The key first: the config store opens sealed values with it.
                 let sealer = SecretBox::open_source(&key, &data_dir)?;
-                Ok(ConfigStore::open(&data_dir, sealer)?)
+                Ok(match database {
+                    Some((target, epoch)) => ConfigStore::open_postgres(&target, epoch, &data_dir, sealer)?,
+                    None => ConfigStore::open(&data_dir, sealer)?,
+                })
             })
             .await
             .map_err(|e| AdminError::Task { what: "opening the config store", message: e.to_string() })??,

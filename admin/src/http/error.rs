@@ -92,6 +92,8 @@ impl From<crate::config_store::ConfigStoreError> for ApiError {
             E::Invalid(fields) => ApiError::Invalid(fields),
             E::InvalidJobType(_) => ApiError::BadRequest(e.to_string()),
             E::UnknownJobType(_) => ApiError::NotFound(e.to_string()),
+            // Another admin leads now: nothing was saved, and this one is stepping down.
+            _ if e.is_fenced() => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -23,11 +23,15 @@
 //!   so a batch commits only while its epoch is current.
 //!
 //! Modules: `schema` (migrations, the lease table), `writes` (applying a batch),
-//! `queries` (the load at start and the reads).
+//! `queries` (the load at start and the reads), `job_types` (the config store's table:
+//! descriptors and saved configs, each save fenced like a batch, on a writer of its own).
 
+mod job_types;
 mod queries;
 mod schema;
 mod writes;
+
+pub(crate) use self::job_types::{JobTypeRow, JobTypeTable};
 
 use std::{
     collections::HashMap,
@@ -329,14 +333,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, BackendError> {
 /// Opens the database `target` names, creating or migrating its schema (checking the
 /// lease's epoch first when `fence` is given): the writer side and the reader side.
 pub(super) fn open(target: &PgTarget, fence: Option<i64>) -> Result<(PgBackend, PgReader), BackendError> {
-    let mut backend = PgBackend { rt: Some(runtime()?), target: target.clone(), conn: None, fence };
-    let applied = backend.run(|mut conn, fence| async move {
-        let out = schema::migrate(&mut conn.client, fence).await;
-        (conn, out.map_err(|f| f.into_backend("cannot create or migrate the schema")))
-    })?;
-    if !applied.is_empty() {
-        tracing::info!(store = %target.redacted(), ?applied, "PostgreSQL store migrated");
-    }
+    let backend = PgBackend::open(target, fence)?;
     let reader = PgReader::start(target.clone())?;
     Ok((backend, reader))
 }
@@ -372,6 +369,20 @@ pub(crate) struct PgBackend {
 }
 
 impl PgBackend {
+    /// A runtime and a connection to the database `target` names, whose schema is created
+    /// or migrated first (each migration checking the lease's epoch when `fence` is given).
+    fn open(target: &PgTarget, fence: Option<i64>) -> Result<PgBackend, BackendError> {
+        let mut backend = PgBackend { rt: Some(runtime()?), target: target.clone(), conn: None, fence };
+        let applied = backend.run(|mut conn, fence| async move {
+            let out = schema::migrate(&mut conn.client, fence).await;
+            (conn, out.map_err(|f| f.into_backend("cannot create or migrate the schema")))
+        })?;
+        if !applied.is_empty() {
+            tracing::info!(store = %target.redacted(), ?applied, "PostgreSQL store migrated");
+        }
+        Ok(backend)
+    }
+
     /// Runs `work` on the connection (opened first if there is none). After an error the
     /// connection is dropped and the next call opens a new one: failures are rare, and
     /// a connection that broke may not know it yet.
@@ -800,7 +811,7 @@ mod tests {
         };
         let all: Vec<i32> = (1..=schema::MIGRATIONS.len() as i32).collect();
         assert_eq!(versions().await, all);
-        for table in ["jobs", "attempts", "activities", "runs", "audit", "holds", "schedules", "meta"] {
+        for table in ["jobs", "attempts", "activities", "runs", "audit", "holds", "schedules", "meta", "job_types"] {
             assert!(exists(&client, table).await, "{table}");
         }
         assert!(exists(&client, "activities_feed").await && exists(&client, "activities_feed_by_type").await);

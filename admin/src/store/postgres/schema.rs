@@ -17,7 +17,10 @@ pub(super) const ADVISORY_LOCK: i64 = 0x706c_7567_686f_7374;
 
 /// The migrations, oldest first: migration N is `MIGRATIONS[N - 1]`. Append only; never
 /// edit one that has shipped.
-pub(super) const MIGRATIONS: &[&[&str]] = &[&[
+pub(super) const MIGRATIONS: &[&[&str]] = &[MIGRATION_1, MIGRATION_2];
+
+/// The job store's tables.
+const MIGRATION_1: &[&str] = &[
     "CREATE TABLE jobs (
         seq bigint PRIMARY KEY,
         job_type text NOT NULL,
@@ -132,7 +135,18 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[&[
         key text PRIMARY KEY,
         value bigint NOT NULL
     )",
-]];
+];
+
+/// The config store's job types (see `super::job_types`): the encoded `JobTypeDescriptor`
+/// as the worker sent it and the encoded `PersistedJobTypeConfig` with its secrets sealed,
+/// the bytes `descriptor.pb` and `config.pb` hold. Either may be missing, as either file
+/// may. `updated_at`: the last write, in milliseconds since the Unix epoch.
+const MIGRATION_2: &[&str] = &["CREATE TABLE job_types (
+        job_type text PRIMARY KEY,
+        descriptor bytea,
+        config bytea,
+        updated_at bigint NOT NULL
+    )"];
 
 /// The jobs table's columns, in the order the insert and the row mapping use.
 pub(super) const JOB_COLUMNS: &str = "seq, job_type, dedupe_key, priority, summary, detail, payload, created_at, not_before, \
