@@ -252,29 +252,16 @@ impl ConfigStore {
             let imported = table.import(&rows).map_err(database)?;
             info!(from = %root.display(), store = %table.redacted(), imported, "job types imported from the data dir");
         }
-        // Named in the errors of a sealed value that does not open.
-        let at = PathBuf::from(format!("{} (table job_types)", table.redacted()));
-        let mut entries = BTreeMap::new();
-        for row in table.load().map_err(database)? {
-            let job_type = row.job_type;
-            if !validator::is_valid_job_type(&job_type) {
-                warn!(job_type, "skipping a stored job type with an invalid name");
-                continue;
-            }
-            let descriptor = row.descriptor.and_then(|bytes| decode_logged::<pb::JobTypeDescriptor>(&job_type, &bytes));
-            let config = row
-                .config
-                .and_then(|bytes| decode_logged::<pb::PersistedJobTypeConfig>(&job_type, &bytes))
-                .map(|config| (config, at.clone()));
-            let reseal = |config: &pb::PersistedJobTypeConfig, secrets: &SecretFields| {
-                let sealed = seal(&sealer, config, secrets)?;
-                table.save(&job_type, None, Some(&sealed)).map_err(database)
-            };
-            if let Some(slot) = make_slot(&job_type, descriptor, config, &sealer, reseal)? {
-                entries.insert(job_type, slot);
-            }
-        }
-        info!(store = %table.redacted(), job_types = entries.len(), "config store loaded");
+        let entries = load_table(&table, &sealer, true)?;
+        Ok(Self::with(Persistence::Postgres(Box::new(table)), entries, sealer))
+    }
+
+    /// The job types as the database holds them, for a standby's read-only view: no
+    /// migration, no import, and every save refused.
+    pub fn open_postgres_view(target: &PgTarget, sealer: SecretBox) -> Result<Self, ConfigStoreError> {
+        let database = |source| ConfigStoreError::Database { database: target.redacted().to_string(), source };
+        let table = JobTypeTable::open_view(target).map_err(database)?;
+        let entries = load_table(&table, &sealer, false)?;
         Ok(Self::with(Persistence::Postgres(Box::new(table)), entries, sealer))
     }
 
@@ -720,6 +707,43 @@ fn migrate_values(
 /// Where the store keeps what it holds: the seam between the in-memory state and its
 /// persistence. Both keep the same encodings: the worker's descriptor, and the config
 /// with the values of its secret fields sealed.
+/// The job types stored in `table`. A config with a secret in clear is sealed and saved
+/// back when `reseal` (the leader); a view leaves the row as it is.
+fn load_table(
+    table: &JobTypeTable,
+    sealer: &SecretBox,
+    write_back: bool,
+) -> Result<BTreeMap<String, Slot>, ConfigStoreError> {
+    let database = |source| ConfigStoreError::Database { database: table.redacted().to_string(), source };
+    // Named in the errors of a sealed value that does not open.
+    let at = PathBuf::from(format!("{} (table job_types)", table.redacted()));
+    let mut entries = BTreeMap::new();
+    for row in table.load().map_err(database)? {
+        let job_type = row.job_type;
+        if !validator::is_valid_job_type(&job_type) {
+            warn!(job_type, "skipping a stored job type with an invalid name");
+            continue;
+        }
+        let descriptor = row.descriptor.and_then(|bytes| decode_logged::<pb::JobTypeDescriptor>(&job_type, &bytes));
+        let config = row
+            .config
+            .and_then(|bytes| decode_logged::<pb::PersistedJobTypeConfig>(&job_type, &bytes))
+            .map(|config| (config, at.clone()));
+        let reseal = |config: &pb::PersistedJobTypeConfig, secrets: &SecretFields| {
+            if !write_back {
+                return Ok(());
+            }
+            let sealed = seal(sealer, config, secrets)?;
+            table.save(&job_type, None, Some(&sealed)).map_err(database)
+        };
+        if let Some(slot) = make_slot(&job_type, descriptor, config, sealer, reseal)? {
+            entries.insert(job_type, slot);
+        }
+    }
+    info!(store = %table.redacted(), job_types = entries.len(), "config store loaded");
+    Ok(entries)
+}
+
 enum Persistence {
     /// Files in `root` (`<data>/plugin/job_types`), one directory per job type.
     Files { root: PathBuf },

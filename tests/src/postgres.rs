@@ -122,3 +122,39 @@ impl Drop for PgServer {
         let _ = stop.output();
     }
 }
+
+impl PgServer {
+    /// Turns TLS on with `pair` as the server's certificate and key (restarting the
+    /// server); clients may still connect in clear unless they ask for TLS.
+    pub fn enable_tls(&self, pair: &crate::certs::CertPair) {
+        let data = self.dir.path().join("data");
+        std::fs::write(data.join("server.crt"), &pair.cert_pem).expect("write server.crt");
+        std::fs::write(data.join("server.key"), &pair.key_pem).expect("write server.key");
+        let mut conf =
+            std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).expect("postgresql.conf");
+        std::io::Write::write_all(
+            &mut conf,
+            b"\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )
+        .expect("write postgresql.conf");
+        if is_root() {
+            let mut chown = Command::new("chown");
+            chown.arg("postgres").arg(data.join("server.crt")).arg(data.join("server.key"));
+            run(chown, "give the certificate to the postgres user");
+        }
+        // PostgreSQL refuses a key others can read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        self.stop();
+        self.resume();
+    }
+
+    /// One SQL query's result, unaligned and without headers (`psql -tA`).
+    pub fn query(&self, sql: &str) -> String {
+        let mut psql = Command::new(bin("psql"));
+        psql.args(["-v", "ON_ERROR_STOP=1", "-tA", "-d", &self.url(), "-c", sql]);
+        let out = psql.output().expect("psql");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}

@@ -12,6 +12,7 @@ use std::{
 
 use serde_json::Value;
 use tests::{
+    certs::TestCa,
     harness::{AdminProcess, data_dir, free_port},
     http,
     postgres::{PgServer, database},
@@ -33,6 +34,10 @@ struct Member {
 
 impl Member {
     fn spawn(url: &str, name: &str) -> Member {
+        Member::spawn_with(url, name, &[])
+    }
+
+    fn spawn_with(url: &str, name: &str, extra: &[&str]) -> Member {
         let (dir, data) = data_dir(&format!("ha-{name}"));
         let (http_port, grpc_port) = (free_port(), free_port());
         let child = std::process::Command::new(bin())
@@ -40,6 +45,7 @@ impl Member {
             .arg(&data)
             .args(["--http-addr", &format!("127.0.0.1:{http_port}"), "--grpc-addr", &format!("127.0.0.1:{grpc_port}")])
             .args(["--heartbeat-seconds", "1", "--store", url, "--lease-seconds", "2"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -210,12 +216,31 @@ async fn a_standby_takes_over_from_a_killed_leader_and_every_job_succeeds_exactl
         (succeeded(&a_http).await >= 5).then_some(())
     })
     .await;
+    // A config saved on the leader is the next leader's: the job types live in the database.
+    let config = http::get(a.http(), "/api/plugin/job-types/batch/config").await.json();
+    let mut runtime = config["admin_runtime"].clone();
+    runtime["detection_timeout_seconds"] = serde_json::json!(4321);
+    let r = http::put_json(
+        a.http(),
+        "/api/plugin/job-types/batch/config",
+        &serde_json::json!({ "admin_runtime": runtime }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The standby shows it too (its view reads the database).
+    let b_http = b.http().to_string();
+    wait_for("the standby's view to show the saved config", Duration::from_secs(30), || async {
+        let c = http::get(&b_http, "/api/plugin/job-types/batch/config").await;
+        (c.status == 200 && c.json()["admin_runtime"]["detection_timeout_seconds"] == 4321).then_some(())
+    })
+    .await;
     let mut a = a;
     a.process.kill();
 
     let status = b.wait_role("leader").await;
     assert_eq!(status["epoch"], 2, "the takeover bumped the epoch: {status}");
-    let b_http = b.http().to_string();
+    let config = http::get(b.http(), "/api/plugin/job-types/batch/config").await.json();
+    assert_eq!(config["admin_runtime"]["detection_timeout_seconds"], 4321, "saved on the old leader: {config}");
     let finished = wait_for("every job finished on the new leader", Duration::from_secs(120), || async {
         let j = jobs(&b_http).await;
         (j.len() == JOBS && j.iter().all(|j| j["state"] == "job_state_succeeded")).then_some(j)
@@ -330,4 +355,40 @@ async fn a_database_that_goes_away_stops_the_admin_until_it_returns() {
     .await;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(20), worker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_connection_uses_tls_verified_against_the_given_ca() {
+    let server = PgServer::start();
+    let ca = TestCa::new("database CA");
+    server.enable_tls(&ca.server(&["127.0.0.1"]));
+    let files = tests::TempDir::new("ha-tls");
+    let (good, other) = (files.path().join("ca.pem"), files.path().join("other-ca.pem"));
+    std::fs::write(&good, ca.cert_pem()).unwrap();
+    std::fs::write(&other, TestCa::new("another CA").cert_pem()).unwrap();
+    let url = format!("{}?sslmode=require", server.url());
+
+    let a = Member::spawn_with(&url, "tls", &["--store-ca", good.to_str().unwrap()]);
+    a.wait_role("leader").await;
+    // The server sees the admin's connections (the lease's and the store's) encrypted.
+    let encrypted = server.query(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE s.ssl AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'",
+    );
+    assert!(encrypted.parse::<i64>().unwrap() >= 2, "TLS connections: {encrypted}");
+    let plain = server.query(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE NOT s.ssl AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'",
+    );
+    assert_eq!(plain, "0", "no connection of the admin is in clear");
+
+    // A CA that did not sign the server's certificate: no connection, and it says why.
+    let b = Member::spawn_with(&url, "tls-other-ca", &["--store-ca", other.to_str().unwrap()]);
+    let status = wait_for("the admin with the wrong CA to report the database", Duration::from_secs(60), || async {
+        b.status().await.filter(|s| s["role"] == "standby" && s["error"].as_str().is_some_and(|e| !e.is_empty()))
+    })
+    .await;
+    assert_eq!(status["database_reachable"], false, "{status}");
+    let error = status["error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "the error names the certificate problem: {error}");
 }

@@ -178,6 +178,7 @@ async fn status(State(s): State<Standby>) -> Json<serde_json::Value> {
         "leader_http": view.leader_http,
         "leader_grpc": view.leader_grpc,
         "database_reachable": view.database_reachable,
+        "error": view.error,
     }))
 }
 
@@ -242,7 +243,7 @@ impl View {
         let (store, loaded, configs) = tokio::task::spawn_blocking(move || -> Result<_, String> {
             let (store, loaded) = Store::snapshot_postgres(&target).map_err(|e| e.to_string())?;
             let sealer = SecretBox::open_source(&key, &data_dir).map_err(|e| e.to_string())?;
-            let configs = ConfigStore::open(&data_dir, sealer).map_err(|e| e.to_string())?;
+            let configs = ConfigStore::open_postgres_view(&target, sealer).map_err(|e| e.to_string())?;
             Ok((store, loaded, configs))
         })
         .await

@@ -65,6 +65,8 @@ pub(crate) struct JobTypeTable {
     /// Saves are serialised by the config store already; the lock makes `&self` enough.
     writer: Mutex<PgBackend>,
     redacted: String,
+    /// A standby's view: it reads, and refuses every save.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for JobTypeTable {
@@ -79,7 +81,14 @@ impl JobTypeTable {
     /// that the lease's epoch is `fence`). Every later write is fenced by `fence` too.
     pub(crate) fn open(target: &PgTarget, fence: i64) -> Result<JobTypeTable, BackendError> {
         let writer = PgBackend::open(target, Some(fence))?;
-        Ok(JobTypeTable { writer: Mutex::new(writer), redacted: target.redacted().to_string() })
+        Ok(JobTypeTable { writer: Mutex::new(writer), redacted: target.redacted().to_string(), read_only: false })
+    }
+
+    /// The table as it is, for a standby's read-only view: no migration, and every save
+    /// refused (only the lease holder writes).
+    pub(crate) fn open_view(target: &PgTarget) -> Result<JobTypeTable, BackendError> {
+        let writer = PgBackend::unmigrated(target)?;
+        Ok(JobTypeTable { writer: Mutex::new(writer), redacted: target.redacted().to_string(), read_only: true })
     }
 
     /// The database's URL without its password.
@@ -123,6 +132,9 @@ impl JobTypeTable {
     }
 
     fn write(&self, change: Change<'_>, what: &str) -> Result<usize, BackendError> {
+        if self.read_only {
+            return Err(BackendError::new(format!("{what}: a standby saves nothing; changes go to the leader")));
+        }
         self.writer().run(|mut conn, fence| async move {
             let out = write(&mut conn, fence, &change).await;
             (conn, out.map_err(|f| f.into_backend(what)))

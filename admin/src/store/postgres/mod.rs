@@ -353,7 +353,7 @@ pub fn open_reader(target: &PgTarget) -> Result<PgReader, BackendError> {
 /// What a standby's read-only view of the store needs: the state as the leader last
 /// committed it (no migration, no write, no fence) and a reader.
 pub(crate) fn open_snapshot(target: &PgTarget) -> Result<(Loaded, PgReader), BackendError> {
-    let mut backend = PgBackend { rt: Some(runtime()?), target: target.clone(), conn: None, fence: None };
+    let mut backend = PgBackend::unmigrated(target)?;
     let loaded = backend.load()?;
     drop(backend);
     Ok((loaded, PgReader::start(target.clone())?))
@@ -369,6 +369,12 @@ pub(crate) struct PgBackend {
 }
 
 impl PgBackend {
+    /// A connection side for reading what is there: no migration and no fence, so it
+    /// must never write (a standby's view).
+    pub(crate) fn unmigrated(target: &PgTarget) -> Result<PgBackend, BackendError> {
+        Ok(PgBackend { rt: Some(runtime()?), target: target.clone(), conn: None, fence: None })
+    }
+
     /// A runtime and a connection to the database `target` names, whose schema is created
     /// or migrated first (each migration checking the lease's epoch when `fence` is given).
     fn open(target: &PgTarget, fence: Option<i64>) -> Result<PgBackend, BackendError> {
