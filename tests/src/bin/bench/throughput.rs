@@ -1,7 +1,9 @@
 //! `throughput`: N no-op jobs proposed in batches of 1,000 by one detector, run by W
 //! workers x S slots. Completed jobs/s from the first proposal to the last completion
-//! persisted (the store's own count, read from the SQLite file), the admin's CPU seconds
-//! per 1,000 jobs, and queued->assigned latency from the admin's histogram.
+//! persisted (the store's own count, read from the SQLite file or the PostgreSQL database),
+//! the admin's CPU seconds per 1,000 jobs, and queued->assigned latency from the admin's
+//! histogram. `--store postgres` runs the admin on a durable PostgreSQL server the bench
+//! starts (it leads at once: a fresh database has no lease to wait for).
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use crate::{
     admin_process::{self, AdminProcess, CpuUse, CpuWindow},
     noop::{Fleet, Pace, Shared},
     stats::{Histogram, num},
+    store::{BenchStore, StoreKind},
 };
 
 pub const BATCH: usize = 1000;
@@ -57,11 +60,15 @@ impl Measured {
 
 pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
     let jobs = o.jobs.unwrap_or_else(|| default_jobs(o.size));
-    let m = measure(jobs, o.workers, o.slots).await?;
-    carry.jobs_per_s = Some(m.jobs_per_s);
+    let m = measure(jobs, o.workers, o.slots, o.store).await?;
+    // `latency` runs on SQLite: it takes its capacity from a SQLite run only.
+    if o.store == StoreKind::Sqlite {
+        carry.jobs_per_s = Some(m.jobs_per_s);
+    }
     let ratio = carry.round_trips_per_s.map(|rt| m.jobs_per_s / rt);
     let ms = |s: f64| s * 1000.0;
     Ok(json!({
+        "store": o.store.name(),
         "jobs": m.jobs,
         "workers": o.workers,
         "slots_per_worker": o.slots,
@@ -95,6 +102,7 @@ pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
         "admin_rss_per_queued_job_note": "(peak RSS - RSS before the first proposal) / jobs: every job is \
             proposed in the first moments (see proposal_phase_s), so at the peak nearly all are queued",
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "fsync_probe_dir": if o.store == StoreKind::Postgres { "PostgreSQL's data dir" } else { "the admin's data dir" },
         "fsync_p50_ms": num(m.fsync_ms.0, 3),
         "fsync_max_ms": num(m.fsync_ms.1, 3),
         "execute_request_bytes": m.execute_request_bytes,
@@ -103,14 +111,16 @@ pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
     }))
 }
 
-/// Runs `jobs` no-op jobs through a fresh admin and `workers` x `slots` SDK workers.
-pub async fn measure(jobs: usize, workers: usize, slots: usize) -> Result<Measured> {
+/// Runs `jobs` no-op jobs through a fresh admin on `store` and `workers` x `slots` SDK workers.
+pub async fn measure(jobs: usize, workers: usize, slots: usize, store: StoreKind) -> Result<Measured> {
     let dir = tests::TempDir::new("bench-throughput");
-    let fsync = admin_process::fsync_probe(dir.path()).unwrap_or((f64::NAN, f64::NAN));
-    let admin = AdminProcess::start(dir.path(), 5).await?;
+    let store = BenchStore::start(store).await?;
+    let probe_dir = store.pg_data_dir().unwrap_or_else(|| dir.path().to_path_buf());
+    let fsync = admin_process::fsync_probe(&probe_dir).unwrap_or((f64::NAN, f64::NAN));
+    let admin = AdminProcess::start_on(dir.path(), 5, &store.admin_store(None)).await?;
     let shared = Shared::new(jobs, Pace::Burst { batch: BATCH }, admin.pid);
     let fleet = Fleet::start(admin.grpc, workers, slots, &shared);
-    let result = drive(&admin, &fleet, &shared, dir.path(), jobs, workers).await;
+    let result = drive(&admin, &fleet, &shared, &store, dir.path(), jobs, workers).await;
     fleet.stop().await;
     admin.stop(Duration::from_secs(5)).await;
     result.map(|m| Measured { fsync_ms: fsync, ..m })
@@ -120,6 +130,7 @@ async fn drive(
     admin: &AdminProcess,
     fleet: &Fleet,
     shared: &std::sync::Arc<Shared>,
+    store: &BenchStore,
     data_dir: &std::path::Path,
     jobs: usize,
     workers: usize,
@@ -162,12 +173,10 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let db = rusqlite::Connection::open(AdminProcess::state_db(data_dir)).context("opening the admin's store")?;
-    db.busy_timeout(Duration::from_secs(10))?;
+    let db = store.connect(data_dir).await?;
     let finals = [JobState::Succeeded as i32, JobState::Failed as i32, JobState::Canceled as i32];
     let (end, cpu_end, threads_end) = loop {
-        let persisted: i64 =
-            db.query_row("SELECT COUNT(*) FROM jobs WHERE state IN (?1, ?2, ?3)", finals, |r| r.get(0))?;
+        let persisted = db.count_in_states(&finals).await?;
         if persisted >= jobs as i64 {
             break (Instant::now(), admin.cpu_seconds()?, admin_process::thread_cpu_seconds(admin.pid)?);
         }
@@ -177,11 +186,7 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let cpu = window.finish();
-    let failed: i64 = db.query_row(
-        "SELECT COUNT(*) FROM jobs WHERE state IN (?1, ?2)",
-        [JobState::Failed as i32, JobState::Canceled as i32],
-        |r| r.get(0),
-    )?;
+    let failed = db.count_in_states(&[JobState::Failed as i32, JobState::Canceled as i32]).await?;
     let after = Histogram::parse(&admin_process::metrics(&admin.http).await?, "plughost_dispatch_latency_seconds")
         .context("the admin's /metrics has no plughost_dispatch_latency_seconds")?;
     let elapsed = end - first_at;
