@@ -16,7 +16,7 @@
 //! - `doubled`: jobs that ran to success twice: executed again after A had committed their
 //!   success (the database's succeeded set is read right after the kill, until B takes
 //!   the lease, so it is what A committed), executed twice by the same admin, or stored
-//!   twice (two job rows for one dedupe key, or two successful execution runs);
+//!   twice (two job rows for one dedupe key, or two successful attempt rows);
 //! - `executions_repeated`: jobs that were out on A's workers when it died, whose success
 //!   A never committed, and that B ran again (expected: requeued without using an attempt).
 
@@ -115,7 +115,8 @@ pub async fn run(o: &Options) -> Result<Value> {
         "never_created": m.never_created,
         "never_executed": m.never_executed,
         "duplicate_job_rows": m.duplicate_rows,
-        "jobs_with_two_successful_runs": m.doubled_runs,
+        "jobs_with_two_successful_attempts": m.doubled_attempts,
+        "max_attempts": m.max_attempts,
         "succeeded_on_a": m.succeeded_on_a,
         "elapsed_s": num(m.elapsed.as_secs_f64(), 3),
         "lost_note": "jobs proposed that did not end succeeded in the database",
@@ -138,7 +139,8 @@ struct Measured {
     never_created: usize,
     never_executed: usize,
     duplicate_rows: usize,
-    doubled_runs: usize,
+    doubled_attempts: usize,
+    max_attempts: i32,
     succeeded_on_a: usize,
     elapsed: Duration,
 }
@@ -221,7 +223,7 @@ async fn drive(
     let ready_deadline = Duration::from_secs(lease + 60);
     while ready_at.is_none() || !taken_over {
         let now = Instant::now();
-        if ready_at.is_none() && http::get(&b.http, "/readyz").await.status == 200 {
+        if ready_at.is_none() && http::try_get(&b.http, "/readyz").await.is_some_and(|r| r.status == 200) {
             ready_at = Some(Instant::now());
         }
         if !taken_over && now >= next_snapshot {
@@ -308,14 +310,19 @@ async fn drive(
             }
         }
     }
-    let doubled_runs = db
+    // The store keeps one attempt row per attempt (a requeue after a failover reuses it).
+    let doubled_attempts = db
         .query_one(
-            "SELECT COUNT(*) FROM (SELECT job_id FROM runs WHERE job_type = $1 AND kind = 'execution' AND success \
-             GROUP BY job_id HAVING COUNT(*) > 1) AS twice",
+            "SELECT COUNT(*) FROM (SELECT a.job_seq FROM attempts a JOIN jobs j ON j.seq = a.job_seq \
+             WHERE j.job_type = $1 AND a.outcome = 'succeeded' GROUP BY a.job_seq HAVING COUNT(*) > 1) AS twice",
             &[&JOB_TYPE],
         )
         .await?
         .try_get::<_, i64>(0)? as usize;
+    let max_attempts: i32 = db
+        .query_one("SELECT COALESCE(MAX(attempts), 0) FROM jobs WHERE job_type = $1", &[&JOB_TYPE])
+        .await?
+        .try_get(0)?;
 
     // The workers' view: who ran what, A (the first admin to dispatch) or B.
     let mut doubled = 0;
@@ -334,7 +341,7 @@ async fn drive(
             repeated += 1;
         }
     }
-    let doubled = doubled + duplicate_rows + doubled_runs;
+    let doubled = doubled + duplicate_rows + doubled_attempts;
     if !finished_in_time && lost == 0 {
         bail!("B's status never showed every job finished, yet the database has them all");
     }
@@ -352,7 +359,8 @@ async fn drive(
         never_created,
         never_executed,
         duplicate_rows,
-        doubled_runs,
+        doubled_attempts,
+        max_attempts,
         succeeded_on_a: on_a.len(),
         elapsed: all_done - first_at,
     })

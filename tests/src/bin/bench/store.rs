@@ -64,6 +64,33 @@ impl BenchStore {
         self.pg.as_ref().map(PgServer::data_dir)
     }
 
+    /// CPU seconds PostgreSQL's server has used so far: the postmaster with its reaped
+    /// children and every live child (the admins' backends, the WAL writer, the
+    /// checkpointer). `None` on SQLite or when /proc cannot tell.
+    pub fn postgres_cpu_seconds(&self) -> Option<f64> {
+        let pid_file = std::fs::read_to_string(self.pg.as_ref()?.data_dir().join("postmaster.pid")).ok()?;
+        let postmaster: u32 = pid_file.lines().next()?.trim().parse().ok()?;
+        let ticks = crate::admin_process::clock_ticks();
+        let fields = |pid: u32| -> Option<Vec<f64>> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = stat.rsplit_once(')')?.1;
+            // From the field after the name: state, ppid, ... utime (12), stime (13),
+            // cutime (14), cstime (15); ppid as a number too.
+            Some(after.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0)).collect())
+        };
+        let own = fields(postmaster)?;
+        let mut total = own.get(11)? + own.get(12)? + own.get(13)? + own.get(14)?;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if let Some(f) = fields(pid)
+                && f.get(1).copied() == Some(f64::from(postmaster))
+            {
+                total += f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+            }
+        }
+        Some(total / ticks)
+    }
+
     /// A connection to the store the admin writes (`data_dir` is the admin's, for SQLite).
     pub async fn connect(&self, data_dir: &Path) -> Result<StoreReader> {
         match &self.pg {

@@ -48,6 +48,8 @@ pub struct Measured {
     pub fsync_ms: (f64, f64),
     /// The admin's CPU seconds per thread name over the same interval, busiest first.
     pub threads: Vec<(String, f64)>,
+    /// PostgreSQL's server CPU seconds over about the same interval (PostgreSQL only).
+    pub postgres_cpu_s: Option<f64>,
 }
 
 impl Measured {
@@ -90,6 +92,10 @@ pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
         "workers_cpu_s": num(m.cpu.own, 2),
         "workers_cores_busy": num(m.cpu.own / m.cpu.wall, 2),
         "other_processes_cores_busy": num(m.cpu.other_cores(), 2),
+        "postgres_cpu_s": m.postgres_cpu_s.map(|s| num(s, 2)),
+        "postgres_cores_busy": m.postgres_cpu_s.map(|s| num(s / m.elapsed.as_secs_f64(), 2)),
+        "postgres_cpu_note": "PostgreSQL's server processes (postmaster and children), counted within \
+            other_processes_cores_busy; null on SQLite",
         "queued_to_assigned_p50_ms": num(ms(m.dispatch.quantile_upper(0.5)), 3),
         "queued_to_assigned_p99_ms": num(ms(m.dispatch.quantile_upper(0.99)), 3),
         "queued_to_assigned_max_ms": num(ms(m.dispatch.max_upper()), 3),
@@ -153,6 +159,7 @@ async fn drive(
     };
     let window = CpuWindow::starting_with(admin.pid, first_at, cpu_start);
     let threads_start = admin_process::thread_cpu_seconds(admin.pid)?;
+    let postgres_start = store.postgres_cpu_seconds();
 
     // Follow progress in memory (cheap), then wait for the store to hold every final state.
     let deadline = Duration::from_secs(120).max(Duration::from_secs_f64(jobs as f64 / 200.0));
@@ -185,6 +192,7 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
+    let postgres_cpu_s = postgres_start.zip(store.postgres_cpu_seconds()).map(|(a, b)| b - a);
     let cpu = window.finish();
     let failed = db.count_in_states(&[JobState::Failed as i32, JobState::Canceled as i32]).await?;
     let after = Histogram::parse(&admin_process::metrics(&admin.http).await?, "plughost_dispatch_latency_seconds")
@@ -205,5 +213,6 @@ async fn drive(
         cpu,
         fsync_ms: (f64::NAN, f64::NAN),
         threads: admin_process::thread_cpu_delta(&threads_start, &threads_end),
+        postgres_cpu_s,
     })
 }
