@@ -109,9 +109,7 @@ impl AdminProcess {
             if let Some(status) = self.child.try_wait()? {
                 bail!("the admin exited before it was ready: {status}");
             }
-            if tokio::net::TcpStream::connect(&self.http).await.is_ok()
-                && http::get(&self.http, "/readyz").await.status == 200
-            {
+            if readyz_status(&self.http).await == Some(200) {
                 self.ready_after = self.spawned_at.elapsed();
                 http::register_admin_token(&self.http, data_dir);
                 return Ok(());
@@ -132,7 +130,7 @@ impl AdminProcess {
             if let Some(status) = self.child.try_wait()? {
                 bail!("the admin exited before it listened: {status}");
             }
-            if token.exists() && tokio::net::TcpStream::connect(&self.http).await.is_ok() {
+            if token.exists() && readyz_status(&self.http).await.is_some() {
                 http::register_admin_token(&self.http, data_dir);
                 return Ok(());
             }
@@ -195,6 +193,31 @@ impl Drop for AdminProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// `GET /readyz`'s status, `None` while nothing listens. One plain HTTP/1.1 request per
+/// call, so no probe leaves the admin a connection without a request (which its listener
+/// would count as a handshake timeout ten seconds later).
+pub async fn readyz_status(http_addr: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(http_addr).await.ok()?;
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {http_addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 256];
+    let read = async {
+        while !head.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Some(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read).await.ok()??;
+    // "HTTP/1.1 200 OK"
+    std::str::from_utf8(&head).ok()?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Clock ticks per second for /proc/<pid>/stat (`getconf CLK_TCK`, else Linux's usual 100).

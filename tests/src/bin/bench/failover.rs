@@ -223,7 +223,7 @@ async fn drive(
     let ready_deadline = Duration::from_secs(lease + 60);
     while ready_at.is_none() || !taken_over {
         let now = Instant::now();
-        if ready_at.is_none() && http::try_get(&b.http, "/readyz").await.is_some_and(|r| r.status == 200) {
+        if ready_at.is_none() && admin_process::readyz_status(&b.http).await == Some(200) {
             ready_at = Some(Instant::now());
         }
         if !taken_over && now >= next_snapshot {
