@@ -1,6 +1,8 @@
 //! PostgreSQL for the high-availability tests: databases on the suite's shared server
 //! (`PLUGHOST_TEST_POSTGRES`, which `scripts/test` starts) and servers of a test's own,
-//! which it may stop and start again (`PLUGHOST_TEST_PG_BIN` names the binaries).
+//! which it may stop and start again (`PLUGHOST_TEST_PG_BIN` names the binaries; without
+//! it, the newest `/usr/lib/postgresql/<version>/bin` is used). The tests' servers run with
+//! `fsync=off`; the benchmark starts durable ones ([`PgServer::start_durable`]).
 
 use std::{
     path::PathBuf,
@@ -12,10 +14,30 @@ use crate::TempDir;
 
 const HOW: &str = "run the tests through ./scripts/test, which starts PostgreSQL for them";
 
+/// The directory of PostgreSQL's programs: `PLUGHOST_TEST_PG_BIN`, else the newest
+/// `/usr/lib/postgresql/<version>/bin` holding `initdb` (Debian's and Ubuntu's layout).
+pub fn bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PLUGHOST_TEST_PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.split('.').next()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
 fn bin(name: &str) -> PathBuf {
-    let dir =
-        std::env::var("PLUGHOST_TEST_PG_BIN").unwrap_or_else(|_| panic!("PLUGHOST_TEST_PG_BIN is not set: {HOW}"));
-    PathBuf::from(dir).join(name)
+    let dir = bin_dir().unwrap_or_else(|| {
+        panic!("PLUGHOST_TEST_PG_BIN is not set and there is no /usr/lib/postgresql/<version>/bin: {HOW}")
+    });
+    dir.join(name)
 }
 
 fn is_root() -> bool {
@@ -65,10 +87,22 @@ pub fn database(tag: &str) -> String {
 pub struct PgServer {
     dir: TempDir,
     pub port: u16,
+    durable: bool,
 }
 
 impl PgServer {
+    /// A server for tests: `fsync=off` (fast; a crash of the machine may lose commits).
     pub fn start() -> PgServer {
+        PgServer::start_with(false)
+    }
+
+    /// A server with PostgreSQL's durable defaults (`fsync=on`, synchronous commits), for
+    /// figures that should resemble production.
+    pub fn start_durable() -> PgServer {
+        PgServer::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> PgServer {
         let dir = TempDir::new("pg");
         if is_root() {
             run(
@@ -83,9 +117,14 @@ impl PgServer {
         let mut initdb = as_postgres(bin("initdb"));
         initdb.arg("-D").arg(dir.path().join("data")).args(["-U", "postgres", "-A", "trust", "--no-sync"]);
         run(initdb, "initdb");
-        let server = PgServer { dir, port: crate::harness::free_port() };
+        let server = PgServer { dir, port: crate::harness::free_port(), durable };
         server.resume();
         server
+    }
+
+    /// The server's data directory (for its own disk's figures).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres`.
@@ -102,7 +141,12 @@ impl PgServer {
             .arg("-l")
             .arg(self.dir.path().join("log"))
             .args(["-w", "-s", "-o"])
-            .arg(format!("-h 127.0.0.1 -p {} -k {} -c fsync=off", self.port, self.dir.path().display()));
+            .arg(format!(
+                "-h 127.0.0.1 -p {} -k {}{}",
+                self.port,
+                self.dir.path().display(),
+                if self.durable { "" } else { " -c fsync=off" }
+            ));
         start.arg("start");
         run(start, "start PostgreSQL");
     }

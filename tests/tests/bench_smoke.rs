@@ -1,7 +1,9 @@
 //! The benchmark's smoke test: every scenario runs at its smallest size (`--quick --smoke`)
 //! against a real admin process and real workers, exits 0, and prints one JSON line per
 //! scenario with its figures. Benchmarks measure, tests assert behaviour: no figure is
-//! compared with a target here.
+//! compared with a target here, except that a failover loses and doubles no job.
+//! `failover` and `--store postgres` start a PostgreSQL server of their own
+//! (`PLUGHOST_TEST_PG_BIN`, or `/usr/lib/postgresql/<version>/bin`).
 
 use std::process::Command;
 
@@ -44,6 +46,21 @@ const KEYS: &[(&str, &[&str])] = &[
     ("restart", &["jobs", "ready_s", "jobs_api_ms", "plugin_page_status", "plugin_page_ms"]),
 ];
 
+/// The keys of the failover's line.
+const FAILOVER_KEYS: &[&str] = &[
+    "store",
+    "lease_seconds",
+    "jobs",
+    "kill_to_ready_s",
+    "kill_to_first_dispatch_s",
+    "kill_to_first_dispatch_source",
+    "lost",
+    "doubled",
+    "executions_repeated",
+    "epoch_before",
+    "epoch_after",
+];
+
 /// Figures that must be numbers in every run, whatever the machine.
 const NUMBERS: &[(&str, &str)] = &[
     ("ceiling", "round_trips_per_s"),
@@ -55,39 +72,74 @@ const NUMBERS: &[(&str, &str)] = &[
     ("restart", "jobs_api_ms"),
 ];
 
-#[test]
-fn every_benchmark_scenario_runs_at_smoke_size_and_prints_its_figures_as_json() {
-    let scenarios: Vec<&str> = KEYS.iter().map(|(s, _)| *s).collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["--quick", "--smoke"])
-        .args(&scenarios)
-        .output()
-        .expect("run the bench binary");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Runs the bench with `args`; returns its JSON lines and its whole stdout.
+fn bench(args: &[&str]) -> (Vec<Value>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench")).args(args).output().expect("run the bench binary");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the bench failed ({}):\n{stdout}\n{stderr}", out.status);
-
     let lines: Vec<Value> = stdout
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
+    assert!(stdout.contains("verdict"), "the human table follows the JSON lines:\n{stdout}");
+    (lines, stdout)
+}
+
+fn line<'a>(lines: &'a [Value], scenario: &str, stdout: &str) -> &'a Value {
+    let v = lines
+        .iter()
+        .find(|v| v["scenario"] == scenario)
+        .unwrap_or_else(|| panic!("no JSON line for {scenario}:\n{stdout}"));
+    assert!(v.get("error").is_none(), "{scenario} reported an error: {v}");
+    v
+}
+
+#[test]
+fn every_benchmark_scenario_runs_at_smoke_size_and_prints_its_figures_as_json() {
+    let scenarios: Vec<&str> = KEYS.iter().map(|(s, _)| *s).collect();
+    let args: Vec<&str> = ["--quick", "--smoke"].into_iter().chain(scenarios.iter().copied()).collect();
+    let (lines, stdout) = bench(&args);
     assert_eq!(lines.len(), scenarios.len(), "one JSON line per scenario:\n{stdout}");
-    let line = |scenario: &str| -> &Value {
-        lines
-            .iter()
-            .find(|v| v["scenario"] == scenario)
-            .unwrap_or_else(|| panic!("no JSON line for {scenario}:\n{stdout}"))
-    };
     for (scenario, keys) in KEYS {
-        let v = line(scenario);
-        assert!(v.get("error").is_none(), "{scenario} reported an error: {v}");
+        let v = line(&lines, scenario, &stdout);
         for key in *keys {
             assert!(v.get(*key).is_some(), "{scenario} has no {key:?}: {v}");
         }
     }
     for (scenario, key) in NUMBERS {
-        assert!(line(scenario)[*key].is_number(), "{scenario}.{key} is not a number: {}", line(scenario));
+        let v = line(&lines, scenario, &stdout);
+        assert!(v[*key].is_number(), "{scenario}.{key} is not a number: {v}");
     }
-    assert!(stdout.contains("verdict"), "the human table follows the JSON lines:\n{stdout}");
+    assert_eq!(line(&lines, "throughput", &stdout)["store"], "sqlite");
+}
+
+#[test]
+fn throughput_runs_on_a_postgresql_store_of_its_own() {
+    let (lines, stdout) = bench(&["--quick", "--smoke", "--store", "postgres", "throughput"]);
+    let v = line(&lines, "throughput", &stdout);
+    assert_eq!(v["store"], "postgres", "{v}");
+    for (scenario, keys) in KEYS.iter().filter(|(s, _)| *s == "throughput") {
+        for key in *keys {
+            assert!(v.get(*key).is_some(), "{scenario} has no {key:?}: {v}");
+        }
+    }
+    assert!(v["jobs_per_s"].is_number(), "{v}");
+    assert_eq!(v["failed_jobs"], 0, "{v}");
+}
+
+#[test]
+fn failover_kills_the_leader_mid_run_and_loses_and_doubles_no_job() {
+    let (lines, stdout) = bench(&["--quick", "--smoke", "failover"]);
+    let v = line(&lines, "failover", &stdout);
+    for key in FAILOVER_KEYS {
+        assert!(v.get(*key).is_some(), "failover has no {key:?}: {v}");
+    }
+    assert_eq!(v["store"], "postgres", "{v}");
+    assert!(v["kill_to_ready_s"].is_number(), "{v}");
+    assert!(v["kill_to_first_dispatch_s"].is_number(), "the new leader dispatched: {v}");
+    assert_eq!(v["lost"], 0, "no job lost: {v}");
+    assert_eq!(v["doubled"], 0, "no job succeeded twice: {v}");
+    assert_eq!(v["epoch_after"], v["epoch_before"].as_i64().unwrap() + 1, "{v}");
 }

@@ -26,20 +26,43 @@ pub struct AdminProcess {
     pub grpc: SocketAddr,
     /// From spawn to the first `GET /readyz` answered 200.
     pub ready_after: Duration,
+    spawned_at: Instant,
+}
+
+/// Which store the admin runs on.
+#[derive(Debug, Clone, Default)]
+pub struct AdminStore {
+    /// `None`: SQLite in the data dir (the default). `Some(url)`: `--store <url>`.
+    pub postgres: Option<String>,
+    /// `--lease-seconds` (PostgreSQL only); the admin's default when `None`.
+    pub lease_seconds: Option<u64>,
 }
 
 impl AdminProcess {
     /// Starts `plughost admin` on free loopback ports with `data_dir` and waits until
     /// `/readyz` says ready. Its log (warnings and errors) goes to our stderr.
     pub async fn start(data_dir: &Path, heartbeat_seconds: u64) -> Result<AdminProcess> {
+        AdminProcess::start_on(data_dir, heartbeat_seconds, &AdminStore::default()).await
+    }
+
+    /// [`AdminProcess::start`] on `store`. With PostgreSQL the admin is ready once it leads
+    /// (it stands by until it holds the lease: at once on a fresh database).
+    pub async fn start_on(data_dir: &Path, heartbeat_seconds: u64, store: &AdminStore) -> Result<AdminProcess> {
+        let mut admin = AdminProcess::spawn(data_dir, heartbeat_seconds, store)?;
+        admin.wait_ready(data_dir, Duration::from_secs(300)).await?;
+        Ok(admin)
+    }
+
+    /// Spawns the admin without waiting for it (a standby never becomes ready).
+    pub fn spawn(data_dir: &Path, heartbeat_seconds: u64, store: &AdminStore) -> Result<AdminProcess> {
         let (http_port, grpc_port) = (free_port(), free_port());
         // /proc/self/exe still runs this binary when a rebuild has replaced the file meanwhile.
         let exe = match Path::new("/proc/self/exe") {
             p if p.exists() => p.to_path_buf(),
             _ => std::env::current_exe().context("locating the bench binary")?,
         };
-        let started = Instant::now();
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .arg(crate::ADMIN_CHILD)
             .args(["admin", "--data-dir"])
             .arg(data_dir)
@@ -50,39 +73,78 @@ impl AdminProcess {
             // connection each with --streams-per-connection 1 (the open-file limit still
             // bounds the caps), and one detection proposes every job of a run.
             .args(["--max-connections", "1000000", "--max-connections-per-peer", "1000000"])
-            .args(["--max-proposals-per-detection", "100000000"])
+            .args(["--max-proposals-per-detection", "100000000"]);
+        if let Some(url) = &store.postgres {
+            command.args(["--store", url]);
+            if let Some(lease) = store.lease_seconds {
+                command.args(["--lease-seconds", &lease.to_string()]);
+            }
+        }
+        let started = Instant::now();
+        let child = command
             // Per-job info lines would measure the terminal, not the admin.
             .env("RUST_LOG", "warn")
+            .env_remove("PLUGHOST_STORE")
+            .env_remove("PLUGHOST_LEASE_SECONDS")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("spawning {} admin", exe.display()))?;
         let pid = child.id();
-        let http = format!("127.0.0.1:{http_port}");
-        let mut admin = AdminProcess {
+        Ok(AdminProcess {
             child,
             pid,
-            http,
+            http: format!("127.0.0.1:{http_port}"),
             grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
             ready_after: Duration::ZERO,
-        };
-        let deadline = started + Duration::from_secs(300);
+            spawned_at: started,
+        })
+    }
+
+    /// Waits until `/readyz` answers 200 (on PostgreSQL: until this admin leads); sets
+    /// `ready_after` and registers the admin's token for the bench's API calls.
+    pub async fn wait_ready(&mut self, data_dir: &Path, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = admin.child.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 bail!("the admin exited before it was ready: {status}");
             }
-            if tokio::net::TcpStream::connect(&admin.http).await.is_ok()
-                && http::get(&admin.http, "/readyz").await.status == 200
-            {
-                admin.ready_after = started.elapsed();
-                http::register_admin_token(&admin.http, data_dir);
-                return Ok(admin);
+            if readyz_status(&self.http).await == Some(200) {
+                self.ready_after = self.spawned_at.elapsed();
+                http::register_admin_token(&self.http, data_dir);
+                return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the admin was not ready within 300 s");
+                bail!("the admin was not ready within {within:?}");
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// Waits until the admin listens and has written its token, then registers the token
+    /// (for a standby, which is never ready).
+    pub async fn wait_listening(&mut self, data_dir: &Path, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        let token = data_dir.join("plugin").join("admin.token");
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the admin exited before it listened: {status}");
+            }
+            if token.exists() && readyz_status(&self.http).await.is_some() {
+                http::register_admin_token(&self.http, data_dir);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the admin did not listen within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// SIGKILL at once (`kill -9`): no shutdown, no lease release. Returns when it is reaped.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// User + system CPU seconds the admin has used so far (all its threads).
@@ -107,6 +169,10 @@ impl AdminProcess {
     /// SIGTERM, then SIGKILL if it has not exited within `grace`. Connected SDK workers
     /// should be stopped first, or the admin waits for them (its shutdown grace).
     pub async fn stop(mut self, grace: Duration) {
+        // Already gone (killed and reaped): its pid may belong to another process by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
         let until = Instant::now() + grace;
         while Instant::now() < until {
@@ -129,8 +195,33 @@ impl Drop for AdminProcess {
     }
 }
 
+/// `GET /readyz`'s status, `None` while nothing listens. One plain HTTP/1.1 request per
+/// call, so no probe leaves the admin a connection without a request (which its listener
+/// would count as a handshake timeout ten seconds later).
+pub async fn readyz_status(http_addr: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(http_addr).await.ok()?;
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {http_addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 256];
+    let read = async {
+        while !head.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Some(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read).await.ok()??;
+    // "HTTP/1.1 200 OK"
+    std::str::from_utf8(&head).ok()?.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Clock ticks per second for /proc/<pid>/stat (`getconf CLK_TCK`, else Linux's usual 100).
-fn clock_ticks() -> f64 {
+pub fn clock_ticks() -> f64 {
     static TICKS: OnceLock<f64> = OnceLock::new();
     *TICKS.get_or_init(|| {
         Command::new("getconf")
@@ -172,7 +263,9 @@ pub fn thread_cpu_seconds(pid: u32) -> Result<HashMap<String, f64>> {
     Ok(by_name)
 }
 
-/// The store writer thread's name (see `admin/src/store/writer.rs`).
+/// The store writer thread's name (see `admin/src/store/writer.rs`), the same on SQLite
+/// and PostgreSQL (there it waits on the database's commits; PostgreSQL's own CPU is in
+/// its server processes, not the admin's). PostgreSQL reads run on `plughost-pg-read`.
 pub const STORE_WRITER_THREAD: &str = "plughost-store";
 
 /// Per-thread CPU over an interval, from two [`thread_cpu_seconds`] readings: seconds by

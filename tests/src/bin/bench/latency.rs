@@ -45,7 +45,7 @@ pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
         None => {
             let n = probe_jobs(o.size);
             eprintln!("bench:   measuring capacity first ({n} jobs)");
-            let m = throughput::measure(n, o.workers, o.slots).await?;
+            let m = throughput::measure(n, o.workers, o.slots, crate::store::StoreKind::Sqlite).await?;
             (m.jobs_per_s, format!("throughput probe of {n} jobs"))
         }
     };

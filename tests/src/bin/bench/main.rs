@@ -2,27 +2,38 @@
 //! gRPC, one JSON line per scenario on stdout, then a human table with the targets.
 //!
 //! ```text
-//! cargo run --release -p tests --bin bench -- [--quick] [--smoke] [scenario...]
+//! cargo run --release -p tests --bin bench -- [--quick] [--smoke] [--store sqlite|postgres] [scenario...]
 //! ```
 //!
 //! `connections` needs one open file per HTTP/2 connection on each side: 100 for 10,000
 //! workers at the default 100 streams per connection; with `--streams-per-connection 1`
 //! raise the limit first (`ulimit -n "$(ulimit -Hn)"`); the bench says so when it is too low.
 //!
-//! Scenarios: `ceiling`, `throughput`, `latency`, `connections`, `restart` (all when none is
-//! named). `throughput` needs the ceiling figure for its ratio and runs `ceiling` too;
-//! `latency` takes its capacity from `throughput` when that ran, else from a short probe.
-//! The admin runs as a separate process (this binary re-executed as `plughost admin`) so
-//! its CPU time and resident memory can be read from /proc.
+//! Scenarios: `ceiling`, `throughput`, `latency`, `connections`, `restart`, `failover` (all
+//! when none is named; `failover` only when PostgreSQL's programs are found). `throughput`
+//! needs the ceiling figure for its ratio and runs `ceiling` too; `latency` takes its
+//! capacity from a SQLite `throughput` when that ran, else from a short probe. The admin
+//! runs as a separate process (this binary re-executed as `plughost admin`) so its CPU
+//! time and resident memory can be read from /proc.
+//!
+//! PostgreSQL: `--store postgres` runs `throughput` against a PostgreSQL server the bench
+//! starts in a temp dir with durable settings (`fsync` on), and `failover` always uses one:
+//! two admins with `--lease-seconds` (2 for `--quick`/`--smoke`, 10 otherwise), SDK workers
+//! given both, the leader killed with SIGKILL mid-run (see `failover.rs`). The server's
+//! programs come from `PLUGHOST_TEST_PG_BIN`, else the newest
+//! `/usr/lib/postgresql/<version>/bin`; as root, it runs as the `postgres` user. The other
+//! scenarios always run on SQLite.
 
 mod admin_process;
 mod ceiling;
 mod connections;
+mod failover;
 mod latency;
 mod noop;
 mod report;
 mod restart;
 mod stats;
+mod store;
 mod throughput;
 
 use std::{io::Write, time::Instant};
@@ -39,11 +50,18 @@ pub enum Scenario {
     Latency,
     Connections,
     Restart,
+    Failover,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] =
-        [Scenario::Ceiling, Scenario::Throughput, Scenario::Latency, Scenario::Connections, Scenario::Restart];
+    const ALL: [Scenario; 6] = [
+        Scenario::Ceiling,
+        Scenario::Throughput,
+        Scenario::Latency,
+        Scenario::Connections,
+        Scenario::Restart,
+        Scenario::Failover,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -52,6 +70,7 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Connections => "connections",
             Scenario::Restart => "restart",
+            Scenario::Failover => "failover",
         }
     }
 
@@ -83,13 +102,25 @@ pub struct Options {
     pub connection_counts: Option<Vec<usize>>,
     /// Finished jobs in the `restart` store (default by size).
     pub restart_jobs: Option<usize>,
+    /// The store `throughput` runs on.
+    pub store: store::StoreKind,
+    /// `failover`'s `--lease-seconds` (default by size).
+    pub lease_seconds: Option<u64>,
 }
 
 const USAGE: &str = "usage: bench [--quick] [--smoke] [--jobs N] [--workers W] [--slots S] \
-[--connections N[,N...]] [--streams-per-connection N] [--restart-jobs N] [scenario...]
-scenarios: ceiling throughput latency connections restart (default: all)
+[--connections N[,N...]] [--streams-per-connection N] [--restart-jobs N] [--store sqlite|postgres] \
+[--lease-seconds N] [scenario...]
+scenarios: ceiling throughput latency connections restart failover (default: all; failover when
+  PostgreSQL is found)
   --quick   every scenario in under 30 s (release build, 2 cores)
   --smoke   even smaller; for the test suite (debug build)
+  --jobs N  jobs of throughput and of failover
+  --store   the store throughput runs on (default sqlite); postgres: a durable server the bench
+            starts in a temp dir (PLUGHOST_TEST_PG_BIN, else /usr/lib/postgresql/<version>/bin)
+  --lease-seconds N  failover's leader lease (default 2 with --quick/--smoke, else 10; at least 2)
+failover: two admins on PostgreSQL, SDK workers given both, the leader killed (SIGKILL) mid-run;
+  the standby's time to /readyz 200 and to its first dispatch, jobs lost and jobs doubled
 connections needs an open-file limit above its connection count (100 streams per connection by default);
 for --streams-per-connection 1 raise it first: ulimit -n \"$(ulimit -Hn)\"";
 
@@ -103,6 +134,8 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         streams_per_connection: 100,
         connection_counts: None,
         restart_jobs: None,
+        store: store::StoreKind::Sqlite,
+        lease_seconds: None,
     };
     let mut quick = false;
     let mut smoke = false;
@@ -125,6 +158,18 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--slots" => slots = Some(number(a, it.next())?),
             "--streams-per-connection" => o.streams_per_connection = number(a, it.next())?,
             "--restart-jobs" => o.restart_jobs = Some(number(a, it.next())?),
+            "--store" => {
+                let v = it.next().ok_or("--store needs a value")?;
+                o.store = store::StoreKind::parse(v)
+                    .ok_or_else(|| format!("--store: {v:?} is neither sqlite nor postgres"))?;
+            }
+            "--lease-seconds" => {
+                let n = number(a, it.next())?;
+                if !(2..=300).contains(&n) {
+                    return Err("--lease-seconds must be 2 to 300 (the admin's range)".into());
+                }
+                o.lease_seconds = Some(n as u64);
+            }
             "--connections" => {
                 let v = it.next().ok_or("--connections needs a value")?;
                 let counts = v
@@ -152,6 +197,10 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     };
     if o.scenarios.is_empty() {
         o.scenarios = Scenario::ALL.to_vec();
+        if !store::postgres_available() {
+            eprintln!("bench: PostgreSQL's programs were not found (PLUGHOST_TEST_PG_BIN); skipping failover");
+            o.scenarios.retain(|s| *s != Scenario::Failover);
+        }
     }
     // The throughput ratio needs the ceiling of the same run.
     if o.scenarios.contains(&Scenario::Throughput) && !o.scenarios.contains(&Scenario::Ceiling) {
@@ -228,6 +277,7 @@ async fn run(options: Options) -> bool {
             Scenario::Latency => latency::run(&options, &mut carry).await,
             Scenario::Connections => connections::run(&options).await,
             Scenario::Restart => restart::run(&options).await,
+            Scenario::Failover => failover::run(&options).await,
         };
         let mut value = match outcome {
             Ok(v) => v,

@@ -1,13 +1,14 @@
 //! The no-op job type the load scenarios run, on real SDK workers: one detector proposes a
 //! planned number of jobs (as fast as it can, or paced at a rate) once the bench says go,
-//! and every executor finishes each job at once. Each job's proposal, start and end times
-//! are recorded by index (the dedupe key is `k<index>`) without locks.
+//! and every executor finishes each job at once (or after a fixed time, for `failover`).
+//! Each job's proposal, start and end times and its number of executions are recorded by
+//! index (the dedupe key is `k<index>`) without locks.
 
 use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex, OnceLock,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -43,6 +44,17 @@ pub struct Shared {
     pub sent: Vec<AtomicU64>,
     pub started: Vec<AtomicU64>,
     pub finished: Vec<AtomicU64>,
+    /// Per job: how many execute requests arrived, and how many of them came from another
+    /// admin than the first one to dispatch (after a failover). The admin that sent a
+    /// request is told by the request id's nonce (`exec-<nonce>-<n>`, one per admin run).
+    pub executions: Vec<AtomicU32>,
+    pub executions_later: Vec<AtomicU32>,
+    /// The first admin's request id nonce (set by the first execute request).
+    first_nonce: OnceLock<String>,
+    /// The arrival of the first execute request from another admin (0 = none yet).
+    first_later: AtomicU64,
+    /// How long each execution takes (zero: it returns at once).
+    pub execute_time: Duration,
     /// When the first batch went out, with the admin's CPU seconds at that moment.
     pub first_proposal: OnceLock<(Instant, f64)>,
     pub last_proposal: OnceLock<Instant>,
@@ -53,6 +65,11 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(jobs: usize, pace: Pace, admin_pid: u32) -> Arc<Shared> {
+        Shared::with_execute_time(jobs, pace, admin_pid, Duration::ZERO)
+    }
+
+    /// Workers whose every execution takes `execute_time` (a sleep).
+    pub fn with_execute_time(jobs: usize, pace: Pace, admin_pid: u32, execute_time: Duration) -> Arc<Shared> {
         let slots = || (0..jobs).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
         Arc::new(Shared {
             epoch: Instant::now(),
@@ -64,6 +81,11 @@ impl Shared {
             sent: slots(),
             started: slots(),
             finished: slots(),
+            executions: (0..jobs).map(|_| AtomicU32::new(0)).collect(),
+            executions_later: (0..jobs).map(|_| AtomicU32::new(0)).collect(),
+            first_nonce: OnceLock::new(),
+            first_later: AtomicU64::new(0),
+            execute_time,
             first_proposal: OnceLock::new(),
             last_proposal: OnceLock::new(),
             executed: AtomicUsize::new(0),
@@ -86,6 +108,13 @@ impl Shared {
         (a > 0 && b > 0).then(|| (b as f64 - a as f64) / 1e6)
     }
 
+    /// The time from `at` to the arrival of the first execute request sent by another
+    /// admin than the first one, if one came.
+    pub fn first_later_since(&self, at: Instant) -> Option<Duration> {
+        let first = self.first_later.load(Ordering::SeqCst);
+        (first > 0).then(|| Duration::from_nanos(first.saturating_sub(self.stamp_of(at))))
+    }
+
     /// Nanoseconds-since-epoch + 1 of an instant, in the same unit as the stamps.
     pub fn stamp_of(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.epoch).as_nanos() as u64 + 1
@@ -94,6 +123,11 @@ impl Shared {
 
 pub fn key(i: usize) -> String {
     format!("k{i}")
+}
+
+/// The admin run's nonce in a request id `exec-<nonce>-<n>` (the whole id otherwise).
+fn request_nonce(request_id: &str) -> &str {
+    request_id.split('-').nth(1).unwrap_or(request_id)
 }
 
 fn index(dedupe_key: &str) -> Option<usize> {
@@ -197,8 +231,22 @@ impl JobHandler for Noop {
             s.execute_request_bytes.store(request.encoded_len(), Ordering::Relaxed);
         }
         let i = request.job.as_ref().and_then(|j| index(&j.dedupe_key)).filter(|i| *i < s.jobs);
+        let nonce = request_nonce(&request.request_id);
+        let later = s.first_nonce.get_or_init(|| nonce.to_string()).as_str() != nonce;
+        if later {
+            let _ = s.first_later.compare_exchange(0, at, Ordering::SeqCst, Ordering::Relaxed);
+        }
         if let Some(i) = i {
             s.started[i].store(at, Ordering::Relaxed);
+            s.executions[i].fetch_add(1, Ordering::Relaxed);
+            if later {
+                s.executions_later[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !s.execute_time.is_zero() {
+            tokio::time::sleep(s.execute_time).await;
+        }
+        if let Some(i) = i {
             s.finished[i].store(s.stamp(), Ordering::Relaxed);
         }
         s.executed.fetch_add(1, Ordering::Relaxed);
@@ -207,7 +255,8 @@ impl JobHandler for Noop {
 }
 
 /// `workers` SDK workers in this process, each with its own connection to the admin and
-/// `slots` execution slots; the first one also detects.
+/// `slots` execution slots; the first one also detects. Given several admins (sharing a
+/// PostgreSQL store), each worker gets every address and follows the leader.
 pub struct Fleet {
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<Result<(), worker_sdk::Error>>>,
@@ -216,12 +265,17 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn start(grpc: SocketAddr, workers: usize, slots: usize, shared: &Arc<Shared>) -> Fleet {
+        Fleet::start_many(&[grpc], workers, slots, shared)
+    }
+
+    pub fn start_many(admins: &[SocketAddr], workers: usize, slots: usize, shared: &Arc<Shared>) -> Fleet {
+        let admin = admins.iter().map(|a| format!("grpc://{a}")).collect::<Vec<_>>().join(",");
         let dir = tests::TempDir::new("bench-workers");
         let shutdown = CancellationToken::new();
         let total_slots = i32::try_from(workers * slots).unwrap_or(i32::MAX);
         let tasks = (0..workers)
             .map(|i| {
-                let mut config = WorkerConfig::new(format!("grpc://{grpc}"), dir.path().join(format!("w{i}")));
+                let mut config = WorkerConfig::new(admin.clone(), dir.path().join(format!("w{i}")));
                 config.worker_id = Some(format!("bench-w{i}"));
                 config.max_reconnect_delay = Duration::from_secs(1);
                 config.shutdown_grace = Duration::from_secs(1);

@@ -1,7 +1,9 @@
 //! `throughput`: N no-op jobs proposed in batches of 1,000 by one detector, run by W
 //! workers x S slots. Completed jobs/s from the first proposal to the last completion
-//! persisted (the store's own count, read from the SQLite file), the admin's CPU seconds
-//! per 1,000 jobs, and queued->assigned latency from the admin's histogram.
+//! persisted (the store's own count, read from the SQLite file or the PostgreSQL database),
+//! the admin's CPU seconds per 1,000 jobs, and queued->assigned latency from the admin's
+//! histogram. `--store postgres` runs the admin on a durable PostgreSQL server the bench
+//! starts (it leads at once: a fresh database has no lease to wait for).
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use crate::{
     admin_process::{self, AdminProcess, CpuUse, CpuWindow},
     noop::{Fleet, Pace, Shared},
     stats::{Histogram, num},
+    store::{BenchStore, StoreKind},
 };
 
 pub const BATCH: usize = 1000;
@@ -45,6 +48,8 @@ pub struct Measured {
     pub fsync_ms: (f64, f64),
     /// The admin's CPU seconds per thread name over the same interval, busiest first.
     pub threads: Vec<(String, f64)>,
+    /// PostgreSQL's server CPU seconds over about the same interval (PostgreSQL only).
+    pub postgres_cpu_s: Option<f64>,
 }
 
 impl Measured {
@@ -57,11 +62,15 @@ impl Measured {
 
 pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
     let jobs = o.jobs.unwrap_or_else(|| default_jobs(o.size));
-    let m = measure(jobs, o.workers, o.slots).await?;
-    carry.jobs_per_s = Some(m.jobs_per_s);
+    let m = measure(jobs, o.workers, o.slots, o.store).await?;
+    // `latency` runs on SQLite: it takes its capacity from a SQLite run only.
+    if o.store == StoreKind::Sqlite {
+        carry.jobs_per_s = Some(m.jobs_per_s);
+    }
     let ratio = carry.round_trips_per_s.map(|rt| m.jobs_per_s / rt);
     let ms = |s: f64| s * 1000.0;
     Ok(json!({
+        "store": o.store.name(),
         "jobs": m.jobs,
         "workers": o.workers,
         "slots_per_worker": o.slots,
@@ -83,6 +92,10 @@ pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
         "workers_cpu_s": num(m.cpu.own, 2),
         "workers_cores_busy": num(m.cpu.own / m.cpu.wall, 2),
         "other_processes_cores_busy": num(m.cpu.other_cores(), 2),
+        "postgres_cpu_s": m.postgres_cpu_s.map(|s| num(s, 2)),
+        "postgres_cores_busy": m.postgres_cpu_s.map(|s| num(s / m.elapsed.as_secs_f64(), 2)),
+        "postgres_cpu_note": "PostgreSQL's server processes (postmaster and children), counted within \
+            other_processes_cores_busy; null on SQLite",
         "queued_to_assigned_p50_ms": num(ms(m.dispatch.quantile_upper(0.5)), 3),
         "queued_to_assigned_p99_ms": num(ms(m.dispatch.quantile_upper(0.99)), 3),
         "queued_to_assigned_max_ms": num(ms(m.dispatch.max_upper()), 3),
@@ -95,6 +108,7 @@ pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
         "admin_rss_per_queued_job_note": "(peak RSS - RSS before the first proposal) / jobs: every job is \
             proposed in the first moments (see proposal_phase_s), so at the peak nearly all are queued",
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "fsync_probe_dir": if o.store == StoreKind::Postgres { "PostgreSQL's data dir" } else { "the admin's data dir" },
         "fsync_p50_ms": num(m.fsync_ms.0, 3),
         "fsync_max_ms": num(m.fsync_ms.1, 3),
         "execute_request_bytes": m.execute_request_bytes,
@@ -103,14 +117,16 @@ pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
     }))
 }
 
-/// Runs `jobs` no-op jobs through a fresh admin and `workers` x `slots` SDK workers.
-pub async fn measure(jobs: usize, workers: usize, slots: usize) -> Result<Measured> {
+/// Runs `jobs` no-op jobs through a fresh admin on `store` and `workers` x `slots` SDK workers.
+pub async fn measure(jobs: usize, workers: usize, slots: usize, store: StoreKind) -> Result<Measured> {
     let dir = tests::TempDir::new("bench-throughput");
-    let fsync = admin_process::fsync_probe(dir.path()).unwrap_or((f64::NAN, f64::NAN));
-    let admin = AdminProcess::start(dir.path(), 5).await?;
+    let store = BenchStore::start(store).await?;
+    let probe_dir = store.pg_data_dir().unwrap_or_else(|| dir.path().to_path_buf());
+    let fsync = admin_process::fsync_probe(&probe_dir).unwrap_or((f64::NAN, f64::NAN));
+    let admin = AdminProcess::start_on(dir.path(), 5, &store.admin_store(None)).await?;
     let shared = Shared::new(jobs, Pace::Burst { batch: BATCH }, admin.pid);
     let fleet = Fleet::start(admin.grpc, workers, slots, &shared);
-    let result = drive(&admin, &fleet, &shared, dir.path(), jobs, workers).await;
+    let result = drive(&admin, &fleet, &shared, &store, dir.path(), jobs, workers).await;
     fleet.stop().await;
     admin.stop(Duration::from_secs(5)).await;
     result.map(|m| Measured { fsync_ms: fsync, ..m })
@@ -120,6 +136,7 @@ async fn drive(
     admin: &AdminProcess,
     fleet: &Fleet,
     shared: &std::sync::Arc<Shared>,
+    store: &BenchStore,
     data_dir: &std::path::Path,
     jobs: usize,
     workers: usize,
@@ -142,6 +159,7 @@ async fn drive(
     };
     let window = CpuWindow::starting_with(admin.pid, first_at, cpu_start);
     let threads_start = admin_process::thread_cpu_seconds(admin.pid)?;
+    let postgres_start = store.postgres_cpu_seconds();
 
     // Follow progress in memory (cheap), then wait for the store to hold every final state.
     let deadline = Duration::from_secs(120).max(Duration::from_secs_f64(jobs as f64 / 200.0));
@@ -162,12 +180,10 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let db = rusqlite::Connection::open(AdminProcess::state_db(data_dir)).context("opening the admin's store")?;
-    db.busy_timeout(Duration::from_secs(10))?;
+    let db = store.connect(data_dir).await?;
     let finals = [JobState::Succeeded as i32, JobState::Failed as i32, JobState::Canceled as i32];
     let (end, cpu_end, threads_end) = loop {
-        let persisted: i64 =
-            db.query_row("SELECT COUNT(*) FROM jobs WHERE state IN (?1, ?2, ?3)", finals, |r| r.get(0))?;
+        let persisted = db.count_in_states(&finals).await?;
         if persisted >= jobs as i64 {
             break (Instant::now(), admin.cpu_seconds()?, admin_process::thread_cpu_seconds(admin.pid)?);
         }
@@ -176,12 +192,9 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
+    let postgres_cpu_s = postgres_start.zip(store.postgres_cpu_seconds()).map(|(a, b)| b - a);
     let cpu = window.finish();
-    let failed: i64 = db.query_row(
-        "SELECT COUNT(*) FROM jobs WHERE state IN (?1, ?2)",
-        [JobState::Failed as i32, JobState::Canceled as i32],
-        |r| r.get(0),
-    )?;
+    let failed = db.count_in_states(&[JobState::Failed as i32, JobState::Canceled as i32]).await?;
     let after = Histogram::parse(&admin_process::metrics(&admin.http).await?, "plughost_dispatch_latency_seconds")
         .context("the admin's /metrics has no plughost_dispatch_latency_seconds")?;
     let elapsed = end - first_at;
@@ -200,5 +213,6 @@ async fn drive(
         cpu,
         fsync_ms: (f64::NAN, f64::NAN),
         threads: admin_process::thread_cpu_delta(&threads_start, &threads_end),
+        postgres_cpu_s,
     })
 }
