@@ -186,6 +186,9 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.gate.lock().remove(self.id);
+        // The connection is gone: its handshake watch ends without counting a timeout
+        // (a client that connected and left before speaking is not one).
+        self.state.close.cancel();
     }
 }
 
@@ -562,5 +565,19 @@ mod tests {
         let text = g.monitor.render(Vec::new());
         assert!(text.contains("{listener=\"grpc\",reason=\"handshake_timeout\"} 1"), "{text}");
         assert!(!quick.state.close.is_cancelled());
+        // A connection that ends before its deadline (the client left) is not a timeout.
+        let gone = g.admit(peer(3)).unwrap();
+        let state = gone.state.clone();
+        g.watch_handshake(state.clone(), peer(3));
+        drop(gone);
+        assert!(state.close.is_cancelled(), "the watch ends with the connection");
+        let late = g.admit(peer(4)).unwrap();
+        g.watch_handshake(late.state.clone(), peer(4));
+        tokio::time::timeout(Duration::from_secs(10), late.state.close.cancelled()).await.expect("closed");
+        let text = g.monitor.render(Vec::new());
+        assert!(
+            text.contains("{listener=\"grpc\",reason=\"handshake_timeout\"} 2"),
+            "only the two that timed out: {text}"
+        );
     }
 }
