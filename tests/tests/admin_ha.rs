@@ -234,11 +234,18 @@ async fn a_standby_takes_over_from_a_killed_leader_and_every_job_succeeds_exactl
         (c.status == 200 && c.json()["admin_runtime"]["detection_timeout_seconds"] == 4321).then_some(())
     })
     .await;
+    // A page's event stream open on the standby ends when the standby takes over (its
+    // read-only view is shut down with it).
+    let mut stream = http::Sse::open(b.http(), "/api/plugin/events", None).await;
     let mut a = a;
     a.process.kill();
 
     let status = b.wait_role("leader").await;
     assert_eq!(status["epoch"], 2, "the takeover bumped the epoch: {status}");
+    let ended = tests::within("the standby's event stream to end", Duration::from_secs(30), async {
+        while stream.next().await.is_some() {}
+    });
+    ended.await;
     let config = http::get(b.http(), "/api/plugin/job-types/batch/config").await.json();
     assert_eq!(config["admin_runtime"]["detection_timeout_seconds"], 4321, "saved on the old leader: {config}");
     let finished = wait_for("every job finished on the new leader", Duration::from_secs(120), || async {

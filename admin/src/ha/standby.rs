@@ -49,10 +49,16 @@ pub(super) const VIEW_AGE: Duration = Duration::from_secs(3);
 pub(super) struct StandbyServer {
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    view: Arc<View>,
 }
 
 impl StandbyServer {
     pub(super) async fn stop(self) {
+        // Long-lived responses (a page's event stream) end with their view, so the
+        // connections close at once instead of holding the takeover up.
+        if let Some(current) = self.view.current.lock().await.take() {
+            current.shutdown.cancel();
+        }
         self.stop.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -75,8 +81,16 @@ struct View {
     prepared: Arc<Prepared>,
     target: PgTarget,
     group: Arc<Group>,
-    /// The HTTP app over the newest view, and when it was built. One build at a time.
-    current: tokio::sync::Mutex<Option<(Instant, Router)>>,
+    /// The newest view. One build at a time.
+    current: tokio::sync::Mutex<Option<Built>>,
+}
+
+/// A view's HTTP app, when it was built, and its components' shutdown token (which ends
+/// its event streams).
+struct Built {
+    at: Instant,
+    app: Router,
+    shutdown: CancellationToken,
 }
 
 pub(super) fn serve(
@@ -97,11 +111,12 @@ pub(super) fn serve(
         group: group.clone(),
         current: tokio::sync::Mutex::new(None),
     };
+    let view = Arc::new(view);
     let state = Standby {
         group: group.clone(),
         auth_on: prepared.auth.mode == AuthMode::On,
         grpc_port: prepared.grpc_addr.port(),
-        view: Arc::new(view),
+        view: view.clone(),
     };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -138,7 +153,7 @@ pub(super) fn serve(
             tracing::error!(error = %error, "standby gRPC server stopped");
         }
     }));
-    Ok(StandbyServer { stop, tasks })
+    Ok(StandbyServer { stop, tasks, view })
 }
 
 /// The leader's HTTP address as a URL, when one leads.
@@ -224,20 +239,25 @@ fn unavailable(view: &GroupView, what: &str) -> Response {
 }
 
 impl View {
-    /// The app over a view no older than [`VIEW_AGE`], built now if need be.
+    /// The app over a view no older than [`VIEW_AGE`], built now if need be. The view it
+    /// replaces is shut down (its event streams end; their browsers reconnect to the new
+    /// one).
     async fn app(&self) -> Result<Router, String> {
         let mut current = self.current.lock().await;
-        if let Some((built, app)) = current.as_ref()
-            && built.elapsed() < VIEW_AGE
+        if let Some(built) = current.as_ref()
+            && built.at.elapsed() < VIEW_AGE
         {
-            return Ok(app.clone());
+            return Ok(built.app.clone());
         }
-        let app = self.build().await?;
-        *current = Some((Instant::now(), app.clone()));
+        let built = self.build().await?;
+        let app = built.app.clone();
+        if let Some(old) = current.replace(built) {
+            old.shutdown.cancel();
+        }
         Ok(app)
     }
 
-    async fn build(&self) -> Result<Router, String> {
+    async fn build(&self) -> Result<Built, String> {
         let target = self.target.clone();
         let (data_dir, key) = (self.config.data_dir.clone(), self.config.secret_key.clone());
         let (store, loaded, configs) = tokio::task::spawn_blocking(move || -> Result<_, String> {
@@ -264,6 +284,7 @@ impl View {
         // Nothing runs on a view (no loop is started, its store writes nothing), and its
         // dispatcher could send nothing even if asked.
         components.lease.revoke();
-        Ok(crate::http::app(Arc::new(components)))
+        let shutdown = components.shutdown.clone();
+        Ok(Built { at: Instant::now(), app: crate::http::app(Arc::new(components)), shutdown })
     }
 }
