@@ -334,15 +334,36 @@ impl Campaign {
                 v.leader_grpc = self.lease.grpc_addr().to_string();
             });
             tracing::info!(epoch = held.epoch, "took the leader lease");
-            let admin = match Admin::start_term(
+            // Loading a large store can take longer than the lease: keep renewing meanwhile.
+            let start = Admin::start_term(
                 self.config.clone(),
                 self.clock.clone(),
                 self.prepared.clone(),
                 Some((term, deadline)),
-            )
-            .await
-            {
-                Ok(admin) => admin,
+            );
+            tokio::pin!(start);
+            let mut held = held;
+            let started = loop {
+                let deadline = self.lease.must_stop_by(&held);
+                if Instant::now() >= deadline {
+                    // Too late to keep it: the term steps down as soon as it has started.
+                    break (&mut start).await;
+                }
+                tokio::select! {
+                    started = &mut start => break started,
+                    _ = tokio::time::sleep_until((held.since + self.lease.renew_every()).min(deadline)) => {}
+                }
+                // A failed renewal is not acted on here: the term's first check sees the
+                // deadline passed, or the lease taken, and steps down.
+                if let Ok(Ok(Some(renewed))) = tokio::time::timeout_at(deadline, self.renew(&held)).await {
+                    held = renewed;
+                }
+            };
+            let admin = match started {
+                Ok(admin) => {
+                    admin.components().lease.extend(self.lease.must_stop_by(&held));
+                    admin
+                }
                 Err(error) => {
                     tracing::error!(error = %error, "cannot start as the leader; giving the lease up");
                     self.release(&held).await;
