@@ -60,6 +60,7 @@ macro_rules! not_output {
 mod backend;
 #[cfg(test)]
 mod backend_tests;
+mod columns;
 pub mod postgres;
 mod sqlite;
 mod writer;

@@ -9,10 +9,11 @@ use proto::pb::{self, JobState};
 use tokio_postgres::{Error, Row, types::ToSql};
 
 use super::{Conn, schema::JOB_COLUMNS};
+use crate::store::columns;
 use crate::{
     audit::{AuditEvent, AuditQuery},
     holds::{Hold, HoldKind},
-    job::{ATTEMPT_SUCCEEDED, ActivityView, AttemptView, Job, JobSpecData, JobView, RunView, StopRequest},
+    job::{ATTEMPT_SUCCEEDED, ActivityView, AttemptView, Job, JobSpecData, JobView, RunView},
     schedules::CronSchedule,
     store::backend::{FinishedJob, JobQuery, Loaded},
 };
@@ -371,7 +372,7 @@ pub(super) async fn activities(
                 created_at: r.try_get(1)?,
                 job_type: r.try_get(2)?,
                 job_id: r.try_get(3)?,
-                source: static_source(r.try_get(4)?),
+                source: columns::activity_source(r.try_get(4)?),
                 stage: r.try_get(5)?,
                 message: r.try_get(6)?,
             })
@@ -432,15 +433,6 @@ pub(super) async fn detection_runs(
         .collect()
 }
 
-fn static_source(s: &str) -> &'static str {
-    match s {
-        "admin" => "admin",
-        "detector" => "detector",
-        "executor" => "executor",
-        _ => "unspecified",
-    }
-}
-
 fn row_to_job(r: &Row) -> Result<Job, Error> {
     let payload: &[u8] = r.try_get(6)?;
     let spec_pb = pb::JobSpec::decode(payload).unwrap_or_default();
@@ -464,8 +456,7 @@ fn row_to_job(r: &Row) -> Result<Job, Error> {
             expires_at: r.try_get(9)?,
             detection_run: r.try_get(10)?,
             replay_of: r.try_get(30)?,
-            cluster_context: (!context.is_empty())
-                .then(|| Arc::new(pb::ClusterContext::decode(context).unwrap_or_default())),
+            cluster_context: columns::decode_context(context),
         }),
         state: JobState::try_from(state).unwrap_or(JobState::Unspecified),
         attempts: r.try_get(12)?,
@@ -483,15 +474,8 @@ fn row_to_job(r: &Row) -> Result<Job, Error> {
         assigned_at: r.try_get(24)?,
         completed_at: r.try_get(25)?,
         dead_letter: r.try_get(26)?,
-        failed_on: failed_on.split('\n').filter(|s| !s.is_empty()).map(String::from).collect(),
-        stop: match r.try_get::<_, i32>(28)? {
-            0 => None,
-            outcome => Some(StopRequest {
-                reason: r.try_get(29)?,
-                outcome: JobState::try_from(outcome).unwrap_or(JobState::Canceled),
-                deadline: 0,
-            }),
-        },
+        failed_on: columns::decode_failed_on(failed_on),
+        stop: columns::stop_request(r.try_get(28)?, r.try_get(29)?),
         queued_at: 0,
         deadline: 0,
         session_id: 0,

@@ -4,15 +4,12 @@
 
 use std::sync::LazyLock;
 
-use prost::Message;
-use proto::pb::{self, JobState};
+use proto::pb::JobState;
 use tokio_postgres::types::ToSql;
 
 use super::{Conn, Failure, fence_check, schema::JOB_COLUMNS};
-use crate::{
-    job::Job,
-    store::backend::{Pruned, Write},
-};
+use crate::store::backend::{Pruned, Write};
+use crate::store::columns;
 
 /// Insert or replace a job: every column is set again on a conflict.
 static INSERT_JOB: LazyLock<String> = LazyLock::new(|| {
@@ -110,13 +107,11 @@ async fn write_all(
         match *write {
             Write::InsertJob(job) => {
                 let s = &job.spec;
-                let payload =
-                    pb::JobSpec { parameters: s.parameters.clone(), labels: s.labels.clone(), ..Default::default() }
-                        .encode_to_vec();
-                let result = result_bytes(job);
-                let failed_on = encode_failed_on(&job.failed_on);
-                let (stop_outcome, stop_reason) = stop(job);
-                let context = s.cluster_context.as_ref().map(|c| c.encode_to_vec()).unwrap_or_default();
+                let payload = columns::spec_payload(s);
+                let result = columns::result_bytes(job);
+                let failed_on = columns::encode_failed_on(&job.failed_on);
+                let (stop_outcome, stop_reason) = columns::stop_columns(job);
+                let context = columns::context_bytes(s);
                 let state = job.state as i32;
                 let params: [&(dyn ToSql + Sync); 32] = [
                     &job.seq,
@@ -156,9 +151,9 @@ async fn write_all(
                 tx.execute(&stmt, &params).await?;
             }
             Write::UpdateJob(job) => {
-                let result = result_bytes(job);
-                let failed_on = encode_failed_on(&job.failed_on);
-                let (stop_outcome, stop_reason) = stop(job);
+                let result = columns::result_bytes(job);
+                let failed_on = columns::encode_failed_on(&job.failed_on);
+                let (stop_outcome, stop_reason) = columns::stop_columns(job);
                 let state = job.state as i32;
                 let params: [&(dyn ToSql + Sync); 20] = [
                     &job.seq,
@@ -318,21 +313,4 @@ async fn prune(
     let runs = statements.get_tx(tx, "DELETE FROM runs WHERE ended_at > 0 AND ended_at < $1").await?;
     tx.execute(&runs, &[&before_ms]).await?;
     Ok(report)
-}
-
-/// A job's stop request as stored: its outcome (0: none) and reason.
-fn stop(job: &Job) -> (i32, &str) {
-    job.stop.as_ref().map_or((0, ""), |st| (st.outcome as i32, st.reason.as_str()))
-}
-
-fn result_bytes(job: &Job) -> Vec<u8> {
-    if job.result_values.is_empty() {
-        return Vec::new();
-    }
-    pb::JobResult { output_values: job.result_values.clone(), summary: String::new() }.encode_to_vec()
-}
-
-/// Workers a job failed on, one per line.
-fn encode_failed_on(list: &[String]) -> String {
-    list.join("\n")
 }

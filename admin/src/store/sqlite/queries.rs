@@ -8,10 +8,11 @@ use proto::pb::{self, JobState};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::schema::JOB_COLUMNS;
+use crate::store::columns;
 use crate::{
     audit::{AuditEvent, AuditQuery},
     holds::{Hold, HoldKind},
-    job::{ATTEMPT_SUCCEEDED, ActivityView, AttemptView, Job, JobSpecData, JobView, RunView, StopRequest},
+    job::{ATTEMPT_SUCCEEDED, ActivityView, AttemptView, Job, JobSpecData, JobView, RunView},
     schedules::CronSchedule,
     store::backend::{FinishedJob, JobQuery, Loaded},
 };
@@ -385,7 +386,7 @@ fn list_activities(
             created_at: r.get(1)?,
             job_type: r.get(2)?,
             job_id: r.get(3)?,
-            source: static_source(&r.get::<_, String>(4)?),
+            source: columns::activity_source(&r.get::<_, String>(4)?),
             stage: r.get(5)?,
             message: r.get(6)?,
         })
@@ -456,15 +457,6 @@ pub(super) fn detection_runs(
     rows.collect()
 }
 
-fn static_source(s: &str) -> &'static str {
-    match s {
-        "admin" => "admin",
-        "detector" => "detector",
-        "executor" => "executor",
-        _ => "unspecified",
-    }
-}
-
 fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     let payload: Vec<u8> = r.get(6)?;
     let spec_pb = pb::JobSpec::decode(payload.as_slice()).unwrap_or_default();
@@ -487,10 +479,7 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
             expires_at: r.get(9)?,
             detection_run: r.get(10)?,
             replay_of: r.get(30)?,
-            cluster_context: {
-                let bytes: Vec<u8> = r.get(31)?;
-                (!bytes.is_empty()).then(|| Arc::new(pb::ClusterContext::decode(bytes.as_slice()).unwrap_or_default()))
-            },
+            cluster_context: columns::decode_context(&r.get::<_, Vec<u8>>(31)?),
         }),
         state: JobState::try_from(state).unwrap_or(JobState::Unspecified),
         attempts: r.get(12)?,
@@ -508,15 +497,8 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         assigned_at: r.get(24)?,
         completed_at: r.get(25)?,
         dead_letter: r.get(26)?,
-        failed_on: failed_on.split('\n').filter(|s| !s.is_empty()).map(String::from).collect(),
-        stop: match r.get::<_, i32>(28)? {
-            0 => None,
-            outcome => Some(StopRequest {
-                reason: r.get(29)?,
-                outcome: JobState::try_from(outcome).unwrap_or(JobState::Canceled),
-                deadline: 0,
-            }),
-        },
+        failed_on: columns::decode_failed_on(&failed_on),
+        stop: columns::stop_request(r.get(28)?, r.get(29)?),
         queued_at: 0,
         deadline: 0,
         session_id: 0,

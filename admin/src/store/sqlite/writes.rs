@@ -1,14 +1,11 @@
 //! Applying one coalesced batch to SQLite in one transaction, with cached statements.
 
-use prost::Message;
-use proto::pb::{self, JobState};
+use proto::pb::JobState;
 use rusqlite::{Connection, params};
 
 use super::schema::JOB_COLUMNS;
-use crate::{
-    job::Job,
-    store::backend::{Pruned, Write},
-};
+use crate::store::backend::{Pruned, Write};
+use crate::store::columns;
 
 /// Writes one batch in one transaction and commits it. Returns what each prune deleted,
 /// in batch order. On error the transaction is rolled back (when it is dropped).
@@ -42,13 +39,9 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
             match *write {
                 Write::InsertJob(job) => {
                     let s = &job.spec;
-                    let payload = pb::JobSpec {
-                        parameters: s.parameters.clone(),
-                        labels: s.labels.clone(),
-                        ..Default::default()
-                    }
-                    .encode_to_vec();
-                    let result = result_bytes(job);
+                    let payload = columns::spec_payload(s);
+                    let result = columns::result_bytes(job);
+                    let (stop_outcome, stop_reason) = columns::stop_columns(job);
                     insert.execute(params![
                         job.seq,
                         s.job_type,
@@ -77,14 +70,15 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                         job.assigned_at,
                         job.completed_at,
                         job.dead_letter,
-                        encode_failed_on(&job.failed_on),
-                        job.stop.as_ref().map(|st| st.outcome as i32).unwrap_or(0),
-                        job.stop.as_ref().map(|st| st.reason.as_str()).unwrap_or(""),
+                        columns::encode_failed_on(&job.failed_on),
+                        stop_outcome,
+                        stop_reason,
                         s.replay_of,
-                        s.cluster_context.as_ref().map(|c| c.encode_to_vec()).unwrap_or_default(),
+                        columns::context_bytes(s),
                     ])?;
                 }
                 Write::UpdateJob(job) => {
+                    let (stop_outcome, stop_reason) = columns::stop_columns(job);
                     update.execute(params![
                         job.seq,
                         job.state as i32,
@@ -97,15 +91,15 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                         job.message,
                         job.error,
                         job.result_summary,
-                        result_bytes(job),
+                        columns::result_bytes(job),
                         job.updated_at,
                         job.ready_at,
                         job.assigned_at,
                         job.completed_at,
                         job.dead_letter,
-                        encode_failed_on(&job.failed_on),
-                        job.stop.as_ref().map(|st| st.outcome as i32).unwrap_or(0),
-                        job.stop.as_ref().map(|st| st.reason.as_str()).unwrap_or(""),
+                        columns::encode_failed_on(&job.failed_on),
+                        stop_outcome,
+                        stop_reason,
                     ])?;
                 }
                 Write::Attempt { attempt: a, .. } if super::queries::implied_by_job_row(a) => {}
@@ -250,16 +244,4 @@ fn prune(tx: &rusqlite::Transaction<'_>, before_ms: i64) -> rusqlite::Result<Pru
     tx.execute("DELETE FROM activities WHERE created_at < ?1", [before_ms])?;
     tx.execute("DELETE FROM runs WHERE ended_at > 0 AND ended_at < ?1", [before_ms])?;
     Ok(report)
-}
-
-fn result_bytes(job: &Job) -> Vec<u8> {
-    if job.result_values.is_empty() {
-        return Vec::new();
-    }
-    pb::JobResult { output_values: job.result_values.clone(), summary: String::new() }.encode_to_vec()
-}
-
-/// Workers a job failed on, one per line.
-fn encode_failed_on(list: &[String]) -> String {
-    list.join("\n")
 }
