@@ -33,6 +33,7 @@ pub mod grpc_admin;
 pub mod ha;
 pub mod holds;
 pub mod http;
+pub mod id_hash;
 pub mod identity;
 pub mod ids;
 pub mod input;

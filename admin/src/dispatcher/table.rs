@@ -16,6 +16,7 @@ use std::{
 use proto::pb::JobState;
 
 use crate::{
+    id_hash::IdMap,
     job::{Job, is_final},
     monitor::{JobTypeMetrics, Monitor},
 };
@@ -29,9 +30,9 @@ const STATES: usize = 7;
 #[derive(Default)]
 pub struct JobTable {
     /// Boxed, so a transition moves a pointer rather than the whole job.
-    pub(super) active: HashMap<i64, Box<Job>>,
+    pub(super) active: IdMap<i64, Box<Job>>,
     /// (job_type, dedupe_key) of every active job.
-    dedupe: HashMap<(String, String), i64>,
+    dedupe: DedupeIndex,
     /// Ready PENDING jobs per job type: highest priority first, then oldest.
     pub(super) queues: BTreeMap<String, BTreeSet<(Reverse<i32>, i64)>>,
     /// PENDING jobs waiting for not_before or a retry backoff: (ready_at, seq).
@@ -43,7 +44,7 @@ pub struct JobTable {
     pub(super) by_request: HashMap<String, i64>,
     /// seq -> (worker_id, request_id) of the attempt in flight, so releasing a slot needs
     /// no copy of the job's strings.
-    slots: HashMap<i64, (String, String)>,
+    slots: IdMap<i64, (String, String)>,
     /// worker_id -> job_type -> jobs the admin has in flight there.
     pub(super) inflight: HashMap<String, HashMap<String, i64>>,
     /// job_type -> ASSIGNED + RUNNING jobs.
@@ -53,7 +54,7 @@ pub struct JobTable {
     /// job_type -> jobs per state (indexed by the state's number), over all jobs in the
     /// store. Keyed by job type alone so a count moves without building a key.
     counts: HashMap<String, [i64; STATES]>,
-    recent: HashMap<i64, Box<Job>>,
+    recent: IdMap<i64, Box<Job>>,
     recent_order: VecDeque<i64>,
     /// job_type -> its metrics, fetched from the monitor once per job type, so counting a
     /// job is a lookup here (under the table's lock, held anyway) and an atomic add.
@@ -80,6 +81,76 @@ impl Placed {
 /// retry backoff (`ready_at`). Until then it sits in the delayed set.
 pub fn waits_until(job: &Job) -> i64 {
     job.ready_at.max(job.spec.not_before)
+}
+
+/// The active jobs by (job_type, dedupe_key), without a copy of either string: a keyed
+/// hash of the pair (SipHash with a random key, since peers choose dedupe keys) leads to
+/// the jobs with that hash, and [`JobTable::holder_of`] compares their own specs. Two
+/// pairs sharing a hash go to `collisions`, so nothing is lost when that happens.
+#[derive(Default)]
+struct DedupeIndex {
+    keys: std::hash::RandomState,
+    by_hash: IdMap<u64, i64>,
+    collisions: IdMap<u64, Vec<i64>>,
+}
+
+impl DedupeIndex {
+    fn hash(&self, job_type: &str, dedupe_key: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.keys.hash_one((job_type, dedupe_key))
+    }
+
+    fn insert(&mut self, job: &Job) {
+        let h = self.hash(&job.spec.job_type, &job.spec.dedupe_key);
+        self.insert_hashed(h, job.seq);
+    }
+
+    fn remove(&mut self, job: &Job) {
+        let h = self.hash(&job.spec.job_type, &job.spec.dedupe_key);
+        self.remove_hashed(h, job.seq);
+    }
+
+    fn insert_hashed(&mut self, h: u64, seq: i64) {
+        match self.by_hash.get(&h) {
+            None => {
+                self.by_hash.insert(h, seq);
+            }
+            Some(&first) if first == seq => {}
+            Some(_) => {
+                let others = self.collisions.entry(h).or_default();
+                if !others.contains(&seq) {
+                    others.push(seq);
+                }
+            }
+        }
+    }
+
+    fn remove_hashed(&mut self, h: u64, seq: i64) {
+        if self.by_hash.get(&h) == Some(&seq) {
+            match self.collisions.get_mut(&h).and_then(Vec::pop) {
+                Some(next) => {
+                    self.by_hash.insert(h, next);
+                }
+                None => {
+                    self.by_hash.remove(&h);
+                }
+            }
+        } else if let Some(others) = self.collisions.get_mut(&h) {
+            others.retain(|&s| s != seq);
+        }
+        if self.collisions.get(&h).is_some_and(Vec::is_empty) {
+            self.collisions.remove(&h);
+        }
+    }
+
+    /// The jobs whose pair hashes as this one's: the holder, if any, is among them.
+    fn candidates(&self, job_type: &str, dedupe_key: &str) -> impl Iterator<Item = i64> + '_ {
+        self.hashed(self.hash(job_type, dedupe_key))
+    }
+
+    fn hashed(&self, h: u64) -> impl Iterator<Item = i64> + '_ {
+        self.by_hash.get(&h).copied().into_iter().chain(self.collisions.get(&h).into_iter().flatten().copied())
+    }
 }
 
 fn in_attempt(state: JobState) -> bool {
@@ -116,14 +187,14 @@ impl JobTable {
     /// Adds a new PENDING job (not yet dispatchable: see [`JobTable::make_ready`]).
     pub fn insert_new(&mut self, job: Box<Job>) {
         self.count(&job.spec.job_type, job.state, 1);
-        self.dedupe.insert((job.spec.job_type.clone(), job.spec.dedupe_key.clone()), job.seq);
+        self.dedupe.insert(&job);
         self.active.insert(job.seq, job);
     }
 
     /// Adds a job loaded from the store at start (already counted there); PENDING jobs
     /// are placed by [`JobTable::make_ready`], others are requeued by a transition.
     pub fn insert_loaded(&mut self, job: Box<Job>) {
-        self.dedupe.insert((job.spec.job_type.clone(), job.spec.dedupe_key.clone()), job.seq);
+        self.dedupe.insert(&job);
         self.active.insert(job.seq, job);
     }
 
@@ -184,7 +255,7 @@ impl JobTable {
         match job.state {
             JobState::Pending => {
                 if is_final(before.state) {
-                    self.dedupe.insert((job.spec.job_type.clone(), job.spec.dedupe_key.clone()), seq);
+                    self.dedupe.insert(&job);
                     self.recent.remove(&seq);
                 }
                 self.place_pending(&mut job, now);
@@ -200,10 +271,7 @@ impl JobTable {
                 self.active.insert(seq, job);
             }
             _ => {
-                let key = (job.spec.job_type.clone(), job.spec.dedupe_key.clone());
-                if self.dedupe.get(&key) == Some(&seq) {
-                    self.dedupe.remove(&key);
-                }
+                self.dedupe.remove(&job);
                 self.remember_final(job);
             }
         }
@@ -366,7 +434,9 @@ impl JobTable {
 
     /// The active job holding this dedupe key, if any.
     pub fn holder_of(&self, job_type: &str, dedupe_key: &str) -> Option<i64> {
-        self.dedupe.get(&(job_type.to_string(), dedupe_key.to_string())).copied()
+        self.dedupe.candidates(job_type, dedupe_key).find(|seq| {
+            self.active.get(seq).is_some_and(|j| j.spec.job_type == job_type && j.spec.dedupe_key == dedupe_key)
+        })
     }
 
     /// Takes jobs deleted by retention out of the counts.
@@ -469,6 +539,32 @@ mod tests {
         assert_eq!(t.next_wake(), Some(9_000));
         assert!(t.due_expiries(8_999).is_empty());
         assert_eq!(t.due_expiries(9_000), vec![1]);
+    }
+
+    #[test]
+    fn dedupe_keys_that_share_a_hash_are_all_kept_and_each_leaves_alone() {
+        let mut d = DedupeIndex::default();
+        let sorted = |d: &DedupeIndex, h| {
+            let mut v: Vec<i64> = d.hashed(h).collect();
+            v.sort_unstable();
+            v
+        };
+        d.insert_hashed(7, 1);
+        d.insert_hashed(7, 2);
+        d.insert_hashed(7, 3);
+        d.insert_hashed(7, 2);
+        d.insert_hashed(8, 4);
+        assert_eq!(sorted(&d, 7), [1, 2, 3]);
+        // The first holder leaves: another takes its place.
+        d.remove_hashed(7, 1);
+        assert_eq!(sorted(&d, 7), [2, 3]);
+        d.remove_hashed(7, 2);
+        d.remove_hashed(7, 9);
+        assert_eq!(sorted(&d, 7), [3]);
+        d.remove_hashed(7, 3);
+        assert_eq!(sorted(&d, 7), Vec::<i64>::new());
+        assert!(d.by_hash.len() == 1 && d.collisions.is_empty(), "nothing left behind but job 4");
+        assert_eq!(sorted(&d, 8), [4]);
     }
 
     #[test]
