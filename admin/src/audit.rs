@@ -133,7 +133,7 @@ impl AuditTrail {
             reason: entry.refused.unwrap_or_default(),
             request_id: entry.request_id.into(),
         };
-        self.store.write(Op::Audit(event))
+        self.store.write(Op::Audit(Box::new(event)))
     }
 
     /// Prunes what is beyond `retention`, archiving it first when asked. Returns how many

@@ -29,8 +29,9 @@ pub enum EventKind {
     Job {
         job: JobEvent,
     },
+    /// Boxed, as the other large events are, so a queued event stays small.
     Activity {
-        activity: ActivityView,
+        activity: Box<ActivityView>,
     },
     WorkerJoined {
         worker_id: String,
@@ -57,7 +58,7 @@ pub enum EventKind {
         worker_id: String,
     },
     DetectionFinished {
-        run: RunView,
+        run: Box<RunView>,
     },
     ConfigSaved {
         job_type: String,

@@ -203,9 +203,9 @@ mod tests {
         let dir = TempDir::new("job-log");
         let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
         for id in 1..=1500 {
-            store.write(Op::Activity(activity(id, "j1", "executor", &format!("stdout: line {id}"))));
+            store.write(Op::Activity(Box::new(activity(id, "j1", "executor", &format!("stdout: line {id}")))));
         }
-        store.write(Op::Activity(activity(1501, "j2", "executor", "stdout: another job")));
+        store.write(Op::Activity(Box::new(activity(1501, "j2", "executor", "stdout: another job"))));
         store.settle().await;
 
         let all = JobLog::read(&store, "j1", Limits { lines: 5000, bytes: 1 << 20 }).unwrap();

@@ -41,6 +41,7 @@ impl Journal {
             stage: stage.to_string(),
             message: message.to_string(),
         };
+        let a = Box::new(a);
         self.store.submit(Some(Op::Activity(a.clone())), Some(EventKind::Activity { activity: a }));
     }
 

@@ -461,7 +461,7 @@ impl Scheduler {
             jobs_created: 0,
         };
         self.p().store.submit(
-            Some(Op::Run(run.clone())),
+            Some(Op::Run(Box::new(run.clone()))),
             Some(EventKind::DetectionStarted {
                 job_type: job_type.to_string(),
                 run_id: run.id,
@@ -548,7 +548,8 @@ impl Scheduler {
         } else {
             format!("detection failed: {}", r.run.message)
         };
-        self.p().store.submit(Some(Op::Run(r.run.clone())), Some(EventKind::DetectionFinished { run: r.run }));
+        let run = Box::new(r.run);
+        self.p().store.submit(Some(Op::Run(run.clone())), Some(EventKind::DetectionFinished { run }));
         self.p().journal.record(job_type, "", pb::ActivitySource::Admin, "detection", &summary);
         self.wake();
     }

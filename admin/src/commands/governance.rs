@@ -153,7 +153,7 @@ impl Components {
         let (set_by, _) = crate::audit::actor_names(actor);
         let hold = Hold { kind, target: target.to_string(), set_by, set_at: self.clock.now_ms() };
         if self.holds.apply(kind, target, active.then(|| hold.clone())) {
-            self.store.write(Op::Hold { hold, active });
+            self.store.write(Op::Hold { hold: Box::new(hold), active });
         }
     }
 
@@ -284,7 +284,7 @@ impl Components {
                     last_fired_at: 0,
                 };
                 self.atomically(rec, || {
-                    self.store.write(Op::Schedule { job_type: job_type.clone(), cron: Some(row.clone()) });
+                    self.store.write(Op::Schedule { job_type: job_type.clone(), cron: Some(Box::new(row.clone())) });
                     self.schedules.set(row, spec);
                     Ok(())
                 })?;

@@ -230,8 +230,9 @@ impl Dispatcher {
                     {
                         m.run_duration.observe_ms(attempt.ended_at - attempt.started_at);
                     }
-                    if stored {
-                        p.store.write(Op::Attempt { job_seq: job.seq, attempt });
+                    // A succeeded attempt is rebuilt from the job's row: no record of its own.
+                    if stored && !crate::store::implied_by_job_row(&attempt) {
+                        p.store.write(Op::Attempt { job_seq: job.seq, attempt: Box::new(attempt) });
                     }
                 }
                 Effect::Execute => execute = true,

@@ -233,9 +233,9 @@ async fn holds_schedules_and_audit_events_are_kept_and_loaded(which: Which) {
     assert_eq!(loaded.next_audit_id, 1);
     let hold =
         |target: &str| Hold { kind: HoldKind::JobDispatch, target: target.into(), set_by: "op".into(), set_at: 5 };
-    store.write(Op::Hold { hold: hold("a"), active: true });
-    store.write(Op::Hold { hold: hold("b"), active: true });
-    store.write(Op::Hold { hold: hold("a"), active: false });
+    store.write(Op::Hold { hold: Box::new(hold("a")), active: true });
+    store.write(Op::Hold { hold: Box::new(hold("b")), active: true });
+    store.write(Op::Hold { hold: Box::new(hold("a")), active: false });
     let cron = |job_type: &str| CronSchedule {
         job_type: job_type.into(),
         cron: "0 * * * *".into(),
@@ -244,12 +244,12 @@ async fn holds_schedules_and_audit_events_are_kept_and_loaded(which: Which) {
         set_at: 6,
         last_fired_at: 0,
     };
-    store.write(Op::Schedule { job_type: "x".into(), cron: Some(cron("x")) });
-    store.write(Op::Schedule { job_type: "y".into(), cron: Some(cron("y")) });
+    store.write(Op::Schedule { job_type: "x".into(), cron: Some(Box::new(cron("x"))) });
+    store.write(Op::Schedule { job_type: "y".into(), cron: Some(Box::new(cron("y"))) });
     store.write(Op::Schedule { job_type: "y".into(), cron: None });
     store.write(Op::ScheduleFired { job_type: "x".into(), at: 77 });
     for id in 1..=5 {
-        store.write(Op::Audit(AuditEvent {
+        store.write(Op::Audit(Box::new(AuditEvent {
             id,
             at: 1_000 * id,
             actor: if id % 2 == 0 { "alice".into() } else { "bob".into() },
@@ -260,7 +260,7 @@ async fn holds_schedules_and_audit_events_are_kept_and_loaded(which: Which) {
             outcome: "ok".into(),
             reason: String::new(),
             request_id: format!("q{id}"),
-        }));
+        })));
     }
     store.settle().await;
     let alice = AuditQuery { actor: Some("alice".into()), limit: 10, ..Default::default() };

@@ -8,20 +8,41 @@ use std::sync::Arc;
 use prost::Message;
 use proto::pb::{self, JobState};
 
-use crate::job::{Job, JobSpecData, StopRequest};
+use crate::job::{ATTEMPT_SUCCEEDED, AttemptView, Job, JobSpecData, StopRequest};
 
-/// The `payload` column: the spec's parameters and labels.
+/// The `payload` column: the spec's parameters and labels, encoded as a `pb::JobSpec`
+/// with only those two fields (7 and 8), straight from the spec's maps rather than from a
+/// copy of them: this runs on the store writer's thread for every new job.
 pub(super) fn spec_payload(spec: &JobSpecData) -> Vec<u8> {
-    pb::JobSpec { parameters: spec.parameters.clone(), labels: spec.labels.clone(), ..Default::default() }
-        .encode_to_vec()
+    use prost::encoding::{hash_map, message, string};
+    let (parameters, labels) = (&spec.parameters, &spec.labels);
+    let len = hash_map::encoded_len(string::encoded_len, message::encoded_len, 7, parameters)
+        + hash_map::encoded_len(string::encoded_len, string::encoded_len, 8, labels);
+    let mut buf = Vec::with_capacity(len);
+    hash_map::encode(
+        string::encode,
+        string::encoded_len,
+        message::encode,
+        message::encoded_len,
+        7,
+        parameters,
+        &mut buf,
+    );
+    hash_map::encode(string::encode, string::encoded_len, string::encode, string::encoded_len, 8, labels, &mut buf);
+    buf
 }
 
-/// The `result` column: the result's output values (empty when there are none).
+/// The `result` column: the result's output values (empty when there are none), encoded
+/// as a `pb::JobResult` with only field 1, without copying the map.
 pub(super) fn result_bytes(job: &Job) -> Vec<u8> {
-    if job.result_values.is_empty() {
+    use prost::encoding::{hash_map, message, string};
+    let values = &job.result_values;
+    if values.is_empty() {
         return Vec::new();
     }
-    pb::JobResult { output_values: job.result_values.clone(), summary: String::new() }.encode_to_vec()
+    let mut buf = Vec::with_capacity(hash_map::encoded_len(string::encoded_len, message::encoded_len, 1, values));
+    hash_map::encode(string::encode, string::encoded_len, message::encode, message::encoded_len, 1, values, &mut buf);
+    buf
 }
 
 /// The `failed_on` column: workers a job failed on, one per line.
@@ -62,5 +83,44 @@ pub(super) fn activity_source(s: &str) -> &'static str {
         "detector" => "detector",
         "executor" => "executor",
         _ => "unspecified",
+    }
+}
+
+/// Whether an attempt record needs no row of its own: a succeeded attempt is the job's
+/// last, and the job's row holds every field of it (attempts_total, worker, request,
+/// assigned_at, completed_at), so both backends rebuild it from there. The dispatcher
+/// does not even queue such a record.
+pub fn implied_by_job_row(a: &AttemptView) -> bool {
+    a.outcome == ATTEMPT_SUCCEEDED && a.error_message.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn value(s: &str) -> pb::ConfigValue {
+        pb::ConfigValue { kind: Some(pb::config_value::Kind::StringValue(s.into())) }
+    }
+
+    #[test]
+    fn the_payload_and_result_columns_are_the_messages_encodings() {
+        let mut job = crate::store::tests::job(1, JobState::Pending, 1);
+        let spec = Arc::make_mut(&mut job.spec);
+        spec.parameters = HashMap::new();
+        spec.labels = HashMap::new();
+        assert!(spec_payload(spec).is_empty());
+        spec.parameters = HashMap::from([("a".into(), value("1")), ("b".into(), value("2"))]);
+        spec.labels = HashMap::from([("team".into(), "storage".into())]);
+        let decoded = pb::JobSpec::decode(spec_payload(spec).as_slice()).unwrap();
+        assert_eq!(decoded.parameters, spec.parameters);
+        assert_eq!(decoded.labels, spec.labels);
+
+        job.result_values = HashMap::new();
+        assert!(result_bytes(&job).is_empty());
+        job.result_values = HashMap::from([("out".into(), value("x"))]);
+        let decoded = pb::JobResult::decode(result_bytes(&job).as_slice()).unwrap();
+        assert_eq!(decoded.output_values, job.result_values);
     }
 }

@@ -75,6 +75,7 @@ use proto::pb::JobState;
 use tokio::sync::watch;
 
 pub use self::backend::{Backend, BackendError, FinishedJob, JobQuery, Loaded, MAX_PAGE, Op, Pruned, Reader, Write};
+pub use self::columns::implied_by_job_row;
 pub use self::postgres::PgTarget;
 use self::writer::Queue;
 use crate::{
@@ -773,10 +774,10 @@ pub(crate) mod tests {
         (done.completed_at, done.attempts_total) = (now, 2);
         done.result_summary = "fine".into();
         store.write(Op::InsertJob(Arc::new(done)));
-        store.write(Op::Attempt { job_seq: 1, attempt: attempt(2, "canceled") });
-        store.write(Op::Attempt { job_seq: 1, attempt: attempt(1, "failed") });
+        store.write(Op::Attempt { job_seq: 1, attempt: Box::new(attempt(2, "canceled")) });
+        store.write(Op::Attempt { job_seq: 1, attempt: Box::new(attempt(1, "failed")) });
         for id in 1..=3 {
-            store.write(Op::Activity(ActivityView {
+            store.write(Op::Activity(Box::new(ActivityView {
                 id,
                 created_at: now,
                 job_type: "t".into(),
@@ -784,10 +785,10 @@ pub(crate) mod tests {
                 source: "executor",
                 stage: "run".into(),
                 message: format!("a{id}"),
-            }));
+            })));
         }
         for (id, success) in [(1, true), (2, false), (3, true)] {
-            store.write(Op::Run(RunView {
+            store.write(Op::Run(Box::new(RunView {
                 id,
                 job_type: "t".into(),
                 kind: "detection".into(),
@@ -799,7 +800,7 @@ pub(crate) mod tests {
                 message: format!("r{id}"),
                 proposals: 1,
                 jobs_created: 0,
-            }));
+            })));
         }
         store.settle().await;
         let attempts = store.attempts(1).unwrap();

@@ -316,12 +316,6 @@ pub(super) async fn attempts(c: &mut Conn, seq: i64) -> Result<Vec<AttemptView>,
     Ok(attempts)
 }
 
-/// Whether an attempt record needs no row of its own: a succeeded attempt is the job's
-/// last, and the job's row holds every field of it (as in the SQLite backend).
-pub(super) fn implied_by_job_row(a: &AttemptView) -> bool {
-    a.outcome == ATTEMPT_SUCCEEDED && a.error_message.is_empty()
-}
-
 /// The SQL of an activities listing with the filters given; its parameters are, in
 /// order, the job type, the job id, the `before` id (each only when filtered on) and the
 /// limit. The feed's filter is the partial indexes' condition word for word.

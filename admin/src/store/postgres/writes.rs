@@ -180,7 +180,7 @@ async fn write_all(
                 let stmt = statements.get_tx(tx, UPDATE_JOB).await?;
                 tx.execute(&stmt, &params).await?;
             }
-            Write::Attempt { attempt: a, .. } if super::queries::implied_by_job_row(a) => {}
+            Write::Attempt { attempt: a, .. } if columns::implied_by_job_row(a) => {}
             Write::Attempt { job_seq, attempt: a } => {
                 let stmt = statements.get_tx(tx, ATTEMPT).await?;
                 tx.execute(

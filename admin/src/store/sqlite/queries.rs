@@ -315,13 +315,6 @@ pub(super) fn attempts(conn: &Connection, seq: i64) -> rusqlite::Result<Vec<Atte
     Ok(attempts)
 }
 
-/// Whether an attempt record needs no row of its own: a succeeded attempt is the job's
-/// last, and the job's row (written in the same batch or an earlier one) holds every
-/// field of it (attempts_total, worker, request, assigned_at, completed_at).
-pub(super) fn implied_by_job_row(a: &AttemptView) -> bool {
-    a.outcome == ATTEMPT_SUCCEEDED && a.error_message.is_empty()
-}
-
 pub(super) fn activities(
     conn: &Connection,
     job_type: Option<&str>,

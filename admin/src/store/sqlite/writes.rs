@@ -102,7 +102,7 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                         stop_reason,
                     ])?;
                 }
-                Write::Attempt { attempt: a, .. } if super::queries::implied_by_job_row(a) => {}
+                Write::Attempt { attempt: a, .. } if columns::implied_by_job_row(a) => {}
                 Write::Attempt { job_seq, attempt: a } => {
                     attempt.execute(params![
                         job_seq,
