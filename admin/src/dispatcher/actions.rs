@@ -76,7 +76,7 @@ impl Dispatcher {
         }
         let mut job = match t.take_recent(seq) {
             Some(j) => j,
-            None => Box::new(from_store.ok_or_else(|| JobActionError::NotFound(job_id(seq)))?),
+            None => std::sync::Arc::new(from_store.ok_or_else(|| JobActionError::NotFound(job_id(seq)))?),
         };
         if let Some(other) = t.holder_of(&job.spec.job_type, &job.spec.dedupe_key) {
             t.restore_recent(job);
@@ -84,7 +84,12 @@ impl Dispatcher {
         }
         let placed = Placed::of(&job);
         let job_type = job.spec.job_type.clone();
-        let effects = match machine::step(&mut job, Input::Retry, &|| self.policy(&job_type), At { now, jitter: 0 }) {
+        let effects = match machine::step(
+            std::sync::Arc::make_mut(&mut job),
+            Input::Retry,
+            &|| self.policy(&job_type),
+            At { now, jitter: 0 },
+        ) {
             Ok(effects) => effects,
             Err(refused) => {
                 let state = crate::job::state_name(job.state);

@@ -116,7 +116,7 @@ impl Dispatcher {
             job.stop = job.stop.take().filter(|_| job.state != JobState::Pending);
             let seq = job.seq;
             let in_attempt = job.state != JobState::Pending;
-            t.insert_loaded(Box::new(job));
+            t.insert_loaded(Arc::new(job));
             if in_attempt {
                 let input = Input::NotStarted { cause: NotStartedCause::AdminRestarted, why: "admin restarted" };
                 if d.transition(&mut t, seq, input, now, &mut out).is_ok() {
@@ -195,7 +195,7 @@ impl Dispatcher {
         };
         let at = At { now, jitter };
         let policy = || policy.copied().unwrap_or_else(|| self.policy(&spec.job_type));
-        let effects = match machine::step(&mut job, input, &policy, at) {
+        let effects = match machine::step(Arc::make_mut(&mut job), input, &policy, at) {
             Ok(effects) => effects,
             Err(refused) => {
                 t.restore(job);
@@ -208,7 +208,7 @@ impl Dispatcher {
     fn apply(
         &self,
         t: &mut JobTable,
-        job: Box<Job>,
+        job: Arc<Job>,
         placed: Placed,
         effects: machine::Effects,
         now: i64,
@@ -261,9 +261,10 @@ impl Dispatcher {
     /// Queues the job's new state: written to the store unless it is an attempt in flight
     /// (see [`Job::must_be_stored`]), and published as an event once everything queued
     /// before it is committed. Returns whether it is written.
-    fn write_job(&self, job: &Job, insert: bool) -> bool {
-        // One snapshot serves the store write and the event.
-        let snapshot = Arc::new(job.clone());
+    fn write_job(&self, job: &Arc<Job>, insert: bool) -> bool {
+        // The table's own job is the snapshot the store writes and the event carries: the
+        // next change copies it if either still holds it.
+        let snapshot = job.clone();
         let store = insert || job.must_be_stored();
         let op = match (store, insert) {
             (false, _) => None,
@@ -314,7 +315,7 @@ impl Dispatcher {
                 if spec.dedupe_key.is_empty() {
                     spec.dedupe_key = crate::job::job_id(seq);
                 }
-                let job = Box::new(Job::pending(seq, spec, now));
+                let job = Arc::new(Job::pending(seq, spec, now));
                 self.write_job(&job, true);
                 outcomes.push(Admission::Created { job_id: job.id() });
                 t.insert_new(job);

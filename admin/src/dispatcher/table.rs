@@ -29,8 +29,10 @@ const STATES: usize = 7;
 
 #[derive(Default)]
 pub struct JobTable {
-    /// Boxed, so a transition moves a pointer rather than the whole job.
-    pub(super) active: IdMap<i64, Box<Job>>,
+    /// Shared with the snapshots queued for the store and published as events: a job is
+    /// copied only when it changes while one of those still holds it (`Arc::make_mut`),
+    /// and a transition moves a pointer rather than the whole job.
+    pub(super) active: IdMap<i64, Arc<Job>>,
     /// (job_type, dedupe_key) of every active job.
     dedupe: DedupeIndex,
     /// Ready PENDING jobs per job type: highest priority first, then oldest.
@@ -54,7 +56,7 @@ pub struct JobTable {
     /// job_type -> jobs per state (indexed by the state's number), over all jobs in the
     /// store. Keyed by job type alone so a count moves without building a key.
     counts: HashMap<String, [i64; STATES]>,
-    recent: IdMap<i64, Box<Job>>,
+    recent: IdMap<i64, Arc<Job>>,
     recent_order: VecDeque<i64>,
     /// job_type -> its metrics, fetched from the monitor once per job type, so counting a
     /// job is a lookup here (under the table's lock, held anyway) and an atomic add.
@@ -185,7 +187,7 @@ impl JobTable {
     }
 
     /// Adds a new PENDING job (not yet dispatchable: see [`JobTable::make_ready`]).
-    pub fn insert_new(&mut self, job: Box<Job>) {
+    pub fn insert_new(&mut self, job: Arc<Job>) {
         self.count(&job.spec.job_type, job.state, 1);
         self.dedupe.insert(&job);
         self.active.insert(job.seq, job);
@@ -193,7 +195,7 @@ impl JobTable {
 
     /// Adds a job loaded from the store at start (already counted there); PENDING jobs
     /// are placed by [`JobTable::make_ready`], others are requeued by a transition.
-    pub fn insert_loaded(&mut self, job: Box<Job>) {
+    pub fn insert_loaded(&mut self, job: Arc<Job>) {
         self.dedupe.insert(&job);
         self.active.insert(job.seq, job);
     }
@@ -210,19 +212,19 @@ impl JobTable {
 
     /// Takes an active job out of the table for a transition; hand it back with
     /// [`JobTable::put`] (or [`JobTable::restore`] if the transition was refused).
-    pub fn take(&mut self, seq: i64) -> Option<(Box<Job>, Placed)> {
+    pub fn take(&mut self, seq: i64) -> Option<(Arc<Job>, Placed)> {
         let job = self.active.remove(&seq)?;
         let placed = Placed::of(&job);
         Some((job, placed))
     }
 
     /// Returns a job whose transition was refused: it is unchanged, so are its indexes.
-    pub fn restore(&mut self, job: Box<Job>) {
+    pub fn restore(&mut self, job: Arc<Job>) {
         self.active.insert(job.seq, job);
     }
 
     /// Moves a job from where it was (`before`) to where its new state puts it.
-    pub fn put(&mut self, mut job: Box<Job>, before: Placed, now: i64) {
+    pub fn put(&mut self, mut job: Arc<Job>, before: Placed, now: i64) {
         let seq = job.seq;
         // The same attempt goes on (progress, a stop request): its slot stays.
         let same_attempt = in_attempt(before.state)
@@ -300,7 +302,7 @@ impl JobTable {
         self.slots.insert(job.seq, (job.worker_id.clone(), job.request_id.clone()));
     }
 
-    fn place_pending(&mut self, job: &mut Job, now: i64) {
+    fn place_pending(&mut self, job: &mut Arc<Job>, now: i64) {
         let seq = job.seq;
         if job.spec.expires_at > 0 {
             self.expiries.insert((job.spec.expires_at, seq));
@@ -309,9 +311,19 @@ impl JobTable {
         if ready_at > now {
             self.delayed.insert((ready_at, seq));
         } else {
-            job.queued_at = now;
-            self.queues.entry(job.spec.job_type.clone()).or_default().insert((Reverse(job.spec.priority), seq));
+            if job.queued_at != now {
+                Arc::make_mut(job).queued_at = now;
+            }
+            self.queue_of(&job.spec.job_type).insert((Reverse(job.spec.priority), seq));
         }
+    }
+
+    /// A job type's ready queue; the type's name is copied only for its first queue.
+    fn queue_of(&mut self, job_type: &str) -> &mut BTreeSet<(Reverse<i32>, i64)> {
+        if !self.queues.contains_key(job_type) {
+            self.queues.insert(job_type.to_string(), BTreeSet::new());
+        }
+        self.queues.get_mut(job_type).expect("inserted above")
     }
 
     /// Moves delayed jobs whose time has come into their queues.
@@ -322,17 +334,11 @@ impl JobTable {
             }
             self.delayed.remove(&(at, seq));
             if let Some(job) = self.active.get_mut(&seq) {
+                let job = Arc::make_mut(job);
                 job.ready_at = 0;
                 job.queued_at = now;
-                let key = (Reverse(job.spec.priority), seq);
-                match self.queues.get_mut(&job.spec.job_type) {
-                    Some(q) => {
-                        q.insert(key);
-                    }
-                    None => {
-                        self.queues.insert(job.spec.job_type.clone(), [key].into());
-                    }
-                }
+                let spec = job.spec.clone();
+                self.queue_of(&spec.job_type).insert((Reverse(spec.priority), seq));
             }
         }
     }
@@ -404,7 +410,7 @@ impl JobTable {
         }
     }
 
-    fn remember_final(&mut self, job: Box<Job>) {
+    fn remember_final(&mut self, job: Arc<Job>) {
         self.recent_order.push_back(job.seq);
         self.recent.insert(job.seq, job);
         while self.recent_order.len() > RECENT_FINAL {
@@ -415,12 +421,12 @@ impl JobTable {
     }
 
     /// Puts back a finished job whose retry was refused.
-    pub fn restore_recent(&mut self, job: Box<Job>) {
+    pub fn restore_recent(&mut self, job: Arc<Job>) {
         self.remember_final(job);
     }
 
     /// A recently finished job, taken out for an operator retry.
-    pub fn take_recent(&mut self, seq: i64) -> Option<Box<Job>> {
+    pub fn take_recent(&mut self, seq: i64) -> Option<Arc<Job>> {
         self.recent.remove(&seq)
     }
 
@@ -505,11 +511,11 @@ impl JobTable {
 mod tests {
     use super::*;
 
-    fn job(seq: i64, not_before: i64, expires_at: i64) -> Box<Job> {
+    fn job(seq: i64, not_before: i64, expires_at: i64) -> Arc<Job> {
         let mut spec = crate::test_support::spec(&format!("k{seq}"), 0);
         spec.not_before = not_before;
         spec.expires_at = expires_at;
-        Box::new(Job::pending(seq, spec, 0))
+        Arc::new(Job::pending(seq, spec, 0))
     }
 
     fn queued(t: &JobTable) -> Vec<i64> {
@@ -574,7 +580,7 @@ mod tests {
         assert_eq!(t.count_of("t", JobState::Pending), 1);
         assert_eq!(t.holder_of("t", "k1"), Some(1));
         let (mut j, placed) = t.take(1).unwrap();
-        j.state = JobState::Canceled;
+        Arc::make_mut(&mut j).state = JobState::Canceled;
         t.put(j, placed, 10);
         assert_eq!(t.holder_of("t", "k1"), None);
         assert_eq!((t.count_of("t", JobState::Pending), t.count_of("t", JobState::Canceled)), (0, 1));
