@@ -236,9 +236,10 @@ fn pick(executors: &[(Arc<WorkerSession>, i64)], failed_on: &[String], rotate: u
         let eligible =
             |(s, free): &(Arc<WorkerSession>, i64)| *free > 0 && (allow_failed || !failed_on.contains(&s.worker_id));
         let best = executors.iter().filter(|e| eligible(e)).map(|(_, free)| *free).max()?;
-        let ties: Vec<usize> =
-            executors.iter().enumerate().filter(|(_, e)| e.1 == best && eligible(e)).map(|(i, _)| i).collect();
-        Some(ties[rotate % ties.len()])
+        // Counted, then walked again, rather than collected: this runs once per job.
+        let tie = |e: &&(Arc<WorkerSession>, i64)| e.1 == best && eligible(e);
+        let ties = executors.iter().filter(tie).count();
+        executors.iter().enumerate().filter(|(_, e)| tie(e)).nth(rotate % ties).map(|(i, _)| i)
     };
     choose(false).or_else(|| choose(true))
 }
