@@ -394,3 +394,41 @@ async fn past_the_lease_deadline_nothing_is_assigned_or_sent_and_the_explanation
     assert!(w.is_quiet(), "nothing is sent once the term is over");
     assert_eq!(state(&rig, second), JobState::Pending);
 }
+
+/// The job table shares each job with the snapshot the store writes and the event carries
+/// (copy on write): every event still shows the job as it was at its own moment after the
+/// job moved on, and a finished job's dedupe key (found by its hash) is free again.
+#[tokio::test]
+async fn each_event_keeps_the_job_as_it_was_and_a_finished_jobs_dedupe_key_is_free_again() {
+    let rig = Rig::new(|_| {});
+    let mut events = rig.c.events.subscribe_after(None);
+    let mut w = rig.worker("w1", 1);
+    let seq = admit(&rig, "a", 0, 0).await;
+    let twin = rig.c.dispatcher.admit(vec![NewJob { spec: spec("a", 0, 0) }], 10);
+    assert!(matches!(twin[0], Admission::Duplicate), "an active job holds the key: {twin:?}");
+    rig.c.dispatcher.dispatch_pass();
+    let req = execute_request(&mut w).await;
+    rig.c.dispatcher.on_completed(&w.session, completed(&req.request_id, true, ""));
+
+    // Read only once the job finished, so every snapshot was taken before later changes.
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|(state, _)| *state != JobState::Succeeded) {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(10), events.rx.recv())
+            .await
+            .expect("the job's events arrive")
+            .expect("no event is missed");
+        if let crate::events::EventKind::Job { job } = &e.kind
+            && job.0.seq == seq
+        {
+            seen.push((job.0.state, job.0.worker_id.clone()));
+        }
+    }
+    let w1 = || "w1".to_string();
+    assert_eq!(
+        seen,
+        [(JobState::Pending, String::new()), (JobState::Assigned, w1()), (JobState::Succeeded, w1())],
+        "one event per change, each with the state of its moment"
+    );
+    let again = rig.c.dispatcher.admit(vec![NewJob { spec: spec("a", 0, 0) }], 10);
+    assert!(matches!(again[0], Admission::Created { .. }), "the key is free once the job finished: {again:?}");
+}
