@@ -91,6 +91,17 @@ async fn metrics_carry_job_type_worker_and_command_labels_and_the_json_snapshot_
     let commit = &build[0].labels["commit"];
     assert!(commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()), "{commit}");
 
+    // The store's counters: each job was written at least twice (created, then finished,
+    // in separate batches since a job is durable before it is dispatched), and coalescing
+    // only ever folds operations together.
+    let store = |name| m.value(name, &[]).unwrap_or_else(|| panic!("{name} missing: {text}"));
+    let (batches, operations, writes) = (
+        store("plughost_store_batches_total"),
+        store("plughost_store_operations_total"),
+        store("plughost_store_writes_total"),
+    );
+    assert!(batches >= 2.0 && operations >= writes && writes >= 2.0 * n, "{batches} {operations} {writes}: {text}");
+
     // The JSON snapshot: the same families with the same type and help, the same series,
     // and the same values for everything that no longer moves (heartbeats go on).
     let json = admin.get("/api/plugin/metrics").await;
@@ -117,7 +128,14 @@ async fn metrics_carry_job_type_worker_and_command_labels_and_the_json_snapshot_
             };
             let text_value = m.value(&text_name, &pairs);
             assert!(text_value.is_some(), "{text_name}{pairs:?} is in the JSON but not in the text");
-            let moves = ["plughost_heartbeats_total", "plughost_worker_slots_used"].contains(&name);
+            let moves = [
+                "plughost_heartbeats_total",
+                "plughost_worker_slots_used",
+                "plughost_store_batches_total",
+                "plughost_store_operations_total",
+                "plughost_store_writes_total",
+            ]
+            .contains(&name);
             if !moves {
                 assert_eq!(json_value, text_value, "{text_name}{pairs:?}");
             }

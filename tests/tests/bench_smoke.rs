@@ -28,6 +28,10 @@ const KEYS: &[(&str, &[&str])] = &[
             "queued_to_assigned_max_ms",
             "round_trips_per_s",
             "ratio_to_ceiling",
+            "store_writer_cpu_us_per_job",
+            "store_batches",
+            "store_operations_per_batch",
+            "admin_rss_per_queued_job_bytes",
         ],
     ),
     (
@@ -66,6 +70,8 @@ const NUMBERS: &[(&str, &str)] = &[
     ("ceiling", "round_trips_per_s"),
     ("throughput", "jobs_per_s"),
     ("throughput", "ratio_to_ceiling"),
+    ("throughput", "store_writer_cpu_us_per_job"),
+    ("throughput", "store_operations_per_batch"),
     ("latency", "proposal_to_completion_p99_ms"),
     ("connections", "rss_per_worker_kib"),
     ("restart", "ready_s"),
@@ -112,7 +118,12 @@ fn every_benchmark_scenario_runs_at_smoke_size_and_prints_its_figures_as_json() 
         let v = line(&lines, scenario, &stdout);
         assert!(v[*key].is_number(), "{scenario}.{key} is not a number: {v}");
     }
-    assert_eq!(line(&lines, "throughput", &stdout)["store"], "sqlite");
+    let throughput = line(&lines, "throughput", &stdout);
+    assert_eq!(throughput["store"], "sqlite");
+    // A job is durable before it is dispatched, so its creation and its end are never in
+    // one batch: at least two batches, of one or more operations each.
+    assert!(throughput["store_batches"].as_f64().unwrap() >= 2.0, "{throughput}");
+    assert!(throughput["store_operations_per_batch"].as_f64().unwrap() >= 1.0, "{throughput}");
 }
 
 #[test]

@@ -87,6 +87,7 @@ pub fn snapshot(state: &AppState) -> MetricsSnapshot {
         jobs.push(&[("job_type", job_type.as_str()), ("state", state_name(s))], n as f64);
     }
     gauges.push(jobs);
+    gauges.extend(state.store.metrics());
     if let Some(term) = state.term() {
         gauges.extend(crate::ha::lease_metrics(&term.group));
     }

@@ -118,6 +118,8 @@ pub struct Store {
     committed: watch::Receiver<u64>,
     reads: StoreReader,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// What the writer committed, for the metrics.
+    counters: Arc<writer::Committed>,
 }
 
 /// The store's reads ([`StoreReader`]'s methods) are a [`Store`]'s too.
@@ -179,6 +181,7 @@ impl Store {
             committed,
             reads: StoreReader { path, reader: Box::new(reader) },
             writer: Mutex::new(None),
+            counters: Arc::default(),
         });
         Ok((store, loaded))
     }
@@ -196,8 +199,18 @@ impl Store {
         let (committed_tx, committed) = watch::channel(0u64);
         let (healthy_tx, healthy) = watch::channel(true);
         let (fenced_tx, fenced) = watch::channel(false);
-        let writer = writer::spawn(backend, queue.clone(), healthy_tx, fenced_tx, committed_tx, events, path.clone())
-            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        let counters = Arc::new(writer::Committed::default());
+        let writer = writer::spawn(
+            backend,
+            queue.clone(),
+            counters.clone(),
+            healthy_tx,
+            fenced_tx,
+            committed_tx,
+            events,
+            path.clone(),
+        )
+        .map_err(|source| StoreError::Io { path: path.clone(), source })?;
         let store = Arc::new(Store {
             queue,
             healthy,
@@ -205,8 +218,34 @@ impl Store {
             committed,
             reads: StoreReader { path, reader: Box::new(reader) },
             writer: Mutex::new(Some(writer)),
+            counters,
         });
         Ok((store, loaded))
+    }
+
+    /// The writer's counters as metrics: committed batches, the operations queued into
+    /// them, and the rows written once coalesced.
+    pub fn metrics(&self) -> Vec<crate::monitor::MetricFamily> {
+        use std::sync::atomic::Ordering::Relaxed;
+
+        use crate::monitor::{MetricFamily, MetricKind};
+        let c = &self.counters;
+        let counter = |name: &str, help: &str, n: &std::sync::atomic::AtomicU64| {
+            MetricFamily::new(name, MetricKind::Counter, help).with(&[], n.load(Relaxed) as f64)
+        };
+        vec![
+            counter("plughost_store_batches_total", "batches (transactions) the store committed", &c.batches),
+            counter(
+                "plughost_store_operations_total",
+                "operations (job changes, attempts, activities, ...) in the committed batches",
+                &c.operations,
+            ),
+            counter(
+                "plughost_store_writes_total",
+                "rows the committed batches wrote, after coalescing each job's changes in a batch",
+                &c.writes,
+            ),
+        ]
     }
 
     /// False while the last batch failed to commit (it is being retried), and for good

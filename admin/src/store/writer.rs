@@ -6,7 +6,10 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Condvar, Mutex},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     thread::JoinHandle,
     time::Duration,
 };
@@ -160,10 +163,22 @@ impl Queue {
     }
 }
 
+/// What the writer committed since the store opened, for the metrics: batches
+/// (transactions), the operations queued into them, and the rows those became once
+/// coalesced. Operations per batch is what a job's share of a commit follows.
+#[derive(Default)]
+pub struct Committed {
+    pub batches: AtomicU64,
+    pub operations: AtomicU64,
+    pub writes: AtomicU64,
+}
+
 /// Starts the writer thread (and its publisher). `backend` must already be loaded.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn spawn<B: Backend>(
     backend: B,
     queue: Arc<Queue>,
+    counters: Arc<Committed>,
     healthy: watch::Sender<bool>,
     fenced: watch::Sender<bool>,
     committed: watch::Sender<u64>,
@@ -175,7 +190,7 @@ pub(super) fn spawn<B: Backend>(
         let (publisher, events) = (publisher.clone(), events.clone());
         std::thread::Builder::new().name("plughost-events".into()).spawn(move || publisher.run(&committed, &events))?
     };
-    let writer = Writer { backend, queue, healthy, fenced, publisher, path };
+    let writer = Writer { backend, queue, counters, healthy, fenced, publisher, path };
     std::thread::Builder::new().name("plughost-store".into()).spawn(move || {
         writer.run();
         let _ = publishing.join();
@@ -185,6 +200,7 @@ pub(super) fn spawn<B: Backend>(
 struct Writer<B> {
     backend: B,
     queue: Arc<Queue>,
+    counters: Arc<Committed>,
     /// False while a batch cannot commit; its receivers (`/readyz`, the gRPC health
     /// service) are told when it changes.
     healthy: watch::Sender<bool>,
@@ -207,10 +223,13 @@ impl<B: Backend> Writer<B> {
             let Some(pruned) = self.commit(&writes, batch.len()) else {
                 break;
             };
+            self.counters.batches.fetch_add(1, Ordering::Relaxed);
+            self.counters.operations.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.counters.writes.fetch_add(writes.len() as u64, Ordering::Relaxed);
             drop(writes);
             self.set_healthy(true);
             let committed = std::mem::replace(&mut batch, self.publisher.spare());
-            self.publisher.hand_over(Committed { batch: committed, pruned });
+            self.publisher.hand_over(CommittedBatch { batch: committed, pruned });
         }
         self.publisher.close();
     }
@@ -274,7 +293,7 @@ impl<B: Backend> Writer<B> {
 }
 
 /// A batch that committed, with one report per prune in it.
-struct Committed {
+struct CommittedBatch {
     batch: Vec<Queued>,
     pruned: Vec<Pruned>,
 }
@@ -293,7 +312,7 @@ struct Publisher {
 
 #[derive(Default)]
 struct PublisherState {
-    committed: std::collections::VecDeque<Committed>,
+    committed: std::collections::VecDeque<CommittedBatch>,
     closed: bool,
 }
 
@@ -301,7 +320,7 @@ struct PublisherState {
 const SPARES: usize = 4;
 
 impl Publisher {
-    fn hand_over(&self, committed: Committed) {
+    fn hand_over(&self, committed: CommittedBatch) {
         let mut s = self.state.lock().expect("publisher lock");
         s.committed.push_back(committed);
         if s.committed.len() == 1 {
@@ -333,7 +352,7 @@ impl Publisher {
                     s = self.ready.wait(s).expect("publisher lock");
                 }
             };
-            let Committed { mut batch, pruned } = next;
+            let CommittedBatch { mut batch, pruned } = next;
             if let Some(last) = batch.last() {
                 let _ = committed.send(last.ticket);
             }

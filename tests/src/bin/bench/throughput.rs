@@ -15,7 +15,7 @@ use crate::{
     Carry, Options, Size,
     admin_process::{self, AdminProcess, CpuUse, CpuWindow},
     noop::{Fleet, Pace, Shared},
-    stats::{Histogram, num},
+    stats::{Histogram, num, series},
     store::{BenchStore, StoreKind},
 };
 
@@ -50,6 +50,10 @@ pub struct Measured {
     pub threads: Vec<(String, f64)>,
     /// PostgreSQL's server CPU seconds over about the same interval (PostgreSQL only).
     pub postgres_cpu_s: Option<f64>,
+    /// Store batches committed and the operations in them over the run (the admin's
+    /// `plughost_store_*_total` counters).
+    pub store_batches: f64,
+    pub store_operations: f64,
 }
 
 impl Measured {
@@ -81,6 +85,8 @@ pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
         "cpu_s_per_1000_jobs": num(m.admin_cpu_s / (m.jobs as f64 / 1000.0), 4),
         "admin_cores_busy": num(m.admin_cpu_s / m.elapsed.as_secs_f64(), 2),
         "store_writer_cpu_us_per_job": num(m.writer_us_per_job(), 2),
+        "store_batches": m.store_batches,
+        "store_operations_per_batch": num(m.store_operations / m.store_batches.max(1.0), 1),
         "store_writer_cores_busy": num(
             m.threads.iter().find(|(n, _)| n == admin_process::STORE_WRITER_THREAD).map_or(f64::NAN, |t| t.1)
                 / m.elapsed.as_secs_f64(),
@@ -143,8 +149,8 @@ async fn drive(
 ) -> Result<Measured> {
     fleet.wait_registered(admin, workers).await?;
     let idle_rss = admin.rss_bytes()?;
-    let before = Histogram::parse(&admin_process::metrics(&admin.http).await?, "plughost_dispatch_latency_seconds")
-        .unwrap_or_default();
+    let before_text = admin_process::metrics(&admin.http).await?;
+    let before = Histogram::parse(&before_text, "plughost_dispatch_latency_seconds").unwrap_or_default();
     shared.go();
     // The scheduled detection starts about 2 s after the detector appears.
     let wait_start = Instant::now();
@@ -195,8 +201,15 @@ async fn drive(
     let postgres_cpu_s = postgres_start.zip(store.postgres_cpu_seconds()).map(|(a, b)| b - a);
     let cpu = window.finish();
     let failed = db.count_in_states(&[JobState::Failed as i32, JobState::Canceled as i32]).await?;
-    let after = Histogram::parse(&admin_process::metrics(&admin.http).await?, "plughost_dispatch_latency_seconds")
+    let after_text = admin_process::metrics(&admin.http).await?;
+    let after = Histogram::parse(&after_text, "plughost_dispatch_latency_seconds")
         .context("the admin's /metrics has no plughost_dispatch_latency_seconds")?;
+    let store_delta = |name| -> Result<f64> {
+        let at = |text| series(text, name).with_context(|| format!("the admin's /metrics has no {name}"));
+        Ok(at(&after_text)? - at(&before_text)?)
+    };
+    let (store_batches, store_operations) =
+        (store_delta("plughost_store_batches_total")?, store_delta("plughost_store_operations_total")?);
     let elapsed = end - first_at;
     let last_proposal = shared.last_proposal.get().copied().unwrap_or(end);
     Ok(Measured {
@@ -214,5 +227,7 @@ async fn drive(
         fsync_ms: (f64::NAN, f64::NAN),
         threads: admin_process::thread_cpu_delta(&threads_start, &threads_end),
         postgres_cpu_s,
+        store_batches,
+        store_operations,
     })
 }
