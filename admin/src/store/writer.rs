@@ -786,9 +786,11 @@ mod tests {
         queue.push(Some(Op::UpdateJob(with(1, JobState::Running, 50.0))), None);
         let last = queue.push(Some(Op::UpdateJob(with(1, JobState::Succeeded, 100.0))), None);
         let (committed_tx, mut committed) = watch::channel(0);
+        let counters = Arc::new(Committed::default());
         let handle = spawn(
             memory.clone(),
             queue.clone(),
+            counters.clone(),
             watch::channel(true).0,
             watch::channel(false).0,
             committed_tx,
@@ -800,6 +802,9 @@ mod tests {
         queue.close();
         handle.join().unwrap();
         assert_eq!(memory.inner.lock().unwrap().batches, vec![vec![("insert", 1, "Succeeded/100".to_string())]]);
+        // The metrics count the batch, its three operations and the one row they became.
+        let count = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        assert_eq!((count(&counters.batches), count(&counters.operations), count(&counters.writes)), (1, 3, 1));
     }
 
     #[tokio::test]
