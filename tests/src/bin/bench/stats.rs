@@ -146,12 +146,3 @@ mod tests {
         assert_eq!(percentile(&v, 1.0), Some(100.0));
     }
 }
-
-/// An unlabelled series' value in Prometheus text (`name value`), if present.
-pub fn series(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(series, _)| *series == name)
-        .and_then(|(_, value)| value.trim().parse().ok())
-}

@@ -15,7 +15,7 @@ use crate::{
     Carry, Options, Size,
     admin_process::{self, AdminProcess, CpuUse, CpuWindow},
     noop::{Fleet, Pace, Shared},
-    stats::{Histogram, num, series},
+    stats::{Histogram, counter, num},
     store::{BenchStore, StoreKind},
 };
 
@@ -205,7 +205,7 @@ async fn drive(
     let after = Histogram::parse(&after_text, "plughost_dispatch_latency_seconds")
         .context("the admin's /metrics has no plughost_dispatch_latency_seconds")?;
     let store_delta = |name| -> Result<f64> {
-        let at = |text| series(text, name).with_context(|| format!("the admin's /metrics has no {name}"));
+        let at = |text| counter(text, name).with_context(|| format!("the admin's /metrics has no {name}"));
         Ok(at(&after_text)? - at(&before_text)?)
     };
     let (store_batches, store_operations) =
