@@ -499,6 +499,10 @@ impl Trends {
 
     /// The series of `job_type` (None: all job types together) over `window`.
     pub fn series(&self, job_type: Option<&str>, window: Window) -> Series {
+        // Read before the buckets: the rebuild sets it only after counting every stored
+        // job, so `complete: true` then promises counts that include them. Read after, it
+        // could pair buckets taken before the rebuild with a rebuild that ended meanwhile.
+        let complete = self.rebuilt.load(Ordering::Acquire);
         let now = self.clock.now_ms();
         let (buckets, gauges, last) = match job_type {
             Some(t) => {
@@ -583,7 +587,7 @@ impl Trends {
             bucket_seconds: window.bucket_ms() / 1000,
             from: points.first().map(|p| p.start).unwrap_or(now),
             to: now,
-            complete: self.rebuilt.load(Ordering::Acquire),
+            complete,
             buckets: points,
             totals,
         }
