@@ -313,10 +313,11 @@ impl<'a> Finished<'a> {
             return None;
         }
         let attempt = !job.worker_id.is_empty() && job.assigned_at > 0;
-        let ready = if job.attempts_total <= 1 || job.queued_at <= 0 {
+        let queued_at = job.queued_at.get();
+        let ready = if job.attempts_total <= 1 || queued_at <= 0 {
             job.spec.created_at.max(job.spec.not_before)
         } else {
-            job.queued_at
+            queued_at
         };
         Some(Finished {
             job_type: &job.spec.job_type,

@@ -211,7 +211,7 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
                 job.progress = 100.0;
                 if let Some(result) = result {
                     job.result_summary = clip(&result.summary, 2000);
-                    job.result_values = result.output_values.clone();
+                    job.result_values = result.output_values.clone().into();
                 }
                 fx.push(Effect::Attempt(attempt(job, crate::job::ATTEMPT_SUCCEEDED, "", now)));
                 let message = if job.result_summary.is_empty() {
@@ -295,7 +295,7 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
                     reason: reason.to_string(),
                 });
                 let deadline = now + policy().cancel_grace_ms;
-                job.stop = Some(StopRequest { reason: reason.to_string(), outcome, deadline });
+                job.stop = Some(Box::new(StopRequest { reason: reason.to_string(), outcome, deadline }));
                 job.message = format!("{reason}: waiting for the worker to stop");
                 job.updated_at = now;
                 job.deadline = deadline;

@@ -203,7 +203,7 @@ impl Dispatcher {
         out: &mut Outbox,
     ) -> Option<pb::AdminToWorkerMessage> {
         let p = self.parts();
-        let queued_at = t.active.get(&seq)?.queued_at;
+        let queued_at = t.active.get(&seq)?.queued_at.get();
         lane.metrics.dispatch_latency.observe_ms(now - queued_at);
         let request_id = p.ids.request("exec");
         let input =

@@ -202,9 +202,9 @@ impl JobTable {
 
     /// Puts a PENDING job in its queue, or in the delayed set while it must wait.
     pub fn make_ready(&mut self, seq: i64, now: i64) {
-        if let Some(mut job) = self.active.remove(&seq) {
+        if let Some(job) = self.active.remove(&seq) {
             if job.state == JobState::Pending {
-                self.place_pending(&mut job, now);
+                self.place_pending(&job, now);
             }
             self.active.insert(seq, job);
         }
@@ -224,7 +224,7 @@ impl JobTable {
     }
 
     /// Moves a job from where it was (`before`) to where its new state puts it.
-    pub fn put(&mut self, mut job: Arc<Job>, before: Placed, now: i64) {
+    pub fn put(&mut self, job: Arc<Job>, before: Placed, now: i64) {
         let seq = job.seq;
         // The same attempt goes on (progress, a stop request): its slot stays.
         let same_attempt = in_attempt(before.state)
@@ -260,7 +260,7 @@ impl JobTable {
                     self.dedupe.insert(&job);
                     self.recent.remove(&seq);
                 }
-                self.place_pending(&mut job, now);
+                self.place_pending(&job, now);
                 self.active.insert(seq, job);
             }
             JobState::Assigned | JobState::Running => {
@@ -302,7 +302,7 @@ impl JobTable {
         self.slots.insert(job.seq, (job.worker_id.clone(), job.request_id.clone()));
     }
 
-    fn place_pending(&mut self, job: &mut Arc<Job>, now: i64) {
+    fn place_pending(&mut self, job: &Arc<Job>, now: i64) {
         let seq = job.seq;
         if job.spec.expires_at > 0 {
             self.expiries.insert((job.spec.expires_at, seq));
@@ -311,9 +311,7 @@ impl JobTable {
         if ready_at > now {
             self.delayed.insert((ready_at, seq));
         } else {
-            if job.queued_at != now {
-                Arc::make_mut(job).queued_at = now;
-            }
+            job.queued_at.set(now);
             self.queue_of(&job.spec.job_type).insert((Reverse(job.spec.priority), seq));
         }
     }
@@ -336,7 +334,7 @@ impl JobTable {
             if let Some(job) = self.active.get_mut(&seq) {
                 let job = Arc::make_mut(job);
                 job.ready_at = 0;
-                job.queued_at = now;
+                job.queued_at.set(now);
                 let spec = job.spec.clone();
                 self.queue_of(&spec.job_type).insert((Reverse(spec.priority), seq));
             }
@@ -535,6 +533,20 @@ mod tests {
         assert_eq!(queued(&t), vec![2]);
         t.promote(5_000);
         assert_eq!(queued(&t), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_new_job_becomes_ready_without_being_copied() {
+        let mut t = JobTable::new(1, HashMap::new());
+        let created = job(1, 0, 0);
+        // What the creation's store write and event still hold when the write commits.
+        let snapshot = created.clone();
+        t.insert_new(created);
+        t.make_ready(1, 1_000);
+        assert_eq!(queued(&t), vec![1]);
+        let ready = t.active.get(&1).unwrap();
+        assert!(Arc::ptr_eq(ready, &snapshot), "the ready job is the one the snapshot holds");
+        assert_eq!(ready.queued_at.get(), 1_000, "the dispatch latency counts from here");
     }
 
     #[test]

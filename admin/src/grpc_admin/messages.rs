@@ -74,7 +74,11 @@ pub fn job(v: &JobView) -> api::Job {
 
 /// A job with its parameters and result values (as `GET jobs/{id}` shows them).
 pub fn full_job(j: &Job) -> api::Job {
-    api::Job { parameters: j.spec.parameters.clone(), result_output_values: j.result_values.clone(), ..job(&j.view()) }
+    api::Job {
+        parameters: j.spec.parameters.to_map(),
+        result_output_values: j.result_values.to_map(),
+        ..job(&j.view())
+    }
 }
 
 pub fn attempt(a: &AttemptView) -> api::Attempt {

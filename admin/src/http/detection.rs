@@ -383,7 +383,7 @@ pub async fn execute(
         job_type: job.spec.job_type.clone(),
         success: job.state == pb::JobState::Succeeded,
         error_message: job.error.clone(),
-        result: Some(pb::JobResult { output_values: job.result_values.clone(), summary: job.result_summary.clone() }),
+        result: Some(pb::JobResult { output_values: job.result_values.to_map(), summary: job.result_summary.clone() }),
         activities: Vec::new(),
         completed_at: Some(crate::job::ms_to_timestamp(job.completed_at)),
     };

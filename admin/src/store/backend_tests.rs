@@ -203,7 +203,7 @@ async fn a_job_round_trips_with_every_field(which: Which) {
     (j.ready_at, j.assigned_at, j.completed_at, j.dead_letter) = (5, 6, 0, true);
     j.failed_on = vec!["w1".into(), "w2".into()];
     j.result_values = [("n".to_string(), pb::ConfigValue { kind: Some(pb::config_value::Kind::Int64Value(9)) })].into();
-    j.stop = Some(StopRequest { reason: "why".into(), outcome: JobState::Canceled, deadline: 0 });
+    j.stop = Some(Box::new(StopRequest { reason: "why".into(), outcome: JobState::Canceled, deadline: 0 }));
     backend.apply(&[Write::InsertJob(&j)]).unwrap();
     let got = reader.job(7).unwrap().unwrap();
     let show = |j: &crate::job::Job| format!("{:?}", (j.view(), &j.spec.labels, &j.spec.cluster_context, &j.stop));

@@ -15,20 +15,16 @@ use crate::job::{ATTEMPT_SUCCEEDED, AttemptView, Job, JobSpecData, StopRequest};
 /// copy of them: this runs on the store writer's thread for every new job.
 pub(super) fn spec_payload(spec: &JobSpecData) -> Vec<u8> {
     use prost::encoding::{hash_map, message, string};
-    let (parameters, labels) = (&spec.parameters, &spec.labels);
-    let len = hash_map::encoded_len(string::encoded_len, message::encoded_len, 7, parameters)
-        + hash_map::encoded_len(string::encoded_len, string::encoded_len, 8, labels);
+    let (parameters, labels) = (spec.parameters.as_map(), spec.labels.as_map());
+    let len = parameters.map_or(0, |m| hash_map::encoded_len(string::encoded_len, message::encoded_len, 7, m))
+        + labels.map_or(0, |m| hash_map::encoded_len(string::encoded_len, string::encoded_len, 8, m));
     let mut buf = Vec::with_capacity(len);
-    hash_map::encode(
-        string::encode,
-        string::encoded_len,
-        message::encode,
-        message::encoded_len,
-        7,
-        parameters,
-        &mut buf,
-    );
-    hash_map::encode(string::encode, string::encoded_len, string::encode, string::encoded_len, 8, labels, &mut buf);
+    if let Some(m) = parameters {
+        hash_map::encode(string::encode, string::encoded_len, message::encode, message::encoded_len, 7, m, &mut buf);
+    }
+    if let Some(m) = labels {
+        hash_map::encode(string::encode, string::encoded_len, string::encode, string::encoded_len, 8, m, &mut buf);
+    }
     buf
 }
 
@@ -36,10 +32,9 @@ pub(super) fn spec_payload(spec: &JobSpecData) -> Vec<u8> {
 /// as a `pb::JobResult` with only field 1, without copying the map.
 pub(super) fn result_bytes(job: &Job) -> Vec<u8> {
     use prost::encoding::{hash_map, message, string};
-    let values = &job.result_values;
-    if values.is_empty() {
+    let Some(values) = job.result_values.as_map() else {
         return Vec::new();
-    }
+    };
     let mut buf = Vec::with_capacity(hash_map::encoded_len(string::encoded_len, message::encoded_len, 1, values));
     hash_map::encode(string::encode, string::encoded_len, message::encode, message::encoded_len, 1, values, &mut buf);
     buf
@@ -59,11 +54,13 @@ pub(super) fn stop_columns(job: &Job) -> (i32, &str) {
     job.stop.as_ref().map_or((0, ""), |st| (st.outcome as i32, st.reason.as_str()))
 }
 
-pub(super) fn stop_request(outcome: i32, reason: String) -> Option<StopRequest> {
-    (outcome != 0).then(|| StopRequest {
-        reason,
-        outcome: JobState::try_from(outcome).unwrap_or(JobState::Canceled),
-        deadline: 0,
+pub(super) fn stop_request(outcome: i32, reason: String) -> Option<Box<StopRequest>> {
+    (outcome != 0).then(|| {
+        Box::new(StopRequest {
+            reason,
+            outcome: JobState::try_from(outcome).unwrap_or(JobState::Canceled),
+            deadline: 0,
+        })
     })
 }
 
@@ -99,6 +96,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::job::Pairs;
 
     fn value(s: &str) -> pb::ConfigValue {
         pb::ConfigValue { kind: Some(pb::config_value::Kind::StringValue(s.into())) }
@@ -108,19 +106,19 @@ mod tests {
     fn the_payload_and_result_columns_are_the_messages_encodings() {
         let mut job = crate::store::tests::job(1, JobState::Pending, 1);
         let spec = Arc::make_mut(&mut job.spec);
-        spec.parameters = HashMap::new();
-        spec.labels = HashMap::new();
+        spec.parameters = Pairs::new();
+        spec.labels = Pairs::new();
         assert!(spec_payload(spec).is_empty());
-        spec.parameters = HashMap::from([("a".into(), value("1")), ("b".into(), value("2"))]);
-        spec.labels = HashMap::from([("team".into(), "storage".into())]);
+        spec.parameters = [("a".into(), value("1")), ("b".into(), value("2"))].into();
+        spec.labels = [("team".into(), "storage".into())].into();
         let decoded = pb::JobSpec::decode(spec_payload(spec).as_slice()).unwrap();
-        assert_eq!(decoded.parameters, spec.parameters);
-        assert_eq!(decoded.labels, spec.labels);
+        assert_eq!(decoded.parameters, spec.parameters.to_map());
+        assert_eq!(decoded.labels, spec.labels.to_map());
 
-        job.result_values = HashMap::new();
+        job.result_values = HashMap::new().into();
         assert!(result_bytes(&job).is_empty());
-        job.result_values = HashMap::from([("out".into(), value("x"))]);
+        job.result_values = HashMap::from([("out".into(), value("x"))]).into();
         let decoded = pb::JobResult::decode(result_bytes(&job).as_slice()).unwrap();
-        assert_eq!(decoded.output_values, job.result_values);
+        assert_eq!(decoded.output_values, job.result_values.to_map());
     }
 }

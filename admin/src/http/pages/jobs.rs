@@ -23,7 +23,7 @@ use super::{
 use crate::{
     commands::{Command, Outcome},
     http::{AppState, api, auth::Caller},
-    job::{AttemptView, JobView, is_final, parse_job_id, parse_state},
+    job::{AttemptView, JobView, Pairs, is_final, parse_job_id, parse_state},
     job_log::{self, JobLog, LogLine},
 };
 
@@ -344,7 +344,7 @@ pub struct Pair {
     pub value: String,
 }
 
-fn pairs<V>(map: &std::collections::HashMap<String, V>, show: impl Fn(&str, &V) -> String) -> Vec<Pair> {
+fn pairs<V>(map: &Pairs<V>, show: impl Fn(&str, &V) -> String) -> Vec<Pair> {
     let mut list: Vec<Pair> = map.iter().map(|(k, v)| Pair { key: k.clone(), value: show(k, v) }).collect();
     list.sort_by(|a, b| a.key.cmp(&b.key));
     list
@@ -352,7 +352,7 @@ fn pairs<V>(map: &std::collections::HashMap<String, V>, show: impl Fn(&str, &V) 
 
 /// Parameters and result values, each shown as its name suggests (bytes, ratios,
 /// durations; see [`super::display_named`]).
-fn named_pairs(map: &std::collections::HashMap<String, proto::pb::ConfigValue>) -> Vec<Pair> {
+fn named_pairs(map: &Pairs<proto::pb::ConfigValue>) -> Vec<Pair> {
     pairs(map, |name, v| super::display_named(name, v, forms::display))
 }
 
@@ -424,7 +424,7 @@ pub async fn detail(
         page: chrome,
         display_name,
         detail: job.spec.detail.clone(),
-        labels: pairs(&job.spec.labels, |_, v| v.clone()),
+        labels: pairs(&job.spec.labels, |_, v: &String| v.clone()),
         parameters: named_pairs(&job.spec.parameters),
         result_summary: job.result_summary.clone(),
         result_values: named_pairs(&job.result_values),

@@ -271,7 +271,7 @@ mod tests {
         Connection::open(dir.0.join("plugin/state.db")).unwrap().execute_batch(&old_schema).unwrap();
         let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
         let mut j = job(1, JobState::Running, now_ms());
-        j.stop = Some(StopRequest { reason: "why".into(), outcome: JobState::Canceled, deadline: 0 });
+        j.stop = Some(Box::new(StopRequest { reason: "why".into(), outcome: JobState::Canceled, deadline: 0 }));
         store.write(Op::InsertJob(Arc::new(j)));
         store.settle().await;
         assert_eq!(store.job(1).unwrap().unwrap().stop.unwrap().reason, "why");
