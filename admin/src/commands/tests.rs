@@ -35,7 +35,7 @@ async fn dead_letter(rig: &Rig, seq: i64, key: &str) -> Job {
     let mut job = Job::pending(seq, crate::test_support::spec(key, Rig::T0), Rig::T0);
     job.state = JobState::Failed;
     job.dead_letter = true;
-    job.error = format!("boom {key}");
+    job.error = format!("boom {key}").into();
     job.completed_at = Rig::T0;
     rig.c.store.write(Op::InsertJob(Arc::new(job.clone())));
     rig.c.store.settle().await;

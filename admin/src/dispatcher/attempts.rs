@@ -25,7 +25,7 @@ impl Dispatcher {
         };
         let job = t.active.get(&seq)?;
         let in_attempt = matches!(job.state, pb::JobState::Assigned | pb::JobState::Running);
-        (in_attempt && job.worker_id == session.worker_id).then_some(seq)
+        (in_attempt && *job.worker_id == *session.worker_id).then_some(seq)
     }
 
     fn ignored(&self, session: &WorkerSession, request_id: &str, what: &str) {
@@ -125,7 +125,7 @@ impl Dispatcher {
                 .active
                 .values()
                 .filter(|j| {
-                    j.worker_id == worker_id
+                    *j.worker_id == *worker_id
                         && j.session_id == session_id
                         && matches!(j.state, pb::JobState::Assigned | pb::JobState::Running)
                 })

@@ -216,7 +216,8 @@ impl Dispatcher {
             if is_final(job.state) {
                 return finished(job, now);
             }
-            let reason = WaitReason::InFlight { worker_id: job.worker_id.clone(), stopping: job.stop.is_some() };
+            let reason =
+                WaitReason::InFlight { worker_id: String::from(&*job.worker_id), stopping: job.stop.is_some() };
             return explanation(job, reason, Vec::new(), now);
         }
         let mut blockers = self.blockers(t, job, now);
@@ -276,7 +277,7 @@ fn explanation(job: &Job, reason: WaitReason, also: Vec<WaitReason>, at: i64) ->
 
 /// A finished job: expired ones say so, the others that they are not waiting.
 fn finished(job: &Job, at: i64) -> Explanation {
-    let expired = job.state == JobState::Failed && job.error == machine::EXPIRED && job.spec.expires_at > 0;
+    let expired = job.state == JobState::Failed && *job.error == *machine::EXPIRED && job.spec.expires_at > 0;
     let reason = if expired {
         WaitReason::Expired { at: job.spec.expires_at }
     } else {

@@ -167,15 +167,15 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
             job.state = JobState::Assigned;
             job.attempts += 1;
             job.attempts_total += 1;
-            job.worker_id = worker_id.to_string();
+            job.worker_id = worker_id.into();
             job.session_id = session_id;
-            job.request_id = request_id.to_string();
+            job.request_id = request_id.into();
             job.assigned_at = now;
             job.updated_at = now;
             job.progress = 0.0;
-            job.stage.clear();
-            job.message.clear();
-            job.error.clear();
+            job.stage = Box::default();
+            job.message = Box::default();
+            job.error = Box::default();
             job.deadline = now + policy().execution_timeout_ms;
             fx.push(Effect::Count(Counter::AttemptStarted));
             fx.push(Effect::Attempt(attempt(job, "running", "", 0)));
@@ -190,10 +190,10 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
                 job.progress = percent.clamp(0.0, 100.0);
             }
             if !stage.is_empty() {
-                job.stage = clip(stage, 200);
+                job.stage = clip(stage, 200).into();
             }
             if !message.is_empty() {
-                job.message = clip(message, 2000);
+                job.message = clip(message, 2000).into();
             }
             job.updated_at = now;
         }
@@ -206,18 +206,18 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
                 // truth: the job succeeded, and the branch below records that.
                 fx.push(Effect::Attempt(attempt(job, "canceled", &clip(error, 2000), now)));
                 finish(job, stop.outcome, stop.reason.clone(), now, &mut fx);
-                job.error = stop.reason;
+                job.error = stop.reason.into();
             } else if success {
                 job.progress = 100.0;
                 if let Some(result) = result {
-                    job.result_summary = clip(&result.summary, 2000);
+                    job.result_summary = clip(&result.summary, 2000).into();
                     job.result_values = result.output_values.clone().into();
                 }
                 fx.push(Effect::Attempt(attempt(job, crate::job::ATTEMPT_SUCCEEDED, "", now)));
                 let message = if job.result_summary.is_empty() {
                     format!("succeeded after {}", crate::text::plural(i64::from(job.attempts), "attempt"))
                 } else {
-                    job.result_summary.clone()
+                    String::from(&*job.result_summary)
                 };
                 finish(job, JobState::Succeeded, message, now, &mut fx);
             } else {
@@ -238,7 +238,7 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
                 };
                 fx.push(Effect::Attempt(attempt(job, "canceled", error, now)));
                 finish(job, stop.outcome, stop.reason.clone(), now, &mut fx);
-                job.error = stop.reason;
+                job.error = stop.reason.into();
             } else {
                 let (counter, message) = match cause {
                     NotStartedCause::Refused => (Some(Counter::RequeuedRefused), format!("requeued: {why}")),
@@ -262,14 +262,14 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
                     now,
                 )));
                 finish(job, stop.outcome, stop.reason.clone(), now, &mut fx);
-                job.error = stop.reason;
+                job.error = stop.reason.into();
             } else {
                 let policy = policy();
                 let reason = format!("execution timed out after {} s", policy.execution_timeout_ms / 1000);
                 fx.push(Effect::Count(Counter::ExecutionTimedOut));
                 fx.push(Effect::Cancel {
-                    worker_id: job.worker_id.clone(),
-                    request_id: job.request_id.clone(),
+                    worker_id: String::from(&*job.worker_id),
+                    request_id: String::from(&*job.request_id),
                     reason: reason.clone(),
                 });
                 fail_attempt(job, &reason, "timed_out", &policy, at, &mut fx);
@@ -285,18 +285,18 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
         }
         Input::Stop { outcome, reason } => match job.state {
             JobState::Pending => {
-                job.error = reason.to_string();
+                job.error = reason.into();
                 finish(job, outcome, reason.to_string(), now, &mut fx);
             }
             JobState::Assigned | JobState::Running => {
                 fx.push(Effect::Cancel {
-                    worker_id: job.worker_id.clone(),
-                    request_id: job.request_id.clone(),
+                    worker_id: String::from(&*job.worker_id),
+                    request_id: String::from(&*job.request_id),
                     reason: reason.to_string(),
                 });
                 let deadline = now + policy().cancel_grace_ms;
                 job.stop = Some(Box::new(StopRequest { reason: reason.to_string(), outcome, deadline }));
-                job.message = format!("{reason}: waiting for the worker to stop");
+                job.message = format!("{reason}: waiting for the worker to stop").into();
                 job.updated_at = now;
                 job.deadline = deadline;
             }
@@ -309,7 +309,7 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
             job.state = JobState::Pending;
             job.attempts = 0;
             job.dead_letter = false;
-            job.error.clear();
+            job.error = Box::default();
             job.completed_at = 0;
             job.failed_on.clear();
             job.message = "retried by operator".into();
@@ -329,8 +329,8 @@ fn conflict(job: &Job, why: &'static str) -> Refused {
 pub fn attempt(job: &Job, outcome: &str, error: &str, ended_at: i64) -> AttemptView {
     AttemptView {
         attempt: job.attempts_total,
-        worker_id: job.worker_id.clone(),
-        request_id: job.request_id.clone(),
+        worker_id: String::from(&*job.worker_id),
+        request_id: String::from(&*job.request_id),
         started_at: job.assigned_at,
         ended_at,
         outcome: outcome.to_string(),
@@ -343,10 +343,10 @@ pub fn attempt(job: &Job, outcome: &str, error: &str, ended_at: i64) -> AttemptV
 fn fail_attempt(job: &mut Job, error: &str, outcome: &str, policy: &Policy, at: At, fx: &mut Effects) {
     fx.push(Effect::Count(Counter::AttemptFailed));
     fx.push(Effect::Attempt(attempt(job, outcome, error, at.now)));
-    if !job.failed_on.contains(&job.worker_id) {
-        job.failed_on.push(job.worker_id.clone());
+    if !job.failed_on.iter().any(|w| **w == *job.worker_id) {
+        job.failed_on.push(String::from(&*job.worker_id));
     }
-    job.error = error.to_string();
+    job.error = error.into();
     if job.attempts <= policy.retry_limit {
         fx.push(Effect::Count(Counter::Retried));
         let delay = policy.retry_backoff.jittered_ms(job.attempts, at.jitter);
@@ -365,8 +365,8 @@ fn fail_attempt(job: &mut Job, error: &str, outcome: &str, policy: &Policy, at: 
 fn finish(job: &mut Job, state: JobState, message: String, now: i64, fx: &mut Effects) {
     debug_assert!(is_final(state));
     job.state = state;
-    job.stage.clear();
-    job.message = message;
+    job.stage = Box::default();
+    job.message = message.into();
     job.updated_at = now;
     job.completed_at = now;
     job.stop = None;
@@ -383,11 +383,11 @@ fn requeue(job: &mut Job, count_attempt: bool, delay_ms: i64, message: String, n
         job.attempts = (job.attempts - 1).max(0);
     }
     job.state = JobState::Pending;
-    job.worker_id.clear();
-    job.request_id.clear();
+    job.worker_id = Box::default();
+    job.request_id = Box::default();
     job.progress = 0.0;
-    job.stage.clear();
-    job.message = message;
+    job.stage = Box::default();
+    job.message = message.into();
     job.updated_at = now;
     job.ready_at = if delay_ms > 0 { now + delay_ms } else { 0 };
     job.stop = None;
@@ -482,7 +482,7 @@ mod tests {
         let fx = fail(&mut j, now, 0);
         assert_eq!(j.state, JobState::Failed);
         assert!(j.dead_letter);
-        assert_eq!(j.message, "dead-lettered after 3 attempts");
+        assert_eq!(&*j.message, "dead-lettered after 3 attempts");
         assert_eq!(counters(&fx), vec![Counter::AttemptFailed, Counter::DeadLettered]);
         assert_eq!(j.completed_at, now);
     }
@@ -511,7 +511,7 @@ mod tests {
         assert_eq!(attempt_outcomes(&fx), vec!["timed_out"]);
         assert_eq!(j.state, JobState::Pending);
         assert_eq!(j.attempts, 1, "a timed-out attempt is used up");
-        assert_eq!(j.error, "execution timed out after 60 s");
+        assert_eq!(&*j.error, "execution timed out after 60 s");
     }
 
     #[test]
@@ -543,7 +543,7 @@ mod tests {
         step(&mut j, Input::NotStarted { cause: NotStartedCause::WorkerLost, why: "gone" }, &policy, at(T0 + 2))
             .unwrap();
         assert_eq!(j.state, JobState::Canceled);
-        assert_eq!(j.error, "op");
+        assert_eq!(&*j.error, "op");
     }
 
     #[test]
@@ -567,7 +567,7 @@ mod tests {
         step(&mut j, Input::Completed { success: true, error: "", result: Some(&result) }, &policy, at(T0 + 1))
             .unwrap();
         assert_eq!(j.state, JobState::Succeeded);
-        assert_eq!(j.result_summary, "done");
+        assert_eq!(&*j.result_summary, "done");
         assert!(j.stop.is_none());
 
         // The worker honoured the cancel: the job is canceled, not retried.
@@ -575,7 +575,7 @@ mod tests {
         step(&mut j, Input::Stop { outcome: JobState::Canceled, reason: "op" }, &policy, at(T0)).unwrap();
         let fx = fail(&mut j, T0 + 1, 0);
         assert_eq!(j.state, JobState::Canceled);
-        assert_eq!(j.error, "op");
+        assert_eq!(&*j.error, "op");
         assert_eq!(counters(&fx), vec![Counter::Canceled]);
     }
 
@@ -610,7 +610,7 @@ mod tests {
         assert_eq!(j.progress, 100.0);
         assert!(j.message.len() < 2100);
         step(&mut j, Input::Progress { percent: f64::NAN, stage: "", message: "" }, &policy, at(T0 + 2)).unwrap();
-        assert_eq!((j.progress, j.stage.as_str()), (100.0, "copy"), "NaN and empty fields keep what was there");
+        assert_eq!((j.progress, &*j.stage), (100.0, "copy"), "NaN and empty fields keep what was there");
     }
 
     #[test]
@@ -618,12 +618,12 @@ mod tests {
         let mut j = job();
         let fx = step(&mut j, Input::ExpiryPassed, &policy, at(T0 + 10)).unwrap();
         assert_eq!(j.state, JobState::Failed);
-        assert_eq!(j.error, "expired before it started");
+        assert_eq!(&*j.error, "expired before it started");
         assert_eq!(counters(&fx), vec![Counter::Expired]);
         step(&mut j, Input::Retry, &policy, at(T0 + 20)).unwrap();
         assert_eq!(j.state, JobState::Pending);
-        assert_eq!((j.attempts, j.completed_at, j.error.as_str()), (0, 0, ""));
-        assert_eq!(j.message, "retried by operator");
+        assert_eq!((j.attempts, j.completed_at, &*j.error), (0, 0, ""));
+        assert_eq!(&*j.message, "retried by operator");
     }
 
     #[test]
@@ -632,7 +632,7 @@ mod tests {
         let fx =
             step(&mut j, Input::Stop { outcome: JobState::Canceled, reason: "not needed" }, &policy, at(T0)).unwrap();
         assert_eq!(j.state, JobState::Canceled);
-        assert_eq!(j.error, "not needed");
+        assert_eq!(&*j.error, "not needed");
         assert_eq!(fx, vec![Effect::Count(Counter::Canceled)]);
     }
 }

@@ -43,10 +43,10 @@ pub struct JobTable {
     pub(super) expiries: BTreeSet<(i64, i64)>,
     /// ASSIGNED/RUNNING jobs' execution deadlines and stop grace ends: (deadline, seq).
     pub(super) deadlines: BTreeSet<(i64, i64)>,
-    pub(super) by_request: HashMap<String, i64>,
+    pub(super) by_request: HashMap<Box<str>, i64>,
     /// seq -> (worker_id, request_id) of the attempt in flight, so releasing a slot needs
     /// no copy of the job's strings.
-    slots: IdMap<i64, (String, String)>,
+    slots: IdMap<i64, (Box<str>, Box<str>)>,
     /// worker_id -> job_type -> jobs the admin has in flight there.
     pub(super) inflight: HashMap<String, HashMap<String, i64>>,
     /// job_type -> ASSIGNED + RUNNING jobs.
@@ -282,9 +282,9 @@ impl JobTable {
     /// Records the job's new attempt as holding a slot of its worker and job type.
     fn take_slot(&mut self, job: &Job) {
         let job_type = &job.spec.job_type;
-        let per_type = match self.inflight.get_mut(&job.worker_id) {
+        let per_type = match self.inflight.get_mut(&*job.worker_id) {
             Some(m) => m,
-            None => self.inflight.entry(job.worker_id.clone()).or_default(),
+            None => self.inflight.entry(String::from(&*job.worker_id)).or_default(),
         };
         match per_type.get_mut(job_type) {
             Some(n) => *n += 1,
@@ -382,7 +382,7 @@ impl JobTable {
     fn release_slot(&mut self, seq: i64, job_type: &str) {
         let Some((worker_id, request_id)) = self.slots.remove(&seq) else { return };
         self.by_request.remove(&request_id);
-        if let Some(m) = self.inflight.get_mut(&worker_id) {
+        if let Some(m) = self.inflight.get_mut(&*worker_id) {
             if let Some(n) = m.get_mut(job_type) {
                 *n -= 1;
                 if *n <= 0 {
@@ -390,7 +390,7 @@ impl JobTable {
                 }
             }
             if m.is_empty() {
-                self.inflight.remove(&worker_id);
+                self.inflight.remove(&*worker_id);
             }
         }
         if let Some(n) = self.running.get_mut(job_type) {

@@ -72,7 +72,7 @@ async fn a_lost_worker_gets_its_job_requeued_without_using_an_attempt() {
     rig.c.dispatcher.on_worker_gone("w1", w.session.session_id, "stream closed by the worker");
     let job = rig.c.dispatcher.job(seq).unwrap();
     assert_eq!((job.state, job.attempts), (JobState::Pending, 0));
-    assert_eq!(job.message, "requeued: stream closed by the worker");
+    assert_eq!(&*job.message, "requeued: stream closed by the worker");
     assert_eq!(rig.c.dispatcher.in_flight(), 0, "the slot is free again");
 }
 
@@ -94,7 +94,7 @@ async fn an_execution_timeout_cancels_on_the_worker_and_retries_after_the_backof
     }
     let job = rig.c.dispatcher.job(seq).unwrap();
     assert_eq!(job.state, JobState::Pending);
-    assert_eq!(job.error, "execution timed out after 30 s");
+    assert_eq!(&*job.error, "execution timed out after 30 s");
     let wait = job.ready_at - (Rig::T0 + 30_000);
     assert!((5_000..=10_000).contains(&wait), "backoff of the first retry: {wait} ms");
     rig.c.dispatcher.dispatch_pass();
@@ -113,7 +113,7 @@ async fn a_job_waits_for_not_before_and_expires_at_expires_at() {
     rig.clock.advance(5_000);
     rig.c.dispatcher.dispatch_pass();
     let job = rig.c.dispatcher.job(doomed).unwrap();
-    assert_eq!((job.state, job.error.as_str()), (JobState::Failed, "expired before it started"));
+    assert_eq!((job.state, &*job.error), (JobState::Failed, "expired before it started"));
 
     let mut w = rig.worker("w1", 1);
     rig.c.dispatcher.dispatch_pass();
@@ -135,7 +135,7 @@ async fn a_late_duplicate_completion_changes_nothing_and_is_counted_as_ignored()
     let ignored = rig.c.monitor.ignored_messages.load(std::sync::atomic::Ordering::Relaxed);
     rig.c.dispatcher.on_completed(&w.session, completed(&req.request_id, false, "late"));
     let job = rig.c.dispatcher.job(seq).unwrap();
-    assert_eq!((job.state, job.error.as_str()), (JobState::Succeeded, ""));
+    assert_eq!((job.state, &*job.error), (JobState::Succeeded, ""));
     assert_eq!(rig.c.monitor.ignored_messages.load(std::sync::atomic::Ordering::Relaxed), ignored + 1);
     assert_eq!(rig.c.dispatcher.count_of("t", JobState::Succeeded), 1);
 }
@@ -157,7 +157,7 @@ async fn a_cancel_racing_a_completion_ends_as_the_worker_reports() {
     rig.c.dispatcher.on_completed(&w.session, completed(&request_of(b).request_id, false, "canceled"));
     assert_eq!(state(&rig, a), JobState::Succeeded);
     assert_eq!(state(&rig, b), JobState::Canceled);
-    assert_eq!(rig.c.dispatcher.job(b).unwrap().error, "canceled by operator");
+    assert_eq!(&*rig.c.dispatcher.job(b).unwrap().error, "canceled by operator");
 }
 
 #[tokio::test]
@@ -333,7 +333,7 @@ async fn a_job_waiting_for_a_busy_executor_says_how_many_slots_are_in_use() {
     rig.clock.advance(1000);
     assert_eq!(reason(&rig, a).0, W::Ready { ahead: 0 });
     let done = rig.c.dispatcher.job(a).unwrap();
-    assert_eq!(done.message, "requeued: executor is at capacity");
+    assert_eq!(&*done.message, "requeued: executor is at capacity");
 }
 
 #[tokio::test]
@@ -357,13 +357,10 @@ async fn a_finished_job_keeps_its_final_message_and_no_stage() {
         rig.c.dispatcher.on_completed(&w.session, completed(&req.request_id, success, "disk full"));
     }
     let ok = rig.c.dispatcher.job(ok).unwrap();
-    assert_eq!(
-        (ok.state, ok.stage.as_str(), ok.message.as_str()),
-        (JobState::Succeeded, "", "succeeded after 1 attempt")
-    );
+    assert_eq!((ok.state, &*ok.stage, &*ok.message), (JobState::Succeeded, "", "succeeded after 1 attempt"));
     let bad = rig.c.dispatcher.job(bad).unwrap();
-    assert_eq!((bad.state, bad.stage.as_str()), (JobState::Failed, ""));
-    assert_eq!((bad.message.as_str(), bad.error.as_str()), ("dead-lettered after 1 attempt", "disk full"));
+    assert_eq!((bad.state, &*bad.stage), (JobState::Failed, ""));
+    assert_eq!((&*bad.message, &*bad.error), ("dead-lettered after 1 attempt", "disk full"));
     assert_eq!(reason(&rig, bad.seq).0, super::WaitReason::Finished { dead_letter: true });
 }
 
@@ -420,7 +417,7 @@ async fn each_event_keeps_the_job_as_it_was_and_a_finished_jobs_dedupe_key_is_fr
         if let crate::events::EventKind::Job { job } = &e.kind
             && job.0.seq == seq
         {
-            seen.push((job.0.state, job.0.worker_id.clone()));
+            seen.push((job.0.state, String::from(&*job.0.worker_id)));
         }
     }
     let w1 = || "w1".to_string();

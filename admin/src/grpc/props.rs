@@ -406,7 +406,7 @@ impl World {
             if matches!(job.state, JobState::Assigned | JobState::Running) {
                 out += 1;
                 prop_assert!(d.is_execution(&job.request_id), "{} is out without a current request", id);
-                *per_worker.entry(job.worker_id.clone()).or_default() += 1;
+                *per_worker.entry(String::from(&*job.worker_id)).or_default() += 1;
             }
             seq += 1;
         }

@@ -799,7 +799,8 @@ async fn jobs(State(state): State<AppState>, ApiQuery(q): ApiQuery<JobsQuery>) -
 /// One job with its parameters and result values.
 fn full_job(job: &crate::job::Job) -> Result<Value, ApiError> {
     let spec = job.to_spec();
-    let result = pb::JobResult { output_values: job.result_values.to_map(), summary: job.result_summary.clone() };
+    let result =
+        pb::JobResult { output_values: job.result_values.to_map(), summary: String::from(&*job.result_summary) };
     let parameters = proto_json(&spec)?.get("parameters").cloned().unwrap_or(Value::Null);
     let outputs = proto_json(&result)?.get("output_values").cloned().unwrap_or(Value::Null);
     Ok(shapes::job_with_values(&job.view(), parameters, outputs))
@@ -898,7 +899,8 @@ async fn job_detail(
         })
         .collect();
     let spec = job.to_spec();
-    let result = pb::JobResult { output_values: job.result_values.to_map(), summary: job.result_summary.clone() };
+    let result =
+        pb::JobResult { output_values: job.result_values.to_map(), summary: String::from(&*job.result_summary) };
     let mut detail = json!({
         "job": full_job(&job)?,
         "activities": activities.iter().map(shapes::activity).collect::<Vec<_>>(),

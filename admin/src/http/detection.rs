@@ -378,12 +378,15 @@ pub async fn execute(
         return Ok((StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response());
     };
     let completed = pb::JobCompleted {
-        request_id: job.request_id.clone(),
+        request_id: String::from(&*job.request_id),
         job_id: job.id(),
         job_type: job.spec.job_type.clone(),
         success: job.state == pb::JobState::Succeeded,
-        error_message: job.error.clone(),
-        result: Some(pb::JobResult { output_values: job.result_values.to_map(), summary: job.result_summary.clone() }),
+        error_message: String::from(&*job.error),
+        result: Some(pb::JobResult {
+            output_values: job.result_values.to_map(),
+            summary: String::from(&*job.result_summary),
+        }),
         activities: Vec::new(),
         completed_at: Some(crate::job::ms_to_timestamp(job.completed_at)),
     };
@@ -396,7 +399,7 @@ pub async fn execute(
     let error = if job.error.is_empty() {
         format!("job {} ended {}", job.id(), crate::job::state_name(job.state))
     } else {
-        job.error.clone()
+        String::from(&*job.error)
     };
     Ok((StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": error, "completion": completion }))).into_response())
 }

@@ -171,7 +171,7 @@ async fn finished_jobs_are_those_in_a_final_state_that_completed_in_the_range(wh
     ] {
         let mut j = job(seq, state, 500);
         (j.completed_at, j.assigned_at, j.attempts_total) = (completed_at, 700, 1);
-        j.worker_id = if seq == 3 { String::new() } else { "w1".into() };
+        j.worker_id = if seq == 3 { Box::default() } else { "w1".into() };
         jobs.push(j);
     }
     backend.apply(&jobs.iter().map(Write::InsertJob).collect::<Vec<_>>()).unwrap();

@@ -775,7 +775,7 @@ pub(crate) mod tests {
             let spec = Arc::make_mut(&mut j.spec);
             spec.job_type = if seq % 3 == 0 { "other".into() } else { "t".into() };
             spec.summary = format!("Job {seq} of 100%_x");
-            j.error = if seq % 2 == 0 { format!("Disk FULL on w{seq}") } else { String::new() };
+            j.error = if seq % 2 == 0 { format!("Disk FULL on w{seq}").into() } else { Box::default() };
             j.dead_letter = seq % 7 == 0;
             j.completed_at = if j.state == JobState::Succeeded { 5_000 + seq } else { 0 };
             store.write(Op::InsertJob(Arc::new(j.clone())));

@@ -426,7 +426,7 @@ pub async fn detail(
         detail: job.spec.detail.clone(),
         labels: pairs(&job.spec.labels, |_, v: &String| v.clone()),
         parameters: named_pairs(&job.spec.parameters),
-        result_summary: job.result_summary.clone(),
+        result_summary: String::from(&*job.result_summary),
         result_values: named_pairs(&job.result_values),
         artifacts,
         why,
