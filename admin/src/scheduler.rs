@@ -816,10 +816,10 @@ pub(crate) fn new_spec(job_type: &str, dedupe_key: String, p: pb::JobProposal, r
     JobSpecData {
         replay_of: 0,
         job_type: job_type.to_string(),
-        dedupe_key,
+        dedupe_key: dedupe_key.into(),
         priority,
-        summary: clip(&p.summary, 1000),
-        detail: clip(&p.detail, 8000),
+        summary: clip(&p.summary, 1000).into(),
+        detail: clip(&p.detail, 8000).into(),
         parameters: p.parameters.into(),
         labels: p.labels.into(),
         created_at: now,

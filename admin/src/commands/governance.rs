@@ -385,7 +385,7 @@ impl Components {
         for job in jobs {
             let (oldest, keys) = wanted.entry(job.spec.job_type.as_str()).or_insert((job.seq, Vec::new()));
             *oldest = (*oldest).min(job.seq);
-            keys.push(job.spec.dedupe_key.clone());
+            keys.push(String::from(&*job.spec.dedupe_key));
         }
         let mut out = HashMap::new();
         for (job_type, (oldest, mut keys)) in wanted {
@@ -420,7 +420,7 @@ impl Components {
             return Ok(Some(format!("already replayed as {}", job_id(seq))));
         }
         let spec = &job.spec;
-        let newer = newest.get(&spec.job_type).and_then(|keys| keys.get(&spec.dedupe_key)).filter(|s| **s > job.seq);
+        let newer = newest.get(&spec.job_type).and_then(|keys| keys.get(&*spec.dedupe_key)).filter(|s| **s > job.seq);
         if let Some(seq) = newer {
             return Ok(Some(format!("a newer job with the same dedupe key exists: {}", job_id(*seq))));
         }

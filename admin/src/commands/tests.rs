@@ -318,7 +318,7 @@ async fn replay_honours_eligibility_the_limit_and_the_dry_run() {
     let pairs: Vec<(String, String)> = done.replayed.iter().map(|r| (r.job_id.clone(), r.replay_of.clone())).collect();
     assert_eq!(pairs, vec![("j5".into(), "j3".into()), ("j6".into(), "j4".into())], "the newest two, oldest first");
     let j5 = rig.c.dispatcher.job(5).unwrap();
-    assert_eq!((j5.spec.replay_of, j5.spec.dedupe_key.as_str(), j5.state), (3, "c", JobState::Pending));
+    assert_eq!((j5.spec.replay_of, &*j5.spec.dedupe_key, j5.state), (3, "c", JobState::Pending));
 
     let Ok(Outcome::Replay(again)) = rig.c.execute(&ops(), replay(true, 10)).await else { panic!("again") };
     let reasons: Vec<&str> = again.ineligible.iter().map(|i| i.reason.as_str()).collect();

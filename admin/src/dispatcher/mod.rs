@@ -313,7 +313,7 @@ impl Dispatcher {
                 }
                 let seq = t.next_seq();
                 if spec.dedupe_key.is_empty() {
-                    spec.dedupe_key = crate::job::job_id(seq);
+                    spec.dedupe_key = crate::job::job_id(seq).into();
                 }
                 let job = Arc::new(Job::pending(seq, spec, now));
                 self.write_job(&job, true);

@@ -202,11 +202,8 @@ impl JobTable {
 
     /// Puts a PENDING job in its queue, or in the delayed set while it must wait.
     pub fn make_ready(&mut self, seq: i64, now: i64) {
-        if let Some(job) = self.active.remove(&seq) {
-            if job.state == JobState::Pending {
-                self.place_pending(&job, now);
-            }
-            self.active.insert(seq, job);
+        if let Some(job) = self.active.get(&seq).filter(|j| j.state == JobState::Pending).cloned() {
+            self.place_pending(&job, now);
         }
     }
 
@@ -439,7 +436,7 @@ impl JobTable {
     /// The active job holding this dedupe key, if any.
     pub fn holder_of(&self, job_type: &str, dedupe_key: &str) -> Option<i64> {
         self.dedupe.candidates(job_type, dedupe_key).find(|seq| {
-            self.active.get(seq).is_some_and(|j| j.spec.job_type == job_type && j.spec.dedupe_key == dedupe_key)
+            self.active.get(seq).is_some_and(|j| j.spec.job_type == job_type && *j.spec.dedupe_key == *dedupe_key)
         })
     }
 

@@ -292,7 +292,7 @@ async fn dead_letters_replays_and_dedupe_keys_are_found(which: Which) {
         let mut j = job(seq, JobState::Failed, now_ms());
         j.dead_letter = seq <= 3;
         let spec = Arc::make_mut(&mut j.spec);
-        spec.dedupe_key = format!("k{}", seq % 2);
+        spec.dedupe_key = format!("k{}", seq % 2).into();
         spec.replay_of = if seq >= 5 { 1 } else { 0 };
         if seq == 3 {
             spec.job_type = "other".into();

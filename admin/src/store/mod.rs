@@ -640,7 +640,7 @@ pub(crate) mod tests {
 
     pub(crate) fn job(seq: i64, state: JobState, updated_at: i64) -> Job {
         let mut spec = crate::test_support::spec(&format!("k{seq}"), updated_at);
-        spec.summary = format!("job {seq}");
+        spec.summary = format!("job {seq}").into();
         spec.parameters =
             [("p".to_string(), pb::ConfigValue { kind: Some(pb::config_value::Kind::Int64Value(seq)) })].into();
         let mut job = Job::pending(seq, spec, updated_at);
@@ -774,7 +774,7 @@ pub(crate) mod tests {
             let mut j = job(seq, states[seq as usize % 4], 1_000 + seq);
             let spec = Arc::make_mut(&mut j.spec);
             spec.job_type = if seq % 3 == 0 { "other".into() } else { "t".into() };
-            spec.summary = format!("Job {seq} of 100%_x");
+            spec.summary = format!("Job {seq} of 100%_x").into();
             j.error = if seq % 2 == 0 { format!("Disk FULL on w{seq}").into() } else { Box::default() };
             j.dead_letter = seq % 7 == 0;
             j.completed_at = if j.state == JobState::Succeeded { 5_000 + seq } else { 0 };

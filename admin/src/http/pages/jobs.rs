@@ -423,7 +423,7 @@ pub async fn detail(
     let page = JobPage {
         page: chrome,
         display_name,
-        detail: job.spec.detail.clone(),
+        detail: String::from(&*job.spec.detail),
         labels: pairs(&job.spec.labels, |_, v: &String| v.clone()),
         parameters: named_pairs(&job.spec.parameters),
         result_summary: String::from(&*job.result_summary),

@@ -306,7 +306,7 @@ mod tests {
         // About 2,000 pages of 4 KiB: twice the log length that asks for a checkpoint.
         for seq in 1..=2_000 {
             let mut j = job(seq, JobState::Pending, now_ms());
-            Arc::make_mut(&mut j.spec).detail = "x".repeat(4_000);
+            Arc::make_mut(&mut j.spec).detail = "x".repeat(4_000).into();
             store.write(Op::InsertJob(Arc::new(j)));
         }
         store.settle().await;
