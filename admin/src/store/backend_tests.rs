@@ -284,6 +284,69 @@ async fn holds_schedules_and_audit_events_are_kept_and_loaded(which: Which) {
     store.close();
 }
 
+/// After a reopen, the load finds exactly the jobs that are not final and counts every
+/// (job type, state), whatever states the jobs passed through; the listings filter by
+/// type and by each state.
+async fn the_load_finds_the_active_jobs_and_counts_every_state(which: Which) {
+    use JobState::*;
+    let place = Place::new(which, "load-counts");
+    let events = Arc::new(EventBus::new(16));
+    let (store, _) = place.open(events.clone());
+    let now = now_ms();
+    // (seq, type, states written in turn)
+    let lives: [(i64, &str, &[JobState]); 9] = [
+        (1, "a", &[Pending, Succeeded]),
+        (2, "a", &[Pending, Failed]),
+        (3, "b", &[Pending, Running, Succeeded]),
+        (4, "b", &[Pending, Canceled]),
+        (5, "a", &[Pending, Failed, Pending]),
+        (6, "b", &[Pending]),
+        (7, "a", &[Pending, Running]),
+        (8, "b", &[Succeeded]),
+        (9, "a", &[Pending, Succeeded, Succeeded]),
+    ];
+    for (seq, job_type, states) in lives {
+        for (i, state) in states.iter().enumerate() {
+            let mut j = job(seq, *state, now);
+            Arc::make_mut(&mut j.spec).job_type = job_type.into();
+            store.write(if i == 0 { Op::InsertJob(Arc::new(j)) } else { Op::UpdateJob(Arc::new(j)) });
+            // One batch per write, so each is stored as written rather than coalesced.
+            store.settle().await;
+        }
+    }
+    store.close();
+
+    let (store, loaded) = place.open(events);
+    let active: Vec<(i64, JobState)> = loaded.active.iter().map(|j| (j.seq, j.state)).collect();
+    assert_eq!(active, vec![(5, Pending), (6, Pending), (7, Running)]);
+    let mut counts: Vec<((String, i32), i64)> = loaded.counts.into_iter().filter(|(_, n)| *n != 0).collect();
+    counts.sort();
+    let expected = [
+        ("a", Pending, 1),
+        ("a", Running, 1),
+        ("a", Succeeded, 2),
+        ("a", Failed, 1),
+        ("b", Pending, 1),
+        ("b", Succeeded, 2),
+        ("b", Canceled, 1),
+    ];
+    let expected: Vec<((String, i32), i64)> =
+        expected.iter().map(|(t, s, n)| ((t.to_string(), *s as i32), *n)).collect();
+    assert_eq!(counts, expected);
+
+    let listed = |job_type: Option<&str>, state: Option<JobState>| -> Vec<String> {
+        let q = super::JobQuery { job_type: job_type.map(String::from), state, limit: 50, ..Default::default() };
+        store.jobs(&q).unwrap().into_iter().map(|j| j.job_id).collect()
+    };
+    assert_eq!(listed(None, Some(Succeeded)), ["j9", "j8", "j3", "j1"]);
+    assert_eq!(listed(None, Some(Pending)), ["j6", "j5"]);
+    assert_eq!(listed(Some("a"), None), ["j9", "j7", "j5", "j2", "j1"]);
+    assert_eq!(listed(Some("a"), Some(Failed)), ["j2"]);
+    assert_eq!(listed(Some("b"), Some(Succeeded)), ["j8", "j3"]);
+    assert_eq!(listed(Some("b"), Some(Canceled)), ["j4"]);
+    store.close();
+}
+
 /// Dead letters, replays and the dedupe-key lookup.
 async fn dead_letters_replays_and_dedupe_keys_are_found(which: Which) {
     let place = Place::new(which, "lookups");
@@ -321,4 +384,5 @@ on_both_backends!(
     a_job_round_trips_with_every_field,
     holds_schedules_and_audit_events_are_kept_and_loaded,
     dead_letters_replays_and_dedupe_keys_are_found,
+    the_load_finds_the_active_jobs_and_counts_every_state,
 );

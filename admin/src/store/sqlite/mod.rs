@@ -3,6 +3,15 @@
 //! queries, which WAL lets run beside the writer. rusqlite's errors stop here: they leave
 //! as the source of a [`BackendError`] that says what was being done.
 
+/// The condition of the `jobs_open` index: every state but SUCCEEDED (4), which is most
+/// jobs. A query that filters on another state says it too, word for word, so that SQLite
+/// reads that index (it matches a partial index's condition by its text).
+macro_rules! not_succeeded {
+    () => {
+        "state <> 4"
+    };
+}
+
 mod queries;
 mod schema;
 mod writes;
@@ -257,6 +266,7 @@ mod tests {
         job::{StopRequest, now_ms},
         store::{
             Op, Store,
+            backend::JobQuery,
             tests::{job, temp_dir},
         },
     };
@@ -320,6 +330,82 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         store.close();
+    }
+
+    /// A store from before `jobs_by_type` and `jobs_open` has its two state indexes
+    /// replaced by them when it opens, and loads as before.
+    #[tokio::test]
+    async fn an_older_stores_state_indexes_are_replaced_when_it_opens() {
+        let dir = temp_dir("job-indexes");
+        let events = Arc::new(EventBus::new(16));
+        let (store, _) = Store::open(&dir.0, events.clone()).unwrap();
+        store.write(Op::InsertJob(Arc::new(job(1, JobState::Succeeded, now_ms()))));
+        store.write(Op::InsertJob(Arc::new(job(2, JobState::Pending, now_ms()))));
+        store.settle().await;
+        store.close();
+        let path = dir.0.join("plugin/state.db");
+        let indexes = || -> Vec<String> {
+            let conn = Connection::open(&path).unwrap();
+            let mut stmt = conn
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL ORDER BY name")
+                .unwrap();
+            stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "DROP INDEX jobs_by_type; DROP INDEX jobs_open; \
+                 CREATE INDEX jobs_by_state ON jobs(state, seq); \
+                 CREATE INDEX jobs_by_type_state ON jobs(job_type, state, seq);",
+            )
+            .unwrap();
+        assert!(indexes().contains(&"jobs_by_state".to_string()));
+
+        let (store, loaded) = Store::open(&dir.0, events).unwrap();
+        assert_eq!(indexes(), ["jobs_by_replay", "jobs_by_type", "jobs_dead_letters", "jobs_open"]);
+        assert_eq!(loaded.active.iter().map(|j| j.seq).collect::<Vec<_>>(), [2]);
+        assert_eq!(loaded.counts.get(&("t".to_string(), JobState::Succeeded as i32)), Some(&1));
+        assert_eq!(loaded.counts.get(&("t".to_string(), JobState::Pending as i32)), Some(&1));
+        store.close();
+    }
+
+    /// The queries over jobs read from the two job indexes (see `schema::LATE_INDEXES`),
+    /// which are covering for the counts; none walks the table but the listing of
+    /// succeeded jobs, which finds them from the newest job.
+    #[test]
+    fn the_jobs_are_read_from_their_indexes() {
+        let dir = temp_dir("jobs-plan");
+        let path = dir.0.join("state.db");
+        let (_backend, _reader) = open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let plan = |sql: &str, args: &[rusqlite::types::Value]| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let active = plan(&queries::active_sql(), &[1.into(), 2.into(), 3.into()]);
+        assert!(active.contains("USING INDEX jobs_open (state=?)"), "{active}");
+        let totals = plan(queries::TYPE_TOTALS_SQL, &[]);
+        assert!(totals.contains("COVERING INDEX jobs_by_type"), "{totals}");
+        let others = plan(queries::NOT_SUCCEEDED_COUNTS_SQL, &[]);
+        assert!(others.contains("COVERING INDEX jobs_open"), "{others}");
+        let listing = |job_type: Option<&str>, state: Option<JobState>| {
+            let q = JobQuery { job_type: job_type.map(String::from), state, ..Default::default() };
+            let (sql, args) = queries::jobs_sql(&q);
+            plan(&sql, &args)
+        };
+        let by_type = listing(Some("t"), None);
+        assert!(by_type.contains("USING INDEX jobs_by_type (job_type=?)"), "{by_type}");
+        for state in [JobState::Pending, JobState::Failed, JobState::Canceled] {
+            let by_state = listing(None, Some(state));
+            assert!(by_state.contains("USING INDEX jobs_open (state=?)"), "{state:?}: {by_state}");
+            let both = listing(Some("t"), Some(state));
+            assert!(both.contains("jobs_open (state=?") || both.contains("jobs_by_type (job_type=?"), "{both}");
+        }
+        let succeeded = listing(Some("t"), Some(JobState::Succeeded));
+        assert!(succeeded.contains("USING INDEX jobs_by_type (job_type=?)"), "{succeeded}");
+        let everything = listing(None, None);
+        assert!(!everything.contains("TEMP B-TREE"), "newest first is the table's own order: {everything}");
     }
 
     /// The feed's queries read from the partial indexes, so a flood of output lines is

@@ -22,8 +22,7 @@ use crate::{
 pub(super) fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
     let mut active = Vec::new();
     {
-        let mut stmt =
-            conn.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (?1, ?2, ?3) ORDER BY seq"))?;
+        let mut stmt = conn.prepare(&active_sql())?;
         let rows = stmt.query_map(
             params![JobState::Pending as i32, JobState::Assigned as i32, JobState::Running as i32],
             row_to_job,
@@ -32,15 +31,7 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
             active.push(job?);
         }
     }
-    let mut counts = HashMap::new();
-    {
-        let mut stmt = conn.prepare("SELECT job_type, state, COUNT(*) FROM jobs GROUP BY job_type, state")?;
-        let rows = stmt.query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, i32>(1)?), r.get::<_, i64>(2)?)))?;
-        for row in rows {
-            let (k, v) = row?;
-            counts.insert(k, v);
-        }
-    }
+    let counts = counts(conn)?;
     let max = |table: &str, col: &str| -> rusqlite::Result<i64> {
         conn.query_row(&format!("SELECT COALESCE(MAX({col}), 0) FROM {table}"), [], |r| r.get(0))
     };
@@ -56,6 +47,46 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
         active,
         counts,
     })
+}
+
+/// The active jobs, oldest first; the parameters are the three active states.
+pub(super) fn active_sql() -> String {
+    format!(
+        concat!("SELECT {} FROM jobs WHERE state IN (?1, ?2, ?3) AND ", not_succeeded!(), " ORDER BY seq"),
+        JOB_COLUMNS
+    )
+}
+
+/// The jobs per type.
+pub(super) const TYPE_TOTALS_SQL: &str = "SELECT job_type, COUNT(*) FROM jobs GROUP BY job_type";
+
+/// The jobs per type and state, SUCCEEDED left out.
+pub(super) const NOT_SUCCEEDED_COUNTS_SQL: &str = concat!(
+    "SELECT job_type, state, COUNT(*) FROM jobs INDEXED BY jobs_open WHERE ",
+    not_succeeded!(),
+    " GROUP BY job_type, state"
+);
+
+/// (job_type, state) -> count, over all jobs, from the two covering indexes (no state
+/// index covers every job, see `schema::LATE_INDEXES`): the jobs per type from
+/// `jobs_by_type`, the ones in each state but SUCCEEDED from `jobs_open`, and the
+/// succeeded ones as what remains.
+fn counts(conn: &Connection) -> rusqlite::Result<HashMap<(String, i32), i64>> {
+    let mut succeeded: HashMap<String, i64> = HashMap::new();
+    let mut stmt = conn.prepare(TYPE_TOTALS_SQL)?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (job_type, n) = row?;
+        succeeded.insert(job_type, n);
+    }
+    let mut counts = HashMap::new();
+    let mut stmt = conn.prepare(NOT_SUCCEEDED_COUNTS_SQL)?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?, r.get::<_, i64>(2)?)))? {
+        let (job_type, state, n) = row?;
+        *succeeded.entry(job_type.clone()).or_default() -= n;
+        counts.insert((job_type, state), n);
+    }
+    counts.extend(succeeded.into_iter().filter(|(_, n)| *n > 0).map(|(t, n)| ((t, JobState::Succeeded as i32), n)));
+    Ok(counts)
 }
 
 fn holds(conn: &Connection) -> rusqlite::Result<Vec<Hold>> {
@@ -231,6 +262,14 @@ pub(super) fn job(conn: &Connection, seq: i64) -> rusqlite::Result<Option<Job>> 
 }
 
 pub(super) fn jobs(conn: &Connection, q: &JobQuery) -> rusqlite::Result<Vec<JobView>> {
+    let (sql, args) = jobs_sql(q);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), row_to_job)?;
+    rows.map(|r| r.map(|j| j.view())).collect()
+}
+
+/// A jobs listing's SQL and its parameters.
+pub(super) fn jobs_sql(q: &JobQuery) -> (String, Vec<rusqlite::types::Value>) {
     let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1=1");
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     if let Some(t) = &q.job_type {
@@ -240,6 +279,9 @@ pub(super) fn jobs(conn: &Connection, q: &JobQuery) -> rusqlite::Result<Vec<JobV
     if let Some(s) = q.state {
         args.push((s as i64).into());
         sql.push_str(&format!(" AND state = ?{}", args.len()));
+        if s != JobState::Succeeded {
+            sql.push_str(concat!(" AND ", not_succeeded!()));
+        }
     }
     if let Some(d) = q.dead_letter {
         args.push(i64::from(d).into());
@@ -270,9 +312,7 @@ pub(super) fn jobs(conn: &Connection, q: &JobQuery) -> rusqlite::Result<Vec<JobV
     }
     args.push((q.page_size() as i64).into());
     sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len()));
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), row_to_job)?;
-    rows.map(|r| r.map(|j| j.view())).collect()
+    (sql, args)
 }
 
 pub(super) fn attempts(conn: &Connection, seq: i64) -> rusqlite::Result<Vec<AttemptView>> {

@@ -40,8 +40,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     replay_of INTEGER NOT NULL DEFAULT 0,
     cluster_context BLOB NOT NULL DEFAULT x''
 );
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
-CREATE INDEX IF NOT EXISTS jobs_by_type_state ON jobs(job_type, state, seq);
 CREATE TABLE IF NOT EXISTS attempts (
     job_seq INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
@@ -122,14 +120,31 @@ pub(super) const JOB_COLUMNS: &str = "seq, job_type, dedupe_key, priority, summa
      stop_outcome, stop_reason, replay_of, cluster_context";
 
 /// Indexes over columns that older stores lack: created after [`migrate`] added them;
-/// and the activity feed's (an older store gets them built once, at its first start).
+/// the activity feed's and the jobs' (an older store gets them built once, at its first
+/// start, and loses the indexes they replace).
+///
 /// The feed's indexes hold only activities that are not output lines, so an output line
 /// costs no entry in them, and the newest feed entries are found however many output
 /// lines came after them.
+///
+/// The jobs have no index on their state as a whole: every job changes state when it
+/// ends, and moving its entries in two such indexes was a third of the store writer's
+/// time. `jobs_by_type` never changes after the insert (a job keeps its type), and
+/// `jobs_open` holds only the jobs that did not succeed, so a job that succeeds leaves it
+/// and never enters another. They answer the load at start (the active jobs from
+/// `jobs_open`, the counts from both), the listings by type, and by any state but
+/// SUCCEEDED; a listing of succeeded jobs walks the table from the newest job, which is
+/// where they are.
 const LATE_INDEXES: &str = concat!(
     "
 CREATE INDEX IF NOT EXISTS jobs_by_replay ON jobs(replay_of) WHERE replay_of > 0;
 CREATE INDEX IF NOT EXISTS jobs_dead_letters ON jobs(job_type) WHERE dead_letter = 1;
+DROP INDEX IF EXISTS jobs_by_state;
+DROP INDEX IF EXISTS jobs_by_type_state;
+CREATE INDEX IF NOT EXISTS jobs_by_type ON jobs(job_type, seq);
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state, seq, job_type) WHERE ",
+    not_succeeded!(),
+    ";
 CREATE INDEX IF NOT EXISTS activities_feed ON activities(id) WHERE ",
     not_output!(),
     ";
