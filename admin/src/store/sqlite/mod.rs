@@ -369,6 +369,29 @@ mod tests {
         store.close();
     }
 
+    /// An insert over a row that is already there leaves the row as written the second
+    /// time, every column and the indexes with it (the writes are upserts).
+    #[test]
+    fn an_insert_over_an_existing_row_leaves_it_as_written() {
+        let dir = temp_dir("upsert");
+        let (mut backend, reader) = open(&dir.0.join("state.db")).unwrap();
+        let first = job(1, JobState::Pending, 10);
+        let mut second = job(1, JobState::Failed, 20);
+        Arc::make_mut(&mut second.spec).summary = "second".into();
+        second.error = "boom".into();
+        backend.apply(&[Write::InsertJob(&first)]).unwrap();
+        backend.apply(&[Write::InsertJob(&second)]).unwrap();
+        let got = reader.job(1).unwrap().unwrap();
+        assert_eq!(
+            (got.state, &*got.spec.summary, &*got.error, got.updated_at),
+            (JobState::Failed, "second", "boom", 20)
+        );
+        let loaded = backend.load().unwrap();
+        assert!(loaded.active.is_empty(), "the row left jobs_open's pending entry");
+        assert_eq!(loaded.counts.get(&("t".to_string(), JobState::Failed as i32)), Some(&1));
+        assert_eq!(loaded.counts.len(), 1, "{:?}", loaded.counts);
+    }
+
     /// The queries over jobs read from the two job indexes (see `schema::LATE_INDEXES`),
     /// which are covering for the counts; none walks the table but the listing of
     /// succeeded jobs, which finds them from the newest job.
