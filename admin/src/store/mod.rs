@@ -57,6 +57,18 @@ macro_rules! not_output {
     };
 }
 
+/// The condition of the jobs' partial index `jobs_open`: every state but SUCCEEDED (4),
+/// which is most jobs, so a job that succeeds leaves the index and enters none. A query
+/// that filters on another state says it too, word for word, so that the backend reads
+/// that index (SQLite matches a partial index's condition by its text; PostgreSQL has to
+/// prove it, which a parameter's value would not let it do for a prepared statement).
+/// Both backends use it.
+macro_rules! not_succeeded {
+    () => {
+        "state <> 4"
+    };
+}
+
 mod backend;
 #[cfg(test)]
 mod backend_tests;

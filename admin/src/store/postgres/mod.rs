@@ -821,6 +821,9 @@ mod tests {
             assert!(exists(&client, table).await, "{table}");
         }
         assert!(exists(&client, "activities_feed").await && exists(&client, "activities_feed_by_type").await);
+        // Migration 3 replaced migration 1's two state indexes of the jobs.
+        assert!(exists(&client, "jobs_by_type").await && exists(&client, "jobs_open").await);
+        assert!(!exists(&client, "jobs_by_state").await && !exists(&client, "jobs_by_type_state").await);
         assert!(!exists(&client, "plughost_lease").await, "the lease table is the election's, not a migration's");
         // Migration 1 made this index; a second open that ran it again would make it again.
         client.batch_execute("DROP INDEX audit_by_at").await.unwrap();

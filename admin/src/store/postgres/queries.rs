@@ -46,13 +46,27 @@ impl Conn {
 /// (job_type, state), and the next free ids.
 pub(super) async fn load(c: &mut Conn) -> Result<Loaded, Error> {
     let (pending, assigned, running) = (JobState::Pending as i32, JobState::Assigned as i32, JobState::Running as i32);
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ($1, $2, $3) ORDER BY seq");
+    let sql = format!(
+        concat!("SELECT {} FROM jobs WHERE state IN ($1, $2, $3) AND ", not_succeeded!(), " ORDER BY seq"),
+        JOB_COLUMNS
+    );
     let active =
         c.rows(&sql, &[&pending, &assigned, &running]).await?.iter().map(row_to_job).collect::<Result<_, _>>()?;
-    let mut counts = HashMap::new();
-    for r in c.rows("SELECT job_type, state, COUNT(*) FROM jobs GROUP BY job_type, state", &[]).await? {
-        counts.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+    // The jobs per type (from `jobs_by_type`), the ones in each state but SUCCEEDED (from
+    // `jobs_open`), and the succeeded ones as what remains: no index covers every state.
+    let mut succeeded: HashMap<String, i64> = HashMap::new();
+    for r in c.rows("SELECT job_type, COUNT(*) FROM jobs GROUP BY job_type", &[]).await? {
+        succeeded.insert(r.try_get(0)?, r.try_get(1)?);
     }
+    let mut counts = HashMap::new();
+    let sql =
+        concat!("SELECT job_type, state, COUNT(*) FROM jobs WHERE ", not_succeeded!(), " GROUP BY job_type, state");
+    for r in c.rows(sql, &[]).await? {
+        let (job_type, state, n): (String, i32, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        *succeeded.entry(job_type.clone()).or_default() -= n;
+        counts.insert((job_type, state), n);
+    }
+    counts.extend(succeeded.into_iter().filter(|(_, n)| *n > 0).map(|(t, n)| ((t, JobState::Succeeded as i32), n)));
     let max_job_seq = c.scalar("SELECT COALESCE(MAX(seq), 0)::bigint FROM jobs", &[]).await?;
     let max_activity = c.scalar("SELECT COALESCE(MAX(id), 0)::bigint FROM activities", &[]).await?;
     let max_run = c.scalar("SELECT COALESCE(MAX(id), 0)::bigint FROM runs", &[]).await?;
@@ -242,6 +256,9 @@ pub(super) async fn jobs(c: &mut Conn, q: &JobQuery) -> Result<Vec<JobView>, Err
     if let Some(s) = q.state {
         args.push(Box::new(s as i32));
         sql.push_str(&format!(" AND state = ${}", args.len()));
+        if s != JobState::Succeeded {
+            sql.push_str(concat!(" AND ", not_succeeded!()));
+        }
     }
     if let Some(d) = q.dead_letter {
         args.push(Box::new(d));

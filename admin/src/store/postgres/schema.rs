@@ -17,7 +17,7 @@ pub(super) const ADVISORY_LOCK: i64 = 0x706c_7567_686f_7374;
 
 /// The migrations, oldest first: migration N is `MIGRATIONS[N - 1]`. Append only; never
 /// edit one that has shipped.
-pub(super) const MIGRATIONS: &[&[&str]] = &[MIGRATION_1, MIGRATION_2];
+pub(super) const MIGRATIONS: &[&[&str]] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The job store's tables.
 const MIGRATION_1: &[&str] = &[
@@ -147,6 +147,18 @@ const MIGRATION_2: &[&str] = &["CREATE TABLE job_types (
         config bytea,
         updated_at bigint NOT NULL
     )"];
+
+/// No index over every job's state, whose entries moved each time a job ended: one by
+/// type, which never changes after the insert, and the partial `jobs_open` over the jobs
+/// in every state but SUCCEEDED (see `not_succeeded!`), which a job that succeeds leaves.
+/// They answer the load (the active jobs; the counts from both) and the listings by type
+/// and by any state but SUCCEEDED.
+const MIGRATION_3: &[&str] = &[
+    "DROP INDEX jobs_by_state",
+    "DROP INDEX jobs_by_type_state",
+    "CREATE INDEX jobs_by_type ON jobs (job_type, seq)",
+    concat!("CREATE INDEX jobs_open ON jobs (state, seq, job_type) WHERE ", not_succeeded!()),
+];
 
 /// The jobs table's columns, in the order the insert and the row mapping use.
 pub(super) const JOB_COLUMNS: &str = "seq, job_type, dedupe_key, priority, summary, detail, payload, created_at, not_before, \

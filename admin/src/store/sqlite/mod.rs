@@ -3,15 +3,6 @@
 //! queries, which WAL lets run beside the writer. rusqlite's errors stop here: they leave
 //! as the source of a [`BackendError`] that says what was being done.
 
-/// The condition of the `jobs_open` index: every state but SUCCEEDED (4), which is most
-/// jobs. A query that filters on another state says it too, word for word, so that SQLite
-/// reads that index (it matches a partial index's condition by its text).
-macro_rules! not_succeeded {
-    () => {
-        "state <> 4"
-    };
-}
-
 mod queries;
 mod schema;
 mod writes;
