@@ -383,6 +383,15 @@ mod tests {
         assert_eq!(loaded.counts.len(), 1, "{:?}", loaded.counts);
     }
 
+    /// The plan SQLite picks for `sql` with `args` in the database at `path`, its steps
+    /// joined by `; `.
+    fn query_plan(path: &Path, sql: &str, args: &[rusqlite::types::Value]) -> String {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
     /// The queries over jobs read from the two job indexes (see `schema::LATE_INDEXES`),
     /// which are covering for the counts; none walks the table but the listing of
     /// succeeded jobs, which finds them from the newest job.
@@ -391,12 +400,7 @@ mod tests {
         let dir = temp_dir("jobs-plan");
         let path = dir.0.join("state.db");
         let (_backend, _reader) = open(&path).unwrap();
-        let conn = Connection::open(&path).unwrap();
-        let plan = |sql: &str, args: &[rusqlite::types::Value]| -> String {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3)).unwrap();
-            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
-        };
+        let plan = |sql: &str, args: &[rusqlite::types::Value]| query_plan(&path, sql, args);
         let active = plan(&queries::active_sql(), &[1.into(), 2.into(), 3.into()]);
         assert!(active.contains("USING INDEX jobs_open (state=?)"), "{active}");
         let totals = plan(queries::TYPE_TOTALS_SQL, &[]);
@@ -429,15 +433,13 @@ mod tests {
         let dir = temp_dir("feed-plan");
         let path = dir.0.join("state.db");
         let (_backend, _reader) = open(&path).unwrap();
-        let conn = Connection::open(&path).unwrap();
-        let plan = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> String {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let rows = stmt.query_map(args, |r| r.get::<_, String>(3)).unwrap();
-            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
-        };
-        let overall = plan(&queries::activities_sql(true, false, false, false), &[&15]);
+        let overall = query_plan(&path, &queries::activities_sql(true, false, false, false), &[15.into()]);
         assert!(overall.contains("activities_feed"), "{overall}");
-        let by_type = plan(&queries::activities_sql(true, true, false, true), &[&"t", &100, &15]);
+        let by_type = query_plan(
+            &path,
+            &queries::activities_sql(true, true, false, true),
+            &["t".to_string().into(), 100.into(), 15.into()],
+        );
         assert!(by_type.contains("activities_feed_by_type"), "{by_type}");
     }
 }
