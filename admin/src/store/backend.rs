@@ -68,6 +68,21 @@ pub enum Op {
 /// Jobs a prune deleted: (job_type, state as i32) -> count.
 pub type Pruned = HashMap<(String, i32), i64>;
 
+/// (job_type, state) -> count over all jobs, from the jobs per type and the counts of
+/// every state but SUCCEEDED, which is what the backends' indexes give cheaply (see
+/// `not_succeeded!`): the succeeded jobs of a type are the ones left over.
+pub fn counts_with_succeeded(
+    per_type: HashMap<String, i64>,
+    mut others: HashMap<(String, i32), i64>,
+) -> HashMap<(String, i32), i64> {
+    let mut succeeded = per_type;
+    for ((job_type, _), n) in &others {
+        *succeeded.entry(job_type.clone()).or_default() -= n;
+    }
+    others.extend(succeeded.into_iter().filter(|(_, n)| *n > 0).map(|(t, n)| ((t, JobState::Succeeded as i32), n)));
+    others
+}
+
 /// What the admin finds in the store when it starts.
 #[derive(Default)]
 pub struct Loaded {

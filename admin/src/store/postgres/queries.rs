@@ -15,7 +15,7 @@ use crate::{
     holds::{Hold, HoldKind},
     job::{ATTEMPT_SUCCEEDED, ActivityView, AttemptView, Job, JobSpecData, JobView, RunView},
     schedules::CronSchedule,
-    store::backend::{FinishedJob, JobQuery, Loaded},
+    store::backend::{FinishedJob, JobQuery, Loaded, counts_with_succeeded},
 };
 
 /// A query's parameters, built up with its SQL.
@@ -52,21 +52,19 @@ pub(super) async fn load(c: &mut Conn) -> Result<Loaded, Error> {
     );
     let active =
         c.rows(&sql, &[&pending, &assigned, &running]).await?.iter().map(row_to_job).collect::<Result<_, _>>()?;
-    // The jobs per type (from `jobs_by_type`), the ones in each state but SUCCEEDED (from
-    // `jobs_open`), and the succeeded ones as what remains: no index covers every state.
-    let mut succeeded: HashMap<String, i64> = HashMap::new();
+    // The jobs per type (from `jobs_by_type`) and in each state but SUCCEEDED (from
+    // `jobs_open`): no index covers every state.
+    let mut per_type = HashMap::new();
     for r in c.rows("SELECT job_type, COUNT(*) FROM jobs GROUP BY job_type", &[]).await? {
-        succeeded.insert(r.try_get(0)?, r.try_get(1)?);
+        per_type.insert(r.try_get(0)?, r.try_get(1)?);
     }
-    let mut counts = HashMap::new();
+    let mut others = HashMap::new();
     let sql =
         concat!("SELECT job_type, state, COUNT(*) FROM jobs WHERE ", not_succeeded!(), " GROUP BY job_type, state");
     for r in c.rows(sql, &[]).await? {
-        let (job_type, state, n): (String, i32, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-        *succeeded.entry(job_type.clone()).or_default() -= n;
-        counts.insert((job_type, state), n);
+        others.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
     }
-    counts.extend(succeeded.into_iter().filter(|(_, n)| *n > 0).map(|(t, n)| ((t, JobState::Succeeded as i32), n)));
+    let counts = counts_with_succeeded(per_type, others);
     let max_job_seq = c.scalar("SELECT COALESCE(MAX(seq), 0)::bigint FROM jobs", &[]).await?;
     let max_activity = c.scalar("SELECT COALESCE(MAX(id), 0)::bigint FROM activities", &[]).await?;
     let max_run = c.scalar("SELECT COALESCE(MAX(id), 0)::bigint FROM runs", &[]).await?;

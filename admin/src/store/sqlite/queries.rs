@@ -14,7 +14,7 @@ use crate::{
     holds::{Hold, HoldKind},
     job::{ATTEMPT_SUCCEEDED, ActivityView, AttemptView, Job, JobSpecData, JobView, RunView},
     schedules::CronSchedule,
-    store::backend::{FinishedJob, JobQuery, Loaded},
+    store::backend::{FinishedJob, JobQuery, Loaded, counts_with_succeeded},
 };
 
 /// What the admin needs to resume: the jobs that are not final, the counts per
@@ -68,25 +68,15 @@ pub(super) const NOT_SUCCEEDED_COUNTS_SQL: &str = concat!(
 );
 
 /// (job_type, state) -> count, over all jobs, from the two covering indexes (no state
-/// index covers every job, see `schema::LATE_INDEXES`): the jobs per type from
-/// `jobs_by_type`, the ones in each state but SUCCEEDED from `jobs_open`, and the
-/// succeeded ones as what remains.
+/// index covers every job, see `schema::LATE_INDEXES`).
 fn counts(conn: &Connection) -> rusqlite::Result<HashMap<(String, i32), i64>> {
-    let mut succeeded: HashMap<String, i64> = HashMap::new();
-    let mut stmt = conn.prepare(TYPE_TOTALS_SQL)?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (job_type, n) = row?;
-        succeeded.insert(job_type, n);
-    }
-    let mut counts = HashMap::new();
-    let mut stmt = conn.prepare(NOT_SUCCEEDED_COUNTS_SQL)?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?, r.get::<_, i64>(2)?)))? {
-        let (job_type, state, n) = row?;
-        *succeeded.entry(job_type.clone()).or_default() -= n;
-        counts.insert((job_type, state), n);
-    }
-    counts.extend(succeeded.into_iter().filter(|(_, n)| *n > 0).map(|(t, n)| ((t, JobState::Succeeded as i32), n)));
-    Ok(counts)
+    let per_type =
+        conn.prepare(TYPE_TOTALS_SQL)?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let others = conn
+        .prepare(NOT_SUCCEEDED_COUNTS_SQL)?
+        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(counts_with_succeeded(per_type, others))
 }
 
 fn holds(conn: &Connection) -> rusqlite::Result<Vec<Hold>> {
