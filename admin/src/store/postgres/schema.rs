@@ -161,10 +161,7 @@ const MIGRATION_3: &[&str] = &[
 ];
 
 /// The jobs table's columns, in the order the insert and the row mapping use.
-pub(super) const JOB_COLUMNS: &str = "seq, job_type, dedupe_key, priority, summary, detail, payload, created_at, not_before, \
-     expires_at, detection_run, state, attempts, attempts_total, worker_id, request_id, progress, stage, message, \
-     error, result_summary, result, updated_at, ready_at, assigned_at, completed_at, dead_letter, failed_on, \
-     stop_outcome, stop_reason, replay_of, cluster_context";
+pub(super) const JOB_COLUMNS: &str = crate::store::columns::JOBS.columns;
 
 /// The lease table's definition (see [`super::ensure_lease_table`]).
 pub(super) const LEASE_TABLE: &str = "CREATE TABLE IF NOT EXISTS plughost_lease (id int PRIMARY KEY CHECK (id = 1), \

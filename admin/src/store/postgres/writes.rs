@@ -7,57 +7,25 @@ use std::sync::LazyLock;
 use proto::pb::JobState;
 use tokio_postgres::types::ToSql;
 
-use super::{Conn, Failure, fence_check, schema::JOB_COLUMNS};
+use super::{Conn, Failure, fence_check};
 use crate::store::backend::{Pruned, Write};
 use crate::store::columns;
 
-/// Insert or replace a job: every column is set again on a conflict.
-static INSERT_JOB: LazyLock<String> = LazyLock::new(|| {
-    let columns: Vec<&str> = JOB_COLUMNS.split(',').map(str::trim).collect();
-    let placeholders: Vec<String> = (1..=columns.len()).map(|n| format!("${n}")).collect();
-    let updates: Vec<String> = columns.iter().skip(1).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-    format!(
-        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({}) ON CONFLICT (seq) DO UPDATE SET {}",
-        placeholders.join(", "),
-        updates.join(", ")
-    )
-});
+/// Every insert is an upsert ([`columns::Table::upsert`]).
+static INSERT_JOB: LazyLock<String> = LazyLock::new(|| columns::JOBS.upsert('$'));
+static ATTEMPT: LazyLock<String> = LazyLock::new(|| columns::ATTEMPTS.upsert('$'));
+static ACTIVITY: LazyLock<String> = LazyLock::new(|| columns::ACTIVITIES.upsert('$'));
+static RUN: LazyLock<String> = LazyLock::new(|| columns::RUNS.upsert('$'));
+static AUDIT: LazyLock<String> = LazyLock::new(|| columns::AUDIT.upsert('$'));
+static HOLD_SET: LazyLock<String> = LazyLock::new(|| columns::HOLDS.upsert('$'));
+static SCHEDULE_SET: LazyLock<String> = LazyLock::new(|| columns::SCHEDULES.upsert('$'));
 
 const UPDATE_JOB: &str = "UPDATE jobs SET state = $2, attempts = $3, attempts_total = $4, worker_id = $5, \
      request_id = $6, progress = $7, stage = $8, message = $9, error = $10, result_summary = $11, result = $12, \
      updated_at = $13, ready_at = $14, assigned_at = $15, completed_at = $16, dead_letter = $17, failed_on = $18, \
      stop_outcome = $19, stop_reason = $20 WHERE seq = $1";
 
-const ATTEMPT: &str = "INSERT INTO attempts (job_seq, attempt, worker_id, request_id, started_at, ended_at, outcome, \
-     error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_seq, attempt) DO UPDATE SET \
-     worker_id = EXCLUDED.worker_id, request_id = EXCLUDED.request_id, started_at = EXCLUDED.started_at, \
-     ended_at = EXCLUDED.ended_at, outcome = EXCLUDED.outcome, error = EXCLUDED.error";
-
-const ACTIVITY: &str = "INSERT INTO activities (id, created_at, job_type, job_id, source, stage, message) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET created_at = EXCLUDED.created_at, \
-     job_type = EXCLUDED.job_type, job_id = EXCLUDED.job_id, source = EXCLUDED.source, stage = EXCLUDED.stage, \
-     message = EXCLUDED.message";
-
-const RUN: &str = "INSERT INTO runs (id, job_type, kind, job_id, worker_id, started_at, ended_at, success, message, \
-     proposals, jobs_created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO UPDATE SET \
-     job_type = EXCLUDED.job_type, kind = EXCLUDED.kind, job_id = EXCLUDED.job_id, worker_id = EXCLUDED.worker_id, \
-     started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, success = EXCLUDED.success, \
-     message = EXCLUDED.message, proposals = EXCLUDED.proposals, jobs_created = EXCLUDED.jobs_created";
-
-const AUDIT: &str = "INSERT INTO audit (id, at, actor, actor_kind, action, target, params, outcome, reason, \
-     request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at, \
-     actor = EXCLUDED.actor, actor_kind = EXCLUDED.actor_kind, action = EXCLUDED.action, target = EXCLUDED.target, \
-     params = EXCLUDED.params, outcome = EXCLUDED.outcome, reason = EXCLUDED.reason, request_id = EXCLUDED.request_id";
-
-const HOLD_SET: &str = "INSERT INTO holds (kind, target, set_by, set_at) VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (kind, target) DO UPDATE SET set_by = EXCLUDED.set_by, set_at = EXCLUDED.set_at";
-
 const HOLD_LIFT: &str = "DELETE FROM holds WHERE kind = $1 AND target = $2";
-
-const SCHEDULE_SET: &str = "INSERT INTO schedules (job_type, cron, time_zone, set_by, set_at, last_fired_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_type) DO UPDATE SET cron = EXCLUDED.cron, \
-     time_zone = EXCLUDED.time_zone, set_by = EXCLUDED.set_by, set_at = EXCLUDED.set_at, \
-     last_fired_at = EXCLUDED.last_fired_at";
 
 const SCHEDULE_DELETE: &str = "DELETE FROM schedules WHERE job_type = $1";
 
@@ -182,7 +150,7 @@ async fn write_all(
             }
             Write::Attempt { attempt: a, .. } if columns::implied_by_job_row(a) => {}
             Write::Attempt { job_seq, attempt: a } => {
-                let stmt = statements.get_tx(tx, ATTEMPT).await?;
+                let stmt = statements.get_tx(tx, &ATTEMPT).await?;
                 tx.execute(
                     &stmt,
                     &[
@@ -199,12 +167,12 @@ async fn write_all(
                 .await?;
             }
             Write::Activity(a) => {
-                let stmt = statements.get_tx(tx, ACTIVITY).await?;
+                let stmt = statements.get_tx(tx, &ACTIVITY).await?;
                 tx.execute(&stmt, &[&a.id, &a.created_at, &a.job_type, &a.job_id, &a.source, &a.stage, &a.message])
                     .await?;
             }
             Write::Run(r) => {
-                let stmt = statements.get_tx(tx, RUN).await?;
+                let stmt = statements.get_tx(tx, &RUN).await?;
                 tx.execute(
                     &stmt,
                     &[
@@ -225,7 +193,7 @@ async fn write_all(
             }
             Write::Prune { before_ms } => pruned.push(prune(tx, statements, before_ms).await?),
             Write::Audit(e) => {
-                let stmt = statements.get_tx(tx, AUDIT).await?;
+                let stmt = statements.get_tx(tx, &AUDIT).await?;
                 let params = e.params.to_string();
                 tx.execute(
                     &stmt,
@@ -245,7 +213,7 @@ async fn write_all(
                 .await?;
             }
             Write::Hold { hold, active: true } => {
-                let stmt = statements.get_tx(tx, HOLD_SET).await?;
+                let stmt = statements.get_tx(tx, &HOLD_SET).await?;
                 tx.execute(&stmt, &[&hold.kind.as_str(), &hold.target, &hold.set_by, &hold.set_at]).await?;
             }
             Write::Hold { hold, active: false } => {
@@ -253,7 +221,7 @@ async fn write_all(
                 tx.execute(&stmt, &[&hold.kind.as_str(), &hold.target]).await?;
             }
             Write::Schedule { job_type, cron: Some(c) } => {
-                let stmt = statements.get_tx(tx, SCHEDULE_SET).await?;
+                let stmt = statements.get_tx(tx, &SCHEDULE_SET).await?;
                 tx.execute(&stmt, &[&job_type, &c.cron, &c.time_zone, &c.set_by, &c.set_at, &c.last_fired_at]).await?;
             }
             Write::Schedule { job_type, cron: None } => {

@@ -114,10 +114,7 @@ CREATE TABLE IF NOT EXISTS meta (
 ";
 
 /// The jobs table's columns, in the order the insert and the row mapping use.
-pub(super) const JOB_COLUMNS: &str = "seq, job_type, dedupe_key, priority, summary, detail, payload, created_at, not_before, \
-     expires_at, detection_run, state, attempts, attempts_total, worker_id, request_id, progress, stage, message, \
-     error, result_summary, result, updated_at, ready_at, assigned_at, completed_at, dead_letter, failed_on, \
-     stop_outcome, stop_reason, replay_of, cluster_context";
+pub(super) const JOB_COLUMNS: &str = crate::store::columns::JOBS.columns;
 
 /// Indexes over columns that older stores lack: created after [`migrate`] added them;
 /// the activity feed's and the jobs' (an older store gets them built once, at its first

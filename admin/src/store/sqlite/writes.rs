@@ -5,53 +5,17 @@ use std::sync::LazyLock;
 use proto::pb::JobState;
 use rusqlite::{Connection, params};
 
-use super::schema::JOB_COLUMNS;
 use crate::store::backend::{Pruned, Write};
 use crate::store::columns;
 
-/// `INSERT INTO table (columns) VALUES (?1, ...)` that, where a row with the same `key`
-/// is already there, updates every other column instead: the row ends as written, as with
-/// `INSERT OR REPLACE`, but SQLite neither deletes and re-inserts the row and its index
-/// entries nor keeps a statement journal in case it must (measured: a tenth of a job's
-/// insert and end together, with the jobs' four indexes).
-fn upsert(table: &str, columns: &str, key: &str) -> String {
-    let columns: Vec<&str> = columns.split(',').map(str::trim).collect();
-    let keys: Vec<&str> = key.split(',').map(str::trim).collect();
-    let values: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-    let set: Vec<String> =
-        columns.iter().filter(|c| !keys.contains(c)).map(|c| format!("{c} = excluded.{c}")).collect();
-    format!(
-        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({key}) DO UPDATE SET {}",
-        columns.join(", "),
-        values.join(", "),
-        set.join(", ")
-    )
-}
-
-static INSERT_JOB: LazyLock<String> = LazyLock::new(|| upsert("jobs", JOB_COLUMNS, "seq"));
-static INSERT_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
-    upsert(
-        "attempts",
-        "job_seq, attempt, worker_id, request_id, started_at, ended_at, outcome, error",
-        "job_seq, attempt",
-    )
-});
-static INSERT_ACTIVITY: LazyLock<String> =
-    LazyLock::new(|| upsert("activities", "id, created_at, job_type, job_id, source, stage, message", "id"));
-static INSERT_RUN: LazyLock<String> = LazyLock::new(|| {
-    upsert(
-        "runs",
-        "id, job_type, kind, job_id, worker_id, started_at, ended_at, success, message, proposals, jobs_created",
-        "id",
-    )
-});
-static INSERT_AUDIT: LazyLock<String> = LazyLock::new(|| {
-    upsert("audit", "id, at, actor, actor_kind, action, target, params, outcome, reason, request_id", "id")
-});
-static INSERT_HOLD: LazyLock<String> =
-    LazyLock::new(|| upsert("holds", "kind, target, set_by, set_at", "kind, target"));
-static INSERT_SCHEDULE: LazyLock<String> =
-    LazyLock::new(|| upsert("schedules", "job_type, cron, time_zone, set_by, set_at, last_fired_at", "job_type"));
+/// Every insert is an upsert ([`columns::Table::upsert`]).
+static INSERT_JOB: LazyLock<String> = LazyLock::new(|| columns::JOBS.upsert('?'));
+static INSERT_ATTEMPT: LazyLock<String> = LazyLock::new(|| columns::ATTEMPTS.upsert('?'));
+static INSERT_ACTIVITY: LazyLock<String> = LazyLock::new(|| columns::ACTIVITIES.upsert('?'));
+static INSERT_RUN: LazyLock<String> = LazyLock::new(|| columns::RUNS.upsert('?'));
+static INSERT_AUDIT: LazyLock<String> = LazyLock::new(|| columns::AUDIT.upsert('?'));
+static INSERT_HOLD: LazyLock<String> = LazyLock::new(|| columns::HOLDS.upsert('?'));
+static INSERT_SCHEDULE: LazyLock<String> = LazyLock::new(|| columns::SCHEDULES.upsert('?'));
 
 /// Writes one batch in one transaction and commits it. Returns what each prune deleted,
 /// in batch order. On error the transaction is rolled back (when it is dropped).
