@@ -33,7 +33,11 @@ enum Event {
 }
 
 /// A handler whose behaviour each request picks: executions read the job parameter
-/// `mode` ("ok", "fail", "block": wait for the test's release or a cancel); detections
+/// `mode` ("ok", "fail", "block": wait for the test's release or a cancel; all three
+/// report progress and an activity first; "quiet": return at once, "quiet-block": wait
+/// for the release, neither reporting anything; "late": return at once, leaving a task
+/// that reports progress after the release and then sends `Event::Started("late")`);
+/// detections
 /// send `batches` batches of two proposals, or block with `block: true`.
 struct Scripted {
     max_detect: u32,
@@ -88,6 +92,23 @@ impl JobHandler for Scripted {
     ) -> HandlerResult<pb::JobResult> {
         let job = request.job.unwrap_or_default();
         let mode = values::string_or(&job.parameters, "mode", "ok".into())?;
+        match mode.as_str() {
+            "quiet" => return Ok(pb::JobResult { summary: "quiet".into(), ..Default::default() }),
+            "late" => {
+                let (mut release, events) = (self.release.clone(), self.events.clone());
+                tokio::spawn(async move {
+                    let _ = release.wait_for(|r| *r).await;
+                    progress.progress(10.0, "late", "after the end").await;
+                    let _ = events.send(Event::Started("late".into()));
+                });
+                return Ok(pb::JobResult { summary: "quiet".into(), ..Default::default() });
+            }
+            "quiet-block" => {
+                let _ = self.release.clone().wait_for(|r| *r).await;
+                return Ok(pb::JobResult { summary: "quiet".into(), ..Default::default() });
+            }
+            _ => {}
+        }
         progress.progress(50.0, "working", "halfway").await;
         progress.activity("doing the work").await;
         let _ = self.events.send(Event::Started(job.job_id.clone()));
@@ -324,7 +345,8 @@ async fn a_detection_sends_every_proposal_batch_then_exactly_one_completion() {
 #[tokio::test]
 async fn an_execution_reports_running_progress_then_one_successful_completion() {
     let mut admin = FakeAdmin::plain().await;
-    let worker = Harness::start(&admin.grpc_url(), (1, 1), |_| {});
+    // RUNNING comes with the handler's first report here, not after a while.
+    let worker = Harness::start(&admin.grpc_url(), (1, 1), |c| c.running_after = Duration::from_secs(3600));
     let (mut session, _) = connect(&mut admin).await;
 
     let id = session.request(job("job-1", "ok")).await;
@@ -338,6 +360,7 @@ async fn an_execution_reports_running_progress_then_one_successful_completion() 
 
     let updates: Vec<_> = seen.iter().filter_map(|m| progress_of(m, &id)).collect();
     assert!(updates.len() >= 3, "running, progress, activity: {updates:#?}");
+    assert_eq!(updates[0].message, "started", "RUNNING comes before the handler's own reports");
     assert!(updates.iter().all(|u| u.state == pb::JobState::Running as i32 && u.job_id == "job-1"));
     assert!(updates.iter().any(|u| u.progress_percent == 50.0 && u.stage == "working" && u.message == "halfway"));
     let activity = updates.iter().flat_map(|u| &u.activities).next().expect("an activity");
@@ -347,6 +370,67 @@ async fn an_execution_reports_running_progress_then_one_successful_completion() 
     let first_update = seen.iter().position(|m| progress_of(m, &id).is_some()).unwrap();
     assert!(ack_at < first_update, "the ack comes before the job's messages");
     worker.stop().await;
+}
+
+/// The progress updates and the completion of one execution in `mode`, on a worker whose
+/// `running_after` is `running_after`. A "quiet-block" job is released once its first
+/// update came.
+async fn quiet_execution(running_after: Duration, mode: &str) -> (Vec<pb::JobProgressUpdate>, pb::JobCompleted) {
+    let mut admin = FakeAdmin::plain().await;
+    let worker = Harness::start(&admin.grpc_url(), (1, 1), |c| c.running_after = running_after);
+    let (mut session, _) = connect(&mut admin).await;
+    let id = session.request(job("job-q", mode)).await;
+    let mut seen = Vec::new();
+    if mode == "quiet-block" {
+        seen = session.collect_until("the RUNNING update", DEADLINE, |m| progress_of(m, &id)).await.0;
+        worker.release.send_replace(true);
+    }
+    let (rest, completed) = session.collect_until("job_completed", DEADLINE, |m| job_completed_of(m, &id)).await;
+    seen.extend(rest);
+    worker.stop().await;
+    (seen.iter().filter_map(|m| progress_of(m, &id)).collect(), completed)
+}
+
+#[tokio::test]
+async fn an_execution_that_ends_before_running_after_is_reported_by_its_completion_alone() {
+    let (updates, completed) = quiet_execution(Duration::from_secs(3600), "quiet").await;
+    assert!(completed.success, "{completed:?}");
+    assert_eq!(completed.result.expect("a result").summary, "quiet");
+    assert!(updates.is_empty(), "no progress update: {updates:#?}");
+}
+
+#[tokio::test]
+async fn an_execution_still_running_after_running_after_is_reported_running_once() {
+    let (updates, completed) = quiet_execution(Duration::from_millis(20), "quiet-block").await;
+    assert!(completed.success, "{completed:?}");
+    assert_eq!(updates.len(), 1, "one RUNNING update: {updates:#?}");
+    assert_eq!((updates[0].state, updates[0].message.as_str()), (pb::JobState::Running as i32, "started"));
+    assert_eq!(updates[0].job_id, "job-q");
+}
+
+#[tokio::test]
+async fn a_report_after_the_completion_is_not_sent() {
+    let mut admin = FakeAdmin::plain().await;
+    let mut worker = Harness::start(&admin.grpc_url(), (1, 1), |c| c.running_after = Duration::from_secs(3600));
+    let (mut session, _) = connect(&mut admin).await;
+    let late = session.request(job("job-late", "late")).await;
+    session.recv_matching("job_completed", DEADLINE, |m| job_completed_of(m, &late)).await;
+    worker.release.send_replace(true);
+    assert_eq!(worker.event().await, Event::Started("late".into()), "the late report was made");
+    // Anything the late report queued would come before the next job's messages.
+    let next = session.request(job("job-next", "quiet")).await;
+    let (seen, _) = session.collect_until("the next job_completed", DEADLINE, |m| job_completed_of(m, &next)).await;
+    let late_updates: Vec<_> = seen.iter().filter_map(|m| progress_of(m, &late)).collect();
+    assert!(late_updates.is_empty(), "nothing after job_completed: {late_updates:#?}");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn with_running_after_zero_every_execution_is_reported_running_as_it_starts() {
+    let (updates, completed) = quiet_execution(Duration::ZERO, "quiet").await;
+    assert!(completed.success, "{completed:?}");
+    assert_eq!(updates.len(), 1, "one RUNNING update: {updates:#?}");
+    assert_eq!((updates[0].state, updates[0].message.as_str()), (pb::JobState::Running as i32, "started"));
 }
 
 #[tokio::test]

@@ -44,6 +44,13 @@ pub struct WorkerConfig {
     /// A job canceled this way is not reported as failed: the stream ends without its
     /// `job_completed`, and the admin requeues it without using up an attempt.
     pub shutdown_grace: Duration,
+    /// How long a job may run before the SDK reports it RUNNING, unless its handler
+    /// reports progress or an activity sooner (RUNNING is then sent just before that
+    /// report). A job that finishes sooner is reported by its `job_completed` alone: the
+    /// protocol allows an execution no progress update at all, and short jobs are spared a
+    /// message each (the admin shows them going from ASSIGNED straight to their end).
+    /// Zero reports RUNNING as each job starts.
+    pub running_after: Duration,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -60,13 +67,14 @@ impl std::fmt::Debug for WorkerConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_reconnect_delay", &self.max_reconnect_delay)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("running_after", &self.running_after)
             .finish()
     }
 }
 
 impl WorkerConfig {
     /// Defaults: no TLS, no token, id from the working dir, the crate version, a 30 s
-    /// reconnect cap and a 10 s local shutdown grace.
+    /// reconnect cap, a 10 s local shutdown grace, and RUNNING reported after 100 ms.
     pub fn new(admin: impl Into<String>, working_dir: impl Into<PathBuf>) -> Self {
         WorkerConfig {
             admin: admin.into(),
@@ -79,6 +87,7 @@ impl WorkerConfig {
             token: None,
             max_reconnect_delay: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            running_after: Duration::from_millis(100),
         }
     }
 }

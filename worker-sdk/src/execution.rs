@@ -1,7 +1,9 @@
 //! The execution reply path: `ProgressSender` for the handler's progress and
-//! activities, and the task that runs `execute` between the RUNNING update and
-//! exactly one `job_completed` (none when the worker's own shutdown cut the job short:
-//! the admin requeues it when the stream ends).
+//! activities, and the task that runs `execute` to exactly one `job_completed` (none
+//! when the worker's own shutdown cut the job short: the admin requeues it when the
+//! stream ends). RUNNING is reported once the job has run for the config's
+//! `running_after`, or just before the handler's first report, whichever comes first; a
+//! job that finishes sooner is reported by its `job_completed` alone.
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use crate::{
     JobHandler, pb,
     shared::{Body, Outbox, Shared},
     supervise::{Outcome, supervise},
-    tracker::Work,
+    tracker::{Reports, Work},
 };
 
 /// Reports a running job's progress to the admin.
@@ -57,23 +59,72 @@ impl ProgressSender {
         &self.work.job_type
     }
 
+    /// Sends an update, after the RUNNING one if that was not sent yet; nothing once the
+    /// job's `job_completed` is queued.
     async fn send(&self, message: &str, activities: Vec<pb::ActivityEvent>) {
-        let (progress_percent, stage) = self.work.progress();
-        let update = pb::JobProgressUpdate {
-            request_id: self.work.request_id.clone(),
-            job_id: self.work.job_id.clone(),
-            job_type: self.work.job_type.clone(),
-            state: pb::JobState::Running as i32,
-            progress_percent,
-            stage,
-            message: message.to_string(),
-            activities,
-            updated_at: Some(proto::now()),
-            ..Default::default()
-        };
-        let _ = self.outbox.send(Body::JobProgressUpdate(update)).await;
+        let mut reports = self.work.reports.lock().await;
+        match *reports {
+            Reports::Ended => return,
+            Reports::Unreported => send_update(&self.work, &self.outbox, RUNNING_MESSAGE, Vec::new()).await,
+            Reports::Running => {}
+        }
+        *reports = Reports::Running;
+        send_update(&self.work, &self.outbox, message, activities).await;
     }
 }
+
+/// Sends `work`'s RUNNING update unless something was reported already.
+async fn report_running(work: &Work, outbox: &Outbox) {
+    let mut reports = work.reports.lock().await;
+    if *reports == Reports::Unreported {
+        send_update(work, outbox, RUNNING_MESSAGE, Vec::new()).await;
+        *reports = Reports::Running;
+    }
+}
+
+/// A RUNNING progress update carrying the work's latest percent and stage.
+async fn send_update(work: &Work, outbox: &Outbox, message: &str, activities: Vec<pb::ActivityEvent>) {
+    let (progress_percent, stage) = work.progress();
+    let update = pb::JobProgressUpdate {
+        request_id: work.request_id.clone(),
+        job_id: work.job_id.clone(),
+        job_type: work.job_type.clone(),
+        state: pb::JobState::Running as i32,
+        progress_percent,
+        stage,
+        message: message.to_string(),
+        activities,
+        updated_at: Some(proto::now()),
+        ..Default::default()
+    };
+    let _ = outbox.send(Body::JobProgressUpdate(update)).await;
+}
+
+/// Reports RUNNING for the executions that have run for the config's `running_after`
+/// without reporting anything: one task per worker, waking every half of that while work
+/// runs (so RUNNING comes between one and one and a half times it after the start), and
+/// asleep while none does. Not a timer per job: most jobs are short, and a timer set and
+/// dropped for each cost the benchmark's workers about 1 µs per job (an eighth).
+pub(crate) async fn report_long_running(shared: Arc<Shared>) {
+    let after = shared.config.running_after;
+    if after.is_zero() {
+        return;
+    }
+    let mut count = shared.tracker.watch_count();
+    loop {
+        if count.wait_for(|n| *n > 0).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(after / 2).await;
+        let since = tokio::time::Instant::now().checked_sub(after).unwrap_or_else(tokio::time::Instant::now);
+        for work in shared.tracker.unreported_since(since) {
+            report_running(&work, &shared.outbox).await;
+        }
+    }
+}
+
+/// The message of the RUNNING update the SDK sends on the handler's behalf.
+const RUNNING_MESSAGE: &str = "started";
 
 /// Runs one execution to its `job_completed`. The slot is held until then, and the
 /// work leaves the tracker only after the final message is queued. A job cut short by
@@ -86,8 +137,10 @@ pub(crate) async fn run(
     request: pb::ExecuteJobRequest,
     _slot: OwnedSemaphorePermit,
 ) {
+    if shared.config.running_after.is_zero() {
+        report_running(&work, &shared.outbox).await;
+    }
     let progress = ProgressSender { work: work.clone(), outbox: shared.outbox.clone() };
-    progress.send("started", Vec::new()).await;
     let cancel = work.cancel.clone();
     // A `JobFailure` is a failure with a result: it passes through as a value.
     let outcome = supervise(&work, async move {
@@ -97,6 +150,9 @@ pub(crate) async fn run(
         }
     })
     .await;
+    // Waits for a report being queued; nothing is reported after this.
+    let mut reports = work.reports.lock().await;
+    *reports = Reports::Ended;
     let mut error_message = outcome.error_message();
     let (success, result) = match outcome {
         Outcome::Done(Ok(result)) => {
@@ -132,5 +188,6 @@ pub(crate) async fn run(
         ..Default::default()
     };
     let _ = shared.outbox.send(Body::JobCompleted(completed)).await;
+    drop(reports);
     shared.tracker.remove(&work.request_id);
 }

@@ -29,6 +29,9 @@ pub struct JobFailure {
 /// The SDK owns the protocol: it sends the acknowledgements, the final
 /// `detection_complete` / `job_completed`, the RUNNING state and the heartbeats. A
 /// handler only does the work and reports progress through the sender it is given.
+/// RUNNING is sent once a job has run for `WorkerConfig::running_after` (100 ms by
+/// default) or just before the handler's first report, so a job that finishes sooner
+/// costs the admin and the worker no update at all.
 ///
 /// **Cancellation:** `cancel` fires when the admin cancels this request or the worker
 /// shuts down. Return soon after; whatever is returned then, the outcome is reported

@@ -24,6 +24,22 @@ pub(crate) struct Work {
     /// Fired by a forced cancel: the SDK stops waiting for the handler at once.
     pub(crate) kill: CancellationToken,
     state: Mutex<WorkState>,
+    /// When the SDK took the request.
+    pub(crate) started: tokio::time::Instant,
+    /// Where an execution's reports stand. Held while one is queued, so RUNNING comes
+    /// before the handler's own reports and nothing comes after `job_completed`.
+    pub(crate) reports: tokio::sync::Mutex<Reports>,
+}
+
+/// Where an execution's reports to the admin stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reports {
+    /// Nothing reported yet: the admin still has the job ASSIGNED.
+    Unreported,
+    /// RUNNING was sent (with or before the handler's first report).
+    Running,
+    /// The `job_completed` is queued (or the job was cut short): nothing more is sent.
+    Ended,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +61,8 @@ impl Work {
             cancel: CancellationToken::new(),
             kill: CancellationToken::new(),
             state: Mutex::new(WorkState::default()),
+            started: tokio::time::Instant::now(),
+            reports: tokio::sync::Mutex::new(Reports::Unreported),
         })
     }
 
@@ -162,6 +180,16 @@ impl Tracker {
         let mut list: Vec<_> = lock(&self.work).values().map(|w| w.running_work()).collect();
         list.sort_by(|a, b| a.work_id.cmp(&b.work_id));
         list
+    }
+
+    /// The executions taken at or before `since` that have not reported RUNNING yet.
+    pub(crate) fn unreported_since(&self, since: tokio::time::Instant) -> Vec<Arc<Work>> {
+        let unreported = |w: &Work| matches!(w.reports.try_lock().as_deref(), Ok(Reports::Unreported));
+        lock(&self.work)
+            .values()
+            .filter(|w| w.kind == pb::WorkKind::Execution && w.started <= since && unreported(w))
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn is_empty(&self) -> bool {

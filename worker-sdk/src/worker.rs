@@ -14,13 +14,22 @@ use crate::{
     CancellationToken, Error, JobHandler, WorkerConfig, WorkerStatus,
     backoff::Backoff,
     connect::Dialer,
-    identity,
+    execution, identity,
     rotation::{Pace, Rotation},
     session::{self, SessionContext},
     shared::{Body, OUTBOX_CAPACITY, Shared},
     slots::Slots,
     tracker::Tracker,
 };
+
+/// Stops a task of the worker's when `serve` returns, whichever way.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The reconnect delay before any AdminHello said otherwise.
 const INITIAL_RECONNECT_DELAY: Duration = Duration::from_secs(1);
@@ -112,6 +121,7 @@ impl Worker {
             status: self.status,
         });
         tracing::info!(worker_id = %shared.worker_id, admin = %shared.config.admin, "worker starting");
+        let _running_reports = AbortOnDrop(tokio::spawn(execution::report_long_running(shared.clone())));
 
         let mut backoff = Backoff::new(INITIAL_RECONNECT_DELAY, max_delay);
         let mut rotation = Rotation::new(dialers.len());
