@@ -1,8 +1,8 @@
 //! The store's writer thread, generic over the backend: it takes everything queued,
 //! coalesces it, has the backend apply it in one transaction (retrying with backoff until
-//! it commits), and hands the committed batch to its publisher thread, which marks the
-//! tickets durable, publishes the batch's events and frees it while the writer goes on
-//! with the next batch.
+//! it commits), marks its tickets durable, and hands the committed batch to its publisher
+//! thread, which publishes the batch's events and frees it while the writer goes on with
+//! the next batch.
 
 use std::{
     path::PathBuf,
@@ -188,12 +188,14 @@ pub(super) fn spawn<B: Backend>(
     let publisher = Arc::new(Publisher::default());
     let publishing = {
         let (publisher, events) = (publisher.clone(), events.clone());
-        std::thread::Builder::new().name("plughost-events".into()).spawn(move || publisher.run(&committed, &events))?
+        std::thread::Builder::new().name("plughost-events".into()).spawn(move || publisher.run(&events))?
     };
     let writer = Writer { backend, queue, counters, healthy, fenced, publisher, path };
     std::thread::Builder::new().name("plughost-store".into()).spawn(move || {
-        writer.run();
+        writer.run(&committed);
         let _ = publishing.join();
+        // Only now do the tickets' waiters see the store closed: after every event.
+        drop(committed);
     })
 }
 
@@ -207,14 +209,18 @@ struct Writer<B> {
     /// Set once the backend refused a batch as fenced (another admin holds the lease):
     /// the writer has stopped and dropped everything queued.
     fenced: watch::Sender<bool>,
-    /// Takes each committed batch: marks it durable, publishes its events, frees it.
+    /// Takes each committed batch: publishes its events, frees it.
     publisher: Arc<Publisher>,
     /// Where the store lives, for the log.
     path: PathBuf,
 }
 
 impl<B: Backend> Writer<B> {
-    fn run(mut self) {
+    /// Marks each batch durable (`committed`: its last ticket) as soon as it commits,
+    /// here rather than on the publisher's thread: a waiter for durability (a new job
+    /// waiting to be dispatched, a finished one waiting to be reported) is then one
+    /// thread wake-up from the commit, not two.
+    fn run(mut self, committed: &watch::Sender<u64>) {
         let mut batch: Vec<Queued> = Vec::with_capacity(1024);
         let mut coalescer = Coalescer::default();
         while self.queue.take(&mut batch) {
@@ -228,8 +234,11 @@ impl<B: Backend> Writer<B> {
             self.counters.writes.fetch_add(writes.len() as u64, Ordering::Relaxed);
             drop(writes);
             self.set_healthy(true);
-            let committed = std::mem::replace(&mut batch, self.publisher.spare());
-            self.publisher.hand_over(CommittedBatch { batch: committed, pruned });
+            if let Some(last) = batch.last() {
+                let _ = committed.send(last.ticket);
+            }
+            let done = std::mem::replace(&mut batch, self.publisher.spare());
+            self.publisher.hand_over(CommittedBatch { batch: done, pruned });
         }
         self.publisher.close();
     }
@@ -299,9 +308,9 @@ struct CommittedBatch {
 }
 
 /// The second half of the writer, on a thread of its own so the writer can start on the
-/// next batch at once: for each committed batch, in commit order, it marks the tickets
-/// durable, then sends the prune reports and publishes the events, then frees the
-/// operations (their job snapshots and strings) and hands the emptied vector back.
+/// next batch at once: for each committed batch (already marked durable), in commit
+/// order, it sends the prune reports and publishes the events, then frees the operations
+/// (their job snapshots and strings) and hands the emptied vector back.
 #[derive(Default)]
 struct Publisher {
     state: Mutex<PublisherState>,
@@ -338,7 +347,7 @@ impl Publisher {
         self.spares.lock().expect("publisher lock").pop().unwrap_or_else(|| Vec::with_capacity(1024))
     }
 
-    fn run(&self, committed: &watch::Sender<u64>, events: &EventBus) {
+    fn run(&self, events: &EventBus) {
         loop {
             let next = {
                 let mut s = self.state.lock().expect("publisher lock");
@@ -353,9 +362,6 @@ impl Publisher {
                 }
             };
             let CommittedBatch { mut batch, pruned } = next;
-            if let Some(last) = batch.last() {
-                let _ = committed.send(last.ticket);
-            }
             // Every prune is in the batch's writes, so the reports line up with the prunes.
             let mut reports = pruned.into_iter();
             for q in batch.drain(..) {
