@@ -63,19 +63,21 @@ impl ProgressSender {
     /// job's `job_completed` is queued.
     async fn send(&self, message: &str, activities: Vec<pb::ActivityEvent>) {
         let mut reports = self.work.reports.lock().await;
-        match *reports {
-            Reports::Ended => return,
-            Reports::Unreported => send_update(&self.work, &self.outbox, RUNNING_MESSAGE, Vec::new()).await,
-            Reports::Running => {}
+        if *reports == Reports::Ended {
+            return;
         }
-        *reports = Reports::Running;
+        running(&mut reports, &self.work, &self.outbox).await;
         send_update(&self.work, &self.outbox, message, activities).await;
     }
 }
 
 /// Sends `work`'s RUNNING update unless something was reported already.
 async fn report_running(work: &Work, outbox: &Outbox) {
-    let mut reports = work.reports.lock().await;
+    running(&mut *work.reports.lock().await, work, outbox).await;
+}
+
+/// Sends the RUNNING update if nothing was reported yet (`reports` is the held state).
+async fn running(reports: &mut Reports, work: &Work, outbox: &Outbox) {
     if *reports == Reports::Unreported {
         send_update(work, outbox, RUNNING_MESSAGE, Vec::new()).await;
         *reports = Reports::Running;
