@@ -9,7 +9,10 @@ mod writes;
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Condvar, Mutex},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicBool, AtomicI32, Ordering},
+    },
 };
 
 use rusqlite::Connection;
@@ -47,19 +50,48 @@ impl Drop for SqliteBackend {
     }
 }
 
-/// Log frames (pages) after which the checkpointer copies the WAL back into the database,
-/// as SQLite's own automatic checkpoint would.
+/// Log frames (pages) not yet copied into the database after which the checkpointer copies
+/// them, as SQLite's own automatic checkpoint would.
 const CHECKPOINT_PAGES: i32 = 1000;
+
+/// Log length (frames) from which the writer copies the rest of the log itself, so that
+/// its next batch starts the log over.
+const RESTART_PAGES: i32 = 4 * CHECKPOINT_PAGES;
+
+/// At most this many frames are left for the writer to copy, unless the log has grown to
+/// twice [`RESTART_PAGES`]; also the growth after which a restart that a reader prevented
+/// is tried again.
+const FINISH_PAGES: i32 = CHECKPOINT_PAGES / 4;
 
 /// Keeps WAL checkpoints off the commit path. SQLite's automatic checkpoint runs inside
 /// the commit that crosses [`CHECKPOINT_PAGES`], so one commit in many pays for copying the
-/// log into the database (and syncing it) while every producer waits for it. Here the write
-/// connection's automatic checkpoint is off; a commit that leaves the log that long wakes
-/// this thread, which runs a passive checkpoint on its own connection beside the writer.
-/// The writer restarts the log once a checkpoint has copied all of it.
+/// log into the database (and syncing both files) while every producer waits for it. Here
+/// the write connection's automatic checkpoint is off; a commit that leaves
+/// [`CHECKPOINT_PAGES`] of the log uncopied wakes this thread, which runs a passive
+/// checkpoint on its own connection beside the writer.
+///
+/// SQLite starts the log over only when a write begins with all of it copied, which a
+/// checkpoint beside a busy writer seldom leaves. So once the log is [`RESTART_PAGES`]
+/// long and the checkpointer has left at most [`FINISH_PAGES`] uncopied, the writer copies
+/// those itself before its next batch, which then starts the log over.
+///
+/// (Waking the checkpointer after every commit past the threshold, as this did before,
+/// also kept the log short, but a log that is never all copied wakes it for every commit:
+/// a checkpoint, with a sync of the log and of the database, per commit.)
 struct Checkpointer {
-    shared: Arc<(Mutex<CheckpointState>, Condvar)>,
+    shared: Arc<Shared>,
     handle: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<CheckpointState>,
+    wake: Condvar,
+    /// Frames of the log that the last checkpoint had copied (SQLite's `nBackfill`).
+    copied: AtomicI32,
+    /// The writer copies the rest of the log before its next batch.
+    finish: AtomicBool,
 }
 
 #[derive(Default)]
@@ -72,19 +104,24 @@ impl Checkpointer {
     fn start(path: &Path, writer: &mut Connection) -> Result<Checkpointer, BackendError> {
         let failed = |e| BackendError::with_source("cannot start the WAL checkpointer", e);
         let conn = schema::open_checkpointer(path).map_err(failed)?;
-        let shared: Arc<(Mutex<CheckpointState>, Condvar)> = Arc::default();
+        let shared = Arc::new(Shared::default());
         let nudge = shared.clone();
+        let mut policy = LogPolicy::default();
         writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(failed)?;
-        // Set after the pragma: `wal_autocheckpoint` installs SQLite's own hook.
+        // Set after the pragma: `wal_autocheckpoint` installs SQLite's own hook. It runs on
+        // the writer thread after each commit; `pages` is the log's length.
         writer
             .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
-                if pages >= CHECKPOINT_PAGES {
-                    let (state, wake) = &*nudge;
-                    let mut s = state.lock().expect("checkpointer lock");
+                let next = policy.after_commit(pages, nudge.copied.load(Ordering::Relaxed));
+                if next.wake_checkpointer {
+                    let mut s = nudge.state.lock().expect("checkpointer lock");
                     if !s.wanted {
                         s.wanted = true;
-                        wake.notify_one();
+                        nudge.wake.notify_one();
                     }
+                }
+                if next.finish_on_writer {
+                    nudge.finish.store(true, Ordering::Relaxed);
                 }
                 Ok(())
             }))
@@ -95,26 +132,75 @@ impl Checkpointer {
             .name("plughost-ckpt".into())
             .spawn(move || checkpoint_loop(&conn, &worker, &path_for_log))
             .map_err(|e| BackendError::with_source("cannot start the WAL checkpointer", e))?;
-        Ok(Checkpointer { shared, handle: Some(handle) })
+        Ok(Checkpointer { shared, handle: Some(handle), path: path.to_path_buf() })
+    }
+
+    /// On the writer thread, before a batch: copies the rest of a long log if the last
+    /// commit asked for it, so that the batch starts the log over.
+    fn finish_on_writer(&self, writer: &Connection) {
+        if !self.shared.finish.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        match writer.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE) {
+            Ok((_, copied)) => self.shared.copied.store(copied, Ordering::Relaxed),
+            // The checkpointer is running one; a later commit asks again.
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
+            Err(e) => tracing::warn!(path = %self.path.display(), error = %e, "WAL checkpoint failed"),
+        }
     }
 
     fn stop(&mut self) {
-        let (state, wake) = &*self.shared;
-        state.lock().expect("checkpointer lock").stopping = true;
-        wake.notify_one();
+        self.shared.state.lock().expect("checkpointer lock").stopping = true;
+        self.shared.wake.notify_one();
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
     }
 }
 
-fn checkpoint_loop(conn: &Connection, shared: &(Mutex<CheckpointState>, Condvar), path: &Path) {
-    let (state, wake) = shared;
+/// What is to be done about the log after a commit.
+#[derive(Debug, PartialEq)]
+struct AfterCommit {
+    wake_checkpointer: bool,
+    finish_on_writer: bool,
+}
+
+/// Decides, after each commit, from the log's length and what the last checkpoint had
+/// copied, whether to wake the checkpointer and whether the writer copies the rest of the
+/// log before its next batch (see [`Checkpointer`]).
+struct LogPolicy {
+    /// The log length from which the writer (next) copies the rest of the log.
+    finish_from: i32,
+}
+
+impl Default for LogPolicy {
+    fn default() -> LogPolicy {
+        LogPolicy { finish_from: RESTART_PAGES }
+    }
+}
+
+impl LogPolicy {
+    fn after_commit(&mut self, pages: i32, copied: i32) -> AfterCommit {
+        // A log shorter than what was copied has started over since.
+        let left = if pages >= copied { pages - copied } else { pages };
+        let mut finish_on_writer = false;
+        if pages < RESTART_PAGES {
+            self.finish_from = RESTART_PAGES;
+        } else if pages >= self.finish_from && (left <= FINISH_PAGES || pages >= 2 * RESTART_PAGES) {
+            finish_on_writer = true;
+            // Should a reader keep the log from starting over, try again this much later.
+            self.finish_from = pages + FINISH_PAGES;
+        }
+        AfterCommit { wake_checkpointer: left >= CHECKPOINT_PAGES, finish_on_writer }
+    }
+}
+
+fn checkpoint_loop(conn: &Connection, shared: &Shared, path: &Path) {
     loop {
         {
-            let mut s = state.lock().expect("checkpointer lock");
+            let mut s = shared.state.lock().expect("checkpointer lock");
             while !s.wanted && !s.stopping {
-                s = wake.wait(s).expect("checkpointer lock");
+                s = shared.wake.wait(s).expect("checkpointer lock");
             }
             if s.stopping {
                 return;
@@ -122,7 +208,7 @@ fn checkpoint_loop(conn: &Connection, shared: &(Mutex<CheckpointState>, Condvar)
             s.wanted = false;
         }
         match conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE) {
-            Ok(_) => {}
+            Ok((_, copied)) => shared.copied.store(copied, Ordering::Relaxed),
             // Another connection is checkpointing (a passive checkpoint never waits): the next
             // commit past the threshold asks again.
             Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
@@ -138,6 +224,7 @@ impl Backend for SqliteBackend {
     }
 
     fn apply(&mut self, writes: &[Write<'_>]) -> Result<Vec<Pruned>, BackendError> {
+        self.checkpointer.finish_on_writer(&self.conn);
         writes::apply(&mut self.conn, writes).map_err(|e| BackendError::with_source("cannot write a batch", e))
     }
 }
@@ -321,6 +408,74 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         store.close();
+    }
+
+    /// The writer never waits (the next batch is always queued when one commits), so no
+    /// write begins with the whole log copied unless the writer copies the rest itself.
+    #[tokio::test]
+    async fn a_busy_writers_log_starts_over() {
+        let dir = temp_dir("restart");
+        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        // Each job fills most of a 4 KiB page, so the jobs alone are this many log frames.
+        let jobs = 3 * RESTART_PAGES as i64 + 1_000;
+        let mut previous = None;
+        for chunk in (1..=jobs).collect::<Vec<_>>().chunks(100) {
+            let mut last = 0;
+            for &seq in chunk {
+                let mut j = job(seq, JobState::Pending, now_ms());
+                Arc::make_mut(&mut j.spec).detail = "x".repeat(4_000).into();
+                last = store.write(Op::InsertJob(Arc::new(j)));
+            }
+            if let Some(ticket) = previous.replace(last) {
+                store.durable(ticket).await.unwrap();
+            }
+        }
+        store.settle().await;
+        let side = Connection::open(store.path()).unwrap();
+        let count: i64 = side.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, jobs);
+        // A log that never started over holds every job: a frame (4 KiB and a 24-byte
+        // header) or more each. The file keeps the longest the log has been.
+        let log_len = std::fs::metadata(store.path().with_extension("db-wal")).unwrap().len();
+        let every_job = jobs as u64 * (4_096 + 24);
+        assert!(log_len < every_job, "the log never started over: {log_len} bytes for {jobs} jobs");
+        store.close();
+    }
+
+    fn commit(policy: &mut LogPolicy, pages: i32, copied: i32) -> (bool, bool) {
+        let next = policy.after_commit(pages, copied);
+        (next.wake_checkpointer, next.finish_on_writer)
+    }
+
+    #[test]
+    fn the_checkpointer_is_woken_per_checkpoint_pages_left_uncopied_not_per_commit() {
+        let mut policy = LogPolicy::default();
+        assert_eq!(commit(&mut policy, CHECKPOINT_PAGES - 1, 0), (false, false));
+        assert_eq!(commit(&mut policy, CHECKPOINT_PAGES, 0), (true, false));
+        // The checkpointer copied the first thousand; later commits lengthen the log.
+        for pages in (CHECKPOINT_PAGES + 10..2 * CHECKPOINT_PAGES).step_by(10) {
+            assert_eq!(commit(&mut policy, pages, CHECKPOINT_PAGES), (false, false), "at {pages} frames");
+        }
+        assert_eq!(commit(&mut policy, 2 * CHECKPOINT_PAGES, CHECKPOINT_PAGES), (true, false));
+        // A log that started over is all uncopied, whatever the last checkpoint copied.
+        assert_eq!(commit(&mut policy, CHECKPOINT_PAGES, 3 * CHECKPOINT_PAGES), (true, false));
+    }
+
+    #[test]
+    fn the_writer_copies_the_rest_of_a_long_log_once_little_is_left() {
+        let mut policy = LogPolicy::default();
+        // Long, but the checkpointer has not caught up: the writer leaves it to it.
+        assert_eq!(commit(&mut policy, RESTART_PAGES, RESTART_PAGES - CHECKPOINT_PAGES), (true, false));
+        assert_eq!(commit(&mut policy, RESTART_PAGES + 10, RESTART_PAGES - FINISH_PAGES + 10), (false, true));
+        // A reader kept the log from starting over: not again until it has grown some more.
+        assert_eq!(commit(&mut policy, RESTART_PAGES + 20, RESTART_PAGES + 10), (false, false));
+        assert_eq!(commit(&mut policy, RESTART_PAGES + 10 + FINISH_PAGES, RESTART_PAGES + 10), (false, true));
+        // Twice as long: the writer copies the rest however much it is.
+        let mut policy = LogPolicy::default();
+        assert_eq!(commit(&mut policy, 2 * RESTART_PAGES, 2 * RESTART_PAGES - CHECKPOINT_PAGES), (true, true));
+        // Started over: the next long log is handled afresh.
+        assert_eq!(commit(&mut policy, 10, 2 * RESTART_PAGES), (false, false));
+        assert_eq!(commit(&mut policy, RESTART_PAGES, RESTART_PAGES), (false, true));
     }
 
     /// A store from before `jobs_by_type` and `jobs_open` has its two state indexes
