@@ -391,6 +391,37 @@ impl CpuWindow {
     }
 }
 
+/// Requests completed by the block device that holds a directory, from
+/// `/sys/dev/block/<major>:<minor>/stat`: every process's I/O to that device counts.
+#[derive(Clone, Copy, Debug)]
+pub struct DiskCounters {
+    pub writes: u64,
+    /// Cache flushes (what an fsync ends with); `None` on kernels before 5.5.
+    pub flushes: Option<u64>,
+}
+
+impl DiskCounters {
+    /// `None` where the directory is not on a block device (tmpfs, overlay).
+    pub fn of(dir: &Path) -> Option<DiskCounters> {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(dir).ok()?.dev();
+        // glibc's major() and minor() of a dev_t.
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+        let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+        let stat = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat")).ok()?;
+        let fields: Vec<u64> = stat.split_whitespace().map_while(|f| f.parse().ok()).collect();
+        Some(DiskCounters { writes: *fields.get(4)?, flushes: fields.get(15).copied() })
+    }
+
+    /// What was completed between `self` and `later`.
+    pub fn until(self, later: DiskCounters) -> DiskCounters {
+        DiskCounters {
+            writes: later.writes.saturating_sub(self.writes),
+            flushes: self.flushes.zip(later.flushes).map(|(a, b)| b.saturating_sub(a)),
+        }
+    }
+}
+
 /// Median and worst of a few 4 KiB write + fsync rounds in `dir`: what one group commit's
 /// sync costs on this machine, so figures from different disks compare. Each round
 /// overwrites a block of a file that already has its size, as a commit does to the

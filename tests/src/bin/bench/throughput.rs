@@ -54,6 +54,8 @@ pub struct Measured {
     /// `plughost_store_*_total` counters).
     pub store_batches: f64,
     pub store_operations: f64,
+    /// Requests to the store's disk over the run (`None`: not on a block device).
+    pub disk: Option<admin_process::DiskCounters>,
 }
 
 impl Measured {
@@ -115,6 +117,10 @@ pub async fn run(o: &Options, carry: &mut Carry) -> Result<Value> {
             proposed in the first moments (see proposal_phase_s), so at the peak nearly all are queued",
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "fsync_probe_dir": if o.store == StoreKind::Postgres { "PostgreSQL's data dir" } else { "the admin's data dir" },
+        "disk_writes_per_1000_jobs": m.disk.map(|d| num(d.writes as f64 * 1000.0 / m.jobs as f64, 1)),
+        "disk_flushes_per_1000_jobs": m.disk.and_then(|d| d.flushes).map(|f| num(f as f64 * 1000.0 / m.jobs as f64, 1)),
+        "disk_note": "write requests and cache flushes completed by the block device of the store's data dir \
+            over the run (/sys/dev/block/<dev>/stat), every process's; null where it is not on a block device",
         "fsync_p50_ms": num(m.fsync_ms.0, 3),
         "fsync_max_ms": num(m.fsync_ms.1, 3),
         "execute_request_bytes": m.execute_request_bytes,
@@ -165,6 +171,8 @@ async fn drive(
     };
     let window = CpuWindow::starting_with(admin.pid, first_at, cpu_start);
     let threads_start = admin_process::thread_cpu_seconds(admin.pid)?;
+    let disk_dir = store.pg_data_dir().unwrap_or_else(|| data_dir.to_path_buf());
+    let disk_start = admin_process::DiskCounters::of(&disk_dir);
     let postgres_start = store.postgres_cpu_seconds();
 
     // Follow progress in memory (cheap), then wait for the store to hold every final state.
@@ -198,6 +206,7 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
+    let disk = disk_start.zip(admin_process::DiskCounters::of(&disk_dir)).map(|(a, b)| a.until(b));
     let postgres_cpu_s = postgres_start.zip(store.postgres_cpu_seconds()).map(|(a, b)| b - a);
     let cpu = window.finish();
     let failed = db.count_in_states(&[JobState::Failed as i32, JobState::Canceled as i32]).await?;
@@ -229,5 +238,6 @@ async fn drive(
         postgres_cpu_s,
         store_batches,
         store_operations,
+        disk,
     })
 }
