@@ -81,11 +81,11 @@ const FINISH_PAGES: i32 = CHECKPOINT_PAGES / 4;
 struct Checkpointer {
     shared: Arc<Shared>,
     handle: Option<std::thread::JoinHandle<()>>,
-    path: PathBuf,
 }
 
-#[derive(Default)]
 struct Shared {
+    /// The database, for the log's warnings.
+    path: PathBuf,
     state: Mutex<CheckpointState>,
     wake: Condvar,
     /// Frames of the log that the last checkpoint had copied (SQLite's `nBackfill`).
@@ -104,7 +104,13 @@ impl Checkpointer {
     fn start(path: &Path, writer: &mut Connection) -> Result<Checkpointer, BackendError> {
         let failed = |e| BackendError::with_source("cannot start the WAL checkpointer", e);
         let conn = schema::open_checkpointer(path).map_err(failed)?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            copied: AtomicI32::new(0),
+            finish: AtomicBool::new(false),
+        });
         let nudge = shared.clone();
         let mut policy = LogPolicy::default();
         writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(failed)?;
@@ -127,12 +133,11 @@ impl Checkpointer {
             }))
             .map_err(failed)?;
         let worker = shared.clone();
-        let path_for_log = path.to_path_buf();
         let handle = std::thread::Builder::new()
             .name("plughost-ckpt".into())
-            .spawn(move || checkpoint_loop(&conn, &worker, &path_for_log))
+            .spawn(move || checkpoint_loop(&conn, &worker))
             .map_err(|e| BackendError::with_source("cannot start the WAL checkpointer", e))?;
-        Ok(Checkpointer { shared, handle: Some(handle), path: path.to_path_buf() })
+        Ok(Checkpointer { shared, handle: Some(handle) })
     }
 
     /// On the writer thread, before a batch: copies the rest of a long log if the last
@@ -141,12 +146,8 @@ impl Checkpointer {
         if !self.shared.finish.swap(false, Ordering::Relaxed) {
             return;
         }
-        match writer.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE) {
-            Ok((_, copied)) => self.shared.copied.store(copied, Ordering::Relaxed),
-            // The checkpointer is running one; a later commit asks again.
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
-            Err(e) => tracing::warn!(path = %self.path.display(), error = %e, "WAL checkpoint failed"),
-        }
+        // Should the checkpointer be running one, a later commit asks again.
+        self.shared.checkpoint(writer);
     }
 
     fn stop(&mut self) {
@@ -195,7 +196,20 @@ impl LogPolicy {
     }
 }
 
-fn checkpoint_loop(conn: &Connection, shared: &Shared, path: &Path) {
+impl Shared {
+    /// Runs a passive checkpoint on `conn` and notes how much of the log it left copied.
+    fn checkpoint(&self, conn: &Connection) {
+        match conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE) {
+            Ok((_, copied)) => self.copied.store(copied, Ordering::Relaxed),
+            // Another connection is checkpointing (a passive checkpoint never waits).
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
+            // The log only grows meanwhile; the next checkpoint tries again.
+            Err(e) => tracing::warn!(path = %self.path.display(), error = %e, "WAL checkpoint failed"),
+        }
+    }
+}
+
+fn checkpoint_loop(conn: &Connection, shared: &Shared) {
     loop {
         {
             let mut s = shared.state.lock().expect("checkpointer lock");
@@ -207,14 +221,9 @@ fn checkpoint_loop(conn: &Connection, shared: &Shared, path: &Path) {
             }
             s.wanted = false;
         }
-        match conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE) {
-            Ok((_, copied)) => shared.copied.store(copied, Ordering::Relaxed),
-            // Another connection is checkpointing (a passive checkpoint never waits): the next
-            // commit past the threshold asks again.
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
-            // Likewise; the log only grows meanwhile.
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "WAL checkpoint failed"),
-        }
+        // If another connection is checkpointing, the next commit past the threshold asks
+        // again.
+        shared.checkpoint(conn);
     }
 }
 
