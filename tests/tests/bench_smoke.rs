@@ -35,6 +35,22 @@ const KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "writer",
+        &[
+            "jobs",
+            "store",
+            "paced_rate_jobs_per_s",
+            "paced_jobs_per_s",
+            "paced_writer_cpu_us_per_job",
+            "paced_operations_per_batch",
+            "paced_disk_flushes_per_1000_jobs",
+            "full_speed_jobs_per_s",
+            "full_speed_writer_cpu_us_per_job",
+            "full_speed_operations_per_batch",
+            "full_speed_disk_writes_per_1000_jobs",
+        ],
+    ),
+    (
         "latency",
         &[
             "capacity_jobs_per_s",
@@ -72,6 +88,9 @@ const NUMBERS: &[(&str, &str)] = &[
     ("throughput", "ratio_to_ceiling"),
     ("throughput", "store_writer_cpu_us_per_job"),
     ("throughput", "store_operations_per_batch"),
+    ("writer", "paced_writer_cpu_us_per_job"),
+    ("writer", "full_speed_jobs_per_s"),
+    ("writer", "full_speed_operations_per_batch"),
     ("latency", "proposal_to_completion_p99_ms"),
     ("connections", "rss_per_worker_kib"),
     ("restart", "ready_s"),
@@ -124,11 +143,26 @@ fn every_benchmark_scenario_runs_at_smoke_size_and_prints_its_figures_as_json() 
     // one batch: at least two batches, of one or more operations each.
     assert!(throughput["store_batches"].as_f64().unwrap() >= 2.0, "{throughput}");
     assert!(throughput["store_operations_per_batch"].as_f64().unwrap() >= 1.0, "{throughput}");
+    writer_stored_every_job(line(&lines, "writer", &stdout), "sqlite");
+}
+
+/// The writer scenario's runs wrote every job's insert and end: each run's store held all
+/// its jobs as SUCCEEDED when opened again, in more than one batch (an end is queued only
+/// once its insert is durable).
+fn writer_stored_every_job(v: &Value, store: &str) {
+    assert_eq!(v["store"], store, "{v}");
+    let jobs = v["jobs"].as_u64().unwrap();
+    assert!(jobs > 0, "{v}");
+    for run in ["paced", "full_speed"] {
+        assert_eq!(v[format!("{run}_stored_succeeded")].as_u64(), Some(jobs), "{run}: {v}");
+        assert!(v[format!("{run}_batches")].as_u64().unwrap() >= 2, "{run}: {v}");
+    }
 }
 
 #[test]
-fn throughput_runs_on_a_postgresql_store_of_its_own() {
-    let (lines, stdout) = bench(&["--quick", "--smoke", "--store", "postgres", "throughput"]);
+fn throughput_and_writer_run_on_a_postgresql_store_of_their_own() {
+    let (lines, stdout) = bench(&["--quick", "--smoke", "--store", "postgres", "throughput", "writer"]);
+    writer_stored_every_job(line(&lines, "writer", &stdout), "postgres");
     let v = line(&lines, "throughput", &stdout);
     assert_eq!(v["store"], "postgres", "{v}");
     for (scenario, keys) in KEYS.iter().filter(|(s, _)| *s == "throughput") {

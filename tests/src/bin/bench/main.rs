@@ -9,8 +9,9 @@
 //! workers at the default 100 streams per connection; with `--streams-per-connection 1`
 //! raise the limit first (`ulimit -n "$(ulimit -Hn)"`); the bench says so when it is too low.
 //!
-//! Scenarios: `ceiling`, `throughput`, `latency`, `connections`, `restart`, `failover` (all
-//! when none is named; `failover` only when PostgreSQL's programs are found). `throughput`
+//! Scenarios: `ceiling`, `throughput`, `writer`, `latency`, `connections`, `restart`,
+//! `failover` (all when none is named; `failover` only when PostgreSQL's programs are
+//! found). `writer` drives the store's writer alone in this process (see `writer.rs`). `throughput`
 //! needs the ceiling figure for its ratio and runs `ceiling` too; `latency` takes its
 //! capacity from a SQLite `throughput` when that ran, else from a short probe. The admin
 //! runs as a separate process (this binary re-executed as `plughost admin`) so its CPU
@@ -35,6 +36,7 @@ mod restart;
 mod stats;
 mod store;
 mod throughput;
+mod writer;
 
 use std::{io::Write, time::Instant};
 
@@ -51,12 +53,14 @@ pub enum Scenario {
     Connections,
     Restart,
     Failover,
+    Writer,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
         Scenario::Ceiling,
         Scenario::Throughput,
+        Scenario::Writer,
         Scenario::Latency,
         Scenario::Connections,
         Scenario::Restart,
@@ -71,6 +75,7 @@ impl Scenario {
             Scenario::Connections => "connections",
             Scenario::Restart => "restart",
             Scenario::Failover => "failover",
+            Scenario::Writer => "writer",
         }
     }
 
@@ -111,12 +116,12 @@ pub struct Options {
 const USAGE: &str = "usage: bench [--quick] [--smoke] [--jobs N] [--workers W] [--slots S] \
 [--connections N[,N...]] [--streams-per-connection N] [--restart-jobs N] [--store sqlite|postgres] \
 [--lease-seconds N] [scenario...]
-scenarios: ceiling throughput latency connections restart failover (default: all; failover when
-  PostgreSQL is found)
+scenarios: ceiling throughput writer latency connections restart failover (default: all; failover
+  when PostgreSQL is found)
   --quick   every scenario in under 30 s (release build, 2 cores)
   --smoke   even smaller; for the test suite (debug build)
-  --jobs N  jobs of throughput and of failover
-  --store   the store throughput runs on (default sqlite); postgres: a durable server the bench
+  --jobs N  jobs of throughput, writer and failover
+  --store   the store throughput and writer run on (default sqlite); postgres: a durable server the bench
             starts in a temp dir (PLUGHOST_TEST_PG_BIN, else /usr/lib/postgresql/<version>/bin)
   --lease-seconds N  failover's leader lease (default 2 with --quick/--smoke, else 10; at least 2)
 failover: two admins on PostgreSQL, SDK workers given both, the leader killed (SIGKILL) mid-run;
@@ -278,6 +283,7 @@ async fn run(options: Options) -> bool {
             Scenario::Connections => connections::run(&options).await,
             Scenario::Restart => restart::run(&options).await,
             Scenario::Failover => failover::run(&options).await,
+            Scenario::Writer => writer::run(&options).await,
         };
         let mut value = match outcome {
             Ok(v) => v,

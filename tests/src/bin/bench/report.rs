@@ -113,6 +113,27 @@ pub fn table(results: &[Value]) -> String {
                     Ok(()),
                 ));
             }
+            "writer" => {
+                // The store's writer alone (no target of its own: the writer's 4 us is
+                // judged in `throughput`, where the writer shares the cores).
+                rows.push(row(
+                    s,
+                    "writer CPU per job (paced)",
+                    &r["paced_writer_cpu_us_per_job"],
+                    "us",
+                    Target::None,
+                    Ok(()),
+                ));
+                rows.push(row(s, "jobs/s at full speed", &r["full_speed_jobs_per_s"], "/s", Target::None, Ok(())));
+                rows.push(row(
+                    s,
+                    "writer CPU per job (full speed)",
+                    &r["full_speed_writer_cpu_us_per_job"],
+                    "us",
+                    Target::None,
+                    Ok(()),
+                ));
+            }
             "latency" => {
                 rows.push(row(
                     s,
