@@ -71,182 +71,237 @@ async fn write_all(
         fence_check(tx, Some(statements), held).await?;
     }
     let mut pruned = Vec::new();
-    for write in writes {
-        match *write {
-            Write::InsertJob(job) => {
-                let s = &job.spec;
-                let payload = columns::spec_payload(s);
-                let result = columns::result_bytes(job);
-                let failed_on = columns::encode_failed_on(&job.failed_on);
-                let (stop_outcome, stop_reason) = columns::stop_columns(job);
-                let context = columns::context_bytes(s);
-                let state = job.state as i32;
-                let params: [&(dyn ToSql + Sync); 32] = [
-                    &job.seq,
-                    &s.job_type,
-                    &s.dedupe_key,
-                    &s.priority,
-                    &s.summary,
-                    &s.detail,
-                    &payload,
-                    &s.created_at,
-                    &s.not_before,
-                    &s.expires_at,
-                    &s.detection_run,
-                    &state,
-                    &job.attempts,
-                    &job.attempts_total,
-                    &job.worker_id,
-                    &job.request_id,
-                    &job.progress,
-                    &job.stage,
-                    &job.message,
-                    &job.error,
-                    &job.result_summary,
-                    &result,
-                    &job.updated_at,
-                    &job.ready_at,
-                    &job.assigned_at,
-                    &job.completed_at,
-                    &job.dead_letter,
-                    &failed_on,
-                    &stop_outcome,
-                    &stop_reason,
-                    &s.replay_of,
-                    &context,
-                ];
-                let stmt = statements.get_tx(tx, &INSERT_JOB).await?;
-                tx.execute(&stmt, &params).await?;
-            }
-            Write::UpdateJob(job) => {
-                let result = columns::result_bytes(job);
-                let failed_on = columns::encode_failed_on(&job.failed_on);
-                let (stop_outcome, stop_reason) = columns::stop_columns(job);
-                let state = job.state as i32;
-                let params: [&(dyn ToSql + Sync); 20] = [
-                    &job.seq,
-                    &state,
-                    &job.attempts,
-                    &job.attempts_total,
-                    &job.worker_id,
-                    &job.request_id,
-                    &job.progress,
-                    &job.stage,
-                    &job.message,
-                    &job.error,
-                    &job.result_summary,
-                    &result,
-                    &job.updated_at,
-                    &job.ready_at,
-                    &job.assigned_at,
-                    &job.completed_at,
-                    &job.dead_letter,
-                    &failed_on,
-                    &stop_outcome,
-                    &stop_reason,
-                ];
-                let stmt = statements.get_tx(tx, UPDATE_JOB).await?;
-                tx.execute(&stmt, &params).await?;
-            }
-            Write::Attempt { attempt: a, .. } if columns::implied_by_job_row(a) => {}
-            Write::Attempt { job_seq, attempt: a } => {
-                let stmt = statements.get_tx(tx, &ATTEMPT).await?;
-                tx.execute(
-                    &stmt,
-                    &[
-                        &job_seq,
-                        &a.attempt,
-                        &a.worker_id,
-                        &a.request_id,
-                        &a.started_at,
-                        &a.ended_at,
-                        &a.outcome,
-                        &a.error_message,
-                    ],
-                )
-                .await?;
-            }
-            Write::Activity(a) => {
-                let stmt = statements.get_tx(tx, &ACTIVITY).await?;
-                tx.execute(&stmt, &[&a.id, &a.created_at, &a.job_type, &a.job_id, &a.source, &a.stage, &a.message])
+    for group in writes.chunk_by(|a, b| row_sql(a).is_some() == row_sql(b).is_some()) {
+        if row_sql(&group[0]).is_some() {
+            write_rows(tx, statements, group).await?;
+            continue;
+        }
+        for write in group {
+            match *write {
+                Write::InsertJob(_)
+                | Write::UpdateJob(_)
+                | Write::Attempt { .. }
+                | Write::Activity(_)
+                | Write::Run(_) => write_rows(tx, statements, std::slice::from_ref(write)).await?,
+                Write::Prune { before_ms } => pruned.push(prune(tx, statements, before_ms).await?),
+                Write::Audit(e) => {
+                    let stmt = statements.get_tx(tx, &AUDIT).await?;
+                    let params = e.params.to_string();
+                    tx.execute(
+                        &stmt,
+                        &[
+                            &e.id,
+                            &e.at,
+                            &e.actor,
+                            &e.actor_kind,
+                            &e.action,
+                            &e.target,
+                            &params,
+                            &e.outcome,
+                            &e.reason,
+                            &e.request_id,
+                        ],
+                    )
                     .await?;
-            }
-            Write::Run(r) => {
-                let stmt = statements.get_tx(tx, &RUN).await?;
-                tx.execute(
-                    &stmt,
-                    &[
-                        &r.id,
-                        &r.job_type,
-                        &r.kind,
-                        &r.job_id,
-                        &r.worker_id,
-                        &r.started_at,
-                        &r.ended_at,
-                        &r.success,
-                        &r.message,
-                        &r.proposals,
-                        &r.jobs_created,
-                    ],
-                )
-                .await?;
-            }
-            Write::Prune { before_ms } => pruned.push(prune(tx, statements, before_ms).await?),
-            Write::Audit(e) => {
-                let stmt = statements.get_tx(tx, &AUDIT).await?;
-                let params = e.params.to_string();
-                tx.execute(
-                    &stmt,
-                    &[
-                        &e.id,
-                        &e.at,
-                        &e.actor,
-                        &e.actor_kind,
-                        &e.action,
-                        &e.target,
-                        &params,
-                        &e.outcome,
-                        &e.reason,
-                        &e.request_id,
-                    ],
-                )
-                .await?;
-            }
-            Write::Hold { hold, active: true } => {
-                let stmt = statements.get_tx(tx, &HOLD_SET).await?;
-                tx.execute(&stmt, &[&hold.kind.as_str(), &hold.target, &hold.set_by, &hold.set_at]).await?;
-            }
-            Write::Hold { hold, active: false } => {
-                let stmt = statements.get_tx(tx, HOLD_LIFT).await?;
-                tx.execute(&stmt, &[&hold.kind.as_str(), &hold.target]).await?;
-            }
-            Write::Schedule { job_type, cron: Some(c) } => {
-                let stmt = statements.get_tx(tx, &SCHEDULE_SET).await?;
-                tx.execute(&stmt, &[&job_type, &c.cron, &c.time_zone, &c.set_by, &c.set_at, &c.last_fired_at]).await?;
-            }
-            Write::Schedule { job_type, cron: None } => {
-                let stmt = statements.get_tx(tx, SCHEDULE_DELETE).await?;
-                tx.execute(&stmt, &[&job_type]).await?;
-            }
-            Write::ScheduleFired { job_type, at } => {
-                let stmt = statements.get_tx(tx, SCHEDULE_FIRED).await?;
-                tx.execute(&stmt, &[&job_type, &at]).await?;
-            }
-            Write::PruneAudit { up_to_id } => {
-                let max = statements.get_tx(tx, MAX_AUDIT_ID).await?;
-                let max: i64 = tx.query_one(&max, &[]).await?.try_get(0)?;
-                let remember = statements.get_tx(tx, META_MAX).await?;
-                tx.execute(&remember, &[&"max_audit_id", &max]).await?;
-                let delete = statements.get_tx(tx, PRUNE_AUDIT).await?;
-                tx.execute(&delete, &[&up_to_id]).await?;
-            }
-            Write::EventIds { up_to } => {
-                let stmt = statements.get_tx(tx, META_MAX).await?;
-                tx.execute(&stmt, &[&"max_event_id", &i64::try_from(up_to).unwrap_or(i64::MAX)]).await?;
+                }
+                Write::Hold { hold, active: true } => {
+                    let stmt = statements.get_tx(tx, &HOLD_SET).await?;
+                    tx.execute(&stmt, &[&hold.kind.as_str(), &hold.target, &hold.set_by, &hold.set_at]).await?;
+                }
+                Write::Hold { hold, active: false } => {
+                    let stmt = statements.get_tx(tx, HOLD_LIFT).await?;
+                    tx.execute(&stmt, &[&hold.kind.as_str(), &hold.target]).await?;
+                }
+                Write::Schedule { job_type, cron: Some(c) } => {
+                    let stmt = statements.get_tx(tx, &SCHEDULE_SET).await?;
+                    tx.execute(&stmt, &[&job_type, &c.cron, &c.time_zone, &c.set_by, &c.set_at, &c.last_fired_at])
+                        .await?;
+                }
+                Write::Schedule { job_type, cron: None } => {
+                    let stmt = statements.get_tx(tx, SCHEDULE_DELETE).await?;
+                    tx.execute(&stmt, &[&job_type]).await?;
+                }
+                Write::ScheduleFired { job_type, at } => {
+                    let stmt = statements.get_tx(tx, SCHEDULE_FIRED).await?;
+                    tx.execute(&stmt, &[&job_type, &at]).await?;
+                }
+                Write::PruneAudit { up_to_id } => {
+                    let max = statements.get_tx(tx, MAX_AUDIT_ID).await?;
+                    let max: i64 = tx.query_one(&max, &[]).await?.try_get(0)?;
+                    let remember = statements.get_tx(tx, META_MAX).await?;
+                    tx.execute(&remember, &[&"max_audit_id", &max]).await?;
+                    let delete = statements.get_tx(tx, PRUNE_AUDIT).await?;
+                    tx.execute(&delete, &[&up_to_id]).await?;
+                }
+                Write::EventIds { up_to } => {
+                    let stmt = statements.get_tx(tx, META_MAX).await?;
+                    tx.execute(&stmt, &[&"max_event_id", &i64::try_from(up_to).unwrap_or(i64::MAX)]).await?;
+                }
             }
         }
     }
     Ok(pruned)
+}
+
+/// The statement of a write that is one row of a job, an attempt, an activity or a run:
+/// the writes [`write_rows`] sends pipelined. None for the others.
+fn row_sql(write: &Write<'_>) -> Option<&'static str> {
+    Some(match write {
+        Write::InsertJob(_) => &INSERT_JOB,
+        Write::UpdateJob(_) => UPDATE_JOB,
+        Write::Attempt { .. } => &ATTEMPT,
+        Write::Activity(_) => &ACTIVITY,
+        Write::Run(_) => &RUN,
+        _ => return None,
+    })
+}
+
+/// Writes rows of jobs, attempts, activities and runs pipelined: every statement goes to
+/// the server before the first answer is awaited, so a run of rows costs about one round
+/// trip instead of one per row (a batch of thousands of jobs took seconds one by one). The
+/// rows are independent (a coalesced batch writes each job and each attempt at most once),
+/// so nothing depends on the order the server answers in; the server runs them in the
+/// order sent, and the first failure fails the whole transaction.
+async fn write_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    statements: &mut super::Statements,
+    writes: &[Write<'_>],
+) -> Result<(), Failure> {
+    let mut sends = Vec::with_capacity(writes.len());
+    for write in writes {
+        let Some(sql) = row_sql(write) else { continue };
+        if let Write::Attempt { attempt, .. } = write
+            && columns::implied_by_job_row(attempt)
+        {
+            continue;
+        }
+        let stmt = statements.get_tx(tx, sql).await?;
+        sends.push(write_row(tx, stmt, *write));
+    }
+    futures_util::future::try_join_all(sends).await?;
+    Ok(())
+}
+
+/// Sends one row's statement (when first polled) and waits for its answer.
+async fn write_row(
+    tx: &tokio_postgres::Transaction<'_>,
+    stmt: tokio_postgres::Statement,
+    write: Write<'_>,
+) -> Result<u64, tokio_postgres::Error> {
+    match write {
+        Write::InsertJob(job) => {
+            let s = &job.spec;
+            let payload = columns::spec_payload(s);
+            let result = columns::result_bytes(job);
+            let failed_on = columns::encode_failed_on(&job.failed_on);
+            let (stop_outcome, stop_reason) = columns::stop_columns(job);
+            let context = columns::context_bytes(s);
+            let state = job.state as i32;
+            let params: [&(dyn ToSql + Sync); 32] = [
+                &job.seq,
+                &s.job_type,
+                &s.dedupe_key,
+                &s.priority,
+                &s.summary,
+                &s.detail,
+                &payload,
+                &s.created_at,
+                &s.not_before,
+                &s.expires_at,
+                &s.detection_run,
+                &state,
+                &job.attempts,
+                &job.attempts_total,
+                &job.worker_id,
+                &job.request_id,
+                &job.progress,
+                &job.stage,
+                &job.message,
+                &job.error,
+                &job.result_summary,
+                &result,
+                &job.updated_at,
+                &job.ready_at,
+                &job.assigned_at,
+                &job.completed_at,
+                &job.dead_letter,
+                &failed_on,
+                &stop_outcome,
+                &stop_reason,
+                &s.replay_of,
+                &context,
+            ];
+            tx.execute(&stmt, &params).await
+        }
+        Write::UpdateJob(job) => {
+            let result = columns::result_bytes(job);
+            let failed_on = columns::encode_failed_on(&job.failed_on);
+            let (stop_outcome, stop_reason) = columns::stop_columns(job);
+            let state = job.state as i32;
+            let params: [&(dyn ToSql + Sync); 20] = [
+                &job.seq,
+                &state,
+                &job.attempts,
+                &job.attempts_total,
+                &job.worker_id,
+                &job.request_id,
+                &job.progress,
+                &job.stage,
+                &job.message,
+                &job.error,
+                &job.result_summary,
+                &result,
+                &job.updated_at,
+                &job.ready_at,
+                &job.assigned_at,
+                &job.completed_at,
+                &job.dead_letter,
+                &failed_on,
+                &stop_outcome,
+                &stop_reason,
+            ];
+            tx.execute(&stmt, &params).await
+        }
+        Write::Attempt { job_seq, attempt: a } => {
+            tx.execute(
+                &stmt,
+                &[
+                    &job_seq,
+                    &a.attempt,
+                    &a.worker_id,
+                    &a.request_id,
+                    &a.started_at,
+                    &a.ended_at,
+                    &a.outcome,
+                    &a.error_message,
+                ],
+            )
+            .await
+        }
+        Write::Activity(a) => {
+            tx.execute(&stmt, &[&a.id, &a.created_at, &a.job_type, &a.job_id, &a.source, &a.stage, &a.message]).await
+        }
+        Write::Run(r) => {
+            tx.execute(
+                &stmt,
+                &[
+                    &r.id,
+                    &r.job_type,
+                    &r.kind,
+                    &r.job_id,
+                    &r.worker_id,
+                    &r.started_at,
+                    &r.ended_at,
+                    &r.success,
+                    &r.message,
+                    &r.proposals,
+                    &r.jobs_created,
+                ],
+            )
+            .await
+        }
+        _ => Ok(0),
+    }
 }
 
 /// Deletes old finished jobs (with their attempts), activities and runs; returns the
