@@ -1006,6 +1006,34 @@ mod tests {
         store.close();
     }
 
+    /// A batch's rows go to the server pipelined: a row the server refuses fails the whole
+    /// batch with that row's own error (not the "transaction is aborted" of the rows sent
+    /// after it), nothing of the batch is stored, and the next batch commits.
+    #[tokio::test]
+    async fn a_row_refused_in_a_pipelined_batch_fails_the_batch_with_its_own_error() {
+        let place = Place::new(Which::Postgres, "pipelined");
+        let (mut backend, reader) = open(&place.target(), None).unwrap();
+        backend.load().unwrap();
+        let (first, second) = (job(1, JobState::Pending, now_ms()), job(2, JobState::Pending, now_ms()));
+        // PostgreSQL's text never holds a NUL byte.
+        let refused = crate::job::ActivityView {
+            id: 1,
+            created_at: now_ms(),
+            job_type: "t".into(),
+            job_id: "job-1".into(),
+            source: "admin",
+            stage: String::new(),
+            message: "a NUL \0 byte".into(),
+        };
+        let batch = [Write::InsertJob(&first), Write::Activity(&refused), Write::InsertJob(&second)];
+        let err = backend.apply(&batch).unwrap_err().to_string();
+        assert!(err.contains("0x00") && !err.contains("aborted"), "{err}");
+        assert!(reader.job(1).unwrap().is_none() && reader.job(2).unwrap().is_none(), "nothing of the batch is stored");
+        backend.apply(&[Write::InsertJob(&first), Write::InsertJob(&second)]).unwrap();
+        assert_eq!(reader.job(2).unwrap().map(|j| j.seq), Some(2));
+        assert_eq!(reader.job(1).unwrap().map(|j| j.seq), Some(1));
+    }
+
     #[tokio::test]
     async fn lost_connections_are_opened_again() {
         let place = Place::new(Which::Postgres, "reconnect");
