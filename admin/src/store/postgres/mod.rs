@@ -1006,15 +1006,15 @@ mod tests {
         store.close();
     }
 
-    /// A batch's rows go to the server pipelined: a row the server refuses fails the whole
-    /// batch with that row's own error (not the "transaction is aborted" of the rows sent
-    /// after it), nothing of the batch is stored, and the next batch commits.
+    /// A batch's rows go to the server pipelined, a window at a time: a row the server
+    /// refuses fails the whole batch with that row's own error (not the "transaction is
+    /// aborted" of the rows sent after it), nothing of the batch is stored, and the next
+    /// batch commits. Small and large runs of rows (the latter over a window) alike.
     #[tokio::test]
     async fn a_row_refused_in_a_pipelined_batch_fails_the_batch_with_its_own_error() {
         let place = Place::new(Which::Postgres, "pipelined");
         let (mut backend, reader) = open(&place.target(), None).unwrap();
         backend.load().unwrap();
-        let (first, second) = (job(1, JobState::Pending, now_ms()), job(2, JobState::Pending, now_ms()));
         // PostgreSQL's text never holds a NUL byte.
         let refused = crate::job::ActivityView {
             id: 1,
@@ -1025,13 +1025,23 @@ mod tests {
             stage: String::new(),
             message: "a NUL \0 byte".into(),
         };
-        let batch = [Write::InsertJob(&first), Write::Activity(&refused), Write::InsertJob(&second)];
-        let err = backend.apply(&batch).unwrap_err().to_string();
-        assert!(err.contains("0x00") && !err.contains("aborted"), "{err}");
-        assert!(reader.job(1).unwrap().is_none() && reader.job(2).unwrap().is_none(), "nothing of the batch is stored");
-        backend.apply(&[Write::InsertJob(&first), Write::InsertJob(&second)]).unwrap();
-        assert_eq!(reader.job(2).unwrap().map(|j| j.seq), Some(2));
-        assert_eq!(reader.job(1).unwrap().map(|j| j.seq), Some(1));
+        let mut next = 1;
+        for jobs in [2, 40, 2 * writes::ROW_WINDOW + 3] {
+            let batch: Vec<Job> = (next..next + jobs as i64).map(|seq| job(seq, JobState::Pending, now_ms())).collect();
+            next += jobs as i64;
+            let mut writes: Vec<Write<'_>> = batch.iter().map(Write::InsertJob).collect();
+            writes.insert(jobs / 2, Write::Activity(&refused));
+            let err = backend.apply(&writes).unwrap_err().to_string();
+            assert!(err.contains("0x00") && !err.contains("aborted"), "{jobs} jobs: {err}");
+            for j in [&batch[0], &batch[jobs / 2], &batch[jobs - 1]] {
+                assert!(reader.job(j.seq).unwrap().is_none(), "{jobs} jobs: job {} was stored", j.seq);
+            }
+            writes.remove(jobs / 2);
+            backend.apply(&writes).unwrap();
+            for j in [&batch[0], &batch[jobs / 2], &batch[jobs - 1]] {
+                assert_eq!(reader.job(j.seq).unwrap().map(|s| s.state), Some(JobState::Pending), "{jobs} jobs");
+            }
+        }
     }
 
     #[tokio::test]

@@ -78,6 +78,7 @@ async fn write_all(
         }
         for write in group {
             match *write {
+                // Not in this group (see `row_sql`); here for the match to be whole.
                 Write::InsertJob(_)
                 | Write::UpdateJob(_)
                 | Write::Attempt { .. }
@@ -156,29 +157,37 @@ fn row_sql(write: &Write<'_>) -> Option<&'static str> {
     })
 }
 
-/// Writes rows of jobs, attempts, activities and runs pipelined: every statement goes to
-/// the server before the first answer is awaited, so a run of rows costs about one round
-/// trip instead of one per row (a batch of thousands of jobs took seconds one by one). The
-/// rows are independent (a coalesced batch writes each job and each attempt at most once),
-/// so nothing depends on the order the server answers in; the server runs them in the
-/// order sent, and the first failure fails the whole transaction.
+/// Rows sent before their answers are awaited: a window bounds the memory of a large
+/// batch (each row waits as an encoded message and a future) to about a megabyte.
+pub(super) const ROW_WINDOW: usize = 1024;
+
+/// Writes rows of jobs, attempts, activities and runs pipelined, a window at a time: every
+/// statement of a window goes to the server before the first answer is awaited, so a
+/// window costs about one round trip instead of one per row (a batch of thousands of jobs
+/// took seconds one by one), plus one to prepare a statement not yet prepared on the
+/// connection. The server runs them in the order sent (`try_join_all` first polls, and so
+/// sends, in order), as the rows were written one by one before; the first one it refuses
+/// fails the transaction, and its error is the one returned (the answers are read in
+/// order), not the "transaction is aborted" of the rows after it.
 async fn write_rows(
     tx: &tokio_postgres::Transaction<'_>,
     statements: &mut super::Statements,
     writes: &[Write<'_>],
 ) -> Result<(), Failure> {
-    let mut sends = Vec::with_capacity(writes.len());
-    for write in writes {
-        let Some(sql) = row_sql(write) else { continue };
-        if let Write::Attempt { attempt, .. } = write
-            && columns::implied_by_job_row(attempt)
-        {
-            continue;
+    for window in writes.chunks(ROW_WINDOW) {
+        let mut sends = Vec::with_capacity(window.len());
+        for write in window {
+            let Some(sql) = row_sql(write) else { continue };
+            if let Write::Attempt { attempt, .. } = write
+                && columns::implied_by_job_row(attempt)
+            {
+                continue;
+            }
+            let stmt = statements.get_tx(tx, sql).await?;
+            sends.push(write_row(tx, stmt, *write));
         }
-        let stmt = statements.get_tx(tx, sql).await?;
-        sends.push(write_row(tx, stmt, *write));
+        futures_util::future::try_join_all(sends).await?;
     }
-    futures_util::future::try_join_all(sends).await?;
     Ok(())
 }
 
