@@ -44,6 +44,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "paced_writer_cpu_us_per_job",
             "paced_operations_per_batch",
             "paced_disk_flushes_per_1000_jobs",
+            "paced_writer_bytes_written_per_job",
             "full_speed_jobs_per_s",
             "full_speed_writer_cpu_us_per_job",
             "full_speed_operations_per_batch",

@@ -236,7 +236,13 @@ pub fn clock_ticks() -> f64 {
 }
 
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("/proc/{pid}/stat"))?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU seconds in a `/proc` stat file: a process's (`/proc/<pid>/stat`) or
+/// one thread's (`/proc/<pid>/task/<tid>/stat`).
+pub fn stat_cpu_seconds(path: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(path).with_context(|| path.to_string())?;
     // The command name may hold spaces and parentheses; fields count from after the last ')'.
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed /proc stat")?;
     let fields: Vec<&str> = after.split_whitespace().collect();

@@ -69,6 +69,7 @@ pub async fn run(o: &Options) -> Result<Value> {
             ("operations_per_batch", num(m.operations as f64 / m.batches.max(1) as f64, 1)),
             ("disk_writes_per_1000_jobs", json!(per_1000(m.disk.map(|d| d.writes)))),
             ("disk_flushes_per_1000_jobs", json!(per_1000(m.disk.and_then(|d| d.flushes)))),
+            ("writer_bytes_written_per_job", json!(m.written.map(|w| num(w as f64 / jobs as f64, 1)))),
             ("stored_succeeded", json!(m.stored_succeeded)),
         ];
         for (key, value) in fields {
@@ -83,7 +84,8 @@ pub async fn run(o: &Options) -> Result<Value> {
         json!(
             "the store's writer alone, in this process: per job an insert, an assignment event and the end \
              (queued once the insert is durable), at a fixed pace and then at full speed, each on a fresh store; \
-             the writer thread's CPU from /proc; disk figures as in throughput; stored_succeeded: the jobs the \
+             the writer thread's CPU and (SQLite) the bytes it passed to write calls, its log frames, \
+             from /proc; disk figures as in throughput; stored_succeeded: the jobs the \
              store held as SUCCEEDED when opened again after the run"
         ),
     );
@@ -97,6 +99,8 @@ struct Measured {
     batches: u64,
     operations: u64,
     disk: Option<DiskCounters>,
+    /// Bytes the writer thread passed to write system calls (None: /proc does not say).
+    written: Option<u64>,
     /// Jobs stored as SUCCEEDED once the store was opened again after the run.
     stored_succeeded: i64,
 }
@@ -119,7 +123,7 @@ async fn measure(kind: StoreKind, jobs: usize, rate: Option<f64>) -> Result<Meas
     };
     let disk_dir = bench_store.pg_data_dir().unwrap_or_else(|| dir.path().to_path_buf());
     let store = open()?.0;
-    let result = drive(&store, jobs, rate, &disk_dir).await;
+    let result = drive(&store, jobs, rate, &disk_dir, bench_store.url().is_none()).await;
     store.close();
     let mut measured = result?;
     // What the run left in the store, as the next start reads it.
@@ -130,11 +134,8 @@ async fn measure(kind: StoreKind, jobs: usize, rate: Option<f64>) -> Result<Meas
     Ok(measured)
 }
 
-async fn drive(store: &Arc<Store>, jobs: usize, rate: Option<f64>, disk_dir: &Path) -> Result<Measured> {
-    let pid = std::process::id();
-    let writer_cpu = || -> Result<f64> {
-        Ok(admin_process::thread_cpu_seconds(pid)?.get(STORE_WRITER_THREAD).copied().unwrap_or(0.0))
-    };
+async fn drive(store: &Arc<Store>, jobs: usize, rate: Option<f64>, disk_dir: &Path, sqlite: bool) -> Result<Measured> {
+    let writer = WriterThread::find().await?;
     let counters = || {
         let metrics = store.metrics();
         let total = |name: &str| {
@@ -143,21 +144,27 @@ async fn drive(store: &Arc<Store>, jobs: usize, rate: Option<f64>, disk_dir: &Pa
         };
         (total("plughost_store_batches_total"), total("plughost_store_operations_total"))
     };
-    let (cpu0, (batches0, ops0), disk0) = (writer_cpu()?, counters(), DiskCounters::of(disk_dir));
+    let (cpu0, (batches0, ops0), disk0) = (writer.cpu_seconds()?, counters(), DiskCounters::of(disk_dir));
+    let written0 = writer.bytes_written();
     let started = Instant::now();
     let mut in_flight: VecDeque<(u64, Vec<Arc<Job>>)> = VecDeque::new();
     let mut next = 0usize;
+    let never_durable = |e| anyhow!("a batch never became durable: {e}");
     while next < jobs || !in_flight.is_empty() {
         if next < jobs && in_flight.len() < IN_FLIGHT {
             if let Some(rate) = rate {
                 let due = started + Duration::from_secs_f64(next as f64 / rate);
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    // Ends due meanwhile are queued first.
-                    if let Some((ticket, _)) = in_flight.front()
-                        && tokio::time::timeout(wait, store.durable(*ticket)).await.is_ok()
-                    {
-                        end(store, &mut in_flight)?;
-                        continue;
+                    // Until the next chunk is due, the oldest chunk's end goes out as soon
+                    // as its insert is durable.
+                    match in_flight.front() {
+                        Some((ticket, _)) => {
+                            if let Ok(durable) = tokio::time::timeout(wait, store.durable(*ticket)).await {
+                                durable.map_err(never_durable)?;
+                                end(store, &mut in_flight)?;
+                            }
+                        }
+                        None => tokio::time::sleep(wait).await,
                     }
                     continue;
                 }
@@ -176,12 +183,13 @@ async fn drive(store: &Arc<Store>, jobs: usize, rate: Option<f64>, disk_dir: &Pa
             continue;
         }
         let Some((ticket, _)) = in_flight.front() else { break };
-        store.durable(*ticket).await.map_err(|e| anyhow!("a batch never became durable: {e}"))?;
+        store.durable(*ticket).await.map_err(never_durable)?;
         end(store, &mut in_flight)?;
     }
-    store.settle().await;
+    store.durable(store.last_ticket()).await.map_err(never_durable)?;
     let elapsed = started.elapsed();
-    let (cpu1, (batches1, ops1)) = (writer_cpu()?, counters());
+    let (cpu1, (batches1, ops1)) = (writer.cpu_seconds()?, counters());
+    let written = written0.zip(writer.bytes_written()).map(|(a, b)| b.saturating_sub(a)).filter(|_| sqlite);
     let disk = disk0.zip(DiskCounters::of(disk_dir)).map(|(a, b)| a.until(b));
     Ok(Measured {
         elapsed,
@@ -190,8 +198,47 @@ async fn drive(store: &Arc<Store>, jobs: usize, rate: Option<f64>, disk_dir: &Pa
         batches: batches1 - batches0,
         operations: ops1 - ops0,
         disk,
+        written,
         stored_succeeded: 0,
     })
+}
+
+/// The store's writer thread, found by its name in this process once the store is open
+/// (one store is open at a time, and closing one joins its writer), then read by its id.
+struct WriterThread {
+    task: std::path::PathBuf,
+}
+
+impl WriterThread {
+    /// Waits (up to 10 s) for the thread to have its name: a new thread names itself.
+    async fn find() -> Result<WriterThread> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for task in std::fs::read_dir("/proc/self/task").context("/proc/self/task")?.flatten() {
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                if comm.trim_end() == STORE_WRITER_THREAD {
+                    return Ok(WriterThread { task: task.path() });
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow!("no {STORE_WRITER_THREAD} thread in this process"));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn cpu_seconds(&self) -> Result<f64> {
+        admin_process::stat_cpu_seconds(&self.task.join("stat").to_string_lossy())
+    }
+
+    /// What it has passed to write system calls so far (`wchar` in its io file): SQLite's
+    /// log frames, with the database pages of the checkpoints it runs itself. None where
+    /// /proc does not say. (PostgreSQL's messages go out with `send`, which it does not
+    /// count.)
+    fn bytes_written(&self) -> Option<u64> {
+        let io = std::fs::read_to_string(self.task.join("io")).ok()?;
+        io.lines().find_map(|l| l.strip_prefix("wchar:")).and_then(|v| v.trim().parse().ok())
+    }
 }
 
 /// Queues the assignment event and the end of the oldest chunk, whose inserts are durable.
