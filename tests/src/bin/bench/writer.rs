@@ -41,8 +41,9 @@ pub const PACED_RATE: f64 = 70_000.0;
 /// Jobs queued together, as a detector's proposals arrive in one message.
 const CHUNK: usize = 100;
 
-/// Chunks whose inserts may wait for durability at once (their ends are queued as each
-/// becomes durable): 4,000 jobs, about what is assigned at once in `throughput`.
+/// Chunks whose inserts may be waiting for durability at once (a chunk's ends are queued
+/// once its inserts are durable): at most 4,000 jobs between their insert and their end,
+/// so the queue stays bounded at full speed.
 const IN_FLIGHT: usize = 40;
 
 pub fn default_jobs(size: Size) -> usize {
