@@ -218,6 +218,30 @@ async fn a_job_round_trips_with_every_field(which: Which) {
     let got = reader.job(7).unwrap().unwrap();
     assert_eq!((got.state, got.stop.is_none(), got.completed_at), (JobState::Failed, true, 99));
     assert_eq!(got.spec.summary, j.spec.summary, "an update leaves the spec alone");
+
+    // Every column an update writes, for two jobs in one batch (one array per column on
+    // PostgreSQL).
+    let mut changed = updated.clone();
+    changed.spec = j.spec.clone();
+    (changed.state, changed.attempts, changed.attempts_total) = (JobState::Pending, 2, 4);
+    (changed.worker_id, changed.request_id, changed.progress) = ("w8".into(), "r8".into(), 7.25);
+    (changed.stage, changed.message, changed.error) = ("s2".into(), "m2".into(), "e2".into());
+    changed.result_summary = "sum2".into();
+    (changed.updated_at, changed.ready_at, changed.assigned_at, changed.completed_at) = (21, 22, 23, 24);
+    (changed.dead_letter, changed.failed_on) = (false, vec!["w3".into()]);
+    changed.result_values =
+        [("s".to_string(), pb::ConfigValue { kind: Some(pb::config_value::Kind::StringValue("x".into())) })].into();
+    changed.stop = Some(Box::new(StopRequest { reason: "later".into(), outcome: JobState::Failed, deadline: 0 }));
+    let mut second = job(8, JobState::Pending, 1_300);
+    backend.apply(&[Write::InsertJob(&second)]).unwrap();
+    (second.state, second.message, second.completed_at) = (JobState::Succeeded, "second".into(), 31);
+    backend.apply(&[Write::UpdateJob(&changed), Write::UpdateJob(&second)]).unwrap();
+    for want in [&changed, &second] {
+        let got = reader.job(want.seq).unwrap().unwrap();
+        assert_eq!(show(&got), show(want));
+        assert_eq!((&got.failed_on, got.dead_letter, got.progress), (&want.failed_on, want.dead_letter, want.progress));
+        assert_eq!(got.result_values, want.result_values);
+    }
 }
 
 /// Holds, schedules, audit events and their pruning, as the store loads and lists them.

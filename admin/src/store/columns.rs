@@ -58,16 +58,22 @@ impl Table {
     /// in case it must (measured: a tenth of a job's insert and end together, with the
     /// jobs' four indexes).
     pub(super) fn upsert(&self, placeholder: char) -> String {
+        let count = self.columns.split(',').count();
+        let values: Vec<String> = (1..=count).map(|i| format!("{placeholder}{i}")).collect();
+        self.upsert_from(&format!("VALUES ({})", values.join(", ")))
+    }
+
+    /// The same upsert of the rows `source` gives (`VALUES (...)`, or a `SELECT` with
+    /// every column in order).
+    pub(super) fn upsert_from(&self, source: &str) -> String {
         let columns: Vec<&str> = self.columns.split(',').map(str::trim).collect();
         let keys: Vec<&str> = self.key.split(',').map(str::trim).collect();
-        let values: Vec<String> = (1..=columns.len()).map(|i| format!("{placeholder}{i}")).collect();
         let set: Vec<String> =
             columns.iter().filter(|c| !keys.contains(c)).map(|c| format!("{c} = excluded.{c}")).collect();
         format!(
-            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
+            "INSERT INTO {} ({}) {source} ON CONFLICT ({}) DO UPDATE SET {}",
             self.name,
             columns.join(", "),
-            values.join(", "),
             self.key,
             set.join(", ")
         )

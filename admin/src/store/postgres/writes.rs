@@ -12,7 +12,6 @@ use crate::store::backend::{Pruned, Write};
 use crate::store::columns;
 
 /// Every insert is an upsert ([`columns::Table::upsert`]).
-static INSERT_JOB: LazyLock<String> = LazyLock::new(|| columns::JOBS.upsert('$'));
 static ATTEMPT: LazyLock<String> = LazyLock::new(|| columns::ATTEMPTS.upsert('$'));
 static ACTIVITY: LazyLock<String> = LazyLock::new(|| columns::ACTIVITIES.upsert('$'));
 static RUN: LazyLock<String> = LazyLock::new(|| columns::RUNS.upsert('$'));
@@ -20,10 +19,66 @@ static AUDIT: LazyLock<String> = LazyLock::new(|| columns::AUDIT.upsert('$'));
 static HOLD_SET: LazyLock<String> = LazyLock::new(|| columns::HOLDS.upsert('$'));
 static SCHEDULE_SET: LazyLock<String> = LazyLock::new(|| columns::SCHEDULES.upsert('$'));
 
-const UPDATE_JOB: &str = "UPDATE jobs SET state = $2, attempts = $3, attempts_total = $4, worker_id = $5, \
-     request_id = $6, progress = $7, stage = $8, message = $9, error = $10, result_summary = $11, result = $12, \
-     updated_at = $13, ready_at = $14, assigned_at = $15, completed_at = $16, dead_letter = $17, failed_on = $18, \
-     stop_outcome = $19, stop_reason = $20 WHERE seq = $1";
+/// The jobs' columns' types, in [`columns::JOBS`]' order, for the arrays a run of new
+/// jobs is inserted from (see [`JobColumns`]).
+const JOB_TYPES: [&str; 32] = [
+    "bigint",
+    "text",
+    "text",
+    "integer",
+    "text",
+    "text",
+    "bytea",
+    "bigint",
+    "bigint",
+    "bigint",
+    "bigint",
+    "integer",
+    "integer",
+    "integer",
+    "text",
+    "text",
+    "double precision",
+    "text",
+    "text",
+    "text",
+    "text",
+    "bytea",
+    "bigint",
+    "bigint",
+    "bigint",
+    "bigint",
+    "boolean",
+    "text",
+    "integer",
+    "text",
+    "bigint",
+    "bytea",
+];
+
+/// Inserts (or replaces) a run of jobs from one array per column.
+static INSERT_JOBS: LazyLock<String> = LazyLock::new(|| {
+    let arrays: Vec<String> = JOB_TYPES.iter().enumerate().map(|(i, t)| format!("${}::{t}[]", i + 1)).collect();
+    columns::JOBS.upsert_from(&format!("SELECT * FROM unnest({})", arrays.join(", ")))
+});
+
+/// Overwrites the mutable part of a run of jobs (every column from `state` to
+/// `stop_reason`) from one array per column.
+static UPDATE_JOBS: LazyLock<String> = LazyLock::new(|| {
+    let names = columns::JOBS.columns.split(',').map(str::trim).collect::<Vec<_>>();
+    let mutable: Vec<(usize, &str)> = names.iter().copied().enumerate().skip(11).take(19).collect();
+    let arrays: Vec<String> = std::iter::once(format!("$1::{}[]", JOB_TYPES[0]))
+        .chain(mutable.iter().enumerate().map(|(n, (i, _))| format!("${}::{}[]", n + 2, JOB_TYPES[*i])))
+        .collect();
+    let set: Vec<String> = mutable.iter().map(|(_, c)| format!("{c} = u.{c}")).collect();
+    let aliases: Vec<&str> = std::iter::once("seq").chain(mutable.iter().map(|(_, c)| *c)).collect();
+    format!(
+        "UPDATE jobs SET {} FROM unnest({}) AS u({}) WHERE jobs.seq = u.seq",
+        set.join(", "),
+        arrays.join(", "),
+        aliases.join(", ")
+    )
+});
 
 const HOLD_LIFT: &str = "DELETE FROM holds WHERE kind = $1 AND target = $2";
 
@@ -71,14 +126,14 @@ async fn write_all(
         fence_check(tx, Some(statements), held).await?;
     }
     let mut pruned = Vec::new();
-    for group in writes.chunk_by(|a, b| row_sql(a).is_some() == row_sql(b).is_some()) {
-        if row_sql(&group[0]).is_some() {
+    for group in writes.chunk_by(|a, b| is_row(a) == is_row(b)) {
+        if is_row(&group[0]) {
             write_rows(tx, statements, group).await?;
             continue;
         }
         for write in group {
             match *write {
-                // Not in this group (see `row_sql`); here for the match to be whole.
+                // Not in this group (see `is_row`); here for the match to be whole.
                 Write::InsertJob(_)
                 | Write::UpdateJob(_)
                 | Write::Attempt { .. }
@@ -144,12 +199,18 @@ async fn write_all(
     Ok(pruned)
 }
 
-/// The statement of a write that is one row of a job, an attempt, an activity or a run:
-/// the writes [`write_rows`] sends pipelined. None for the others.
+/// Whether a write is a row of a job, an attempt, an activity or a run: the writes
+/// [`write_rows`] sends together.
+fn is_row(write: &Write<'_>) -> bool {
+    matches!(
+        write,
+        Write::InsertJob(_) | Write::UpdateJob(_) | Write::Attempt { .. } | Write::Activity(_) | Write::Run(_)
+    )
+}
+
+/// The statement of a row of an attempt, an activity or a run.
 fn row_sql(write: &Write<'_>) -> Option<&'static str> {
     Some(match write {
-        Write::InsertJob(_) => &INSERT_JOB,
-        Write::UpdateJob(_) => UPDATE_JOB,
         Write::Attempt { .. } => &ATTEMPT,
         Write::Activity(_) => &ACTIVITY,
         Write::Run(_) => &RUN,
@@ -161,34 +222,229 @@ fn row_sql(write: &Write<'_>) -> Option<&'static str> {
 /// batch (each row waits as an encoded message and a future) to about a megabyte.
 pub(super) const ROW_WINDOW: usize = 1024;
 
-/// Writes rows of jobs, attempts, activities and runs pipelined, a window at a time: every
-/// statement of a window goes to the server before the first answer is awaited, so a
-/// window costs about one round trip instead of one per row (a batch of thousands of jobs
-/// took seconds one by one), plus one to prepare a statement not yet prepared on the
-/// connection. The server runs them in the order sent (`try_join_all` first polls, and so
-/// sends, in order), as the rows were written one by one before; the first one it refuses
-/// fails the transaction, and its error is the one returned (the answers are read in
-/// order), not the "transaction is aborted" of the rows after it.
+/// Writes rows of jobs, attempts, activities and runs, a window at a time. A window's new
+/// jobs go in one statement and its changed jobs in another, each from one array per
+/// column (`unnest`), and every other row in a statement of its own; all of them go to
+/// the server before the first answer is awaited, so a window costs about one round trip
+/// (plus one to prepare a statement not yet prepared on the connection), and the server
+/// runs a statement per window rather than per job. The jobs are written first: a
+/// coalesced batch writes each job once, in no relation to the other rows, whose order
+/// is kept (a run may be written twice in a batch, its end after its start). The first
+/// statement the server refuses fails the transaction, and its error is the one returned
+/// (`try_join_all` sends in order and reads the answers in order), not the "transaction
+/// is aborted" of the statements after it.
 async fn write_rows(
     tx: &tokio_postgres::Transaction<'_>,
     statements: &mut super::Statements,
     writes: &[Write<'_>],
 ) -> Result<(), Failure> {
     for window in writes.chunks(ROW_WINDOW) {
+        let (mut inserted, mut updated) = (JobColumns::default(), JobColumns::default());
         let mut sends = Vec::with_capacity(window.len());
         for write in window {
-            let Some(sql) = row_sql(write) else { continue };
-            if let Write::Attempt { attempt, .. } = write
-                && columns::implied_by_job_row(attempt)
-            {
-                continue;
+            match write {
+                Write::InsertJob(job) => inserted.push(job, true),
+                Write::UpdateJob(job) => updated.push(job, false),
+                Write::Attempt { attempt, .. } if columns::implied_by_job_row(attempt) => {}
+                _ => {
+                    let Some(sql) = row_sql(write) else { continue };
+                    let stmt = statements.get_tx(tx, sql).await?;
+                    sends.push(write_row(tx, stmt, *write));
+                }
             }
-            let stmt = statements.get_tx(tx, sql).await?;
-            sends.push(write_row(tx, stmt, *write));
         }
-        futures_util::future::try_join_all(sends).await?;
+        let insert = match inserted.seq.is_empty() {
+            true => None,
+            false => Some(statements.get_tx(tx, &INSERT_JOBS).await?),
+        };
+        let update = match updated.seq.is_empty() {
+            true => None,
+            false => Some(statements.get_tx(tx, &UPDATE_JOBS).await?),
+        };
+        let insert = async {
+            match &insert {
+                Some(stmt) => tx.execute(stmt, &inserted.all()).await,
+                None => Ok(0),
+            }
+        };
+        let update = async {
+            match &update {
+                Some(stmt) => tx.execute(stmt, &updated.mutable()).await,
+                None => Ok(0),
+            }
+        };
+        futures_util::future::try_join3(insert, update, futures_util::future::try_join_all(sends)).await?;
     }
     Ok(())
+}
+
+/// Jobs column by column, each column an array parameter of [`INSERT_JOBS`] or
+/// [`UPDATE_JOBS`]. The spec's columns are filled only for jobs to insert.
+#[derive(Default)]
+struct JobColumns<'a> {
+    seq: Vec<i64>,
+    job_type: Vec<&'a str>,
+    dedupe_key: Vec<&'a str>,
+    priority: Vec<i32>,
+    summary: Vec<&'a str>,
+    detail: Vec<&'a str>,
+    payload: Vec<Vec<u8>>,
+    created_at: Vec<i64>,
+    not_before: Vec<i64>,
+    expires_at: Vec<i64>,
+    detection_run: Vec<i64>,
+    state: Vec<i32>,
+    attempts: Vec<i32>,
+    attempts_total: Vec<i32>,
+    worker_id: Vec<&'a str>,
+    request_id: Vec<&'a str>,
+    progress: Vec<f64>,
+    stage: Vec<&'a str>,
+    message: Vec<&'a str>,
+    error: Vec<&'a str>,
+    result_summary: Vec<&'a str>,
+    result: Vec<Vec<u8>>,
+    updated_at: Vec<i64>,
+    ready_at: Vec<i64>,
+    assigned_at: Vec<i64>,
+    completed_at: Vec<i64>,
+    dead_letter: Vec<bool>,
+    failed_on: Vec<String>,
+    stop_outcome: Vec<i32>,
+    stop_reason: Vec<&'a str>,
+    replay_of: Vec<i64>,
+    cluster_context: Vec<Vec<u8>>,
+}
+
+impl<'a> JobColumns<'a> {
+    fn push(&mut self, job: &'a crate::job::Job, with_spec: bool) {
+        self.seq.push(job.seq);
+        if with_spec {
+            let s = &job.spec;
+            self.job_type.push(&s.job_type);
+            self.dedupe_key.push(&s.dedupe_key);
+            self.priority.push(s.priority);
+            self.summary.push(&s.summary);
+            self.detail.push(&s.detail);
+            self.payload.push(columns::spec_payload(s));
+            self.created_at.push(s.created_at);
+            self.not_before.push(s.not_before);
+            self.expires_at.push(s.expires_at);
+            self.detection_run.push(s.detection_run);
+            self.replay_of.push(s.replay_of);
+            self.cluster_context.push(columns::context_bytes(s));
+        }
+        let (stop_outcome, stop_reason) = columns::stop_columns(job);
+        self.state.push(job.state as i32);
+        self.attempts.push(job.attempts);
+        self.attempts_total.push(job.attempts_total);
+        self.worker_id.push(&job.worker_id);
+        self.request_id.push(&job.request_id);
+        self.progress.push(job.progress);
+        self.stage.push(&job.stage);
+        self.message.push(&job.message);
+        self.error.push(&job.error);
+        self.result_summary.push(&job.result_summary);
+        self.result.push(columns::result_bytes(job));
+        self.updated_at.push(job.updated_at);
+        self.ready_at.push(job.ready_at);
+        self.assigned_at.push(job.assigned_at);
+        self.completed_at.push(job.completed_at);
+        self.dead_letter.push(job.dead_letter);
+        self.failed_on.push(columns::encode_failed_on(&job.failed_on));
+        self.stop_outcome.push(stop_outcome);
+        self.stop_reason.push(stop_reason);
+    }
+
+    /// The parameters of [`INSERT_JOBS`]: every column, in [`columns::JOBS`]' order.
+    fn all(&self) -> [&(dyn ToSql + Sync); 32] {
+        let [
+            state,
+            attempts,
+            attempts_total,
+            worker_id,
+            request_id,
+            progress,
+            stage,
+            message,
+            error,
+            result_summary,
+            result,
+            updated_at,
+            ready_at,
+            assigned_at,
+            completed_at,
+            dead_letter,
+            failed_on,
+            stop_outcome,
+            stop_reason,
+        ] = self.mutable_columns();
+        [
+            &self.seq,
+            &self.job_type,
+            &self.dedupe_key,
+            &self.priority,
+            &self.summary,
+            &self.detail,
+            &self.payload,
+            &self.created_at,
+            &self.not_before,
+            &self.expires_at,
+            &self.detection_run,
+            state,
+            attempts,
+            attempts_total,
+            worker_id,
+            request_id,
+            progress,
+            stage,
+            message,
+            error,
+            result_summary,
+            result,
+            updated_at,
+            ready_at,
+            assigned_at,
+            completed_at,
+            dead_letter,
+            failed_on,
+            stop_outcome,
+            stop_reason,
+            &self.replay_of,
+            &self.cluster_context,
+        ]
+    }
+
+    /// The parameters of [`UPDATE_JOBS`]: the key, then the columns a change overwrites.
+    fn mutable(&self) -> [&(dyn ToSql + Sync); 20] {
+        let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, t] = self.mutable_columns();
+        [&self.seq, a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, t]
+    }
+
+    /// The columns a change overwrites, in [`columns::JOBS`]' order.
+    fn mutable_columns(&self) -> [&(dyn ToSql + Sync); 19] {
+        [
+            &self.state,
+            &self.attempts,
+            &self.attempts_total,
+            &self.worker_id,
+            &self.request_id,
+            &self.progress,
+            &self.stage,
+            &self.message,
+            &self.error,
+            &self.result_summary,
+            &self.result,
+            &self.updated_at,
+            &self.ready_at,
+            &self.assigned_at,
+            &self.completed_at,
+            &self.dead_letter,
+            &self.failed_on,
+            &self.stop_outcome,
+            &self.stop_reason,
+        ]
+    }
 }
 
 /// Sends one row's statement (when first polled) and waits for its answer.
@@ -198,79 +454,6 @@ async fn write_row(
     write: Write<'_>,
 ) -> Result<u64, tokio_postgres::Error> {
     match write {
-        Write::InsertJob(job) => {
-            let s = &job.spec;
-            let payload = columns::spec_payload(s);
-            let result = columns::result_bytes(job);
-            let failed_on = columns::encode_failed_on(&job.failed_on);
-            let (stop_outcome, stop_reason) = columns::stop_columns(job);
-            let context = columns::context_bytes(s);
-            let state = job.state as i32;
-            let params: [&(dyn ToSql + Sync); 32] = [
-                &job.seq,
-                &s.job_type,
-                &s.dedupe_key,
-                &s.priority,
-                &s.summary,
-                &s.detail,
-                &payload,
-                &s.created_at,
-                &s.not_before,
-                &s.expires_at,
-                &s.detection_run,
-                &state,
-                &job.attempts,
-                &job.attempts_total,
-                &job.worker_id,
-                &job.request_id,
-                &job.progress,
-                &job.stage,
-                &job.message,
-                &job.error,
-                &job.result_summary,
-                &result,
-                &job.updated_at,
-                &job.ready_at,
-                &job.assigned_at,
-                &job.completed_at,
-                &job.dead_letter,
-                &failed_on,
-                &stop_outcome,
-                &stop_reason,
-                &s.replay_of,
-                &context,
-            ];
-            tx.execute(&stmt, &params).await
-        }
-        Write::UpdateJob(job) => {
-            let result = columns::result_bytes(job);
-            let failed_on = columns::encode_failed_on(&job.failed_on);
-            let (stop_outcome, stop_reason) = columns::stop_columns(job);
-            let state = job.state as i32;
-            let params: [&(dyn ToSql + Sync); 20] = [
-                &job.seq,
-                &state,
-                &job.attempts,
-                &job.attempts_total,
-                &job.worker_id,
-                &job.request_id,
-                &job.progress,
-                &job.stage,
-                &job.message,
-                &job.error,
-                &job.result_summary,
-                &result,
-                &job.updated_at,
-                &job.ready_at,
-                &job.assigned_at,
-                &job.completed_at,
-                &job.dead_letter,
-                &failed_on,
-                &stop_outcome,
-                &stop_reason,
-            ];
-            tx.execute(&stmt, &params).await
-        }
         Write::Attempt { job_seq, attempt: a } => {
             tx.execute(
                 &stmt,
