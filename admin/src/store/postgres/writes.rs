@@ -356,32 +356,12 @@ impl<'a> JobColumns<'a> {
         self.stop_reason.push(stop_reason);
     }
 
-    /// The parameters of [`INSERT_JOBS`]: every column, in [`columns::JOBS`]' order.
+    /// The parameters of [`INSERT_JOBS`]: every column, in [`columns::JOBS`]' order (the
+    /// spec's first eleven, the columns a change overwrites, the spec's last two).
     fn all(&self) -> [&(dyn ToSql + Sync); 32] {
-        let [
-            state,
-            attempts,
-            attempts_total,
-            worker_id,
-            request_id,
-            progress,
-            stage,
-            message,
-            error,
-            result_summary,
-            result,
-            updated_at,
-            ready_at,
-            assigned_at,
-            completed_at,
-            dead_letter,
-            failed_on,
-            stop_outcome,
-            stop_reason,
-        ] = self.mutable_columns();
-        [
-            &self.seq,
-            &self.job_type,
+        let mut all = [&self.seq as &(dyn ToSql + Sync); 32];
+        all[1..11].copy_from_slice(&[
+            &self.job_type as &(dyn ToSql + Sync),
             &self.dedupe_key,
             &self.priority,
             &self.summary,
@@ -391,34 +371,17 @@ impl<'a> JobColumns<'a> {
             &self.not_before,
             &self.expires_at,
             &self.detection_run,
-            state,
-            attempts,
-            attempts_total,
-            worker_id,
-            request_id,
-            progress,
-            stage,
-            message,
-            error,
-            result_summary,
-            result,
-            updated_at,
-            ready_at,
-            assigned_at,
-            completed_at,
-            dead_letter,
-            failed_on,
-            stop_outcome,
-            stop_reason,
-            &self.replay_of,
-            &self.cluster_context,
-        ]
+        ]);
+        all[11..30].copy_from_slice(&self.mutable_columns());
+        all[30..].copy_from_slice(&[&self.replay_of as &(dyn ToSql + Sync), &self.cluster_context]);
+        all
     }
 
     /// The parameters of [`UPDATE_JOBS`]: the key, then the columns a change overwrites.
     fn mutable(&self) -> [&(dyn ToSql + Sync); 20] {
-        let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, t] = self.mutable_columns();
-        [&self.seq, a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, t]
+        let mut all = [&self.seq as &(dyn ToSql + Sync); 20];
+        all[1..].copy_from_slice(&self.mutable_columns());
+        all
     }
 
     /// The columns a change overwrites, in [`columns::JOBS`]' order.
