@@ -56,6 +56,10 @@ const JOB_TYPES: [&str; 32] = [
     "bytea",
 ];
 
+/// Where the columns a change overwrites (`state` to `stop_reason`) sit in
+/// [`columns::JOBS`]: what [`UPDATE_JOBS`] sets and [`JobColumns::mutable_columns`] holds.
+const MUTABLE: std::ops::Range<usize> = 11..30;
+
 /// Inserts (or replaces) a run of jobs from one array per column.
 static INSERT_JOBS: LazyLock<String> = LazyLock::new(|| {
     let arrays: Vec<String> = JOB_TYPES.iter().enumerate().map(|(i, t)| format!("${}::{t}[]", i + 1)).collect();
@@ -66,7 +70,7 @@ static INSERT_JOBS: LazyLock<String> = LazyLock::new(|| {
 /// `stop_reason`) from one array per column.
 static UPDATE_JOBS: LazyLock<String> = LazyLock::new(|| {
     let names = columns::JOBS.columns.split(',').map(str::trim).collect::<Vec<_>>();
-    let mutable: Vec<(usize, &str)> = names.iter().copied().enumerate().skip(11).take(19).collect();
+    let mutable: Vec<(usize, &str)> = names.iter().copied().enumerate().take(MUTABLE.end).skip(MUTABLE.start).collect();
     let arrays: Vec<String> = std::iter::once(format!("$1::{}[]", JOB_TYPES[0]))
         .chain(mutable.iter().enumerate().map(|(n, (i, _))| format!("${}::{}[]", n + 2, JOB_TYPES[*i])))
         .collect();
@@ -360,7 +364,7 @@ impl<'a> JobColumns<'a> {
     /// spec's first eleven, the columns a change overwrites, the spec's last two).
     fn all(&self) -> [&(dyn ToSql + Sync); 32] {
         let mut all = [&self.seq as &(dyn ToSql + Sync); 32];
-        all[1..11].copy_from_slice(&[
+        all[1..MUTABLE.start].copy_from_slice(&[
             &self.job_type as &(dyn ToSql + Sync),
             &self.dedupe_key,
             &self.priority,
@@ -372,8 +376,8 @@ impl<'a> JobColumns<'a> {
             &self.expires_at,
             &self.detection_run,
         ]);
-        all[11..30].copy_from_slice(&self.mutable_columns());
-        all[30..].copy_from_slice(&[&self.replay_of as &(dyn ToSql + Sync), &self.cluster_context]);
+        all[MUTABLE].copy_from_slice(&self.mutable_columns());
+        all[MUTABLE.end..].copy_from_slice(&[&self.replay_of as &(dyn ToSql + Sync), &self.cluster_context]);
         all
     }
 
