@@ -1,8 +1,9 @@
-//! How a job's fields that are not plain columns are encoded in its row, the same for
-//! every backend: parameters and labels as a `JobSpec`, result values as a `JobResult`,
-//! the workers it failed on one per line, the stop request as (outcome, reason), and the
-//! cluster context as its protobuf (empty: none); and the tables a batch inserts into,
-//! with the upsert each backend writes them with.
+//! The tables a batch inserts into, with the upsert each backend writes them with; and
+//! how a job's fields that are not plain columns are encoded in a row of one column per
+//! field (PostgreSQL's jobs, and SQLite's before its compact row, `sqlite::rows`):
+//! parameters and labels as a `JobSpec`, result values as a `JobResult`, the workers it
+//! failed on one per line, the stop request as (outcome, reason), and the cluster context
+//! as its protobuf (empty: none).
 
 use std::sync::Arc;
 
@@ -19,7 +20,8 @@ pub(super) struct Table {
     pub key: &'static str,
 }
 
-/// The jobs, in the order the insert and the row mapping use.
+/// The jobs as PostgreSQL keeps them, a column per field, in the order its insert and row
+/// mapping use (SQLite's compact row is `sqlite::rows::JOBS`).
 pub(super) const JOBS: Table = Table {
     name: "jobs",
     columns: "seq, job_type, dedupe_key, priority, summary, detail, payload, created_at, not_before, \

@@ -3,7 +3,9 @@
 //! queries, which WAL lets run beside the writer. rusqlite's errors stop here: they leave
 //! as the source of a [`BackendError`] that says what was being done.
 
+mod legacy;
 mod queries;
+mod rows;
 mod schema;
 mod writes;
 
@@ -354,43 +356,97 @@ mod tests {
         store::{
             Op, Store,
             backend::JobQuery,
+            backend_tests,
             tests::{job, temp_dir},
         },
     };
 
+    /// A store at `path` whose jobs table is the old one (a column per field), holding
+    /// `jobs`, written as the build before the compact row wrote them, without the
+    /// `dropped` columns (as builds before those columns wrote it).
+    fn legacy_store(path: &Path, jobs: &[&Job], dropped: &[&str]) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(legacy::JOBS_TABLE).unwrap();
+        for job in jobs {
+            legacy::insert(&conn, job).unwrap();
+        }
+        for column in dropped {
+            conn.execute_batch(&format!("ALTER TABLE jobs DROP COLUMN {column}")).unwrap();
+        }
+    }
+
+    fn table_names(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE tbl_name LIKE 'jobs%' AND sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    /// A store from before the compact row has every job rewritten in it when it opens:
+    /// each reads back as it was, the load and the queries find them, the old table is
+    /// gone with its indexes, and the store writes on in the new layout.
+    #[test]
+    fn an_older_stores_jobs_are_rewritten_in_the_compact_row_when_it_opens() {
+        let dir = temp_dir("legacy-jobs");
+        let path = dir.0.join("state.db");
+        let running = backend_tests::every_field(7);
+        let mut done = job(8, JobState::Succeeded, 50);
+        (done.attempts, done.attempts_total, done.worker_id, done.request_id) = (1, 2, "w".into(), "r".into());
+        (done.assigned_at, done.completed_at) = (40, 50);
+        let pending = job(9, JobState::Pending, 70);
+        legacy_store(&path, &[&running, &done, &pending], &[]);
+
+        let (mut backend, reader) = open(&path).unwrap();
+        assert_eq!(table_names(&path), ["jobs", "jobs_by_replay", "jobs_by_type", "jobs_dead_letters", "jobs_open"]);
+        for want in [&running, &done, &pending] {
+            backend_tests::assert_same_job(&reader.job(want.seq).unwrap().unwrap(), want);
+        }
+        let loaded = backend.load().unwrap();
+        assert_eq!(loaded.active.iter().map(|j| j.seq).collect::<Vec<_>>(), [7, 9]);
+        assert_eq!(loaded.counts.get(&("t".to_string(), JobState::Succeeded as i32)), Some(&1));
+        assert_eq!(loaded.next_job_seq, 10);
+        let last = reader.attempts(8).unwrap();
+        assert_eq!(
+            last.iter().map(|a| (a.attempt, &*a.worker_id, a.started_at, a.ended_at)).collect::<Vec<_>>(),
+            [(2, "w", 40, 50)]
+        );
+        let mut finished = Vec::new();
+        reader.finished_jobs(0, 100, &mut |f| finished.push((f.state, f.assigned_at, f.attempts_total))).unwrap();
+        assert_eq!(finished, [(JobState::Succeeded, 40, 2)]);
+
+        let mut ended = pending.clone();
+        (ended.state, ended.completed_at, ended.worker_id) = (JobState::Succeeded, 80, "w2".into());
+        backend.apply(&[Write::UpdateJob(&ended)]).unwrap();
+        backend_tests::assert_same_job(&reader.job(9).unwrap().unwrap(), &ended);
+        drop((backend, reader));
+        // Opened again: nothing left to convert.
+        let (_backend, reader) = open(&path).unwrap();
+        assert!(!legacy::is_legacy(&Connection::open(&path).unwrap()).unwrap());
+        backend_tests::assert_same_job(&reader.job(7).unwrap().unwrap(), &running);
+    }
+
+    /// The oldest layout lacked the stop request, the replayed job and the cluster
+    /// context: they read back as none, and a job written after that keeps them.
     #[tokio::test]
-    async fn a_store_written_before_stop_requests_were_kept_is_migrated_on_open() {
-        let dir = temp_dir("migrate");
+    async fn the_oldest_layout_is_rewritten_with_the_fields_it_lacked_as_none() {
+        let dir = temp_dir("oldest-jobs");
         std::fs::create_dir_all(dir.0.join("plugin")).unwrap();
-        let old_schema = schema::SCHEMA
-            .replace(",\n    stop_outcome INTEGER NOT NULL DEFAULT 0,\n    stop_reason TEXT NOT NULL DEFAULT ''", "");
-        assert_ne!(old_schema, schema::SCHEMA, "the old schema lacks the stop columns");
-        Connection::open(dir.0.join("plugin/state.db")).unwrap().execute_batch(&old_schema).unwrap();
-        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
-        let mut j = job(1, JobState::Running, now_ms());
+        let path = dir.0.join("plugin/state.db");
+        let old = job(1, JobState::Pending, now_ms());
+        legacy_store(&path, &[&old], &["stop_outcome", "stop_reason", "replay_of", "cluster_context"]);
+        let (store, loaded) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
+        assert_eq!(loaded.active.len(), 1);
+        backend_tests::assert_same_job(&store.job(1).unwrap().unwrap(), &old);
+
+        let context = proto::pb::ClusterContext { master_grpc_addresses: vec!["m:9333".into()], ..Default::default() };
+        let mut j = job(2, JobState::Running, now_ms());
+        Arc::make_mut(&mut j.spec).cluster_context = Some(Arc::new(context.clone()));
         j.stop = Some(Box::new(StopRequest { reason: "why".into(), outcome: JobState::Canceled, deadline: 0 }));
         store.write(Op::InsertJob(Arc::new(j)));
         store.settle().await;
-        assert_eq!(store.job(1).unwrap().unwrap().stop.unwrap().reason, "why");
-        store.close();
-    }
-
-    #[tokio::test]
-    async fn a_jobs_cluster_context_is_kept_and_an_older_store_gets_the_column() {
-        let dir = temp_dir("job-context");
-        std::fs::create_dir_all(dir.0.join("plugin")).unwrap();
-        let old_schema = schema::SCHEMA.replace(",\n    cluster_context BLOB NOT NULL DEFAULT x''", "");
-        assert_ne!(old_schema, schema::SCHEMA, "the old schema lacks the column");
-        Connection::open(dir.0.join("plugin/state.db")).unwrap().execute_batch(&old_schema).unwrap();
-        let (store, _) = Store::open(&dir.0, Arc::new(EventBus::new(16))).unwrap();
-        let context = proto::pb::ClusterContext { master_grpc_addresses: vec!["m:9333".into()], ..Default::default() };
-        let mut with = job(1, JobState::Pending, now_ms());
-        Arc::make_mut(&mut with.spec).cluster_context = Some(Arc::new(context.clone()));
-        store.write(Op::InsertJob(Arc::new(with)));
-        store.write(Op::InsertJob(Arc::new(job(2, JobState::Pending, now_ms()))));
-        store.settle().await;
-        assert_eq!(store.job(1).unwrap().unwrap().spec.cluster_context.as_deref(), Some(&context));
-        assert_eq!(store.job(2).unwrap().unwrap().spec.cluster_context, None, "none stays none");
+        let got = store.job(2).unwrap().unwrap();
+        assert_eq!((got.spec.cluster_context.as_deref(), got.stop.unwrap().reason.as_str()), (Some(&context), "why"));
         store.close();
     }
 

@@ -1,18 +1,18 @@
 //! Reading SQLite: the load at start, the history and listing queries, and mapping rows
 //! back to the admin's types.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
-use prost::Message;
-use proto::pb::{self, JobState};
+use proto::pb::JobState;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::rows::{self, SpecBlob, StatusBlob, row_to_job};
 use super::schema::JOB_COLUMNS;
 use crate::store::columns;
 use crate::{
     audit::{AuditEvent, AuditQuery},
     holds::{Hold, HoldKind},
-    job::{ATTEMPT_SUCCEEDED, ActivityView, AttemptView, Job, JobSpecData, JobView, RunView},
+    job::{ATTEMPT_SUCCEEDED, ActivityView, AttemptView, Job, JobView, RunView},
     schedules::CronSchedule,
     store::backend::{FinishedJob, JobQuery, Loaded, counts_with_succeeded},
 };
@@ -323,22 +323,15 @@ pub(super) fn attempts(conn: &Connection, seq: i64) -> rusqlite::Result<Vec<Atte
     })?;
     let mut attempts: Vec<AttemptView> = rows.collect::<rusqlite::Result<_>>()?;
     // A succeeded job's last attempt is not written as a row of its own: its row holds it.
-    let last = conn
-        .prepare_cached(
-            "SELECT attempts_total, worker_id, request_id, assigned_at, completed_at FROM jobs              WHERE seq = ?1 AND state = ?2",
-        )?
-        .query_row(params![seq, JobState::Succeeded as i32], |r| {
-            Ok(AttemptView {
-                attempt: r.get(0)?,
-                worker_id: r.get(1)?,
-                request_id: r.get(2)?,
-                started_at: r.get(3)?,
-                ended_at: r.get(4)?,
-                outcome: ATTEMPT_SUCCEEDED.to_string(),
-                error_message: String::new(),
-            })
-        })
-        .optional()?;
+    let last = job(conn, seq)?.filter(|j| j.state == JobState::Succeeded).map(|j| AttemptView {
+        attempt: j.attempts_total,
+        worker_id: j.worker_id.into(),
+        request_id: j.request_id.into(),
+        started_at: j.assigned_at,
+        ended_at: j.completed_at,
+        outcome: ATTEMPT_SUCCEEDED.to_string(),
+        error_message: String::new(),
+    });
     if let Some(last) = last.filter(|l| !attempts.iter().any(|a| a.attempt == l.attempt)) {
         attempts.push(last);
     }
@@ -427,7 +420,7 @@ pub(super) fn finished_jobs(
     visit: &mut dyn FnMut(FinishedJob),
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(
-        "SELECT job_type, state, created_at, not_before, assigned_at, completed_at, attempts_total, worker_id <> '' \
+        "SELECT job_type, state, completed_at, spec, status \
          FROM jobs WHERE completed_at >= ?1 AND completed_at < ?2 AND state IN (?3, ?4, ?5)",
     )?;
     let mut rows = stmt.query(params![
@@ -438,15 +431,17 @@ pub(super) fn finished_jobs(
         JobState::Canceled as i32
     ])?;
     while let Some(r) = rows.next()? {
+        let spec: SpecBlob = rows::decode(r, 3)?;
+        let status: StatusBlob = rows::decode(r, 4)?;
         visit(FinishedJob {
             job_type: r.get(0)?,
             state: JobState::try_from(r.get::<_, i32>(1)?).unwrap_or(JobState::Unspecified),
-            created_at: r.get(2)?,
-            not_before: r.get(3)?,
-            assigned_at: r.get(4)?,
-            completed_at: r.get(5)?,
-            attempts_total: r.get(6)?,
-            had_worker: r.get(7)?,
+            created_at: spec.created_at,
+            not_before: spec.not_before,
+            assigned_at: status.assigned_at,
+            completed_at: r.get(2)?,
+            attempts_total: status.attempts_total,
+            had_worker: !status.worker_id.is_empty(),
         });
     }
     Ok(())
@@ -478,52 +473,4 @@ pub(super) fn detection_runs(
         })
     })?;
     rows.collect()
-}
-
-fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
-    let payload: Vec<u8> = r.get(6)?;
-    let spec_pb = pb::JobSpec::decode(payload.as_slice()).unwrap_or_default();
-    let result: Vec<u8> = r.get(21)?;
-    let result_pb = pb::JobResult::decode(result.as_slice()).unwrap_or_default();
-    let failed_on: String = r.get(27)?;
-    let state: i32 = r.get(11)?;
-    Ok(Job {
-        seq: r.get(0)?,
-        spec: Arc::new(JobSpecData {
-            job_type: r.get(1)?,
-            dedupe_key: r.get(2)?,
-            priority: r.get(3)?,
-            summary: r.get(4)?,
-            detail: r.get(5)?,
-            parameters: spec_pb.parameters.into(),
-            labels: spec_pb.labels.into(),
-            created_at: r.get(7)?,
-            not_before: r.get(8)?,
-            expires_at: r.get(9)?,
-            detection_run: r.get(10)?,
-            replay_of: r.get(30)?,
-            cluster_context: columns::decode_context(&r.get::<_, Vec<u8>>(31)?),
-        }),
-        state: JobState::try_from(state).unwrap_or(JobState::Unspecified),
-        attempts: r.get(12)?,
-        attempts_total: r.get(13)?,
-        worker_id: r.get(14)?,
-        request_id: r.get(15)?,
-        progress: r.get(16)?,
-        stage: r.get(17)?,
-        message: r.get(18)?,
-        error: r.get(19)?,
-        result_summary: r.get(20)?,
-        result_values: result_pb.output_values.into(),
-        updated_at: r.get(22)?,
-        ready_at: r.get(23)?,
-        assigned_at: r.get(24)?,
-        completed_at: r.get(25)?,
-        dead_letter: r.get(26)?,
-        failed_on: columns::decode_failed_on(&failed_on),
-        stop: columns::stop_request(r.get(28)?, r.get(29)?),
-        queued_at: Default::default(),
-        deadline: 0,
-        session_id: 0,
-    })
 }

@@ -4,42 +4,29 @@ use std::{path::Path, time::Duration};
 
 use rusqlite::Connection;
 
-/// The current schema. Statements are idempotent; [`migrate`] brings older stores up to it.
-pub(super) const SCHEMA: &str = "
+/// The jobs table: the columns the queries and indexes read, and the rest of a job in two
+/// blobs (see [`super::rows`]). A store from before this layout has its jobs rewritten in
+/// it when it first opens ([`super::legacy::convert`]).
+pub(super) const JOBS_TABLE: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY,
     job_type TEXT NOT NULL,
     dedupe_key TEXT NOT NULL,
-    priority INTEGER NOT NULL,
     summary TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    created_at INTEGER NOT NULL,
-    not_before INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    detection_run INTEGER NOT NULL,
     state INTEGER NOT NULL,
-    attempts INTEGER NOT NULL,
-    attempts_total INTEGER NOT NULL,
-    worker_id TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    progress REAL NOT NULL,
-    stage TEXT NOT NULL,
-    message TEXT NOT NULL,
     error TEXT NOT NULL,
-    result_summary TEXT NOT NULL,
-    result BLOB NOT NULL,
     updated_at INTEGER NOT NULL,
-    ready_at INTEGER NOT NULL,
-    assigned_at INTEGER NOT NULL,
     completed_at INTEGER NOT NULL,
     dead_letter INTEGER NOT NULL,
-    failed_on TEXT NOT NULL,
-    stop_outcome INTEGER NOT NULL DEFAULT 0,
-    stop_reason TEXT NOT NULL DEFAULT '',
-    replay_of INTEGER NOT NULL DEFAULT 0,
-    cluster_context BLOB NOT NULL DEFAULT x''
+    replay_of INTEGER NOT NULL,
+    spec BLOB NOT NULL,
+    status BLOB NOT NULL
 );
+";
+
+/// The rest of the current schema. Statements are idempotent; [`migrate`] brings older
+/// stores up to it.
+pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS attempts (
     job_seq INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
@@ -114,7 +101,7 @@ CREATE TABLE IF NOT EXISTS meta (
 ";
 
 /// The jobs table's columns, in the order the insert and the row mapping use.
-pub(super) const JOB_COLUMNS: &str = crate::store::columns::JOBS.columns;
+pub(super) const JOB_COLUMNS: &str = super::rows::JOBS.columns;
 
 /// Indexes over columns that older stores lack: created after [`migrate`] added them;
 /// the activity feed's and the jobs' (an older store gets them built once, at its first
@@ -169,6 +156,7 @@ pub(super) fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
 
 /// Creates the tables that are missing and migrates the ones an older build wrote.
 pub(super) fn create_or_migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(JOBS_TABLE)?;
     conn.execute_batch(SCHEMA)?;
     migrate(conn)?;
     conn.execute_batch(LATE_INDEXES)
@@ -190,21 +178,13 @@ pub(super) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Brings a store written by an older build up to the current schema.
+/// Brings a store written by an older build up to the current schema: its jobs, when
+/// they are in the layout of one column per field, are rewritten in the current one.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('jobs')")?;
-    let columns: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-    if !columns.iter().any(|c| c == "stop_outcome") {
-        conn.execute_batch(
-            "ALTER TABLE jobs ADD COLUMN stop_outcome INTEGER NOT NULL DEFAULT 0; \
-             ALTER TABLE jobs ADD COLUMN stop_reason TEXT NOT NULL DEFAULT '';",
-        )?;
-    }
-    if !columns.iter().any(|c| c == "replay_of") {
-        conn.execute_batch("ALTER TABLE jobs ADD COLUMN replay_of INTEGER NOT NULL DEFAULT 0;")?;
-    }
-    if !columns.iter().any(|c| c == "cluster_context") {
-        conn.execute_batch("ALTER TABLE jobs ADD COLUMN cluster_context BLOB NOT NULL DEFAULT x'';")?;
+    if super::legacy::is_legacy(conn)? {
+        let started = std::time::Instant::now();
+        let jobs = super::legacy::convert(conn, JOBS_TABLE)?;
+        tracing::info!(jobs, seconds = started.elapsed().as_secs_f64(), "the jobs were rewritten in the compact row layout");
     }
     Ok(())
 }

@@ -3,13 +3,15 @@
 use std::sync::LazyLock;
 
 use proto::pb::JobState;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, Statement, params};
 
+use super::rows;
+use crate::job::Job;
 use crate::store::backend::{Pruned, Write};
 use crate::store::columns;
 
 /// Every insert is an upsert ([`columns::Table::upsert`]).
-static INSERT_JOB: LazyLock<String> = LazyLock::new(|| columns::JOBS.upsert('?'));
+pub(super) static INSERT_JOB: LazyLock<String> = LazyLock::new(|| rows::JOBS.upsert('?'));
 static INSERT_ATTEMPT: LazyLock<String> = LazyLock::new(|| columns::ATTEMPTS.upsert('?'));
 static INSERT_ACTIVITY: LazyLock<String> = LazyLock::new(|| columns::ACTIVITIES.upsert('?'));
 static INSERT_RUN: LazyLock<String> = LazyLock::new(|| columns::RUNS.upsert('?'));
@@ -24,80 +26,24 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
     let tx = conn.transaction()?;
     {
         let mut insert = tx.prepare_cached(&INSERT_JOB)?;
-        let mut update = tx.prepare_cached(
-            "UPDATE jobs SET state = ?2, attempts = ?3, attempts_total = ?4, worker_id = ?5, request_id = ?6, \
-             progress = ?7, stage = ?8, message = ?9, error = ?10, result_summary = ?11, result = ?12, updated_at = ?13, \
-             ready_at = ?14, assigned_at = ?15, completed_at = ?16, dead_letter = ?17, failed_on = ?18, \
-             stop_outcome = ?19, stop_reason = ?20 WHERE seq = ?1",
-        )?;
+        let mut update = tx.prepare_cached(rows::UPDATE_JOB)?;
+        let mut blobs = Blobs::default();
         let mut attempt = tx.prepare_cached(&INSERT_ATTEMPT)?;
         let mut activity = tx.prepare_cached(&INSERT_ACTIVITY)?;
         let mut run = tx.prepare_cached(&INSERT_RUN)?;
         for write in writes {
             match *write {
-                Write::InsertJob(job) => {
-                    let s = &job.spec;
-                    let payload = columns::spec_payload(s);
-                    let result = columns::result_bytes(job);
-                    let (stop_outcome, stop_reason) = columns::stop_columns(job);
-                    insert.execute(params![
-                        job.seq,
-                        s.job_type,
-                        s.dedupe_key,
-                        s.priority,
-                        s.summary,
-                        s.detail,
-                        payload,
-                        s.created_at,
-                        s.not_before,
-                        s.expires_at,
-                        s.detection_run,
-                        job.state as i32,
-                        job.attempts,
-                        job.attempts_total,
-                        job.worker_id,
-                        job.request_id,
-                        job.progress,
-                        job.stage,
-                        job.message,
-                        job.error,
-                        job.result_summary,
-                        result,
-                        job.updated_at,
-                        job.ready_at,
-                        job.assigned_at,
-                        job.completed_at,
-                        job.dead_letter,
-                        columns::encode_failed_on(&job.failed_on),
-                        stop_outcome,
-                        stop_reason,
-                        s.replay_of,
-                        columns::context_bytes(s),
-                    ])?;
-                }
+                Write::InsertJob(job) => insert_job(&mut insert, job, &mut blobs)?,
                 Write::UpdateJob(job) => {
-                    let (stop_outcome, stop_reason) = columns::stop_columns(job);
+                    rows::encode_status(job, &mut blobs.status);
                     update.execute(params![
                         job.seq,
                         job.state as i32,
-                        job.attempts,
-                        job.attempts_total,
-                        job.worker_id,
-                        job.request_id,
-                        job.progress,
-                        job.stage,
-                        job.message,
                         job.error,
-                        job.result_summary,
-                        columns::result_bytes(job),
                         job.updated_at,
-                        job.ready_at,
-                        job.assigned_at,
                         job.completed_at,
                         job.dead_letter,
-                        columns::encode_failed_on(&job.failed_on),
-                        stop_outcome,
-                        stop_reason,
+                        blobs.status,
                     ])?;
                 }
                 Write::Attempt { attempt: a, .. } if columns::implied_by_job_row(a) => {}
@@ -203,6 +149,35 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
     }
     tx.commit()?;
     Ok(pruned)
+}
+
+/// The buffers a job's blobs are encoded into, reused from row to row.
+#[derive(Default)]
+pub(super) struct Blobs {
+    spec: Vec<u8>,
+    status: Vec<u8>,
+}
+
+/// Binds and steps `insert` ([`INSERT_JOB`]) for `job`.
+pub(super) fn insert_job(insert: &mut Statement<'_>, job: &Job, blobs: &mut Blobs) -> rusqlite::Result<()> {
+    let s = &job.spec;
+    rows::encode_spec(s, &mut blobs.spec);
+    rows::encode_status(job, &mut blobs.status);
+    insert.execute(params![
+        job.seq,
+        s.job_type,
+        s.dedupe_key,
+        s.summary,
+        job.state as i32,
+        job.error,
+        job.updated_at,
+        job.completed_at,
+        job.dead_letter,
+        s.replay_of,
+        blobs.spec,
+        blobs.status,
+    ])?;
+    Ok(())
 }
 
 /// Deletes old finished jobs (with their attempts), activities and runs; returns the

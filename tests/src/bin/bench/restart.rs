@@ -1,14 +1,21 @@
 //! `restart`: an admin starting on a store that holds many finished jobs. The store is made
-//! by running the admin once (so the schema is its own), stopping it, and bulk-inserting
-//! finished jobs (with one attempt and one execution run each, as the admin writes them)
-//! straight into its SQLite file in one transaction. Then: spawn to `/readyz` 200, and the
+//! by running the admin once (so the schema is its own), stopping it, and writing finished
+//! jobs (with one execution run each) into it through the admin's own store, in this
+//! process. Then: spawn to `/readyz` 200, and the
 //! median time of `GET /api/plugin/jobs?limit=100` and `GET /plugin`.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use admin::{
+    events::EventBus,
+    job::{Job, JobSpecData, Pairs, RunView},
+    store::{Op, Store},
+};
 use anyhow::{Context, Result, bail};
-use proto::pb::JobState;
-use rusqlite::params;
+use proto::pb::{JobPriority, JobState};
 use serde_json::{Value, json};
 
 use crate::{Options, Size, admin_process::AdminProcess, noop::JOB_TYPE, stats::num};
@@ -30,7 +37,7 @@ pub async fn run(o: &Options) -> Result<Value> {
     first.stop(Duration::from_secs(10)).await;
     let db_path = AdminProcess::state_db(dir.path());
     let fill_start = Instant::now();
-    fill(&db_path, jobs).with_context(|| format!("filling {}", db_path.display()))?;
+    fill(dir.path(), jobs).await.with_context(|| format!("filling {}", db_path.display()))?;
     let fill_s = fill_start.elapsed().as_secs_f64();
     let db_mib = std::fs::metadata(&db_path).map(|m| m.len() as f64 / 1048576.0).unwrap_or(f64::NAN);
     eprintln!("bench:   {jobs} finished jobs written in {fill_s:.1} s ({db_mib:.0} MiB); restarting the admin");
@@ -112,62 +119,66 @@ async fn median_of(http: &str, path: &str) -> f64 {
     times[times.len() / 2]
 }
 
-/// Writes `jobs` SUCCEEDED jobs, their attempts and runs into the admin's (stopped) store.
-fn fill(path: &std::path::Path, jobs: usize) -> Result<()> {
-    let mut db = rusqlite::Connection::open(path)?;
-    // Setup only: durability of the fill itself does not matter, the admin reopens it.
-    db.pragma_update(None, "synchronous", "OFF")?;
-    let existing: i64 = db.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))?;
-    if existing != 0 {
-        bail!("the fresh store already holds {existing} jobs");
+/// Writes `jobs` SUCCEEDED jobs and their execution runs into the admin's (stopped)
+/// store at `data_dir`, through the admin's own store in this process, so the rows are
+/// what the admin writes (a succeeded job's attempt is held by its row). A chunk is
+/// queued while the one before it commits.
+async fn fill(data_dir: &std::path::Path, jobs: usize) -> Result<()> {
+    let (store, loaded) = Store::open(data_dir, Arc::new(EventBus::new(1024)))?;
+    if loaded.next_job_seq != 1 {
+        bail!("the fresh store already holds jobs (next id {})", loaded.next_job_seq);
     }
-    let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64
-        - jobs as i64 * 2
-        - 86_400_000;
-    let tx = db.transaction()?;
-    {
-        let mut job = tx.prepare(
-            "INSERT INTO jobs (seq, job_type, dedupe_key, priority, summary, detail, payload, created_at, \
-             not_before, expires_at, detection_run, state, attempts, attempts_total, worker_id, request_id, progress, \
-             stage, message, error, result_summary, result, updated_at, ready_at, assigned_at, completed_at, \
-             dead_letter, failed_on) \
-             VALUES (?1, ?2, ?3, ?4, ?5, '', x'', ?6, 0, 0, 1, ?7, 1, 1, ?8, ?9, 100.0, '', '', '', '', x'', ?10, 0, \
-             ?11, ?10, 0, '')",
-        )?;
-        let mut attempt = tx.prepare(
-            "INSERT INTO attempts (job_seq, attempt, worker_id, request_id, started_at, ended_at, outcome, error) \
-             VALUES (?1, 1, ?2, ?3, ?4, ?5, 'succeeded', '')",
-        )?;
-        let mut run = tx.prepare(
-            "INSERT INTO runs (id, job_type, kind, job_id, worker_id, started_at, ended_at, success, message, \
-             proposals, jobs_created) VALUES (?1, ?2, 'execution', ?3, ?4, ?5, ?6, 1, '', 0, 0)",
-        )?;
-        let succeeded = JobState::Succeeded as i32;
-        let normal = proto::pb::JobPriority::Normal as i32;
-        for i in 1..=jobs as i64 {
+    let base = admin::job::now_ms() - jobs as i64 * 2 - 86_400_000;
+    let mut previous = None;
+    for chunk in (1..=jobs as i64).collect::<Vec<_>>().chunks(10_000) {
+        let mut last = 0;
+        for &i in chunk {
             let created = base + i * 2;
             let (assigned, done) = (created + 1, created + 2);
-            let worker = format!("bench-w{}", i % 8);
-            let request = format!("exec-0badc0de-{i}");
-            job.execute(params![
-                i,
-                JOB_TYPE,
-                format!("k{i}"),
-                normal,
-                format!("no-op job {i}"),
-                created,
-                succeeded,
-                worker,
-                request,
-                done,
-                assigned
-            ])?;
-            attempt.execute(params![i, worker, request, assigned, done])?;
-            run.execute(params![i, JOB_TYPE, format!("j{i}"), worker, assigned, done])?;
+            let spec = JobSpecData {
+                job_type: JOB_TYPE.to_string(),
+                dedupe_key: format!("k{i}").into(),
+                priority: JobPriority::Normal as i32,
+                summary: format!("no-op job {i}").into(),
+                detail: "".into(),
+                parameters: Pairs::new(),
+                labels: Pairs::new(),
+                created_at: created,
+                not_before: 0,
+                expires_at: 0,
+                detection_run: 1,
+                replay_of: 0,
+                cluster_context: None,
+            };
+            let mut job = Job::pending(i, spec, done);
+            job.state = JobState::Succeeded;
+            (job.attempts, job.attempts_total, job.progress) = (1, 1, 100.0);
+            job.worker_id = format!("bench-w{}", i % 8).into();
+            job.request_id = format!("exec-0badc0de-{i}").into();
+            (job.assigned_at, job.completed_at) = (assigned, done);
+            let run = RunView {
+                id: i,
+                job_type: JOB_TYPE.to_string(),
+                kind: "execution".into(),
+                job_id: job.id(),
+                worker_id: job.worker_id.to_string(),
+                started_at: assigned,
+                ended_at: done,
+                success: true,
+                message: String::new(),
+                proposals: 0,
+                jobs_created: 0,
+            };
+            store.write(Op::InsertJob(Arc::new(job)));
+            last = store.write(Op::Run(Box::new(run)));
+        }
+        if let Some(ticket) = previous.replace(last) {
+            store.durable(ticket).await?;
         }
     }
-    tx.commit()?;
-    // A long-running admin's store would have been checkpointed long ago.
-    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    if let Some(ticket) = previous {
+        store.durable(ticket).await?;
+    }
+    store.close();
     Ok(())
 }
