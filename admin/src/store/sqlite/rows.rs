@@ -167,7 +167,8 @@ fn put_delimited(tag: u32, value: &str, buf: &mut Vec<u8>) {
 /// Decodes a blob column, or says which one is damaged.
 pub(super) fn decode<M: Message + Default>(r: &Row<'_>, index: usize) -> rusqlite::Result<M> {
     let bytes = r.get_ref(index)?.as_blob()?;
-    M::decode(bytes).map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Blob, e.into()))
+    M::decode(bytes)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Blob, e.into()))
 }
 
 /// A job from a row of [`JOBS`]' columns.

@@ -184,7 +184,11 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if super::legacy::is_legacy(conn)? {
         let started = std::time::Instant::now();
         let jobs = super::legacy::convert(conn, JOBS_TABLE)?;
-        tracing::info!(jobs, seconds = started.elapsed().as_secs_f64(), "the jobs were rewritten in the compact row layout");
+        tracing::info!(
+            jobs,
+            seconds = started.elapsed().as_secs_f64(),
+            "the jobs were rewritten in the compact row layout"
+        );
     }
     Ok(())
 }
