@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use prost::Message;
 use proto::pb::{self, JobState};
 use rusqlite::{Connection, Row};
 
@@ -105,19 +104,10 @@ pub(super) fn convert(conn: &Connection, create_table: &str) -> rusqlite::Result
     Ok(copied)
 }
 
-/// A blob column of the old table, read as the old build read it: a damaged one as empty
-/// (logged), so one damaged job cannot keep the store from opening.
-fn lenient<M: Message + Default>(r: &Row<'_>, index: usize) -> rusqlite::Result<M> {
-    rows::decode(r, index).or_else(|e| {
-        tracing::warn!(seq = r.get::<_, i64>(0).unwrap_or(0), error = %e, "a job's stored blob is damaged; read as empty");
-        Ok(M::default())
-    })
-}
-
 /// A job from a row of the old table's [`COLUMNS`].
 fn row_to_job(r: &Row<'_>) -> rusqlite::Result<Job> {
-    let payload: pb::JobSpec = lenient(r, 6)?;
-    let result: pb::JobResult = lenient(r, 21)?;
+    let payload: pb::JobSpec = rows::decode(r, 6)?;
+    let result: pb::JobResult = rows::decode(r, 21)?;
     let failed_on: String = r.get(27)?;
     let state: i32 = r.get(11)?;
     Ok(Job {

@@ -426,6 +426,23 @@ mod tests {
         backend_tests::assert_same_job(&reader.job(7).unwrap().unwrap(), &running);
     }
 
+    /// A job whose blob is damaged reads with that blob's fields empty, as the columns
+    /// hold them, rather than failing the load and every listing it is in.
+    #[test]
+    fn a_damaged_blob_reads_as_empty_and_the_rest_of_the_row_as_stored() {
+        let dir = temp_dir("damaged-blob");
+        let path = dir.0.join("state.db");
+        let (mut backend, reader) = open(&path).unwrap();
+        let mut j = job(3, JobState::Running, 30);
+        (j.worker_id, j.error) = ("w".into(), "kept".into());
+        backend.apply(&[Write::InsertJob(&j)]).unwrap();
+        Connection::open(&path).unwrap().execute_batch("UPDATE jobs SET status = x'ff', spec = x'0a'").unwrap();
+        let got = reader.job(3).unwrap().unwrap();
+        assert_eq!((&*got.worker_id, got.spec.parameters.as_map()), ("", None), "the blobs read as empty");
+        assert_eq!((got.state, &*got.error, &*got.spec.summary), (JobState::Running, "kept", "job 3"));
+        assert_eq!(backend.load().unwrap().active.iter().map(|j| j.seq).collect::<Vec<_>>(), [3]);
+    }
+
     /// The oldest layout lacked the stop request, the replayed job and the cluster
     /// context: they read back as none, and a job written after that keeps them.
     #[tokio::test]

@@ -420,7 +420,7 @@ pub(super) fn finished_jobs(
     visit: &mut dyn FnMut(FinishedJob),
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(
-        "SELECT job_type, state, completed_at, spec, status \
+        "SELECT seq, job_type, state, completed_at, spec, status \
          FROM jobs WHERE completed_at >= ?1 AND completed_at < ?2 AND state IN (?3, ?4, ?5)",
     )?;
     let mut rows = stmt.query(params![
@@ -431,15 +431,15 @@ pub(super) fn finished_jobs(
         JobState::Canceled as i32
     ])?;
     while let Some(r) = rows.next()? {
-        let spec: SpecBlob = rows::decode(r, 3)?;
-        let status: StatusBlob = rows::decode(r, 4)?;
+        let spec: SpecBlob = rows::decode(r, 4)?;
+        let status: StatusBlob = rows::decode(r, 5)?;
         visit(FinishedJob {
-            job_type: r.get(0)?,
-            state: JobState::try_from(r.get::<_, i32>(1)?).unwrap_or(JobState::Unspecified),
+            job_type: r.get(1)?,
+            state: JobState::try_from(r.get::<_, i32>(2)?).unwrap_or(JobState::Unspecified),
             created_at: spec.created_at,
             not_before: spec.not_before,
             assigned_at: status.assigned_at,
-            completed_at: r.get(2)?,
+            completed_at: r.get(3)?,
             attempts_total: status.attempts_total,
             had_worker: !status.worker_id.is_empty(),
         });

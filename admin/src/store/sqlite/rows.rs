@@ -164,11 +164,16 @@ fn put_delimited(tag: u32, value: &str, buf: &mut Vec<u8>) {
     buf.extend_from_slice(value.as_bytes());
 }
 
-/// Decodes a blob column, or says which one is damaged.
+/// Decodes a blob column of a row whose first column is the job's id. A damaged blob is
+/// read as empty and logged, as older builds read theirs: one damaged job must not keep
+/// the store from opening or a listing from answering.
 pub(super) fn decode<M: Message + Default>(r: &Row<'_>, index: usize) -> rusqlite::Result<M> {
     let bytes = r.get_ref(index)?.as_blob()?;
-    M::decode(bytes)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Blob, e.into()))
+    Ok(M::decode(bytes).unwrap_or_else(|e| {
+        let column = r.as_ref().column_name(index).unwrap_or("?");
+        tracing::warn!(seq = r.get::<_, i64>(0).ok(), column, error = %e, "a job's stored blob is damaged; read as empty");
+        M::default()
+    }))
 }
 
 /// A job from a row of [`JOBS`]' columns.

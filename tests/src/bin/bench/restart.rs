@@ -11,14 +11,13 @@ use std::{
 
 use admin::{
     events::EventBus,
-    job::{Job, JobSpecData, Pairs, RunView},
+    job::RunView,
     store::{Op, Store},
 };
 use anyhow::{Context, Result, bail};
-use proto::pb::{JobPriority, JobState};
 use serde_json::{Value, json};
 
-use crate::{Options, Size, admin_process::AdminProcess, noop::JOB_TYPE, stats::num};
+use crate::{Options, Size, admin_process::AdminProcess, noop::JOB_TYPE, stats::num, writer};
 
 const REQUESTS: usize = 7;
 
@@ -135,27 +134,9 @@ async fn fill(data_dir: &std::path::Path, jobs: usize) -> Result<()> {
         for &i in chunk {
             let created = base + i * 2;
             let (assigned, done) = (created + 1, created + 2);
-            let spec = JobSpecData {
-                job_type: JOB_TYPE.to_string(),
-                dedupe_key: format!("k{i}").into(),
-                priority: JobPriority::Normal as i32,
-                summary: format!("no-op job {i}").into(),
-                detail: "".into(),
-                parameters: Pairs::new(),
-                labels: Pairs::new(),
-                created_at: created,
-                not_before: 0,
-                expires_at: 0,
-                detection_run: 1,
-                replay_of: 0,
-                cluster_context: None,
-            };
-            let mut job = Job::pending(i, spec, done);
-            job.state = JobState::Succeeded;
-            (job.attempts, job.attempts_total, job.progress) = (1, 1, 100.0);
-            job.worker_id = format!("bench-w{}", i % 8).into();
-            job.request_id = format!("exec-0badc0de-{i}").into();
-            (job.assigned_at, job.completed_at) = (assigned, done);
+            let mut job = writer::succeed(&writer::assign(&writer::new_job(i as usize - 1)));
+            Arc::make_mut(&mut job.spec).created_at = created;
+            (job.assigned_at, job.completed_at, job.updated_at) = (assigned, done, done);
             let run = RunView {
                 id: i,
                 job_type: JOB_TYPE.to_string(),

@@ -259,7 +259,7 @@ fn job_event(job: &Arc<Job>) -> EventKind {
 }
 
 /// A job as `throughput`'s detector proposes it (seq from 1).
-fn new_job(i: usize) -> Job {
+pub(crate) fn new_job(i: usize) -> Job {
     let now = admin::job::now_ms();
     let spec = JobSpecData {
         job_type: crate::noop::JOB_TYPE.to_string(),
@@ -279,7 +279,8 @@ fn new_job(i: usize) -> Job {
     Job::pending(i as i64 + 1, spec, now)
 }
 
-fn assign(job: &Job) -> Job {
+/// `job` sent to a worker, now.
+pub(crate) fn assign(job: &Job) -> Job {
     let mut j = job.clone();
     j.state = JobState::Assigned;
     j.attempts = 1;
@@ -291,7 +292,8 @@ fn assign(job: &Job) -> Job {
     j
 }
 
-fn succeed(job: &Job) -> Job {
+/// `job` succeeded, now.
+pub(crate) fn succeed(job: &Job) -> Job {
     let mut j = job.clone();
     j.state = JobState::Succeeded;
     j.progress = 100.0;
