@@ -91,11 +91,10 @@ pub(super) fn convert(conn: &Connection, create_table: &str) -> rusqlite::Result
     let mut copied = 0;
     {
         let mut read = tx.prepare(&format!("SELECT {COLUMNS} FROM jobs_legacy ORDER BY seq"))?;
-        let mut insert = tx.prepare(&writes::INSERT_JOB)?;
         let mut blobs = writes::Blobs::default();
         let mut rows = read.query([])?;
         while let Some(row) = rows.next()? {
-            writes::insert_job(&mut insert, &row_to_job(row)?, &mut blobs)?;
+            writes::insert_jobs(&tx, &[&row_to_job(row)?], &mut blobs)?;
             copied += 1;
         }
     }

@@ -426,6 +426,33 @@ mod tests {
         backend_tests::assert_same_job(&reader.job(7).unwrap().unwrap(), &running);
     }
 
+    /// A batch's new jobs go in statements of many rows: each lands with its own row
+    /// whatever statement it went in, and a prune between them deletes the ones before it
+    /// and not the ones after, as if every write were applied in order.
+    #[test]
+    fn new_jobs_in_statements_of_many_rows_land_each_as_written_and_in_order_with_a_prune() {
+        let dir = temp_dir("many-rows");
+        let (mut backend, reader) = open(&dir.0.join("state.db")).unwrap();
+        let mut jobs: Vec<Job> = (1..=23).map(|seq| job(seq, JobState::Pending, 100 + seq)).collect();
+        for j in &mut jobs {
+            j.error = format!("e{}", j.seq).into();
+        }
+        let (mut before, mut after) = (job(50, JobState::Succeeded, 5), job(51, JobState::Succeeded, 5));
+        (before.completed_at, after.completed_at) = (5, 5);
+        let mut writes: Vec<Write<'_>> = jobs[..21].iter().map(Write::InsertJob).collect();
+        writes.push(Write::InsertJob(&before));
+        writes.push(Write::Prune { before_ms: 10 });
+        writes.extend(jobs[21..].iter().map(Write::InsertJob));
+        writes.push(Write::InsertJob(&after));
+        let pruned = backend.apply(&writes).unwrap();
+        assert_eq!(pruned, [std::collections::HashMap::from([(("t".to_string(), JobState::Succeeded as i32), 1)])]);
+        for want in &jobs {
+            backend_tests::assert_same_job(&reader.job(want.seq).unwrap().unwrap(), want);
+        }
+        assert!(reader.job(50).unwrap().is_none(), "inserted before the prune, and pruned");
+        backend_tests::assert_same_job(&reader.job(51).unwrap().unwrap(), &after);
+    }
+
     /// A job whose blob is damaged reads with that blob's fields empty, as the columns
     /// hold them, rather than failing the load and every listing it is in.
     #[test]

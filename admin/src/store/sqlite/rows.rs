@@ -30,6 +30,20 @@ pub(super) const JOBS: Table = Table {
     key: "seq",
 };
 
+/// Values in a row of [`JOBS`].
+pub(super) const JOB_WIDTH: usize = 12;
+
+/// The upsert of `rows` jobs in one statement: parameters `?1` to `?12` are the first
+/// job's row, `?13` to `?24` the second's, and so on.
+pub(super) fn insert_sql(rows: usize) -> String {
+    let row = |r: usize| {
+        let values: Vec<String> = (1..=JOB_WIDTH).map(|c| format!("?{}", r * JOB_WIDTH + c)).collect();
+        format!("({})", values.join(", "))
+    };
+    let values: Vec<String> = (0..rows).map(row).collect();
+    JOBS.upsert_from(&format!("VALUES {}", values.join(", ")))
+}
+
 /// What an update overwrites: every column but the spec's.
 pub(super) const UPDATE_JOB: &str = "UPDATE jobs SET state = ?2, error = ?3, updated_at = ?4, completed_at = ?5, \
      dead_letter = ?6, status = ?7 WHERE seq = ?1";
@@ -229,6 +243,14 @@ mod tests {
 
     fn value(s: &str) -> pb::ConfigValue {
         pb::ConfigValue { kind: Some(pb::config_value::Kind::StringValue(s.into())) }
+    }
+
+    #[test]
+    fn a_row_is_as_wide_as_the_table_and_a_statement_of_rows_numbers_them_on() {
+        assert_eq!(JOB_WIDTH, JOBS.columns.split(',').count());
+        assert_eq!(insert_sql(1), JOBS.upsert('?'));
+        assert!(insert_sql(2).contains("(?13, ?14, "), "{}", insert_sql(2));
+        assert!(insert_sql(16).contains("?192)"), "{}", insert_sql(16));
     }
 
     /// The hand-written encoders and the derived messages agree on every field, and a

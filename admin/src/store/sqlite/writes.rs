@@ -10,8 +10,14 @@ use crate::job::Job;
 use crate::store::backend::{Pruned, Write};
 use crate::store::columns;
 
-/// Every insert is an upsert ([`columns::Table::upsert`]).
-pub(super) static INSERT_JOB: LazyLock<String> = LazyLock::new(|| rows::JOBS.upsert('?'));
+/// New jobs go in statements of this many rows each, the largest that fits first: a
+/// statement of many rows opens its cursors once and finds the table's end from where its
+/// last row went, where a statement per job starts from the root each time.
+const INSERT_ROWS: [usize; 3] = [16, 4, 1];
+
+/// Every insert is an upsert ([`columns::Table::upsert`]); the jobs', one per row count
+/// of [`INSERT_ROWS`].
+static INSERT_JOBS: LazyLock<[String; 3]> = LazyLock::new(|| INSERT_ROWS.map(rows::insert_sql));
 static INSERT_ATTEMPT: LazyLock<String> = LazyLock::new(|| columns::ATTEMPTS.upsert('?'));
 static INSERT_ACTIVITY: LazyLock<String> = LazyLock::new(|| columns::ACTIVITIES.upsert('?'));
 static INSERT_RUN: LazyLock<String> = LazyLock::new(|| columns::RUNS.upsert('?'));
@@ -25,15 +31,17 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
     let mut pruned = Vec::new();
     let tx = conn.transaction()?;
     {
-        let mut insert = tx.prepare_cached(&INSERT_JOB)?;
         let mut update = tx.prepare_cached(rows::UPDATE_JOB)?;
         let mut blobs = Blobs::default();
+        // New jobs wait here to go in statements of many rows. Each job is once in a
+        // coalesced batch, so they commute with every other write but a prune.
+        let mut new_jobs: Vec<&Job> = Vec::new();
         let mut attempt = tx.prepare_cached(&INSERT_ATTEMPT)?;
         let mut activity = tx.prepare_cached(&INSERT_ACTIVITY)?;
         let mut run = tx.prepare_cached(&INSERT_RUN)?;
         for write in writes {
             match *write {
-                Write::InsertJob(job) => insert_job(&mut insert, job, &mut blobs)?,
+                Write::InsertJob(job) => new_jobs.push(job),
                 Write::UpdateJob(job) => {
                     rows::encode_status(job, &mut blobs.status);
                     update.execute(params![
@@ -85,7 +93,11 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                         r.jobs_created
                     ])?;
                 }
-                Write::Prune { before_ms } => pruned.push(prune(&tx, before_ms)?),
+                Write::Prune { before_ms } => {
+                    insert_jobs(&tx, &new_jobs, &mut blobs)?;
+                    new_jobs.clear();
+                    pruned.push(prune(&tx, before_ms)?);
+                }
                 Write::Audit(e) => {
                     tx.prepare_cached(&INSERT_AUDIT)?.execute(params![
                         e.id,
@@ -146,6 +158,7 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                 }
             }
         }
+        insert_jobs(&tx, &new_jobs, &mut blobs)?;
     }
     tx.commit()?;
     Ok(pruned)
@@ -158,26 +171,43 @@ pub(super) struct Blobs {
     status: Vec<u8>,
 }
 
-/// Binds and steps `insert` ([`INSERT_JOB`]) for `job`.
-pub(super) fn insert_job(insert: &mut Statement<'_>, job: &Job, blobs: &mut Blobs) -> rusqlite::Result<()> {
+/// Inserts `jobs`, in statements of [`INSERT_ROWS`] rows.
+pub(super) fn insert_jobs(tx: &Connection, mut jobs: &[&Job], blobs: &mut Blobs) -> rusqlite::Result<()> {
+    for (rows, sql) in INSERT_ROWS.iter().zip(INSERT_JOBS.iter()) {
+        if jobs.len() < *rows {
+            continue;
+        }
+        let mut insert = tx.prepare_cached(sql)?;
+        while jobs.len() >= *rows {
+            let (these, rest) = jobs.split_at(*rows);
+            for (i, job) in these.iter().enumerate() {
+                bind_job(&mut insert, i * rows::JOB_WIDTH, job, blobs)?;
+            }
+            insert.raw_execute()?;
+            jobs = rest;
+        }
+    }
+    Ok(())
+}
+
+/// Binds `job`'s row to `insert`'s parameters after the first `offset` (SQLite copies
+/// each value as it is bound, so the blobs' buffers are free again at once).
+fn bind_job(insert: &mut Statement<'_>, offset: usize, job: &Job, blobs: &mut Blobs) -> rusqlite::Result<()> {
     let s = &job.spec;
     rows::encode_spec(s, &mut blobs.spec);
     rows::encode_status(job, &mut blobs.status);
-    insert.execute(params![
-        job.seq,
-        s.job_type,
-        s.dedupe_key,
-        s.summary,
-        job.state as i32,
-        job.error,
-        job.updated_at,
-        job.completed_at,
-        job.dead_letter,
-        s.replay_of,
-        blobs.spec,
-        blobs.status,
-    ])?;
-    Ok(())
+    insert.raw_bind_parameter(offset + 1, job.seq)?;
+    insert.raw_bind_parameter(offset + 2, &s.job_type)?;
+    insert.raw_bind_parameter(offset + 3, &*s.dedupe_key)?;
+    insert.raw_bind_parameter(offset + 4, &*s.summary)?;
+    insert.raw_bind_parameter(offset + 5, job.state as i32)?;
+    insert.raw_bind_parameter(offset + 6, &*job.error)?;
+    insert.raw_bind_parameter(offset + 7, job.updated_at)?;
+    insert.raw_bind_parameter(offset + 8, job.completed_at)?;
+    insert.raw_bind_parameter(offset + 9, job.dead_letter)?;
+    insert.raw_bind_parameter(offset + 10, s.replay_of)?;
+    insert.raw_bind_parameter(offset + 11, blobs.spec.as_slice())?;
+    insert.raw_bind_parameter(offset + 12, blobs.status.as_slice())
 }
 
 /// Deletes old finished jobs (with their attempts), activities and runs; returns the
