@@ -112,9 +112,9 @@ pub(crate) async fn report_long_running(shared: Arc<Shared>) {
     if after.is_zero() {
         return;
     }
-    let mut count = shared.tracker.watch_count();
+    let mut busy = shared.tracker.watch_busy();
     loop {
-        if count.wait_for(|n| *n > 0).await.is_err() {
+        if busy.wait_for(|busy| *busy).await.is_err() {
             return;
         }
         tokio::time::sleep(after / 2).await;

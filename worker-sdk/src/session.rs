@@ -91,7 +91,7 @@ pub(crate) async fn run(cx: &mut SessionContext<'_>) -> Result<(), Error> {
 
     let mut heartbeats = tokio::time::interval(interval);
     heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut work_count = shared.tracker.watch_count();
+    let mut busy = shared.tracker.watch_busy();
     let mut drain: Option<Drain> = None;
     let mut replies = Vec::new();
     loop {
@@ -146,7 +146,7 @@ pub(crate) async fn run(cx: &mut SessionContext<'_>) -> Result<(), Error> {
                     d.cancel_at = None;
                 }
             }
-            _ = work_count.changed(), if drain.is_some() => {}
+            _ = busy.changed(), if drain.is_some() => {}
         }
     }
 }
