@@ -1,12 +1,20 @@
 //! A hasher for maps keyed by numbers the admin itself assigns (job ids, attempt numbers)
 //! or by hashes it already computed with a keyed hasher: nothing a peer chooses, so a
 //! multiply-rotate mix is enough, several times cheaper than the default SipHash on the
-//! dispatcher's and the store writer's hot paths.
+//! dispatcher's and the store writer's hot paths. And one for maps keyed by names the
+//! admin holds a bounded number of.
 
 use std::collections::HashMap;
 
 /// A `HashMap` keyed by admin-assigned numbers.
 pub type IdMap<K, V> = HashMap<K, V, BuildIdHasher>;
+
+/// A `HashMap` keyed by names of which the admin holds a bounded number: job types and
+/// worker ids (as many as the registry admits), request ids (which it makes itself).
+/// foldhash, seeded at random per process, costs a fraction of SipHash on such short
+/// strings, and the dispatcher hashes several per job. Keys that peers choose without a
+/// bound (dedupe keys) keep the default SipHash.
+pub type NameMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Default, Clone, Copy)]
 pub struct BuildIdHasher;

@@ -32,6 +32,9 @@ use crate::{
 /// requeued; the attempt is not counted).
 pub const REQUEUED: &str = "requeued";
 
+/// The message of a job that succeeded at its first attempt and reported no summary.
+const SUCCEEDED_FIRST_TIME: &str = "succeeded after 1 attempt";
+
 /// Upper bound of one retry backoff.
 pub const MAX_BACKOFF_MS: i64 = 3_600_000;
 
@@ -214,10 +217,13 @@ pub fn step(job: &mut Job, input: Input<'_>, policy: &dyn Fn() -> Policy, at: At
                     job.result_values = result.output_values.clone().into();
                 }
                 fx.push(Effect::Attempt(attempt(job, crate::job::ATTEMPT_SUCCEEDED, "", now)));
-                let message = if job.result_summary.is_empty() {
-                    format!("succeeded after {}", crate::text::plural(i64::from(job.attempts), "attempt"))
-                } else {
+                let message = if !job.result_summary.is_empty() {
                     String::from(&*job.result_summary)
+                } else if job.attempts == 1 {
+                    // Nearly every job: spared the formatting, once per job on the hot path.
+                    SUCCEEDED_FIRST_TIME.to_string()
+                } else {
+                    format!("succeeded after {}", crate::text::plural(i64::from(job.attempts), "attempt"))
                 };
                 finish(job, JobState::Succeeded, message, now, &mut fx);
             } else {

@@ -16,7 +16,7 @@ use std::{
 use proto::pb::JobState;
 
 use crate::{
-    id_hash::IdMap,
+    id_hash::{IdMap, NameMap},
     job::{Job, is_final},
     monitor::{JobTypeMetrics, Monitor},
 };
@@ -43,24 +43,24 @@ pub struct JobTable {
     pub(super) expiries: BTreeSet<(i64, i64)>,
     /// ASSIGNED/RUNNING jobs' execution deadlines and stop grace ends: (deadline, seq).
     pub(super) deadlines: BTreeSet<(i64, i64)>,
-    pub(super) by_request: HashMap<Box<str>, i64>,
+    pub(super) by_request: NameMap<Box<str>, i64>,
     /// seq -> (worker_id, request_id) of the attempt in flight, so releasing a slot needs
     /// no copy of the job's strings.
     slots: IdMap<i64, (Box<str>, Box<str>)>,
     /// worker_id -> job_type -> jobs the admin has in flight there.
-    pub(super) inflight: HashMap<String, HashMap<String, i64>>,
+    pub(super) inflight: NameMap<String, NameMap<String, i64>>,
     /// job_type -> ASSIGNED + RUNNING jobs.
-    pub(super) running: HashMap<String, i64>,
+    pub(super) running: NameMap<String, i64>,
     /// Executors that said they are full, skipped until then.
-    pub(super) full_until: HashMap<String, i64>,
+    pub(super) full_until: NameMap<String, i64>,
     /// job_type -> jobs per state (indexed by the state's number), over all jobs in the
     /// store. Keyed by job type alone so a count moves without building a key.
-    counts: HashMap<String, [i64; STATES]>,
+    counts: NameMap<String, [i64; STATES]>,
     recent: IdMap<i64, Arc<Job>>,
     recent_order: VecDeque<i64>,
     /// job_type -> its metrics, fetched from the monitor once per job type, so counting a
     /// job is a lookup here (under the table's lock, held anyway) and an atomic add.
-    metrics: HashMap<String, Arc<JobTypeMetrics>>,
+    metrics: NameMap<String, Arc<JobTypeMetrics>>,
     next_seq: i64,
     pub(super) rotate: usize,
 }
@@ -161,7 +161,7 @@ fn in_attempt(state: JobState) -> bool {
 
 impl JobTable {
     pub fn new(next_seq: i64, loaded_counts: HashMap<(String, i32), i64>) -> JobTable {
-        let mut counts: HashMap<String, [i64; STATES]> = HashMap::new();
+        let mut counts: NameMap<String, [i64; STATES]> = NameMap::default();
         for ((job_type, state), n) in loaded_counts {
             if let Some(c) = counts.entry(job_type).or_default().get_mut(state as usize) {
                 *c += n;

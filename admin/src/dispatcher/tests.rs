@@ -101,7 +101,11 @@ async fn an_execution_timeout_cancels_on_the_worker_and_retries_after_the_backof
     assert!(w.is_quiet(), "not dispatched during the backoff");
     rig.clock.advance(wait);
     rig.c.dispatcher.dispatch_pass();
-    assert_eq!(execute_request(&mut w).await.attempt, 2);
+    let retry = execute_request(&mut w).await;
+    assert_eq!(retry.attempt, 2);
+    rig.c.dispatcher.on_completed(&w.session, completed(&retry.request_id, true, ""));
+    let job = rig.c.dispatcher.job(seq).unwrap();
+    assert_eq!((job.state, &*job.message), (JobState::Succeeded, "succeeded after 2 attempts"));
 }
 
 #[tokio::test]
