@@ -51,6 +51,8 @@ where
 {
     let mut call = Guarded(Some(Box::pin(call)));
     let joined = tokio::select! {
+        // The handler first: a select's random order costs a random number per poll.
+        biased;
         joined = &mut call => Some(joined),
         _ = abandoned(work) => None,
     };
