@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::{
     Error, JobHandler, pb,
-    shared::{Body, Shared},
+    shared::{Body, Shared, post},
     supervise::{Outcome, supervise},
     tracker::Work,
 };
@@ -42,32 +42,37 @@ impl DetectionSender {
             })
             .collect();
         self.total.fetch_add(proposals.len(), Ordering::Relaxed);
-        let batch = pb::DetectionProposals {
-            request_id: self.work.request_id.clone(),
-            job_type: self.work.job_type.clone(),
-            proposals,
-            has_more: true,
+        let batch = || {
+            Body::DetectionProposals(pb::DetectionProposals {
+                request_id: self.work.request_id.clone(),
+                job_type: self.work.job_type.clone(),
+                proposals,
+                has_more: true,
+            })
         };
-        self.outbox.send(Body::DetectionProposals(batch)).await.map_err(|_| Error::Stopped)
+        if post(&self.outbox, batch).await { Ok(()) } else { Err(Error::Stopped) }
     }
 
     /// Reports what the detector is doing (a `job_progress_update` with an empty job id
     /// carrying one DETECTOR activity). Lost silently once the worker has stopped.
     pub async fn activity(&self, message: impl Into<String>) {
-        let update = pb::JobProgressUpdate {
-            request_id: self.work.request_id.clone(),
-            job_type: self.work.job_type.clone(),
-            state: pb::JobState::Running as i32,
-            activities: vec![pb::ActivityEvent {
-                source: pb::ActivitySource::Detector as i32,
-                message: message.into(),
-                created_at: Some(proto::now()),
+        let message = message.into();
+        let update = || {
+            Body::JobProgressUpdate(pb::JobProgressUpdate {
+                request_id: self.work.request_id.clone(),
+                job_type: self.work.job_type.clone(),
+                state: pb::JobState::Running as i32,
+                activities: vec![pb::ActivityEvent {
+                    source: pb::ActivitySource::Detector as i32,
+                    message,
+                    created_at: Some(proto::now()),
+                    ..Default::default()
+                }],
+                updated_at: Some(proto::now()),
                 ..Default::default()
-            }],
-            updated_at: Some(proto::now()),
-            ..Default::default()
+            })
         };
-        let _ = self.outbox.send(Body::JobProgressUpdate(update)).await;
+        post(&self.outbox, update).await;
     }
 
     /// The detection's request id.
@@ -108,13 +113,15 @@ pub(crate) async fn run(
             tracing::warn!(request_id = %work.request_id, job_type = %work.job_type, error = %other.error_message(), "detection failed")
         }
     }
-    let complete = pb::DetectionComplete {
-        request_id: work.request_id.clone(),
-        job_type: work.job_type.clone(),
-        success: matches!(outcome, Outcome::Done(())),
-        error_message: outcome.error_message(),
-        total_proposals: i32::try_from(total).unwrap_or(i32::MAX),
+    let complete = || {
+        Body::DetectionComplete(pb::DetectionComplete {
+            request_id: work.request_id.clone(),
+            job_type: work.job_type.clone(),
+            success: matches!(outcome, Outcome::Done(())),
+            error_message: outcome.error_message(),
+            total_proposals: i32::try_from(total).unwrap_or(i32::MAX),
+        })
     };
-    let _ = shared.outbox.send(Body::DetectionComplete(complete)).await;
+    post(&shared.outbox, complete).await;
     shared.tracker.remove(&work.request_id);
 }

@@ -148,7 +148,9 @@ fn execution(shared: &Arc<Shared>, id: &str, mut r: pb::ExecuteJobRequest, repli
     }
     tracing::info!(request_id = %id, job_id = %job_id, job_type = %job_type, "job started");
     replies.push(ack(&id, true, "job started"));
-    tokio::spawn(crate::execution::run(shared.clone(), handler, work, r, slot));
+    // Boxed: the task is spawned (moved into its cell) with its arguments, and the
+    // request is the largest of them.
+    tokio::spawn(crate::execution::run(shared.clone(), handler, work, Box::new(r), slot));
 }
 
 type Taken = (Arc<dyn crate::JobHandler>, tokio::sync::OwnedSemaphorePermit);

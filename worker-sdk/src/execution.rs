@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::{
     JobHandler, pb,
-    shared::{Body, Outbox, Shared},
+    shared::{Body, Outbox, Shared, post},
     supervise::{Outcome, supervise},
     tracker::{Reports, Work},
 };
@@ -86,20 +86,22 @@ async fn running(reports: &mut Reports, work: &Work, outbox: &Outbox) {
 
 /// A RUNNING progress update carrying the work's latest percent and stage.
 async fn send_update(work: &Work, outbox: &Outbox, message: &str, activities: Vec<pb::ActivityEvent>) {
-    let (progress_percent, stage) = work.progress();
-    let update = pb::JobProgressUpdate {
-        request_id: work.request_id.clone(),
-        job_id: work.job_id.clone(),
-        job_type: work.job_type.clone(),
-        state: pb::JobState::Running as i32,
-        progress_percent,
-        stage,
-        message: message.to_string(),
-        activities,
-        updated_at: Some(proto::now()),
-        ..Default::default()
+    let update = || {
+        let (progress_percent, stage) = work.progress();
+        Body::JobProgressUpdate(pb::JobProgressUpdate {
+            request_id: work.request_id.clone(),
+            job_id: work.job_id.clone(),
+            job_type: work.job_type.clone(),
+            state: pb::JobState::Running as i32,
+            progress_percent,
+            stage,
+            message: message.to_string(),
+            activities,
+            updated_at: Some(proto::now()),
+            ..Default::default()
+        })
     };
-    let _ = outbox.send(Body::JobProgressUpdate(update)).await;
+    post(outbox, update).await;
 }
 
 /// Reports RUNNING for the executions that have run for the config's `running_after`
@@ -136,7 +138,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     handler: Arc<dyn JobHandler>,
     work: Arc<Work>,
-    request: pb::ExecuteJobRequest,
+    request: Box<pb::ExecuteJobRequest>,
     _slot: OwnedSemaphorePermit,
 ) {
     if shared.config.running_after.is_zero() {
@@ -146,7 +148,7 @@ pub(crate) async fn run(
     let cancel = work.cancel.clone();
     // A `JobFailure` is a failure with a result: it passes through as a value.
     let outcome = supervise(&work, async move {
-        match handler.execute(request, progress, cancel).await {
+        match handler.execute(*request, progress, cancel).await {
             Ok(result) => Ok(Ok(result)),
             Err(error) => error.downcast::<crate::JobFailure>().map(|failure| Err(*failure)),
         }
@@ -179,17 +181,19 @@ pub(crate) async fn run(
             (false, None)
         }
     };
-    let completed = pb::JobCompleted {
-        request_id: work.request_id.clone(),
-        job_id: work.job_id.clone(),
-        job_type: work.job_type.clone(),
-        success,
-        error_message,
-        result,
-        completed_at: Some(proto::now()),
-        ..Default::default()
+    let completed = || {
+        Body::JobCompleted(pb::JobCompleted {
+            request_id: work.request_id.clone(),
+            job_id: work.job_id.clone(),
+            job_type: work.job_type.clone(),
+            success,
+            error_message,
+            result,
+            completed_at: Some(proto::now()),
+            ..Default::default()
+        })
     };
-    let _ = shared.outbox.send(Body::JobCompleted(completed)).await;
+    post(&shared.outbox, completed).await;
     drop(reports);
     shared.tracker.remove(&work.request_id);
 }

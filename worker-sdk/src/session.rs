@@ -29,6 +29,9 @@ use crate::{
 /// Messages waiting for the gRPC stream itself; small, so the outbox (which survives
 /// reconnects) holds the backlog rather than a stream that may die.
 const STREAM_BUFFER: usize = 16;
+/// How many outbox messages one turn of the session loop forwards before it looks at
+/// the admin's requests and the heartbeat again.
+const FORWARD_PER_TURN: usize = 64;
 /// How long the admin has to answer the hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long closing the stream may take to flush the last messages.
@@ -83,16 +86,20 @@ pub(crate) async fn run(cx: &mut SessionContext<'_>) -> Result<(), Error> {
     shared.status.send_replace(WorkerStatus::Connected { heartbeat_interval: interval });
 
     while let Some(body) = cx.carry.pop_front() {
-        if let Err(body) = writer.try_forward(body).await {
+        let Some(room) = writer.room().await else {
             cx.carry.push_front(body);
             return Err(Error::StreamClosed);
-        }
+        };
+        writer.put(room, body);
     }
 
     let mut heartbeats = tokio::time::interval(interval);
     heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut busy = shared.tracker.watch_busy();
     let mut drain: Option<Drain> = None;
+    // The drain's deadline, made once and reset when a drain begins: a timer built in
+    // each turn of the loop would read the clock at every message.
+    let mut cut_short = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
     let mut replies = Vec::new();
     loop {
         if drain.is_some() && shared.tracker.is_empty() {
@@ -106,6 +113,11 @@ pub(crate) async fn run(cx: &mut SessionContext<'_>) -> Result<(), Error> {
             return Ok(());
         }
         let cancel_at = drain.as_ref().and_then(|d| d.cancel_at);
+        if let Some(at) = cancel_at
+            && cut_short.deadline() != at
+        {
+            cut_short.as_mut().reset(at);
+        }
         tokio::select! {
             _ = cx.stop.cancelled(), if drain.is_none() => {
                 drain = Some(Drain::begin(shared, "worker is shutting down", shared.config.shutdown_grace));
@@ -118,7 +130,8 @@ pub(crate) async fn run(cx: &mut SessionContext<'_>) -> Result<(), Error> {
                 };
                 let action = dispatch(shared, message, &mut replies);
                 for body in replies.drain(..) {
-                    writer.send(body).await?;
+                    let room = writer.room().await.ok_or(Error::StreamClosed)?;
+                    writer.put(room, body);
                 }
                 if let Action::Shutdown { reason, grace } = action
                     && drain.is_none()
@@ -128,18 +141,24 @@ pub(crate) async fn run(cx: &mut SessionContext<'_>) -> Result<(), Error> {
                 }
             }
             body = cx.outbox.recv() => {
-                // The outbox never closes: `shared` holds a sender.
-                if let Some(body) = body
-                    && let Err(body) = writer.try_forward(body).await
-                {
-                    cx.carry.push_back(body);
-                    return Err(Error::StreamClosed);
+                // The outbox never closes: `shared` holds a sender. What else is queued
+                // goes along, up to a turn's worth, without a turn of the loop each.
+                let mut next = body;
+                let mut forwarded = 0;
+                while let Some(body) = next {
+                    let Some(room) = writer.room().await else {
+                        cx.carry.push_back(body);
+                        return Err(Error::StreamClosed);
+                    };
+                    writer.put(room, body);
+                    forwarded += 1;
+                    next = if forwarded < FORWARD_PER_TURN { cx.outbox.try_recv().ok() } else { None };
                 }
             }
             _ = heartbeats.tick() => {
                 writer.send(Body::Heartbeat(heartbeat::build(shared))).await?;
             }
-            _ = tokio::time::sleep_until(cancel_at.unwrap_or_else(Instant::now)), if cancel_at.is_some() => {
+            _ = &mut cut_short, if cancel_at.is_some() => {
                 if let Some(d) = drain.as_mut() {
                     let n = shared.tracker.cut_short_all(&d.reason);
                     tracing::info!(canceled = n, "shutdown grace period over; canceled running work");
@@ -220,13 +239,20 @@ impl Writer {
     }
 
     async fn send(&self, body: Body) -> Result<(), Error> {
-        self.try_forward(body).await.map_err(|_| Error::StreamClosed)
+        let room = self.room().await.ok_or(Error::StreamClosed)?;
+        self.put(room, body);
+        Ok(())
     }
 
-    /// Like `send`, but hands the body back when the stream is gone so it can wait for
-    /// the next one.
-    async fn try_forward(&self, body: Body) -> Result<(), Body> {
-        self.tx.send(self.envelope(body)).await.map_err(|e| e.0.body.expect("the envelope was built with a body"))
+    /// Waits for room for one message on the stream; `None` once the stream is gone.
+    /// With [`Writer::put`], the way to send a body the caller holds without moving it
+    /// into a future first.
+    async fn room(&self) -> Option<mpsc::Permit<'_, pb::WorkerToAdminMessage>> {
+        self.tx.reserve().await.ok()
+    }
+
+    fn put(&self, room: mpsc::Permit<'_, pb::WorkerToAdminMessage>, body: Body) {
+        room.send(self.envelope(body));
     }
 }
 

@@ -17,6 +17,20 @@ pub(crate) type Outbox = mpsc::Sender<Body>;
 /// How many messages may wait for a stream.
 pub(crate) const OUTBOX_CAPACITY: usize = 256;
 
+/// Queues the body `make` builds once the outbox has room; false once the worker has
+/// stopped. The body is built after the wait, so it is moved once, into the outbox,
+/// instead of living in the caller's future: a body is about 560 bytes, and a future
+/// that holds one makes every task that awaits it that much larger to spawn and move.
+pub(crate) async fn post(outbox: &Outbox, make: impl FnOnce() -> Body) -> bool {
+    match outbox.reserve().await {
+        Ok(room) => {
+            room.send(make());
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) worker_id: String,
     pub(crate) instance_id: String,
