@@ -173,15 +173,26 @@ impl EventBus {
         if let Some(observer) = self.observer.get() {
             observer.observe(&kind);
         }
-        let mut ring = self.ring.lock().expect("event ring lock");
-        let event = Arc::new(Event { id: ring.next_id, at: crate::job::now_ms(), kind });
-        ring.next_id += 1;
-        if ring.events.len() == ring.capacity {
-            ring.events.pop_front();
+        let at = crate::job::now_ms();
+        self.ring.lock().expect("event ring lock").push(&self.tx, at, kind);
+    }
+
+    /// Publishes `kinds` in order, leaving the vector empty: one lock and one reading of
+    /// the clock for all of them, which is what the store's publisher does with the
+    /// events of each committed batch (several per job, every one of which would
+    /// otherwise read the clock and take the lock).
+    pub fn publish_all(&self, kinds: &mut Vec<EventKind>) {
+        if kinds.is_empty() {
+            return;
         }
-        ring.events.push_back(event.clone());
-        // Sent under the lock so subscribers see ids in order.
-        let _ = self.tx.send(event);
+        if let Some(observer) = self.observer.get() {
+            kinds.iter().for_each(|kind| observer.observe(kind));
+        }
+        let at = crate::job::now_ms();
+        let mut ring = self.ring.lock().expect("event ring lock");
+        for kind in kinds.drain(..) {
+            ring.push(&self.tx, at, kind);
+        }
     }
 
     /// A live subscription plus the buffered events after `last_id` (none for `None`: a
@@ -210,6 +221,20 @@ impl EventBus {
 
     pub fn last_id(&self) -> u64 {
         self.ring.lock().expect("event ring lock").next_id - 1
+    }
+}
+
+impl Ring {
+    /// Numbers the event, buffers it and sends it to the subscribers; under the ring's
+    /// lock, so subscribers see ids in order.
+    fn push(&mut self, tx: &broadcast::Sender<Arc<Event>>, at: i64, kind: EventKind) {
+        let event = Arc::new(Event { id: self.next_id, at, kind });
+        self.next_id += 1;
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+        }
+        self.events.push_back(event.clone());
+        let _ = tx.send(event);
     }
 }
 
@@ -296,6 +321,43 @@ mod tests {
             bus.subscribe_after(Some(before - 1)).reset.as_deref(),
             Some("the event id is not from this run of the admin")
         );
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_published_in_order_with_consecutive_ids_and_each_event_observed() {
+        #[derive(Default)]
+        struct Seen(Mutex<Vec<String>>);
+        impl Observer for Seen {
+            fn observe(&self, kind: &EventKind) {
+                if let EventKind::ConfigSaved { job_type, .. } = kind {
+                    self.0.lock().unwrap().push(job_type.clone());
+                }
+            }
+        }
+        let bus = EventBus::new(16);
+        let seen = Arc::new(Seen::default());
+        assert!(bus.observe_with(seen.clone()).is_ok());
+        bus.publish(cfg("before"));
+        let mut sub = bus.subscribe_after(None);
+        let mut batch = vec![cfg("a"), cfg("b"), cfg("c")];
+        bus.publish_all(&mut batch);
+        assert!(batch.is_empty(), "the batch is drained");
+        bus.publish_all(&mut batch);
+        let first = sub.after + 1;
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let e = sub.rx.recv().await.unwrap();
+            let EventKind::ConfigSaved { job_type, .. } = &e.kind else { panic!("{e:?}") };
+            got.push((e.id, job_type.clone(), e.at));
+        }
+        let at = got[0].2;
+        assert_eq!(
+            got,
+            vec![(first, "a".to_string(), at), (first + 1, "b".to_string(), at), (first + 2, "c".to_string(), at)]
+        );
+        assert!(sub.rx.try_recv().is_err(), "an empty batch publishes nothing");
+        assert_eq!(*seen.0.lock().unwrap(), ["before", "a", "b", "c"]);
+        assert_eq!(bus.subscribe_after(Some(first - 1)).replay.len(), 3);
     }
 
     #[tokio::test]

@@ -348,6 +348,8 @@ impl Publisher {
     }
 
     fn run(&self, events: &EventBus) {
+        // A committed batch's events, published together (reused from batch to batch).
+        let mut kinds = Vec::new();
         loop {
             let next = {
                 let mut s = self.state.lock().expect("publisher lock");
@@ -366,15 +368,16 @@ impl Publisher {
             let mut reports = pruned.into_iter();
             for q in batch.drain(..) {
                 if let Some(Op::Prune { report, .. }) = q.op {
+                    // What came before the prune is published before its report goes.
+                    events.publish_all(&mut kinds);
                     let pruned = reports.next().unwrap_or_default();
                     if let Some(tx) = report {
                         let _ = tx.send(pruned);
                     }
                 }
-                if let Some(event) = q.event {
-                    events.publish(event);
-                }
+                kinds.extend(q.event);
             }
+            events.publish_all(&mut kinds);
             let mut spares = self.spares.lock().expect("publisher lock");
             if spares.len() < SPARES {
                 spares.push(batch);
