@@ -35,13 +35,18 @@ pub(super) fn open(path: &Path) -> Result<(SqliteBackend, SqliteReader), Backend
     schema::create_or_migrate(&conn)
         .map_err(|e| BackendError::with_source("cannot create or migrate the schema", e))?;
     let checkpointer = Checkpointer::start(path, &mut conn)?;
-    Ok((SqliteBackend { conn, checkpointer }, SqliteReader { path: path.to_path_buf(), pool: Mutex::new(Vec::new()) }))
+    Ok((
+        SqliteBackend { conn, checkpointer, blobs: writes::Blobs::default() },
+        SqliteReader { path: path.to_path_buf(), pool: Mutex::new(Vec::new()) },
+    ))
 }
 
 /// The writer side: owns the write connection.
 pub(super) struct SqliteBackend {
     conn: Connection,
     checkpointer: Checkpointer,
+    /// The writer's encoding buffers and row budget, kept from batch to batch.
+    blobs: writes::Blobs,
 }
 
 impl Drop for SqliteBackend {
@@ -236,7 +241,8 @@ impl Backend for SqliteBackend {
 
     fn apply(&mut self, writes: &[Write<'_>]) -> Result<Vec<Pruned>, BackendError> {
         self.checkpointer.finish_on_writer(&self.conn);
-        writes::apply(&mut self.conn, writes).map_err(|e| BackendError::with_source("cannot write a batch", e))
+        writes::apply(&mut self.conn, writes, &mut self.blobs)
+            .map_err(|e| BackendError::with_source("cannot write a batch", e))
     }
 }
 
@@ -424,6 +430,62 @@ mod tests {
         let (_backend, reader) = open(&path).unwrap();
         assert!(!legacy::is_legacy(&Connection::open(&path).unwrap()).unwrap());
         backend_tests::assert_same_job(&reader.job(7).unwrap().unwrap(), &running);
+    }
+
+    /// A job's row keeps room for what it gains when it ends ([`rows::RowBudget`]). Once
+    /// an ended job has taught the writer the budget, a job inserted after is as long at
+    /// its end as at its insert (so SQLite overwrites it in place), whether it succeeds or
+    /// fails; a job that outgrows the budget is written at its own length and does not
+    /// raise the budget past its cap; and every job reads back as written.
+    #[test]
+    fn a_rows_length_keeps_from_its_insert_to_its_end_within_the_budget() {
+        let dir = temp_dir("row-budget");
+        let path = dir.0.join("state.db");
+        let (mut backend, reader) = open(&path).unwrap();
+        let stats = Connection::open(&path).unwrap();
+        let payload = || -> i64 {
+            stats.query_row("SELECT sum(payload) FROM dbstat WHERE name = 'jobs'", [], |r| r.get(0)).unwrap()
+        };
+        const AT: i64 = 1_800_000_000_000;
+        let fresh = |seq: i64| {
+            let mut j = job(seq, JobState::Pending, AT);
+            (j.ready_at, j.failed_on) = (AT, Vec::new());
+            j
+        };
+        let ended = |seq: i64, state: JobState| {
+            let mut j = fresh(seq);
+            (j.state, j.attempts, j.attempts_total, j.assigned_at) = (state, 1, 1, AT + 10);
+            (j.updated_at, j.completed_at) = (AT + 50, AT + 50);
+            (j.worker_id, j.request_id) = ("worker-7".into(), format!("exec-1f2e3d4c-{seq}").into());
+            match state {
+                JobState::Failed => j.error = "full".into(),
+                _ => j.message = "done".into(),
+            }
+            j
+        };
+        // The row's length at its insert, and what its end added to it.
+        let mut insert_then_end = |end: &Job| -> (i64, i64) {
+            let empty = payload();
+            backend.apply(&[Write::InsertJob(&fresh(end.seq))]).unwrap();
+            let inserted = payload();
+            backend.apply(&[Write::UpdateJob(end)]).unwrap();
+            backend_tests::assert_same_job(&reader.job(end.seq).unwrap().unwrap(), end);
+            (inserted - empty, payload() - inserted)
+        };
+
+        let (unpadded, grown) = insert_then_end(&ended(1, JobState::Succeeded));
+        assert!(grown > 0, "before any budget, a row grows as its job ends");
+        let (padded, grown) = insert_then_end(&ended(2, JobState::Succeeded));
+        assert_eq!(grown, 0, "a row inserted under the budget is as long at its end");
+        assert!(padded > unpadded, "{padded} > {unpadded}");
+        let (_, grown) = insert_then_end(&ended(3, JobState::Failed));
+        assert_eq!(grown, 0, "a failed job with a short error keeps within the budget too");
+        let mut long = ended(4, JobState::Succeeded);
+        long.message = "m".repeat(400).into();
+        let (_, grown) = insert_then_end(&long);
+        assert!(grown > 0, "a job past the budget's cap grows");
+        let (after_long, grown) = insert_then_end(&ended(5, JobState::Succeeded));
+        assert_eq!((after_long, grown), (padded, 0), "the budget did not follow the long job past its cap");
     }
 
     /// A batch's new jobs go in statements of many rows: each lands with its own row

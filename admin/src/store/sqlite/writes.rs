@@ -26,13 +26,13 @@ static INSERT_HOLD: LazyLock<String> = LazyLock::new(|| columns::HOLDS.upsert('?
 static INSERT_SCHEDULE: LazyLock<String> = LazyLock::new(|| columns::SCHEDULES.upsert('?'));
 
 /// Writes one batch in one transaction and commits it. Returns what each prune deleted,
-/// in batch order. On error the transaction is rolled back (when it is dropped).
-pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Result<Vec<Pruned>> {
+/// in batch order. On error the transaction is rolled back (when it is dropped). `blobs`
+/// is the writer's, kept from batch to batch.
+pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>], blobs: &mut Blobs) -> rusqlite::Result<Vec<Pruned>> {
     let mut pruned = Vec::new();
     let tx = conn.transaction()?;
     {
         let mut update = tx.prepare_cached(rows::UPDATE_JOB)?;
-        let mut blobs = Blobs::default();
         // New jobs wait here to go in statements of many rows. Each job is once in a
         // coalesced batch, so they commute with every other write but a prune.
         let mut new_jobs: Vec<&Job> = Vec::new();
@@ -44,6 +44,7 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                 Write::InsertJob(job) => new_jobs.push(job),
                 Write::UpdateJob(job) => {
                     rows::encode_status(job, &mut blobs.status);
+                    blobs.budget.fit_update(job, &mut blobs.status);
                     update.execute(params![
                         job.seq,
                         job.state as i32,
@@ -94,7 +95,7 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                     ])?;
                 }
                 Write::Prune { before_ms } => {
-                    insert_jobs(&tx, &new_jobs, &mut blobs)?;
+                    insert_jobs(&tx, &new_jobs, blobs)?;
                     new_jobs.clear();
                     pruned.push(prune(&tx, before_ms)?);
                 }
@@ -158,17 +159,19 @@ pub(super) fn apply(conn: &mut Connection, writes: &[Write<'_>]) -> rusqlite::Re
                 }
             }
         }
-        insert_jobs(&tx, &new_jobs, &mut blobs)?;
+        insert_jobs(&tx, &new_jobs, blobs)?;
     }
     tx.commit()?;
     Ok(pruned)
 }
 
-/// The buffers a job's blobs are encoded into, reused from row to row.
+/// The buffers a job's blobs are encoded into, reused from row to row, and the room its
+/// row keeps for its changes.
 #[derive(Default)]
 pub(super) struct Blobs {
     spec: Vec<u8>,
     status: Vec<u8>,
+    budget: rows::RowBudget,
 }
 
 /// Inserts `jobs`, in statements of [`INSERT_ROWS`] rows.
@@ -196,6 +199,7 @@ fn bind_job(insert: &mut Statement<'_>, offset: usize, job: &Job, blobs: &mut Bl
     let s = &job.spec;
     rows::encode_spec(s, &mut blobs.spec);
     rows::encode_status(job, &mut blobs.status);
+    blobs.budget.pad(job, &mut blobs.status);
     insert.raw_bind_parameter(offset + 1, job.seq)?;
     insert.raw_bind_parameter(offset + 2, &s.job_type)?;
     insert.raw_bind_parameter(offset + 3, &*s.dedupe_key)?;
