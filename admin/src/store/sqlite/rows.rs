@@ -118,8 +118,10 @@ const MOST_BUDGET: usize = 256;
 /// SQLite overwrites a row in place when its new record is exactly as long as the old one.
 /// Otherwise it deletes the old cell and inserts the new one, and a row that grows in a
 /// full page splits the page. A job's row is inserted small and grows when the job ends
-/// (its worker, its request, its times): measured in `throughput`, that delete, insert and
-/// rebalancing were a sixth of the store writer's CPU. So the writer pads each job's status
+/// (its worker, its request, its times): in a profile of `throughput`, reinserting the
+/// cell and rebalancing pages took 13% of the store writer's CPU (0.6% and 1.6% now; the
+/// `writer` bench's CPU per job is a tenth lower at 2 cores' pace). The price is a longer
+/// row at the insert. So the writer pads each job's status
 /// blob until the columns that change ([`changing_len`]) take exactly `bytes` bytes, at
 /// the insert and at every update; a row that keeps within the budget is then the same
 /// length from its insert to its end, and every update of it is an overwrite in place.
