@@ -113,38 +113,72 @@ const PADDING_TAG: u32 = 15;
 /// status grows past it (a long message, a result) is written at its own length.
 const MOST_BUDGET: usize = 256;
 
+/// The budget moves in steps of this many bytes.
+const BUDGET_STEP: usize = 16;
+
+/// Updates per window over which [`RowBudget`] learns what the updates need.
+const BUDGET_WINDOW: u32 = 1024;
+
 /// Room kept in each job's row for what the row gains before it ends.
 ///
 /// SQLite overwrites a row in place when its new record is exactly as long as the old one.
 /// Otherwise it deletes the old cell and inserts the new one, and a row that grows in a
 /// full page splits the page. A job's row is inserted small and grows when the job ends
 /// (its worker, its request, its times): in a profile of `throughput`, reinserting the
-/// cell and rebalancing pages took 13% of the store writer's CPU (0.6% and 1.6% now; the
-/// `writer` bench's CPU per job is a tenth lower at 2 cores' pace). The price is a longer
-/// row at the insert. So the writer pads each job's status
-/// blob until the columns that change ([`changing_len`]) take exactly `bytes` bytes, at
-/// the insert and at every update; a row that keeps within the budget is then the same
-/// length from its insert to its end, and every update of it is an overwrite in place.
+/// cell and rebalancing pages took 13% of the store writer's CPU. So the writer pads each
+/// job's status blob until the columns that change ([`changing_len`]) take exactly `bytes`
+/// bytes, at the insert and at every update; a row that keeps within the budget is then
+/// the same length from its insert to its end, and every update of it is an overwrite in
+/// place (0.6% and 1.6% of the writer now; the `writer` bench's CPU per job is about 13%
+/// lower at 2 cores' pace). The price is a longer row at the insert, so more bytes written
+/// per job when a batch holds thousands of jobs.
 ///
-/// The budget starts at nothing and rises (in steps of 16 bytes, to at most
-/// [`MOST_BUDGET`]) to what the updates need. It is learned, not stored: after a restart
+/// The budget is learned from the updates, in steps of [`BUDGET_STEP`] bytes up to
+/// [`MOST_BUDGET`]: the first update sets it, then each window of [`BUDGET_WINDOW`]
+/// updates sets it to what 99% of them needed, so a few jobs with a long message or
+/// error do not lengthen every row after them. It rises as soon as a window needs more,
+/// and falls only when a window needs at least two steps less, so a need on the edge of
+/// a step does not make it swing from window to window. It is not stored: after a restart
 /// the same work brings it back to the same value. A row whose length misses the budget
 /// (written under another budget, or grown past it) is written as any row would be: this
 /// only decides how fast an update is, never what is stored.
 #[derive(Default)]
 pub(super) struct RowBudget {
     bytes: usize,
+    /// This window's updates by the steps they needed (the last: more than the cap).
+    needed: [u32; MOST_BUDGET / BUDGET_STEP + 2],
+    seen: u32,
 }
 
 impl RowBudget {
-    /// For an update: first raises the budget to what `job`'s changing columns take
-    /// (`status` being its encoded status blob), if they fit in [`MOST_BUDGET`]; then pads.
+    /// For an update: counts what `job`'s changing columns take (`status` being its
+    /// encoded status blob) towards the budget, then pads.
     pub(super) fn fit_update(&mut self, job: &Job, status: &mut Vec<u8>) {
-        let needed = changing_len(job, status.len());
-        if needed > self.bytes && needed <= MOST_BUDGET {
-            self.bytes = needed.next_multiple_of(16).min(MOST_BUDGET);
+        let steps = changing_len(job, status.len()).div_ceil(BUDGET_STEP);
+        if self.bytes == 0 && steps * BUDGET_STEP <= MOST_BUDGET {
+            self.bytes = steps * BUDGET_STEP;
+        }
+        self.needed[steps.min(self.needed.len() - 1)] += 1;
+        self.seen += 1;
+        if self.seen == BUDGET_WINDOW {
+            self.learn();
         }
         self.pad(job, status);
+    }
+
+    /// Ends a window: moves the budget to what 99% of its updates needed.
+    fn learn(&mut self) {
+        let cover = self.seen - self.seen / 100;
+        let mut covered = 0;
+        let steps = self.needed.iter().position(|&n| {
+            covered += n;
+            covered >= cover
+        });
+        let bytes = (steps.unwrap_or(self.needed.len()) * BUDGET_STEP).min(MOST_BUDGET);
+        if bytes > self.bytes || bytes + 2 * BUDGET_STEP <= self.bytes {
+            self.bytes = bytes;
+        }
+        (self.needed, self.seen) = Default::default();
     }
 
     /// Pads `status`, `job`'s encoded status blob, so that the job's changing columns
@@ -370,6 +404,47 @@ mod tests {
         assert!(insert_sql(16).contains("?192)"), "{}", insert_sql(16));
     }
 
+    /// Ends `job` with a message of `message` bytes through `budget`; returns the step its
+    /// changing columns needed, in bytes.
+    fn end(budget: &mut RowBudget, job: &mut Job, message: usize) -> usize {
+        job.message = "m".repeat(message).into();
+        let mut blob = Vec::new();
+        encode_status(job, &mut blob);
+        let step = changing_len(job, blob.len()).next_multiple_of(BUDGET_STEP);
+        budget.fit_update(job, &mut blob);
+        step
+    }
+
+    /// The first update sets the budget; then each window sets it to what 99% of its
+    /// updates needed: a few long ends do not raise it, a window that needs more raises it
+    /// at once, one that needs a step less leaves it, and one that needs two steps less
+    /// lowers it.
+    #[test]
+    fn the_budget_follows_what_most_updates_need() {
+        let mut job = crate::store::tests::job(7, JobState::Succeeded, 1_800_000_000_000);
+        let mut budget = RowBudget::default();
+        let first = end(&mut budget, &mut job, 0);
+        assert_eq!(budget.bytes, first);
+        let mut window = |budget: &mut RowBudget, message: usize, long_every: u32| {
+            for i in 1..=BUDGET_WINDOW - budget.seen {
+                end(budget, &mut job, if i % long_every == 0 { 120 } else { message });
+            }
+            budget.bytes
+        };
+        assert_eq!(window(&mut budget, 0, 200), first, "5 long ends in 1,024 do not raise it");
+        let (mut probe, mut unused) =
+            (crate::store::tests::job(7, JobState::Succeeded, 1_800_000_000_000), RowBudget::default());
+        let high = end(&mut unused, &mut probe, 60);
+        assert!(high >= first + 3 * BUDGET_STEP, "{high} {first}");
+        assert_eq!(window(&mut budget, 60, u32::MAX), high, "a window that needs more raises it");
+        let one_less = (0..60).find(|&m| end(&mut unused, &mut probe, m) == high - BUDGET_STEP).unwrap();
+        assert_eq!(window(&mut budget, one_less, u32::MAX), high, "a step less leaves it");
+        assert_eq!(window(&mut budget, 0, u32::MAX), first, "two steps less lowers it");
+        let long = end(&mut unused, &mut probe, 120);
+        assert!(long <= MOST_BUDGET, "{long}");
+        assert_eq!(window(&mut budget, 0, 50), long, "20 long ends in 1,024 raise it to theirs");
+    }
+
     /// Padding brings a job's changing columns to exactly the budget, or leaves the blob
     /// as it was (when they take the budget already, or no padding field is as long as the
     /// gap), and a padded blob decodes as the blob did before.
@@ -384,7 +459,7 @@ mod tests {
             let before = changing_len(&job, unpadded.len());
             for bytes in 0..=MOST_BUDGET {
                 let mut blob = unpadded.clone();
-                RowBudget { bytes }.pad(&job, &mut blob);
+                RowBudget { bytes, ..Default::default() }.pad(&job, &mut blob);
                 let after = changing_len(&job, blob.len());
                 if after == before {
                     assert_eq!(blob, unpadded);
