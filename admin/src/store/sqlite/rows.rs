@@ -246,13 +246,9 @@ fn blob_len(n: usize) -> usize {
     varint_len(2 * n + 12) + n
 }
 
-/// Bytes of a varint of 7 bits a byte (SQLite's, below 2^56, and protobuf's).
+/// Bytes of a varint of 7 bits a byte: SQLite's (below 2^56) are as long as protobuf's.
 fn varint_len(v: usize) -> usize {
-    let mut bytes = 1;
-    while v >> (7 * bytes) != 0 {
-        bytes += 1;
-    }
-    bytes
+    encoding::encoded_len_varint(v as u64)
 }
 
 /// Writes `spec`'s blob into `buf` (cleared first), as [`SpecBlob`] would encode it.
